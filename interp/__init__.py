@@ -1,0 +1,16 @@
+"""interp: look inside transformers to see what their normalization does.
+
+    import interp
+    model = interp.zoo.build("pre-ln")           # or interp.load_model("smollm2-135m")
+    interp.STRATEGIES                            # the normalization strategies of the zoo
+"""
+from __future__ import annotations
+
+from interp import norms, zoo
+from interp.card import ModelCard
+from interp.sites import LayerSites, SiteMap
+from interp.zoo import STRATEGIES
+
+__version__ = "0.1.0"
+
+__all__ = ["STRATEGIES", "ModelCard", "SiteMap", "LayerSites", "norms", "zoo", "__version__"]

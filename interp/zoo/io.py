@@ -1,0 +1,84 @@
+"""Zoo checkpoints: a directory with config.json, model.safetensors and (optionally) tokenizer.json.
+
+Loading never unpickles: weights are safetensors, config and card are JSON. Writes are atomic
+(temp file + rename) so a crash never leaves a half-written checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from interp.zoo.config import ZooConfig
+from interp.zoo.model import ZooModel
+
+WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file in the same directory, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(model: ZooModel, directory: str | Path, extra: dict | None = None) -> Path:
+    """Save config, weights (tied unembedding stored once) and tokenizer to `directory`."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.cfg.tie_embeddings:
+        state.pop("unembed.weight", None)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{WEIGHTS}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"format": "interp-zoo"})
+        os.replace(tmp, d / WEIGHTS)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    meta = {"config": model.cfg.to_dict(), "card": model.card.to_dict(), **(extra or {})}
+    atomic_write_bytes(d / CONFIG, json.dumps(meta, indent=2).encode())
+    tok = getattr(model, "tokenizer", None)
+    if tok is not None and hasattr(tok, "to_json"):
+        atomic_write_bytes(d / TOKENIZER, tok.to_json().encode())
+    return d
+
+
+def load(directory: str | Path, dtype: torch.dtype = torch.float32) -> ZooModel:
+    """Load a zoo checkpoint written by `save`; a missing, corrupt or truncated file raises a clear error."""
+    d = Path(directory)
+    if not (d / CONFIG).is_file() or not (d / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{d} is not a zoo checkpoint: it needs {CONFIG} and {WEIGHTS} (written by model.save)")
+    try:
+        meta = json.loads((d / CONFIG).read_text())
+        cfg = ZooConfig.from_dict(meta["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{d / CONFIG} is not a valid zoo config ({e}); re-save the model") from None
+    try:
+        state = load_file(d / WEIGHTS)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{d / WEIGHTS} is corrupt or truncated ({e}); re-save or re-download it") from None
+    tokenizer = None
+    if (d / TOKENIZER).is_file():
+        from interp.tokenize import load_tokenizer
+        tokenizer = load_tokenizer(d / TOKENIZER)
+    model = ZooModel(cfg, tokenizer=tokenizer)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (cfg.tie_embeddings and k == "unembed.weight")]
+    if missing or unexpected:
+        raise ValueError(f"{d / WEIGHTS} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.weight_source = str(d)
+    return model.to(dtype).eval()

@@ -1,0 +1,184 @@
+"""The zoo decoder: one GPT-style model whose blocks take their norm placement and kind from the config.
+
+Hook names follow TransformerLens (see docs/hooks.md for the full list and shapes). In a Post-LN block the
+carried stream is normalized; the un-normalized sum x + F(x) is `blocks.{l}.ln1.hook_in` / `ln2.hook_in`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from interp.card import ModelCard
+from interp.norms import Norm, make_norm
+from interp.sites import LayerSites, SiteMap
+from interp.zoo.config import ZooConfig
+
+
+def _observed(*hooks: HookPoint) -> bool:
+    """Whether any forward or backward hook is attached to one of `hooks`."""
+    return any(h._forward_hooks or h._backward_hooks or h._forward_pre_hooks for h in hooks)
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention; SDPA unless the scores or pattern are hooked."""
+
+    def __init__(self, cfg: ZooConfig):
+        super().__init__()
+        self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()  # [b, t, h, dh]
+        self.hook_attn_scores = HookPoint()  # [b, h, q, k]
+        self.hook_pattern = HookPoint()      # [b, h, q, k]
+        self.hook_z = HookPoint()            # [b, t, h, dh]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [b, t, d], mask [b|1, 1, t, t]
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.d_head).unbind(2)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        q, k, v = (y.transpose(1, 2) for y in (q, k, v))  # [b, h, t, dh]
+        if _observed(self.hook_attn_scores, self.hook_pattern):
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)
+            scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
+            z = self.hook_pattern(scores.softmax(-1)) @ v
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        z = self.hook_z(z.transpose(1, 2))  # [b, t, h, dh]
+        return self.out(z.reshape(b, t, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ZooConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.bias)
+        self.down = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.bias)
+        self.hook_pre, self.hook_post = HookPoint(), HookPoint()  # [b, t, d_mlp]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.hook_post(F.gelu(self.hook_pre(self.up(x)))))
+
+
+class Block(nn.Module):
+    """One transformer block; `forward` shows where each norm sits, two lines per placement."""
+
+    def __init__(self, cfg: ZooConfig, layer: int):
+        super().__init__()
+        self.layer, self.placement = layer, cfg.block_placement(layer)
+        self.depth_scale = 1 / math.sqrt(layer + 1) if self.placement == "lns" else 1.0
+        self.attn, self.mlp = Attention(cfg), MLP(cfg)
+        norm = lambda: make_norm(cfg.norm, cfg.d_model, eps=cfg.norm_eps, **cfg.norm_kwargs)
+        if self.placement != "none":
+            self.ln1, self.ln2 = norm(), norm()
+        if self.placement == "peri":
+            self.ln1_post, self.ln2_post = norm(), norm()
+        for name in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
+            setattr(self, f"hook_{name}", HookPoint())
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
+        x = self.hook_resid_pre(x)
+        attn = lambda h: self.hook_attn_out(self.attn(h, mask))
+        mlp = lambda h: self.hook_mlp_out(self.mlp(h))
+        if self.placement == "pre":     # x + F(N(x))
+            x = self.hook_resid_mid(x + attn(self.ln1(x)))
+            x = x + mlp(self.ln2(x))
+        elif self.placement == "post":  # N(x + F(x))
+            x = self.hook_resid_mid(self.ln1(x + attn(x)))
+            x = self.ln2(x + mlp(x))
+        elif self.placement == "peri":  # x + N_out(F(N_in(x)))
+            x = self.hook_resid_mid(x + self.hook_attn_out(self.ln1_post(self.attn(self.ln1(x), mask))))
+            x = x + self.hook_mlp_out(self.ln2_post(self.mlp(self.ln2(x))))
+        elif self.placement == "lns":   # x + F(N(x) / √ℓ)
+            x = self.hook_resid_mid(x + attn(self.ln1(x) * self.depth_scale))
+            x = x + mlp(self.ln2(x) * self.depth_scale)
+        else:                           # none: x + F(x)
+            x = self.hook_resid_mid(x + attn(x))
+            x = x + mlp(x)
+        return self.hook_resid_post(x)
+
+
+class ZooModel(HookedRootModule):
+    """The configurable decoder. `forward(tokens [b, t]) -> logits [b, t, vocab]`."""
+
+    def __init__(self, cfg: ZooConfig, tokenizer=None):
+        super().__init__()
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model)
+        self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()  # [b, t, d]
+        self.blocks = nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layers))
+        if cfg.final_norm:
+            kind = cfg.norm if cfg.norm != "none" else "layernorm"
+            self.ln_final = make_norm(kind, cfg.d_model, eps=cfg.norm_eps, **cfg.norm_kwargs)
+        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
+        self.apply(self._init)
+        if cfg.tie_embeddings:
+            self.unembed.weight = self.embed.weight
+        self._norms = [m for m in self.modules() if isinstance(m, Norm)]
+        self.setup()
+
+    def _init(self, m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=self.cfg.init_std)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens [b, t] long; attention_mask [b, t] bool (True = real token); cond [b] for TD-LN."""
+        b, t = tokens.shape
+        if t > self.cfg.n_ctx:
+            raise ValueError(f"sequence of {t} tokens is longer than the context of {self.cfg.n_ctx}")
+        causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
+        if attention_mask is None:
+            pos, mask = torch.arange(t, device=tokens.device), causal[None, None]
+        else:  # keys must be real tokens; a query always sees itself so no row is empty
+            attention_mask = attention_mask.bool()
+            pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            eye = torch.eye(t, dtype=torch.bool, device=tokens.device)
+            mask = (causal & (attention_mask[:, None, :] | eye))[:, None]  # [b, 1, t, t]
+        for n in self._norms:
+            n.token_mask, n.cond = attention_mask, cond
+        x = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(self.pos_embed(pos).expand(b, t, -1))
+        for block in self.blocks:
+            x = block(x, mask)
+        if self.cfg.final_norm:
+            x = self.ln_final(x)
+        return self.unembed(x)  # [b, t, vocab]
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        """Unembedding [d_model, vocab]."""
+        return self.unembed.weight.T
+
+    @property
+    def card(self) -> ModelCard:
+        c = self.cfg
+        return ModelCard(name=c.strategy, family="zoo", strategy=c.strategy, placement=c.placement,
+                         norm_kind=c.norm, n_layers=c.n_layers, d_model=c.d_model,
+                         n_params=sum(p.numel() for p in self.parameters()), objective="causal_lm",
+                         weight_source=getattr(self, "weight_source", "random init"),
+                         extra={"n_post_layers": c.n_post_layers, "final_norm": c.final_norm})
+
+    @property
+    def sites(self) -> SiteMap:
+        layers = []
+        for blk in self.blocks:
+            p, norms = f"blocks.{blk.layer}", [n for n in ("ln1", "ln2", "ln1_post", "ln2_post") if hasattr(blk, n)]
+            layers.append(LayerSites(
+                resid_pre=f"{p}.hook_resid_pre", resid_post=f"{p}.hook_resid_post",
+                deltas={"attn": f"{p}.hook_attn_out", "mlp": f"{p}.hook_mlp_out"},
+                norm_inputs={n: f"{p}.{n}.hook_in" for n in norms},
+                norm_scales={n: f"{p}.{n}.hook_scale" for n in norms if getattr(blk, n).has_scale},
+                sublayer_out={"attn": f"{p}.ln1_post.hook_in", "mlp": f"{p}.ln2_post.hook_in"}
+                if blk.placement == "peri" else {},
+                placement=blk.placement))
+        fn = self.cfg.final_norm
+        return SiteMap(embed="hook_embed", layers=tuple(layers),
+                       final_resid=f"blocks.{self.cfg.n_layers - 1}.hook_resid_post",
+                       final_norm_input="ln_final.hook_in" if fn else None,
+                       final_norm_scale="ln_final.hook_scale" if fn and self.ln_final.has_scale else None)
