@@ -150,6 +150,15 @@ class ZooModel(HookedRootModule):
             x = self.ln_final(x)
         return self.unembed(x)  # [b, t, vocab]
 
+    def apply_final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The final norm applied to a residual stream x [..., d], its statistics recomputed on x."""
+        return self.ln_final(x) if self.cfg.final_norm else x
+
+    @property
+    def b_U(self) -> torch.Tensor | None:
+        """Unembedding bias [vocab] (the zoo has none)."""
+        return None
+
     @property
     def W_U(self) -> torch.Tensor:
         """Unembedding [d_model, vocab]."""
