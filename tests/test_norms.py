@@ -1,0 +1,106 @@
+"""Norm modules against their papers' equations, written out here in plain torch."""
+import math
+
+import pytest
+import torch
+
+from interp.norms import NORMS, FakeLN, LayerNorm, PowerNorm, TDLayerNorm, UnifiedNorm, make_norm
+
+EPS = 1e-5
+
+
+def test_layernorm_matches_torch_and_exposes_tl_scale():
+    ln = LayerNorm(10).double()
+    with torch.no_grad():
+        ln.w.uniform_(0.5, 2)
+        ln.b.uniform_(-1, 1)
+    x = torch.randn(3, 4, 10, dtype=torch.float64) * 5 + 2
+    seen = {}
+    ln.hook_scale.add_hook(lambda t, hook: seen.setdefault("scale", t))
+    y = ln(x)
+    torch.testing.assert_close(y, torch.nn.functional.layer_norm(x, (10,), ln.w, ln.b, EPS))
+    torch.testing.assert_close(seen["scale"], (x.var(-1, unbiased=False, keepdim=True) + EPS).sqrt())
+
+
+def test_powernorm_approximate_backward_follows_maskpowernorm():
+    """Gradient: g − (1 − α_bkw)·ema_gz·z over the batch scale; ema_gz accumulates mean(approx·z)."""
+    torch.manual_seed(0)
+    d, abkw = 6, 0.9
+    pn = PowerNorm(d, warmup_iters=100, alpha_bkw=abkw, group_scaling=False).double()
+    with torch.no_grad():
+        pn.ema_gz.fill_(0.25)
+    x = torch.randn(3, 5, d, dtype=torch.float64, requires_grad=True)
+    g_out = torch.randn(3, 5, d, dtype=torch.float64)
+    pn.train()
+    pn(x).backward(g_out)
+    x2 = x.detach().pow(2).mean((0, 1))
+    z = x.detach() / (x2 + EPS).sqrt()
+    g = g_out * pn.w.detach()
+    approx = g - (1 - abkw) * 0.25 * z
+    torch.testing.assert_close(x.grad, approx / (x2 + EPS).sqrt())
+    torch.testing.assert_close(pn.ema_gz, 0.25 + (approx * z).mean((0, 1)))
+    # the exact gradient differs (the approximation is real, not a relabelled autograd)
+    xe = x.detach().clone().requires_grad_(True)
+    ((xe / (xe.pow(2).mean((0, 1)) + EPS).sqrt()) * pn.w.detach()).backward(g_out)
+    assert not torch.allclose(xe.grad, x.grad)
+
+
+def test_powernorm_running_phi_is_cumulative_in_warmup_then_ema():
+    d = 4
+    pn = PowerNorm(d, warmup_iters=3, alpha_fwd=0.9, group_scaling=False).double().train()
+    phi = torch.ones(d, dtype=torch.float64)
+    xs = [torch.randn(2, 3, d, dtype=torch.float64) * (i + 1) for i in range(5)]
+    for it, x in enumerate(xs, start=1):
+        y = pn(x)
+        x2 = x.pow(2).mean((0, 1))
+        used = x2 if it <= 3 else phi.clone()  # batch ψ² during warm-up, then the running ψ²
+        torch.testing.assert_close(y, x / (used + EPS).sqrt())
+        if it < 3:
+            phi = phi * (it - 1) / it + x2 / it
+        phi = 0.9 * phi + 0.1 * x2
+        torch.testing.assert_close(pn.running_phi, phi)
+
+
+def test_unified_uses_geometric_mean_of_window_after_warmup():
+    d, win = 3, 2
+    un = UnifiedNorm(d, window=win, warmup_iters=3, momentum=0.9).double().train()
+    hist = []
+    for it in range(1, 7):
+        x = torch.randn(2, 4, d, dtype=torch.float64) * it
+        x2 = x.pow(2).mean((0, 1))
+        hist.append(x2)
+        y = un(x)
+        if it <= win or it < 3:
+            var = x2
+        else:  # the buffer holds the last `win` statistics
+            var = torch.exp(torch.log(torch.stack(hist[-win:])).mean(0))
+        torch.testing.assert_close(y, x / (var + EPS).sqrt())
+
+
+def test_fakeln_uses_frozen_scale_and_separate_position_zero():
+    f = FakeLN(5, scale=2.0, scale_pos0=10.0).double()
+    x = torch.randn(2, 4, 5, dtype=torch.float64)
+    xc = x - x.mean(-1, keepdim=True)
+    y = f(x)
+    torch.testing.assert_close(y[:, 1:], xc[:, 1:] / 2.0)
+    torch.testing.assert_close(y[:, :1], xc[:, :1] / 10.0)
+    assert not any(p.requires_grad and n.startswith("scale") for n, p in f.named_parameters())
+
+
+def test_tdln_interpolates_parameters_with_sigmoid_gate():
+    n = TDLayerNorm(4).double()
+    with torch.no_grad():
+        n.w0.fill_(1.0), n.w1.fill_(3.0), n.b0.fill_(0.0), n.b1.fill_(1.0)
+        n.gate_w.copy_(torch.tensor([2.0, -1.0])), n.gate_b.copy_(torch.tensor([0.5, 0.0]))
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    n.cond = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    normed = torch.nn.functional.layer_norm(x, (4,), eps=EPS)
+    for i, t in enumerate([0.0, 1.0]):
+        s_g, s_b = 1 / (1 + math.exp(-(2 * t + 0.5))), 1 / (1 + math.exp(t))
+        expect = normed[i] * (s_g * 1 + (1 - s_g) * 3) + (1 - s_b) * 1
+        torch.testing.assert_close(n(x)[i], expect)
+
+
+def test_make_norm_unknown_kind_names_choices():
+    with pytest.raises(ValueError, match="choose one of: " + ", ".join(NORMS)):
+        make_norm("groupnorm", 8)

@@ -1,0 +1,267 @@
+"""The zoo's hook contract and placements, checked against a plain-torch re-implementation written here."""
+import math
+
+import pytest
+import torch
+
+import interp
+from interp.zoo import STRATEGIES, build, load
+
+SMALL = dict(n_layers=4, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=97)
+
+
+def _randomize(model, seed=0):
+    """Give every norm a non-trivial gain/bias so placement mistakes change the output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if any(k in name for k in ("ln", "norm")) and p.dim() >= 1:
+                p.add_(0.3 * torch.randn(p.shape, generator=g))
+            if name.endswith("alpha"):
+                p.fill_(0.7)
+        for m in model.modules():  # batch-statistic norms: non-trivial running statistics
+            for buf in ("running_phi", "running_var"):
+                if hasattr(m, buf):
+                    getattr(m, buf).copy_(0.5 + torch.rand(m.d, generator=g))
+    return model
+
+
+# ---------- brute force: plain torch, no hooks, written from the papers' equations ----------
+def ref_norm(kind, sd, prefix, x, cond, eps=1e-5, group_scaling=True):
+    if kind == "layernorm":
+        mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        return (x - mu) / torch.sqrt(var + eps) * sd[prefix + "w"] + sd[prefix + "b"]
+    if kind == "rmsnorm":
+        return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * sd[prefix + "w"]
+    if kind == "crmsnorm":
+        full = torch.cat([x, -x.sum(-1, keepdim=True)], -1)  # the implied (d+1)-th coordinate
+        return x / torch.sqrt((full * full).mean(-1, keepdim=True) + eps) * sd[prefix + "w"]
+    if kind == "dyt":
+        return torch.tanh(sd[prefix + "alpha"] * x) * sd[prefix + "w"] + sd[prefix + "b"]
+    if kind == "tdln":
+        t = cond.view(-1, 1, 1)
+        sg = torch.sigmoid(sd[prefix + "gate_w"][0] * t + sd[prefix + "gate_b"][0])
+        sb = torch.sigmoid(sd[prefix + "gate_w"][1] * t + sd[prefix + "gate_b"][1])
+        mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        gamma = sg * sd[prefix + "w0"] + (1 - sg) * sd[prefix + "w1"]
+        beta = sb * sd[prefix + "b0"] + (1 - sb) * sd[prefix + "b1"]
+        return (x - mu) / torch.sqrt(var + eps) * gamma + beta
+    if kind == "powernorm":  # eval: group scaling, then the running quadratic mean per channel
+        x = x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps)
+        return x / torch.sqrt(sd[prefix + "running_phi"] + eps) * sd[prefix + "w"] + sd[prefix + "b"]
+    if kind == "unified":
+        return x / torch.sqrt(sd[prefix + "running_var"] + eps) * sd[prefix + "w"] + sd[prefix + "b"]
+    raise AssertionError(kind)
+
+
+def ref_forward(model, tokens, cond=None):
+    c, sd = model.cfg, {k: v for k, v in model.state_dict().items()}
+    b, t = tokens.shape
+    x = sd["embed.weight"][tokens] + sd["pos_embed.weight"][torch.arange(t)]
+    N = lambda p, h: ref_norm(c.norm, sd, p, h, cond)
+
+    def attn(p, h):
+        q, k, v = (h @ sd[p + "qkv.weight"].T + sd[p + "qkv.bias"]).split(c.d_model, -1)
+        q, k, v = (y.view(b, t, c.n_heads, -1).transpose(1, 2) for y in (q, k, v))
+        s = q @ k.transpose(-1, -2) / math.sqrt(c.d_head)
+        s = s.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf"))
+        z = (s.softmax(-1) @ v).transpose(1, 2).reshape(b, t, -1)
+        return z @ sd[p + "out.weight"].T + sd[p + "out.bias"]
+
+    def mlp(p, h):
+        a = h @ sd[p + "up.weight"].T + sd[p + "up.bias"]
+        a = 0.5 * a * (1 + torch.erf(a / math.sqrt(2)))
+        return a @ sd[p + "down.weight"].T + sd[p + "down.bias"]
+
+    n_post = int(c.mix_alpha * c.n_layers) if c.placement == "mix" else None
+    for l in range(c.n_layers):
+        p = f"blocks.{l}."
+        place = c.placement if n_post is None else ("post" if l < n_post else "pre")
+        if place == "pre":
+            x = x + attn(p + "attn.", N(p + "ln1.", x))
+            x = x + mlp(p + "mlp.", N(p + "ln2.", x))
+        elif place == "lns":
+            s = 1 / math.sqrt(l + 1)
+            x = x + attn(p + "attn.", s * N(p + "ln1.", x))
+            x = x + mlp(p + "mlp.", s * N(p + "ln2.", x))
+        elif place == "post":
+            x = N(p + "ln1.", x + attn(p + "attn.", x))
+            x = N(p + "ln2.", x + mlp(p + "mlp.", x))
+        elif place == "peri":
+            x = x + N(p + "ln1_post.", attn(p + "attn.", N(p + "ln1.", x)))
+            x = x + N(p + "ln2_post.", mlp(p + "mlp.", N(p + "ln2.", x)))
+        else:
+            x = x + attn(p + "attn.", x)
+            x = x + mlp(p + "mlp.", x)
+    if c.final_norm:
+        x = N("ln_final.", x)
+    return x @ sd["embed.weight"].T
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_logits_match_brute_force(name):
+    model = _randomize(build(name, **SMALL).double().eval())
+    tokens = torch.randint(0, SMALL["d_vocab"], (2, 11), generator=torch.Generator().manual_seed(1))
+    cond = torch.tensor([0.3, -1.2], dtype=torch.float64)
+    got = model(tokens, cond=cond)
+    assert got.shape == (2, 11, SMALL["d_vocab"])
+    torch.testing.assert_close(got, ref_forward(model, tokens, cond), atol=1e-5, rtol=1e-5)
+
+
+def _documented_hooks(model):
+    c, L = model.cfg, model.cfg.n_layers
+    b, t, d, h, dh = 2, 7, c.d_model, c.n_heads, c.d_head
+    shapes = {"hook_embed": (b, t, d), "hook_pos_embed": (b, t, d)}
+    for l in range(L):
+        p = f"blocks.{l}."
+        for s in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
+            shapes[p + s] = (b, t, d)
+        for s in ("hook_q", "hook_k", "hook_v", "hook_z"):
+            shapes[p + "attn." + s] = (b, t, h, dh)
+        shapes[p + "attn.hook_pattern"] = shapes[p + "attn.hook_attn_scores"] = (b, h, t, t)
+        shapes[p + "mlp.hook_pre"] = shapes[p + "mlp.hook_post"] = (b, t, c.d_mlp)
+        norms = [] if c.block_placement(l) == "none" else ["ln1", "ln2"]
+        norms += ["ln1_post", "ln2_post"] if c.placement == "peri" else []
+        for n in norms:
+            shapes[f"{p}{n}.hook_in"] = shapes[f"{p}{n}.hook_normalized"] = (b, t, d)
+            if c.norm in ("powernorm", "unified"):
+                shapes[f"{p}{n}.hook_scale"] = (1, 1, d)
+            elif c.norm != "dyt":
+                shapes[f"{p}{n}.hook_scale"] = (b, t, 1)
+    if c.final_norm:
+        shapes["ln_final.hook_normalized"] = (b, t, d)
+        if c.norm not in ("dyt",):
+            shapes["ln_final.hook_scale"] = (b, t, 1) if c.norm not in ("powernorm", "unified") else (1, 1, d)
+    return shapes
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_every_documented_hook_fires_with_its_shape(name):
+    model = build(name, **SMALL).eval()
+    tokens = torch.randint(0, SMALL["d_vocab"], (2, 7))
+    logits, cache = model.run_with_cache(tokens)
+    for hook, shape in _documented_hooks(model).items():
+        assert hook in cache, f"{name}: {hook} did not fire"
+        assert tuple(cache[hook].shape) == shape, f"{name}: {hook} {tuple(cache[hook].shape)} != {shape}"
+    for hook in model.sites.all_hook_names():
+        assert hook in cache, f"{name}: site-map hook {hook} did not fire"
+    # hooking the pattern switches SDPA off; both paths agree
+    torch.testing.assert_close(logits, model(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_post_ln_stream_is_normalized_after_every_block():
+    model = _randomize(build("post-ln", **SMALL).double().eval())
+    _, cache = model.run_with_cache(torch.randint(0, 97, (2, 9)))
+    for l, blk in enumerate(model.blocks):
+        x = cache[f"blocks.{l}.hook_resid_post"]
+        z = (x - blk.ln2.b) / blk.ln2.w  # undo the affine map: per-token mean 0, RMS 1 (up to eps)
+        torch.testing.assert_close(z.mean(-1), torch.zeros_like(z.mean(-1)), atol=1e-9, rtol=0)
+        assert torch.allclose(z.pow(2).mean(-1).sqrt(), torch.ones(2, 9, dtype=torch.float64), atol=1e-3)
+        # the un-normalized sum is at ln2.hook_in: normalizing it gives the carried stream
+        torch.testing.assert_close(blk.ln2(cache[f"blocks.{l}.ln2.hook_in"]), x)
+
+
+def test_lns_scales_each_layer_by_inverse_sqrt_depth():
+    model = build("lns", **SMALL).eval()
+    seen = {}
+    for l, blk in enumerate(model.blocks):
+        blk.attn.register_forward_pre_hook(lambda m, a, l=l: seen.__setitem__(l, a[0].detach()))
+    _, cache = model.run_with_cache(torch.randint(0, 97, (1, 6)))
+    for l in range(SMALL["n_layers"]):
+        normed = cache[f"blocks.{l}.ln1.hook_normalized"]
+        ratio = seen[l] / normed
+        torch.testing.assert_close(ratio, torch.full_like(ratio, 1 / math.sqrt(l + 1)), atol=0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_layers,alpha", [(4, 0.25), (12, 0.25), (8, 0.5), (5, 0.25)])
+def test_mix_has_floor_alpha_l_post_blocks(n_layers, alpha):
+    model = build("mix-ln", **{**SMALL, "n_layers": n_layers, "mix_alpha": alpha})
+    placements = [b.placement for b in model.blocks]
+    k = math.floor(alpha * n_layers)
+    assert placements == ["post"] * k + ["pre"] * (n_layers - k)
+
+
+def test_no_norm_has_no_norm_modules():
+    model = build("no-norm", **SMALL)
+    assert not [n for n, m in model.named_modules() if isinstance(m, interp.norms.Norm)]
+    assert not [n for n in model.hook_dict if "ln" in n]
+
+
+def test_crmsnorm_on_zero_mean_input_equals_layernorm():
+    d = 15
+    g = torch.Generator().manual_seed(3)
+    full = torch.randn(4, 5, d + 1, generator=g, dtype=torch.float64)
+    full = full - full.mean(-1, keepdim=True)  # zero-mean (d+1)-vectors
+    ln = interp.norms.LayerNorm(d + 1, bias=False).double()
+    crms = interp.norms.CRMSNorm(d).double()
+    w = torch.randn(d + 1, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        ln.w.copy_(w)
+        crms.w.copy_(w[:d])
+    assert torch.allclose(crms(full[..., :d]), ln(full)[..., :d], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind,buf", [("powernorm", "running_phi"), ("unified", "running_var")])
+def test_batch_norms_use_batch_stats_in_train_and_running_stats_in_eval(kind, buf):
+    d = 8
+    norm = interp.norms.make_norm(kind, d, warmup_iters=100).double()
+    if kind == "powernorm":
+        norm.group_scaling = False  # isolate the channel statistic
+    x = 3.0 * torch.randn(4, 6, d, dtype=torch.float64) + 1.0
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    mask[1, 4:] = False  # padding is excluded from the batch statistic
+    x[1, 4:] = 1e6
+    norm.token_mask = norm_mask = mask
+    norm.train()
+    y = norm(x)
+    second_moment = x[norm_mask].pow(2).mean(0)  # brute force: over real tokens, per channel, no centring
+    torch.testing.assert_close(y, x / torch.sqrt(second_moment + 1e-5))
+    norm.eval()
+    with torch.no_grad():
+        getattr(norm, buf).fill_(4.0)
+    torch.testing.assert_close(norm(x), x / math.sqrt(4.0 + 1e-5))
+
+
+def test_dyt_alpha_initialised_to_half():
+    model = build("dyt", **SMALL)
+    alphas = [m.alpha.item() for m in model.modules() if isinstance(m, interp.norms.DyT)]
+    assert len(alphas) == 2 * SMALL["n_layers"] + 1 and all(a == 0.5 for a in alphas)
+
+
+def test_padding_and_mask_leave_real_tokens_unchanged():
+    model = build("pre-ln", **SMALL).eval()
+    a = torch.randint(0, 97, (1, 5))
+    padded = torch.cat([a, torch.zeros(1, 3, dtype=torch.long)], 1)
+    mask = torch.tensor([[True] * 5 + [False] * 3])
+    torch.testing.assert_close(model(padded, attention_mask=mask)[:, :5], model(a), atol=1e-6, rtol=1e-5)
+    left = torch.cat([torch.zeros(1, 3, dtype=torch.long), a], 1)  # left padding: positions shift with the mask
+    torch.testing.assert_close(model(left, attention_mask=mask.flip(1))[:, 3:], model(a), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["peri-ln", "powernorm", "td-ln"])
+def test_save_load_round_trip_gives_identical_logits(tmp_path, name):
+    model = _randomize(build(name, **SMALL)).eval()
+    tokens = torch.randint(0, 97, (2, 8))
+    model.save(tmp_path / "ckpt")
+    again = load(tmp_path / "ckpt")
+    assert torch.equal(model(tokens), again(tokens))
+    assert again.card.strategy == name and again.card.placement == model.card.placement
+
+
+def test_corrupt_or_truncated_checkpoint_raises_clear_error(tmp_path):
+    build("pre-ln", **SMALL).save(tmp_path / "ok")
+    w = tmp_path / "ok" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:200])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load(tmp_path / "ok")
+    with pytest.raises(FileNotFoundError, match="not a zoo checkpoint"):
+        load(tmp_path / "missing")
+
+
+def test_unknown_names_raise_naming_the_valid_choices():
+    with pytest.raises(ValueError, match="unknown strategy 'pre-foo'.*pre-ln"):
+        build("pre-foo")
+    with pytest.raises(ValueError, match="unknown norm kind 'batchnorm'.*rmsnorm"):
+        interp.zoo.ZooConfig(norm="batchnorm")
+    with pytest.raises(ValueError, match="unknown placement 'middle'.*peri"):
+        interp.zoo.ZooConfig(placement="middle")
