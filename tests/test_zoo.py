@@ -265,3 +265,26 @@ def test_unknown_names_raise_naming_the_valid_choices():
         interp.zoo.ZooConfig(norm="batchnorm")
     with pytest.raises(ValueError, match="unknown placement 'middle'.*peri"):
         interp.zoo.ZooConfig(placement="middle")
+
+
+def test_run_with_hooks_edits_the_stream_and_leaves_no_hooks_behind():
+    model = build("pre-ln", **SMALL).eval()
+    tokens = torch.randint(0, 97, (1, 6))
+    clean = model(tokens)
+    zero = lambda x, hook: torch.zeros_like(x)
+    edited = model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_attn_out", zero)])
+    assert not torch.allclose(clean, edited)
+    # the hooks() context gives the same edit and removes it on exit
+    with model.hooks(fwd_hooks=[("blocks.1.hook_attn_out", zero)]):
+        torch.testing.assert_close(model(tokens), edited)
+    torch.testing.assert_close(model(tokens), clean)
+    assert all(not hp._forward_hooks for hp in model.hook_dict.values())
+
+
+def test_cli_lists_every_strategy_with_its_placement(capsys):
+    from interp.cli import main
+    assert main(["strategies"]) == 0
+    out = capsys.readouterr().out
+    for name, spec in STRATEGIES.items():
+        line = next(l for l in out.splitlines() if l.startswith(name + " "))
+        assert spec["placement"] in line
