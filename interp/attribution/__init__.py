@@ -1,0 +1,8 @@
+"""Attribution you can check: DLA next to the true direct effect (path ablation), and a logit lens whose norm
+statistics are recomputed on every intermediate stream."""
+from __future__ import annotations
+
+from interp.attribution.dla import dla, resolve_token, summary
+from interp.attribution.logit_lens import logit_lens
+
+__all__ = ["dla", "summary", "resolve_token", "logit_lens"]

@@ -1,0 +1,70 @@
+"""Logit lens: read every intermediate residual stream through the final norm and the unembedding.
+
+The final norm's statistics are RECOMPUTED on each intermediate stream (`model.apply_final_norm`), which is what
+the lens means; reusing the final layer's scale on an earlier stream (TransformerLens issue #1076, fixed late)
+gives a different, wrong distribution. `scale="final"` reproduces that bug on purpose, for comparison.
+
+Columns of `logit_lens(...)`: model, layer (stream depth: 0 = block 0's input, L = the last block's output),
+batch, pos, target, target_prob, target_logprob, target_rank (0 = top), kl_to_final (KL(final ‖ lens), nats),
+scale ("recomputed" or "final").
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from interp.attribution.dla import resolve_token
+
+
+def logit_lens(model, tokens: torch.Tensor, target=None, scale: str = "recomputed") -> pd.DataFrame:
+    """Per layer and position: rank / probability of `target` and KL to the final distribution.
+
+    target: None (the model's own final top-1 prediction at each position), a token id / one-token string,
+    or a [b, t] tensor of ids (e.g. the next tokens).
+    """
+    if scale not in ("recomputed", "final"):
+        raise ValueError(f"unknown scale {scale!r}; choose 'recomputed' or 'final'")
+    if tokens.dim() == 1:
+        tokens = tokens[None]
+    sites = model.sites
+    names = sites.stream()
+    if scale == "final":
+        if sites.final_norm_scale is None:
+            raise ValueError(f"model {model.card.name} has no final norm scale to reuse; use scale='recomputed'")
+        names = names + [sites.final_norm_scale]
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens, names_filter=names)
+        final_lp = logits.log_softmax(-1)
+        b, t, vocab = logits.shape
+        if target is None:
+            tgt = logits.argmax(-1)
+        elif isinstance(target, torch.Tensor) and target.dim() == 2:
+            if target.shape != (b, t) or target.min() < 0 or target.max() >= vocab:
+                raise ValueError(f"target tensor must be [{b}, {t}] ids in 0..{vocab - 1}")
+            tgt = target.long()
+        else:
+            tgt = torch.full((b, t), resolve_token(model, target))
+        frames = []
+        for layer, name in enumerate(sites.stream()):
+            x = cache[name]
+            if scale == "recomputed":
+                normed = model.apply_final_norm(x)
+            else:  # the bug: divide by the final layer's scale whatever the stream (LayerNorm / RMSNorm)
+                ln = model.ln_final
+                xc = x - x.mean(-1, keepdim=True) if hasattr(ln, "b") else x
+                normed = xc / cache[sites.final_norm_scale] * ln.w + (ln.b if getattr(ln, "b", None) is not None else 0)
+            lens = normed @ model.W_U + (model.b_U if model.b_U is not None else 0)
+            lp = lens.log_softmax(-1)
+            tl = lens.gather(-1, tgt[..., None])
+            rank = (lens > tl).sum(-1)
+            kl = (final_lp.exp() * (final_lp - lp)).sum(-1)
+            tlp = lp.gather(-1, tgt[..., None])[..., 0]
+            bb, pp = torch.meshgrid(torch.arange(b), torch.arange(t), indexing="ij")
+            frames.append(pd.DataFrame(dict(layer=layer, batch=bb.flatten().numpy(), pos=pp.flatten().numpy(),
+                                            target=tgt.flatten().numpy(), target_prob=tlp.exp().flatten().numpy(),
+                                            target_logprob=tlp.flatten().numpy(), target_rank=rank.flatten().numpy(),
+                                            kl_to_final=kl.flatten().numpy())))
+    df = pd.concat(frames, ignore_index=True)
+    df.insert(0, "model", model.card.name)
+    df["scale"] = scale
+    return df

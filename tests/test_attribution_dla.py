@@ -1,0 +1,102 @@
+"""DLA against brute force: sums to the logits of forward, matches a hand-written frozen-scale DLA, and its
+direct effect matches hooking the real model (write removed from the final residual, final norm recomputed)."""
+import pytest
+import torch
+
+import interp
+from interp.attribution import dla, summary
+
+KW = dict(n_layers=3, d_model=32, n_heads=4, d_mlp=48, d_vocab=80, n_ctx=12, init_std=0.25)
+
+
+def model(name, **kw):
+    m = interp.zoo.build(name, **{**KW, **kw}).double().eval()
+    with torch.no_grad():  # non-trivial norm gains and biases, so the bias rows are exercised
+        for n, p in m.named_parameters():
+            if n.endswith(".w"):
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+            elif n.endswith(".b") or n.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+    return m
+
+
+TOK = torch.randint(0, 80, (3, 9), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", ["pre-ln", "peri-ln", "post-ln", "mix-ln", "lns", "pre-rmsnorm", "pre-crmsnorm", "no-norm"])
+def test_rows_sum_to_the_forward_logit(name):
+    m = model(name)
+    df = dla(m, TOK, target=3, contrast=11, pos=[-1, 0, 4], neuron_layers=[1])
+    logits = m(TOK).detach()
+    for j, p in enumerate([8, 0, 4]):
+        want = float(logits[j, p, 3] - logits[j, p, 11])
+        rows = df[df.batch == j]
+        assert rows["dla"].sum() == pytest.approx(want, abs=1e-10)
+        comps = rows[rows.direct_effect.notna()]
+        assert comps["dla"].sum() == pytest.approx(want - rows[rows.direct_effect.isna()]["dla"].sum(), abs=1e-10)
+    assert set(df.component) >= {"embed", "pos_embed", "L0.H3", "L0.attn_bias", "L0.mlp", "L1.N47", "L1.mlp_bias"}
+
+
+def test_no_norm_dla_is_exact_and_pre_ln_is_not():
+    s0 = summary(dla(model("no-norm"), TOK, target=5))
+    assert s0.max_rel_error[0] < 1e-12 and s0.total_rel_error[0] < 1e-12
+    s1 = summary(dla(model("pre-ln"), TOK, target=5))
+    assert s1.max_rel_error[0] > 1e-4
+
+
+def _write_of_head(m, cache, l, h, j, p):
+    W_O = m.blocks[l].attn.out.weight  # [d, h*dh]
+    dh = m.cfg.d_head
+    return cache[f"blocks.{l}.attn.hook_z"][j, p, h] @ W_O[:, h * dh:(h + 1) * dh].T
+
+
+def test_pre_ln_against_brute_force():
+    m = model("pre-ln")
+    df = dla(m, TOK, target=7, pos=-1)
+    _, cache = m.run_with_cache(TOK)
+    ln = m.ln_final
+    for comp, (l, h) in {"L1.H2": (1, 2), "L2.H0": (2, 0)}.items():
+        for j in range(3):
+            c = _write_of_head(m, cache, l, h, j, 8)
+            want_dla = ((c - c.mean()) / cache["ln_final.hook_scale"][j, 8, 0] * ln.w) @ m.W_U[:, 7]
+
+            def remove(x, hook):  # path ablation: the write leaves the final residual only
+                x = x.clone()
+                x[j, 8] -= c
+                return x
+            ablated = m.run_with_hooks(TOK, fwd_hooks=[("ln_final.hook_in", remove)])
+            want_de = float(m(TOK)[j, 8, 7] - ablated[j, 8, 7])
+            row = df[(df.component == comp) & (df.batch == j)].iloc[0]
+            assert row.dla == pytest.approx(float(want_dla), abs=1e-10)
+            assert row.direct_effect == pytest.approx(want_de, abs=1e-10)
+
+
+def test_peri_ln_direct_effect_recomputes_output_norm():
+    m = model("peri-ln")
+    df = dla(m, TOK, target=7, pos=-1, neuron_layers=[0])
+    _, cache = m.run_with_cache(TOK)
+    l, n, j, p = 0, 5, 1, 8
+    raw = cache[f"blocks.{l}.ln2_post.hook_in"][j, p]
+    c = cache[f"blocks.{l}.mlp.hook_post"][j, p, n] * m.blocks[l].mlp.down.weight[:, n]
+    delta = m.blocks[l].ln2_post(raw[None, None])[0, 0] - m.blocks[l].ln2_post((raw - c)[None, None])[0, 0]
+
+    def remove(x, hook):
+        x = x.clone()
+        x[j, p] -= delta
+        return x
+    want = float(m(TOK)[j, p, 7] - m.run_with_hooks(TOK, fwd_hooks=[("ln_final.hook_in", remove)])[j, p, 7])
+    row = df[(df.component == f"L{l}.N{n}") & (df.batch == j)].iloc[0]
+    assert row.direct_effect == pytest.approx(want, abs=1e-10)
+
+
+def test_bad_input():
+    m = model("pre-ln")
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        dla(m, TOK, target=80)
+    with pytest.raises(ValueError, match="unknown component 'L9.H0'"):
+        dla(m, TOK, target=1, components=["L9.H0"])
+    with pytest.raises(ValueError, match="neuron layer 5"):
+        dla(m, TOK, target=1, neuron_layers=[5])
+    with pytest.raises(ValueError, match="DyT"):
+        dla(model("dyt"), TOK, target=1)
+    assert list(dla(m, TOK, target=1, components=["L0.H1"]).component.unique()) == ["L0.H1"]
