@@ -1,0 +1,79 @@
+"""Per-step training telemetry: gradient norms and update/weight ratios per layer, batch-statistic fluctuation.
+
+Parameters are grouped by layer from their names: `blocks.{l}.` / `h.{l}.` / `layers.{l}.` → layer l,
+embeddings (names containing `embed`, `wte`, `wpe`) → "embed", everything else (final norm, unembedding) →
+"final". Batch-statistic norms (PowerNorm, Unified) expose `last_x2`, the per-channel second moment of the
+latest training batch; we log its mean and its relative change from the previous step, ‖x²ₜ − x²ₜ₋₁‖/‖x²ₜ₋₁‖
+(the fluctuation of batch statistics that the PowerNorm paper measures).
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+_LAYER = re.compile(r"(?:^|\.)(?:blocks|h|layers|layer)\.(\d+)\.")
+
+
+def group_of(name: str) -> str:
+    """The telemetry group of a parameter or module name: a layer index as a string, "embed" or "final"."""
+    m = _LAYER.search(name + ".")
+    if m:
+        return m.group(1)
+    return "embed" if any(k in name for k in ("embed", "wte", "wpe")) else "final"
+
+
+class Telemetry:
+    """Collects per-group gradient norms and update ratios, and batch-statistic norm fluctuation, per step."""
+
+    def __init__(self, model: nn.Module):
+        self.params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.groups = sorted({group_of(n) for n, _ in self.params}, key=lambda g: (not g.isdigit(), g != "embed",
+                                                                                  int(g) if g.isdigit() else 0))
+        self.bstat = [(n, m) for n, m in model.named_modules() if hasattr(m, "last_x2")]
+        self.prev_x2: dict[str, torch.Tensor] = {}
+        self._before: list[torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def grad_norms(self) -> tuple[float, dict[str, float]]:
+        """(global L2 norm of all gradients, {group: L2 norm}); non-finite values propagate as nan/inf."""
+        sq: dict[str, torch.Tensor] = {}
+        for n, p in self.params:
+            if p.grad is not None:
+                g = group_of(n)
+                sq[g] = sq.get(g, torch.zeros((), dtype=torch.float64)) + p.grad.double().pow(2).sum()
+        total = sum(sq.values(), torch.zeros((), dtype=torch.float64))
+        return float(total.sqrt()), {g: float(v.sqrt()) for g, v in sq.items()}
+
+    @torch.no_grad()
+    def before_update(self) -> None:
+        self._before = [p.detach().clone() for _, p in self.params]
+
+    @torch.no_grad()
+    def update_ratios(self) -> tuple[float, dict[str, float]]:
+        """‖Δθ‖ / ‖θ‖ over all parameters and per group, for the update just applied."""
+        du: dict[str, float] = {}
+        w: dict[str, float] = {}
+        for (n, p), old in zip(self.params, self._before or []):
+            g = group_of(n)
+            du[g] = du.get(g, 0.0) + float((p.double() - old.double()).pow(2).sum())
+            w[g] = w.get(g, 0.0) + float(old.double().pow(2).sum())
+        self._before = None
+        ratio = {g: (du[g] / w[g]) ** 0.5 if w[g] > 0 else float("nan") for g in du}
+        return (sum(du.values()) / max(sum(w.values()), 1e-30)) ** 0.5, ratio
+
+    @torch.no_grad()
+    def batch_stats(self) -> list[tuple[str, str, float, float]]:
+        """[(norm name, group, mean of x², relative change from the previous step)] for batch-statistic norms."""
+        out = []
+        for n, m in self.bstat:
+            x2 = m.last_x2
+            if x2 is None:
+                continue
+            x2 = x2.detach().double()
+            prev = self.prev_x2.get(n)
+            rel = float((x2 - prev).norm() / prev.norm().clamp_min(1e-30)) if prev is not None else float("nan")
+            self.prev_x2[n] = x2.clone()
+            out.append((n, group_of(n), float(x2.mean()), rel))
+        return out

@@ -1,0 +1,248 @@
+"""The training loop: AdamW, warm-up + cosine, optional clipping, telemetry, spike and NaN/Inf detection,
+atomic checkpoints and bitwise-identical resume.
+
+Log frames (tidy, saved with every checkpoint as parquet):
+  steps:  one row per update — step (0-based), tokens (seen before this step), lr, loss (training loss of the
+          batch, before the update), grad_norm (global L2, before clipping), clipped (bool), update_ratio
+          (‖Δθ‖/‖θ‖ over all parameters), spike (bool), val_loss (validation loss measured before this step's
+          update, every `eval_every` steps; NaN elsewhere), tokens_per_s, epoch.
+  layers: one row per update × group × metric — step, group ("embed", "0".."L-1", "final"), site (parameter
+          group, or the batch-statistic norm's module name), metric ∈ {grad_norm, update_ratio, bstat_x2_mean,
+          bstat_x2_rel_change}, value.
+A loss spike is a loss above mean + `spike_sigma`·std of the previous `spike_window` losses and 10 % above
+their mean. A non-finite loss or gradient stops the run before the update is applied: nothing is saved
+after it, so the last checkpoint on disk is the last good one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from interp.data.batches import Batch, TokenBatches
+from interp.train.checkpoint import latest, load_checkpoint, save_checkpoint
+from interp.train.schedule import lr_at
+from interp.train.telemetry import Telemetry
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one run (recorded in the checkpoint; a resume must use the same ones)."""
+
+    steps: int = 300
+    batch_size: int = 16
+    seq_len: int = 128
+    lr: float = 2e-3
+    warmup: int = 30
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1          # on matrices and embeddings only (dim ≥ 2), never on norms or biases
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip: float | None = 1.0           # global gradient-norm clipping; None: off
+    seed: int = 0
+    eval_every: int = 50
+    eval_batches: int = 4
+    ckpt_every: int = 50
+    spike_window: int = 20
+    spike_sigma: float = 4.0
+    log_layers: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    status: str                       # "done", "nan" (non-finite loss/gradient), "stopped" (until= reached)
+    step: int                         # updates completed
+    message: str
+    steps: pd.DataFrame
+    layers: pd.DataFrame
+    final_val_loss: float | None
+    wall_s: float
+    run_dir: Path | None = None
+    evals: list = field(default_factory=list)
+
+
+def lm_loss(model: nn.Module, batch: Batch, use_cond: bool) -> torch.Tensor:
+    """Mean next-token cross-entropy of `batch` (nats/token)."""
+    logits = model(batch.x, cond=batch.cond) if use_cond else model(batch.x)
+    return F.cross_entropy(logits.flatten(0, 1).float(), batch.y.flatten())
+
+
+class Trainer:
+    """Train `model` on `train` batches; resumes from `run_dir` when it holds a checkpoint (and `resume`)."""
+
+    def __init__(self, model: nn.Module, train: TokenBatches, cfg: TrainConfig, val: TokenBatches | None = None,
+                 run_dir: str | Path | None = None, resume: bool = True, meta: dict | None = None,
+                 callbacks: Sequence[Callable[["Trainer"], None]] = (), progress: bool = True,
+                 loss_fn: Callable[[nn.Module, Batch, bool], torch.Tensor] = lm_loss, desc: str = "train"):
+        self.model, self.train, self.cfg, self.val = model, train, cfg, val
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.meta, self.callbacks, self.progress, self.loss_fn, self.desc = meta or {}, callbacks, progress, loss_fn, desc
+        self.use_cond = bool(getattr(getattr(model, "cfg", None), "conditioned", False))
+        torch.manual_seed(cfg.seed)
+        decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+        other = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                      {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+        self.tel = Telemetry(model)
+        self.step, self.rows, self.layer_rows, self.evals = 0, [], [], []
+        self.last_ckpt: int | None = None
+        self.wall_s = 0.0
+        ck = latest(self.run_dir) if (self.run_dir is not None and resume) else None
+        if ck is not None:
+            self._resume(ck)
+
+    # ---- checkpoints -------------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"step": self.step, "config": self.cfg.to_dict(), "evals": self.evals, "wall_s": self.wall_s,
+                "meta": self.meta}
+
+    def save(self) -> Path:
+        extra = {"rng.torch": torch.get_rng_state()}
+        extra.update({f"prev_x2.{k}": v for k, v in self.tel.prev_x2.items()})
+        ck = save_checkpoint(self.run_dir, self.step, self.model, self.opt, self._state(), extra,
+                             {"steps.parquet": self.steps_frame(), "layers.parquet": self.layers_frame()})
+        self.last_ckpt = self.step
+        return ck
+
+    def _resume(self, ck: Path) -> None:
+        state, extra = load_checkpoint(ck, self.model, self.opt)
+        saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["config"].items()}
+        if saved != self.cfg.to_dict():
+            diff = {k: (saved.get(k), v) for k, v in self.cfg.to_dict().items() if saved.get(k) != v}
+            raise ValueError(f"{ck} was trained with another config {diff} (saved, now); "
+                             "use the same config or a fresh run directory")
+        self.step, self.evals, self.wall_s = state["step"], state["evals"], state["wall_s"]
+        torch.set_rng_state(extra.pop("rng.torch"))
+        self.tel.prev_x2 = {k[len("prev_x2."):]: v for k, v in extra.items() if k.startswith("prev_x2.")}
+        self.rows = pd.read_parquet(ck / "steps.parquet").to_dict("records")
+        self.layer_rows = pd.read_parquet(ck / "layers.parquet").to_dict("records")
+        self.last_ckpt = self.step
+
+    # ---- logs --------------------------------------------------------------------------------------------
+    def steps_frame(self) -> pd.DataFrame:
+        cols = ["step", "tokens", "lr", "loss", "grad_norm", "clipped", "update_ratio", "spike", "val_loss",
+                "tokens_per_s", "epoch"]
+        return pd.DataFrame(self.rows, columns=cols)
+
+    def layers_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.layer_rows, columns=["step", "group", "site", "metric", "value"])
+
+    # ---- evaluation --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean validation loss over the first `eval_batches` validation batches (model in eval mode)."""
+        if self.val is None:
+            return float("nan")
+        was = self.model.training
+        self.model.eval()
+        losses = [float(self.loss_fn(self.model, b, self.use_cond)) for b in self.val.first(self.cfg.eval_batches)]
+        self.model.train(was)
+        return sum(losses) / len(losses)
+
+    # ---- the loop ----------------------------------------------------------------------------------------
+    def _spike(self, loss: float) -> bool:
+        w = [r["loss"] for r in self.rows[-self.cfg.spike_window:]]
+        if len(w) < self.cfg.spike_window:
+            return False
+        t = torch.tensor(w, dtype=torch.float64)
+        mean, std = float(t.mean()), float(t.std())
+        return loss > mean + self.cfg.spike_sigma * std and loss > 1.1 * mean
+
+    def _stop(self, what: str, value: float) -> str:
+        where = (f"the last good checkpoint (step {self.last_ckpt}) is kept in {self.run_dir}"
+                 if self.last_ckpt is not None else "no checkpoint was written")
+        return f"step {self.step}: {what} is {value} — training stopped before the update; {where}"
+
+    def run(self, until: int | None = None) -> TrainResult:
+        """Train to `cfg.steps` (or stop after update `until`, as if killed there); return logs and status."""
+        from tqdm.auto import tqdm
+        cfg, model = self.cfg, self.model
+        end = min(cfg.steps, until) if until is not None else cfg.steps
+        model.train()
+        status, msg = "done", ""
+        bar = tqdm(total=end, initial=self.step, desc=self.desc, disable=not self.progress, unit="step",
+                   dynamic_ncols=True, leave=False)
+        ntok = cfg.batch_size * cfg.seq_len
+        while self.step < end:
+            for cb in self.callbacks:
+                cb(self)
+            val = self.evaluate() if (self.val is not None and self.step % cfg.eval_every == 0) else float("nan")
+            if not math.isnan(val):
+                self.evals.append([self.step, val])
+            lr = lr_at(self.step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            t0 = time.perf_counter()
+            batch = self.train.batch(self.step)
+            loss_t = self.loss_fn(model, batch, self.use_cond)
+            loss = float(loss_t.detach())
+            if not math.isfinite(loss):
+                status, msg = "nan", self._stop("the training loss", loss)
+                break
+            self.opt.zero_grad(set_to_none=True)
+            loss_t.backward()
+            gn, gn_layers = self.tel.grad_norms()
+            if not math.isfinite(gn):
+                status, msg = "nan", self._stop("the gradient norm", gn)
+                break
+            clipped = cfg.clip is not None and gn > cfg.clip
+            if clipped:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            self.tel.before_update()
+            self.opt.step()
+            ur, ur_layers = self.tel.update_ratios()
+            dt = time.perf_counter() - t0
+            self.wall_s += dt
+            row = dict(step=self.step, tokens=self.step * ntok, lr=lr, loss=loss, grad_norm=gn, clipped=clipped,
+                       update_ratio=ur, spike=self._spike(loss), val_loss=val, tokens_per_s=ntok / dt,
+                       epoch=self.train.epoch_of(self.step))
+            self.rows.append(row)
+            if cfg.log_layers:
+                for g, v in gn_layers.items():
+                    self.layer_rows.append(dict(step=self.step, group=g, site="params", metric="grad_norm", value=v))
+                for g, v in ur_layers.items():
+                    self.layer_rows.append(dict(step=self.step, group=g, site="params", metric="update_ratio",
+                                                value=v))
+                for name, g, m, rel in self.tel.batch_stats():
+                    self.layer_rows.append(dict(step=self.step, group=g, site=name, metric="bstat_x2_mean", value=m))
+                    self.layer_rows.append(dict(step=self.step, group=g, site=name, metric="bstat_x2_rel_change",
+                                                value=rel))
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{ntok / dt:,.0f}")
+            if self.run_dir is not None and (self.step % cfg.ckpt_every == 0 or self.step == cfg.steps):
+                self.save()
+        bar.close()
+        final = None
+        if status == "done" and self.step >= cfg.steps:
+            final = self.evaluate() if self.val is not None else None
+            if final is not None and not (self.evals and self.evals[-1][0] == self.step):
+                self.evals.append([self.step, final])
+                if self.run_dir is not None:
+                    self.save()
+            msg = f"trained {self.step} steps; final validation loss {final}"
+        elif status == "done":
+            status, msg = "stopped", f"stopped after step {self.step} of {cfg.steps}"
+        if status == "nan":
+            print(f"interp train: {msg}", file=sys.stderr)
+        if self.run_dir is not None:   # the full log, including a failed step's row-less stop, next to the checkpoints
+            from interp.zoo.io import atomic_write_bytes
+            self.steps_frame().to_parquet(self.run_dir / "steps.parquet", index=False)
+            self.layers_frame().to_parquet(self.run_dir / "layers.parquet", index=False)
+            atomic_write_bytes(self.run_dir / "result.json", json.dumps(
+                {"status": status, "step": self.step, "message": msg, "final_val_loss": final,
+                 "wall_s": self.wall_s, "evals": self.evals}, indent=1).encode())
+        return TrainResult(status, self.step, msg, self.steps_frame(), self.layers_frame(), final, self.wall_s,
+                           self.run_dir, list(self.evals))
