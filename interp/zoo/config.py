@@ -35,20 +35,22 @@ class ZooConfig:
     init_std: float = 0.02
     strategy: str = "custom"
     conditioned: bool = False  # TD-LN: forward takes a per-sequence conditioning scalar `cond`
+    d_attn: int | None = None  # attention inner width (q, k, v, z); None = d_model (CRMSNorm conversion: d_model = d − 1)
+    unembed_bias: bool = False  # b_U (a folded final-norm bias needs it)
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {self.placement!r}; choose one of: {', '.join(PLACEMENTS)}")
         if self.norm not in NORMS and self.norm != "none":
             raise ValueError(f"unknown norm kind {self.norm!r}; choose one of: {', '.join(NORMS)}, none")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if (self.d_attn or self.d_model) % self.n_heads:
+            raise ValueError(f"attention width {self.d_attn or self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.placement != "none" and self.norm == "none":
             raise ValueError(f"placement {self.placement!r} needs a norm; use placement='none' for no norm")
 
     @property
     def d_head(self) -> int:
-        return self.d_model // self.n_heads
+        return (self.d_attn or self.d_model) // self.n_heads
 
     @property
     def n_post_layers(self) -> int:

@@ -30,8 +30,9 @@ class Attention(nn.Module):
     def __init__(self, cfg: ZooConfig):
         super().__init__()
         self.n_heads, self.d_head = cfg.n_heads, cfg.d_head
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
-        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        width = cfg.d_attn or cfg.d_model
+        self.qkv = nn.Linear(cfg.d_model, 3 * width, bias=cfg.bias)
+        self.out = nn.Linear(width, cfg.d_model, bias=cfg.bias)
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()  # [b, t, h, dh]
         self.hook_attn_scores = HookPoint()  # [b, h, q, k]
         self.hook_pattern = HookPoint()      # [b, h, q, k]
@@ -114,7 +115,7 @@ class ZooModel(HookedRootModule):
         if cfg.final_norm:
             kind = cfg.norm if cfg.norm != "none" else "layernorm"
             self.ln_final = make_norm(kind, cfg.d_model, eps=cfg.norm_eps, **cfg.norm_kwargs)
-        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
+        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=cfg.unembed_bias)
         self.apply(self._init)
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
@@ -156,8 +157,8 @@ class ZooModel(HookedRootModule):
 
     @property
     def b_U(self) -> torch.Tensor | None:
-        """Unembedding bias [vocab] (the zoo has none)."""
-        return None
+        """Unembedding bias [vocab], or None (the zoo has none unless `unembed_bias`)."""
+        return self.unembed.bias
 
     @property
     def W_U(self) -> torch.Tensor:
