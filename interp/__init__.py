@@ -11,6 +11,10 @@ from interp.card import ModelCard
 from interp.sites import LayerSites, SiteMap
 from interp.zoo import STRATEGIES
 
+import interp.collect as collectors  # noqa: E402  (the package; `interp.collect` below is the function)
+from interp.collect import Results, collect  # noqa: E402
+
 __version__ = "0.1.0"
 
-__all__ = ["STRATEGIES", "ModelCard", "SiteMap", "LayerSites", "norms", "zoo", "__version__"]
+__all__ = ["STRATEGIES", "ModelCard", "SiteMap", "LayerSites", "norms", "zoo", "__version__",
+           "collect", "collectors", "Results"]

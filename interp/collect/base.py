@@ -1,0 +1,199 @@
+"""The collector contract: forward hooks that fold each batch into fixed-shape float64 state, an exact merge.
+
+A collector never keeps activation tensors. Its state is a `dict[str, Tensor]` of fixed shapes (set by `bind`
+from the model's site map), and every key has a merge rule in `self.rules`:
+  "sum"          counts, sums, sums of powers, histograms       merged by addition
+  "max" / "min"  running extrema                                 merged element-wise
+  "topk:<g>"     one field of top-k group g (see `TopK`)         merged by re-selecting the top k of both
+so the state of two shards combined by `merge` equals the state of one run over both shards' batches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import pandas as pd
+import torch
+
+Hook = tuple[str, Callable]
+F64 = torch.float64
+
+
+class NonFiniteError(FloatingPointError):
+    """A hooked activation (or a loss) was NaN or infinite; statistics would be silently wrong."""
+
+
+@dataclass
+class Batch:
+    """The batch being run: what hooks may read while the model runs on it.
+
+    tokens [b, t] long; attention_mask [b, t] bool (real tokens); mask [b, t] bool: the positions that enter
+    statistics (real tokens, minus the first of each sequence when `exclude_first`); index: batch number.
+    """
+
+    tokens: torch.Tensor
+    attention_mask: torch.Tensor
+    mask: torch.Tensor
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        self.full = bool(self.mask.all())
+        self.n_tokens = int(self.mask.sum())
+
+    def select(self, x: torch.Tensor) -> torch.Tensor:
+        """The masked positions of x [b, t, ...] as rows [n, ...] (a view when nothing is masked)."""
+        return x.reshape(-1, *x.shape[2:]) if self.full else x[self.mask]
+
+
+@dataclass(frozen=True)
+class TopK:
+    """A top-k buffer spread over state keys: `value` orders the rows (largest first), `fields` ride along.
+
+    Ties in value are broken by the fields in order (smallest first), so the kept set does not depend on
+    the order rows arrived in and merging is exact. Empty slots hold value -inf.
+    """
+
+    k: int
+    value: str
+    fields: tuple[str, ...]
+
+    def keys(self) -> tuple[str, ...]:
+        return (self.value, *self.fields)
+
+    def empty(self) -> dict[str, torch.Tensor]:
+        s = {f: torch.zeros(self.k, dtype=F64) for f in self.fields}
+        s[self.value] = torch.full((self.k,), -torch.inf, dtype=F64)
+        return s
+
+    def select(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The top k of `rows` (1-D float64 tensors of equal length) under the total order above."""
+        order = torch.arange(len(rows[self.value]))
+        for f in reversed(self.fields):  # lexicographic sort by stable sorts, least significant key first
+            order = order[torch.sort(rows[f][order], stable=True).indices]
+        order = order[torch.sort(rows[self.value][order], descending=True, stable=True).indices]
+        order = order[: self.k]
+        out = {f: rows[f][order] for f in self.keys()}
+        if len(order) < self.k:  # pad with empty slots
+            pad = self.empty()
+            out = {f: torch.cat([out[f], pad[f][len(order):]]) for f in self.keys()}
+        return out
+
+    def update(self, state: dict[str, torch.Tensor], rows: dict[str, torch.Tensor]) -> None:
+        """Fold new candidate rows into the buffer held in `state`, in place."""
+        merged = self.select({f: torch.cat([state[f], rows[f].to(F64)]) for f in self.keys()})
+        state.update(merged)
+
+
+class Collector:
+    """Base class. Subclasses set `name`, build state in `bind`, return hooks, and turn state into tables."""
+
+    name: ClassVar[str] = "collector"
+    needs_grad: ClassVar[bool] = False  # True: the driver runs backward on the objective every batch
+
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] = {}
+        self.rules: dict[str, str] = {}
+        self.topk: dict[str, TopK] = {}
+        self.model = None
+
+    # --- set-up ---------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Constructor keyword arguments (JSON-serialisable): `type(self)(**c.config())` is a fresh twin."""
+        return {}
+
+    def bind(self, model) -> "Collector":
+        """Allocate the state for `model` (shapes from its site map). Subclasses call `_add` for each key."""
+        self.model = model
+        return self
+
+    def _add(self, key: str, tensor: torch.Tensor, rule: str) -> None:
+        if rule not in ("sum", "max", "min") and not rule.startswith("topk:"):
+            raise ValueError(f"unknown merge rule {rule!r} for state key {key!r}")
+        self.state[key], self.rules[key] = tensor.to(F64), rule
+
+    def _add_topk(self, group: str, buf: TopK) -> None:
+        self.topk[group] = buf
+        for key, t in buf.empty().items():
+            self._add(key, t, f"topk:{group}")
+
+    # --- running --------------------------------------------------------------------------------------
+    def hooks(self, model) -> list[Hook]:
+        """Forward hooks `(hook_name, fn(tensor, hook))`, registered by the driver for one forward."""
+        return []
+
+    def bwd_hooks(self, model) -> list[Hook]:
+        """Backward hooks, used when `needs_grad`."""
+        return []
+
+    def begin_batch(self, batch: Batch) -> None:
+        self.batch = batch
+
+    def end_batch(self, model, batch: Batch, output: torch.Tensor) -> None:
+        """Called after the forward (and backward) of a batch with hooks removed; may run extra passes."""
+
+    # --- state ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.state.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing, extra = set(self.state) - set(state), set(state) - set(self.state)
+        if missing or extra:
+            raise ValueError(f"{self.name}: state keys differ (missing {sorted(missing)}, unexpected {sorted(extra)})")
+        for k, v in state.items():
+            if v.shape != self.state[k].shape:
+                raise ValueError(f"{self.name}: state {k!r} has shape {tuple(v.shape)}, expected "
+                                 f"{tuple(self.state[k].shape)} (a different model or configuration?)")
+            self.state[k] = v.to(F64).clone()
+
+    def merge(self, other: "Collector") -> "Collector":
+        """Fold `other` (same class, config and model shapes) into self, exactly; returns self."""
+        if type(other) is not type(self) or other.config() != self.config():
+            raise ValueError(f"cannot merge {type(other).__name__}{other.config()} into "
+                             f"{type(self).__name__}{self.config()}")
+        self.state = merge_states(self.state, other.state, self.rules, self.topk)
+        return self
+
+    def check_finite(self, where: str = "") -> None:
+        """Raise NonFiniteError when a sum or extremum is NaN/inf, naming the site when the collector can."""
+        for k, v in self.state.items():
+            rule = self.rules[k]
+            bad = torch.isnan(v) | (torch.isinf(v) if rule == "sum" else
+                                    (v == torch.inf) if rule == "max" else (v == -torch.inf) if rule == "min"
+                                    else torch.zeros_like(v, dtype=torch.bool))
+            if bool(bad.any()):
+                raise NonFiniteError(f"{self.name}: non-finite activations (NaN or inf) {self.describe(k, bad)}"
+                                     f"{where}; the model overflowed or its weights are broken — check the dtype "
+                                     "(fp16 overflows above 65504) and the weights")
+
+    def describe(self, key: str, bad: torch.Tensor) -> str:
+        """Where a non-finite value in state `key` came from (subclasses name the hook site)."""
+        return f"in state {key!r}"
+
+    # --- output ---------------------------------------------------------------------------------------
+    def result(self) -> pd.DataFrame:
+        """The collector's main tidy table."""
+        raise NotImplementedError
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table the collector produces, by name (the main one is `self.name`)."""
+        return {self.name: self.result()}
+
+
+def merge_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rules: dict[str, str],
+                 topk: dict[str, TopK]) -> dict[str, torch.Tensor]:
+    """Merge two states key by key according to `rules` (see the module docstring). Pure function."""
+    if set(a) != set(b):
+        raise ValueError(f"cannot merge states with different keys: {sorted(set(a) ^ set(b))}")
+    out: dict[str, torch.Tensor] = {}
+    for k, rule in rules.items():
+        if a[k].shape != b[k].shape:
+            raise ValueError(f"cannot merge state {k!r}: shapes {tuple(a[k].shape)} and {tuple(b[k].shape)}")
+        if rule == "sum":
+            out[k] = a[k] + b[k]
+        elif rule == "max":
+            out[k] = torch.maximum(a[k], b[k])
+        elif rule == "min":
+            out[k] = torch.minimum(a[k], b[k])
+    for g, buf in topk.items():
+        out.update(buf.select({f: torch.cat([a[f], b[f]]) for f in buf.keys()}))
+    return out

@@ -1,0 +1,102 @@
+"""Input data → padded batches `(tokens [b, t], attention_mask [b, t])`, the way the model was trained.
+
+`data` may be texts (encoded with `model.tokenizer`: BOS and padding side as the model expects), a list of
+token-id lists, a `[n, t]` long tensor (every position real) or a `(tokens, mask)` pair.
+A sequence longer than the model's context is **split** by default into consecutive windows of the context
+length (each window starts with BOS when the tokenizer adds one, so every token is seen once);
+`overflow="truncate"` keeps only the first window, `"error"` refuses.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+
+
+def model_context(model) -> int | None:
+    """The model's context length (None when it declares none)."""
+    for obj in (model, getattr(model, "cfg", None)):
+        n = getattr(obj, "n_ctx", None)
+        if isinstance(n, int):
+            return n
+    return getattr(model, "card", None) and model.card.extra.get("n_ctx")
+
+
+def to_sequences(model, data, max_len: int | None, overflow: str = "split",
+                 max_tokens: int | None = None) -> list[list[int]]:
+    """Token-id lists, one per sequence, each at most `max_len` long; at most `max_tokens` tokens in all."""
+    if overflow not in ("split", "truncate", "error"):
+        raise ValueError(f"unknown overflow {overflow!r}; choose 'split', 'truncate' or 'error'")
+    tok = getattr(model, "tokenizer", None)
+    bos = tok.bos_id if tok is not None and tok.add_bos else None
+    if isinstance(data, str):
+        data = [data]
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        tokens, mask = data
+        seqs = [t[m.bool()].tolist() for t, m in zip(tokens, mask)]
+        bos = None  # given tokens are used as they are
+    elif isinstance(data, torch.Tensor):
+        if data.dim() != 2 or data.dtype not in (torch.long, torch.int32, torch.int64):
+            raise ValueError(f"token data must be a [n, t] integer tensor, got {tuple(data.shape)} {data.dtype}")
+        seqs, bos = data.tolist(), None
+    elif isinstance(data, Sequence) and all(isinstance(x, str) for x in data):
+        if tok is None:
+            raise ValueError("this model has no tokenizer (model.tokenizer is None); pass token ids instead of texts")
+        seqs = [([bos] if bos is not None else []) + list(tok.encode(x)) for x in data]
+    elif isinstance(data, Sequence) and all(isinstance(x, (list, tuple)) for x in data):
+        seqs, bos = [list(map(int, x)) for x in data], None
+    else:
+        raise ValueError("data must be texts, token-id lists, a [n, t] token tensor or a (tokens, mask) pair")
+    out: list[list[int]] = []
+    for i, s in enumerate(seqs):
+        if not s:
+            continue
+        if max_len is not None and len(s) > max_len:
+            if overflow == "error":
+                raise ValueError(f"sequence {i} has {len(s)} tokens, more than the context of {max_len}; "
+                                 "pass overflow='split' or 'truncate'")
+            if overflow == "truncate":
+                s = s[:max_len]
+            else:
+                out += _split(s, max_len, bos)
+                continue
+        out.append(s)
+    if max_tokens is not None:
+        out = _budget(out, max_tokens)
+    if not out or not any(out):
+        raise ValueError("no tokens to collect on: the input is empty (or every text encodes to nothing)")
+    return out
+
+
+def _split(s: list[int], n: int, bos: int | None) -> list[list[int]]:
+    """Consecutive windows of at most n tokens; with a BOS, every window starts with it."""
+    if bos is None or n < 2:
+        return [s[i:i + n] for i in range(0, len(s), n)]
+    body = s[1:] if s[0] == bos else s
+    return [[bos] + body[i:i + n - 1] for i in range(0, len(body), n - 1)]
+
+
+def _budget(seqs: list[list[int]], max_tokens: int) -> list[list[int]]:
+    out, left = [], max_tokens
+    for s in seqs:
+        if left <= 0:
+            break
+        out.append(s[:left])
+        left -= len(out[-1])
+    return out
+
+
+def batches(seqs: list[list[int]], batch_size: int, pad_id: int = 0,
+            padding_side: str = "right") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Pad consecutive groups of `batch_size` sequences to their longest; yields (tokens, attention_mask)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    for i in range(0, len(seqs), batch_size):
+        rows = seqs[i:i + batch_size]
+        width = max(len(r) for r in rows)
+        tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for j, r in enumerate(rows):
+            sl = slice(width - len(r), width) if padding_side == "left" else slice(0, len(r))
+            tokens[j, sl], mask[j, sl] = torch.tensor(r, dtype=torch.long), True
+        yield tokens, mask

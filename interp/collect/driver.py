@@ -1,0 +1,103 @@
+"""`collect(model, data, collectors)`: run the model over the data once, every collector hooked, and return
+`Results`. Hooks go through the HookedRootModule's `hooks()` context, so none outlives the call."""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from interp.collect.base import Batch, Collector, NonFiniteError
+from interp.collect.batches import batches, model_context, to_sequences
+from interp.collect.objective import loss_terms, objective_name
+from interp.collect.results import Results
+
+
+def default_collectors() -> list[Collector]:
+    """The forward-only collectors (no backward, no extra passes): what `collect` runs by default."""
+    import interp.collect as c
+    return [getattr(c, n)() for n in ("ResidualStats", "MassiveActivations", "LayerEffect", "NormScales")
+            if hasattr(c, n)]
+
+
+def first_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """True at the first real token of each row (handles left padding)."""
+    first = attention_mask.long().argmax(1)
+    m = torch.zeros_like(attention_mask)
+    m[torch.arange(len(m)), first] = True
+    return m & attention_mask
+
+
+def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 8,
+                max_tokens: int | None = None, exclude_first: bool = False, overflow: str = "split",
+                progress: bool = True) -> dict:
+    """Feed every batch through the model with the collectors' hooks; collectors must already be bound.
+    Returns run metadata (tokens, sequences, batches, seconds)."""
+    seqs = to_sequences(model, data, model_context(model), overflow, max_tokens)
+    tok = getattr(model, "tokenizer", None)
+    pad_id, side = (tok.pad_id, tok.padding_side) if tok is not None else (0, "right")
+    fwd = [h for c in collectors for h in c.hooks(model)]
+    bwd = [h for c in collectors for h in c.bwd_hooks(model)]
+    grad = any(c.needs_grad for c in collectors)
+    was_training = model.training
+    model.eval()
+    n_tok, t0 = 0, time.perf_counter()
+    bar = tqdm(total=sum(map(len, seqs)), unit="tok", desc="collect", disable=not progress, leave=False)
+    try:
+        for i, (tokens, am) in enumerate(batches(seqs, batch_size, pad_id, side)):
+            mask = am & ~first_mask(am) if exclude_first else am
+            batch = Batch(tokens, am, mask, i)
+            for c in collectors:
+                c.begin_batch(batch)
+            if grad:
+                model.zero_grad(set_to_none=True)
+            with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd), (contextlib.nullcontext() if grad else torch.no_grad()):
+                out = model(tokens, attention_mask=am)
+                if grad:
+                    terms = loss_terms(model, out, tokens, am)
+                    if not bool(torch.isfinite(terms).all()):
+                        raise NonFiniteError(f"the {objective_name(model)} objective is not finite in batch {i}; "
+                                             "the model's outputs overflowed or its weights are broken")
+                    terms.sum().backward()
+            with torch.no_grad():
+                for c in collectors:
+                    c.end_batch(model, batch, out.detach())
+            for c in collectors:
+                c.check_finite(f" in batch {i}")
+            n_tok += int(am.sum())
+            bar.update(int(am.sum()))
+    finally:
+        bar.close()
+        if grad:
+            model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return {"n_tokens": n_tok, "n_sequences": len(seqs), "n_batches": -(-len(seqs) // batch_size),
+            "batch_size": batch_size, "exclude_first": exclude_first, "overflow": overflow,
+            "seconds": time.perf_counter() - t0}
+
+
+def collect(model, data, collectors: Sequence[Collector] | None = None, batch_size: int = 8,
+            max_tokens: int | None = None, exclude_first: bool = False, overflow: str = "split",
+            progress: bool = True) -> Results:
+    """Run `collectors` (default: every forward-only collector) over `data` and return their tables.
+
+    data: texts, token-id lists, a [n, t] token tensor or (tokens, mask); texts longer than the context are
+    split into windows (overflow="truncate" keeps the first window). exclude_first drops position 0 (BOS)
+    from every statistic. max_tokens caps the tokens read (the last sequence is cut to fit).
+    """
+    collectors = list(collectors) if collectors is not None else default_collectors()
+    if not collectors:
+        raise ValueError("no collectors given; pass e.g. [interp.collectors.ResidualStats()] or leave the default")
+    names = [c.name for c in collectors]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two collectors share a name in {names}; run each kind once")
+    for c in collectors:
+        c.bind(model)
+    meta = run_batches(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, progress)
+    meta["collectors"] = {c.name: {"type": type(c).__name__, **c.config()} for c in collectors}
+    tables: dict = {}
+    for c in collectors:
+        tables.update(c.tables())
+    return Results(tables=tables, card=model.card, meta=meta, states={c.name: c.state_dict() for c in collectors})

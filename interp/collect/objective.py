@@ -1,0 +1,40 @@
+"""The scalar a model is judged by on a batch: next-token cross-entropy for causal LMs, a fixed substitute
+for encoders (which have no LM head).
+
+Encoder substitute: s = Σ_sequences ⟨r, mean-pooled final hidden state⟩ with r a fixed random direction
+(r ~ N(0, I/d), torch seed 0). It is linear in the pooled embedding, so its gradient reaches every layer and
+does not depend on the embedding's scale; it is a probe, not a training loss.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_PROBES: dict[int, torch.Tensor] = {}
+
+
+def probe(d: int) -> torch.Tensor:
+    """The fixed random direction r [d] of the encoder substitute objective."""
+    if d not in _PROBES:
+        g = torch.Generator().manual_seed(0)
+        _PROBES[d] = torch.randn(d, generator=g, dtype=torch.float64) / d ** 0.5
+    return _PROBES[d]
+
+
+def is_causal(model) -> bool:
+    return getattr(model.card, "objective", "causal_lm") != "encoder"
+
+
+def loss_terms(model, output: torch.Tensor, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Per-item objective terms (differentiable): CE per predicted token [n] for causal LMs (only pairs of
+    real tokens), ⟨r, pooled⟩ per sequence [b] for encoders."""
+    if is_causal(model):
+        pair = attention_mask[:, :-1] & attention_mask[:, 1:]
+        return F.cross_entropy(output[:, :-1][pair].float(), tokens[:, 1:][pair], reduction="none")
+    m = attention_mask.to(output.dtype).unsqueeze(-1)
+    pooled = (output * m).sum(1) / m.sum(1).clamp(min=1)
+    return pooled @ probe(output.shape[-1]).to(output.dtype)
+
+
+def objective_name(model) -> str:
+    return "next_token_ce" if is_causal(model) else "encoder_probe"
