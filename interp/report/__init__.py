@@ -1,0 +1,55 @@
+"""The comparison report: one self-contained HTML file (plotly.js inlined, no network) comparing models on
+every measurement, with the seed papers' claims checked against the numbers.
+
+    interp.report.build([results_a, results_b], "report/index.html")   # Results objects or saved dirs
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from interp.report.claims import CLAIMS, THRESHOLDS, evaluate
+from interp.report.colors import color_for
+from interp.report.inputs import load_dirs, merge_tables, tables_from_results
+from interp.report.render import render
+from interp.report.tables import TABLES
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` via a temporary sibling file and a rename: never a half-written report."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def build(results: Any, path: str | Path, extra: dict[str, pd.DataFrame] | None = None,
+          title: str = "interp: normalization report") -> Path:
+    """Write the report for `results` to `path`.
+
+    results: a `Results`, a saved results directory, or a list of either; `extra`: further canonical tables
+    (training logs, LR sweep, LN removal ...; see interp.report.TABLES). Raises ValueError on no models.
+    """
+    items = results if isinstance(results, (list, tuple)) else [results]
+    dirs = [r for r in items if isinstance(r, (str, Path))]
+    objs = [r for r in items if not isinstance(r, (str, Path))] + load_dirs(dirs)
+    tables = merge_tables(tables_from_results(objs), extra or {})
+    if "cards" not in tables or tables["cards"].empty:
+        raise ValueError("no models to report on: pass at least one Results (or a saved results directory)")
+    return write_atomic(path, render(tables, sources=[str(d) for d in dirs] or
+                                     [f"{len(objs)} in-memory result(s)"], title=title))
+
+
+__all__ = ["build", "render", "evaluate", "CLAIMS", "THRESHOLDS", "TABLES", "color_for", "write_atomic",
+           "tables_from_results", "merge_tables", "load_dirs"]

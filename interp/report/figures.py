@@ -1,0 +1,229 @@
+"""Plotly figures of the report, one function per measurement. Each takes canonical tables (see
+`interp.report.tables`) and a model → colour map, and returns a figure, or None when its data is absent."""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from interp.report.colors import color_for
+
+Colors = dict[str, str]
+
+
+def _c(colors: Colors, model: str) -> str:
+    return colors.get(model) or color_for(model)
+
+
+def label(text: object) -> str:
+    """Text safe to put in a plotly label: plotly renders a subset of HTML in labels, so escape it."""
+    return html.escape(str(text), quote=False)
+
+
+def _style(fig: go.Figure, title: str, x: str, y: str, log_y: bool = False, height: int = 440) -> go.Figure:
+    fig.update_layout(template="plotly_white", title=dict(text=title), height=height,
+                      margin=dict(l=60, r=20, t=60, b=50), legend=dict(title="model"))
+    fig.update_xaxes(title_text=x)
+    fig.update_yaxes(title_text=y, type="log" if log_y else "linear")
+    return fig
+
+
+def _lines(df: pd.DataFrame, x: str, y: str, colors: Colors, dash_by: str | None = None) -> go.Figure:
+    fig = go.Figure()
+    for model, g in df.groupby("model", sort=False):
+        for key, gg in (g.groupby(dash_by, sort=False) if dash_by else [(None, g)]):
+            gg = gg.sort_values(x)
+            name = label(model if key is None else f"{model} · {key}")
+            fig.add_trace(go.Scatter(x=gg[x], y=gg[y], mode="lines+markers", name=name,
+                                     line=dict(color=_c(colors, model), dash="dot" if key == "resid" else None)))
+    return fig
+
+
+def stream_growth(t: dict, colors: Colors) -> go.Figure | None:
+    s = t.get("stream")
+    if s is None or s.empty:
+        return None
+    return _style(_lines(s, "depth", "variance", colors), "Residual-stream variance by depth (all models)",
+                  "depth ℓ (0 = embeddings, ℓ = after block ℓ)", "variance (activation units², log)", log_y=True)
+
+
+def growth_bars(t: dict, colors: Colors) -> go.Figure | None:
+    g = t.get("growth")
+    if g is None or g.empty:
+        return None
+    fig = go.Figure(go.Bar(x=[label(m) for m in g["model"]], y=g["ratio_last_first"],
+                           marker_color=[_c(colors, m) for m in g["model"]],
+                           text=[f"{v:.3g}" for v in g["ratio_last_first"]], textposition="outside"))
+    return _style(fig, "Variance growth: last / first depth", "model", "ratio (×, log)", log_y=True, height=380)
+
+
+def massive_census(t: dict, colors: Colors) -> go.Figure | None:
+    m = t.get("massive")
+    if m is None or m.empty:
+        return None
+    fig = go.Figure()
+    for model, g in m.groupby("model", sort=False):
+        g = g.sort_values("layer")
+        fig.add_trace(go.Scatter(x=g["layer"], y=g["top1"], name=label(f"{model} · top-1 |x|"),
+                                 mode="lines+markers", line=dict(color=_c(colors, model))))
+        fig.add_trace(go.Scatter(x=g["layer"], y=g["median"], name=label(f"{model} · median |x|"),
+                                 mode="lines", line=dict(color=_c(colors, model), dash="dot")))
+    return _style(fig, "Massive activations: top-1 and median |x| per layer", "layer",
+                  "|activation| (log)", log_y=True)
+
+
+def massive_heatmaps(t: dict, colors: Colors) -> list[go.Figure]:
+    d = t.get("massive_dims")
+    if d is None or d.empty:
+        return []
+    figs = []
+    for model, g in d.groupby("model", sort=False):
+        piv = g.pivot_table(index="layer", columns="dim", values="value", aggfunc="max").sort_index()
+        z = np.log10(piv.to_numpy(dtype=float).clip(min=1e-6))
+        fig = go.Figure(go.Heatmap(z=z, x=piv.columns, y=piv.index, colorscale="Viridis",
+                                   colorbar=dict(title="log10 max |x|")))
+        figs.append(_style(fig, label(f"{model}: max |x| per layer × dimension"), "residual dimension",
+                           "layer", height=360))
+    return figs
+
+
+def gradient_profiles(t: dict, colors: Colors) -> go.Figure | None:
+    g = t.get("gradients")
+    if g is None or g.empty:
+        return None
+    dash = "target" if "target" in g and g["target"].nunique() > 1 else None
+    return _style(_lines(g, "layer", "grad_norm", colors, dash_by=dash),
+                  "Gradient norm per layer (solid: block parameters, dotted: residual stream)", "layer",
+                  "‖∂loss/∂·‖₂ (log)", log_y=True)
+
+
+def angular_heatmap(t: dict, colors: Colors) -> list[go.Figure]:
+    a = t.get("angular")
+    if a is None or a.empty:
+        return []
+    a1 = a[a["n"] == 1] if "n" in a else a
+    piv = a1.pivot_table(index="model", columns="layer", values="distance", aggfunc="mean")
+    piv = piv.reindex([m for m in dict.fromkeys(a1["model"])])
+    fig = go.Figure(go.Heatmap(z=piv.to_numpy(dtype=float), x=piv.columns, y=[label(m) for m in piv.index],
+                               colorscale="Magma", zmin=0, colorbar=dict(title="arccos(cos)/π")))
+    figs = [_style(fig, "Angular distance between consecutive layers (n = 1, last token)", "layer ℓ",
+                   "model", height=120 + 28 * len(piv))]
+    if "n" in a and a["n"].nunique() > 1:
+        for model, g in a.groupby("model", sort=False):
+            p = g.pivot_table(index="layer", columns="n", values="distance", aggfunc="mean")
+            f = go.Figure(go.Heatmap(z=p.to_numpy(dtype=float).T, x=p.index, y=p.columns, colorscale="Magma",
+                                     zmin=0, colorbar=dict(title="arccos(cos)/π")))
+            figs.append(_style(f, label(f"{model}: angular distance h_ℓ → h_ℓ+n"), "layer ℓ", "n (layers ahead)",
+                               height=320))
+    return figs
+
+
+def skip_bars(t: dict, colors: Colors) -> go.Figure | None:
+    s = t.get("skip")
+    if s is None or s.empty:
+        return None
+    fig = go.Figure()
+    for model, g in s.groupby("model", sort=False):
+        g = g.sort_values("layer")
+        fig.add_trace(go.Bar(x=g["layer"], y=g["loss_delta"], name=label(model), marker_color=_c(colors, model)))
+    fig.update_layout(barmode="group")
+    return _style(fig, "Loss increase when one block is skipped", "skipped block ℓ", "Δ CE (nats)")
+
+
+def norm_scales(t: dict, colors: Colors) -> go.Figure | None:
+    n = t.get("norm_scales")
+    if n is None or n.empty:
+        return None
+    fig = go.Figure()
+    for (model, norm), g in n.groupby(["model", "norm"], sort=False):
+        g = g.sort_values("layer")
+        c = _c(colors, model)
+        if {"q05", "q95"} <= set(g.columns):
+            fig.add_trace(go.Scatter(x=list(g["layer"]) + list(g["layer"])[::-1],
+                                     y=list(g["q95"]) + list(g["q05"])[::-1], fill="toself", line=dict(width=0),
+                                     fillcolor=c, opacity=0.15, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=g["layer"], y=g["median"], mode="lines+markers", name=label(f"{model} · {norm}"),
+                                 line=dict(color=c, dash=None if str(norm).startswith("ln1") else "dash")))
+    return _style(fig, "Norm scale (hook_scale) per layer: median and 5–95% band", "layer",
+                  "scale = √(var + ε) (log)", log_y=True)
+
+
+def dla_error_bars(t: dict, colors: Colors) -> go.Figure | None:
+    d = t.get("dla_error")
+    if d is None or d.empty:
+        return None
+    fig = go.Figure()
+    for col, name in (("median_rel_error", "median"), ("max_rel_error", "max")):
+        fig.add_trace(go.Bar(x=[label(m) for m in d["model"]], y=d[col].clip(lower=1e-17), name=name,
+                             marker_color=[_c(colors, m) for m in d["model"]], opacity=1.0 if name == "max" else 0.55))
+    fig.update_layout(barmode="group")
+    return _style(fig, "DLA error relative to the logit (|DLA − direct effect| / |logit|)", "model",
+                  "relative error (log)", log_y=True, height=380)
+
+
+def dla_example(t: dict, colors: Colors) -> go.Figure | None:
+    d = t.get("dla_example")
+    if d is None or d.empty:
+        return None
+    model = d["model"].iloc[0]
+    g = d[d["model"] == model]
+    fig = go.Figure([go.Bar(x=[label(c) for c in g["component"]], y=g["dla"], name="DLA",
+                            marker_color=_c(colors, model)),
+                     go.Bar(x=[label(c) for c in g["component"]], y=g["direct_effect"], name="direct effect",
+                            marker_color="#999999")])
+    fig.update_layout(barmode="group")
+    return _style(fig, label(f"{model}: DLA vs path-ablation direct effect per component"), "component",
+                  "contribution to the target logit (logit units)")
+
+
+def logit_lens(t: dict, colors: Colors) -> go.Figure | None:
+    d = t.get("logit_lens")
+    if d is None or d.empty:
+        return None
+    return _style(_lines(d, "layer", "prob", colors), "Logit lens: probability of the target per layer",
+                  "layer", "p(target)")
+
+
+def training_curves(t: dict, colors: Colors) -> go.Figure | None:
+    d = t.get("training")
+    if d is None or d.empty:
+        return None
+    return _style(_lines(d, "step", "loss", colors), "Training loss", "optimizer step", "CE (nats)")
+
+
+def lr_sweep(t: dict, colors: Colors) -> go.Figure | None:
+    d = t.get("sweep")
+    if d is None or d.empty:
+        return None
+    y = "final_loss" if "final_loss" in d else "diverged"
+    fig = go.Figure()
+    for model, g in d.groupby("model", sort=False):
+        g = g.sort_values("lr")
+        div = g["diverged"].astype(bool)
+        yy = g[y].astype(float).where(~div, np.nan) if y == "final_loss" else g[y].astype(int)
+        fig.add_trace(go.Scatter(x=g["lr"], y=yy, mode="lines+markers", name=label(model),
+                                 line=dict(color=_c(colors, model))))
+        if div.any():
+            fin = d[y].astype(float)[np.isfinite(d[y].astype(float))]
+            top = float(fin.max()) * 1.05 if y == "final_loss" and not fin.empty else 1.0
+            fig.add_trace(go.Scatter(x=g.loc[div, "lr"], y=[top] * int(div.sum()), mode="markers",
+                                     name=label(f"{model} · diverged"), showlegend=False,
+                                     marker=dict(symbol="x", size=12, color=_c(colors, model))))
+    fig.update_xaxes(type="log")
+    return _style(fig, "Learning-rate sweep: final loss (× = diverged run)", "peak learning rate (log)",
+                  "final CE (nats)" if y == "final_loss" else "diverged (1 = yes)")
+
+
+def ln_removal(t: dict, colors: Colors) -> go.Figure | None:
+    d = t.get("ln_removal")
+    if d is None or d.empty:
+        return None
+    fig = go.Figure()
+    for col, name in (("ce_original", "original"), ("ce_vanilla", "vanilla fine-tune"), ("ce_lnfree", "LN-free")):
+        fig.add_trace(go.Bar(x=[label(m) for m in d["model"]], y=d[col], name=name,
+                             text=[f"{v:.4f}" for v in d[col]], textposition="outside"))
+    fig.update_layout(barmode="group")
+    return _style(fig, "LN removal: validation CE before and after", "model", "CE (nats)", height=380)

@@ -1,0 +1,152 @@
+"""Turn canonical tables into one self-contained HTML page: jinja2 (autoescape on) + plotly.js inlined once."""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.offline
+
+from interp.report import claims as _claims
+from interp.report import figures as F
+from interp.report.colors import color_for
+from interp.report.summary import complete
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return "—" if math.isnan(v) else f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _verdict_class(v: object) -> str:
+    return "v-" + re.sub(r"[^a-z]+", "-", str(v).lower()).strip("-")
+
+
+def _safe_color(c: object) -> str:
+    return c if isinstance(c, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", c) else "#999999"
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters.update(fmt=_fmt, verdict_class=_verdict_class, safe_color=_safe_color)
+    return env
+
+
+def model_colors(tables: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """model → colour: zoo models take their strategy's colour, real models their own."""
+    cards = tables.get("cards")
+    out: dict[str, str] = {}
+    if cards is not None:
+        for _, r in cards.iterrows():
+            key = r.get("strategy") if r.get("family") == "zoo" and r.get("strategy") else r["model"]
+            out[r["model"]] = color_for(str(key))
+    return out
+
+
+def _table(df: pd.DataFrame, caption: str = "", swatches: dict[str, str] | None = None,
+           verdict_col: str | None = None) -> dict:
+    cols = [str(c) for c in df.columns]
+    rows = [[(v.item() if hasattr(v, "item") else v) for v in r] for r in df.itertuples(index=False)]
+    return dict(caption=caption, columns=cols, rows=rows, swatches=swatches or {},
+                swatch_index=cols.index("model") if swatches and "model" in cols else -1,
+                row_class=verdict_col is not None, row_class_index=cols.index(verdict_col) if verdict_col else 0)
+
+
+def _fig_html(fig: go.Figure | None) -> list[str]:
+    return [] if fig is None else [fig.to_html(full_html=False, include_plotlyjs=False,
+                                               config={"displaylogo": False, "responsive": True})]
+
+
+def _section(sid: str, title: str, intro: str, need: dict[str, str], t: dict, figs=(), tables=(), notes=()):
+    missing = [f"Missing: no {what} in these results ({how})." for what, how in
+               [(k, v) for k, v in need.items() if t.get(k.split(" ")[0]) is None or t[k.split(" ")[0]].empty]]
+    figures = [h for f in figs for h in (_fig_html(f) if not isinstance(f, list) else
+                                         [x for ff in f for x in _fig_html(ff)])]
+    return dict(id=sid, title=title, intro=intro, missing=missing, figures=figures, tables=list(tables),
+                notes=list(notes))
+
+
+def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "interp: normalization report") -> str:
+    """The report's HTML for `tables` (canonical names, see interp.report.tables)."""
+    t = complete(tables)
+    colors = model_colors(t)
+    cards = t.get("cards", pd.DataFrame(columns=["model"]))
+    claims = _claims.evaluate(t)
+    collect = "run interp collect"
+    S = []
+    S.append(_section("claims", "Claims of the seed papers, checked here",
+                      "Each verdict is computed from the numbers measured in this report by the rule shown; "
+                      "“not testable here” means the numbers the rule needs are absent.", {}, t,
+                      tables=[_table(claims[["source", "statement", "evidence", "rule", "verdict"]],
+                                     verdict_col="verdict")],
+                      notes=[f"threshold {k} = {v:g}" for k, v in _claims.THRESHOLDS.items()]))
+    S.append(_section("models", "Models", "What was measured: one row per model card.",
+                      {"cards": "no model cards"}, t, tables=[_table(cards, swatches=colors)] if len(cards) else []))
+    growth = t.get("growth")
+    S.append(_section("variance", "Variance growth with depth",
+                      "Variance of the un-normalized residual stream at each depth, every model overlaid.",
+                      {"stream": collect + " with the residual collector"}, t,
+                      figs=[F.stream_growth(t, colors), F.growth_bars(t, colors)],
+                      tables=[_table(growth, "Growth summary", swatches=colors)] if growth is not None
+                      and not growth.empty else []))
+    outl = t.get("outliers")
+    abl = t.get("ablation")
+    S.append(_section("massive", "Massive activations",
+                      "Per layer, the largest |x| and the median |x| of the hidden state (Sun et al. 2024).",
+                      {"massive": collect + " with the massive-activation collector",
+                       "massive_dims": "per-dimension maxima", "ablation": "mean- vs zero-ablation run"}, t,
+                      figs=[F.massive_census(t, colors), F.massive_heatmaps(t, colors)],
+                      tables=[x for x in (
+                          _table(outl.sort_values("value", key=abs, ascending=False).head(30), "Top outliers",
+                                 swatches=colors) if outl is not None and not outl.empty else None,
+                          _table(abl, "Loss on held text with massive activations ablated (nats)", swatches=colors)
+                          if abl is not None and not abl.empty else None) if x]))
+    S.append(_section("gradients", "Gradient norms per layer", "Norm of the loss gradient per block.",
+                      {"gradients": collect + " with the gradient collector"}, t,
+                      figs=[F.gradient_profiles(t, colors)]))
+    S.append(_section("depth", "Layer effectiveness",
+                      "Angular distance between residual streams and the loss when a block is skipped.",
+                      {"angular": "angular distances", "skip": "layer-skip losses"}, t,
+                      figs=[F.angular_heatmap(t, colors), F.skip_bars(t, colors)]))
+    S.append(_section("norm-scales", "Norm scales", "How much each norm divides by, per layer.",
+                      {"norm_scales": collect + " with the norm-scale collector"}, t, figs=[F.norm_scales(t, colors)]))
+    dla = t.get("dla_error")
+    S.append(_section("dla", "Direct logit attribution",
+                      "DLA through the frozen final-norm scale against the true direct effect (path ablation).",
+                      {"dla_error": "run interp attribute", "dla_example": "DLA example"}, t,
+                      figs=[F.dla_error_bars(t, colors), F.dla_example(t, colors)],
+                      tables=[_table(t["dla_example"][["model", "prompt", "target"]].drop_duplicates().head(5),
+                                     "DLA example input", swatches=colors)]
+                      if t.get("dla_example") is not None and "prompt" in t["dla_example"] else []))
+    S.append(_section("lens", "Logit lens", "Norm statistics recomputed on each intermediate stream.",
+                      {"logit_lens": "run interp attribute"}, t, figs=[F.logit_lens(t, colors)]))
+    S.append(_section("training", "Training and learning-rate stability", "",
+                      {"training": "training logs (interp train)", "sweep": "LR sweep (interp sweep)"}, t,
+                      figs=[F.training_curves(t, colors), F.lr_sweep(t, colors)]))
+    lr = t.get("ln_removal")
+    eq = t.get("equivalence")
+    S.append(_section("surgery", "LN removal and equivalence", "",
+                      {"ln_removal": "run interp remove-ln", "equivalence": "run interp convert"}, t,
+                      figs=[F.ln_removal(t, colors)],
+                      tables=[x for x in (_table(lr, "LN removal (CE in nats)") if lr is not None and not lr.empty
+                                          else None,
+                                          _table(eq, "Pre-LN → RMSNorm / CRMSNorm (float64)") if eq is not None
+                                          and not eq.empty else None) if x]))
+    import interp
+    return _env().get_template("report.html.j2").render(
+        title=title, sections=S, sources=sources, version=interp.__version__,
+        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        plotlyjs=plotly.offline.get_plotlyjs())

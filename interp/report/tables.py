@@ -1,0 +1,69 @@
+"""The report's input tables: names and columns, documented once. Every table is tidy and carries `model`.
+
+Collectors, attribution, surgery and training write their own tables (see their docs); `interp.report.inputs`
+turns those into these canonical tables, so figures and claims read one stable schema. A table that is
+absent makes its report section say so; a table with a missing column is an error naming the column.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+# table name -> {column: meaning}. Columns marked optional in OPTIONAL may be absent.
+TABLES: dict[str, dict[str, str]] = {
+    "cards": {"model": "model name", "family": "zoo / llama / gemma3 / bert / gpt2 ...",
+              "strategy": "zoo preset or descriptive label", "placement": "pre/post/peri/mix/lns/none",
+              "norm_kind": "layernorm/rmsnorm/...", "n_layers": "blocks", "d_model": "width",
+              "n_params": "parameters", "weight_source": "where the weights came from",
+              "quantization": "quantization of the weights, if any"},
+    "stream": {"model": "", "depth": "0 = stream entering block 0, ℓ = stream leaving block ℓ-1",
+               "variance": "mean over tokens of the per-token variance over d_model (un-normalized stream)",
+               "rms": "root mean square of the stream's entries"},
+    "growth": {"model": "", "slope_log_var": "least-squares slope of ln(variance) against depth",
+               "ratio_last_first": "variance at the last depth / variance at depth 1"},
+    "massive": {"model": "", "layer": "block index", "top1": "largest |x|", "top2": "2nd largest |x|",
+                "top3": "3rd largest |x|", "median": "median |x| of the hidden state",
+                "n_massive": "count of |x| > abs threshold and ≥ ratio × median"},
+    "massive_dims": {"model": "", "layer": "", "dim": "residual dimension", "value": "max |x| over tokens"},
+    "outliers": {"model": "", "layer": "", "position": "token position", "token": "token string",
+                 "dim": "residual dimension", "value": "activation value"},
+    "ablation": {"model": "", "ablation": "none / mean / zero", "loss": "mean CE on held text (nats)"},
+    "gradients": {"model": "", "layer": "", "target": "params (block parameters) or resid (stream)",
+                  "grad_norm": "L2 norm of the loss gradient"},
+    "angular": {"model": "", "layer": "ℓ", "n": "distance between h_ℓ and h_ℓ+n",
+                "distance": "arccos(cos(h_ℓ, h_ℓ+n))/π, mean over sequences (last token)"},
+    "skip": {"model": "", "layer": "", "loss_delta": "CE with block ℓ skipped − CE of the full model (nats)"},
+    "norm_scales": {"model": "", "layer": "", "norm": "which norm (ln1, ln2, ln_final ...)",
+                    "q05": "", "q25": "", "median": "", "q75": "", "q95": "quantiles of hook_scale"},
+    "dla_error": {"model": "", "median_rel_error": "median |DLA − direct effect| / |logit|",
+                  "max_rel_error": "max |DLA − direct effect| / |logit|"},
+    "dla_example": {"model": "", "prompt": "input text", "target": "target token", "component": "",
+                    "dla": "direct logit attribution", "direct_effect": "path-ablation direct effect"},
+    "logit_lens": {"model": "", "layer": "", "prob": "probability of the target", "rank": "rank of the target",
+                   "kl": "KL(final ‖ layer) in nats"},
+    "training": {"model": "", "step": "optimizer step", "loss": "training CE (nats)"},
+    "sweep": {"model": "strategy", "lr": "peak learning rate", "diverged": "NaN/Inf or loss blow-up",
+              "n_spikes": "loss spikes", "final_loss": "final training CE (nats)"},
+    "ln_removal": {"model": "", "ce_original": "CE before (nats)", "ce_vanilla": "CE after a vanilla fine-tune",
+                   "ce_lnfree": "CE after LN removal with the same fine-tuning budget"},
+    "equivalence": {"model": "", "form": "pre-rmsnorm / pre-crmsnorm",
+                    "max_abs_diff": "max |logit − original logit| in float64",
+                    "max_abs_logit": "max |original logit|"},
+}
+OPTIONAL: dict[str, set[str]] = {
+    "cards": {"family", "strategy", "placement", "norm_kind", "n_layers", "d_model", "n_params",
+              "weight_source", "quantization"},
+    "stream": {"rms"}, "massive": {"top2", "top3"}, "outliers": {"position", "token"},
+    "norm_scales": {"q05", "q25", "q75", "q95"}, "logit_lens": {"rank", "kl"}, "training": set(),
+    "sweep": {"n_spikes", "final_loss"}, "equivalence": {"max_abs_logit"}, "dla_example": {"prompt", "target"},
+}
+
+
+def check_table(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Raise a one-line error if `df` lacks a required column of canonical table `name`; return `df`."""
+    if name not in TABLES:
+        raise ValueError(f"unknown report table {name!r}; known: {', '.join(TABLES)}")
+    required = set(TABLES[name]) - OPTIONAL.get(name, set())
+    missing = sorted(required - set(df.columns))
+    if missing:
+        raise ValueError(f"report table {name!r} lacks column(s) {missing}; it has {sorted(map(str, df.columns))}")
+    return df
