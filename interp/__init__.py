@@ -11,8 +11,10 @@ from interp.card import ModelCard
 from interp.sites import LayerSites, SiteMap
 from interp.zoo import STRATEGIES
 
-import interp.collect as collectors  # noqa: E402  (the package; `interp.collect` below is the function)
-from interp.collect import Results, collect  # noqa: E402
+from interp import collect  # noqa: E402  (a package you can call: interp.collect(model, data, ...))
+from interp.collect import Results  # noqa: E402
+
+collectors = collect  # interp.collectors.ResidualStats() reads better than interp.collect.ResidualStats()
 
 __version__ = "0.1.0"
 

@@ -5,6 +5,9 @@
 """
 from __future__ import annotations
 
+import sys
+import types
+
 from interp.collect.base import Batch, Collector, NonFiniteError, TopK, merge_states
 from interp.collect.residual import ResidualStats
 from interp.collect.results import Results
@@ -12,3 +15,13 @@ from interp.collect.driver import collect, default_collectors, run_batches
 
 __all__ = ["Batch", "Collector", "NonFiniteError", "TopK", "merge_states", "ResidualStats", "Results",
            "collect", "default_collectors", "run_batches"]
+
+
+class _CallableModule(types.ModuleType):
+    """Lets `interp.collect(model, data, ...)` call `collect` while `interp.collect` stays the package."""
+
+    def __call__(self, *args, **kwargs) -> Results:
+        return collect(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
