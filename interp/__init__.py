@@ -10,6 +10,7 @@ from interp import norms, zoo
 from interp.card import ModelCard
 from interp.sites import LayerSites, SiteMap
 from interp.zoo import STRATEGIES
+from interp.models import available_models, load_model  # noqa: E402  (real trained models, offline)
 
 from interp import collect  # noqa: E402  (a package you can call: interp.collect(model, data, ...))
 from interp.collect import Results  # noqa: E402
@@ -19,4 +20,4 @@ collectors = collect  # interp.collectors.ResidualStats() reads better than inte
 __version__ = "0.1.0"
 
 __all__ = ["STRATEGIES", "ModelCard", "SiteMap", "LayerSites", "norms", "zoo", "__version__",
-           "collect", "collectors", "Results"]
+           "collect", "collectors", "Results", "load_model", "available_models"]

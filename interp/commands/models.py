@@ -1,0 +1,21 @@
+"""`interp models`: list every named real model, its norm placement, and whether its weights are here."""
+from __future__ import annotations
+
+import argparse
+
+
+def run(args: argparse.Namespace) -> None:
+    from interp.models import available_models, cache_root
+    df = available_models()
+    print(f"{'name':<32} {'family':<7} {'placement':<9} {'norm':<9} present  where")
+    for r in df.itertuples():
+        print(f"{r.name:<32} {r.family:<7} {r.placement:<9} {r.norm_kind:<9} {'yes' if r.present else 'no':<8} "
+              f"{r.where if args.verbose or r.present else r.where[:60] + '...'}")
+    print(f"\ndequantized GGUF cache: {cache_root()} (set INTERP_CACHE to move it); "
+          "also accepted: a zoo checkpoint, a transformers checkpoint directory, or a .gguf file")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list the real models, their norm placement and whether their weights are here")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the full 'missing' message for absent models")
+    p.set_defaults(func=run)

