@@ -1,0 +1,60 @@
+"""Forward time of Pre-LN vs its equivalent Pre-RMSNorm and Pre-CRMSNorm forms (Jiang et al. 2023 claim 1–10 %).
+
+    .venv/bin/python benchmarks/convert_speed.py [--out benchmarks/convert_speed.json]
+
+One thread, float32, random-init zoo models (speed does not depend on the weights), interleaved repeats,
+median time per form. Writes a JSON with the times and the ratios to Pre-LN.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import interp
+from interp.surgery import to_crmsnorm, to_rmsnorm
+from interp.zoo.io import atomic_write_bytes
+
+SIZES = [dict(n_layers=4, d_model=64, n_heads=4, d_mlp=256, n_ctx=128),      # the zoo's size
+         dict(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, n_ctx=128)]
+
+
+def bench(size: dict, batch: int, reps: int) -> dict:
+    base = interp.zoo.build("pre-ln", **size).eval()
+    forms = {"pre-ln": base, "pre-rmsnorm": to_rmsnorm(base), "pre-crmsnorm": to_crmsnorm(base)}
+    tok = torch.randint(0, base.cfg.d_vocab, (batch, size["n_ctx"]))
+    times = {k: [] for k in forms}
+    with torch.inference_mode():
+        for m in forms.values():
+            m(tok)  # warm-up
+        for _ in range(reps):
+            for k, m in forms.items():
+                t0 = time.perf_counter()
+                m(tok)
+                times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return dict(size=size, batch=batch, reps=reps, median_s=med,
+                ratio_to_pre_ln={k: med[k] / med["pre-ln"] for k in med})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="benchmarks/convert_speed.json")
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=8)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    res = [bench(s, args.batch, args.reps) for s in SIZES]
+    for r in res:
+        print(r["size"]["d_model"], {k: round(v, 4) for k, v in r["ratio_to_pre_ln"].items()},
+              {k: round(v * 1e3, 2) for k, v in r["median_s"].items()}, "ms")
+    atomic_write_bytes(Path(args.out), json.dumps(dict(torch=torch.__version__, threads=1, results=res), indent=2).encode())
+
+
+if __name__ == "__main__":
+    main()

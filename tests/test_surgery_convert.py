@@ -1,0 +1,49 @@
+"""Pre-LN -> Pre-RMSNorm -> Pre-CRMSNorm: the same logits in float64 (rtol 1e-9), checked against forward."""
+import pytest
+import torch
+
+import interp
+from interp.norms import CRMSNorm, LayerNorm, RMSNorm
+from interp.surgery import to_crmsnorm, to_rmsnorm
+
+
+@pytest.fixture(scope="module")
+def pre_ln():
+    m = interp.zoo.build("pre-ln", n_layers=3, d_model=32, n_heads=4, d_mlp=64, d_vocab=70, n_ctx=10,
+                         init_std=0.3).double().eval()
+    with torch.no_grad():  # gains and biases far from (1, 0), so folding is really exercised
+        for n, p in m.named_parameters():
+            if n.endswith(".w"):
+                p.copy_(1 + 0.4 * torch.randn_like(p))
+            elif n.endswith(".b") or n.endswith(".bias"):
+                p.copy_(0.2 * torch.randn_like(p))
+    return m
+
+
+TOK = torch.randint(0, 70, (3, 10), generator=torch.Generator().manual_seed(0))
+
+
+def test_rmsnorm_and_crmsnorm_logits_equal_pre_ln(pre_ln, tmp_path):
+    with torch.no_grad():
+        want = pre_ln(TOK)
+        r, c = to_rmsnorm(pre_ln), to_crmsnorm(pre_ln)
+        assert torch.allclose(r(TOK), want, rtol=1e-9, atol=1e-12)
+        assert torch.allclose(c(TOK), want, rtol=1e-9, atol=1e-12)
+    assert not any(isinstance(m, LayerNorm) for m in r.modules()) and any(isinstance(m, RMSNorm) for m in r.modules())
+    assert any(isinstance(m, CRMSNorm) for m in c.modules())
+    assert c.cfg.d_model == 31 and c.embed.weight.shape[1] == 31 and c.blocks[0].attn.d_head == 8
+    # the Pre-RMSNorm stream is zero-mean at every depth (what makes LN and RMSNorm agree)
+    _, cache = r.run_with_cache(TOK)
+    assert cache["blocks.2.hook_resid_post"].mean(-1).abs().max() < 1e-12
+    # the converted model is an ordinary zoo checkpoint
+    c.save(tmp_path / "c")
+    back = interp.zoo.load(tmp_path / "c", dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(back(TOK), want, rtol=1e-5, atol=1e-5)  # load() builds in float32 first
+    assert pre_ln.ln_final.b.abs().sum() > 0  # input untouched
+
+
+def test_conversion_refuses_other_models():
+    for name in ("post-ln", "pre-rmsnorm", "peri-ln", "no-norm"):
+        with pytest.raises(ValueError, match="Pre-LN zoo model"):
+            to_rmsnorm(interp.zoo.build(name, n_layers=2, d_model=32, d_vocab=50, n_ctx=8))
