@@ -1,0 +1,102 @@
+"""The zoo recipe: every strategy at one shared size and token budget, trained on the KJV, shipped in data/zoo/.
+
+`train_zoo()` (CLI: `interp train --zoo`) writes, per strategy, data/zoo/<strategy>/ = model.save() output
+(model.safetensors, config.json with the training record, tokenizer.json) + steps.parquet + layers.parquet,
+and data/zoo/manifest.json (sizes, hyper-parameters, norm_kwargs, corpus and tokenizer hashes, steps, wall
+time, final validation loss per model, and the unigram baselines of the corpus in nats/token). Training
+state (optimizer, RNG) lives in `out/zoo-runs/<strategy>/` so a killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from interp.data import DATA_DIR, TOKENIZER_PATH, Prepared, TokenBatches, prepare, unigram_entropy
+from interp.train.trainer import TrainConfig, Trainer
+from interp.zoo import STRATEGIES, build
+
+ZOO_SIZE = dict(n_layers=12, d_model=64, n_heads=4, d_mlp=256, n_ctx=128, d_vocab=4096)
+ZOO_STEPS = 400
+ZOO_DIR = DATA_DIR / "zoo"
+
+
+def zoo_train_config(steps: int = ZOO_STEPS, lr: float = 2e-3, seed: int = 0) -> TrainConfig:
+    """The shared recipe: batch 8 × 128 tokens, AdamW (0.9, 0.95), wd 0.1, warm-up 10 %, cosine to 10 %."""
+    return TrainConfig(steps=steps, batch_size=8, seq_len=ZOO_SIZE["n_ctx"], lr=lr, warmup=max(1, steps // 10),
+                       min_lr_ratio=0.1, weight_decay=0.1, betas=(0.9, 0.95), clip=1.0, seed=seed,
+                       eval_every=max(1, steps // 5), eval_batches=16, ckpt_every=max(1, steps // 8))
+
+
+def zoo_norm_kwargs(strategy: str, steps: int) -> dict:
+    """Batch-statistic norms' warm-up (10000 / 4000 iterations by default) scaled to a quarter of this run."""
+    if strategy in ("powernorm", "unified-norm"):
+        return {"warmup_iters": max(1, steps // 4)}
+    return {}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    from interp.zoo.io import atomic_write_bytes
+    atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
+
+
+def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, run_dir: Path,
+              size: dict | None = None, seed: int = 0, progress: bool = True) -> dict:
+    """Train one strategy (resuming `run_dir` if it holds a checkpoint), save it to `out_dir`; its record."""
+    size = {**ZOO_SIZE, **(size or {}), "d_vocab": getattr(data.tokenizer, "vocab_size", ZOO_SIZE["d_vocab"])}
+    nk = zoo_norm_kwargs(strategy, cfg.steps)
+    model = build(strategy, seed=seed, **size, **({"norm_kwargs": nk} if nk else {}))
+    model.tokenizer = data.tokenizer
+    bos = data.tokenizer.bos_id
+    train = TokenBatches(data.train_tokens, cfg.seq_len, cfg.batch_size, bos, seed=cfg.seed)
+    val = TokenBatches(data.val_tokens, cfg.seq_len, cfg.batch_size, bos, shuffle=False)
+    meta = {"strategy": strategy, "corpus_sha256": data.corpus.hash, "tokenizer_sha256": data.tokenizer_sha256}
+    t0 = time.time()
+    res = Trainer(model, train, cfg, val=val, run_dir=run_dir, meta=meta, progress=progress, desc=strategy).run()
+    rec = {"strategy": strategy, "status": res.status, "message": res.message, "steps": res.step,
+           "tokens": res.step * cfg.batch_size * cfg.seq_len, "final_val_loss": res.final_val_loss,
+           "final_train_loss": float(res.steps.loss.tail(20).mean()) if len(res.steps) else None,
+           "loss_spikes": int(res.steps.spike.sum()) if len(res.steps) else 0,
+           "train_wall_s": round(res.wall_s, 1), "wall_s_this_call": round(time.time() - t0, 1),
+           "norm_kwargs": nk, "n_params": sum(p.numel() for p in model.parameters()), "evals": res.evals}
+    if res.status == "done":
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.weight_source = f"interp zoo: {strategy}, {res.step} steps on {data.corpus.name}"
+        model.save(tmp, extra={"training": {**rec, "config": cfg.to_dict(), **meta}})
+        for f in ("steps.parquet", "layers.parquet"):
+            shutil.copy(run_dir / f, tmp / f)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+    return rec
+
+
+def train_zoo(out: str | Path = ZOO_DIR, runs: str | Path = "out/zoo-runs", strategies: list[str] | None = None,
+              steps: int = ZOO_STEPS, lr: float = 2e-3, corpus: str = "kjv", seed: int = 0,
+              progress: bool = True) -> dict:
+    """Train every strategy (or `strategies`) with one recipe; write data/zoo/ and its manifest; return it."""
+    torch.set_num_threads(1)
+    out, runs = Path(out), Path(runs)
+    names = list(STRATEGIES) if strategies is None else strategies
+    for s in names:
+        if s not in STRATEGIES:
+            raise ValueError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
+    data = prepare(corpus, TOKENIZER_PATH)
+    cfg = zoo_train_config(steps, lr, seed)
+    mpath = out / "manifest.json"
+    manifest = json.loads(mpath.read_text()) if mpath.is_file() else {}
+    manifest.update({"size": ZOO_SIZE, "train_config": cfg.to_dict(), "data": data.describe(),
+                     "baselines_nats_per_token": unigram_entropy(data.train_tokens, data.val_tokens,
+                                                                 data.tokenizer.vocab_size),
+                     "cond": "TD-LN cond = start of the window in the token stream / stream length, in [0, 1)",
+                     "torch": torch.__version__, "threads": torch.get_num_threads()})
+    manifest.setdefault("models", {})
+    for s in names:
+        rec = train_one(s, data, cfg, out / s, runs / s, seed=seed, progress=progress)
+        manifest["models"][s] = rec
+        _write_json(mpath, manifest)
+        print(f"{s:<14} {rec['status']:<5} val loss {rec['final_val_loss']}  {rec['train_wall_s']} s", flush=True)
+    return manifest
