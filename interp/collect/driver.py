@@ -17,9 +17,8 @@ from interp.collect.results import Results
 
 def default_collectors() -> list[Collector]:
     """The forward-only collectors (no backward, no extra passes): what `collect` runs by default."""
-    import interp.collect as c
-    return [getattr(c, n)() for n in ("ResidualStats", "MassiveActivations", "LayerEffect", "NormScales")
-            if hasattr(c, n)]
+    from interp.collect import LayerEffect, MassiveActivations, NormScales, ResidualStats
+    return [ResidualStats(), MassiveActivations(), LayerEffect(skip=False), NormScales()]
 
 
 def first_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,145 @@
+"""Layer effectiveness (Curse of Depth / Mix-LN): how much the stream still turns between depths, and what
+is lost when a block is skipped.
+
+Angular distance d(ℓ, ℓ+n) = arccos(cos(h_ℓ, h_ℓ+n)) / π per token between the stream at depth ℓ (0 = input
+of block 0, ℓ = output of block ℓ-1) and depth ℓ+n, averaged over all real tokens and over the last real
+token of each sequence (Mix-LN's measure). With `skip=True`, each block ℓ in turn is skipped (its output
+replaced by its input) in an extra forward per block: the mean next-token loss increase for causal LMs; for
+encoders (no LM head) the mean cosine distance between the mean-pooled final states with and without the block.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from interp.collect.base import F64, Collector
+from interp.collect.objective import is_causal, loss_terms
+
+
+def angular(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """arccos(cos(a, b)) / π along the last dim, float64 (a zero vector counts as orthogonal)."""
+    cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp(min=1e-300)
+    return torch.arccos(cos.clamp(-1, 1)) / torch.pi
+
+
+def last_real(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last True position per row [b] (rows without one give 0)."""
+    return (mask.long() * torch.arange(mask.shape[1])).argmax(1)
+
+
+class LayerEffect(Collector):
+    """Angular distance between stream depths ℓ and ℓ+n (n in `ns`), and optionally the skip-one-block loss."""
+
+    name = "layer_effect"
+
+    def __init__(self, ns: tuple[int, ...] = (1,), skip: bool = True):
+        super().__init__()
+        if not ns or min(ns) < 1:
+            raise ValueError(f"ns must be positive depth offsets, got {ns}")
+        self.ns, self.skip = tuple(sorted(set(int(n) for n in ns))), skip
+
+    def config(self):
+        return {"ns": list(self.ns), "skip": self.skip}
+
+    def bind(self, model):
+        super().bind(model)
+        self.hooks_ = model.sites.stream()
+        D, L = len(self.hooks_), model.sites.n_layers
+        self.depth_of = {h: i for i, h in enumerate(self.hooks_)}
+        self._add("ang_sum", torch.zeros(len(self.ns), D), "sum")       # Σ over tokens of d(ℓ, ℓ+n), [n, ℓ]
+        self._add("ang_n", torch.zeros(len(self.ns), D), "sum")         # tokens counted
+        self._add("ang_last_sum", torch.zeros(len(self.ns), D), "sum")  # Σ over sequences, last real token
+        self._add("ang_last_n", torch.zeros(len(self.ns), D), "sum")    # sequences counted
+        if self.skip:
+            self._add("skip_sum", torch.zeros(L), "sum")   # Σ loss terms (or cosine distances) with block ℓ skipped
+            self._add("base_sum", torch.zeros(1), "sum")   # Σ loss terms of the intact model (causal LMs)
+            self._add("skip_n", torch.zeros(1), "sum")     # loss terms (or sequences) counted
+        return self
+
+    def hooks(self, model):
+        return [(h, self._hook) for h in self.hooks_]
+
+    def begin_batch(self, batch):
+        super().begin_batch(batch)
+        self._buf: dict[int, torch.Tensor] = {}
+        self._last = last_real(batch.mask)
+        self._has = batch.mask.any(1)
+
+    def _hook(self, x: torch.Tensor, hook) -> None:
+        j, st, b = self.depth_of[hook.name], self.state, self.batch
+        h = x.detach().to(F64)
+        self._buf[j] = h
+        for i, n in enumerate(self.ns):
+            prev = self._buf.get(j - n)
+            if prev is None:
+                continue
+            ang = angular(prev, h)  # [b, t]
+            st["ang_sum"][i, j - n] += ang[b.mask].sum()
+            st["ang_n"][i, j - n] += b.n_tokens
+            rows = torch.arange(len(ang))[self._has]
+            st["ang_last_sum"][i, j - n] += ang[rows, self._last[rows]].sum()
+            st["ang_last_n"][i, j - n] += len(rows)
+        self._buf.pop(j - self.ns[-1], None)  # keep only the depths still needed
+
+    def end_batch(self, model, batch, output) -> None:
+        self._buf = {}
+        if not self.skip:
+            return
+        st, am = self.state, batch.attention_mask
+        causal = is_causal(model)
+        base = loss_terms(model, output, batch.tokens, am).to(F64) if causal else _pooled(output, am)
+        if causal:
+            st["base_sum"] += base.sum()
+        st["skip_n"] += base.numel() if causal else len(base)
+        for l, ls in enumerate(model.sites.layers):
+            saved = {}
+
+            def keep(x, hook):
+                saved["x"] = x
+
+            def replace(x, hook):
+                return saved["x"]
+
+            with model.hooks(fwd_hooks=[(ls.resid_pre, keep), (ls.resid_post, replace)]):
+                out = model(batch.tokens, attention_mask=am)
+            if causal:
+                st["skip_sum"][l] += loss_terms(model, out, batch.tokens, am).to(F64).sum()
+            else:
+                st["skip_sum"][l] += (1 - F.cosine_similarity(base, _pooled(out, am), dim=-1)).sum()
+
+    def result(self) -> pd.DataFrame:
+        st = {k: v.numpy() for k, v in self.state.items()}
+        rows = []
+        name = self.model.card.name if self.model is not None else ""
+        D = len(self.hooks_)
+        for i, n in enumerate(self.ns):
+            for l in range(D - n):
+                rows.append({"model": name, "n": n, "depth": l, "depth_to": l + n,
+                             "angular_all": st["ang_sum"][i, l] / st["ang_n"][i, l] if st["ang_n"][i, l] else np.nan,
+                             "angular_last": (st["ang_last_sum"][i, l] / st["ang_last_n"][i, l]
+                                              if st["ang_last_n"][i, l] else np.nan)})
+        return pd.DataFrame(rows)
+
+    def skip_table(self) -> pd.DataFrame:
+        """Per block: the metric with the block skipped, the intact metric and the increase."""
+        st = {k: v.numpy() for k, v in self.state.items()}
+        causal = is_causal(self.model)
+        n = max(st["skip_n"][0], 1)
+        base = st["base_sum"][0] / n if causal else 0.0
+        skipped = st["skip_sum"] / n
+        return pd.DataFrame({"model": self.model.card.name, "layer": np.arange(len(skipped)),
+                             "metric": "next_token_ce" if causal else "pooled_cosine_distance",
+                             "base": base, "skipped": skipped, "increase": skipped - base})
+
+    def tables(self):
+        out = {"layer_effect": self.result()}
+        if self.skip:
+            out["layer_skip"] = self.skip_table()
+        return out
+
+
+def _pooled(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(F64).unsqueeze(-1)
+    return (h.to(F64) * m).sum(1) / m.sum(1).clamp(min=1)

@@ -1,0 +1,211 @@
+"""Massive activations (Sun et al. 2024; locuslab/massive-activations `main_llm.py`).
+
+At every depth of the residual stream (0 = input of block 0, ℓ = output of block ℓ-1), an activation is
+*massive* when |x| > `abs_threshold` (100) and |x| ≥ `ratio` (1000) × the median |x| of the whole hidden
+state of its sequence at that depth (all real positions × dims; `median_scope="token"` uses the median of
+its own position instead). Medians are lower medians (torch.median), as in the paper's code.
+Also kept: per depth the per-sequence top-3 |x| and median (averaged over sequences, as the paper plots),
+the top-k |x| overall with where they sit, and per (depth, dim) counts — the dimensions that recur.
+`ablation()` replays the paper's test: set the massive values to zero vs to their mean, compare the loss.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from interp.collect.base import F64, Collector, NonFiniteError, TopK
+from interp.collect.objective import is_causal, loss_terms
+
+FIELDS = ("tk_depth", "tk_seq_pos", "tk_dim", "tk_token", "tk_value", "tk_median")
+
+
+class MassiveActivations(Collector):
+    """Counts, top-3 / median profile, top-k outliers and recurring dims of massive activations per depth."""
+
+    name = "massive"
+
+    def __init__(self, abs_threshold: float = 100.0, ratio: float = 1000.0, median_scope: str = "sequence",
+                 top_k: int = 20):
+        super().__init__()
+        if median_scope not in ("sequence", "token"):
+            raise ValueError(f"median_scope must be 'sequence' or 'token', got {median_scope!r}")
+        self.abs_threshold, self.ratio, self.median_scope, self.k = abs_threshold, ratio, median_scope, top_k
+
+    def config(self):
+        return {"abs_threshold": self.abs_threshold, "ratio": self.ratio, "median_scope": self.median_scope,
+                "top_k": self.k}
+
+    def bind(self, model):
+        super().bind(model)
+        self.hooks_ = model.sites.stream()
+        D, d = len(self.hooks_), model.card.d_model
+        self.depth_of = {h: i for i, h in enumerate(self.hooks_)}
+        self._add("n_seq", torch.zeros(D), "sum")             # sequences seen per depth
+        self._add("n_massive", torch.zeros(D), "sum")         # massive activations per depth
+        self._add("seq_with", torch.zeros(D), "sum")          # sequences with at least one massive activation
+        self._add("top3_sum", torch.zeros(D, 3), "sum")       # Σ over sequences of its top-1/2/3 |x|
+        self._add("median_sum", torch.zeros(D), "sum")        # Σ over sequences of its median |x|
+        self._add("top1_max", torch.zeros(D), "max")          # largest |x| of any sequence
+        self._add("dim_count", torch.zeros(D, d), "sum")      # massive activations per (depth, dim)
+        self._add("dim_value_sum", torch.zeros(D, d), "sum")  # Σ of their signed values
+        self._add_topk("top", TopK(self.k, "tk_abs", FIELDS))
+        return self
+
+    def hooks(self, model):
+        return [(h, self._hook) for h in self.hooks_]
+
+    def detect(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(|x| with padding at -1, per-element median [b, t, 1], massive [b, t, d] bool) for x [b, t, d]."""
+        a = x.detach().float().abs()
+        if self.median_scope == "token":
+            med = a.median(-1, keepdim=True).values
+        elif bool(mask.all()):
+            med = a.flatten(1).median(1).values[:, None, None].expand(-1, a.shape[1], 1)
+        else:
+            med = a.masked_fill(~mask[..., None], torch.nan).flatten(1).nanmedian(1).values
+            med = med[:, None, None].expand(-1, a.shape[1], 1)
+        massive = (a > self.abs_threshold) & (a >= self.ratio * med) & mask[..., None]
+        return a.masked_fill(~mask[..., None], -1.0), med, massive
+
+    def _hook(self, x: torch.Tensor, hook) -> None:
+        j, st, b = self.depth_of[hook.name], self.state, self.batch
+        a, med, massive = self.detect(x, b.mask)
+        rows = b.mask.any(1)  # sequences with at least one counted position
+        af = a.flatten(1)[rows]
+        st["n_seq"][j] += rows.sum()
+        st["n_massive"][j] += massive.sum()
+        st["seq_with"][j] += massive.flatten(1).any(1).sum()
+        top = af.topk(min(3, af.shape[1]), dim=1).values.to(F64)
+        st["top3_sum"][j, : top.shape[1]] += top.sum(0)
+        st["top1_max"][j] = torch.maximum(st["top1_max"][j], top[:, 0].max() if len(top) else st["top1_max"][j])
+        seq_med = med[:, 0, 0] if self.median_scope == "sequence" else self._seq_median(a, b.mask)
+        st["median_sum"][j] += seq_med[rows].sum(dtype=F64)
+        st["dim_count"][j] += massive.sum((0, 1), dtype=F64)
+        st["dim_value_sum"][j] += (x.detach().to(F64) * massive).sum((0, 1))
+        k = min(self.k, a.numel())
+        vals, idx = a.flatten().topk(k)
+        keep = vals >= 0  # not padding
+        vals, idx = vals[keep], idx[keep]
+        bi, rest = idx // (a.shape[1] * a.shape[2]), idx % (a.shape[1] * a.shape[2])
+        ti, di = rest // a.shape[2], rest % a.shape[2]
+        first = b.attention_mask.long().argmax(1)  # left padding: positions count from the first real token
+        self.topk["top"].update(st, {
+            "tk_abs": vals.to(F64), "tk_depth": torch.full_like(vals, j, dtype=F64),
+            "tk_seq_pos": (ti - first[bi]).to(F64), "tk_dim": di.to(F64), "tk_token": b.tokens[bi, ti].to(F64),
+            "tk_value": x.detach()[bi, ti, di].to(F64), "tk_median": med[bi, ti, 0].to(F64)})
+
+    @staticmethod
+    def _seq_median(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return a.masked_fill(~mask[..., None], torch.nan).flatten(1).nanmedian(1).values
+
+    def describe(self, key, bad):
+        i = int(bad.nonzero()[0, 0]) if bad.dim() else 0
+        return f"at {self.hooks_[i]} (depth {i})" if key in ("top3_sum", "median_sum", "top1_max") else f"in {key!r}"
+
+    # --- tables ---------------------------------------------------------------------------------------
+    def _model_name(self) -> str:
+        return self.model.card.name if self.model is not None else ""
+
+    def result(self) -> pd.DataFrame:
+        st = {k: v.numpy() for k, v in self.state.items()}
+        n = np.maximum(st["n_seq"], 1)
+        return pd.DataFrame({
+            "model": self._model_name(), "depth": np.arange(len(self.hooks_)), "hook": self.hooks_,
+            "n_sequences": st["n_seq"].astype(np.int64), "n_massive": st["n_massive"].astype(np.int64),
+            "frac_sequences": st["seq_with"] / n,
+            "top1_mean": st["top3_sum"][:, 0] / n, "top2_mean": st["top3_sum"][:, 1] / n,
+            "top3_mean": st["top3_sum"][:, 2] / n, "median_mean": st["median_sum"] / n,
+            "top1_max": st["top1_max"]})
+
+    def top(self) -> pd.DataFrame:
+        """The top-k |x| over every depth and token, with where each sits and whether it is massive."""
+        st = {k: v.numpy() for k, v in self.state.items()}
+        ok = np.isfinite(st["tk_abs"])
+        tok = getattr(self.model, "tokenizer", None)
+        ids = st["tk_token"][ok].astype(np.int64)
+        depth = st["tk_depth"][ok].astype(np.int64)
+        return pd.DataFrame({
+            "model": self._model_name(), "rank": np.arange(ok.sum()), "depth": depth,
+            "hook": [self.hooks_[i] for i in depth], "position": st["tk_seq_pos"][ok].astype(np.int64),
+            "token_id": ids, "token": [tok.decode([i]) if tok is not None else str(i) for i in ids],
+            "dim": st["tk_dim"][ok].astype(np.int64), "value": st["tk_value"][ok], "abs": st["tk_abs"][ok],
+            "seq_median": st["tk_median"][ok],
+            "massive": (st["tk_abs"][ok] > self.abs_threshold) & (st["tk_abs"][ok] >= self.ratio * st["tk_median"][ok])})
+
+    def dims(self) -> pd.DataFrame:
+        """(depth, dim) pairs that carried massive activations: how often, their mean value."""
+        c, s = self.state["dim_count"].numpy(), self.state["dim_value_sum"].numpy()
+        depth, dim = np.nonzero(c)
+        n = np.maximum(self.state["n_seq"].numpy(), 1)
+        return pd.DataFrame({"model": self._model_name(), "depth": depth, "dim": dim,
+                             "count": c[depth, dim].astype(np.int64), "per_sequence": c[depth, dim] / n[depth],
+                             "mean_value": s[depth, dim] / c[depth, dim]})
+
+    def tables(self):
+        return {"massive": self.result(), "massive_top": self.top(), "massive_dims": self.dims()}
+
+    # --- the ablation test ----------------------------------------------------------------------------
+    def ablation(self, model, data, depth: int | None = None, batch_size: int = 8,
+                 max_tokens: int | None = None, progress: bool = False) -> pd.DataFrame:
+        """Loss on `data` (held text) when the massive activations at `depth` (default: the first depth that
+        has any) are left alone, set to zero, or set to their mean value per dim (from this collector's state).
+        Elements are re-detected on the held text with the same rule; only dims seen massive here are touched."""
+        from interp.collect.driver import run_batches
+        if not is_causal(model):
+            raise ValueError(f"massive-activation ablation compares LM losses; {model.card.name} is an encoder")
+        counts = self.state["dim_count"]
+        if depth is None:
+            found = (counts.sum(1) > 0).nonzero()
+            if len(found) == 0:
+                raise ValueError(f"no massive activations were found (|x| > {self.abs_threshold} and ≥ "
+                                 f"{self.ratio}× the median); nothing to ablate — collect on more text or lower "
+                                 "the thresholds")
+            depth = int(found[0, 0])
+        dims = counts[depth].nonzero()[:, 0]
+        if len(dims) == 0:
+            raise ValueError(f"no massive activations at depth {depth}; nothing to ablate there")
+        mean = (self.state["dim_value_sum"][depth, dims] / counts[depth, dims]).float()
+        rows = []
+        for mode in ("none", "zero", "mean"):
+            probe = _AblationRun(self, self.hooks_[depth], dims, mean, mode)
+            meta = run_batches(model, data, [probe], batch_size, max_tokens, progress=progress)
+            loss = probe.loss_sum / probe.n
+            rows.append({"model": model.card.name, "intervention": mode, "depth": depth,
+                         "dims": " ".join(map(str, dims.tolist())), "n_replaced": int(probe.replaced),
+                         "n_tokens": meta["n_tokens"], "loss": loss, "ppl": float(np.exp(loss))})
+        df = pd.DataFrame(rows)
+        df["loss_delta"] = df["loss"] - df.loc[0, "loss"]
+        return df
+
+
+class _AblationRun(Collector):
+    """One ablation pass: replaces massive values at one hook and accumulates the LM loss (not mergeable)."""
+
+    name = "massive_ablation"
+
+    def __init__(self, src: MassiveActivations, hook: str, dims: torch.Tensor, mean: torch.Tensor, mode: str):
+        super().__init__()
+        self.src, self.hook, self.dims, self.mean, self.mode = src, hook, dims, mean, mode
+        self.loss_sum, self.n, self.replaced = 0.0, 0, 0
+
+    def hooks(self, model):
+        return [(self.hook, self._hook)] if self.mode != "none" else []
+
+    def _hook(self, x, hook):
+        _, _, massive = self.src.detect(x, self.batch.attention_mask)
+        sel = massive[..., self.dims]  # [b, t, k]
+        self.replaced += int(sel.sum())
+        x = x.clone()
+        sub = x[..., self.dims]
+        fill = torch.zeros_like(sub) if self.mode == "zero" else self.mean.to(x.dtype).expand_as(sub)
+        x[..., self.dims] = torch.where(sel, fill, sub)
+        return x
+
+    def end_batch(self, model, batch, output):
+        terms = loss_terms(model, output, batch.tokens, batch.attention_mask).double()
+        if not bool(torch.isfinite(terms).all()):
+            raise NonFiniteError(f"loss is not finite with {self.mode}-ablation at {self.hook} "
+                                 f"in batch {batch.index}")
+        self.loss_sum += float(terms.sum())
+        self.n += terms.numel()

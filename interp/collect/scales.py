@@ -1,0 +1,117 @@
+"""Norm-scale statistics: the distribution of every norm's `hook_scale` (the divisor, e.g. sqrt(var + eps)),
+per layer — how much each norm rescales, which is what LN removal must replace.
+
+Quantiles come from a fixed-bin histogram of log10(scale) (`bins_per_decade` bins from 10^lo to 10^hi, plus
+one underflow and one overflow bin), so two histograms merge exactly by addition; a quantile is exact to
+within one bin (a factor 10^(1/bins_per_decade), 2.3 % at the default 100) and clamped to the exact min / max.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from interp.collect.base import F64, Collector
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+
+
+def scale_sites(sites) -> list[tuple[int, str, str]]:
+    """(layer, norm, hook) for every norm that divides by a statistic; the final norm has layer = L."""
+    out = [(l, k, h) for l, ls in enumerate(sites.layers) for k, h in ls.norm_scales.items()]
+    if sites.final_norm_scale:
+        out.append((sites.n_layers, "final", sites.final_norm_scale))
+    return out
+
+
+class NormScales(Collector):
+    """Per norm: count, mean, min, max and histogram quantiles of hook_scale over real tokens."""
+
+    name = "norm_scales"
+
+    def __init__(self, lo: int = -8, hi: int = 8, bins_per_decade: int = 100):
+        super().__init__()
+        self.lo, self.hi, self.bpd = lo, hi, bins_per_decade
+        self.nb = (hi - lo) * bins_per_decade
+
+    def config(self):
+        return {"lo": self.lo, "hi": self.hi, "bins_per_decade": self.bpd}
+
+    def bind(self, model):
+        super().bind(model)
+        self.sites = scale_sites(model.sites)
+        S = len(self.sites)
+        self.row_of = {h: i for i, (_, _, h) in enumerate(self.sites)}
+        self._add("n", torch.zeros(S), "sum")                  # scale values seen
+        self._add("sum", torch.zeros(S), "sum")                # Σ scale
+        self._add("min", torch.full((S,), torch.inf), "min")   # smallest scale
+        self._add("max", torch.full((S,), -torch.inf), "max")  # largest scale
+        self._add("hist", torch.zeros(S, self.nb + 2), "sum")  # counts per log10 bin; [0] under, [-1] over
+        return self
+
+    def hooks(self, model):
+        return [(h, self._hook) for h in self.row_of]
+
+    def _values(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.batch
+        if x.dim() >= 2 and tuple(x.shape[:2]) == tuple(b.mask.shape):  # token-wise: real tokens only
+            return b.select(x.detach()).reshape(-1)
+        return x.detach().reshape(-1)  # batch-statistic norms: one scale per channel for the whole batch
+
+    def _hook(self, x: torch.Tensor, hook) -> None:
+        i, st = self.row_of[hook.name], self.state
+        v = self._values(x).float()
+        if v.numel() == 0:
+            return
+        st["n"][i] += v.numel()
+        st["sum"][i] += v.sum(dtype=F64)
+        lo, hi = torch.aminmax(v)
+        st["min"][i] = torch.minimum(st["min"][i], lo.to(F64))
+        st["max"][i] = torch.maximum(st["max"][i], hi.to(F64))
+        pos = ((v.to(F64).log10() - self.lo) * self.bpd).floor()  # bin index; log10(<=0) gives -inf / nan
+        idx = (pos.nan_to_num(nan=-1.0, neginf=-1.0, posinf=self.nb).clamp(-1, self.nb) + 1).long()
+        st["hist"][i] += torch.bincount(idx, minlength=self.nb + 2).to(F64)
+
+    def describe(self, key, bad):
+        i = int(bad.nonzero()[0, 0])
+        return f"at {self.sites[i][2]}"
+
+    def quantile(self, i: int, q: float) -> float:
+        """Quantile q of site i from its histogram (linear in log space inside a bin), clamped to [min, max]."""
+        h = self.state["hist"][i].numpy()
+        n = h.sum()
+        if n == 0:
+            return float("nan")
+        c = np.cumsum(h)
+        j = int(np.searchsorted(c, q * n, side="left"))
+        before = c[j - 1] if j > 0 else 0.0
+        frac = (q * n - before) / h[j] if h[j] > 0 else 0.0
+        if j == 0 or j == self.nb + 1:  # under / overflow: only the exact extremum is known
+            return float(self.state["min"][i] if j == 0 else self.state["max"][i])
+        val = 10 ** (self.lo + (j - 1 + frac) / self.bpd)
+        return float(np.clip(val, self.state["min"][i], self.state["max"][i]))
+
+    def result(self) -> pd.DataFrame:
+        st = {k: v.numpy() for k, v in self.state.items()}
+        df = pd.DataFrame({
+            "model": self.model.card.name if self.model is not None else "",
+            "layer": [s[0] for s in self.sites], "norm": [s[1] for s in self.sites],
+            "hook": [s[2] for s in self.sites], "n": st["n"].astype(np.int64),
+            "mean": st["sum"] / np.maximum(st["n"], 1), "min": st["min"], "max": st["max"]})
+        for q in QUANTILES:
+            df[f"q{round(q * 100):02d}"] = [self.quantile(i, q) for i in range(len(self.sites))]
+        return df
+
+    def hist(self) -> pd.DataFrame:
+        """Non-empty histogram bins per site: [bin_lo, bin_hi) in scale units and the count."""
+        h = self.state["hist"].numpy()
+        s, j = np.nonzero(h)
+        edges = 10.0 ** (self.lo + (np.arange(self.nb + 3) - 1) / self.bpd)
+        lo = np.where(j == 0, 0.0, edges[j])
+        hi = np.where(j == self.nb + 1, np.inf, edges[j + 1])
+        return pd.DataFrame({"model": self.model.card.name if self.model is not None else "",
+                             "layer": [self.sites[i][0] for i in s], "norm": [self.sites[i][1] for i in s],
+                             "bin_lo": lo, "bin_hi": hi, "count": h[s, j].astype(np.int64)})
+
+    def tables(self):
+        return {"norm_scales": self.result(), "norm_scales_hist": self.hist()}
