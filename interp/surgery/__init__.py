@@ -2,5 +2,7 @@
 from __future__ import annotations
 
 from interp.surgery.convert import to_crmsnorm, to_rmsnorm
+from interp.surgery.remove_ln import STAGES, RemovalResult, fold_fakeln, lm_ce, remove_layernorm, remove_stage
 
-__all__ = ["to_rmsnorm", "to_crmsnorm"]
+__all__ = ["to_rmsnorm", "to_crmsnorm", "remove_layernorm", "remove_stage", "fold_fakeln", "lm_ce", "STAGES",
+           "RemovalResult"]

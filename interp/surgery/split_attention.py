@@ -1,0 +1,45 @@
+"""Attention whose queries/keys and values read the stream through separate norms (for LN removal's Q/K, V stages).
+
+The zoo's Attention applies one qkv projection to one normalized input. LN removal freezes ln1 for Q/K first
+and for V later, so the input must be split: `SplitInputAttention` takes over the original's qkv / out weights
+and hook points (hook names stay `blocks.{l}.attn.hook_q` etc.) and adds `ln_qk` and `ln_v`; the block's own
+ln1 becomes an Identity. The zoo's forward is untouched.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from interp.norms import Norm
+from interp.zoo.model import Attention, _observed
+
+
+class SplitInputAttention(Attention):
+    def __init__(self, attn: Attention, ln_qk: Norm, ln_v: Norm):
+        nn.Module.__init__(self)
+        self.n_heads, self.d_head = attn.n_heads, attn.d_head
+        self.qkv, self.out = attn.qkv, attn.out
+        for h in ("hook_q", "hook_k", "hook_v", "hook_attn_scores", "hook_pattern", "hook_z"):
+            setattr(self, h, getattr(attn, h))
+        self.ln_qk, self.ln_v = ln_qk, ln_v
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # x: the raw stream [b, t, d]
+        b, t, _ = x.shape
+        w = self.n_heads * self.d_head
+        W, c = self.qkv.weight, self.qkv.bias
+        qk = F.linear(self.ln_qk(x), W[:2 * w], None if c is None else c[:2 * w])
+        v = F.linear(self.ln_v(x), W[2 * w:], None if c is None else c[2 * w:])
+        q, k, v = torch.cat([qk, v], -1).view(b, t, 3, self.n_heads, self.d_head).unbind(2)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        q, k, v = (y.transpose(1, 2) for y in (q, k, v))
+        if _observed(self.hook_attn_scores, self.hook_pattern):
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)
+            scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
+            z = self.hook_pattern(scores.softmax(-1)) @ v
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        z = self.hook_z(z.transpose(1, 2))
+        return self.out(z.reshape(b, t, -1))

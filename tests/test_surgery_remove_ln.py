@@ -1,0 +1,91 @@
+"""LN removal: each stage really freezes its norms (hooks show constant divisors equal to the measured average
+std), the folded LN-free model has no norm at all and computes what the FakeLN model computes."""
+import pytest
+import torch
+
+import interp
+from interp.norms import FakeLN, LayerNorm, Norm
+from interp.surgery import STAGES, fold_fakeln, remove_layernorm, remove_stage
+
+G = torch.Generator().manual_seed(0)
+STREAM = torch.randint(0, 50, (3000,), generator=G)
+EVAL = torch.randint(0, 50, (4, 13), generator=G)
+CALIB = [torch.randint(0, 50, (4, 12), generator=G) for _ in range(2)]
+
+
+def build():
+    return interp.zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_vocab=50, n_ctx=12,
+                            init_std=0.2).double().eval()
+
+
+def test_stages_freeze_their_norms_and_hooks_confirm():
+    m = build()
+    # brute force: average sqrt(var + eps) of the ln2 input, positions >= 1 and position 0 apart
+    xs = [m.run_with_cache(x)[1]["blocks.1.ln2.hook_in"] for x in CALIB]
+    sd = torch.cat([(x.var(-1, unbiased=False) + 1e-5).sqrt() for x in xs])  # [n, t]
+    n_ln = lambda: sum(isinstance(x, LayerNorm) for x in m.modules())
+    assert n_ln() == 5
+    remove_stage(m, "ln2", CALIB)
+    assert isinstance(m.blocks[1].ln2, FakeLN) and n_ln() == 3
+    assert m.blocks[1].ln2.scale.item() == pytest.approx(sd[:, 1:].mean().item(), rel=1e-9)
+    assert m.blocks[1].ln2.scale_pos0.item() == pytest.approx(sd[:, 0].mean().item(), rel=1e-9)
+    remove_stage(m, "ln1_qk", CALIB)   # splits ln1 into ln_qk (frozen now) and ln_v (still a LayerNorm)
+    assert n_ln() == 3 and isinstance(m.blocks[0].attn.ln_qk, FakeLN) and isinstance(m.blocks[0].attn.ln_v, LayerNorm)
+    remove_stage(m, "ln1_v", CALIB)
+    remove_stage(m, "ln_final", CALIB)
+    assert n_ln() == 0
+    tok = torch.randint(0, 50, (3, 12), generator=G)
+    _, cache = m.run_with_cache(tok)
+    scales = [k for k in cache if k.endswith("hook_scale")]
+    assert len(scales) == 2 * 3 + 1  # ln2, ln_qk, ln_v per layer, and ln_final
+    for k in scales:  # position 0 apart, one constant: no statistic is computed any more
+        s = cache[k][..., 0]
+        assert (s[:, 1:] == s[0, 1]).all() and (s[:, 0] == s[0, 0]).all()
+    remove_stage(m, "pos0", CALIB)
+    _, cache = m.run_with_cache(tok)
+    for k in scales:
+        assert (cache[k] == cache[k].flatten()[0]).all()
+    with torch.no_grad():
+        want = m(tok)
+        free = fold_fakeln(m)
+        assert torch.allclose(free(tok), want, rtol=1e-9, atol=1e-10)
+    assert free.cfg.placement == "none" and not any(isinstance(x, Norm) for x in free.modules())
+    _, cache = free.run_with_cache(tok)
+    assert not [k for k in cache if "ln" in k.split(".")[-2:][0] or "scale" in k]
+
+
+def test_remove_layernorm_end_to_end_with_a_swappable_finetune(tmp_path):
+    calls = []
+
+    def ft(model, steps, stage):
+        calls.append((steps, stage, sum(isinstance(x, LayerNorm) for x in model.modules())))
+        opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+        for _ in range(steps):  # a real (tiny) next-token training step
+            x = STREAM[:12 * 4].view(4, 12)
+            loss = torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+            opt.zero_grad(); loss.backward(); opt.step()
+
+    m = build()
+    r = remove_layernorm(m, STREAM, EVAL, steps_per_stage=2, finetune=ft, calib_batches=1, batch_size=4)
+    assert [c[:2] for c in calls] == [(2, i) for i in range(len(STAGES))] + [(10, 5)]
+    assert [c[2] for c in calls] == [3, 3, 1, 0, 0, 5]  # LayerNorms left while each stage fine-tunes; control keeps 5
+    assert set(r.ce) >= {"before", "vanilla", "lnfree", "lnfree_minus_vanilla"}
+    assert r.ce["lnfree"] == pytest.approx(r.ce["lnfree_fakeln"], abs=1e-9)
+    assert list(r.stages.stage) == list(STAGES)
+    r.model.save(tmp_path / "free")
+    back = interp.zoo.load(tmp_path / "free")
+    assert back.cfg.placement == "none" and back.cfg.unembed_bias
+    assert sum(isinstance(x, LayerNorm) for x in m.modules()) == 5  # the input model is untouched
+
+
+def test_default_finetune_runs_on_interp_train():
+    r = remove_layernorm(build().float(), STREAM, EVAL, steps_per_stage=1, calib_batches=1, batch_size=2, control=False)
+    assert r.model.cfg.placement == "none"
+
+
+@pytest.mark.parametrize("name,match", [("post-ln", "Post-LN"), ("mix-ln", "Post-LN"), ("peri-ln", "Pre-LN"),
+                                        ("pre-rmsnorm", "Pre-LN")])
+def test_refuses_non_pre_ln(name, match):
+    m = interp.zoo.build(name, n_layers=4, d_model=32, d_vocab=50, n_ctx=12)
+    with pytest.raises(ValueError, match=match):
+        remove_layernorm(m, STREAM, EVAL, steps_per_stage=0)
