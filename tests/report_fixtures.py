@@ -16,10 +16,11 @@ def tables(text: str = "the") -> dict[str, pd.DataFrame]:
     return dict(
         cards=cards,
         stream=pd.DataFrame([dict(model=m, depth=d, variance=1.0 + d) for m in zoo for d in range(5)]),
-        massive=pd.DataFrame([dict(model=real, layer=l, top1=10.0 ** l, median=0.5, n_massive=l) for l in range(4)]),
-        massive_dims=pd.DataFrame([dict(model=real, layer=l, dim=d, value=rng.random()) for l in range(4)
-                                   for d in range(8)]),
-        outliers=pd.DataFrame([dict(model=real, layer=2, position=0, token=text, dim=7, value=1234.5)]),
+        massive=pd.DataFrame([dict(model=real, depth=l, top1=10.0 ** l, median=0.5, n_massive=l) for l in range(4)]),
+        dims_rms=pd.DataFrame([dict(model=real, layer=l, dim=d, value=rng.random()) for l in range(4)
+                               for d in range(8)]),
+        massive_dims=pd.DataFrame([dict(model=real, depth=2, dim=7, count=3, mean_value=1234.5)]),
+        outliers=pd.DataFrame([dict(model=real, depth=2, position=0, token=text, dim=7, value=1234.5)]),
         ablation=pd.DataFrame(dict(model=real, ablation=["none", "mean", "zero"], loss=[3.0, 3.1, 8.0])),
         gradients=pd.DataFrame([dict(model=m, layer=l, target="params", grad_norm=1.0 + l) for m, l in grid]),
         angular=pd.DataFrame([dict(model=m, layer=l, n=1, distance=0.1 + 0.01 * l) for m, l in grid]),

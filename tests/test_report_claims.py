@@ -54,7 +54,7 @@ def test_mixln_angular(deep, expected):
 
 @pytest.mark.parametrize("count, expected", [(3, REPRODUCED), (0, NOT_REPRODUCED)])
 def test_massive_needs_real_model(count, expected):
-    m = pd.DataFrame(dict(model="smollm2-135m", layer=[0, 1], top1=[5.0, 900.0], median=0.3, n_massive=[0, count]))
+    m = pd.DataFrame(dict(model="smollm2-135m", depth=[0, 1], top1=[5.0, 900.0], median=0.3, n_massive=[0, count]))
     t = dict(cards=cards("smollm2-135m", family="llama"), massive=m)
     assert verdict(t, "massive") == expected
     # the same numbers from a zoo model do not speak for real LLMs

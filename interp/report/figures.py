@@ -66,17 +66,19 @@ def massive_census(t: dict, colors: Colors) -> go.Figure | None:
         return None
     fig = go.Figure()
     for model, g in m.groupby("model", sort=False):
-        g = g.sort_values("layer")
-        fig.add_trace(go.Scatter(x=g["layer"], y=g["top1"], name=label(f"{model} · top-1 |x|"),
+        g = g.sort_values("depth")
+        fig.add_trace(go.Scatter(x=g["depth"], y=g["top1"], name=label(f"{model} · top-1 |x|"),
                                  mode="lines+markers", line=dict(color=_c(colors, model))))
-        fig.add_trace(go.Scatter(x=g["layer"], y=g["median"], name=label(f"{model} · median |x|"),
+        fig.add_trace(go.Scatter(x=g["depth"], y=g["median"], name=label(f"{model} · median |x|"),
                                  mode="lines", line=dict(color=_c(colors, model), dash="dot")))
-    return _style(fig, "Massive activations: top-1 and median |x| per layer", "layer",
+    return _style(fig, "Massive activations: top-1 and median |x| of the stream (mean over sequences)",
+                  "depth ℓ (0 = embeddings, ℓ = after block ℓ)",
                   "|activation| (log)", log_y=True)
 
 
 def massive_heatmaps(t: dict, colors: Colors) -> list[go.Figure]:
-    d = t.get("massive_dims")
+    """Layer × dimension heatmaps of the per-dimension RMS of the stream: outlier dimensions show as lines."""
+    d = t.get("dims_rms")
     if d is None or d.empty:
         return []
     figs = []
@@ -84,9 +86,9 @@ def massive_heatmaps(t: dict, colors: Colors) -> list[go.Figure]:
         piv = g.pivot_table(index="layer", columns="dim", values="value", aggfunc="max").sort_index()
         z = np.log10(piv.to_numpy(dtype=float).clip(min=1e-6))
         fig = go.Figure(go.Heatmap(z=z, x=piv.columns, y=piv.index, colorscale="Viridis",
-                                   colorbar=dict(title="log10 max |x|")))
-        figs.append(_style(fig, label(f"{model}: max |x| per layer × dimension"), "residual dimension",
-                           "layer", height=360))
+                                   colorbar=dict(title="log10 RMS")))
+        figs.append(_style(fig, label(f"{model}: RMS of the stream per layer × dimension"), "residual dimension",
+                           "layer (stream leaving block ℓ)", height=320))
     return figs
 
 

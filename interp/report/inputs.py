@@ -88,3 +88,97 @@ def load_dirs(paths: Iterable[str | Path]) -> list[Any]:
             raise FileNotFoundError(f"{p} holds no saved results ({INDEX} in it or in a subdirectory)")
         out += [Results.load(d) for d in subs]
     return out
+
+
+# ---- adapters: producers' tables (docs/results.md, interp.attribution) → canonical tables ----
+
+@adapter("residual")
+def _residual(df: pd.DataFrame, card: Any) -> dict[str, pd.DataFrame]:
+    """ResidualStats rows of kind 'stream' → the stream at depth 0 (resid_pre of block 0) .. L (resid_post)."""
+    s = df[df["kind"] == "stream"]
+    first = s[(s["layer"] == 0) & (s["site"] == "resid_pre")].assign(depth=0)
+    post = s[s["site"] == "resid_post"].assign(depth=lambda x: x["layer"] + 1)
+    out = pd.concat([first, post])[["depth", "var", "rms"]].rename(columns={"var": "variance"})
+    return {"stream": out.sort_values("depth").reset_index(drop=True)}
+
+
+@adapter("residual_dims")
+def _residual_dims(df: pd.DataFrame, card: Any) -> dict[str, pd.DataFrame]:
+    """Per-dimension RMS of the stream leaving each block: the layer × dimension picture of outlier dims."""
+    s = df[df["site"] == "resid_post"]
+    return {"dims_rms": s.assign(value=s["mean_square"] ** 0.5)[["layer", "dim", "value"]]}
+
+
+def from_dla(df: pd.DataFrame, example_components: int = 16) -> dict[str, pd.DataFrame]:
+    """`interp.attribution.dla` output → dla_error (its `summary`) and dla_example (first sequence, the
+    components with the largest |DLA|)."""
+    from interp.attribution import summary
+    first = df[(df["batch"] == df["batch"].min()) & df["direct_effect"].notna()]
+    ex = first.loc[first["dla"].abs().sort_values(ascending=False).index[:example_components]]
+    return {"dla_error": summary(df)[["model", "median_rel_error", "max_rel_error"]],
+            "dla_example": ex[["model", "component", "dla", "direct_effect"]].reset_index(drop=True)}
+
+
+def from_logit_lens(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """`interp.attribution.logit_lens` output → mean over positions per layer of p(target), rank and KL."""
+    g = df.groupby(["model", "layer"], sort=False).agg(prob=("target_prob", "mean"), rank=("target_rank", "median"),
+                                                       kl=("kl_to_final", "mean")).reset_index()
+    return {"logit_lens": g}
+
+
+@adapter("massive")
+def _massive(df: pd.DataFrame, card: Any) -> dict[str, pd.DataFrame]:
+    """MassiveActivations.result → per-depth top-3 / median |x| (means over sequences) and the massive count."""
+    out = df.rename(columns={"top1_mean": "top1", "top2_mean": "top2", "top3_mean": "top3", "median_mean": "median"})
+    return {"massive": out[["depth", "top1", "top2", "top3", "median", "n_massive"]]}
+
+
+@adapter("massive_top")
+def _massive_top(df: pd.DataFrame, card: Any) -> dict[str, pd.DataFrame]:
+    return {"outliers": df[["depth", "position", "token", "dim", "value", "massive"]]}
+
+
+@adapter("massive_dims")
+def _massive_dims(df: pd.DataFrame, card: Any) -> dict[str, pd.DataFrame]:
+    return {"massive_dims": df[["depth", "dim", "count", "mean_value"]]}
+
+
+@adapter("norm_scales")
+def _norm_scales(df: pd.DataFrame, card: Any) -> dict[str, pd.DataFrame]:
+    """NormScales.result → quantiles of hook_scale per layer and norm (the final norm sits at layer L)."""
+    return {"norm_scales": df.rename(columns={"q50": "median"})[["layer", "norm", "q05", "q25", "median", "q75", "q95"]]}
+
+
+def from_ablation(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """MassiveActivations.ablation output → canonical ablation rows (none / mean / zero)."""
+    return {"ablation": df.rename(columns={"intervention": "ablation"})[
+        ["model", "ablation", "depth", "dims", "loss"]]}
+
+
+def from_zoo_dir(zoo_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Training curves from a trained zoo (data/zoo/<strategy>/steps.parquet), model = the directory name."""
+    frames = []
+    for d in sorted(Path(zoo_dir).glob("*/steps.parquet")):
+        s = pd.read_parquet(d)
+        frames.append(s[["step", "loss"] + (["val_loss"] if "val_loss" in s else [])].assign(model=d.parent.name))
+    return {"training": pd.concat(frames, ignore_index=True)} if frames else {}
+
+
+@adapter("layer_effect")
+def _layer_effect(df: pd.DataFrame, card: Any) -> dict[str, pd.DataFrame]:
+    """LayerEffect.result → angular distance from depth ℓ to ℓ+n on the last real token (Mix-LN's measure)."""
+    return {"angular": df.rename(columns={"depth": "layer", "angular_last": "distance"})[["layer", "n", "distance"]]}
+
+
+@adapter("layer_skip")
+def _layer_skip(df: pd.DataFrame, card: Any) -> dict[str, pd.DataFrame]:
+    """LayerEffect.skip_table → CE increase when block ℓ is skipped (LMs only: encoders use another metric)."""
+    lm = df[df["metric"] == "next_token_ce"]
+    return {"skip": lm.rename(columns={"increase": "loss_delta"})[["layer", "loss_delta"]]}
+
+
+@adapter("grad_norms")
+def _grad_norms(df: pd.DataFrame, card: Any) -> dict[str, pd.DataFrame]:
+    """GradNorms.result → mean gradient norm per block (params) and per stream depth (resid, per token)."""
+    out = df.assign(target=df["kind"].map({"param": "params", "stream": "resid"}), grad_norm=df["mean"])
+    return {"gradients": out[["layer", "target", "grad_norm"]]}

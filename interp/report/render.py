@@ -102,16 +102,18 @@ def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "in
                       figs=[F.stream_growth(t, colors), F.growth_bars(t, colors)],
                       tables=[_table(growth, "Growth summary", swatches=colors)] if growth is not None
                       and not growth.empty else []))
-    outl = t.get("outliers")
-    abl = t.get("ablation")
+    outl, abl, mdims = t.get("outliers"), t.get("ablation"), t.get("massive_dims")
     S.append(_section("massive", "Massive activations",
                       "Per layer, the largest |x| and the median |x| of the hidden state (Sun et al. 2024).",
                       {"massive": collect + " with the massive-activation collector",
-                       "massive_dims": "per-dimension maxima", "ablation": "mean- vs zero-ablation run"}, t,
+                       "ablation": "mean- vs zero-ablation run"}, t,
                       figs=[F.massive_census(t, colors), F.massive_heatmaps(t, colors)],
                       tables=[x for x in (
-                          _table(outl.sort_values("value", key=abs, ascending=False).head(30), "Top outliers",
+                          _table(outl.sort_values("value", key=abs, ascending=False).groupby("model").head(10), "Top outliers",
                                  swatches=colors) if outl is not None and not outl.empty else None,
+                          _table(mdims.sort_values("count", ascending=False).groupby("model").head(8),
+                                 "Dimensions that carry massive activations (most frequent first)", swatches=colors)
+                          if mdims is not None and not mdims.empty else None,
                           _table(abl, "Loss on held text with massive activations ablated (nats)", swatches=colors)
                           if abl is not None and not abl.empty else None) if x]))
     S.append(_section("gradients", "Gradient norms per layer", "Norm of the loss gradient per block.",

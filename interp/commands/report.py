@@ -1,0 +1,38 @@
+"""`interp report`: build the HTML comparison report from saved results directories, or run the main job.
+
+    interp report runs/pre-ln runs/smollm2 -o report/index.html    # from `interp collect` outputs
+    interp report --default                                         # the main job (what `make report` runs)
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.default:
+        from interp.report.main_job import run_default
+        run_default(out=args.output, small=args.small)
+        return
+    if not args.results:
+        raise ValueError("no results directories given; pass one or more (from `interp collect`) or use --default")
+    import interp.report
+    t0 = time.perf_counter()
+    results = interp.report.load_dirs(args.results)
+    if not results:
+        raise ValueError("the results directories hold no models; run `interp collect` first")
+    path = interp.report.build(results, args.output)
+    print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, {len(results)} model(s)) "
+          f"generated in {time.perf_counter() - t0:.1f} s")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="build the HTML comparison report (or run the main job with --default)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="*", type=Path, help="saved results directories (or folders of them)")
+    p.add_argument("-o", "--output", type=Path, default=Path("report/index.html"), help="the HTML file to write")
+    p.add_argument("--default", action="store_true",
+                   help="run the main job: collect on the shipped zoo + packaged real models, then report")
+    p.add_argument("--small", action="store_true", help="with --default: a few sequences only (a smoke run)")
+    p.set_defaults(func=run)

@@ -1,0 +1,90 @@
+"""`interp report` end to end on tiny zoo models with the real collectors, and its one-line errors."""
+import json
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+import interp
+import interp.collect as C
+from interp.report import tables_from_results
+
+STRATS = ["pre-ln", "peri-ln", "post-ln", "no-norm"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "interp.cli", "report", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Collections of four tiny zoo models, saved as `interp collect` saves them."""
+    root = tmp_path_factory.mktemp("results")
+    tokens = torch.randint(0, 128, (4, 24), generator=torch.Generator().manual_seed(0))
+    results = []
+    for s in STRATS:
+        m = interp.zoo.build(s, n_layers=3, d_model=32, n_heads=2, d_mlp=64, n_ctx=32, d_vocab=128)
+        r = C.collect(m, tokens, progress=False)
+        r.save(root / s)
+        results.append(r)
+    return root, results
+
+
+def test_stream_table_matches_a_brute_force_variance(saved):
+    # independent reference: the variance of the stream leaving each block, from run_with_cache
+    _, results = saved
+    m = interp.zoo.build("pre-ln", n_layers=3, d_model=32, n_heads=2, d_mlp=64, n_ctx=32, d_vocab=128)
+    tokens = torch.randint(0, 128, (4, 24), generator=torch.Generator().manual_seed(0))
+    _, cache = m.run_with_cache(tokens)
+    stream = tables_from_results(results)["stream"]
+    pre = stream[stream["model"] == "pre-ln"].set_index("depth")["variance"]
+    for l in range(3):
+        x = cache[f"blocks.{l}.hook_resid_post"].double()
+        assert pre[l + 1] == pytest.approx(x.var(unbiased=False).item(), rel=1e-6)
+
+
+def test_cli_builds_report_from_saved_dirs(saved, tmp_path):
+    root, _ = saved
+    out = tmp_path / "r" / "index.html"
+    p = run_cli(root, "-o", out)
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"report: .*index\.html \(\d+\.\d MB, 4 model\(s\)\) generated in \d+\.\d s", p.stdout)
+    html = out.read_text()
+    for s in STRATS:
+        assert f">{s}<" in html
+    assert "Variance growth with depth" in html and "Missing: no ln_removal" in html
+    assert not list(out.parent.glob(".*.tmp"))         # atomic: no temp file left behind
+
+
+def test_cli_missing_dir(tmp_path):
+    p = run_cli(tmp_path / "nope")
+    assert p.returncode != 0 and "does not exist" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_cli_empty_dir_is_an_empty_model_list(tmp_path):
+    p = run_cli(tmp_path)
+    assert p.returncode != 0 and "holds no saved results" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = run_cli()
+    assert p.returncode != 0 and "no results directories given" in p.stderr
+
+
+def test_cli_old_schema(saved, tmp_path):
+    root, _ = saved
+    import shutil
+    old = tmp_path / "old"
+    shutil.copytree(root / "pre-ln", old)
+    idx = json.loads((old / "results.json").read_text())
+    idx["schema_version"] = 0
+    (old / "results.json").write_text(json.dumps(idx))
+    p = run_cli(old, "-o", tmp_path / "x.html")
+    assert p.returncode != 0 and "schema" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_build_refuses_no_models(tmp_path):
+    with pytest.raises(ValueError, match="no models"):
+        interp.report.build([], tmp_path / "r.html")
