@@ -26,6 +26,11 @@ class _CallableModule(types.ModuleType):
     """Lets `interp.collect(model, data, ...)` call `collect` while `interp.collect` stays the package."""
 
     def __call__(self, *args, **kwargs) -> Results:
+        from interp.collect.sharded import SCALE_OPTIONS, collect_sharded
+        from interp.collect.stream import is_stream
+        data = args[1] if len(args) > 1 else kwargs.get("data")
+        if SCALE_OPTIONS & kwargs.keys() or is_stream(data):  # distributed / device / streaming / resumable
+            return collect_sharded(*args, **kwargs)
         return collect(*args, **kwargs)
 
 

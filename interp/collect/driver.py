@@ -40,12 +40,14 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
     fwd = [h for c in collectors for h in c.hooks(model)]
     bwd = [h for c in collectors for h in c.bwd_hooks(model)]
     grad = any(c.needs_grad for c in collectors)
+    device = next(iter(model.parameters())).device
     was_training = model.training
     model.eval()
     n_tok, t0 = 0, time.perf_counter()
     bar = tqdm(total=sum(map(len, seqs)), unit="tok", desc="collect", disable=not progress, leave=False)
     try:
         for i, (tokens, am) in enumerate(batches(seqs, batch_size, pad_id, side)):
+            tokens, am = tokens.to(device), am.to(device)  # the model's device (interp.device)
             mask = am & ~first_mask(am) if exclude_first else am
             batch = Batch(tokens, am, mask, i)
             for c in collectors:

@@ -171,9 +171,11 @@ class MassiveActivations(Collector):
             probe = _AblationRun(self, self.hooks_[depth], dims, mean, mode)
             meta = run_batches(model, data, [probe], batch_size, max_tokens, progress=progress)
             loss = probe.loss_sum / probe.n
+            with np.errstate(over="ignore"):  # an exploded loss gives ppl = inf, which is what it is
+                ppl = float(np.exp(loss))
             rows.append({"model": model.card.name, "intervention": mode, "depth": depth,
                          "dims": " ".join(map(str, dims.tolist())), "n_replaced": int(probe.replaced),
-                         "n_tokens": meta["n_tokens"], "loss": loss, "ppl": float(np.exp(loss))})
+                         "n_tokens": meta["n_tokens"], "loss": loss, "ppl": ppl})
         df = pd.DataFrame(rows)
         df["loss_delta"] = df["loss"] - df.loc[0, "loss"]
         return df

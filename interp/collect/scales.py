@@ -89,7 +89,7 @@ class NormScales(Collector):
         if j == 0 or j == self.nb + 1:  # under / overflow: only the exact extremum is known
             return float(self.state["min"][i] if j == 0 else self.state["max"][i])
         val = 10 ** (self.lo + (j - 1 + frac) / self.bpd)
-        return float(np.clip(val, self.state["min"][i], self.state["max"][i]))
+        return float(np.clip(val, float(self.state["min"][i]), float(self.state["max"][i])))
 
     def result(self) -> pd.DataFrame:
         st = {k: v.numpy() for k, v in self.state.items()}

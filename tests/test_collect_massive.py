@@ -1,0 +1,129 @@
+"""MassiveActivations against a brute-force per-sequence computation from run_with_cache."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import interp.zoo as zoo
+from interp.collect import MassiveActivations, collect
+
+PLACEMENTS = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm"]
+LENGTHS = (9, 5, 7, 3)
+
+
+def data(vocab=512, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randint(1, vocab, (len(LENGTHS), max(LENGTHS)), generator=g)
+    toks[:, 0] = 0  # a "BOS" that carries the massive activation below
+    mask = torch.zeros_like(toks, dtype=torch.bool)
+    for i, n in enumerate(LENGTHS):
+        mask[i, :n] = True
+    return toks, mask
+
+
+def model_with_massive(strategy, big=3000.0):
+    """A zoo model whose token 0 embeds a huge value in dim 5 (and a smaller one in dim 9)."""
+    m = zoo.build(strategy, n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=512)
+    with torch.no_grad():
+        m.embed.weight[0, 5] = big
+        m.embed.weight[0, 9] = -big / 2
+    return m
+
+
+def brute(model, toks, mask, thr, ratio, k):
+    _, cache = model.run_with_cache(toks, attention_mask=mask)
+    per_depth, cand, dims = [], [], {}
+    for j, h in enumerate(model.sites.stream()):
+        top, meds, n_massive, seq_with, top1max = [], [], 0, 0, 0.0
+        for s in range(len(toks)):
+            x = cache[h][s][mask[s]].double()           # [t_s, d]
+            a = x.abs()
+            med = torch.median(a.flatten()).item()      # lower median, like torch / the paper
+            mass = (a > thr) & (a >= ratio * med)
+            n_massive += int(mass.sum()); seq_with += int(mass.any())
+            t3 = torch.sort(a.flatten(), descending=True).values[:3]
+            top.append(t3.numpy()); meds.append(med); top1max = max(top1max, t3[0].item())
+            for p, d in mass.nonzero().tolist():
+                c, v = dims.get((j, d), (0, 0.0))
+                dims[(j, d)] = (c + 1, v + x[p, d].item())
+            for p in range(len(x)):
+                for d in range(x.shape[1]):
+                    cand.append((a[p, d].item(), j, p, d))
+        top = np.array(top)
+        per_depth.append(dict(n_massive=n_massive, frac=seq_with / len(toks), top1=top[:, 0].mean(),
+                              top2=top[:, 1].mean(), top3=top[:, 2].mean(), median=np.mean(meds), top1max=top1max))
+    cand.sort(key=lambda c: -c[0])
+    return per_depth, cand[:k], dims
+
+
+@pytest.mark.parametrize("strategy", PLACEMENTS)
+@pytest.mark.parametrize("thr,ratio", [(100.0, 1000.0), (0.05, 3.0)])
+def test_massive_matches_brute_force(strategy, thr, ratio):
+    model = model_with_massive(strategy)
+    toks, mask = data()
+    col = MassiveActivations(abs_threshold=thr, ratio=ratio, top_k=10)
+    res = collect(model, (toks, mask), [col], batch_size=3, progress=False)
+    ref, top, dims = brute(model, toks, mask, thr, ratio, 10)
+    df = res["massive"]
+    for j, r in enumerate(ref):
+        row = df.iloc[j]
+        assert row.n_massive == r["n_massive"], (strategy, j)
+        assert row.frac_sequences == pytest.approx(r["frac"])
+        for col_, key in [("top1_mean", "top1"), ("top2_mean", "top2"), ("top3_mean", "top3"),
+                          ("median_mean", "median"), ("top1_max", "top1max")]:
+            assert row[col_] == pytest.approx(r[key], rel=1e-6), (strategy, j, col_)
+    t = res["massive_top"]
+    np.testing.assert_allclose(t["abs"].to_numpy(), [c[0] for c in top], rtol=1e-6)
+    assert list(zip(t.depth, t.position, t.dim))[:3] == [c[1:] for c in top][:3]
+    d = res["massive_dims"].set_index(["depth", "dim"])
+    assert len(d) == len(dims)
+    for key, (c, v) in dims.items():
+        assert d.loc[key, "count"] == c
+        assert d.loc[key, "mean_value"] == pytest.approx(v / c, rel=1e-5)
+    if thr == 100.0 and strategy != "post-ln":  # the injected value survives in the stream
+        assert df.n_massive.iloc[0] == len(LENGTHS) * 2 and set(res["massive_dims"].dim) == {5, 9}
+
+
+def test_token_median_scope():
+    model = model_with_massive("pre-ln")
+    toks, mask = data()
+    res = collect(model, (toks, mask), [MassiveActivations(median_scope="token", abs_threshold=0.05, ratio=3)],
+                  batch_size=4, progress=False)
+    _, cache = model.run_with_cache(toks, attention_mask=mask)
+    for j, h in enumerate(model.sites.stream()):
+        a = cache[h][mask].abs()
+        med = a.median(-1, keepdim=True).values
+        assert res["massive"].n_massive.iloc[j] == int(((a > 0.05) & (a >= 3 * med)).sum())
+
+
+def test_ablation_matches_manual_replacement():
+    model = model_with_massive("pre-ln")
+    toks, mask = data()
+    col = MassiveActivations()
+    collect(model, (toks, mask), [col], batch_size=4, progress=False)
+    ab = col.ablation(model, (toks, mask), batch_size=4).set_index("intervention")
+    assert ab.loc["zero", "depth"] == 0 and ab.loc["zero", "dims"] == "5 9"
+    pair = mask[:, :-1] & mask[:, 1:]
+    _, cache = model.run_with_cache(toks, attention_mask=mask)
+    x0 = cache["blocks.0.hook_resid_pre"]
+    mean = {d: x0[:, 0, d].mean().item() for d in (5, 9)}  # every sequence's position 0 is the massive one
+    for mode in ("none", "zero", "mean"):
+        def edit(x, hook):
+            x = x.clone()
+            if mode != "none":
+                for d in (5, 9):
+                    x[:, 0, d] = 0.0 if mode == "zero" else mean[d]
+            return x
+        logits = model.run_with_hooks(toks, attention_mask=mask, fwd_hooks=[("blocks.0.hook_resid_pre", edit)])
+        loss = F.cross_entropy(logits[:, :-1][pair], toks[:, 1:][pair]).item()
+        assert ab.loc[mode, "loss"] == pytest.approx(loss, rel=1e-5), mode
+    assert ab.loc["zero", "n_replaced"] == 2 * len(LENGTHS)
+
+
+def test_ablation_without_massive_is_a_clear_error():
+    model = zoo.build("pre-ln", n_layers=2, d_model=32, n_ctx=16, d_vocab=512)
+    toks, mask = data()
+    col = MassiveActivations()
+    collect(model, (toks, mask), [col], progress=False)
+    with pytest.raises(ValueError, match="no massive activations"):
+        col.ablation(model, (toks, mask))

@@ -1,0 +1,39 @@
+"""NormScales against the hook_scale values in run_with_cache (token-wise and batch-statistic norms)."""
+import numpy as np
+import pytest
+import torch
+
+import interp.zoo as zoo
+from interp.collect import NormScales, collect
+from interp.collect.scales import QUANTILES, scale_sites
+
+STRATEGIES = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm", "pre-rmsnorm", "powernorm"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_norm_scales_match_cache(strategy):
+    model = zoo.build(strategy, n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=24, d_vocab=512).eval()
+    g = torch.Generator().manual_seed(2)
+    toks = torch.randint(0, 512, (4, 20), generator=g)
+    mask = torch.ones_like(toks, dtype=torch.bool)
+    mask[1, 12:] = False
+    mask[3, 5:] = False
+    res = collect(model, (toks, mask), [NormScales()], batch_size=4, progress=False)
+    df = res["norm_scales"]
+    sites = scale_sites(model.sites)
+    assert len(df) == len(sites)
+    if strategy == "no-norm":
+        return
+    _, cache = model.run_with_cache(toks, attention_mask=mask)
+    for i, (layer, norm, hook) in enumerate(sites):
+        x = cache[hook]
+        v = (x[mask] if x.shape[:2] == mask.shape else x).reshape(-1).double().numpy()
+        row = df.iloc[i]
+        assert row.n == len(v)
+        assert row["mean"] == pytest.approx(v.mean(), rel=1e-6)
+        assert row["min"] == pytest.approx(v.min(), rel=1e-6) and row["max"] == pytest.approx(v.max(), rel=1e-6)
+        for q in QUANTILES:  # in the log bin of the inverse-CDF quantile (a factor 10^0.01)
+            got, ref = row[f"q{round(q * 100):02d}"], np.quantile(v, q, method="inverted_cdf")
+            assert abs(np.log10(got) - np.log10(ref)) <= 0.01 + 1e-9, (hook, q, got, ref)
+    h = res["norm_scales_hist"]
+    assert h.groupby(["layer", "norm"])["count"].sum().sum() == df.n.sum()
