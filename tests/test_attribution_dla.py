@@ -100,3 +100,47 @@ def test_bad_input():
     with pytest.raises(ValueError, match="DyT"):
         dla(model("dyt"), TOK, target=1)
     assert list(dla(m, TOK, target=1, components=["L0.H1"]).component.unique()) == ["L0.H1"]
+
+
+@pytest.mark.parametrize("name", ["pre-ln", "peri-ln", "no-norm"])
+def test_sublayer_dla_agrees_with_heads_and_brute_force(name):
+    from interp.attribution import dla_sublayers
+    m = model(name)
+    sub = dla_sublayers(m, TOK, target=4, contrast=9)
+    logits = m(TOK).detach()
+    for j in range(3):
+        rows = sub[sub.batch == j]
+        assert rows.dla.sum() == pytest.approx(float(logits[j, -1, 4] - logits[j, -1, 9]), abs=1e-9)
+    fine = dla(m, TOK, target=4, contrast=9)
+    if name != "peri-ln":  # pre / none: the heads and the out bias of a layer add up to its attention write
+        f = fine[(fine.layer == 1) & fine.kind.isin(["head", "attn_bias"])].groupby("batch").dla.sum()
+        assert sub[sub.component == "L1.attn"].set_index("batch").dla.values == pytest.approx(f.values, abs=1e-10)
+    _, cache = m.run_with_cache(TOK)
+    c = cache["blocks.1.hook_attn_out"][:, -1]
+
+    def remove(x, hook):
+        x = x.clone()
+        x[:, -1] -= c
+        return x
+    name_in = "ln_final.hook_in" if m.cfg.final_norm else "blocks.2.hook_resid_post"
+    abl = m.run_with_hooks(TOK, fwd_hooks=[(name_in, remove)]).detach()
+    want = (logits[:, -1, 4] - logits[:, -1, 9]) - (abl[:, -1, 4] - abl[:, -1, 9])
+    assert sub[sub.component == "L1.attn"].direct_effect.values == pytest.approx(want.numpy(), abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    try:
+        return interp.load_model("smollm2-135m")
+    except Exception as e:  # the packaged weights are installed by `make models`
+        pytest.skip(f"SmolLM2 not available: {e}")
+
+
+def test_real_model_rows_sum_to_logit(smollm2):
+    tok = torch.tensor([smollm2.tokenizer.encode("The capital of France is")])
+    df = dla(smollm2, tok, target=" Paris")
+    logit = float(smollm2(tok)[0, -1, smollm2.tokenizer.encode(" Paris")[0]])
+    assert df.dla.sum() == pytest.approx(logit, rel=1e-4)
+    assert len(df) == 1 + 2 * 30 + 1 and df[df.direct_effect.notna()].rel_error.max() > 1e-3
+    with pytest.raises(ValueError, match="not a single token"):
+        dla(smollm2, tok, target=" Paris is lovely")

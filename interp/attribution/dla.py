@@ -49,6 +49,11 @@ def resolve_token(model, token: int | str, what: str = "target") -> int:
     return t
 
 
+def per_batch_tokens(model, v, b: int, what: str) -> torch.Tensor:
+    """One token id per sequence from one id / string, or a list of them."""
+    return _per_batch(v, b, what, model)
+
+
 def _per_batch(v, b: int, what: str, model) -> torch.Tensor:
     vals = list(v) if isinstance(v, (list, tuple, torch.Tensor)) else [v] * b
     if len(vals) != b:
@@ -64,6 +69,13 @@ def dla(model, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[
     read (int or one per sequence); neuron_layers: layers whose MLP is split into neurons; components: keep only
     these names (an unknown name raises).
     """
+    from interp.zoo.model import ZooModel
+    if not isinstance(model, ZooModel):  # real models: sublayer granularity through the hook contract
+        if neuron_layers or components is not None:
+            raise ValueError(f"{model.card.name} is not a zoo model: only sublayer components (embed, L0.attn, "
+                             "L0.mlp, ...) are available; drop neuron_layers / components")
+        from interp.attribution.dla_sublayers import dla_sublayers
+        return dla_sublayers(model, tokens, target, contrast, pos)
     if tokens.dim() == 1:
         tokens = tokens[None]
     b, t = tokens.shape

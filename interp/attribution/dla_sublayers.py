@@ -1,0 +1,97 @@
+"""DLA at sublayer granularity for any model on the hook contract (real models: SmolLM2, Gemma-3, GPT-2 ...).
+
+Components are read from `model.sites`: the stream entering block 0 ("embed") and what each sublayer ADDS to
+the stream (`deltas`: after Gemma's output norms, i.e. Peri-LN components are what is added). In Pre- and
+Peri-LN models these sum exactly to the final norm's input. DLA pushes each through the final norm with its
+scale frozen (`frozen(x, s)`, affine in x); the norm's bias and b_U are rows of their own. The direct effect
+removes the component from the final norm's input and recomputes the norm (`model.apply_final_norm`).
+Post-LN encoders (BERT) have no such decomposition and no LM head: refused. Same columns as `dla.dla`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from interp.attribution.dla import per_batch_tokens
+
+
+def frozen_final_norm(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The final norm as a function of (x, frozen scale s): the model's own `from_scale`, or the zoo's norm."""
+    ln = getattr(model, "ln_final", None)
+    if ln is not None and hasattr(ln, "from_scale"):
+        return lambda x, s: ln.from_scale(x, s).to(x.dtype)
+    from interp.attribution.replay import check_supported, norm_linear
+    check_supported(ln, "ln_final")
+    return lambda x, s: norm_linear(ln, x, s) + (ln.b.to(x.dtype) if getattr(ln, "b", None) is not None else 0)
+
+
+def dla_sublayers(model, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[int] = -1) -> pd.DataFrame:
+    """Sublayer-level DLA, direct effect and error of any hooked causal LM with a Pre/Peri placement."""
+    sites, card = model.sites, model.card
+    if card.objective != "causal_lm":
+        raise ValueError(f"{card.name} is an {card.objective} model with no LM head: there is no logit to attribute")
+    if any(ls.placement in ("post", "mix") for ls in sites.layers):
+        raise ValueError(f"{card.name} has Post-LN blocks: its stream is renormalized after every sublayer, so "
+                         "sublayer writes do not add up to the final stream; use a zoo model for Post-LN DLA")
+    if tokens.dim() == 1:
+        tokens = tokens[None]
+    b, t = tokens.shape
+    tgt, con = per_batch_tokens(model, target, b, "target"), None
+    if contrast is not None:
+        con = per_batch_tokens(model, contrast, b, "contrast")
+    p = torch.tensor(list(pos) if isinstance(pos, (list, tuple)) else [pos] * b)
+    if len(p) != b or ((p < -t) | (p >= t)).any():
+        raise ValueError(f"pos {pos} is out of range for sequences of {t} tokens")
+    p = p % t
+    names = [sites.layers[0].resid_pre] + [h for ls in sites.layers for h in (ls.deltas["attn"], ls.deltas["mlp"])]
+    labels = ["embed"] + [f"L{l}.{k}" for l in range(sites.n_layers) for k in ("attn", "mlp")]
+    fin = sites.final_norm_input or sites.final_resid
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens, names_filter=list(dict.fromkeys(names + [fin])))
+        ar = torch.arange(b)
+        comps = torch.stack([cache[n][ar, p] for n in names]).double()  # [C, b, d]
+        x = cache[fin][ar, p].double()                                  # [b, d]
+        W_U = model.W_U.double()
+        u = W_U[:, tgt].T - (W_U[:, con].T if con is not None else 0)
+        b_U = model.b_U
+        bu = torch.zeros(b, dtype=torch.float64) if b_U is None else (
+            b_U.double()[tgt] - (b_U.double()[con] if con is not None else 0))
+        metric = logits[ar, p].double()
+        metric = metric.gather(1, tgt[:, None])[:, 0] - (metric.gather(1, con[:, None])[:, 0] if con is not None else 0)
+        if sites.final_norm_input is not None:
+            ln = model.ln_final
+            s = (ln.scale(x) if hasattr(ln, "scale") else _zoo_scale(ln, x, p)).double()
+            f = frozen_final_norm(model)
+            zero = f(torch.zeros_like(x), s)
+            dla_c = ((f(comps, s) - zero) * u).sum(-1)
+            bias_row = (zero * u).sum(-1)
+            full = (model.apply_final_norm(x[:, None].to(logits.dtype)).double()[:, 0] * u).sum(-1) + bu
+            abl = model.apply_final_norm((x[None] - comps).to(logits.dtype).flatten(0, 1)[:, None]).double()[:, 0]
+            de = full - ((abl.view_as(comps) * u).sum(-1) + bu)
+        else:  # no final norm: DLA is the direct effect
+            dla_c = de = (comps * u).sum(-1)
+            bias_row = torch.zeros(b, dtype=torch.float64)
+    recs = []
+    for j in range(b):
+        base = dict(model=card.name, batch=j, pos=int(p[j]), target=int(tgt[j]),
+                    contrast=-1 if con is None else int(con[j]), metric=float(metric[j]))
+        for i, lab in enumerate(labels):
+            layer = -1 if i == 0 else (i - 1) // 2
+            recs.append(dict(base, component=lab, kind="embed" if i == 0 else lab.split(".")[1], layer=layer,
+                             index=-1, dla=float(dla_c[i, j]), direct_effect=float(de[i, j])))
+        recs.append(dict(base, component="ln_final.bias", kind="norm_bias", layer=-1, index=-1,
+                         dla=float(bias_row[j]), direct_effect=float("nan")))
+        if b_U is not None:
+            recs.append(dict(base, component="b_U", kind="unembed_bias", layer=-1, index=-1, dla=float(bu[j]),
+                             direct_effect=float("nan")))
+    df = pd.DataFrame.from_records(recs)
+    df["error"] = df["dla"] - df["direct_effect"]
+    df["rel_error"] = df["error"].abs() / df["metric"].abs()
+    return df
+
+
+def _zoo_scale(ln, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    from interp.attribution.replay import norm_scale
+    return norm_scale(ln, x, p == 0)
