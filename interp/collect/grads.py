@@ -17,14 +17,16 @@ import torch
 from interp.collect.base import F64, Collector
 
 
-def block_parameters(model, resid_pre_hook: str) -> list[torch.nn.Parameter]:
-    """The parameters of the module holding a block's resid_pre hook (e.g. `blocks.3.*`)."""
-    prefix = resid_pre_hook.rsplit(".", 1)[0] + "."
-    params = [p for n, p in model.named_parameters() if n.startswith(prefix)]
-    if not params:
-        raise ValueError(f"no parameters under {prefix!r}: the site map's resid_pre hook {resid_pre_hook!r} "
-                         "does not sit inside its block module")
-    return params
+def block_parameters(model, n_layers: int) -> list[list[torch.nn.Parameter]]:
+    """The parameters of each block: those of the model's layer list, found structurally as the first
+    `nn.ModuleList` of `n_layers` modules that all hold parameters (zoo: `blocks`; wrapped transformers
+    models: their own layer list, since their hook-point blocks hold none)."""
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers and n_layers > 0 \
+                and all(any(True for _ in blk.parameters()) for blk in m):
+            return [list(blk.parameters()) for blk in m]
+    raise ValueError(f"found no list of {n_layers} blocks with parameters in {type(model).__name__}; "
+                     "gradient norms per block need the model's layers in an nn.ModuleList")
 
 
 class GradNorms(Collector):
@@ -38,7 +40,7 @@ class GradNorms(Collector):
         self.hooks_ = model.sites.stream()
         D, L = len(self.hooks_), model.sites.n_layers
         self.depth_of = {h: i for i, h in enumerate(self.hooks_)}
-        self.params = [block_parameters(model, ls.resid_pre) for ls in model.sites.layers]
+        self.params = block_parameters(model, L)
         self._add("n_batches", torch.zeros(1), "sum")    # batches with a backward pass
         self._add("param_sum", torch.zeros(L), "sum")    # Σ over batches of ‖∇θℓ mean-loss‖
         self._add("param_sq", torch.zeros(L), "sum")     # Σ over batches of ‖∇θℓ mean-loss‖²
