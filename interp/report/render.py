@@ -79,7 +79,8 @@ def _section(sid: str, title: str, intro: str, need: dict[str, str], t: dict, fi
                 notes=list(notes))
 
 
-def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "interp: normalization report") -> str:
+def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "interp: normalization report",
+           run_log: list[str] | None = None) -> str:
     """The report's HTML for `tables` (canonical names, see interp.report.tables)."""
     t = complete(tables)
     colors = model_colors(t)
@@ -147,6 +148,9 @@ def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "in
                                           else None,
                                           _table(eq, "Pre-LN → RMSNorm / CRMSNorm (float64)") if eq is not None
                                           and not eq.empty else None) if x]))
+    if run_log:
+        S.append(_section("run", "How this report was made", "The main job's log, step by step.", {}, t,
+                          notes=run_log))
     import interp
     return _env().get_template("report.html.j2").render(
         title=title, sections=S, sources=sources, version=interp.__version__,
