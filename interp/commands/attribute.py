@@ -1,0 +1,76 @@
+"""`interp attribute`: DLA next to the true direct effect (and optionally the logit lens) for one model."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _write_csv(df, path: Path) -> None:
+    from interp.zoo.io import atomic_write_bytes
+    atomic_write_bytes(path, df.to_csv(index=False).encode())
+
+
+def _token(args, text_flag: str, id_flag: str):
+    text, tid = getattr(args, text_flag), getattr(args, id_flag)
+    if text is not None and tid is not None:
+        raise ValueError(f"give --{text_flag.replace('_', '-')} or --{id_flag.replace('_', '-')}, not both")
+    return tid if tid is not None else text
+
+
+def run(args: argparse.Namespace) -> None:
+    import pandas as pd
+    import torch
+    import interp
+    from interp.attribution import dla, logit_lens, summary
+    from interp.tokenize import batch_encode
+    torch.set_num_threads(args.threads)
+    target = _token(args, "target", "target_id")
+    if target is None:
+        raise ValueError("say which logit to attribute: --target TEXT (one token) or --target-id ID")
+    if (args.text is None) == (args.tokens is None):
+        raise ValueError("give the input as --text TEXT or --tokens ID,ID,... (one of them)")
+    model = interp.load_model(args.model, dtype=torch.float64 if args.float64 else torch.float32)
+    if args.tokens is not None:
+        try:
+            tokens = torch.tensor([[int(t) for t in args.tokens.split(",")]])
+        except ValueError:
+            raise ValueError(f"--tokens must be comma-separated integer ids, got {args.tokens!r}") from None
+        if tokens.min() < 0 or tokens.max() >= model.W_U.shape[1]:
+            raise ValueError(f"--tokens has ids outside the vocabulary 0..{model.W_U.shape[1] - 1}")
+    else:
+        if getattr(model, "tokenizer", None) is None:
+            raise ValueError(f"{args.model} has no tokenizer; pass --tokens instead of --text")
+        tokens, _ = batch_encode(model.tokenizer, [args.text])
+    neurons = [int(x) for x in args.neurons.split(",")] if args.neurons else []
+    df = dla(model, tokens, target, _token(args, "contrast", "contrast_id"), pos=args.pos, neuron_layers=neurons,
+             components=args.component or None)
+    out = Path(args.out)
+    s = summary(df)
+    _write_csv(df, out / "dla.csv")
+    _write_csv(s, out / "dla_summary.csv")
+    if args.lens:
+        _write_csv(logit_lens(model, tokens, target), out / "logit_lens.csv")
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(s.to_string(index=False))
+    print(f"wrote {out}/dla.csv, dla_summary.csv{', logit_lens.csv' if args.lens else ''}")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("attribute", help="direct logit attribution with its measured error (path ablation), logit lens",
+                       description="DLA of every component (embedding, heads, biases, MLPs or neurons) of a zoo "
+                                   "model, or of every sublayer of a real model, next to its true direct effect.")
+    p.add_argument("model", help="a zoo checkpoint directory, a registry name (smollm2-135m, ...) or a model path")
+    p.add_argument("--text", help="input text (encoded with the model's tokenizer)")
+    p.add_argument("--tokens", help="input token ids, comma-separated")
+    p.add_argument("--target", help="the target token, as text that is exactly one token")
+    p.add_argument("--target-id", type=int, help="the target token id")
+    p.add_argument("--contrast", help="attribute logit(target) - logit(contrast); contrast token as text")
+    p.add_argument("--contrast-id", type=int, help="contrast token id")
+    p.add_argument("--pos", type=int, default=-1, help="position read (default -1: the last)")
+    p.add_argument("--neurons", default="", help="zoo only: comma-separated layers whose MLP is split into neurons")
+    p.add_argument("--component", action="append", help="keep only this component (repeatable), e.g. L0.H1")
+    p.add_argument("--lens", action="store_true", help="also write the logit lens (norm recomputed per layer)")
+    p.add_argument("--float64", action="store_true", help="run in float64")
+    p.add_argument("--out", required=True, help="output directory (CSV files, written atomically)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.set_defaults(func=run)
