@@ -31,6 +31,8 @@ def to_sequences(model, data, max_len: int | None, overflow: str = "split",
     bos = tok.bos_id if tok is not None and tok.add_bos else None
     if isinstance(data, str):
         data = [data]
+    if len(data) == 0:
+        raise ValueError("no tokens to collect on: the input is empty; pass texts or token ids")
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         tokens, mask = data
         seqs = [t[m.bool()].tolist() for t, m in zip(tokens, mask)]
