@@ -71,3 +71,20 @@ def test_post_ln_sites(model, run):
         sd = (s1.var(-1, unbiased=False, keepdim=True) + ln1.eps).sqrt()
         assert torch.allclose(cache[ls.norm_scales["ln1"]], sd, rtol=1e-5)
     assert model.sites.final_norm_input is None and torch.equal(model.apply_final_norm(pre), pre)
+
+
+def test_backward_hooks_fire(model):
+    """Gradient hooks (for gradient collectors) fire with the stream's shape."""
+    from interp.tokenize import batch_encode
+    tokens, mask = batch_encode(model.tokenizer, TEXTS[:2])
+    grads = {}
+
+    def keep(g, hook):
+        grads[hook.name] = g.detach()
+    out = model.run_with_hooks(tokens, mask, bwd_hooks=[("blocks.2.hook_resid_post", keep),
+                                                        ("blocks.2.ln1.hook_scale", keep)])
+    out[mask].pow(2).sum().backward()
+    model.zero_grad(set_to_none=True)
+    assert grads["blocks.2.hook_resid_post"].shape == (*tokens.shape, 384)
+    assert grads["blocks.2.ln1.hook_scale"].shape == (*tokens.shape, 1)
+    assert grads["blocks.2.hook_resid_post"].abs().sum() > 0
