@@ -10,14 +10,17 @@ from interp.zoo.io import load, save
 from interp.zoo.model import Block, ZooModel
 
 
-def build(name: str, seed: int | None = 0, **overrides: Any) -> ZooModel:
-    """Build strategy `name` (see STRATEGIES) with config `overrides`, randomly initialised from `seed`."""
+def build(name: str, seed: int | None = 0, *, device: str | None = None, dtype: str | torch.dtype | None = None,
+          **overrides: Any) -> ZooModel:
+    """Build strategy `name` (see STRATEGIES) with config `overrides`, randomly initialised from `seed` (on the
+    CPU, so the weights do not depend on the device), then moved to `device` / cast to `dtype` (interp.device)."""
+    from interp.device import place
     cfg = strategy_config(name, **overrides)
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return ZooModel(cfg)
-    return ZooModel(cfg)
+            return place(ZooModel(cfg), device, dtype)
+    return place(ZooModel(cfg), device, dtype)
 
 
 ZooModel.save = save  # model.save(dir)

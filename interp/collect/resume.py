@@ -1,0 +1,69 @@
+"""Resumable collection: one state file per rank, `<state_dir>/rank<r>-of-<w>.safetensors`, holding every
+collector's state (tensors `<collector>/<key>`) and, in the safetensors header, the JSON position (next batch,
+tokens and sequences so far) and a fingerprint of the run. Written atomically (temp file + rename) every N
+batches, so an interrupted run continues from its last checkpoint and gives the same result.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from interp.collect.base import Collector
+
+
+class Checkpoint:
+    """The state file of one rank. `fingerprint` (JSON-able) must match for a file to be resumed from."""
+
+    def __init__(self, state_dir: str | Path, rank: int, world: int, fingerprint: dict[str, Any], every: int = 50):
+        if every < 1:
+            raise ValueError(f"checkpoint_every must be at least 1 batch, got {every}")
+        self.dir, self.rank, self.world, self.every = Path(state_dir), rank, world, every
+        self.path = self.dir / f"rank{rank:03d}-of-{world:03d}.safetensors"
+        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+
+    def load(self, collectors: Sequence[Collector]) -> dict[str, Any] | None:
+        """Load the collectors' states and return the saved position, or None when there is no state file."""
+        if not self.path.is_file():
+            return None
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            fp, pos = json.loads(meta["fingerprint"]), json.loads(meta["position"])
+        except (SafetensorError, OSError, KeyError, ValueError) as e:
+            raise ValueError(f"state file {self.path} is corrupt or not interp's ({e}); delete it to start over") from None
+        if fp != self.fingerprint:
+            diff = sorted(k for k in set(fp) | set(self.fingerprint) if fp.get(k) != self.fingerprint.get(k))
+            raise ValueError(f"state file {self.path} belongs to a different collection (differs in: "
+                             f"{', '.join(diff)}); use another state_dir or delete the file to start over")
+        for c in collectors:
+            prefix = f"{c.name}/"
+            c.load_state_dict({k[len(prefix):]: v.to(next(iter(c.state.values())).device)
+                               for k, v in tensors.items() if k.startswith(prefix)})
+        return pos
+
+    def due(self, batches_done: int) -> bool:
+        return batches_done % self.every == 0
+
+    def save(self, collectors: Sequence[Collector], position: dict[str, Any]) -> None:
+        """Write every collector's state and `position` atomically."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tensors = {f"{c.name}/{k}": v.detach().cpu().contiguous() for c in collectors for k, v in c.state.items()}
+        meta = {"fingerprint": json.dumps(self.fingerprint), "position": json.dumps(position)}
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=meta)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

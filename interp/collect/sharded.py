@@ -1,0 +1,157 @@
+"""`interp.collect(model, data, ..., distributed=True / device= / dtype= / state_dir= / out=)`: the same
+collection as `driver.collect`, batch for batch, but over a stream, on any device, resumable, and sharded
+over the ranks of a torchrun job (batch i runs on rank i % world; states merged by their rules at the end).
+
+Each batch is run by the driver's own `run_batches`, so a batch's statistics are those one process computes;
+only the order in which float64 sums are added differs (relative error ~1e-15).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from interp.collect import distributed as D
+from interp.collect.base import Collector
+from interp.collect.batches import model_context
+from interp.collect.driver import default_collectors, run_batches
+from interp.collect.resume import Checkpoint
+from interp.collect.results import Results
+from interp.collect.stream import TokenFile, shard_batches
+from interp.device import model_device, place, resolve_device
+
+SCALE_OPTIONS = frozenset({"distributed", "device", "dtype", "state_dir", "checkpoint_every", "out"})
+FAIL_ENV = "INTERP_TEST_FAIL"  # test hook "<rank>:<after batches>[:raise|exit]": that rank fails mid-run
+
+
+def _maybe_fail(rank: int, done: int) -> None:
+    spec = os.environ.get(FAIL_ENV)
+    if not spec:
+        return
+    r, after, *mode = spec.split(":")
+    if int(r) == rank and done >= int(after):
+        if mode and mode[0] == "exit":
+            os._exit(3)  # a hard crash: no exception, no clean-up
+        raise RuntimeError(f"injected failure after {done} batches ({FAIL_ENV}={spec})")
+
+
+def _fingerprint(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, world) -> dict:
+    src = data.describe() if isinstance(data, TokenFile) else {"source": type(data).__name__}
+    return {"model": model.card.name, "n_params": model.card.n_params, "batch_size": batch_size,
+            "max_tokens": max_tokens, "exclude_first": exclude_first, "overflow": overflow, "world": world,
+            "collectors": {c.name: {"type": type(c).__name__, **c.config()} for c in collectors}, **src}
+
+
+def collect_sharded(model, data, collectors: Sequence[Collector] | None = None, batch_size: int = 8,
+                    max_tokens: int | None = None, exclude_first: bool = False, overflow: str = "split",
+                    progress: bool = True, *, distributed: bool = False, device: str | None = None,
+                    dtype: str | torch.dtype | None = None, state_dir: str | Path | None = None,
+                    checkpoint_every: int = 50, out: str | Path | None = None) -> Results:
+    """Collect over `data` (anything `collect` takes, an iterator of texts, or a TokenFile) and return Results.
+
+    distributed: run as one rank of a torchrun job (every rank gets the merged Results; rank 0 saves `out`).
+    device / dtype: where and in which precision the model runs ("cpu", "cuda", "auto"; "fp32", "bf16").
+    state_dir: write a per-rank state file every `checkpoint_every` batches and resume from it if present;
+    it is removed once the results are complete. out: save the Results there (atomically, rank 0 only).
+    """
+    collectors = list(collectors) if collectors is not None else default_collectors()
+    if not collectors:
+        raise ValueError("no collectors given; pass e.g. [interp.collectors.ResidualStats()] or leave the default")
+    names = [c.name for c in collectors]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two collectors share a name in {names}; run each kind once")
+    rank, world, local = D.env_world() if distributed else (0, 1, 0)
+    dev = resolve_device(device) if device is not None else model_device(model)
+    if distributed and dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local)  # one GPU per local rank
+    created = D.init(dev) if distributed else False
+    try:
+        if distributed:
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return _run(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, progress,
+                    distributed, dev, dtype, state_dir, checkpoint_every, out, rank, world)
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
+
+
+def _run(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, progress, distributed, dev,
+         dtype, state_dir, checkpoint_every, out, rank, world) -> Results:
+    place(model, dev, dtype)
+    for c in collectors:
+        c.bind(model)
+        c.state = {k: v.to(dev) for k, v in c.state.items()}  # float64 wherever the model runs
+    ckpt = None
+    if state_dir is not None:
+        ckpt = Checkpoint(state_dir, rank, world, _fingerprint(model, data, collectors, batch_size, max_tokens,
+                                                               exclude_first, overflow, world), checkpoint_every)
+    pos = {"next_batch": 0, "n_tokens": 0, "n_sequences": 0, "n_batches": 0}
+    error: BaseException | None = None
+    t0 = time.perf_counter()
+    bar = tqdm(unit="tok", desc=f"collect rank {rank}/{world}" if world > 1 else "collect",
+               disable=not progress or rank != 0, leave=False)
+    try:
+        if ckpt is not None:
+            pos = ckpt.load(collectors) or pos
+        done_here = 0
+        for i, seqs in shard_batches(model, data, batch_size, model_context(model), overflow, max_tokens,
+                                     rank, world, start=pos["next_batch"]):
+            meta = run_batches(model, seqs, collectors, batch_size=len(seqs), exclude_first=exclude_first,
+                               overflow="error", progress=False)
+            pos = {"next_batch": i + 1, "n_tokens": pos["n_tokens"] + meta["n_tokens"],
+                   "n_sequences": pos["n_sequences"] + len(seqs), "n_batches": pos["n_batches"] + 1}
+            bar.update(meta["n_tokens"])
+            done_here += 1
+            if ckpt is not None and ckpt.due(done_here):
+                ckpt.save(collectors, pos)
+            _maybe_fail(rank, done_here)
+        if ckpt is not None:
+            ckpt.save(collectors, {**pos, "next_batch": 1 << 62, "complete": True})
+    except BaseException as e:  # noqa: BLE001 — every rank must hear about it before anyone waits on a merge
+        if not distributed:
+            raise
+        error = e
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    sent = D.state_bytes(collectors)
+    counts = {k: pos[k] for k in ("n_tokens", "n_sequences", "n_batches")}
+    if distributed:
+        D.check_all(error, rank, world, dev, f"after {pos['n_batches']} of its batches (global batch "
+                                             f"{pos['next_batch'] - 1 if pos['n_batches'] else 'none'} done)")
+        sent = D.reduce_states(collectors, dev)
+        counts = D.reduce_counts(counts, dev)
+        seconds = D.reduce_counts({"s": seconds}, dev, op="max")["s"]
+    for c in collectors:
+        c.state = {k: v.cpu() for k, v in c.state.items()}
+    res = _results(model, collectors, counts, batch_size, exclude_first, overflow, seconds, world, sent, dev)
+    save_error = None
+    if out is not None and rank == 0:
+        try:
+            res.save(out)
+        except BaseException as e:  # noqa: BLE001
+            if not distributed:
+                raise
+            save_error = e
+    if distributed:
+        D.check_all(save_error, rank, world, dev, "while saving the results")
+    if ckpt is not None:
+        ckpt.remove()
+    return res
+
+
+def _results(model, collectors, counts, batch_size, exclude_first, overflow, seconds, world, sent, dev) -> Results:
+    meta = {"n_tokens": int(counts["n_tokens"]), "n_sequences": int(counts["n_sequences"]),
+            "n_batches": int(counts["n_batches"]), "batch_size": batch_size, "exclude_first": exclude_first,
+            "overflow": overflow, "seconds": seconds, "world_size": world, "device": str(dev),
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "state_bytes_per_rank": sent,
+            "collectors": {c.name: {"type": type(c).__name__, **c.config()} for c in collectors}}
+    tables: dict = {}
+    for c in collectors:
+        tables.update(c.tables())
+    return Results(tables=tables, card=model.card, meta=meta, states={c.name: c.state_dict() for c in collectors})
