@@ -166,3 +166,11 @@ def test_results_round_trip(model, tmp_path):
 def test_collect_leaves_no_hooks(model):
     collect(model, seqs(2, 2), make_collectors(), progress=False)
     assert not any(hp._forward_hooks or hp._backward_hooks for hp in model.hook_dict.values())
+
+
+def test_collect_restores_each_module_mode(model):
+    model.train()
+    model.blocks[0].eval()  # a wrapper in train mode around an eval-mode submodule (as wrapped HF models are)
+    collect(model, seqs(2, 2), [ResidualStats()], progress=False)
+    assert model.training and not model.blocks[0].training and model.blocks[1].training
+    model.eval()

@@ -41,7 +41,7 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
     bwd = [h for c in collectors for h in c.bwd_hooks(model)]
     grad = any(c.needs_grad for c in collectors)
     device = next(iter(model.parameters())).device
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # restored module by module (a wrapper may differ)
     model.eval()
     n_tok, t0 = 0, time.perf_counter()
     bar = tqdm(total=sum(map(len, seqs)), unit="tok", desc="collect", disable=not progress, leave=False)
@@ -73,7 +73,8 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
         bar.close()
         if grad:
             model.zero_grad(set_to_none=True)
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     return {"n_tokens": n_tok, "n_sequences": len(seqs), "n_batches": -(-len(seqs) // batch_size),
             "batch_size": batch_size, "exclude_first": exclude_first, "overflow": overflow,
             "seconds": time.perf_counter() - t0}
