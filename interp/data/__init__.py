@@ -81,8 +81,9 @@ def heldout_texts(n: int = 8, chars: int = 400, corpus: str = "kjv") -> list[str
 def heldout_tokens(n_seqs: int = 8, seq_len: int = 128, corpus: str = "kjv",
                    tokenizer_path: str | Path = TOKENIZER_PATH) -> torch.Tensor:
     """The fixed evaluation sample: the first `n_seqs` windows of the validation stream, BOS first: [n, seq_len]."""
-    d = prepare(corpus, tokenizer_path)
-    b = TokenBatches(d.val_tokens, seq_len - 1, n_seqs, d.tokenizer.bos_id, shuffle=False).first(1)[0]
+    tok = load_tokenizer(tokenizer_path)
+    val = encode_corpus(split_by_book(load_corpus(corpus))[1], tok)
+    b = TokenBatches(val, seq_len - 1, n_seqs, tok.bos_id, shuffle=False).first(1)[0]
     return torch.cat([b.x, b.y[:, -1:]], 1)
 
 

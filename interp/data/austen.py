@@ -1,0 +1,203 @@
+"""Jane Austen's six novels from Debian's `r-cran-janeaustenr`, read from its R lazy-load database in pure
+Python (no R needed).
+
+Get the files without R: `apt-get download r-cran-janeaustenr && dpkg -x r-cran-janeaustenr_*.deb DIR`,
+then point `INTERP_JANEAUSTENR` at DIR/usr/lib/R/site-library/janeaustenr (installed copies under
+/usr/lib/R/site-library are found without it). Format: `data/Rdata.rdx` is a gzip-compressed serialized R
+list whose `variables` maps each object name to (offset, length) in `data/Rdata.rdb`; each chunk there is a
+4-byte big-endian length then zlib data; inside is R's XDR serialization (format versions 2 and 3).
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from pathlib import Path
+
+from interp.data.corpus import Book, Corpus
+
+NOVELS = {"sensesensibility": "Sense & Sensibility", "prideprejudice": "Pride & Prejudice",
+          "mansfieldpark": "Mansfield Park", "emma": "Emma", "northangerabbey": "Northanger Abbey",
+          "persuasion": "Persuasion"}
+SEARCH = ("/usr/lib/R/site-library/janeaustenr", "/usr/local/lib/R/site-library/janeaustenr",
+          "/usr/lib/R/library/janeaustenr")
+
+
+class _RObj:
+    """A pairlist / special value we don't need to interpret; keeps its pieces."""
+
+    def __init__(self, kind, **kw):
+        self.kind, self.__dict__ = kind, {**kw, "kind": kind}
+
+
+class RReader:
+    """Minimal R unserializer (XDR): vectors, strings, pairlists, symbols, references, ALTREP compact forms."""
+
+    def __init__(self, data: bytes):
+        self.b, self.i, self.refs = data, 0, []
+        if self.b[:2] != b"X\n":
+            raise ValueError("not an XDR R serialization (expected 'X\\n' header)")
+        self.i = 2
+        version = self.int()
+        self.int(), self.int()
+        if version == 3:
+            n = self.int()         # native encoding name
+            self.i += n
+
+    def int(self) -> int:
+        v = struct.unpack_from(">i", self.b, self.i)[0]
+        self.i += 4
+        return v
+
+    def length(self) -> int:
+        n = self.int()
+        if n == -1:
+            hi, lo = self.int(), self.int()
+            n = (hi << 32) + lo
+        return n
+
+    def item(self):
+        flags = self.int()
+        t, has_attr, has_tag = flags & 0xFF, flags & (1 << 9), flags & (1 << 10)
+        if t == 254 or t == 0:                      # NILVALUE, NILSXP
+            return None
+        if t in (253, 252, 251, 250, 242, 241):     # environments and markers
+            return _RObj("special", code=t)
+        if t == 255:                                # REFSXP
+            idx = flags >> 8 or self.int()
+            return self.refs[idx - 1]
+        if t == 1:                                  # SYMSXP
+            sym = _RObj("symbol", name=self.item())
+            self.refs.append(sym)
+            return sym
+        if t in (249, 248, 247):                    # NAMESPACE / PACKAGE / PERSIST: a string vector
+            self.int()
+            obj = _RObj("persist", names=[self.item() for _ in range(self.int())])
+            self.refs.append(obj)
+            return obj
+        if t == 4:                                  # ENVSXP
+            env = _RObj("env")
+            self.refs.append(env)
+            self.int()
+            env.enclos, env.frame, env.hashtab, env.attr = self.item(), self.item(), self.item(), self.item()
+            return env
+        if t in (2, 3, 5, 6, 17, 239, 240):         # pairlist-like: attr, tag, car, cdr
+            attr = self.item() if has_attr else None
+            tag = self.item() if has_tag else None
+            car = self.item()
+            return _RObj("pairlist", attr=attr, tag=tag, car=car, cdr=self.item())
+        if t == 9:                                  # CHARSXP
+            n = self.int()
+            if n == -1:
+                return None
+            s = self.b[self.i:self.i + n]
+            self.i += n
+            return s.decode("utf-8", errors="replace")
+        if t in (10, 13):                           # LGLSXP, INTSXP
+            n = self.length()
+            v = list(struct.unpack_from(f">{n}i", self.b, self.i))
+            self.i += 4 * n
+        elif t == 14:                               # REALSXP
+            n = self.length()
+            v = list(struct.unpack_from(f">{n}d", self.b, self.i))
+            self.i += 8 * n
+        elif t == 24:                               # RAWSXP
+            n = self.length()
+            v = self.b[self.i:self.i + n]
+            self.i += n
+        elif t in (16, 19, 20):                     # STRSXP, VECSXP, EXPRSXP
+            v = [self.item() for _ in range(self.length())]
+        elif t == 238:                              # ALTREP: info, state, attr
+            info, state, _ = self.item(), self.item(), self.item()
+            return _altrep(info, state)
+        else:
+            raise ValueError(f"R serialization type {t} is not supported by this reader")
+        if has_attr:
+            self.item()
+        return v
+
+
+def _altrep(info, state):
+    cls = info.car.name if isinstance(info, _RObj) and isinstance(info.car, _RObj) else ""
+    if cls == "compact_intseq":
+        n, start, step = state
+        return [int(start + k * step) for k in range(int(n))]
+    if cls == "compact_realseq":
+        n, start, step = state
+        return [start + k * step for k in range(int(n))]
+    if cls.startswith("wrap_"):
+        return state[0]
+    if cls == "deferred_string":
+        return [str(x) for x in state.car]
+    raise ValueError(f"R ALTREP class {cls!r} is not supported by this reader")
+
+
+def _named(pl) -> dict:
+    """A serialized named list (VECSXP with names attribute is read as list; rdx uses a pairlist-free list)."""
+    out = {}
+    while isinstance(pl, _RObj) and pl.kind == "pairlist":
+        out[pl.tag.name] = pl.car
+        pl = pl.cdr
+    return out
+
+
+def read_lazyload(rdx: Path) -> dict[str, list]:
+    """All objects of an R lazy-load database (`X.rdx` + `X.rdb`) as Python values (vectors become lists)."""
+    rdb = rdx.with_suffix(".rdb")
+    data = rdx.read_bytes()
+    index = RReader(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else zlib.decompress(data))
+    # the .rdx holds list(variables=, references=, compressed=); its names attribute is read separately
+    top = _read_with_names(index)
+    raw = rdb.read_bytes()
+    out = {}
+    for name, (offset, length) in top["variables"].items():
+        chunk = raw[offset:offset + length]
+        out[name] = RReader(zlib.decompress(chunk[4:])).item()
+    return out
+
+
+def _read_with_names(r: RReader) -> dict:
+    """Read a named VECSXP (list) whose elements are named integer vectors, keeping the names."""
+    def item_named():
+        flags = r.int()
+        t, has_attr = flags & 0xFF, flags & (1 << 9)
+        if t not in (13, 19, 16, 10):
+            r.i -= 4
+            return r.item()
+        n = r.length()
+        if t == 19:
+            vals = [item_named() for _ in range(n)]
+        elif t == 16:
+            vals = [r.item() for _ in range(n)]
+        else:
+            vals = list(struct.unpack_from(f">{n}i", r.b, r.i))
+            r.i += 4 * n
+        if has_attr:
+            names = _named(r.item()).get("names")
+            if names is not None and t == 19:
+                return dict(zip(names, vals))
+        return vals
+    return item_named()
+
+
+def find_janeaustenr() -> Path:
+    """The janeaustenr package directory, or a clear error saying how to get it."""
+    cands = [os.environ["INTERP_JANEAUSTENR"]] if os.environ.get("INTERP_JANEAUSTENR") else []
+    for c in cands + list(SEARCH):
+        if (Path(c) / "data" / "Rdata.rdx").is_file():
+            return Path(c)
+    raise FileNotFoundError("corpus 'austen' needs Debian's r-cran-janeaustenr: apt-get download "
+                            "r-cran-janeaustenr && dpkg -x r-cran-janeaustenr_*.deb DIR, then set "
+                            "INTERP_JANEAUSTENR=DIR/usr/lib/R/site-library/janeaustenr")
+
+
+def austen() -> Corpus:
+    """The six novels, one book each (lines joined with newlines, as in the package)."""
+    objs = read_lazyload(find_janeaustenr() / "data" / "Rdata.rdx")
+    books = []
+    for key, title in NOVELS.items():
+        if key not in objs:
+            raise ValueError(f"janeaustenr data has no {key!r}; found {sorted(objs)}")
+        books.append(Book(title, "\n".join(s if s is not None else "" for s in objs[key]).strip() + "\n"))
+    return Corpus("austen", tuple(books))

@@ -1,0 +1,147 @@
+"""interp.data: corpora, the split by book, tokenizers and batches, checked against brute-force references."""
+import hashlib
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+import interp.data as D
+from interp.data.corpus import Book, Corpus
+
+
+@pytest.fixture(scope="module")
+def kjv():
+    return D.load_corpus("kjv")
+
+
+def test_kjv_has_every_book_and_verse(kjv):
+    import importlib.util
+    path = Path(list(importlib.util.find_spec("bible").submodule_search_locations)[0]) / "data" / "kjv.jsonl"
+    verses = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert len(kjv.books) == len({v["book"] for v in verses}) == 66
+    assert kjv.books[0].name == "Genesis" and "In the beginning God created" in kjv.books[0].text
+    # every verse's text appears in its book, in order
+    by_book = {b.name: b.text for b in kjv.books}
+    for v in verses[::997]:
+        assert v["text"].strip() in by_book[v["book"]]
+
+
+def test_split_is_by_whole_book_deterministic_and_order_free(kjv):
+    tr, va = D.split_by_book(kjv, 0.1)
+    names_tr, names_va = {b.name for b in tr.books}, {b.name for b in va.books}
+    assert not names_tr & names_va and names_tr | names_va == {b.name for b in kjv.books}
+    assert all(b in kjv.books for b in tr.books + va.books)               # books kept whole
+    assert va.n_chars >= 0.1 * kjv.n_chars and tr.n_chars > 0.8 * kjv.n_chars
+    shuffled = Corpus("kjv", tuple(reversed(kjv.books)))
+    assert {b.name for b in D.split_by_book(shuffled, 0.1)[1].books} == names_va
+    assert D.split_by_book(kjv, 0.1)[1].hash == va.hash
+
+
+def test_corpus_hash_changes_with_content():
+    a = Corpus("x", (Book("a", "hello"), Book("b", "world")))
+    b = Corpus("x", (Book("a", "hello"), Book("b", "world!")))
+    assert a.hash != b.hash and a.hash == Corpus("y", a.books).hash
+
+
+def test_text_folder_is_one_book_per_file(tmp_path):
+    (tmp_path / "b.txt").write_text("second book " * 20)
+    (tmp_path / "a.txt").write_text("first book " * 20)
+    c = D.load_corpus(str(tmp_path))
+    assert [b.name for b in c.books] == ["a.txt", "b.txt"]
+    tr, va = D.split_by_book(c, 0.3)
+    assert len(tr.books) == 1 and len(va.books) == 1
+
+
+def test_bad_corpora_raise_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        D.load_corpus(str(tmp_path / "nope.txt"))
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(ValueError, match="empty"):
+        D.load_corpus(str(tmp_path / "empty.txt"))
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8.*offset 3"):
+        D.load_corpus(str(tmp_path / "latin1.txt"))
+    with pytest.raises(FileNotFoundError, match="not in the local Hugging Face cache"):
+        D.load_corpus("hf:surely/not-a-cached-dataset")
+    with pytest.raises(ValueError, match="at least two"):
+        D.split_by_book(Corpus("one", (Book("a", "text"),)))
+
+
+def test_bpe_round_trips_unseen_text_and_is_deterministic(kjv):
+    train = [b.text[:20000] for b in kjv.books[:5]]
+    tok = D.train_bpe(train, vocab_size=400)
+    assert tok.vocab_size == 400 and tok.bos_id == 0 and tok.pad_id == 1
+    text = "Naïve café — ☃ 𝄞 tabs\tand\nnewlines; 12345 <|endoftext|>?"
+    assert tok.decode(tok.encode(text)) == text
+    assert D.train_bpe(train, vocab_size=400).to_json() == tok.to_json()
+    byte = D.ByteTokenizer()
+    assert byte.decode(byte.encode(text)) == text and byte.encode("é") == [0xC3, 0xA9]
+
+
+def test_shipped_tokenizer_round_trips_validation_text_and_hash_matches():
+    tok = D.load_tokenizer(D.TOKENIZER_PATH)
+    assert tok.vocab_size == 4096
+    for text in D.heldout_texts(4, 300):
+        assert tok.decode(tok.encode(text)) == text
+    assert D.tokenizer_hash(D.TOKENIZER_PATH) == hashlib.sha256(D.TOKENIZER_PATH.read_bytes()).hexdigest()
+
+
+def test_batches_are_bos_then_contiguous_stream_slices_and_pure_in_step():
+    stream = torch.arange(10, 1010)
+    tb = D.TokenBatches(stream, seq_len=16, batch_size=5, bos_id=0, seed=3)
+    for i in (0, 7, 12, 13, 40):   # crosses epoch boundaries (62 windows, 5 per batch)
+        b = tb.batch(i)
+        assert (b.x[:, 0] == 0).all() and torch.equal(b.x[:, 1:], b.y[:, :-1])
+        for row, c in zip(b.y, b.cond):
+            start = int(row[0]) - 10
+            assert start % 16 == 0 and torch.equal(row, stream[start:start + 16])
+            assert math.isclose(float(c), start / 1000, rel_tol=1e-6)
+        assert torch.equal(D.TokenBatches(stream, 16, 5, 0, seed=3).batch(i).x, b.x)
+    epoch0 = torch.cat([tb.batch(i).y[:, 0] for i in range(12)])[:60]
+    assert len(set(epoch0.tolist())) == 60   # no window repeats within an epoch
+
+
+def test_unigram_entropy_matches_brute_force():
+    tr = torch.tensor([1, 1, 2, 3, 3, 3])
+    va = torch.tensor([1, 4])
+    cnt, n, V = Counter(tr.tolist()), 6, 5
+    h = -sum(c / n * math.log(c / n) for c in cnt.values())
+    xent = -(math.log((cnt[1] + 1) / (n + V)) + math.log((0 + 1) / (n + V))) / 2
+    got = D.unigram_entropy(tr, va, V)
+    assert math.isclose(got["unigram_entropy_train"], h, rel_tol=1e-9)
+    assert math.isclose(got["unigram_xent_val"], xent, rel_tol=1e-9)
+
+
+def test_heldout_tokens_are_the_validation_stream_from_its_start():
+    x = D.heldout_tokens(3, 32)
+    tok = D.load_tokenizer(D.TOKENIZER_PATH)
+    _, val = D.split_by_book(D.load_corpus("kjv"))
+    first = tok.encode(val.books[0].text)[:31]
+    assert x.shape == (3, 32) and (x[:, 0] == tok.bos_id).all() and x[0, 1:].tolist() == first
+
+
+def test_austen_lazyload_database_reads_the_six_novels():
+    from interp.data import austen as A
+    try:
+        pkg = A.find_janeaustenr()
+    except FileNotFoundError:
+        pytest.skip("r-cran-janeaustenr not present (apt-get download r-cran-janeaustenr; dpkg -x; "
+                    "INTERP_JANEAUSTENR=...)")
+    objs = A.read_lazyload(pkg / "data" / "Rdata.rdx")
+    # reference: R's janeaustenr / tidytext::austen_books() has 73,422 lines; P&P has 13,030
+    assert sum(len(objs[k]) for k in A.NOVELS) == 73422 and len(objs["prideprejudice"]) == 13030
+    assert objs["prideprejudice"][0] == "PRIDE AND PREJUDICE"
+    assert any("It is a truth universally acknowledged" in line for line in objs["prideprejudice"][:20])
+    c = D.load_corpus("austen")
+    assert [b.name for b in c.books] == list(A.NOVELS.values())
+
+
+def test_austen_missing_says_how_to_get_it(monkeypatch, tmp_path):
+    from interp.data import austen as A
+    monkeypatch.setenv("INTERP_JANEAUSTENR", str(tmp_path))
+    monkeypatch.setattr(A, "SEARCH", ())
+    with pytest.raises(FileNotFoundError, match="apt-get download r-cran-janeaustenr"):
+        D.load_corpus("austen")
