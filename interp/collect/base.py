@@ -75,7 +75,7 @@ class TopK:
         out = {f: rows[f][order] for f in self.keys()}
         if len(order) < self.k:  # pad with empty slots
             pad = self.empty()
-            out = {f: torch.cat([out[f], pad[f][len(order):]]) for f in self.keys()}
+            out = {f: torch.cat([out[f], pad[f][len(order):].to(out[f].device)]) for f in self.keys()}
         return out
 
     def update(self, state: dict[str, torch.Tensor], rows: dict[str, torch.Tensor]) -> None:

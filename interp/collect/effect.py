@@ -26,7 +26,7 @@ def angular(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def last_real(mask: torch.Tensor) -> torch.Tensor:
     """Index of the last True position per row [b] (rows without one give 0)."""
-    return (mask.long() * torch.arange(mask.shape[1])).argmax(1)
+    return (mask.long() * torch.arange(mask.shape[1], device=mask.device)).argmax(1)
 
 
 class LayerEffect(Collector):
@@ -78,7 +78,7 @@ class LayerEffect(Collector):
             ang = angular(prev, h)  # [b, t]
             st["ang_sum"][i, j - n] += ang[b.mask].sum()
             st["ang_n"][i, j - n] += b.n_tokens
-            rows = torch.arange(len(ang))[self._has]
+            rows = torch.arange(len(ang), device=ang.device)[self._has]
             st["ang_last_sum"][i, j - n] += ang[rows, self._last[rows]].sum()
             st["ang_last_n"][i, j - n] += len(rows)
         self._buf.pop(j - self.ns[-1], None)  # keep only the depths still needed

@@ -33,7 +33,7 @@ def loss_terms(model, output: torch.Tensor, tokens: torch.Tensor, attention_mask
         return F.cross_entropy(output[:, :-1][pair].float(), tokens[:, 1:][pair], reduction="none")
     m = attention_mask.to(output.dtype).unsqueeze(-1)
     pooled = (output * m).sum(1) / m.sum(1).clamp(min=1)
-    return pooled @ probe(output.shape[-1]).to(output.dtype)
+    return pooled @ probe(output.shape[-1]).to(output.device, output.dtype)
 
 
 def objective_name(model) -> str:
