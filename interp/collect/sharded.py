@@ -66,8 +66,8 @@ def collect_sharded(model, data, collectors: Sequence[Collector] | None = None, 
         raise ValueError(f"two collectors share a name in {names}; run each kind once")
     rank, world, local = D.env_world() if distributed else (0, 1, 0)
     dev = resolve_device(device) if device is not None else model_device(model)
-    if distributed and dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", local)  # one GPU per local rank
+    if distributed and dev.type == "cuda" and not (isinstance(device, str) and ":" in device):
+        dev = torch.device("cuda", local)  # one GPU per local rank, unless a "cuda:N" was named
     created = D.init(dev) if distributed else False
     try:
         if distributed:

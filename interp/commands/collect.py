@@ -121,7 +121,7 @@ def run(a: argparse.Namespace) -> None:
     from interp.collect.sharded import collect_sharded
     rank = int(os.environ.get("RANK", "0"))
     try:
-        model = interp.load_model(a.model, dtype=a.dtype, device=a.device)
+        model = interp.load_model(a.model, dtype=a.dtype, device="cpu")  # placed on its rank's device below
         res = collect_sharded(model, open_data(a.data, a.token_dtype), make_collectors(a.collectors),
                               batch_size=a.batch_size, max_tokens=a.max_tokens, exclude_first=a.exclude_first,
                               progress=not a.quiet, distributed=worker, device=a.device, dtype=a.dtype,
