@@ -15,7 +15,7 @@ import pandas as pd
 from interp.report.claims import CLAIMS, THRESHOLDS, evaluate
 from interp.report.colors import color_for
 from interp.report.inputs import load_dirs, merge_tables, tables_from_results
-from interp.report.render import render
+from interp.report.render import model_colors, render
 from interp.report.tables import TABLES
 
 
@@ -51,5 +51,5 @@ def build(results: Any, path: str | Path, extra: dict[str, pd.DataFrame] | None 
                                      [f"{len(objs)} in-memory result(s)"], title=title))
 
 
-__all__ = ["build", "render", "evaluate", "CLAIMS", "THRESHOLDS", "TABLES", "color_for", "write_atomic",
+__all__ = ["build", "render", "model_colors", "evaluate", "CLAIMS", "THRESHOLDS", "TABLES", "color_for", "write_atomic",
            "tables_from_results", "merge_tables", "load_dirs"]

@@ -105,12 +105,12 @@ def equivalence_table(model, tokens: torch.Tensor) -> pd.DataFrame:
 
 
 def ln_removal_table(zoo_dir: Path) -> pd.DataFrame | None:
-    """The shipped LN-removal record (data/zoo/*/ln_removal.json written by `interp remove-ln`), if any."""
+    """The shipped LN-removal record (data/zoo/*/removal.json written by `interp remove-ln --out`), if any."""
     import json
-    for f in sorted(zoo_dir.glob("*/ln_removal.json")):
+    for f in sorted(zoo_dir.glob("*/removal.json")):
         r = json.loads(f.read_text())
-        ce = r.get("ce", r)
-        return pd.DataFrame([dict(model=r.get("source", f.parent.name), ce_original=ce["before"],
+        ce = r["ce"]
+        return pd.DataFrame([dict(model=Path(r.get("source", f.parent.name)).name, ce_original=ce["before"],
                                   ce_vanilla=ce["vanilla"], ce_lnfree=ce["lnfree"])])
     return None
 
