@@ -2,8 +2,9 @@
 statistics are recomputed on every intermediate stream."""
 from __future__ import annotations
 
+from interp.attribution.confidence import confidence_neurons
 from interp.attribution.dla import dla, resolve_token, summary
 from interp.attribution.dla_sublayers import dla_sublayers
 from interp.attribution.logit_lens import logit_lens
 
-__all__ = ["dla", "summary", "resolve_token", "logit_lens", "dla_sublayers"]
+__all__ = ["dla", "summary", "resolve_token", "logit_lens", "dla_sublayers", "confidence_neurons"]

@@ -1,0 +1,72 @@
+"""Confidence (entropy) neurons (Stolfo et al. 2024): last-layer neurons that act mainly through the final norm.
+
+Such a neuron writes a large vector that the unembedding barely reads (it lies in W_U's effective null space),
+so its direct logit effect is small, yet it changes the final norm's scale and with it the entropy of every
+prediction. For each neuron of `layer` (default: last) this measures, on `tokens`:
+
+  write_norm      ‖W_out[:, n]‖
+  null_fraction   share of ‖W_out[:, n]‖² in the span of W_U's smallest `null_k` left singular directions
+  dH_total        mean |Δ entropy| (nats) when the neuron's write is mean-ablated on the direct path only
+                  (final residual changed, final norm RECOMPUTED)
+  dH_frozen       the same with the final-norm scale FROZEN: the effect that does not go through the scale
+  via_scale       dH_total − dH_frozen: the part carried by the final norm's scale
+
+In a model without a final norm (e.g. after LN removal) the two coincide and via_scale is 0 by construction:
+this is the sense in which the LN-free paper finds the entropy-neuron mechanism gone.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from interp.attribution.replay import norm_linear, norm_scale
+
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    lp = logits.log_softmax(-1)
+    return -(lp.exp() * lp).sum(-1)
+
+
+def confidence_neurons(model, tokens: torch.Tensor, layer: int = -1, null_k: int | None = None) -> pd.DataFrame:
+    """One row per neuron of `layer`, sorted by via_scale (see the module docstring for the columns)."""
+    n_layers = len(model.blocks)
+    layer = layer % n_layers
+    blk = model.blocks[layer]
+    if blk.placement not in ("pre", "lns", "none"):
+        raise ValueError(f"block {layer} is {blk.placement}: neuron writes reach the final norm unchanged only in "
+                         "pre / lns / none blocks")
+    last = f"blocks.{n_layers - 1}.hook_resid_post"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=[last, f"blocks.{layer}.mlp.hook_post"])
+        x = cache[last].flatten(0, 1).double()                               # [N, d]
+        act = cache[f"blocks.{layer}.mlp.hook_post"].flatten(0, 1).double()  # [N, n]
+        W_out = blk.mlp.down.weight.double()                                 # [d, n]
+        W_U = model.W_U.double()
+        b_U = 0 if model.b_U is None else model.b_U.double()
+        d = W_U.shape[0]
+        k = null_k or max(1, d // 10)
+        U = torch.linalg.svd(W_U, full_matrices=False)[0][:, -k:]            # [d, k] least-read directions
+        null_frac = (U.T @ W_out).pow(2).sum(0) / W_out.pow(2).sum(0)
+        has_norm = model.cfg.final_norm
+        pos0 = torch.zeros(x.shape[0], dtype=torch.bool)
+        if has_norm:
+            ln = model.ln_final
+            s = norm_scale(ln, x, pos0)
+            bias = ln.b.double() if getattr(ln, "b", None) is not None else 0
+            read = lambda y, sc: norm_linear(ln, y, sc) + bias
+        else:
+            s, read = None, (lambda y, sc: y)
+        H0 = _entropy(read(x, s) @ W_U + b_U)
+        rows = []
+        mean_act = act.mean(0)
+        for n in range(W_out.shape[1]):
+            xa = x + (mean_act[n] - act[:, n])[:, None] * W_out[:, n]
+            H_tot = _entropy(read(xa, norm_scale(model.ln_final, xa, pos0) if has_norm else None) @ W_U + b_U)
+            H_frz = _entropy(read(xa, s) @ W_U + b_U)
+            rows.append(dict(neuron=n, write_norm=float(W_out[:, n].norm()), null_fraction=float(null_frac[n]),
+                             dH_total=float((H_tot - H0).abs().mean()), dH_frozen=float((H_frz - H0).abs().mean())))
+    df = pd.DataFrame(rows)
+    df["via_scale"] = df["dH_total"] - df["dH_frozen"]
+    df.insert(0, "layer", layer)
+    df.insert(0, "model", model.card.name)
+    return df.sort_values("via_scale", ascending=False, ignore_index=True)

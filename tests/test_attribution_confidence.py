@@ -1,0 +1,28 @@
+"""Confidence neurons: a planted neuron writing into W_U's exact null space acts only through the final norm."""
+import pytest
+import torch
+
+import interp
+from interp.attribution import confidence_neurons
+
+
+def test_planted_null_space_neuron_acts_only_via_the_scale():
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=16, n_heads=2, d_mlp=8, d_vocab=40, n_ctx=8,
+                         init_std=0.5).double().eval()
+    e = torch.zeros(16, dtype=torch.float64)
+    e[0], e[1] = 1 / 2 ** 0.5, -1 / 2 ** 0.5   # zero-mean unit direction
+    with torch.no_grad():
+        m.embed.weight -= (m.embed.weight @ e)[:, None] * e  # tied W_U now reads nothing along e
+        m.blocks[1].mlp.down.weight[:, 3] = 6 * e
+        m.blocks[1].mlp.up.bias[3] = 2.0  # keep the neuron active
+    tok = torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(0))
+    df = confidence_neurons(m, tok, null_k=1).set_index("neuron")
+    assert df.loc[3, "null_fraction"] == pytest.approx(1.0, abs=1e-9)
+    assert df.loc[3, "dH_frozen"] < 1e-10 and df.loc[3, "dH_total"] > 1e-4
+    assert df.index[0] == 3  # the top of the via_scale ranking
+
+
+def test_no_final_norm_means_no_scale_effect():
+    m = interp.zoo.build("no-norm", n_layers=2, d_model=16, n_heads=2, d_mlp=8, d_vocab=40, n_ctx=8).double()
+    df = confidence_neurons(m, torch.randint(0, 40, (1, 8)))
+    assert df.via_scale.abs().max() < 1e-12
