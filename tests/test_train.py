@@ -148,3 +148,34 @@ def test_cli_errors_are_one_line(capsys):
     assert err.startswith("interp: error: unknown strategy 'not-a-strategy'") and "\n" not in err
     assert main(["train"]) == 1
     assert "--zoo" in capsys.readouterr().err
+
+
+def test_shipped_zoo_models_load_and_beat_the_unigram_baseline():
+    """Every checkpoint in data/zoo: ≤ 5 MB, hashes match the shipped corpus/tokenizer, and its validation loss
+    (recomputed here with a plain log-softmax) agrees with the manifest and is far below the unigram baseline."""
+    from interp.data import (DATA_DIR, TOKENIZER_PATH, encode_corpus, load_corpus, load_tokenizer, split_by_book,
+                             tokenizer_hash)
+    mpath = DATA_DIR / "zoo" / "manifest.json"
+    if not mpath.is_file():
+        pytest.skip("data/zoo has not been trained (interp train --zoo)")
+    manifest = json.loads(mpath.read_text())
+    assert manifest["data"]["tokenizer_sha256"] == tokenizer_hash(TOKENIZER_PATH)
+    corpus = load_corpus("kjv")
+    assert manifest["data"]["corpus"]["sha256"] == corpus.hash
+    tok = load_tokenizer(TOKENIZER_PATH)
+    stream = encode_corpus(split_by_book(corpus)[1], tok)
+    n, t = 16, manifest["size"]["n_ctx"]
+    starts = torch.arange(n) * t
+    x = torch.stack([torch.cat([torch.tensor([tok.bos_id]), stream[s:s + t]]) for s in starts.tolist()])
+    cond = starts.double().div(len(stream)).float()
+    baseline = manifest["baselines_nats_per_token"]["unigram_xent_val"]
+    for name in interp.STRATEGIES:
+        d = DATA_DIR / "zoo" / name
+        assert (d / "model.safetensors").stat().st_size <= 5 * 2 ** 20
+        model = interp.zoo.load(d)
+        with torch.no_grad():
+            logits = model(x[:, :-1], cond=cond) if model.cfg.conditioned else model(x[:, :-1])
+        loss = -logits.double().log_softmax(-1).gather(-1, x[:, 1:, None]).mean().item()
+        rec = manifest["models"][name]
+        assert abs(loss - rec["final_val_loss"]) < 0.3, (name, loss, rec["final_val_loss"])
+        assert loss < baseline - 0.5, f"{name}: validation loss {loss:.2f} vs unigram {baseline:.2f}"

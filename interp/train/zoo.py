@@ -24,9 +24,10 @@ ZOO_STEPS = 400
 ZOO_DIR = DATA_DIR / "zoo"
 
 
-def zoo_train_config(steps: int = ZOO_STEPS, lr: float = 2e-3, seed: int = 0) -> TrainConfig:
+def zoo_train_config(steps: int = ZOO_STEPS, lr: float = 2e-3, seed: int = 0, warmup: int | None = None) -> TrainConfig:
     """The shared recipe: batch 8 × 128 tokens, AdamW (0.9, 0.95), wd 0.1, warm-up 10 %, cosine to 10 %."""
-    return TrainConfig(steps=steps, batch_size=8, seq_len=ZOO_SIZE["n_ctx"], lr=lr, warmup=max(1, steps // 10),
+    warmup = max(1, steps // 10) if warmup is None else warmup
+    return TrainConfig(steps=steps, batch_size=8, seq_len=ZOO_SIZE["n_ctx"], lr=lr, warmup=warmup,
                        min_lr_ratio=0.1, weight_decay=0.1, betas=(0.9, 0.95), clip=1.0, seed=seed,
                        eval_every=max(1, steps // 5), eval_batches=16, ckpt_every=max(1, steps // 8))
 
@@ -61,7 +62,8 @@ def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, ru
            "final_train_loss": float(res.steps.loss.tail(20).mean()) if len(res.steps) else None,
            "loss_spikes": int(res.steps.spike.sum()) if len(res.steps) else 0,
            "train_wall_s": round(res.wall_s, 1), "wall_s_this_call": round(time.time() - t0, 1),
-           "norm_kwargs": nk, "n_params": sum(p.numel() for p in model.parameters()), "evals": res.evals}
+           "norm_kwargs": nk, "n_params": sum(p.numel() for p in model.parameters()), "evals": res.evals,
+           "train_config": cfg.to_dict()}
     if res.status == "done":
         tmp = out_dir.with_name(f".{out_dir.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -76,8 +78,13 @@ def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, ru
 
 def train_zoo(out: str | Path = ZOO_DIR, runs: str | Path = "out/zoo-runs", strategies: list[str] | None = None,
               steps: int = ZOO_STEPS, lr: float = 2e-3, corpus: str = "kjv", seed: int = 0,
-              progress: bool = True) -> dict:
-    """Train every strategy (or `strategies`) with one recipe; write data/zoo/ and its manifest; return it."""
+              warmup: int | None = None, progress: bool = True) -> dict:
+    """Train every strategy (or `strategies`) with one recipe; write data/zoo/ and its manifest; return it.
+
+    The manifest's `train_config` is the shared recipe (set by a full-zoo call). A model trained with another
+    config records `differs_from_shared_recipe` ({field: value}); a model it replaces is kept in its
+    `previous_runs` so a failed shared-recipe run stays on record.
+    """
     torch.set_num_threads(1)
     out, runs = Path(out), Path(runs)
     names = list(STRATEGIES) if strategies is None else strategies
@@ -85,17 +92,28 @@ def train_zoo(out: str | Path = ZOO_DIR, runs: str | Path = "out/zoo-runs", stra
         if s not in STRATEGIES:
             raise ValueError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
     data = prepare(corpus, TOKENIZER_PATH)
-    cfg = zoo_train_config(steps, lr, seed)
+    cfg = zoo_train_config(steps, lr, seed, warmup)
     mpath = out / "manifest.json"
     manifest = json.loads(mpath.read_text()) if mpath.is_file() else {}
-    manifest.update({"size": ZOO_SIZE, "train_config": cfg.to_dict(), "data": data.describe(),
+    if strategies is None or "train_config" not in manifest:
+        manifest["train_config"] = cfg.to_dict()
+    shared = manifest["train_config"]
+    manifest.update({"size": ZOO_SIZE, "data": data.describe(),
                      "baselines_nats_per_token": unigram_entropy(data.train_tokens, data.val_tokens,
                                                                  data.tokenizer.vocab_size),
                      "cond": "TD-LN cond = start of the window in the token stream / stream length, in [0, 1)",
                      "torch": torch.__version__, "threads": torch.get_num_threads()})
     manifest.setdefault("models", {})
     for s in names:
-        rec = train_one(s, data, cfg, out / s, runs / s, seed=seed, progress=progress)
+        run_dir = runs / s if cfg.to_dict() == shared else runs / f"{s}-lr{cfg.lr:g}-wu{cfg.warmup}"
+        rec = train_one(s, data, cfg, out / s, run_dir, seed=seed, progress=progress)
+        diff = {k: v for k, v in cfg.to_dict().items() if json.loads(json.dumps(shared)).get(k) !=
+                json.loads(json.dumps(v))}
+        if diff:
+            rec["differs_from_shared_recipe"] = diff
+        old = manifest["models"].get(s)
+        if old is not None and old.get("train_config", shared) != rec["train_config"]:
+            rec["previous_runs"] = old.pop("previous_runs", []) + [{k: v for k, v in old.items() if k != "evals"}]
         manifest["models"][s] = rec
         _write_json(mpath, manifest)
         print(f"{s:<14} {rec['status']:<5} val loss {rec['final_val_loss']}  {rec['train_wall_s']} s", flush=True)
