@@ -127,3 +127,14 @@ def test_ablation_without_massive_is_a_clear_error():
     collect(model, (toks, mask), [col], progress=False)
     with pytest.raises(ValueError, match="no massive activations"):
         col.ablation(model, (toks, mask))
+
+
+@pytest.mark.parametrize("n", [16385, 40000, 100001])
+def test_lower_median_equals_torch_median(n):
+    from interp.collect.massive import lower_median
+    g = torch.Generator().manual_seed(n)
+    cases = [torch.randn(n, generator=g).abs(), torch.randint(0, 5, (n,), generator=g).float(),  # many ties
+             torch.sort(torch.rand(n, generator=g)).values,  # sorted: the strided sample is biased
+             torch.cat([torch.zeros(n // 2), torch.full((n - n // 2,), 1e4)])]
+    for v in cases:
+        assert lower_median(v) == torch.median(v)

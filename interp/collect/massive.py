@@ -20,6 +20,35 @@ from interp.collect.objective import is_causal, loss_terms
 FIELDS = ("tk_depth", "tk_seq_pos", "tk_dim", "tk_token", "tk_value", "tk_median")
 
 
+def lower_median(v: torch.Tensor) -> torch.Tensor:
+    """torch.median(v) (the lower median) of a 1-D tensor, exactly, without sorting all of it: a strided
+    random sample (fixed seed) brackets the median, one pass counts what lies below the bracket, kthvalue runs on the bracket
+    only (falls back to a full kthvalue when the bracket misses)."""
+    n = v.numel()
+    k = (n - 1) // 2  # 0-based rank of the lower median
+    if n <= 16384:
+        return v.kthvalue(k + 1).values
+    pick = torch.randint(0, n, (4096,), generator=torch.Generator().manual_seed(0))  # fixed, unstructured
+    s = v[pick.to(v.device)].sort().values
+    lo, hi = s[int(0.45 * len(s))], s[int(0.55 * len(s))]
+    below = int((v < lo).sum())
+    band = v[(v >= lo) & (v <= hi)]
+    if 0 <= k - below < band.numel():
+        return band.kthvalue(k - below + 1).values
+    return v.kthvalue(k + 1).values
+
+
+def seq_medians(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Lower median of a [b, t, d] over each sequence's masked positions × dims -> [b] (0 where none)."""
+    out = a.new_zeros(a.shape[0])
+    full = bool(mask.all())
+    for s in range(a.shape[0]):
+        v = (a[s] if full else a[s][mask[s]]).reshape(-1)
+        if v.numel():
+            out[s] = lower_median(v)
+    return out
+
+
 class MassiveActivations(Collector):
     """Counts, top-3 / median profile, top-k outliers and recurring dims of massive activations per depth."""
 
@@ -60,44 +89,44 @@ class MassiveActivations(Collector):
         a = x.detach().float().abs()
         if self.median_scope == "token":
             med = a.median(-1, keepdim=True).values
-        elif bool(mask.all()):
-            med = a.flatten(1).median(1).values[:, None, None].expand(-1, a.shape[1], 1)
         else:
-            med = a.masked_fill(~mask[..., None], torch.nan).flatten(1).nanmedian(1).values
-            med = med[:, None, None].expand(-1, a.shape[1], 1)
-        massive = (a > self.abs_threshold) & (a >= self.ratio * med) & mask[..., None]
-        return a.masked_fill(~mask[..., None], -1.0), med, massive
+            med = seq_medians(a, mask)[:, None, None].expand(-1, a.shape[1], 1)
+        massive = (a > self.abs_threshold) & (a >= self.ratio * med)
+        if not bool(mask.all()):
+            massive &= mask[..., None]
+            a = a.masked_fill(~mask[..., None], -1.0)
+        return a, med, massive
 
     def _hook(self, x: torch.Tensor, hook) -> None:
         j, st, b = self.depth_of[hook.name], self.state, self.batch
+        x = x.detach()
         a, med, massive = self.detect(x, b.mask)
         rows = b.mask.any(1)  # sequences with at least one counted position
-        af = a.flatten(1)[rows]
+        af = a.flatten(1)
+        topv, topi = af.topk(min(max(3, self.k), af.shape[1]), dim=1)  # per sequence; holds the batch's top-k too
         st["n_seq"][j] += rows.sum()
-        st["n_massive"][j] += massive.sum()
-        st["seq_with"][j] += massive.flatten(1).any(1).sum()
-        top = af.topk(min(3, af.shape[1]), dim=1).values.to(F64)
+        idx = massive.nonzero()  # [m, 3]: few
+        st["n_massive"][j] += len(idx)
+        st["seq_with"][j] += torch.unique(idx[:, 0]).numel()
+        st["dim_count"][j].index_add_(0, idx[:, 2], torch.ones(len(idx), dtype=F64))
+        st["dim_value_sum"][j].index_add_(0, idx[:, 2], x[idx[:, 0], idx[:, 1], idx[:, 2]].to(F64))
+        top = topv[rows, :3].to(F64)
         st["top3_sum"][j, : top.shape[1]] += top.sum(0)
-        st["top1_max"][j] = torch.maximum(st["top1_max"][j], top[:, 0].max() if len(top) else st["top1_max"][j])
-        seq_med = med[:, 0, 0] if self.median_scope == "sequence" else self._seq_median(a, b.mask)
+        if len(top):
+            st["top1_max"][j] = torch.maximum(st["top1_max"][j], top[:, 0].max())
+        seq_med = med[:, 0, 0] if self.median_scope == "sequence" else seq_medians(a.clamp(min=0), b.mask)
         st["median_sum"][j] += seq_med[rows].sum(dtype=F64)
-        st["dim_count"][j] += massive.sum((0, 1), dtype=F64)
-        st["dim_value_sum"][j] += (x.detach().to(F64) * massive).sum((0, 1))
-        k = min(self.k, a.numel())
-        vals, idx = a.flatten().topk(k)
+        vals, order = topv.flatten().topk(min(self.k, topv.numel()))
         keep = vals >= 0  # not padding
-        vals, idx = vals[keep], idx[keep]
-        bi, rest = idx // (a.shape[1] * a.shape[2]), idx % (a.shape[1] * a.shape[2])
-        ti, di = rest // a.shape[2], rest % a.shape[2]
+        vals, order = vals[keep], order[keep]
+        bi = order // topv.shape[1]
+        flat = topi[bi, order % topv.shape[1]]
+        ti, di = flat // a.shape[2], flat % a.shape[2]
         first = b.attention_mask.long().argmax(1)  # left padding: positions count from the first real token
         self.topk["top"].update(st, {
             "tk_abs": vals.to(F64), "tk_depth": torch.full_like(vals, j, dtype=F64),
             "tk_seq_pos": (ti - first[bi]).to(F64), "tk_dim": di.to(F64), "tk_token": b.tokens[bi, ti].to(F64),
-            "tk_value": x.detach()[bi, ti, di].to(F64), "tk_median": med[bi, ti, 0].to(F64)})
-
-    @staticmethod
-    def _seq_median(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return a.masked_fill(~mask[..., None], torch.nan).flatten(1).nanmedian(1).values
+            "tk_value": x[bi, ti, di].to(F64), "tk_median": med[bi, ti, 0].to(F64)})
 
     def describe(self, key, bad):
         i = int(bad.nonzero()[0, 0]) if bad.dim() else 0

@@ -38,16 +38,19 @@ def residual_sites(sites) -> list[tuple[int, str, str, str]]:
 
 
 def moments(x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The per-batch contributions of rows x [n, d] to the state, reduced in float64."""
+    """The per-batch contributions of rows x [n, d] to the state. Per-dimension and per-token sums over one
+    batch run in float32 (torch's cascade summation), everything is accumulated in float64; the third and
+    fourth powers, prone to cancellation, are summed in float64."""
     x = x.float() if x.dtype not in (torch.float32, torch.float64) else x
     x2 = x * x
-    tok2 = x2.sum(-1, dtype=F64)
-    lo, hi = torch.aminmax(x) if x.numel() else (x.new_zeros(()), x.new_zeros(()))
+    tok2 = x2.sum(-1)
+    empty = x.new_zeros(())
     return {"n": torch.tensor(float(x.shape[0]), dtype=F64),
             "s3": (x2 * x).sum(dtype=F64), "s4": (x2 * x2).sum(dtype=F64),
-            "dim_s1": x.sum(0, dtype=F64), "dim_s2": x2.sum(0, dtype=F64),
-            "norm_sum": tok2.sqrt().sum(), "norm_max": tok2.max().sqrt() if len(tok2) else tok2.new_zeros(()),
-            "abs_max": torch.maximum(hi.abs(), lo.abs()).to(F64)}
+            "dim_s1": x.sum(0).to(F64), "dim_s2": x2.sum(0).to(F64),
+            "norm_sum": tok2.sqrt().sum(dtype=F64),
+            "norm_max": (tok2.max().sqrt() if len(tok2) else empty).to(F64),
+            "abs_max": (torch.maximum(x.max(), -x.min()) if x.numel() else empty).to(F64)}
 
 
 class ResidualStats(Collector):
