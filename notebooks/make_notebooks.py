@@ -15,7 +15,7 @@ SETUP = '''import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import plotly.io as pio
 import torch
-import interp, interp.collect, interp.data, interp.report
+import interp, interp.collect, interp.data, interp.report, interp.train
 from interp.report import figures as F
 
 pio.renderers.default = "notebook"      # figures render in the saved notebook (not only live in JupyterLab)

@@ -166,19 +166,22 @@ def dla_error_bars(t: dict, colors: Colors) -> go.Figure | None:
                   "relative error (log)", log_y=True, height=380)
 
 
-def dla_example(t: dict, colors: Colors) -> go.Figure | None:
+def dla_example(t: dict, colors: Colors) -> list[go.Figure]:
+    """One bar chart per model in the example table: DLA next to the path-ablation direct effect."""
     d = t.get("dla_example")
     if d is None or d.empty:
-        return None
-    model = d["model"].iloc[0]
-    g = d[d["model"] == model]
-    fig = go.Figure([go.Bar(x=[label(c) for c in g["component"]], y=g["dla"], name="DLA",
-                            marker_color=_c(colors, model)),
-                     go.Bar(x=[label(c) for c in g["component"]], y=g["direct_effect"], name="direct effect",
-                            marker_color="#999999")])
-    fig.update_layout(barmode="group")
-    return _style(fig, label(f"{model}: DLA vs path-ablation direct effect per component"), "component",
-                  "contribution to the target logit (logit units)")
+        return []
+    figs = []
+    for model, g in d.groupby("model", sort=False):
+        what = f" — target {g['target'].iloc[0]!r}" if "target" in g and g["target"].iloc[0] else ""
+        fig = go.Figure([go.Bar(x=[label(c) for c in g["component"]], y=g["dla"], name="DLA",
+                                marker_color=_c(colors, model)),
+                         go.Bar(x=[label(c) for c in g["component"]], y=g["direct_effect"], name="direct effect",
+                                marker_color="#999999")])
+        fig.update_layout(barmode="group")
+        figs.append(_style(fig, label(f"{model}: DLA vs direct effect per component{what}"),
+                           "component (largest |DLA| first)", "contribution to the target logit (logit units)"))
+    return figs
 
 
 def logit_lens(t: dict, colors: Colors) -> go.Figure | None:

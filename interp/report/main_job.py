@@ -36,43 +36,64 @@ def zoo_dirs(zoo_dir: Path) -> list[Path]:
     return sorted(d for d in zoo_dir.iterdir() if (d / "config.json").is_file() and (d / "model.safetensors").is_file())
 
 
-def collectors_for(model, grads: bool = True) -> list:
-    """Every collector: residual statistics, massive activations, angular distance (n = 1, 2, 4) with the
-    skip-one-block loss (one extra forward per block), norm scales and, with `grads`, gradient norms."""
+def forward_collectors() -> list:
+    """One pass, every token: residual statistics, massive activations, angular distance (n = 1, 2, 4), norm
+    scales."""
     from interp.collect import LayerEffect, MassiveActivations, NormScales, ResidualStats
+    return [ResidualStats(), MassiveActivations(), LayerEffect(ns=(1, 2, 4), skip=False), NormScales()]
+
+
+def costly_collectors(grads: bool = True) -> list:
+    """Costly passes, run on a subset of the sample: the skip-one-block loss (one extra forward per block) and
+    gradient norms (a backward per batch)."""
+    from interp.collect import LayerEffect
     from interp.collect.grads import GradNorms
-    return [ResidualStats(), MassiveActivations(), LayerEffect(ns=(1, 2, 4), skip=True), NormScales()] + \
-        ([GradNorms()] if grads else [])
+    return [LayerEffect(ns=(1,), skip=True)] + ([GradNorms()] if grads else [])
 
 
-def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: int, ablate: bool) -> tuple:
-    """Collect every table on `data`; for causal LMs also the massive-activation ablation. (Results, extra)."""
+def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: int, ablate: bool,
+                costly_items: int) -> tuple:
+    """Collect every table on `data` (the costly ones on its first `costly_items` items); for causal LMs also
+    the massive-activation ablation. Returns (Results, extra canonical tables)."""
     import interp.collect as C
     from interp.report.inputs import from_ablation
-    cols = collectors_for(model)
+    name = model.card.name
+    cols = forward_collectors()
     t = time.perf_counter()
+    res = C.collect(model, data, collectors=cols, batch_size=batch_size, progress=False)
+    log(f"{name}: forward collectors on {res.meta.get('n_tokens', '?')} tokens in {time.perf_counter() - t:.1f} s")
+    t, sub = time.perf_counter(), data[:costly_items]
     try:
-        res = C.collect(model, data, collectors=cols, batch_size=batch_size)
+        extra_res = C.collect(model, sub, collectors=costly_collectors(), batch_size=batch_size, progress=False)
     except (ValueError, NotImplementedError, RuntimeError) as e:  # a collector that cannot run on this model
-        log(f"{model.card.name}: gradient norms unavailable ({str(e).splitlines()[0]}); forward collectors only")
-        cols = collectors_for(model, grads=False)
-        res = C.collect(model, data, collectors=cols, batch_size=batch_size)
-    log(f"{model.card.name}: collected {res.meta.get('n_tokens', '?')} tokens in {time.perf_counter() - t:.1f} s")
+        log(f"{name}: gradient norms unavailable ({str(e).splitlines()[0]})")
+        extra_res = C.collect(model, sub, collectors=costly_collectors(grads=False), batch_size=batch_size,
+                              progress=False)
+    for k in ("layer_skip", "grad_norms"):
+        if k in extra_res.tables:
+            res.tables[k] = extra_res.tables[k]
+    res.meta["costly_pass"] = {"items": len(sub), "n_tokens": extra_res.meta.get("n_tokens"),
+                               "tables": [k for k in ("layer_skip", "grad_norms") if k in extra_res.tables]}
+    log(f"{name}: skip-one-block losses + gradient norms on {extra_res.meta.get('n_tokens', '?')} tokens "
+        f"in {time.perf_counter() - t:.1f} s")
     extra = {}
-    massive = next((c for c in cols if c.name == "massive"), None)
-    if ablate and massive is not None and model.card.objective != "encoder":
+    massive = cols[1]
+    if ablate and model.card.objective != "encoder":
         try:
             t = time.perf_counter()
             extra = from_ablation(massive.ablation(model, data, batch_size=batch_size))
-            log(f"{model.card.name}: massive-activation ablation in {time.perf_counter() - t:.1f} s")
+            log(f"{name}: massive-activation ablation (none / zero / mean) in {time.perf_counter() - t:.1f} s")
         except ValueError as e:
-            log(f"{model.card.name}: no ablation ({str(e).splitlines()[0]})")
+            log(f"{name}: no ablation ({str(e).splitlines()[0]})")
     if out_dir is not None:
-        res.save(out_dir / model.card.name.replace("/", "_"))
+        res.save(out_dir / name.replace("/", "_"))
     return res, extra
 
 
-def attribution_tables(model, tokens: torch.Tensor, log: Progress) -> dict[str, pd.DataFrame]:
+PROMPT, TARGET = "The capital of France is", " Paris"   # the DLA example on real models
+
+
+def attribution_tables(model, tokens: torch.Tensor, log: Progress, example: bool = False) -> dict[str, pd.DataFrame]:
     """DLA (next token at the second-to-last position) and the logit lens of a zoo model, when supported."""
     from interp.attribution import dla, logit_lens
     from interp.report.inputs import from_dla, from_logit_lens
@@ -80,7 +101,8 @@ def attribution_tables(model, tokens: torch.Tensor, log: Progress) -> dict[str, 
     x = tokens[: min(4, len(tokens))]
     pos = x.shape[1] - 2
     try:
-        out.update(from_dla(dla(model, x, target=x[:, pos + 1], pos=pos)))
+        t = from_dla(dla(model, x, target=x[:, pos + 1], pos=pos))
+        out.update(t if example else {"dla_error": t["dla_error"]})
     except (ValueError, NotImplementedError, KeyError) as e:
         log(f"{model.card.name}: no DLA ({str(e).splitlines()[0]})")
     try:
@@ -88,6 +110,18 @@ def attribution_tables(model, tokens: torch.Tensor, log: Progress) -> dict[str, 
     except (ValueError, NotImplementedError, KeyError, AttributeError) as e:
         log(f"{model.card.name}: no logit lens ({str(e).splitlines()[0]})")
     return out
+
+
+def real_dla(model, log: Progress) -> dict[str, pd.DataFrame]:
+    """Sublayer DLA of a real causal LM on PROMPT → TARGET (its error and the example)."""
+    from interp.attribution import dla
+    from interp.report.inputs import from_dla
+    try:
+        tokens = torch.tensor([model.tokenizer.encode(PROMPT)])
+        return from_dla(dla(model, tokens, target=TARGET, pos=-1), prompt=PROMPT, target=TARGET)
+    except (ValueError, NotImplementedError, KeyError, AttributeError) as e:
+        log(f"{model.card.name}: no DLA ({str(e).splitlines()[0]})")
+        return {}
 
 
 def equivalence_table(model, tokens: torch.Tensor) -> pd.DataFrame:
@@ -148,9 +182,10 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         log(f"no trained zoo in {zoo_dir}: run `interp train --zoo`; the zoo sections will say so")
     for d in (dirs[:3] if small else dirs):
         model = interp.zoo.load(d).eval()
-        res, extra = collect_one(model, zoo_tokens, log, results_dir, batch_size=8, ablate=False)
+        res, extra = collect_one(model, zoo_tokens, log, results_dir, batch_size=8, ablate=False,
+                                 costly_items=len(zoo_tokens))
         results.append(res)
-        extras += [extra, attribution_tables(model, zoo_tokens, log)]
+        extras += [extra, attribution_tables(model, zoo_tokens, log, example=model.card.name in ("pre-ln", "no-norm"))]
         if model.cfg.placement == "pre" and model.cfg.norm == "layernorm":
             extras.append({"equivalence": equivalence_table(model, zoo_tokens[:4])})
             log(f"{model.card.name}: Pre-LN → RMSNorm / CRMSNorm conversion checked in float64")
@@ -162,9 +197,11 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         except (FileNotFoundError, ImportError, ValueError, RuntimeError, OSError) as e:
             log(f"{name}: not loaded ({str(e).splitlines()[0]})")
             continue
-        res, extra = collect_one(model, texts, log, results_dir, batch_size=4, ablate=True)
+        res, extra = collect_one(model, texts, log, results_dir, batch_size=4, ablate=True, costly_items=2)
         results.append(res)
         extras.append(extra)
+        if model.card.objective != "encoder":
+            extras.append(real_dla(model, log))
         del model
     shipped = from_zoo_dir(zoo_dir)
     sweep = sweep_table(zoo_dir.parent / "sweep")
@@ -181,5 +218,8 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         tables, sources=[f"{len(results)} models measured in this run"], run_log=log.lines))
     size = path.stat().st_size / 1e6
     log(f"report written in {time.perf_counter() - t:.1f} s: {size:.1f} MB")
-    print(f"main job done in {time.perf_counter() - log.t0:.0f} s; report: {path.resolve()}")
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"main job done in {time.perf_counter() - log.t0:.0f} s wall, {ru.ru_utime + ru.ru_stime:.0f} s CPU "
+          f"(peak RSS {ru.ru_maxrss / 1e6:.1f} GB); report: {path.resolve()}")
     return path
