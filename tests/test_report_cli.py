@@ -88,3 +88,13 @@ def test_cli_old_schema(saved, tmp_path):
 def test_build_refuses_no_models(tmp_path):
     with pytest.raises(ValueError, match="no models"):
         interp.report.build([], tmp_path / "r.html")
+
+
+def test_report_from_real_collectors_draws_in_browser(saved, tmp_path):
+    from test_report_browser import dump_dom
+    _, results = saved
+    path = interp.report.build(results, tmp_path / "index.html")
+    html = path.read_text()
+    dom = dump_dom(path, tmp_path)
+    n = html.count('class="plotly-graph-div"')
+    assert n >= 5 and dom.count('class="plot-container plotly"') == n
