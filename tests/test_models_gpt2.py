@@ -74,6 +74,9 @@ def test_vanilla_equals_transformers(ckpts, tokens):
     c = model.card
     assert (c.family, c.placement, c.norm_kind, c.n_layers, c.d_model) == ("gpt2", "pre", "layernorm", 2, 32)
     assert model.tokenizer.add_bos and t[0, 0] == model.tokenizer.bos_id
+    cfg = model.cfg  # zoo-style fields
+    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp, cfg.n_ctx, cfg.final_norm, cfg.strategy) == \
+        (2, 32, 4, 128, 64, True, "pre-ln")
     with torch.no_grad():
         logits, cache = model.run_with_cache(t, mask)
     assert torch.allclose(logits[mask], hf_logits(ckpts[0], t, mask)[mask], atol=1e-4)
@@ -90,6 +93,7 @@ def test_ln_free_loads_with_identity_norms(ckpts, tokens):
     t, mask = tokens
     c = model.card
     assert (c.placement, c.norm_kind) == ("none", "none") and "ln_free" in c.extra
+    assert model.cfg.final_norm is False and model.cfg.strategy == c.strategy == "no-norm"
     assert not any(n.endswith("hook_scale") for n in model.hook_dict)
     assert all(isinstance(b.ln_1, torch.nn.Identity) for b in model.hf.transformer.h)
     assert model.sites.layers[0].norm_scales == {} and model.sites.final_norm_scale is None

@@ -6,6 +6,8 @@ plain-transformers speed. Each family (llama.py, gemma.py, bert.py, gpt2.py) say
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from transformer_lens import HookedRootModule
@@ -15,6 +17,33 @@ from interp.card import ModelCard
 from interp.models.hooks import fire, observed, on_input, on_output
 from interp.models.norm_hooks import NormHooks
 from interp.sites import LayerSites, SiteMap
+
+
+@dataclass(frozen=True)
+class RealConfig:
+    """The zoo config's common fields (`interp.zoo.ZooConfig` names) for a real model, so family-agnostic code
+    can read `model.cfg.n_layers` or `model.cfg.final_norm` on any model; the full transformers config is
+    `model.hf.config`."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_head: int
+    d_mlp: int
+    n_ctx: int
+    d_vocab: int
+    placement: str
+    norm: str
+    final_norm: bool
+    strategy: str
+    tie_embeddings: bool
+
+
+def strategy_label(placement: str, norm_kind: str) -> str:
+    """The zoo strategy name a real model corresponds to (pre-ln, post-ln, pre-rmsnorm, no-norm, peri-rmsnorm)."""
+    if placement == "none":
+        return "no-norm"
+    return f"{placement}-{'ln' if norm_kind == 'layernorm' else norm_kind}"
 
 
 class SublayerHooks(nn.Module):
@@ -150,14 +179,23 @@ class HookedHF(HookedRootModule):
         return self.unembed().bias
 
     @property
-    def cfg(self):
-        """The wrapped transformers config."""
-        return self.hf.config
+    def cfg(self) -> RealConfig:
+        """The zoo-style config (the transformers config is `model.hf.config`)."""
+        c = self.hf.config
+        d = c.hidden_size
+        d_head = getattr(c, "head_dim", None) or d // c.num_attention_heads
+        d_mlp = getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * d
+        return RealConfig(n_layers=len(self.blocks), d_model=d, n_heads=c.num_attention_heads, d_head=d_head,
+                          d_mlp=d_mlp, n_ctx=c.max_position_embeddings, d_vocab=c.vocab_size,
+                          placement=self.placement, norm=self.norm_kind,
+                          final_norm=self.ln_final is not None and self.ln_final.kind != "none",
+                          strategy=strategy_label(self.placement, self.norm_kind),
+                          tie_embeddings=bool(getattr(c, "tie_word_embeddings", False)))
 
     @property
     def card(self) -> ModelCard:
         c = self.hf.config
-        return ModelCard(family=self.family, strategy=self.placement + "-" + self.norm_kind,
+        return ModelCard(family=self.family, strategy=strategy_label(self.placement, self.norm_kind),
                          placement=self.placement, norm_kind=self.norm_kind, n_layers=len(self.blocks),
                          d_model=c.hidden_size, n_params=sum(p.numel() for p in self.hf.parameters()),
                          objective=self.objective, **self._info)
