@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ def run(args: argparse.Namespace) -> None:
     r = remove_layernorm(model, d.train_tokens, eval_tokens, steps_per_stage=args.steps_per_stage,
                          batch_size=args.batch_size, lr=args.lr)
     out = Path(args.out)
-    report = dict(source=str(args.model), ce=r.ce, stages=r.stages.to_dict("records"),
+    sha = hashlib.sha256((Path(args.model) / "model.safetensors").read_bytes()).hexdigest()
+    report = dict(source=str(args.model), source_sha256=sha, ce=r.ce, stages=r.stages.to_dict("records"),
                   steps_per_stage=args.steps_per_stage, batch_size=args.batch_size, lr=args.lr, corpus=args.corpus,
                   eval_tokens=int(eval_tokens[:, 1:].numel()), threads=args.threads, wall_s=round(time.time() - t0, 1),
                   paper_gpt2_small=dict(vanilla=3.0126, lnfree=3.0797, lnfree_minus_vanilla=0.0671))
