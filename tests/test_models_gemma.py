@@ -64,6 +64,8 @@ def test_peri_ln_hooks_carry_what_the_docs_say(model, run):
         assert torch.allclose(cache[f"{p}.ln1_post.hook_scale"], s, rtol=1e-5)
         expect = raw / s * (1 + layer.post_attention_layernorm.weight)
         assert torch.allclose(added, expect, atol=1e-3, rtol=1e-4)
+        nh = model.blocks[l].ln1_post  # the affine form DLA uses: x / s * gain (+ bias)
+        assert nh.bias is None and torch.allclose(raw / s * nh.gain, expect, atol=1e-3, rtol=1e-4)
         pre = cache[f"{p}.hook_resid_pre"]
         assert torch.allclose(cache[f"{p}.hook_resid_mid"], pre + added, rtol=1e-5, atol=1e-3)
         post = cache[f"{p}.hook_resid_post"]

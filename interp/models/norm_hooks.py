@@ -42,6 +42,25 @@ class NormHooks(nn.Module):
         n = self.norm
         return float(getattr(n, "eps", getattr(n, "variance_epsilon", 0.0)))
 
+    @property
+    def centre(self) -> bool:
+        """Whether the norm subtracts the mean (LayerNorm) before dividing by the scale."""
+        return self.kind == "layernorm"
+
+    @property
+    def gain(self) -> torch.Tensor | None:
+        """The effective per-channel gain [d] (w, or 1 + w for Gemma); None when the norm is the identity.
+        For a fixed scale s the norm is affine: y = centre?(x) / s * gain + bias (what DLA needs)."""
+        if self.kind == "none":
+            return None
+        w = self.norm.weight
+        return 1.0 + w if self.kind == "rmsnorm1p" else w
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The additive bias [d] (LayerNorm), or None."""
+        return getattr(self.norm, "bias", None) if self.kind == "layernorm" else None
+
     def attach(self, norm: nn.Module | None = None) -> list:
         """Register the PyTorch hooks on the norm module (`norm` replaces the one given at construction)."""
         if norm is not None:
