@@ -34,14 +34,16 @@ def test_truncated_gguf_leaves_no_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("INTERP_CACHE", str(cache))
     bad = tmp_path / "SmolLM2-truncated.gguf"
+    header = tmp_path / "SmolLM2-header-only.gguf"
     with open(_smollm2(), "rb") as f:
-        bad.write_bytes(f.read(20_000_000))
+        bad.write_bytes(f.read(20_000_000))  # metadata complete, tensor data cut
+    header.write_bytes(bad.read_bytes()[:4096])
     with pytest.raises(ValueError, match="truncated or corrupt"):
         interp.load_model(bad)
     with pytest.raises(ValueError, match="truncated or corrupt"):
-        dequantized("smollm2-bad", gguf_path=bad)  # fails inside the cache's temp dir
+        dequantized("smollm2-bad", gguf_path=header)  # fails inside the cache's temp dir
     with pytest.raises(ValueError, match="sha256"):
-        dequantized("gemma-bad", parts=[bad, bad], expected_sha256="0" * 64)
+        dequantized("gemma-bad", parts=[header, header], expected_sha256="0" * 64)
     assert cache_contents(cache) == []
 
 
