@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
     train_zoo(out=args.out or ZOO_DIR, runs=args.runs, strategies=None if args.zoo else args.strategies,
               steps=args.steps, lr=args.lr, corpus=args.corpus, seed=args.seed, warmup=args.warmup,
-              progress=not args.quiet)
+              exceptions=not args.no_exceptions, progress=not args.quiet)
 
 
 def register(sub) -> None:
@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=ZOO_STEPS, help=f"updates per model (default {ZOO_STEPS})")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 10 %% of --steps)")
+    p.add_argument("--no-exceptions", action="store_true",
+                   help="train every strategy with the shared recipe (no per-strategy lr, see ZOO_EXCEPTIONS)")
     p.add_argument("--corpus", default="kjv", help="'kjv', 'austen', a text file or folder, or hf:NAME")
     p.add_argument("--out", default=None, help="where the checkpoints go (default data/zoo)")
     p.add_argument("--runs", default="out/zoo-runs", help="resumable training state (default out/zoo-runs)")
