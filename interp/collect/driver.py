@@ -65,6 +65,7 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
             with torch.no_grad():
                 for c in collectors:
                     c.end_batch(model, batch, out.detach())
+            out = terms = None  # the logits [b, t, vocab] (and the graph) must not live on through the next forward
             for c in collectors:
                 c.check_finite(f" in batch {i}")
             n_tok += int(am.sum())
