@@ -197,7 +197,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         except (FileNotFoundError, ImportError, ValueError, RuntimeError, OSError) as e:
             log(f"{name}: not loaded ({str(e).splitlines()[0]})")
             continue
-        res, extra = collect_one(model, texts, log, results_dir, batch_size=4, ablate=True, costly_items=2)
+        res, extra = collect_one(model, texts, log, results_dir, batch_size=4, ablate=True, costly_items=1)
         results.append(res)
         extras.append(extra)
         if model.card.objective != "encoder":

@@ -98,7 +98,10 @@ def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "in
                       {"cards": "no model cards"}, t, tables=[_table(cards, swatches=colors)] if len(cards) else []))
     growth = t.get("growth")
     S.append(_section("variance", "Variance growth with depth",
-                      "Variance of the un-normalized residual stream at each depth, every model overlaid.",
+                      "Variance of the residual stream at each depth (pooled over tokens × dimensions), every "
+                      "model overlaid. In Post-LN blocks (post-ln, the first blocks of mix-ln, MiniLM) the carried "
+                      "stream is the normalized one, so its variance stays near the norm gain's scale by design. "
+                      "Growth ratio: last depth / depth 1.",
                       {"stream": collect + " with the residual collector"}, t,
                       figs=[F.stream_growth(t, colors), F.growth_bars(t, colors)],
                       tables=[_table(growth, "Growth summary", swatches=colors)] if growth is not None
