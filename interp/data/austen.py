@@ -21,7 +21,8 @@ NOVELS = {"sensesensibility": "Sense & Sensibility", "prideprejudice": "Pride & 
           "mansfieldpark": "Mansfield Park", "emma": "Emma", "northangerabbey": "Northanger Abbey",
           "persuasion": "Persuasion"}
 SEARCH = ("/usr/lib/R/site-library/janeaustenr", "/usr/local/lib/R/site-library/janeaustenr",
-          "/usr/lib/R/library/janeaustenr")
+          "/usr/lib/R/library/janeaustenr",   # below: where `make austen` extracts the Debian package
+          str(Path(__file__).resolve().parents[2] / ".venv/janeaustenr/usr/lib/R/site-library/janeaustenr"))
 
 
 class _RObj:
