@@ -10,16 +10,11 @@ import torch
 
 from interp.collect.base import F64, Collector
 
-# state key -> merge rule; S = number of sites, d = d_model
+# state key -> merge rule; S = number of sites, d = d_model. Few keys, so a hook does few tensor ops.
 RULES = {
-    "n": "sum",          # [S]    tokens seen
-    "s3": "sum",         # [S]    Σ x³ over tokens × dims
-    "s4": "sum",         # [S]    Σ x⁴
-    "dim_s1": "sum",     # [S, d] Σ x per dimension
-    "dim_s2": "sum",     # [S, d] Σ x² per dimension
-    "norm_sum": "sum",   # [S]    Σ ‖x_t‖₂ over tokens
-    "norm_max": "max",   # [S]    max ‖x_t‖₂
-    "abs_max": "max",    # [S]    max |x|
+    "sums": "sum",      # [S, 4]    tokens seen, Σ x³, Σ x⁴ (over tokens × dims), Σ ‖x_t‖₂ (over tokens)
+    "maxima": "max",    # [S, 2]    max ‖x_t‖₂, max |x|
+    "dim_sums": "sum",  # [S, 2, d] Σ x and Σ x² per dimension
 }
 
 
@@ -37,20 +32,19 @@ def residual_sites(sites) -> list[tuple[int, str, str, str]]:
     return out
 
 
-def moments(x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The per-batch contributions of rows x [n, d] to the state. Per-dimension and per-token sums over one
-    batch run in float32 (torch's cascade summation), everything is accumulated in float64; the third and
-    fourth powers, prone to cancellation, are summed in float64."""
+def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The per-batch contributions of rows x [n, d] to (sums, maxima, dim_sums); None when n = 0.
+    Per-dimension and per-token sums over one batch run in float32 (torch's cascade summation), everything
+    is accumulated in float64; the third and fourth powers, prone to cancellation, are summed in float64."""
+    if x.shape[0] == 0:
+        return None
     x = x.float() if x.dtype not in (torch.float32, torch.float64) else x
     x2 = x * x
     tok2 = x2.sum(-1)
-    empty = x.new_zeros(())
-    return {"n": torch.tensor(float(x.shape[0]), dtype=F64),
-            "s3": (x2 * x).sum(dtype=F64), "s4": (x2 * x2).sum(dtype=F64),
-            "dim_s1": x.sum(0).to(F64), "dim_s2": x2.sum(0).to(F64),
-            "norm_sum": tok2.sqrt().sum(dtype=F64),
-            "norm_max": (tok2.max().sqrt() if len(tok2) else empty).to(F64),
-            "abs_max": (torch.maximum(x.max(), -x.min()) if x.numel() else empty).to(F64)}
+    sums = torch.stack([torch.tensor(float(x.shape[0]), dtype=F64, device=x.device), (x2 * x).sum(dtype=F64),
+                        (x2 * x2).sum(dtype=F64), tok2.sqrt().sum(dtype=F64)])
+    maxima = torch.stack([tok2.max().sqrt(), x.abs().max()]).to(F64)
+    return sums, maxima, torch.stack([x.sum(0), x2.sum(0)]).to(F64)
 
 
 class ResidualStats(Collector):
@@ -62,9 +56,9 @@ class ResidualStats(Collector):
         super().bind(model)
         self.sites = residual_sites(model.sites)
         S, d = len(self.sites), model.card.d_model
-        for k, rule in RULES.items():
-            shape = (S, d) if k.startswith("dim_") else (S,)
-            self._add(k, torch.zeros(shape), rule)
+        self._add("sums", torch.zeros(S, 4), "sum")
+        self._add("maxima", torch.zeros(S, 2), "max")
+        self._add("dim_sums", torch.zeros(S, 2, d), "sum")
         self.rows_of: dict[str, list[int]] = {}
         for i, (_, _, _, hook) in enumerate(self.sites):
             self.rows_of.setdefault(hook, []).append(i)
@@ -79,13 +73,13 @@ class ResidualStats(Collector):
         if x is not last or x._version != version:  # same tensor under another hook name: reuse its moments
             m = moments(self.batch.select(x.detach()))
             self._last = (x, x._version, m)
+        if m is None:
+            return
         st = self.state
         for i in self.rows_of[hook.name]:
-            for k, v in m.items():
-                if RULES[k] == "sum":
-                    st[k][i] += v
-                else:
-                    st[k][i] = torch.maximum(st[k][i], v)
+            st["sums"][i] += m[0]
+            torch.maximum(st["maxima"][i], m[1], out=st["maxima"][i])
+            st["dim_sums"][i] += m[2]
 
     def end_batch(self, model, batch, output) -> None:
         self._last = (None, -1, None)  # release the last activation
@@ -95,13 +89,13 @@ class ResidualStats(Collector):
         return f"at {self.sites[i][3]} (layer {self.sites[i][0]}, {self.sites[i][1]})"
 
     def _summary(self) -> pd.DataFrame:
-        st = {k: v.numpy() for k, v in self.state.items()}
-        n = st["n"]
-        d = st["dim_s1"].shape[1]
+        sums, mx, ds = (self.state[k].cpu().numpy() for k in ("sums", "maxima", "dim_sums"))
+        n = sums[:, 0]
+        d = ds.shape[2]
         with np.errstate(invalid="ignore", divide="ignore"):
             N = n * d
-            m1, m2 = st["dim_s1"].sum(1) / N, st["dim_s2"].sum(1) / N
-            m3, m4 = st["s3"] / N, st["s4"] / N
+            m1, m2 = ds[:, 0].sum(1) / N, ds[:, 1].sum(1) / N
+            m3, m4 = sums[:, 1] / N, sums[:, 2] / N
             var = np.maximum(m2 - m1 ** 2, 0.0)
             c4 = m4 - 4 * m1 * m3 + 6 * m1 ** 2 * m2 - 3 * m1 ** 4
             kurt = np.where(var > 0, c4 / var ** 2, np.nan)
@@ -110,16 +104,17 @@ class ResidualStats(Collector):
             "layer": [s[0] for s in self.sites], "site": [s[1] for s in self.sites],
             "kind": [s[2] for s in self.sites], "hook": [s[3] for s in self.sites],
             "n_tokens": n.astype(np.int64), "mean": m1, "var": var, "rms": np.sqrt(m2),
-            "token_norm_mean": st["norm_sum"] / n, "token_norm_max": st["norm_max"],
-            "abs_max": st["abs_max"], "kurtosis": kurt})
+            "token_norm_mean": sums[:, 3] / n, "token_norm_max": mx[:, 0],
+            "abs_max": mx[:, 1], "kurtosis": kurt})
 
     def result(self) -> pd.DataFrame:
         return self._summary()
 
     def dims(self) -> pd.DataFrame:
         """One row per site × dimension: mean and mean square (outlier dimensions stand out)."""
-        n = self.state["n"].numpy()[:, None]
-        s1, s2 = self.state["dim_s1"].numpy() / n, self.state["dim_s2"].numpy() / n
+        ds = self.state["dim_sums"].cpu().numpy()
+        n = self.state["sums"][:, 0].cpu().numpy()[:, None]
+        s1, s2 = ds[:, 0] / n, ds[:, 1] / n
         S, d = s1.shape
         return pd.DataFrame({
             "model": self.model.card.name if self.model is not None else "",
