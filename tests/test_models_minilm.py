@@ -88,3 +88,16 @@ def test_backward_hooks_fire(model):
     assert grads["blocks.2.hook_resid_post"].shape == (*tokens.shape, 384)
     assert grads["blocks.2.ln1.hook_scale"].shape == (*tokens.shape, 1)
     assert grads["blocks.2.hook_resid_post"].abs().sum() > 0
+
+
+def test_hooks_context_manager(model, run):
+    """model.hooks(...) attaches for the block only; an edit to the stream changes the output."""
+    tokens, mask, out, _ = run
+    seen = []
+    with torch.no_grad(), model.hooks(fwd_hooks=[("blocks.1.hook_resid_mid", lambda x, hook: seen.append(x.shape)),
+                                                 ("blocks.4.hook_resid_post", lambda x, hook: x.flip(-1))]):
+        edited = model(tokens, mask)
+    with torch.no_grad():
+        again = model(tokens, mask)
+    assert seen == [(*tokens.shape, 384)]
+    assert (edited - out)[mask].abs().max() > 0.1 and torch.equal(again, out)
