@@ -4,6 +4,7 @@ import torch
 
 import interp
 from interp.models.cache import cache_root
+from interp.models.registry import REGISTRY, cache_key
 from interp.tokenize import batch_encode
 
 pytestmark = pytest.mark.slow
@@ -18,7 +19,7 @@ def model():
 def plain(model):
     """The same weights loaded by transformers alone, with no hooks anywhere."""
     from transformers import LlamaForCausalLM
-    d = next(p for p in cache_root().iterdir() if p.name.startswith("smollm2-135m") and not p.name.startswith("."))
+    d = cache_root() / cache_key(REGISTRY["smollm2-135m"])
     return LlamaForCausalLM.from_pretrained(str(d), attn_implementation="sdpa").eval()
 
 
