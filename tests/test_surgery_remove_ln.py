@@ -67,8 +67,8 @@ def test_remove_layernorm_end_to_end_with_a_swappable_finetune(tmp_path):
 
     m = build()
     r = remove_layernorm(m, STREAM, EVAL, steps_per_stage=2, finetune=ft, calib_batches=1, batch_size=4)
-    assert [c[:2] for c in calls] == [(2, i) for i in range(len(STAGES))] + [(10, 5)]
-    assert [c[2] for c in calls] == [3, 3, 1, 0, 0, 5]  # LayerNorms left while each stage fine-tunes; control keeps 5
+    assert [c[:2] for c in calls] == [(2, i) for i in range(len(STAGES))] * 2  # removal, then the control
+    assert [c[2] for c in calls] == [3, 3, 1, 0, 0] + [5] * 5  # LayerNorms left at each call; the control keeps 5
     assert set(r.ce) >= {"before", "vanilla", "lnfree", "lnfree_minus_vanilla"}
     assert r.ce["lnfree"] == pytest.approx(r.ce["lnfree_fakeln"], abs=1e-9)
     assert list(r.stages.stage) == list(STAGES)
@@ -79,7 +79,7 @@ def test_remove_layernorm_end_to_end_with_a_swappable_finetune(tmp_path):
 
 
 def test_default_finetune_runs_on_interp_train():
-    r = remove_layernorm(build().float(), STREAM, EVAL, steps_per_stage=1, calib_batches=1, batch_size=2, control=False)
+    r = remove_layernorm(build().float(), STREAM, EVAL, steps_per_stage=1, calib_batches=1, batch_size=2, control=None)
     assert r.model.cfg.placement == "none"
 
 

@@ -23,11 +23,12 @@ def run(args: argparse.Namespace) -> None:
     seq = model.cfg.n_ctx + 1
     eval_tokens = data.heldout_tokens(args.eval_seqs, seq, corpus=args.corpus)
     r = remove_layernorm(model, d.train_tokens, eval_tokens, steps_per_stage=args.steps_per_stage,
-                         batch_size=args.batch_size, lr=args.lr)
+                         batch_size=args.batch_size, lr=args.lr, control=args.control)
     out = Path(args.out)
     sha = hashlib.sha256((Path(args.model) / "model.safetensors").read_bytes()).hexdigest()
     report = dict(source=str(args.model), source_sha256=sha, ce=r.ce, stages=r.stages.to_dict("records"),
-                  steps_per_stage=args.steps_per_stage, batch_size=args.batch_size, lr=args.lr, corpus=args.corpus,
+                  steps_per_stage=args.steps_per_stage, batch_size=args.batch_size, lr=args.lr, control=args.control,
+                  corpus=args.corpus,
                   eval_tokens=int(eval_tokens[:, 1:].numel()), threads=args.threads, wall_s=round(time.time() - t0, 1),
                   paper_gpt2_small=dict(vanilla=3.0126, lnfree=3.0797, lnfree_minus_vanilla=0.0671))
     r.model.save(out)
@@ -49,6 +50,8 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="peak fine-tuning learning rate (default 1e-3)")
     p.add_argument("--corpus", default="kjv", help="training / held-out corpus (default kjv)")
     p.add_argument("--eval-seqs", type=int, default=16, help="held-out windows for CE (default 16)")
+    p.add_argument("--control", choices=("matched", "single"), default="matched",
+                   help="vanilla control: the same fine-tuning calls with LN kept (default), or one run of equal length")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=run)

@@ -11,8 +11,9 @@ for position 0. Stages, each followed by `steps_per_stage` fine-tuning steps:
   pos0    every FakeLN drops its separate position-0 divisor (all positions share one)
 A FakeLN with one constant divisor is affine, so at the end it is folded into the linear layer that reads it
 and the result is an ordinary zoo `no-norm` model (placement "none", no norm module at all; untied unembedding
-with a bias b_U from the folded final LN). The control is a vanilla fine-tune of the original for the same
-total number of steps on the same data.
+with a bias b_U from the folded final LN). The control is a vanilla fine-tune of the original: by default the
+same fine-tuning calls (same steps, batches and learning-rate schedules) with every LayerNorm kept
+("matched"), or one run of the same total length ("single").
 """
 from __future__ import annotations
 
@@ -192,14 +193,17 @@ class RemovalResult:
 
 def remove_layernorm(model: ZooModel, tokens: torch.Tensor, eval_tokens: torch.Tensor, steps_per_stage: int = 50,
                      finetune: FineTune | None = None, calib_batches: int = 4, batch_size: int = 8,
-                     lr: float = 1e-3, control: bool = True) -> RemovalResult:
+                     lr: float = 1e-3, control: str | None = "matched") -> RemovalResult:
     """Remove every LayerNorm of a Pre-LN zoo model by staged freezing and fine-tuning (see module docstring).
 
     tokens: the training token stream (1-D) for fine-tuning and calibration; eval_tokens [n, t]: held-out
     windows for CE. finetune(model, steps, stage) replaces the default interp.train.fine_tune loop.
-    The input model is not modified.
+    control: "matched" (the removal's fine-tuning calls, LN kept), "single" (one run of the same total
+    length) or None (no control). The input model is not modified.
     """
     check_removable(model)
+    if control not in ("matched", "single", None):
+        raise ValueError(f"unknown control {control!r}; choose 'matched', 'single' or None")
     tokens = torch.as_tensor(tokens).flatten()
     seq_len = min(model.cfg.n_ctx, eval_tokens.shape[1])
     ft = finetune or default_finetune(tokens, lr=lr, batch_size=batch_size, seq_len=seq_len - 1)
@@ -230,8 +234,12 @@ def remove_layernorm(model: ZooModel, tokens: torch.Tensor, eval_tokens: torch.T
     ce["lnfree_fakeln"] = rows[-1]["ce_after"]
     ce["lnfree"] = lm_ce(lnfree, eval_tokens)
     ctrl = copy.deepcopy(model)
-    if control:
+    if control == "matched":  # the same fine-tuning calls (same batches, same schedules), every LayerNorm kept
+        for i in range(len(STAGES)):
+            ft(ctrl, steps_per_stage, i)
+    elif control == "single":  # one fine-tuning run of the same total length (one warm-up + cosine)
         ft(ctrl, steps_per_stage * len(STAGES), len(STAGES))
+    if control:
         ce["vanilla"] = lm_ce(ctrl, eval_tokens)
         ce["lnfree_minus_vanilla"] = ce["lnfree"] - ce["vanilla"]
     return RemovalResult(lnfree, ctrl, ce, pd.DataFrame(rows))
