@@ -106,6 +106,8 @@ class Trainer:
     # ---- checkpoints -------------------------------------------------------------------------------------
     def _state(self) -> dict:
         return {"step": self.step, "config": self.cfg.to_dict(), "evals": self.evals, "wall_s": self.wall_s,
+                "data_position": {"next_batch": self.step, "epoch": self.train.epoch_of(self.step),
+                                  "shuffle_seed": self.train.seed, "windows": self.train.n_windows},
                 "meta": self.meta}
 
     def save(self) -> Path:
@@ -237,10 +239,12 @@ class Trainer:
             status, msg = "stopped", f"stopped after step {self.step} of {cfg.steps}"
         if status == "nan":
             print(f"interp train: {msg}", file=sys.stderr)
-        if self.run_dir is not None:   # the full log, including a failed step's row-less stop, next to the checkpoints
+        if self.run_dir is not None:   # the full log up to the stop, next to the checkpoints
             from interp.zoo.io import atomic_write_bytes
-            self.steps_frame().to_parquet(self.run_dir / "steps.parquet", index=False)
-            self.layers_frame().to_parquet(self.run_dir / "layers.parquet", index=False)
+            for name, df in (("steps.parquet", self.steps_frame()), ("layers.parquet", self.layers_frame())):
+                tmp = self.run_dir / f".{name}.tmp"
+                df.to_parquet(tmp, index=False)
+                tmp.replace(self.run_dir / name)
             atomic_write_bytes(self.run_dir / "result.json", json.dumps(
                 {"status": status, "step": self.step, "message": msg, "final_val_loss": final,
                  "wall_s": self.wall_s, "evals": self.evals}, indent=1).encode())
