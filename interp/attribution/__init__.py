@@ -7,4 +7,4 @@ from interp.attribution.dla import dla, resolve_token, summary
 from interp.attribution.dla_sublayers import dla_sublayers
 from interp.attribution.logit_lens import logit_lens
 
-__all__ = ["dla", "summary", "resolve_token", "logit_lens", "dla_sublayers", "confidence_neurons"]
+__all__ = ["confidence_neurons", "dla", "dla_sublayers", "logit_lens", "resolve_token", "summary"]

@@ -22,7 +22,7 @@ neuron, -1 otherwise), dla, direct_effect, error, rel_error, metric (m for that 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import torch

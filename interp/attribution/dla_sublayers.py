@@ -9,7 +9,7 @@ Post-LN encoders (BERT) have no such decomposition and no LM head: refused. Same
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch

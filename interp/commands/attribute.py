@@ -20,6 +20,7 @@ def _token(args, text_flag: str, id_flag: str):
 def run(args: argparse.Namespace) -> None:
     import pandas as pd
     import torch
+
     import interp
     from interp.attribution import dla, logit_lens, summary
     from interp.tokenize import batch_encode

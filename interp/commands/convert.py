@@ -6,6 +6,7 @@ import argparse
 
 def run(args: argparse.Namespace) -> None:
     import torch
+
     from interp import zoo
     from interp.surgery import to_crmsnorm, to_rmsnorm
     torch.set_num_threads(args.threads)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 def run(args: argparse.Namespace) -> None:
     import torch
+
     from interp import data, zoo
     from interp.surgery import remove_layernorm
     from interp.surgery.remove_ln import check_removable

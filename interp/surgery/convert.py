@@ -20,6 +20,8 @@ from interp.norms import LayerNorm
 from interp.surgery.fold import centre_writes, copy_into, fold_affine
 from interp.zoo.model import ZooModel
 
+WRITERS = ("attn.out.weight", "mlp.down.weight", "attn.out.bias", "mlp.down.bias", ".ln1.w", ".ln2.w")
+
 
 def _check_pre_ln(model) -> None:
     cfg = getattr(model, "cfg", None)
@@ -85,11 +87,7 @@ def to_crmsnorm(model: ZooModel) -> ZooModel:
                 s[k] = v[:, :d - 1]
             elif k.endswith(("attn.qkv.weight", "mlp.up.weight")) or k == "unembed.weight":
                 s[k] = read(v)
-            elif k.endswith(("attn.out.weight", "mlp.down.weight")):
-                s[k] = v[:d - 1]
-            elif k.endswith(("attn.out.bias", "mlp.down.bias")):
-                s[k] = v[:d - 1]
-            elif k.endswith((".ln1.w", ".ln2.w")) or k == "ln_final.w":
+            elif k.endswith(WRITERS) or k == "ln_final.w":  # writers of the stream, and the norm gains
                 s[k] = v[:d - 1]
         return _new_model(model, s, norm="crmsnorm", d_model=d - 1, d_attn=model.cfg.d_attn or d,
                           strategy="pre-crmsnorm (from pre-ln)")
