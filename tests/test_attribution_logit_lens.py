@@ -33,3 +33,18 @@ def test_bad_target():
     m = interp.zoo.build("no-norm", n_layers=2, d_model=32, d_vocab=60, n_ctx=8)
     with pytest.raises(ValueError, match="not in the vocabulary"):
         logit_lens(m, torch.zeros(1, 4, dtype=torch.long), target=99)
+
+
+def test_figures_carry_the_data():
+    from interp.attribution import dla, dla_scatter, lens_figure
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=32, d_vocab=60, n_ctx=8, init_std=0.3).eval()
+    tok = torch.randint(0, 60, (2, 6), generator=torch.Generator().manual_seed(3))
+    df = dla(m, tok, target=1)
+    fig = dla_scatter(df)
+    heads = next(t for t in fig.data if t.name == "head")
+    assert len(heads.x) == 2 * 2 * 4 and list(heads.x) == list(df[df.kind == "head"].dla)
+    lens = logit_lens(m, tok)
+    f2 = lens_figure(lens)
+    assert list(f2.data[0].y) == pytest.approx(list(lens.groupby("layer").kl_to_final.mean()))
+    with pytest.raises(ValueError, match="unknown metric"):
+        lens_figure(lens, "nope")
