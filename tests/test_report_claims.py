@@ -85,6 +85,9 @@ def test_dla(free_err, expected):
     d = pd.DataFrame(dict(model=["no-norm", "pre-ln"], median_rel_error=[free_err, 0.03],
                           max_rel_error=[free_err, 0.2]))
     assert verdict(dict(cards=cards("no-norm", "pre-ln"), dla_error=d), "dla") == expected
+    # a model without norms is recognised by its card's placement, whatever its name
+    c = pd.DataFrame(dict(model=["lnfree", "pre-ln"], family="zoo", strategy=["x", "pre-ln"], placement=["none", "pre"]))
+    assert verdict(dict(cards=c, dla_error=d.assign(model=["lnfree", "pre-ln"])), "dla") == expected
 
 
 @pytest.mark.parametrize("diff, expected", [(1e-13, REPRODUCED), (1e-3, NOT_REPRODUCED)])

@@ -186,13 +186,23 @@ def _judge_peri_stable(t: dict[str, pd.DataFrame]) -> tuple[str, str]:
     return (REPRODUCED if lq > lp else NOT_REPRODUCED), ev
 
 
+def _norm_free(t: dict[str, pd.DataFrame]) -> list[str]:
+    """Models with no norm at all: placement "none" on their card (zoo no-norm, LN-removed models)."""
+    cards = t.get("cards")
+    if cards is not None and "placement" in cards:
+        return list(cards.loc[cards["placement"] == "none", "model"])
+    return ["no-norm"]
+
+
 def _judge_dla(t: dict[str, pd.DataFrame]) -> tuple[str, str]:
-    free, ln = _pick(t, "dla_error", "no-norm"), _pick(t, "dla_error", "pre-ln")
-    if free is None or ln is None:
-        return NOT_TESTABLE, "needs DLA error of a no-norm and a pre-ln model"
+    d, ln = t.get("dla_error"), _pick(t, "dla_error", "pre-ln")
+    free = None if d is None else d[d["model"].isin(_norm_free(t))]
+    if free is None or free.empty or ln is None:
+        return NOT_TESTABLE, "needs DLA error of a model without norms and of a pre-ln model"
     e0, e1 = float(free["max_rel_error"].max()), float(ln["median_rel_error"].median())
     ok = e0 <= THRESHOLDS["dla_exact_max"] and e1 >= THRESHOLDS["dla_approx_min"]
-    return (REPRODUCED if ok else NOT_REPRODUCED), f"no-norm max rel. error {e0:.2g}; pre-ln median {e1:.2g}"
+    names = ", ".join(free["model"])
+    return (REPRODUCED if ok else NOT_REPRODUCED), f"no norm ({names}): max rel. error {e0:.2g}; pre-ln median {e1:.2g}"
 
 
 def _judge_equiv(t: dict[str, pd.DataFrame]) -> tuple[str, str]:
@@ -244,7 +254,7 @@ CLAIMS: list[Claim] = [
           "largest non-diverging peak LR of peri-ln > pre-ln's", _judge_peri_stable),
     Claim("dla", "LN-free GPT-2 (Heimersheim 2024; Baroni et al. 2025)",
           "Direct logit attribution is exact without LayerNorm and approximate with it.",
-          "no-norm max relative error ≤ {dla_exact_max} and pre-ln median ≥ {dla_approx_min}", _judge_dla),
+          "models without norms (card placement none): max relative error ≤ {dla_exact_max}; pre-ln median ≥ {dla_approx_min}", _judge_dla),
     Claim("equiv", "Pre-RMSNorm and Pre-CRMSNorm Transformers (Jiang et al. 2023)",
           "Pre-LN, Pre-RMSNorm and Pre-CRMSNorm compute the same function.",
           "max |Δlogit| / max |logit| ≤ {equiv_rel_max} for both forms (float64)", _judge_equiv),

@@ -19,6 +19,7 @@ STRATEGY_COLORS: dict[str, str] = {
     "no-norm": "#7f7f7f",
     "td-ln": "#637939",
     "ln-free": "#000000",
+    "pre-ln-lnfree": "#000000",
     # packaged real models (named by registry name)
     "smollm2-135m": "#fdae6b",
     "gemma-3-270m": "#74c476",
