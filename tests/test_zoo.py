@@ -248,6 +248,14 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path, name):
     assert again.card.strategy == name and again.card.placement == model.card.placement
 
 
+def test_float64_checkpoint_loads_without_precision_loss(tmp_path):
+    model = _randomize(build("pre-ln", **SMALL).double()).eval()
+    model.save(tmp_path / "f64")
+    again = load(tmp_path / "f64", dtype=torch.float64)
+    tokens = torch.randint(0, 97, (1, 8))
+    assert torch.equal(model(tokens), again(tokens))
+
+
 def test_corrupt_or_truncated_checkpoint_raises_clear_error(tmp_path):
     build("pre-ln", **SMALL).save(tmp_path / "ok")
     w = tmp_path / "ok" / "model.safetensors"

@@ -75,10 +75,10 @@ def load(directory: str | Path, dtype: torch.dtype = torch.float32) -> ZooModel:
     if (d / TOKENIZER).is_file():
         from interp.tokenize import load_tokenizer
         tokenizer = load_tokenizer(d / TOKENIZER)
-    model = ZooModel(cfg, tokenizer=tokenizer)
+    model = ZooModel(cfg, tokenizer=tokenizer).to(dtype)  # cast first: loading copies into these tensors
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (cfg.tie_embeddings and k == "unembed.weight")]
     if missing or unexpected:
         raise ValueError(f"{d / WEIGHTS} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.weight_source = str(d)
-    return model.to(dtype).eval()
+    return model.eval()
