@@ -81,6 +81,10 @@ def massive_heatmaps(t: dict, colors: Colors) -> list[go.Figure]:
     d = t.get("dims_rms")
     if d is None or d.empty:
         return []
+    cards = t.get("cards")
+    if cards is not None and "family" in cards:  # real models and the zoo's pre-ln: one heatmap each
+        keep = set(cards.loc[(cards["family"] != "zoo") | (cards.get("strategy") == "pre-ln"), "model"])
+        d = d[d["model"].isin(keep)] if keep & set(d["model"]) else d
     figs = []
     for model, g in d.groupby("model", sort=False):
         piv = g.pivot_table(index="layer", columns="dim", values="value", aggfunc="max").sort_index()

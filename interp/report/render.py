@@ -79,6 +79,13 @@ def _section(sid: str, title: str, intro: str, need: dict[str, str], t: dict, fi
                 notes=list(notes))
 
 
+def _top_outliers(outl: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """The k largest |x| per model, for models where some are massive (all models if none flag it)."""
+    if "massive" in outl:
+        outl = outl[outl["model"].isin(outl.loc[outl["massive"].astype(bool), "model"])]
+    return outl.sort_values("value", key=abs, ascending=False).groupby("model", sort=False).head(k)
+
+
 def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "interp: normalization report",
            run_log: list[str] | None = None) -> str:
     """The report's HTML for `tables` (canonical names, see interp.report.tables)."""
@@ -113,8 +120,8 @@ def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "in
                        "ablation": "mean- vs zero-ablation run"}, t,
                       figs=[F.massive_census(t, colors), F.massive_heatmaps(t, colors)],
                       tables=[x for x in (
-                          _table(outl.sort_values("value", key=abs, ascending=False).groupby("model").head(10), "Top outliers",
-                                 swatches=colors) if outl is not None and not outl.empty else None,
+                          _table(_top_outliers(outl), "Largest activations (models with massive ones; 10 each)",
+                                 swatches=colors) if outl is not None and not _top_outliers(outl).empty else None,
                           _table(mdims.sort_values("count", ascending=False).groupby("model").head(8),
                                  "Dimensions that carry massive activations (most frequent first)", swatches=colors)
                           if mdims is not None and not mdims.empty else None,
