@@ -185,3 +185,11 @@ def _grad_norms(df: pd.DataFrame, card: Any) -> dict[str, pd.DataFrame]:
     """GradNorms.result → mean gradient norm per block (params) and per stream depth (resid, per token)."""
     out = df.assign(target=df["kind"].map({"param": "params", "stream": "resid"}), grad_norm=df["mean"])
     return {"gradients": out[["layer", "target", "grad_norm"]]}
+
+
+def from_sweep(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """`interp.train.sweep.lr_sweep` output (strategy, lr, diverged, loss_spikes, final_loss ...) → sweep."""
+    out = df.rename(columns={"strategy": "model", "loss_spikes": "n_spikes"})
+    out["diverged"] = out["diverged"].astype(str).str.lower().isin(["true", "1"]) if out["diverged"].dtype == object \
+        else out["diverged"].astype(bool)
+    return {"sweep": out[["model", "lr", "diverged", "n_spikes", "final_loss"]]}

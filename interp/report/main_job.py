@@ -150,12 +150,10 @@ def ln_removal_table(zoo_dir: Path) -> pd.DataFrame | None:
 
 
 def sweep_table(sweep_dir: Path) -> pd.DataFrame | None:
-    """The shipped LR sweep (data/sweep/sweep.parquet: strategy, lr, diverged, n_spikes, final_loss), if any."""
-    f = sweep_dir / "sweep.parquet"
-    if not f.is_file():
-        return None
-    s = pd.read_parquet(f)
-    return s.rename(columns={"strategy": "model"}) if "model" not in s else s
+    """The shipped LR sweep (data/sweep/sweep.csv written by `interp sweep`), if any."""
+    from interp.report.inputs import from_sweep
+    f = sweep_dir / "sweep.csv"
+    return from_sweep(pd.read_csv(f))["sweep"] if f.is_file() else None
 
 
 def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_dir: Path | None = None,
