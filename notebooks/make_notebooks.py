@@ -124,7 +124,8 @@ summary(d)''',
 tables = from_dla(d)
 tables.update(from_logit_lens(logit_lens(zoo_model("pre-ln"), tokens)))
 F.dla_error_bars(tables, {}).show()
-F.dla_example(tables, {}).show()
+for fig in F.dla_example(tables, {}):   # one per model
+    fig.show()
 F.logit_lens(tables, {}).show()''',
     md("LN removal on the Pre-LN zoo model (a few fine-tuning steps per stage here; the README gives the "
        "full-budget numbers)."),
