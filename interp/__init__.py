@@ -15,10 +15,12 @@ from interp.models import available_models, load_model  # noqa: E402  (real trai
 from interp import collect  # noqa: E402  (a package you can call: interp.collect(model, data, ...))
 from interp.collect import Results  # noqa: E402
 from interp import attribution, surgery  # noqa: E402  (DLA with measured error, logit lens; LN removal, conversion)
+from interp import report  # noqa: E402  (interp.report.build(results, "report.html"): the HTML comparison report)
 
 collectors = collect  # interp.collectors.ResidualStats() reads better than interp.collect.ResidualStats()
 
 __version__ = "0.1.0"
 
 __all__ = ["STRATEGIES", "ModelCard", "SiteMap", "LayerSites", "norms", "zoo", "__version__",
-           "collect", "collectors", "Results", "load_model", "available_models", "attribution", "surgery"]
+           "collect", "collectors", "Results", "load_model", "available_models", "attribution", "surgery",
+           "report"]
