@@ -31,6 +31,11 @@ ZOO_EXCEPTIONS: dict[str, dict] = {
                 "why": "at the shared lr 2e-3 (warm-up 40) Post-LN stays on the unigram plateau for all 400 steps "
                        "(validation loss 6.00 vs unigram 6.21); a probe at lr 1e-3 / warm-up 100 plateaued at "
                        "6.0 too by step 150; lr 5e-4 / warm-up 100 leaves the plateau"},
+    "dyt": {"norm_kwargs": {"alpha_init": 5.0},
+            "why": "with the paper's alpha_init 0.5 DyT stays on the unigram plateau for all 400 steps (validation "
+                   "loss 6.00 at lr 2e-3; 6.00 at step 250 with lr 5e-4 / warm-up 100): the zoo's stream starts "
+                   "at std ~0.02 (init_std), so tanh(0.5·x) feeds the sublayers ~50x less than LayerNorm would; "
+                   "alpha_init 5 at the shared lr"},
 }
 
 
@@ -55,10 +60,10 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, run_dir: Path,
-              size: dict | None = None, seed: int = 0, progress: bool = True) -> dict:
+              size: dict | None = None, seed: int = 0, progress: bool = True, norm_kwargs: dict | None = None) -> dict:
     """Train one strategy (resuming `run_dir` if it holds a checkpoint), save it to `out_dir`; its record."""
     size = {**ZOO_SIZE, **(size or {}), "d_vocab": getattr(data.tokenizer, "vocab_size", ZOO_SIZE["d_vocab"])}
-    nk = zoo_norm_kwargs(strategy, cfg.steps)
+    nk = {**zoo_norm_kwargs(strategy, cfg.steps), **(norm_kwargs or {})}
     model = build(strategy, seed=seed, **size, **({"norm_kwargs": nk} if nk else {}))
     model.tokenizer = data.tokenizer
     bos = data.tokenizer.bos_id
@@ -117,17 +122,20 @@ def train_zoo(out: str | Path = ZOO_DIR, runs: str | Path = "out/zoo-runs", stra
     manifest.setdefault("models", {})
     for s in names:
         exc = ZOO_EXCEPTIONS.get(s) if (exceptions and lr == 2e-3 and warmup is None) else None
-        cfg_s = dataclasses.replace(cfg, lr=exc["lr"], warmup=exc["warmup"]) if exc else cfg
-        run_dir = runs / s if cfg_s.to_dict() == shared else runs / f"{s}-lr{cfg_s.lr:g}-wu{cfg_s.warmup}"
-        rec = train_one(s, data, cfg_s, out / s, run_dir, seed=seed, progress=progress)
+        cfg_s = dataclasses.replace(cfg, **{k: exc[k] for k in ("lr", "warmup") if k in exc}) if exc else cfg
+        run_dir = runs / (f"{s}-exception" if exc else s)
+        rec = train_one(s, data, cfg_s, out / s, run_dir, seed=seed, progress=progress,
+                        norm_kwargs=exc.get("norm_kwargs") if exc else None)
         diff = {k: v for k, v in cfg_s.to_dict().items() if json.loads(json.dumps(shared)).get(k) !=
                 json.loads(json.dumps(v))}
+        if exc:
+            diff.update({"norm_kwargs": exc["norm_kwargs"]} if "norm_kwargs" in exc else {})
+            rec["exception_reason"] = exc["why"]
         if diff:
             rec["differs_from_shared_recipe"] = diff
-            if exc:
-                rec["exception_reason"] = exc["why"]
         old = manifest["models"].get(s)
-        if old is not None and old.get("train_config", shared) != rec["train_config"]:
+        if old is not None and (old.get("train_config", shared) != rec["train_config"]
+                                or old.get("norm_kwargs") != rec["norm_kwargs"]):
             rec["previous_runs"] = old.pop("previous_runs", []) + [{k: v for k, v in old.items() if k != "evals"}]
         manifest["models"][s] = rec
         _write_json(mpath, manifest)
