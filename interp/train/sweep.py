@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 
 import pandas as pd
-import torch
 
 from interp.data import TokenBatches, prepare
 from interp.train.trainer import TrainConfig, Trainer

@@ -146,7 +146,7 @@ def train_zoo(out: str | Path = ZOO_DIR, runs: str | Path = "out/zoo-runs", stra
     return manifest
 
 
-def zoo_table(manifest: dict | str | Path = ZOO_DIR / "manifest.json") -> "pd.DataFrame":
+def zoo_table(manifest: dict | str | Path = ZOO_DIR / "manifest.json"):
     """The shipped zoo at a glance, one row per model: strategy, val_loss, train_loss (last 20 steps),
     unigram_xent (validation cross-entropy of the training unigram), below_unigram (= unigram_xent − val_loss,
     nats/token), loss_spikes, steps, tokens, train_wall_s, lr, warmup, recipe ("shared" or "exception")."""
