@@ -164,7 +164,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     import interp.report
     from interp.report.inputs import from_zoo_dir, merge_tables, tables_from_results
 
-    torch.set_num_threads(int(os.environ.get("INTERP_THREADS", os.cpu_count() or 1)))
+    threads = int(os.environ.get("INTERP_THREADS", os.cpu_count() or 1))
     log = Progress()
     out = Path(out)
     zoo_dir = Path(zoo_dir) if zoo_dir else interp.data.DATA_DIR / "zoo"
@@ -178,15 +178,17 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     dirs = zoo_dirs(zoo_dir)
     if not dirs:
         log(f"no trained zoo in {zoo_dir}: run `interp train --zoo`; the zoo sections will say so")
+    torch.set_num_threads(1)  # zoo models are tiny (d 64): a second thread only adds overhead
     for d in (dirs[:3] if small else dirs):
         model = interp.zoo.load(d).eval()
         res, extra = collect_one(model, zoo_tokens, log, results_dir, batch_size=8, ablate=False,
-                                 costly_items=len(zoo_tokens))
+                                 costly_items=max(1, len(zoo_tokens) // 2))
         results.append(res)
         extras += [extra, attribution_tables(model, zoo_tokens, log, example=model.card.name in ("pre-ln", "no-norm"))]
         if model.cfg.placement == "pre" and model.cfg.norm == "layernorm":
             extras.append({"equivalence": equivalence_table(model, zoo_tokens[:4])})
             log(f"{model.card.name}: Pre-LN → RMSNorm / CRMSNorm conversion checked in float64")
+    torch.set_num_threads(threads)
     for name in (real_models[-1:] if small else real_models):
         try:
             t = time.perf_counter()
