@@ -80,10 +80,11 @@ def test_peri_stable(pre_from, peri_from, expected):
     assert verdict(t, "peri_stable") == expected
 
 
-@pytest.mark.parametrize("free_err, expected", [(1e-9, REPRODUCED), (0.05, NOT_REPRODUCED)])
-def test_dla(free_err, expected):
-    d = pd.DataFrame(dict(model=["no-norm", "pre-ln"], median_rel_error=[free_err, 0.03],
-                          max_rel_error=[free_err, 0.2]))
+@pytest.mark.parametrize("free_err, ln_err, expected", [(1e-9, 0.2, REPRODUCED), (0.05, 0.2, NOT_REPRODUCED),
+                                                       (1e-9, 1e-6, NOT_REPRODUCED)])
+def test_dla(free_err, ln_err, expected):
+    d = pd.DataFrame(dict(model=["no-norm", "pre-ln"], median_rel_error=[free_err, ln_err / 10],
+                          max_rel_error=[free_err, ln_err]))
     assert verdict(dict(cards=cards("no-norm", "pre-ln"), dla_error=d), "dla") == expected
     # a model without norms is recognised by its card's placement, whatever its name
     c = pd.DataFrame(dict(model=["lnfree", "pre-ln"], family="zoo", strategy=["x", "pre-ln"], placement=["none", "pre"]))
