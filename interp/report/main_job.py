@@ -164,7 +164,9 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     import interp.report
     from interp.report.inputs import from_zoo_dir, merge_tables, tables_from_results
 
-    threads = int(os.environ.get("INTERP_THREADS", os.cpu_count() or 1))
+    # one thread by default: measured here, two threads per process fall 2-4x behind one as soon as anything
+    # else runs on the 2 cores; INTERP_THREADS=2 on an otherwise idle machine
+    threads = int(os.environ.get("INTERP_THREADS", 1))
     log = Progress()
     out = Path(out)
     zoo_dir = Path(zoo_dir) if zoo_dir else interp.data.DATA_DIR / "zoo"
