@@ -138,3 +138,18 @@ def test_lower_median_equals_torch_median(n):
              torch.cat([torch.zeros(n // 2), torch.full((n - n // 2,), 1e4)])]
     for v in cases:
         assert lower_median(v) == torch.median(v)
+
+
+def test_ablation_depth_is_where_the_largest_massive_dim_appears():
+    """A small early outlier in one dim must not decide the depth: the largest massive dim's appearance does."""
+    col = MassiveActivations()
+    D, d = 5, 8
+    col.state = {"dim_count": torch.zeros(D, d, dtype=torch.float64), "n_seq": torch.full((D,), 4.0, dtype=torch.float64),
+                 "dim_value_sum": torch.zeros(D, d, dtype=torch.float64)}
+    col.state["dim_count"][1, 2] = 4                      # dim 2: ~300 at depth 1, every sequence
+    col.state["dim_value_sum"][1, 2] = 4 * 300.0
+    col.state["dim_count"][2, 6] = 1                      # dim 6: seen once at depth 2 ...
+    col.state["dim_value_sum"][2, 6] = -150.0
+    col.state["dim_count"][3:, 6] = 4                     # ... then in every sequence from depth 3, at -2e4
+    col.state["dim_value_sum"][3:, 6] = 4 * -2e4
+    assert col.appearance_depth() == 3

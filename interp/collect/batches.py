@@ -51,23 +51,24 @@ def to_sequences(model, data, max_len: int | None, overflow: str = "split",
         raise ValueError("data must be texts, token-id lists, a [n, t] token tensor or a (tokens, mask) pair")
     out: list[list[int]] = []
     for i, s in enumerate(seqs):
-        if not s:
-            continue
-        if max_len is not None and len(s) > max_len:
-            if overflow == "error":
-                raise ValueError(f"sequence {i} has {len(s)} tokens, more than the context of {max_len}; "
-                                 "pass overflow='split' or 'truncate'")
-            if overflow == "truncate":
-                s = s[:max_len]
-            else:
-                out += _split(s, max_len, bos)
-                continue
-        out.append(s)
+        out += fit_context(s, i, max_len, overflow, bos)
     if max_tokens is not None:
         out = _budget(out, max_tokens)
     if not out or not any(out):
         raise ValueError("no tokens to collect on: the input is empty (or every text encodes to nothing)")
     return out
+
+
+def fit_context(s: list[int], i: int, max_len: int | None, overflow: str, bos: int | None) -> list[list[int]]:
+    """Sequence `i` as the windows that fit the context: itself, its first window, or all its windows."""
+    if not s:
+        return []
+    if max_len is None or len(s) <= max_len:
+        return [s]
+    if overflow == "error":
+        raise ValueError(f"sequence {i} has {len(s)} tokens, more than the context of {max_len}; "
+                         "pass overflow='split' or 'truncate'")
+    return [s[:max_len]] if overflow == "truncate" else _split(s, max_len, bos)
 
 
 def _split(s: list[int], n: int, bos: int | None) -> list[list[int]]:

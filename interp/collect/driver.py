@@ -81,6 +81,17 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
             "seconds": time.perf_counter() - t0}
 
 
+def check_collectors(collectors) -> list:
+    """The collectors to run (the defaults when None); refuses an empty list and two of one name."""
+    collectors = list(collectors) if collectors is not None else default_collectors()
+    if not collectors:
+        raise ValueError("no collectors given; pass e.g. [interp.collectors.ResidualStats()] or leave the default")
+    names = [c.name for c in collectors]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two collectors share a name in {names}; run each kind once")
+    return collectors
+
+
 def collect(model, data, collectors: Sequence[Collector] | None = None, batch_size: int = 8,
             max_tokens: int | None = None, exclude_first: bool = False, overflow: str = "split",
             progress: bool = True) -> Results:
@@ -90,12 +101,7 @@ def collect(model, data, collectors: Sequence[Collector] | None = None, batch_si
     split into windows (overflow="truncate" keeps the first window). exclude_first drops position 0 (BOS)
     from every statistic. max_tokens caps the tokens read (the last sequence is cut to fit).
     """
-    collectors = list(collectors) if collectors is not None else default_collectors()
-    if not collectors:
-        raise ValueError("no collectors given; pass e.g. [interp.collectors.ResidualStats()] or leave the default")
-    names = [c.name for c in collectors]
-    if len(set(names)) != len(names):
-        raise ValueError(f"two collectors share a name in {names}; run each kind once")
+    collectors = check_collectors(collectors)
     for c in collectors:
         c.bind(model)
     meta = run_batches(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, progress)

@@ -175,22 +175,31 @@ class MassiveActivations(Collector):
         return {"massive": self.result(), "massive_top": self.top(), "massive_dims": self.dims()}
 
     # --- the ablation test ----------------------------------------------------------------------------
+    def appearance_depth(self) -> int:
+        """Where the largest massive activation appears: the first depth at which the dim that carries the
+        largest mean massive value is massive in at least half the sequences (Sun et al. ablate at the layer
+        where the massive activations appear; a smaller, earlier outlier in another dim must not decide it)."""
+        counts, n_seq = self.state["dim_count"], self.state["n_seq"].clamp(min=1)
+        if not bool((counts > 0).any()):
+            raise ValueError(f"no massive activations were found (|x| > {self.abs_threshold} and ≥ "
+                             f"{self.ratio}× the median); nothing to ablate — collect on more text or lower "
+                             "the thresholds")
+        mean_abs = (self.state["dim_value_sum"] / counts.clamp(min=1)).abs()  # [D, d]
+        dim = int(mean_abs.max(0).values.argmax())
+        common = (counts[:, dim] >= 0.5 * n_seq).nonzero()
+        return int(common[0, 0]) if len(common) else int((counts[:, dim] > 0).nonzero()[0, 0])
+
     def ablation(self, model, data, depth: int | None = None, batch_size: int = 8,
                  max_tokens: int | None = None, progress: bool = False) -> pd.DataFrame:
-        """Loss on `data` (held text) when the massive activations at `depth` (default: the first depth that
-        has any) are left alone, set to zero, or set to their mean value per dim (from this collector's state).
+        """Loss on `data` (held text) when the massive activations at `depth` (default: `appearance_depth()`)
+        are left alone, set to zero, or set to their mean value per dim (from this collector's state).
         Elements are re-detected on the held text with the same rule; only dims seen massive here are touched."""
         from interp.collect.driver import run_batches
         if not is_causal(model):
             raise ValueError(f"massive-activation ablation compares LM losses; {model.card.name} is an encoder")
         counts = self.state["dim_count"]
         if depth is None:
-            found = (counts.sum(1) > 0).nonzero()
-            if len(found) == 0:
-                raise ValueError(f"no massive activations were found (|x| > {self.abs_threshold} and ≥ "
-                                 f"{self.ratio}× the median); nothing to ablate — collect on more text or lower "
-                                 "the thresholds")
-            depth = int(found[0, 0])
+            depth = self.appearance_depth()
         dims = counts[depth].nonzero()[:, 0]
         if len(dims) == 0:
             raise ValueError(f"no massive activations at depth {depth}; nothing to ablate there")

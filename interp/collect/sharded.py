@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from interp.collect import distributed as D
 from interp.collect.base import Collector
 from interp.collect.batches import model_context
-from interp.collect.driver import default_collectors, run_batches
+from interp.collect.driver import check_collectors, run_batches
 from interp.collect.resume import Checkpoint
 from interp.collect.results import Results
 from interp.collect.stream import TokenFile, shard_batches
@@ -58,12 +58,7 @@ def collect_sharded(model, data, collectors: Sequence[Collector] | None = None, 
     state_dir: write a per-rank state file every `checkpoint_every` batches and resume from it if present;
     it is removed once the results are complete. out: save the Results there (atomically, rank 0 only).
     """
-    collectors = list(collectors) if collectors is not None else default_collectors()
-    if not collectors:
-        raise ValueError("no collectors given; pass e.g. [interp.collectors.ResidualStats()] or leave the default")
-    names = [c.name for c in collectors]
-    if len(set(names)) != len(names):
-        raise ValueError(f"two collectors share a name in {names}; run each kind once")
+    collectors = check_collectors(collectors)
     rank, world, local = D.env_world() if distributed else (0, 1, 0)
     dev = resolve_device(device) if device is not None else model_device(model)
     if distributed and dev.type == "cuda" and not (isinstance(device, str) and ":" in device):

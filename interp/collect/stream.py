@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.collect.batches import _split, to_sequences
+from interp.collect.batches import fit_context, to_sequences
 
 BIN_DTYPES = {"uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64}
 
@@ -90,16 +90,7 @@ def iter_sequences(model, data, max_len: int | None, overflow: str = "split",
             s, b = [int(x) for x in item], None
         else:
             raise ValueError(f"stream item {i} is a {type(item).__name__}; stream texts or token-id lists")
-        if not s:
-            continue
-        if max_len is not None and len(s) > max_len:
-            if overflow == "error":
-                raise ValueError(f"sequence {i} has {len(s)} tokens, more than the context of {max_len}; "
-                                 "pass overflow='split' or 'truncate'")
-            parts = [s[:max_len]] if overflow == "truncate" else _split(s, max_len, b)
-        else:
-            parts = [s]
-        for p in parts:
+        for p in fit_context(s, i, max_len, overflow, b):
             if left is not None:
                 if left <= 0:
                     return
