@@ -12,6 +12,11 @@ from torch import nn
 from transformer_lens.hook_points import HookPoint
 
 
+def observed(*hooks: HookPoint) -> bool:
+    """Whether any forward or backward hook is attached to one of `hooks` (else fast paths may skip them)."""
+    return any(h._forward_hooks or h._backward_hooks or h._forward_pre_hooks for h in hooks)
+
+
 class Norm(nn.Module):
     """Base class: a norm over the last dimension of [batch, pos, d] inputs, with hook points.
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from interp.norms.base import Norm
+from interp.norms.base import Norm, observed
 
 
 class LayerNorm(Norm):
@@ -17,6 +18,8 @@ class LayerNorm(Norm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         x = self.hook_in(x)
+        if not observed(self.hook_scale):  # the fused kernel, same function; the scale is only built when hooked
+            return self.hook_normalized(F.layer_norm(x, (self.d,), self.w, self.b, self.eps))
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [b, t, 1]
         y = x / scale * self.w
@@ -32,6 +35,8 @@ class RMSNorm(Norm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         x = self.hook_in(x)
+        if not observed(self.hook_scale):
+            return self.hook_normalized(F.rms_norm(x, (self.d,), self.w, self.eps))
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [b, t, 1]
         return self.hook_normalized(x / scale * self.w)
 

@@ -7,14 +7,12 @@ ln1 becomes an Identity. The zoo's forward is untouched.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from interp.norms import Norm
-from interp.zoo.model import Attention, _observed
+from interp.zoo.model import Attention
 
 
 class SplitInputAttention(Attention):
@@ -26,20 +24,11 @@ class SplitInputAttention(Attention):
             setattr(self, h, getattr(attn, h))
         self.ln_qk, self.ln_v = ln_qk, ln_v
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # x: the raw stream [b, t, d]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # x: the raw stream [b, t, d]
         b, t, _ = x.shape
         w = self.n_heads * self.d_head
         W, c = self.qkv.weight, self.qkv.bias
         qk = F.linear(self.ln_qk(x), W[:2 * w], None if c is None else c[:2 * w])
         v = F.linear(self.ln_v(x), W[2 * w:], None if c is None else c[2 * w:])
         q, k, v = torch.cat([qk, v], -1).view(b, t, 3, self.n_heads, self.d_head).unbind(2)
-        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
-        q, k, v = (y.transpose(1, 2) for y in (q, k, v))
-        if _observed(self.hook_attn_scores, self.hook_pattern):
-            scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)
-            scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
-            z = self.hook_pattern(scores.softmax(-1)) @ v
-        else:
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        z = self.hook_z(z.transpose(1, 2))
-        return self.out(z.reshape(b, t, -1))
+        return self.attend(q, k, v, mask)

@@ -15,13 +15,12 @@ from transformer_lens.hook_points import HookPoint
 
 from interp.card import ModelCard
 from interp.norms import Norm, make_norm
+from interp.norms.base import observed
 from interp.sites import LayerSites, SiteMap
 from interp.zoo.config import ZooConfig
 
 
-def _observed(*hooks: HookPoint) -> bool:
-    """Whether any forward or backward hook is attached to one of `hooks`."""
-    return any(h._forward_hooks or h._backward_hooks or h._forward_pre_hooks for h in hooks)
+
 
 
 class Attention(nn.Module):
@@ -38,17 +37,24 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()      # [b, h, q, k]
         self.hook_z = HookPoint()            # [b, t, h, dh]
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [b, t, d], mask [b|1, 1, t, t]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         b, t, _ = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.d_head).unbind(2)
+        return self.attend(q, k, v, mask)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Heads [b, t, h, dh] → output [b, t, d]. mask [b|1, 1, t, t] bool (True = may attend), None = causal."""
+        b, t = q.shape[:2]
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         q, k, v = (y.transpose(1, 2) for y in (q, k, v))  # [b, h, t, dh]
-        if _observed(self.hook_attn_scores, self.hook_pattern):
+        if observed(self.hook_attn_scores, self.hook_pattern):
+            if mask is None:
+                mask = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)
             scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
             z = self.hook_pattern(scores.softmax(-1)) @ v
         else:
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         z = self.hook_z(z.transpose(1, 2))  # [b, t, h, dh]
         return self.out(z.reshape(b, t, -1))
 
@@ -80,7 +86,7 @@ class Block(nn.Module):
         for name in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
             setattr(self, f"hook_{name}", HookPoint())
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         x = self.hook_resid_pre(x)
         attn = lambda h: self.hook_attn_out(self.attn(h, mask))
         mlp = lambda h: self.hook_mlp_out(self.mlp(h))
@@ -134,12 +140,12 @@ class ZooModel(HookedRootModule):
         b, t = tokens.shape
         if t > self.cfg.n_ctx:
             raise ValueError(f"sequence of {t} tokens is longer than the context of {self.cfg.n_ctx}")
-        causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
-        if attention_mask is None:
-            pos, mask = torch.arange(t, device=tokens.device), causal[None, None]
+        if attention_mask is None:  # plain causal attention (SDPA's is_causal)
+            pos, mask = torch.arange(t, device=tokens.device), None
         else:  # keys must be real tokens; a query always sees itself so no row is empty
             attention_mask = attention_mask.bool()
             pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
             eye = torch.eye(t, dtype=torch.bool, device=tokens.device)
             mask = (causal & (attention_mask[:, None, :] | eye))[:, None]  # [b, 1, t, t]
         for n in self._norms:
