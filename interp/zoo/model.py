@@ -20,9 +20,6 @@ from interp.sites import LayerSites, SiteMap
 from interp.zoo.config import ZooConfig
 
 
-
-
-
 class Attention(nn.Module):
     """Causal multi-head self-attention; SDPA unless the scores or pattern are hooked."""
 
