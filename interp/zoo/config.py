@@ -37,12 +37,15 @@ class ZooConfig:
     conditioned: bool = False  # TD-LN: forward takes a per-sequence conditioning scalar `cond`
     d_attn: int | None = None  # attention inner width (q, k, v, z); None = d_model (CRMSNorm conversion: d_model = d − 1)
     unembed_bias: bool = False  # b_U (a folded final-norm bias needs it)
+    act: str = "gelu"  # MLP activation: "gelu" (exact) or "gelu_tanh" (GPT-2's tanh approximation, "gelu_new")
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {self.placement!r}; choose one of: {', '.join(PLACEMENTS)}")
         if self.norm not in NORMS and self.norm != "none":
             raise ValueError(f"unknown norm kind {self.norm!r}; choose one of: {', '.join(NORMS)}, none")
+        if self.act not in ("gelu", "gelu_tanh"):
+            raise ValueError(f"unknown activation {self.act!r}; choose 'gelu' or 'gelu_tanh'")
         if (self.d_attn or self.d_model) % self.n_heads:
             raise ValueError(f"attention width {self.d_attn or self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.placement != "none" and self.norm == "none":

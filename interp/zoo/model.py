@@ -62,9 +62,10 @@ class MLP(nn.Module):
         self.up = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.bias)
         self.down = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.bias)
         self.hook_pre, self.hook_post = HookPoint(), HookPoint()  # [b, t, d_mlp]
+        self.approximate = "tanh" if cfg.act == "gelu_tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.hook_post(F.gelu(self.hook_pre(self.up(x)))))
+        return self.down(self.hook_post(F.gelu(self.hook_pre(self.up(x)), approximate=self.approximate)))
 
 
 class Block(nn.Module):

@@ -1,0 +1,105 @@
+"""GPT-2 → zoo conversion and LN removal on GPT-2, on a tiny random GPT-2 checkpoint written here.
+
+Reference: transformers' own GPT2LMHeadModel on the same checkpoint (tanh GELU, Conv1D weights, tied head).
+"""
+import pytest
+import torch
+
+import interp
+from interp import zoo
+from interp.norms import Norm
+from interp.surgery import from_gpt2, remove_layernorm
+
+TEXT = "In the beginning God created the heaven and the earth. And the earth was without form, and void."
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    d = tmp_path_factory.mktemp("gpt2") / "tiny-gpt2"
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator([TEXT] * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", bos_token="<|endoftext|>").save_pretrained(d)
+    torch.manual_seed(0)
+    m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=64, vocab_size=tk.get_vocab_size()))
+    with torch.no_grad():  # random LN gains / biases and larger weights, so LN and the GELU shape really matter
+        for ln in [b.ln_1 for b in m.transformer.h] + [b.ln_2 for b in m.transformer.h] + [m.transformer.ln_f]:
+            ln.weight.uniform_(0.5, 1.5), ln.bias.normal_(0, 0.1)
+        for blk in m.transformer.h:
+            blk.mlp.c_fc.weight.normal_(0, 0.3), blk.mlp.c_fc.bias.normal_(0, 0.5)
+    m.save_pretrained(d)
+    return d
+
+
+def hf_logits(d, tokens):
+    from transformers import GPT2LMHeadModel
+    with torch.no_grad():
+        return GPT2LMHeadModel.from_pretrained(d).eval()(input_ids=tokens).logits
+
+
+def test_converted_logits_equal_transformers(ckpt):
+    model = from_gpt2(ckpt)
+    assert model.cfg.act == "gelu_tanh" and model.cfg.tie_embeddings and model.unembed.weight is model.embed.weight
+    tok = model.tokenizer  # carried over: same ids as the HF tokenizer, <|endoftext|> as BOS
+    from transformers import AutoTokenizer
+    hf_tok = AutoTokenizer.from_pretrained(ckpt)
+    assert tok.encode(TEXT) == hf_tok(TEXT, add_special_tokens=False)["input_ids"]
+    assert tok.bos_id == hf_tok.eos_token_id and tok.add_bos
+    tokens = torch.tensor([tok.bos_id] + tok.encode(TEXT)).unsqueeze(0)
+    tokens = torch.cat([tokens, torch.randint(0, model.cfg.d_vocab, tokens.shape)])
+    ref = hf_logits(ckpt, tokens)
+    with torch.no_grad():
+        got = model(tokens)
+        assert torch.allclose(got, ref, atol=1e-4), (got - ref).abs().max()
+        exact = zoo.ZooModel(model.cfg.__class__(**{**model.cfg.to_dict(), "act": "gelu"}))
+        exact.load_state_dict(model.state_dict())
+        assert not torch.allclose(exact(tokens), ref, atol=1e-4)  # the activation choice is really tested
+    same = from_gpt2(interp.load_model(ckpt))  # the hooked model gives the same zoo model
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), model.state_dict().values()))
+
+
+def test_remove_layernorm_on_gpt2_leaves_no_norm_and_saves(ckpt, tmp_path):
+    model = from_gpt2(ckpt)
+    g = torch.Generator().manual_seed(0)
+    stream = torch.randint(1, model.cfg.d_vocab, (4000,), generator=g)
+    eval_tokens = torch.randint(1, model.cfg.d_vocab, (4, 33), generator=g)
+    r = remove_layernorm(model, stream, eval_tokens, steps_per_stage=2, batch_size=2, calib_batches=1)
+    assert list(r.stages["stage"]) == ["ln2", "ln1_qk", "ln1_v", "ln_final", "pos0"]
+    assert list(r.stages["norms"]) == [2, 2, 2, 1, 0]
+    assert all(map(torch.isfinite, map(torch.tensor, r.ce.values())))
+    free = r.model
+    assert (free.cfg.placement, free.cfg.norm, free.cfg.final_norm, free.cfg.act) == ("none", "none", False,
+                                                                                      "gelu_tanh")
+    assert not any(isinstance(m, Norm) for m in free.modules())
+    assert not any("ln" in n for n in free.hook_dict)  # no norm hook points: nothing divides by a statistic
+    x = eval_tokens[:2, :-1]
+    with torch.no_grad():
+        logits, cache = free.run_with_cache(x)
+    for l in range(free.cfg.n_layers):  # the stream is a plain sum of the sublayer writes ...
+        pre, mid, post = (cache[f"blocks.{l}.hook_resid_{s}"] for s in ("pre", "mid", "post"))
+        assert torch.allclose(mid, pre + cache[f"blocks.{l}.hook_attn_out"], atol=1e-5)
+        assert torch.allclose(post, mid + cache[f"blocks.{l}.hook_mlp_out"], atol=1e-5)
+    final = cache[f"blocks.{free.cfg.n_layers - 1}.hook_resid_post"]  # ... read by the unembedding directly
+    assert torch.allclose(logits, final @ free.W_U + free.b_U, atol=1e-4)
+    # the final model is linear in its last stream: doubling it doubles the logits minus the bias
+    assert torch.allclose(free.unembed(2 * final) - free.b_U, 2 * (logits - free.b_U), atol=1e-4)
+    out = free.save(tmp_path / "gpt2-lnfree")
+    back = zoo.load(out)
+    assert back.tokenizer is not None and back.tokenizer.bos_id == model.tokenizer.bos_id
+    assert back.tokenizer.encode(TEXT) == model.tokenizer.encode(TEXT)
+    with torch.no_grad():
+        assert torch.equal(back(x), free(x))
+
+
+def test_bad_inputs_raise_clear_errors(ckpt):
+    with pytest.raises(ValueError, match="GPT-2"):
+        from_gpt2(zoo.build("pre-ln", n_layers=1, d_model=16, d_mlp=32, d_vocab=50, n_ctx=8))
+    with pytest.raises(ValueError, match="already LN-free"):
+        from interp.models.gpt2 import strip_layernorms
+        m = interp.load_model(ckpt)
+        strip_layernorms(m.hf)
+        from_gpt2(m)
