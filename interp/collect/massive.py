@@ -20,30 +20,53 @@ from interp.collect.objective import is_causal, loss_terms
 FIELDS = ("tk_depth", "tk_seq_pos", "tk_dim", "tk_token", "tk_value", "tk_median")
 
 
-def lower_median(v: torch.Tensor) -> torch.Tensor:
-    """torch.median(v) (the lower median) of a 1-D tensor, exactly, without sorting all of it: a strided
-    random sample (fixed seed) brackets the median, one pass counts what lies below the bracket, kthvalue runs on the bracket
-    only (falls back to a full kthvalue when the bracket misses)."""
-    n = v.numel()
+_PICKS: dict = {}  # (n, device) -> the fixed sample positions for rows of length n
+
+
+def _pick(n: int, device) -> torch.Tensor:
+    key = (n, str(device))
+    if key not in _PICKS:
+        if len(_PICKS) > 256:
+            _PICKS.clear()
+        _PICKS[key] = torch.randint(0, n, (4096,), generator=torch.Generator().manual_seed(0)).to(device)
+    return _PICKS[key]
+
+
+def row_medians(v: torch.Tensor) -> torch.Tensor:
+    """torch.median of each row of v [r, n] (the lower median), exactly, without sorting whole rows: a fixed
+    random sample brackets each row's median, one pass counts what lies below the bracket, kthvalue runs on
+    the bracket only (falls back to a full kthvalue for a row whose bracket misses)."""
+    r, n = v.shape
     k = (n - 1) // 2  # 0-based rank of the lower median
     if n <= 16384:
-        return v.kthvalue(k + 1).values
-    pick = torch.randint(0, n, (4096,), generator=torch.Generator().manual_seed(0))  # fixed, unstructured
-    s = v[pick.to(v.device)].sort().values
-    lo, hi = s[int(0.45 * len(s))], s[int(0.55 * len(s))]
-    below = int((v < lo).sum())
-    band = v[(v >= lo) & (v <= hi)]
-    if 0 <= k - below < band.numel():
-        return band.kthvalue(k - below + 1).values
-    return v.kthvalue(k + 1).values
+        return v.kthvalue(k + 1, dim=1).values
+    s = v[:, _pick(n, v.device)].sort(dim=1).values
+    lo, hi = s[:, 1843:1844], s[:, 2252:2253]  # the 45 % and 55 % points of the sample
+    ge = v >= lo
+    inb = ge & (v <= hi)
+    below, cnt = (n - ge.sum(1)).tolist(), inb.sum(1).tolist()
+    band = v[inb]  # the rows' brackets, concatenated in row order
+    out, start = v.new_empty(r), 0
+    for i in range(r):
+        j = k - below[i]
+        out[i] = (band[start:start + cnt[i]].kthvalue(j + 1).values if 0 <= j < cnt[i]
+                  else v[i].kthvalue(k + 1).values)
+        start += cnt[i]
+    return out
+
+
+def lower_median(v: torch.Tensor) -> torch.Tensor:
+    """torch.median(v) (the lower median) of a 1-D tensor, exactly (see `row_medians`)."""
+    return row_medians(v.reshape(1, -1))[0]
 
 
 def seq_medians(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Lower median of a [b, t, d] over each sequence's masked positions × dims -> [b] (0 where none)."""
+    if bool(mask.all()):
+        return row_medians(a.reshape(a.shape[0], -1))
     out = a.new_zeros(a.shape[0])
-    full = bool(mask.all())
     for s in range(a.shape[0]):
-        v = (a[s] if full else a[s][mask[s]]).reshape(-1)
+        v = a[s][mask[s]].reshape(-1)
         if v.numel():
             out[s] = lower_median(v)
     return out
@@ -84,32 +107,47 @@ class MassiveActivations(Collector):
     def hooks(self, model):
         return [(h, self._hook) for h in self.hooks_]
 
-    def detect(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(|x| with padding at -1, per-element median [b, t, 1], massive [b, t, d] bool) for x [b, t, d]."""
+    def abs_median(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(|x| with padding at -1, per-element median [b, t, 1]) for x [b, t, d]."""
         a = x.detach().float().abs()
         if self.median_scope == "token":
             med = a.median(-1, keepdim=True).values
         else:
             med = seq_medians(a, mask)[:, None, None].expand(-1, a.shape[1], 1)
-        massive = (a > self.abs_threshold) & (a >= self.ratio * med)
         if not bool(mask.all()):
-            massive &= mask[..., None]
             a = a.masked_fill(~mask[..., None], -1.0)
-        return a, med, massive
+        return a, med
+
+    def massive(self, a: torch.Tensor, med: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """massive [b, t, d] bool from `abs_median`'s output (False on padding, where a = -1)."""
+        return (a > self.abs_threshold) & (a >= self.ratio * med)
+
+    def detect(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(|x| with padding at -1, per-element median [b, t, 1], massive [b, t, d] bool) for x [b, t, d]."""
+        a, med = self.abs_median(x, mask)
+        return a, med, self.massive(a, med, mask)
+
+    def begin_batch(self, batch) -> None:
+        super().begin_batch(batch)
+        self._rows = batch.mask.any(1)  # sequences with at least one counted position
+        self._n_rows = self._rows.sum()
+        self._first = batch.attention_mask.long().argmax(1)  # left padding: positions count from the first real token
+        self._cand: list[dict[str, torch.Tensor]] = []  # top-k candidates of each depth, folded in at end_batch
 
     def _hook(self, x: torch.Tensor, hook) -> None:
         j, st, b = self.depth_of[hook.name], self.state, self.batch
         x = x.detach()
-        a, med, massive = self.detect(x, b.mask)
-        rows = b.mask.any(1)  # sequences with at least one counted position
+        a, med = self.abs_median(x, b.mask)
+        rows = self._rows
         af = a.flatten(1)
         topv, topi = af.topk(min(max(3, self.k), af.shape[1]), dim=1)  # per sequence; holds the batch's top-k too
-        st["n_seq"][j] += rows.sum()
-        idx = massive.nonzero()  # [m, 3]: few
-        st["n_massive"][j] += len(idx)
-        st["seq_with"][j] += torch.unique(idx[:, 0]).numel()
-        st["dim_count"][j].index_add_(0, idx[:, 2], torch.ones(len(idx), dtype=F64))
-        st["dim_value_sum"][j].index_add_(0, idx[:, 2], x[idx[:, 0], idx[:, 1], idx[:, 2]].to(F64))
+        st["n_seq"][j] += self._n_rows
+        if float(topv[:, 0].max()) > self.abs_threshold:  # else nothing is massive (padding sits at -1)
+            idx = self.massive(a, med, b.mask).nonzero()  # [m, 3]: few
+            st["n_massive"][j] += len(idx)
+            st["seq_with"][j] += torch.unique(idx[:, 0]).numel()
+            st["dim_count"][j].index_add_(0, idx[:, 2], torch.ones(len(idx), dtype=F64))
+            st["dim_value_sum"][j].index_add_(0, idx[:, 2], x[idx[:, 0], idx[:, 1], idx[:, 2]].to(F64))
         top = topv[rows, :3].to(F64)
         st["top3_sum"][j, : top.shape[1]] += top.sum(0)
         if len(top):
@@ -122,11 +160,17 @@ class MassiveActivations(Collector):
         bi = order // topv.shape[1]
         flat = topi[bi, order % topv.shape[1]]
         ti, di = flat // a.shape[2], flat % a.shape[2]
-        first = b.attention_mask.long().argmax(1)  # left padding: positions count from the first real token
-        self.topk["top"].update(st, {
-            "tk_abs": vals.to(F64), "tk_depth": torch.full_like(vals, j, dtype=F64),
-            "tk_seq_pos": (ti - first[bi]).to(F64), "tk_dim": di.to(F64), "tk_token": b.tokens[bi, ti].to(F64),
-            "tk_value": x[bi, ti, di].to(F64), "tk_median": med[bi, ti, 0].to(F64)})
+        self._cand.append({
+            "tk_abs": vals, "tk_depth": torch.full_like(vals, j), "tk_seq_pos": ti - self._first[bi],
+            "tk_dim": di, "tk_token": b.tokens[bi, ti], "tk_value": x[bi, ti, di], "tk_median": med[bi, ti, 0]})
+
+    def end_batch(self, model, batch, output) -> None:
+        """Fold the batch's top-k candidates of every depth into the buffer at once (the selection does not
+        depend on arrival order, so this equals folding them in depth by depth)."""
+        if self._cand:
+            self.topk["top"].update(self.state, {f: torch.cat([c[f].to(F64) for c in self._cand])
+                                                 for f in self.topk["top"].keys()})
+        self._cand = []
 
     def describe(self, key, bad):
         i = int(bad.nonzero()[0, 0]) if bad.dim() else 0
