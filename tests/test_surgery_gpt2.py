@@ -103,3 +103,17 @@ def test_bad_inputs_raise_clear_errors(ckpt):
         m = interp.load_model(ckpt)
         strip_layernorms(m.hf)
         from_gpt2(m)
+
+
+def test_cli_remove_ln_takes_a_gpt2_checkpoint(ckpt, tmp_path):
+    import json
+    from interp.cli import main
+    out = tmp_path / "out"
+    assert main(["remove-ln", str(ckpt), "--out", str(out), "--steps-per-stage", "1", "--batch-size", "2",
+                 "--seq-len", "16", "--eval-seqs", "2"]) == 0
+    rep = json.loads((out / "removal.json").read_text())
+    assert set(rep["ce"]) >= {"before", "vanilla", "lnfree"} and len(rep["stages"]) == 5
+    free = zoo.load(out)
+    assert free.cfg.placement == "none" and free.cfg.act == "gelu_tanh" and free.tokenizer is not None
+    # the CE "before" is the random-init GPT-2's on GPT-2-tokenized corpus windows: about uniform, ln(vocab)
+    assert abs(rep["ce"]["before"] - torch.tensor(float(free.cfg.d_vocab)).log().item()) < 0.3

@@ -1,4 +1,4 @@
-"""`interp remove-ln`: remove every LayerNorm of a Pre-LN zoo checkpoint by staged fine-tuning (LN-free GPT-2)."""
+"""`interp remove-ln`: remove every LayerNorm of a Pre-LN zoo checkpoint or GPT-2 by staged fine-tuning (LN-free GPT-2)."""
 from __future__ import annotations
 
 import argparse
@@ -8,25 +8,51 @@ import time
 from pathlib import Path
 
 
+def load_removable(name: str):
+    """A zoo checkpoint as is; a GPT-2 (name, HF cache id or checkpoint directory) converted to its zoo equal."""
+    from interp.models import load_model
+    from interp.surgery import from_gpt2
+    from interp.zoo import ZooModel
+    model = load_model(name)
+    if isinstance(model, ZooModel):
+        return model
+    if getattr(model, "family", None) == "gpt2":
+        return from_gpt2(model)
+    raise ValueError(f"{name}: LN removal works on Pre-LN zoo checkpoints and GPT-2; got a {model.card.family} model")
+
+
+def corpus_tokens(tok, corpus: str, n_eval: int, seq: int):
+    """(training stream, held-out windows [n_eval, seq]) of `corpus` in tokenizer `tok`, split by book."""
+    from interp.data import TokenBatches, encode_corpus, load_corpus, split_by_book
+    import torch
+    train, val = split_by_book(load_corpus(corpus))
+    b = TokenBatches(encode_corpus(val, tok), seq - 1, n_eval, tok.bos_id, shuffle=False).first(1)[0]
+    return encode_corpus(train, tok), torch.cat([b.x, b.y[:, -1:]], 1)
+
+
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from interp import data, zoo
+    from interp import data
     from interp.surgery import remove_layernorm
     from interp.surgery.remove_ln import check_removable
     from interp.zoo.io import atomic_write_bytes
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = zoo.load(args.model)
+    model = load_removable(args.model)
     check_removable(model)
     t0 = time.time()
-    d = data.prepare(args.corpus)
-    seq = model.cfg.n_ctx + 1
-    eval_tokens = data.heldout_tokens(args.eval_seqs, seq, corpus=args.corpus)
-    r = remove_layernorm(model, d.train_tokens, eval_tokens, steps_per_stage=args.steps_per_stage,
+    seq = min(model.cfg.n_ctx, args.seq_len or model.cfg.n_ctx) + 1
+    if model.cfg.strategy == "gpt2":  # GPT-2's own BPE, not the zoo corpus tokenizer
+        train_tokens, eval_tokens = corpus_tokens(model.tokenizer, args.corpus, args.eval_seqs, seq)
+    else:
+        train_tokens = data.prepare(args.corpus).train_tokens
+        eval_tokens = data.heldout_tokens(args.eval_seqs, seq, corpus=args.corpus)
+    r = remove_layernorm(model, train_tokens, eval_tokens, steps_per_stage=args.steps_per_stage,
                          batch_size=args.batch_size, lr=args.lr, control=args.control)
     out = Path(args.out)
-    sha = hashlib.sha256((Path(args.model) / "model.safetensors").read_bytes()).hexdigest()
+    weights = Path(args.model) / "model.safetensors"
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
     report = dict(source=str(args.model), source_sha256=sha, ce=r.ce, stages=r.stages.to_dict("records"),
                   steps_per_stage=args.steps_per_stage, batch_size=args.batch_size, lr=args.lr, control=args.control,
                   corpus=args.corpus,
@@ -40,11 +66,13 @@ def run(args: argparse.Namespace) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("remove-ln", help="remove LayerNorm from a Pre-LN zoo model by staged fine-tuning",
+    p = sub.add_parser("remove-ln", help="remove LayerNorm from a Pre-LN zoo model or GPT-2 by staged fine-tuning",
                        description="FakeLN stages ln2 -> ln1 Q/K -> ln1 V -> ln_final -> position-0 divisor, each "
                                    "followed by fine-tuning; reports CE before, after a vanilla fine-tune of equal "
                                    "length, and LN-free; saves the LN-free model as a no-norm zoo checkpoint.")
-    p.add_argument("model", help="a Pre-LN zoo checkpoint directory (e.g. data/zoo/pre-ln)")
+    p.add_argument("model", help="a Pre-LN zoo checkpoint directory (e.g. data/zoo/pre-ln), or GPT-2: 'gpt2' or a "
+                                 "GPT-2 checkpoint directory (converted to its equal zoo model first)")
+    p.add_argument("--seq-len", type=int, default=None, help="tokens per window (default and maximum: the context)")
     p.add_argument("--out", required=True, help="directory for the LN-free checkpoint and removal.json")
     p.add_argument("--steps-per-stage", type=int, default=40, help="fine-tuning steps after each stage (default 40)")
     p.add_argument("--batch-size", type=int, default=8)
