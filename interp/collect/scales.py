@@ -16,6 +16,32 @@ from interp.collect.base import F64, Collector
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
+def _layer_norm_scale(m, x: torch.Tensor) -> torch.Tensor:  # the same ops as LayerNorm.forward's hooked path
+    x = x - x.mean(-1, keepdim=True)
+    return (x.pow(2).mean(-1, keepdim=True) + m.eps).sqrt()
+
+
+def _rms_norm_scale(m, x: torch.Tensor) -> torch.Tensor:  # the same ops as RMSNorm.forward's hooked path
+    return (x.pow(2).mean(-1, keepdim=True) + m.eps).sqrt()
+
+
+def scale_from_input(model, hook: str):
+    """(hook_in name, fn(x) -> scale) when `hook` is the hook_scale of a zoo LayerNorm / RMSNorm, else None.
+
+    Those norms run a fused kernel unless hook_scale is observed; recomputing the scale from hook_in with the
+    very ops of their hooked path gives the same values bit for bit and keeps the forward on the fast kernel."""
+    from interp.norms.tokenwise import LayerNorm, RMSNorm
+    path, _, leaf = hook.rpartition(".")
+    if leaf != "hook_scale" or not path:
+        return None
+    try:
+        m = model.get_submodule(path)
+    except AttributeError:
+        return None
+    fn = {LayerNorm: _layer_norm_scale, RMSNorm: _rms_norm_scale}.get(type(m))
+    return None if fn is None else (f"{path}.hook_in", lambda x: fn(m, x))
+
+
 def scale_sites(sites) -> list[tuple[int, str, str]]:
     """(layer, norm, hook) for every norm that divides by a statistic; the final norm has layer = L."""
     out = [(l, k, h) for l, ls in enumerate(sites.layers) for k, h in ls.norm_scales.items()]
@@ -50,7 +76,19 @@ class NormScales(Collector):
         return self
 
     def hooks(self, model):
-        return [(h, self._hook) for h in self.row_of]
+        out = []
+        for h in self.row_of:
+            src = scale_from_input(model, h)
+            if src is None:
+                out.append((h, self._hook))
+            else:
+                out.append((src[0], self._from_input(self.row_of[h], src[1])))
+        return out
+
+    def _from_input(self, i: int, fn):
+        def hook(x: torch.Tensor, hook) -> None:
+            self._fold(i, fn(x.detach()))
+        return hook
 
     def _values(self, x: torch.Tensor) -> torch.Tensor:
         b = self.batch
@@ -59,7 +97,10 @@ class NormScales(Collector):
         return x.detach().reshape(-1)  # batch-statistic norms: one scale per channel for the whole batch
 
     def _hook(self, x: torch.Tensor, hook) -> None:
-        i, st = self.row_of[hook.name], self.state
+        self._fold(self.row_of[hook.name], x)
+
+    def _fold(self, i: int, x: torch.Tensor) -> None:
+        st = self.state
         v = self._values(x).float()
         if v.numel() == 0:
             return
