@@ -18,9 +18,13 @@ from interp.collect.base import F64, Collector
 from interp.collect.objective import is_causal, loss_terms
 
 
-def angular(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """arccos(cos(a, b)) / π along the last dim, float64 (a zero vector counts as orthogonal)."""
-    cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp(min=1e-300)
+def angular(a: torch.Tensor, b: torch.Tensor, a_norm: torch.Tensor | None = None,
+            b_norm: torch.Tensor | None = None) -> torch.Tensor:
+    """arccos(cos(a, b)) / π along the last dim, float64 (a zero vector counts as orthogonal); the norms
+    along the last dim may be passed when already known."""
+    a_norm = a.norm(dim=-1) if a_norm is None else a_norm
+    b_norm = b.norm(dim=-1) if b_norm is None else b_norm
+    cos = (a * b).sum(-1) / (a_norm * b_norm).clamp(min=1e-300)
     return torch.arccos(cos.clamp(-1, 1)) / torch.pi
 
 
@@ -63,22 +67,23 @@ class LayerEffect(Collector):
 
     def begin_batch(self, batch):
         super().begin_batch(batch)
-        self._buf: dict[int, torch.Tensor] = {}
+        self._buf: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # depth -> (h float64, ‖h‖ per token)
         self._last = last_real(batch.mask)
-        self._has = batch.mask.any(1)
+        self._rows = torch.arange(len(batch.mask), device=batch.mask.device)[batch.mask.any(1)]
 
     def _hook(self, x: torch.Tensor, hook) -> None:
         j, st, b = self.depth_of[hook.name], self.state, self.batch
         h = x.detach().to(F64)
-        self._buf[j] = h
+        hn = h.norm(dim=-1)  # computed once per depth, used by both pairs it enters
+        self._buf[j] = (h, hn)
+        rows = self._rows
         for i, n in enumerate(self.ns):
             prev = self._buf.get(j - n)
             if prev is None:
                 continue
-            ang = angular(prev, h)  # [b, t]
-            st["ang_sum"][i, j - n] += ang[b.mask].sum()
+            ang = angular(prev[0], h, prev[1], hn)  # [b, t]
+            st["ang_sum"][i, j - n] += ang.sum() if b.full else ang[b.mask].sum()
             st["ang_n"][i, j - n] += b.n_tokens
-            rows = torch.arange(len(ang), device=ang.device)[self._has]
             st["ang_last_sum"][i, j - n] += ang[rows, self._last[rows]].sum()
             st["ang_last_n"][i, j - n] += len(rows)
         self._buf.pop(j - self.ns[-1], None)  # keep only the depths still needed
