@@ -43,7 +43,8 @@ def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] 
     tok2 = x2.sum(-1)
     sums = torch.stack([torch.tensor(float(x.shape[0]), dtype=F64, device=x.device), (x2 * x).sum(dtype=F64),
                         (x2 * x2).sum(dtype=F64), tok2.sqrt().sum(dtype=F64)])
-    maxima = torch.stack([tok2.max().sqrt(), x.abs().max()]).to(F64)
+    lo, hi = torch.aminmax(x)  # max |x| without materialising |x|
+    maxima = torch.stack([tok2.max().sqrt(), torch.maximum(-lo, hi)]).to(F64)
     return sums, maxima, torch.stack([x.sum(0), x2.sum(0)]).to(F64)
 
 
