@@ -169,9 +169,7 @@ def shipped():
     return manifest, x, starts.double().div(len(stream)).float(), hashes_ok, DATA_DIR / "zoo"
 
 
-@pytest.mark.parametrize("name", [pytest.param(s, marks=pytest.mark.xfail(
-    strict=True, reason="DyT stays on the unigram plateau in the zoo recipe (see manifest notes)"))
-    if s == "dyt" else s for s in interp.STRATEGIES])
+@pytest.mark.parametrize("name", interp.STRATEGIES)
 def test_shipped_zoo_model_loads_and_beats_the_unigram_baseline(shipped, name):
     """A checkpoint in data/zoo: ≤ 5 MB, hashes match the shipped corpus/tokenizer, and its validation loss
     (recomputed here with a plain log-softmax) agrees with the manifest and is ≥ 0.4 nats/token below the unigram baseline."""

@@ -28,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 10 %% of --steps)")
     p.add_argument("--no-exceptions", action="store_true",
-                   help="train every strategy with the shared recipe (no per-strategy lr, see ZOO_EXCEPTIONS)")
+                   help="train every strategy with the shared recipe (no per-strategy lr or b_U init, see ZOO_EXCEPTIONS)")
     p.add_argument("--corpus", default="kjv", help="'kjv', 'austen', a text file or folder, or hf:NAME")
     p.add_argument("--out", default=None, help="where the checkpoints go (default data/zoo)")
     p.add_argument("--runs", default="out/zoo-runs", help="resumable training state (default out/zoo-runs)")
