@@ -101,19 +101,32 @@ class NormScales(Collector):
     def _hook(self, x: torch.Tensor, hook) -> None:
         self._fold(self.row_of[hook.name], x)
 
+    def begin_batch(self, batch) -> None:
+        super().begin_batch(batch)
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (site, scale values) of this batch
+
     def _fold(self, i: int, x: torch.Tensor) -> None:
-        st = self.state
         v = self._values(x).float()
-        if v.numel() == 0:
-            return
-        st["n"][i] += v.numel()
-        st["sum"][i] += v.sum(dtype=F64)
-        lo, hi = torch.aminmax(v)
-        st["min"][i] = torch.minimum(st["min"][i], lo.to(F64))
-        st["max"][i] = torch.maximum(st["max"][i], hi.to(F64))
-        pos = ((v.to(F64).log10() - self.lo) * self.bpd).floor()  # bin index; log10(<=0) gives -inf / nan
-        idx = (pos.nan_to_num(nan=-1.0, neginf=-1.0, posinf=self.nb).clamp(-1, self.nb) + 1).long()
-        st["hist"][i] += torch.bincount(idx, minlength=self.nb + 2).to(F64)
+        if v.numel():
+            self._pending.append((i, v))
+
+    def end_batch(self, model, batch, output) -> None:
+        """Fold every site's scales of the batch at once: one [sites, n] pass per value count, not one per site."""
+        pend, self._pending = self._pending, []
+        st, nb = self.state, self.nb
+        for n in sorted({v.numel() for _, v in pend}):
+            rows = [(i, v) for i, v in pend if v.numel() == n]
+            idx = torch.tensor([i for i, _ in rows], device=st["n"].device)
+            V = torch.stack([v for _, v in rows])  # [r, n]
+            st["n"].index_add_(0, idx, torch.full((len(rows),), float(n), dtype=F64, device=idx.device))
+            st["sum"].index_add_(0, idx, V.sum(1, dtype=F64))
+            lo, hi = torch.aminmax(V, dim=1)
+            st["min"].scatter_reduce_(0, idx, lo.to(F64), "amin")
+            st["max"].scatter_reduce_(0, idx, hi.to(F64), "amax")
+            pos = ((V.to(F64).log10() - self.lo) * self.bpd).floor()  # bin index; log10(<=0) gives -inf / nan
+            bins = (pos.nan_to_num(nan=-1.0, neginf=-1.0, posinf=nb).clamp(-1, nb) + 1).long()
+            flat = (bins + idx[:, None] * (nb + 2)).reshape(-1)
+            st["hist"].view(-1).add_(torch.bincount(flat, minlength=st["hist"].numel()).to(F64))
 
     def describe(self, key, bad):
         i = int(bad.nonzero()[0, 0])
