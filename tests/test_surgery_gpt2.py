@@ -10,22 +10,16 @@ from interp import zoo
 from interp.norms import Norm
 from interp.surgery import from_gpt2, remove_layernorm
 
-TEXT = "In the beginning God created the heaven and the earth. And the earth was without form, and void."
+from gpt2_fixtures import TEXT, write_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
     d = tmp_path_factory.mktemp("gpt2") / "tiny-gpt2"
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator([TEXT] * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", bos_token="<|endoftext|>").save_pretrained(d)
+    vocab = write_tokenizer(d)
     torch.manual_seed(0)
-    m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=64, vocab_size=tk.get_vocab_size()))
+    m = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=64, vocab_size=vocab))
     with torch.no_grad():  # random LN gains / biases and larger weights, so LN and the GELU shape really matter
         for ln in [b.ln_1 for b in m.transformer.h] + [b.ln_2 for b in m.transformer.h] + [m.transformer.ln_f]:
             ln.weight.uniform_(0.5, 1.5), ln.bias.normal_(0, 0.1)
