@@ -27,9 +27,6 @@ class HookedBert(HookedHF):
 
     family, placement, norm_kind, objective = "bert", "post", "layernorm", "encoder"
 
-    def embed_module(self) -> nn.Module:
-        return self.hf.embeddings.word_embeddings
-
     def wire(self) -> None:
         e = self.hf.embeddings
         self.hook_pos_embed = HookPoint()  # [b, t, d]

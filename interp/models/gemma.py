@@ -6,8 +6,6 @@ it overflows float16, so keep float32 (or bfloat16).
 """
 from __future__ import annotations
 
-from torch import nn
-
 from interp.models.hooked import BlockHooks, HookedHF, wire_residual
 from interp.models.hooks import fire, on_output
 from interp.models.norm_hooks import NormHooks
@@ -20,12 +18,6 @@ class HookedGemma3(HookedHF):
     """A transformers `Gemma3ForCausalLM` (text only)."""
 
     family, placement, norm_kind = "gemma3", "peri", "rmsnorm"
-
-    def embed_module(self) -> nn.Module:
-        return self.hf.model.embed_tokens
-
-    def unembed(self) -> nn.Linear:
-        return self.hf.lm_head
 
     def wire(self) -> None:
         m = self.hf.model

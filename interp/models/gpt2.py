@@ -34,12 +34,6 @@ class HookedGPT2(HookedHF):
 
     family = "gpt2"
 
-    def embed_module(self) -> nn.Module:
-        return self.hf.transformer.wte
-
-    def unembed(self) -> nn.Linear:
-        return self.hf.lm_head
-
     def wire(self) -> None:
         t = self.hf.transformer
         ln_free = isinstance(t.ln_f, nn.Identity)

@@ -133,14 +133,18 @@ class HookedHF(HookedRootModule):
 
     # --- what each family provides -------------------------------------------------------------------------
     def embed_module(self) -> nn.Module:
-        raise NotImplementedError
+        """The token embedding (transformers' own accessor: embed_tokens, wte, word_embeddings, ...)."""
+        return self.hf.get_input_embeddings()
 
     def wire(self) -> None:
         """Create self.blocks (and self.ln_final) and register their PyTorch hooks into self._handles."""
         raise NotImplementedError
 
     def unembed(self) -> nn.Linear:
-        raise ValueError(f"{self.family} is an encoder: it has no unembedding (W_U); use its hidden states")
+        out = self.hf.get_output_embeddings()
+        if out is None:
+            raise ValueError(f"{self.family} is an encoder: it has no unembedding (W_U); use its hidden states")
+        return out
 
     # --- the contract -----------------------------------------------------------------------------------
     def setup(self) -> None:

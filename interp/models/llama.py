@@ -1,8 +1,6 @@
 """SmolLM2 and other Llama models: Pre-RMSNorm, x = x + attn(ln1(x)); x = x + mlp(ln2(x)); final RMSNorm."""
 from __future__ import annotations
 
-from torch import nn
-
 from interp.models.hooked import BlockHooks, HookedHF, wire_residual
 from interp.models.norm_hooks import NormHooks
 
@@ -11,12 +9,6 @@ class HookedLlama(HookedHF):
     """A transformers `LlamaForCausalLM`; ln1 = input_layernorm, ln2 = post_attention_layernorm."""
 
     family, placement, norm_kind = "llama", "pre", "rmsnorm"
-
-    def embed_module(self) -> nn.Module:
-        return self.hf.model.embed_tokens
-
-    def unembed(self) -> nn.Linear:
-        return self.hf.lm_head
 
     def wire(self) -> None:
         m = self.hf.model
