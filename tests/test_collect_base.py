@@ -157,7 +157,9 @@ def test_results_round_trip(model, tmp_path):
     for name, stt in res.states.items():
         for k, v in stt.items():
             assert torch.equal(back.states[name][k], v)
-    res.save(path)  # overwriting an earlier result works and leaves no temp dirs
+    with pytest.raises(ValueError, match="--force"):
+        res.save(path)  # an earlier result is replaced only on request
+    res.save(path, force=True)  # overwriting an earlier result works and leaves no temp dirs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
     with pytest.raises(FileNotFoundError, match="no saved results"):
         Results.load(tmp_path / "nothing")

@@ -2,14 +2,14 @@
 
 A saved directory holds `results.json` ({schema_version, card, meta, tables: [...]}), one `<table>.parquet`
 per table and `state/<collector>.safetensors` (the raw mergeable state, so shards can be merged later).
-It is written to a temporary sibling directory and renamed into place, so a crash never leaves half a result.
+It is written to a temporary sibling directory and renamed into place, so a crash never leaves half a result;
+it carries the `.interp-output` marker (kind "results") and replaces only an earlier result, and only with
+`force=True` (the writing rule in interp/outputs.py).
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,24 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interp.card import ModelCard
+from interp.outputs import LEGACY, check_dir_target, install_dir, temp_dir
 
 SCHEMA_VERSION = 1
 INDEX = "results.json"
+KIND = "results"  # the marker kind of a results directory (interp.outputs)
+
+
+def _legacy_results(d: Path) -> bool:
+    """A results directory saved before markers existed: only results.json (with a schema), parquet, state/."""
+    try:
+        names = [e.name for e in d.iterdir()]
+        ok = all(n == INDEX or n.endswith(".parquet") or n == "state" for n in names)
+        return ok and INDEX in names and "schema_version" in json.loads((d / INDEX).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+LEGACY[KIND] = _legacy_results
 
 
 @dataclass
@@ -43,11 +58,13 @@ class Results:
         rows = ", ".join(f"{k}[{len(v)}]" for k, v in self.tables.items())
         return f"Results({self.card.name}: {rows})"
 
-    def save(self, directory: str | Path) -> Path:
-        """Write atomically to `directory` (replacing an earlier result there)."""
+    def save(self, directory: str | Path, force: bool = False) -> Path:
+        """Write atomically to `directory`. An existing `directory` is replaced only when it is an earlier
+        results directory (its marker file says so) and `force` is set; anything else raises OutputRefused
+        (a ValueError) and is left untouched."""
         d = Path(directory)
-        d.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}.", suffix=".tmp"))
+        check_dir_target(d, KIND, force)  # before any work: refuse early, touch nothing
+        tmp = temp_dir(d)
         try:
             for name, df in self.tables.items():
                 df.to_parquet(tmp / f"{name}.parquet", index=False)
@@ -58,14 +75,7 @@ class Results:
             index = {"schema_version": SCHEMA_VERSION, "card": self.card.to_dict(), "meta": self.meta,
                      "tables": list(self.tables), "states": list(self.states)}
             (tmp / INDEX).write_text(json.dumps(index, indent=1, default=str))
-            if d.exists():
-                old = d.with_name(f".{d.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(d, old)
-                os.replace(tmp, d)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, d)
+            install_dir(tmp, d, KIND, force)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

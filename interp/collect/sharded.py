@@ -20,11 +20,12 @@ from interp.collect.base import Collector
 from interp.collect.batches import model_context
 from interp.collect.driver import check_collectors, run_batches
 from interp.collect.resume import Checkpoint
-from interp.collect.results import Results
+from interp.collect.results import KIND as RESULTS_KIND, Results
 from interp.collect.stream import TokenFile, shard_batches
 from interp.device import model_device, place, resolve_device
+from interp.outputs import check_dir_target
 
-SCALE_OPTIONS = frozenset({"distributed", "device", "dtype", "state_dir", "checkpoint_every", "out"})
+SCALE_OPTIONS = frozenset({"distributed", "device", "dtype", "state_dir", "checkpoint_every", "out", "force"})
 FAIL_ENV = "INTERP_TEST_FAIL"  # test hook "<rank>:<after batches>[:raise|exit]": that rank fails mid-run
 
 
@@ -50,15 +51,18 @@ def collect_sharded(model, data, collectors: Sequence[Collector] | None = None, 
                     max_tokens: int | None = None, exclude_first: bool = False, overflow: str = "split",
                     progress: bool = True, *, distributed: bool = False, device: str | None = None,
                     dtype: str | torch.dtype | None = None, state_dir: str | Path | None = None,
-                    checkpoint_every: int = 50, out: str | Path | None = None) -> Results:
+                    checkpoint_every: int = 50, out: str | Path | None = None, force: bool = False) -> Results:
     """Collect over `data` (anything `collect` takes, an iterator of texts, or a TokenFile) and return Results.
 
     distributed: run as one rank of a torchrun job (every rank gets the merged Results; rank 0 saves `out`).
     device / dtype: where and in which precision the model runs ("cpu", "cuda", "auto"; "fp32", "bf16").
     state_dir: write a per-rank state file every `checkpoint_every` batches and resume from it if present;
-    it is removed once the results are complete. out: save the Results there (atomically, rank 0 only).
+    it is removed once the results are complete. out: save the Results there (atomically, rank 0 only); an
+    existing `out` must be an earlier results directory and `force` set, else OutputRefused before any work.
     """
     collectors = check_collectors(collectors)
+    if out is not None:
+        check_dir_target(out, RESULTS_KIND, force)
     rank, world, local = D.env_world() if distributed else (0, 1, 0)
     dev = resolve_device(device) if device is not None else model_device(model)
     if distributed and dev.type == "cuda" and not (isinstance(device, str) and ":" in device):
@@ -68,14 +72,14 @@ def collect_sharded(model, data, collectors: Sequence[Collector] | None = None, 
         if distributed:
             rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         return _run(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, progress,
-                    distributed, dev, dtype, state_dir, checkpoint_every, out, rank, world)
+                    distributed, dev, dtype, state_dir, checkpoint_every, out, rank, world, force)
     finally:
         if created:
             torch.distributed.destroy_process_group()
 
 
 def _run(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, progress, distributed, dev,
-         dtype, state_dir, checkpoint_every, out, rank, world) -> Results:
+         dtype, state_dir, checkpoint_every, out, rank, world, force=False) -> Results:
     place(model, dev, dtype)
     for c in collectors:
         c.bind(model)
@@ -127,7 +131,7 @@ def _run(model, data, collectors, batch_size, max_tokens, exclude_first, overflo
     save_error = None
     if out is not None and rank == 0:
         try:
-            res.save(out)
+            res.save(out, force=force)
         except BaseException as e:  # noqa: BLE001
             if not distributed:
                 raise

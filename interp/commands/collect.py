@@ -73,7 +73,7 @@ def free_port() -> int:
 def worker_argv(a: argparse.Namespace) -> list[str]:
     argv = [a.model, "--data", a.data, "--out", a.out, "--batch-size", str(a.batch_size), "--device", a.device,
             "--dtype", a.dtype, "--token-dtype", a.token_dtype, "--threads", str(a.threads),
-            "--checkpoint-every", str(a.checkpoint_every)]
+            "--checkpoint-every", str(a.checkpoint_every)] + (["--force"] if a.force else [])
     for flag, v in (("--collectors", a.collectors), ("--max-tokens", a.max_tokens), ("--state-dir", a.state_dir)):
         if v is not None:
             argv += [flag, str(v)]
@@ -114,6 +114,10 @@ def run(a: argparse.Namespace) -> None:
     import torch
     torch.set_num_threads(a.threads)
     worker = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not worker:  # refuse a protected -o before any work (interp/outputs.py)
+        from interp.collect.results import KIND
+        from interp.outputs import check_dir_target
+        check_dir_target(a.out, KIND, a.force)
     if a.nproc > 1 and not worker:
         launch(a)
         return
@@ -125,7 +129,8 @@ def run(a: argparse.Namespace) -> None:
         res = collect_sharded(model, open_data(a.data, a.token_dtype), make_collectors(a.collectors),
                               batch_size=a.batch_size, max_tokens=a.max_tokens, exclude_first=a.exclude_first,
                               progress=not a.quiet, distributed=worker, device=a.device, dtype=a.dtype,
-                              state_dir=a.state_dir, checkpoint_every=a.checkpoint_every, out=a.out)
+                              state_dir=a.state_dir, checkpoint_every=a.checkpoint_every, out=a.out,
+                              force=a.force)
     except BaseException as e:
         from interp.collect.distributed import RankFailed
         errs = os.environ.get(ERROR_DIR_ENV)
@@ -144,7 +149,9 @@ def register(sub) -> None:
     p.add_argument("model", help="registry name (interp models), zoo checkpoint or transformers checkpoint path")
     p.add_argument("--data", required=True, help="token file (.npy/.bin), text file (one text per line), or corpus "
                                                  "name ('kjv', 'austen', a folder, hf:NAME)")
-    p.add_argument("-o", "--out", required=True, help="results directory (written atomically)")
+    p.add_argument("-o", "--out", required=True, help="results directory (written atomically; must not exist, "
+                                                         "be empty, or be an earlier result with --force)")
+    p.add_argument("--force", action="store_true", help="replace an earlier results directory at --out")
     p.add_argument("--collectors", default=None, help="comma-separated names (default: every forward collector)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=None, help="stop after this many tokens")

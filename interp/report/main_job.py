@@ -86,7 +86,7 @@ def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: in
         except ValueError as e:
             log(f"{name}: no ablation ({str(e).splitlines()[0]})")
     if out_dir is not None:
-        res.save(out_dir / name.replace("/", "_"))
+        res.save(out_dir / name.replace("/", "_"), force=True)  # the job's own earlier result (marked)
     return res, extra
 
 

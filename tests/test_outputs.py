@@ -1,0 +1,114 @@
+"""The writing rule (interp/outputs.py): an output replaces only a previous output of its own kind, and only with
+--force; a folder of the user's files, a plain file or another kind of output is refused with one line and left
+byte-for-byte unchanged; written files and folders honour the umask."""
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import interp
+from interp.cli import main
+from interp.collect import Results
+from interp.outputs import MARKER, OutputRefused, atomic_write_bytes, check_dir_target, marker_kind
+
+N_CTX = 16
+
+
+def snapshot(root: Path) -> dict:
+    """Every path under `root` with its bytes, mode and mtime (what "left unchanged" means)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (p.read_bytes() if p.is_file() else None, st.st_mode, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def user_dir(tmp_path_factory):
+    """A folder as a user has it: a model checkpoint and a token file (nothing interp may delete)."""
+    d = tmp_path_factory.mktemp("user")
+    interp.zoo.build("pre-ln", n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=N_CTX, d_vocab=64).save(d / "model")
+    np.save(d / "tokens.npy", np.random.default_rng(0).integers(0, 64, N_CTX * 4).astype(np.uint16))
+    (d / "notes.txt").write_text("my notes\n")
+    return d
+
+
+def collect(user_dir, out, *extra):
+    return main(["collect", str(user_dir / "model"), "--data", str(user_dir / "tokens.npy"), "-o", str(out),
+                 "--collectors", "residual", "--batch-size", "2", "--quiet", *extra])
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_collect_into_a_users_folder_is_refused_and_changes_nothing(user_dir, capsys):
+    before = snapshot(user_dir)
+    for extra in ([], ["--force"]):  # --force never lets a run delete what it did not write
+        assert collect(user_dir, user_dir, *extra) != 0
+        line = one_error_line(capsys)
+        assert str(user_dir) in line and "refusing" in line
+        assert snapshot(user_dir) == before
+
+
+def test_collect_onto_a_file_is_refused(user_dir, capsys):
+    before = snapshot(user_dir)
+    for extra in ([], ["--force"]):
+        assert collect(user_dir, user_dir / "notes.txt", *extra) != 0
+        assert "notes.txt" in one_error_line(capsys)
+        assert snapshot(user_dir) == before
+
+
+def test_previous_result_is_replaced_only_with_force(user_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert collect(user_dir, out) == 0
+    assert marker_kind(out) == "results"
+    first = snapshot(out)
+    assert collect(user_dir, out) != 0
+    assert "--force" in one_error_line(capsys)
+    assert snapshot(out) == first
+    assert collect(user_dir, out, "--force") == 0
+    assert Results.load(out).meta["n_tokens"] == N_CTX * 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temp or .old folder left beside it
+
+
+def test_another_kind_of_output_is_not_replaced(user_dir, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    (ckpt).mkdir()
+    (ckpt / MARKER).write_text('{"kind": "checkpoint"}')
+    (ckpt / "x").write_text("keep")
+    before = snapshot(tmp_path)
+    assert collect(user_dir, ckpt, "--force") != 0
+    assert "interp checkpoint" in one_error_line(capsys)
+    assert snapshot(tmp_path) == before
+
+
+def test_empty_folder_is_used_and_unmarked_result_like_folder_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert check_dir_target(tmp_path / "empty", "results") is False
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "results.json").write_text('{"schema_version": 1}')
+    (fake / "mine.txt").write_text("not a parquet")  # a user's file beside a results.json: not ours to delete
+    with pytest.raises(OutputRefused, match="refusing"):
+        check_dir_target(fake, "results", force=True)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_outputs_honour_the_umask(user_dir, tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        atomic_write_bytes(tmp_path / "f.bin", b"x")
+        assert collect(user_dir, tmp_path / "res") == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "res").stat().st_mode) == 0o777 & ~mask
+    for p in (tmp_path / "res").rglob("*"):
+        want = 0o777 & ~mask if p.is_dir() else 0o666 & ~mask
+        assert stat.S_IMODE(p.stat().st_mode) == want, p
