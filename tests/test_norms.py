@@ -22,6 +22,27 @@ def test_layernorm_matches_torch_and_exposes_tl_scale():
     torch.testing.assert_close(seen["scale"], (x.var(-1, unbiased=False, keepdim=True) + EPS).sqrt())
 
 
+@pytest.mark.parametrize("groups", [1, 4])
+def test_powernorm_group_scaling_follows_groupscaling1d(groups):
+    """GroupScaling1D of the authors' MaskPowerNorm, written as in their code ([T, B, C] layout, repeat_interleave)."""
+    T, B, C = 5, 3, 16
+    x = torch.randn(T, B, C, dtype=torch.float64) * 3 + 1
+    cg = C // groups
+    moment2 = torch.repeat_interleave((x.reshape(T, B, groups, cg) ** 2).mean(3, keepdim=True), cg, -1).reshape(T, B, C)
+    ref = x / torch.sqrt(moment2 + EPS)
+    pn = PowerNorm(C, group_num=groups).double().eval()  # eval: divide by running ψ² = 1, w = 1, b = 0
+    y = pn(x.transpose(0, 1)).transpose(0, 1)
+    torch.testing.assert_close(y, ref / math.sqrt(1 + EPS), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="group_num"):
+        PowerNorm(C, group_num=3)
+
+
+def test_zoo_powernorm_uses_one_group_per_head():
+    from interp.zoo import strategy_config
+    assert strategy_config("powernorm", n_heads=4).norm_kwargs["group_num"] == 4
+    assert strategy_config("powernorm", n_heads=2, norm_kwargs={"group_num": 1}).norm_kwargs["group_num"] == 1
+
+
 def test_powernorm_approximate_backward_follows_maskpowernorm():
     """Gradient: g − (1 − α_bkw)·ema_gz·z over the batch scale; ema_gz accumulates mean(approx·z)."""
     torch.manual_seed(0)

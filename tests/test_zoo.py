@@ -27,7 +27,7 @@ def _randomize(model, seed=0):
 
 
 # ---------- brute force: plain torch, no hooks, written from the papers' equations ----------
-def ref_norm(kind, sd, prefix, x, cond, eps=1e-5, group_scaling=True):
+def ref_norm(kind, sd, prefix, x, cond, eps=1e-5, groups=1):
     if kind == "layernorm":
         mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
         return (x - mu) / torch.sqrt(var + eps) * sd[prefix + "w"] + sd[prefix + "b"]
@@ -46,8 +46,8 @@ def ref_norm(kind, sd, prefix, x, cond, eps=1e-5, group_scaling=True):
         gamma = sg * sd[prefix + "w0"] + (1 - sg) * sd[prefix + "w1"]
         beta = sb * sd[prefix + "b0"] + (1 - sb) * sd[prefix + "b1"]
         return (x - mu) / torch.sqrt(var + eps) * gamma + beta
-    if kind == "powernorm":  # eval: group scaling, then the running quadratic mean per channel
-        x = x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps)
+    if kind == "powernorm":  # eval: group scaling (RMS of each of `groups` channel blocks), then the running ψ²
+        x = torch.cat([c / torch.sqrt((c * c).mean(-1, keepdim=True) + eps) for c in x.chunk(groups, -1)], -1)
         return x / torch.sqrt(sd[prefix + "running_phi"] + eps) * sd[prefix + "w"] + sd[prefix + "b"]
     if kind == "unified":
         return x / torch.sqrt(sd[prefix + "running_var"] + eps) * sd[prefix + "w"] + sd[prefix + "b"]
@@ -58,7 +58,7 @@ def ref_forward(model, tokens, cond=None):
     c, sd = model.cfg, {k: v for k, v in model.state_dict().items()}
     b, t = tokens.shape
     x = sd["embed.weight"][tokens] + sd["pos_embed.weight"][torch.arange(t)]
-    N = lambda p, h: ref_norm(c.norm, sd, p, h, cond)
+    N = lambda p, h: ref_norm(c.norm, sd, p, h, cond, groups=c.norm_kwargs.get("group_num", 1))
 
     def attn(p, h):
         q, k, v = (h @ sd[p + "qkv.weight"].T + sd[p + "qkv.bias"]).split(c.d_model, -1)

@@ -4,7 +4,8 @@ Both divide each channel by a *second moment over tokens* (no centring), not ove
 and both replace exact backpropagation through that statistic with a cheap approximation. They follow the
 authors' reference code (sIncerass/powernorm `MaskPowerNorm`, hikvision-research `UN1d`, NLP settings):
 
-PowerNorm:  x ← x / RMS_channels(x) (their "group scaling", one group); ψ²_c = mean over real tokens of x_c²;
+PowerNorm:  x ← x / RMS over each of `group_num` channel groups (their "group scaling", GroupScaling1D; the zoo
+            uses group_num = n_heads as the authors' runs do); ψ²_c = mean over real tokens of x_c²;
             train: divide by the batch ψ² during warm-up, then by the running ψ²; the running ψ² is an EMA
             (a cumulative average during warm-up); backward: g − (1 − α_bkw)·ema(g·z)·z, over the batch ψ.
 Unified:    σ²_c = mean over real tokens of x_c²; after warm-up the divisor is the geometric mean of the last
@@ -54,13 +55,15 @@ class _PowerFn(torch.autograd.Function):
 
 
 class PowerNorm(Norm):
-    """PowerNorm with running quadratic mean and approximate backward (MaskPowerNorm, one group)."""
+    """PowerNorm with running quadratic mean and approximate backward (MaskPowerNorm with GroupScaling1D)."""
 
     def __init__(self, d: int, eps: float = 1e-5, alpha_fwd: float = 0.9, alpha_bkw: float = 0.9,
-                 warmup_iters: int = 10000, group_scaling: bool = True):
+                 warmup_iters: int = 10000, group_scaling: bool = True, group_num: int = 1):
         super().__init__(d, eps)
+        if group_num < 1 or d % group_num:
+            raise ValueError(f"PowerNorm group_num={group_num} must be ≥ 1 and divide the width {d}")
         self.alpha_fwd, self.alpha_bkw, self.warmup_iters = alpha_fwd, alpha_bkw, warmup_iters
-        self.group_scaling = group_scaling
+        self.group_scaling, self.group_num = group_scaling, group_num
         self.w = nn.Parameter(torch.ones(d))
         self.b = nn.Parameter(torch.zeros(d))
         self.register_buffer("running_phi", torch.ones(d))
@@ -70,8 +73,9 @@ class PowerNorm(Norm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         x = self.hook_in(x)
-        if self.group_scaling:
-            x = x / (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
+        if self.group_scaling:  # each group of d / group_num channels divided by its RMS, per token
+            g = x.unflatten(-1, (self.group_num, -1))  # [b, t, groups, d / groups]
+            x = (g / (g.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()).flatten(-2)
         if not self.training:
             z = x / self.hook_scale((self.running_phi + self.eps).sqrt().view(1, 1, -1))
             return self.hook_normalized(z * self.w + self.b)

@@ -13,9 +13,18 @@ from interp.norms import NORMS
 class ZooConfig:
     """A GPT-style decoder; `placement` and `norm` say where the norms sit and which norm it is.
 
-    placement: pre  x = x + F(N(x))          post  x = N(x + F(x))
+    placement: pre  x = x + F(N(x))          post  x = N(x + F(x))  (DeepNorm: N(α·x + F(x)))
                peri x = x + N_out(F(N_in(x)))  mix  post for layers < ⌊mix_alpha·L⌋, pre after
                lns  x = x + F(N(x) / √ℓ), ℓ counted from 1          none  x = x + F(x)
+               reordered  x = x + N(F(x)), a norm on each sublayer's output, none on its input (OLMo-2)
+    qk_norm:   RMSNorm over each head's d_head on q and k before q·k, one learnable gain [d_head] shared by the
+               heads (Qwen3, Gemma-3; OLMo-2 normalizes all heads' q together); eps = norm_eps.
+    deepnorm:  DeepNet (Wang et al. 2022) on a post placement: the residual is up-weighted by α = (2N)^¼ and the
+               init of the FFN weights (up, down), the value projection (v rows of qkv) and the output projection
+               is multiplied by β = (8N)^-¼ (N = n_layers, the decoder-only values). The paper draws them from
+               Xavier-normal with gain β; the zoo keeps its shared N(0, init_std) init and scales it by β, so
+               those weights start at N(0, (β·init_std)²); q and k rows, embeddings, biases (0) and norms keep
+               the shared init.
     """
 
     n_layers: int = 12
@@ -38,6 +47,8 @@ class ZooConfig:
     d_attn: int | None = None  # attention inner width (q, k, v, z); None = d_model (CRMSNorm conversion: d_model = d − 1)
     unembed_bias: bool = False  # b_U (a folded final-norm bias needs it)
     act: str = "gelu"  # MLP activation: "gelu" (exact) or "gelu_tanh" (GPT-2's tanh approximation, "gelu_new")
+    qk_norm: bool = False  # RMSNorm on each head's q and k (see the class docstring)
+    deepnorm: bool = False  # DeepNorm residual weight α and init scale β (see the class docstring)
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
@@ -50,6 +61,14 @@ class ZooConfig:
             raise ValueError(f"attention width {self.d_attn or self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.placement != "none" and self.norm == "none":
             raise ValueError(f"placement {self.placement!r} needs a norm; use placement='none' for no norm")
+        if self.qk_norm and self.d_head < 2:
+            raise ValueError(f"qk_norm needs a head dimension of at least 2 (RMSNorm of one number is its sign); "
+                             f"got d_head={self.d_head}: use fewer heads or a wider attention")
+        if self.deepnorm and self.placement != "post":
+            raise ValueError(f"deepnorm is Post-LN with an up-weighted residual and needs placement='post'; "
+                             f"got placement={self.placement!r}")
+        if self.norm == "powernorm" and "group_num" not in self.norm_kwargs:  # the authors' runs: one group per head
+            self.norm_kwargs = {**self.norm_kwargs, "group_num": self.n_heads}
 
     @property
     def d_head(self) -> int:
@@ -63,6 +82,16 @@ class ZooConfig:
         if self.placement == "mix":
             return int(self.mix_alpha * self.n_layers)
         return 0
+
+    @property
+    def deepnorm_alpha(self) -> float:
+        """DeepNorm's residual weight α = (2N)^¼ for an N-layer decoder; 1 without DeepNorm."""
+        return (2 * self.n_layers) ** 0.25 if self.deepnorm else 1.0
+
+    @property
+    def deepnorm_beta(self) -> float:
+        """DeepNorm's init scale β = (8N)^-¼ for an N-layer decoder; 1 without DeepNorm."""
+        return (8 * self.n_layers) ** -0.25 if self.deepnorm else 1.0
 
     def block_placement(self, layer: int) -> str:
         """The placement of block `layer` (0-based); resolves mix into post / pre."""
@@ -96,6 +125,9 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "dyt":          dict(placement="pre", norm="dyt"),
     "no-norm":      dict(placement="none", norm="none", final_norm=False),
     "td-ln":        dict(placement="pre", norm="tdln", conditioned=True),
+    "pre-rmsnorm-qk": dict(placement="pre", norm="rmsnorm", qk_norm=True),
+    "reordered":    dict(placement="reordered", norm="rmsnorm", qk_norm=True),
+    "deepnorm":     dict(placement="post", norm="layernorm", final_norm=False, deepnorm=True),
 }
 
 
