@@ -1,13 +1,13 @@
 """Resumable collection: one state file per rank, `<state_dir>/rank<r>-of-<w>.safetensors`, holding every
 collector's state (tensors `<collector>/<key>`) and, in the safetensors header, the JSON position (next batch,
-tokens and sequences so far) and a fingerprint of the run. Written atomically (temp file + rename) every N
-batches, so an interrupted run continues from its last checkpoint and gives the same result.
+tokens and sequences so far, and for a stream the SHA-256 of the sequences read so far) and a fingerprint of
+the run (interp.fingerprint: the model's weights, the token file's bytes, the collectors and their options).
+Written atomically (temp file + rename) every N batches, so an interrupted run continues from its last
+checkpoint and gives the same result; a state file of another model, seed, data or set-up is refused.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +15,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from interp.collect.base import Collector
+from interp.outputs import atomic_write
+
+# fingerprint keys in words, for the one-line refusal
+WHAT = {"weights_sha256": "the model's weights", "token_file_sha256": "the token file's content",
+        "model": "the model's name", "collectors": "the collectors or their options", "data": "the kind of data",
+        "n_tokens": "the number of tokens", "dtype": "the token dtype", "world": "the number of processes"}
 
 
 class Checkpoint:
@@ -36,12 +42,14 @@ class Checkpoint:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
             fp, pos = json.loads(meta["fingerprint"]), json.loads(meta["position"])
-        except (SafetensorError, OSError, KeyError, ValueError) as e:
+        except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
             raise ValueError(f"state file {self.path} is corrupt or not interp's ({e}); delete it to start over") from None
-        if fp != self.fingerprint:
+        if not isinstance(fp, dict) or fp != self.fingerprint:
+            fp = fp if isinstance(fp, dict) else {}
             diff = sorted(k for k in set(fp) | set(self.fingerprint) if fp.get(k) != self.fingerprint.get(k))
             raise ValueError(f"state file {self.path} belongs to a different collection (differs in: "
-                             f"{', '.join(diff)}); use another state_dir or delete the file to start over")
+                             f"{', '.join(WHAT.get(k, k) for k in diff)}); use another state_dir or delete the "
+                             "file to start over")
         for c in collectors:
             prefix = f"{c.name}/"
             c.load_state_dict({k[len(prefix):]: v.to(next(iter(c.state.values())).device)
@@ -53,17 +61,9 @@ class Checkpoint:
 
     def save(self, collectors: Sequence[Collector], position: dict[str, Any]) -> None:
         """Write every collector's state and `position` atomically."""
-        self.dir.mkdir(parents=True, exist_ok=True)
         tensors = {f"{c.name}/{k}": v.detach().cpu().contiguous() for c in collectors for k, v in c.state.items()}
         meta = {"fingerprint": json.dumps(self.fingerprint), "position": json.dumps(position)}
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -21,8 +21,9 @@ from interp.collect.batches import model_context
 from interp.collect.driver import check_collectors, run_batches
 from interp.collect.resume import Checkpoint
 from interp.collect.results import KIND as RESULTS_KIND, Results
-from interp.collect.stream import TokenFile, shard_batches
+from interp.collect.stream import TokenFile, is_stream, shard_batches
 from interp.device import model_device, place, resolve_device
+from interp.fingerprint import StreamDigest, sha256_file, sha256_model
 from interp.outputs import check_dir_target
 
 SCALE_OPTIONS = frozenset({"distributed", "device", "dtype", "state_dir", "checkpoint_every", "out", "force"})
@@ -41,10 +42,20 @@ def _maybe_fail(rank: int, done: int) -> None:
 
 
 def _fingerprint(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, world) -> dict:
-    src = data.describe() if isinstance(data, TokenFile) else {"source": type(data).__name__}
-    return {"model": model.card.name, "n_params": model.card.n_params, "batch_size": batch_size,
+    """What a state file must match to be resumed: the model's weights (SHA-256), the data (a token file's
+    SHA-256; a stream's content is checked on resume by StreamDigest), the collectors and their options."""
+    if isinstance(data, TokenFile):
+        src = {"data": "token_file", "token_file_sha256": sha256_file(data.path), "n_tokens": len(data),
+               "dtype": str(data.tokens.dtype)}
+    else:
+        src = {"data": "stream" if is_stream(data) else "sequences"}
+    return {"model": model.card.name, "weights_sha256": sha256_model(model), "batch_size": batch_size,
             "max_tokens": max_tokens, "exclude_first": exclude_first, "overflow": overflow, "world": world,
             "collectors": {c.name: {"type": type(c).__name__, **c.config()} for c in collectors}, **src}
+
+
+def _with_digest(pos: dict, digest: StreamDigest | None) -> dict:
+    return pos if digest is None else {**pos, "data_sha256": digest.hexdigest()}
 
 
 def collect_sharded(model, data, collectors: Sequence[Collector] | None = None, batch_size: int = 8,
@@ -93,12 +104,16 @@ def _run(model, data, collectors, batch_size, max_tokens, exclude_first, overflo
     t0 = time.perf_counter()
     bar = tqdm(unit="tok", desc=f"collect rank {rank}/{world}" if world > 1 else "collect",
                disable=not progress or rank != 0, leave=False)
+    digest = None
     try:
         if ckpt is not None:
             pos = ckpt.load(collectors) or pos
+            if not isinstance(data, TokenFile):  # re-read up to the saved position and check it is the same data
+                digest = StreamDigest(pos["next_batch"], pos.get("data_sha256") if pos["next_batch"] else None,
+                                      f"the data of this run ({type(data).__name__})")
         done_here = 0
         for i, seqs in shard_batches(model, data, batch_size, model_context(model), overflow, max_tokens,
-                                     rank, world, start=pos["next_batch"]):
+                                     rank, world, start=pos["next_batch"], tap=digest):
             meta = run_batches(model, seqs, collectors, batch_size=len(seqs), exclude_first=exclude_first,
                                overflow="error", progress=False)
             pos = {"next_batch": i + 1, "n_tokens": pos["n_tokens"] + meta["n_tokens"],
@@ -106,10 +121,12 @@ def _run(model, data, collectors, batch_size, max_tokens, exclude_first, overflo
             bar.update(meta["n_tokens"])
             done_here += 1
             if ckpt is not None and ckpt.due(done_here):
-                ckpt.save(collectors, pos)
+                ckpt.save(collectors, _with_digest(pos, digest))
             _maybe_fail(rank, done_here)
+        if digest is not None:
+            digest.finish()
         if ckpt is not None:
-            ckpt.save(collectors, {**pos, "next_batch": 1 << 62, "complete": True})
+            ckpt.save(collectors, _with_digest({**pos, "next_batch": 1 << 62, "complete": True}, digest))
     except BaseException as e:  # noqa: BLE001 — every rank must hear about it before anyone waits on a merge
         if not distributed:
             raise

@@ -101,9 +101,11 @@ def iter_sequences(model, data, max_len: int | None, overflow: str = "split",
 
 def shard_batches(model, data, batch_size: int, max_len: int | None, overflow: str = "split",
                   max_tokens: int | None = None, rank: int = 0, world: int = 1,
-                  start: int = 0) -> Iterator[tuple[int, list[list[int]]]]:
+                  start: int = 0, tap=None) -> Iterator[tuple[int, list[list[int]]]]:
     """(global batch index, sequences) for this rank's batches (index % world == rank) from index `start` on.
-    Other ranks' batches are skipped without being padded or run (a TokenFile does not even read them)."""
+    Other ranks' batches are skipped without being padded or run (a TokenFile does not even read them).
+    tap(batch index, sequence) sees every sequence of a non-TokenFile source in order, skipped ones included
+    (how a resumed run checks that it re-reads the same data: interp.fingerprint.StreamDigest)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if isinstance(data, TokenFile):
@@ -120,6 +122,8 @@ def shard_batches(model, data, batch_size: int, max_len: int | None, overflow: s
     any_tokens = False
     for s in iter_sequences(model, data, max_len, overflow, max_tokens):
         any_tokens = True
+        if tap is not None:
+            tap(i, s)
         if i < start or i % world != rank:  # not ours: only count the sequences
             rows.append(None)  # type: ignore[arg-type]
         else:
