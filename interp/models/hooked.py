@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from interp.card import ModelCard
 from interp.models.hooks import fire, observed, on_input, on_output
 from interp.models.norm_hooks import NormHooks
 from interp.sites import LayerSites, SiteMap
+from interp.tl.native import TransformerLensNative
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def wire_residual(blk: BlockHooks, layer: nn.Module, attn_delta: nn.Module, mlp_
             on_output(mlp_delta, lambda m: fire(blk.hook_mlp_out, m)), on_output(layer, post)]
 
 
-class HookedHF(HookedRootModule):
+class HookedHF(TransformerLensNative):
     """A transformers model with TransformerLens hook names, `.card`, `.sites` and `.tokenizer`.
 
     forward(tokens [b, t] long, attention_mask [b, t] bool | None) -> logits [b, t, vocab] (causal LMs) or

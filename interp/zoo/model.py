@@ -10,13 +10,13 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from interp.card import ModelCard
 from interp.norms import Norm, make_norm
 from interp.norms.base import observed
 from interp.sites import LayerSites, SiteMap
+from interp.tl.native import TransformerLensNative
 from interp.zoo.config import ZooConfig
 
 
@@ -106,7 +106,7 @@ class Block(nn.Module):
         return self.hook_resid_post(x)
 
 
-class ZooModel(HookedRootModule):
+class ZooModel(TransformerLensNative):
     """The configurable decoder. `forward(tokens [b, t]) -> logits [b, t, vocab]`."""
 
     def __init__(self, cfg: ZooConfig, tokenizer=None):
