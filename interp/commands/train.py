@@ -1,4 +1,5 @@
-"""`interp train`: train the zoo (`--zoo`) or some strategies with the shared recipe (interp.train.zoo)."""
+"""`interp train`: train the whole zoo (`--zoo`: every strategy × seed of the plan, in parallel workers,
+resumable) or named strategies with the shared recipe (interp.train.zoo)."""
 from __future__ import annotations
 
 import argparse
@@ -6,33 +7,43 @@ import argparse
 
 def run(args: argparse.Namespace) -> None:
     import torch
-    from interp.train.zoo import ZOO_DIR, train_zoo
+    from pathlib import Path
+    from interp.train import zoo_runner
+    from interp.train.zoo import ZOO_DIR
     from interp.zoo import STRATEGIES
     torch.set_num_threads(args.threads)
     if not args.zoo and not args.strategies:
-        raise ValueError("say what to train: --zoo (all strategies) or one or more strategy names")
+        raise ValueError("say what to train: --zoo (every strategy and seed of the plan) or one or more strategy names")
     for s in args.strategies:
         if s not in STRATEGIES:
             raise ValueError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
-    train_zoo(out=args.out or ZOO_DIR, runs=args.runs, strategies=None if args.zoo else args.strategies,
-              steps=args.steps, lr=args.lr, corpus=args.corpus, seed=args.seed, warmup=args.warmup,
-              exceptions=not args.no_exceptions, progress=not args.quiet)
+    if args.steps < 1:
+        raise ValueError(f"--steps must be ≥ 1 (got {args.steps})")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be ≥ 1 (got {args.workers})")
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be ≥ 1 (got {args.seeds})")
+    out = Path(args.out) if args.out else ZOO_DIR
+    names = args.strategies or None
+    seeds = {s: args.seeds for s in (names or zoo_runner.ZOO_SEEDS)} if args.seeds is not None else None
+    if args.workers == 1:
+        while zoo_runner.run_next(out, Path(args.runs), args.steps, names, seeds=seeds, progress=not args.quiet):
+            pass
+    else:
+        zoo_runner.work(args.workers, out, Path(args.runs), args.steps, names, n_seeds=args.seeds)
 
 
 def register(sub) -> None:
     from interp.train.zoo import ZOO_STEPS
-    p = sub.add_parser("train", help="train the zoo (every strategy, one recipe) on the KJV; resumable")
-    p.add_argument("strategies", nargs="*", help="strategy names (default with --zoo: all)")
-    p.add_argument("--zoo", action="store_true", help="train every strategy in interp.STRATEGIES")
+    p = sub.add_parser("train", help="train the zoo (every strategy × seed, one recipe) on the KJV; resumable")
+    p.add_argument("strategies", nargs="*", help="strategy names (default with --zoo: the whole plan)")
+    p.add_argument("--zoo", action="store_true", help="train every strategy and seed of the plan "
+                                                      "(interp.train.zoo_runner.ZOO_SEEDS)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 of each named strategy (default: the plan's)")
+    p.add_argument("--workers", type=int, default=1, help="parallel training processes, one thread each (default 1)")
     p.add_argument("--steps", type=int, default=ZOO_STEPS, help=f"updates per model (default {ZOO_STEPS})")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 10 %% of --steps)")
-    p.add_argument("--no-exceptions", action="store_true",
-                   help="train every strategy with the shared recipe (no per-strategy lr or b_U init, see ZOO_EXCEPTIONS)")
-    p.add_argument("--corpus", default="kjv", help="'kjv', 'austen', a text file or folder, or hf:NAME")
     p.add_argument("--out", default=None, help="where the checkpoints go (default data/zoo)")
     p.add_argument("--runs", default="out/zoo-runs", help="resumable training state (default out/zoo-runs)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -85,8 +85,10 @@ class Trainer:
     def __init__(self, model: nn.Module, train: TokenBatches, cfg: TrainConfig, val: TokenBatches | None = None,
                  run_dir: str | Path | None = None, resume: bool = True, meta: dict | None = None,
                  callbacks: Sequence[Callable[["Trainer"], None]] = (), progress: bool = True,
-                 loss_fn: Callable[[nn.Module, Batch, bool], torch.Tensor] = lm_loss, desc: str = "train"):
+                 loss_fn: Callable[[nn.Module, Batch, bool], torch.Tensor] = lm_loss, desc: str = "train",
+                 snapshots: Sequence[int] = ()):
         self.model, self.train, self.cfg, self.val = model, train, cfg, val
+        self.snapshots = sorted(set(snapshots))  # steps whose weights are kept in run_dir/snapshots/
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.meta, self.callbacks, self.progress, self.loss_fn, self.desc = meta or {}, callbacks, progress, loss_fn, desc
         self.use_cond = bool(getattr(getattr(model, "cfg", None), "conditioned", False))
@@ -131,6 +133,20 @@ class Trainer:
         self.rows = pd.read_parquet(ck / "steps.parquet").to_dict("records")
         self.layer_rows = pd.read_parquet(ck / "layers.parquet").to_dict("records")
         self.last_ckpt = self.step
+
+    def snapshot_path(self, step: int) -> Path:
+        """Where the weights after `step` updates are kept (`snapshots`; needs a run_dir)."""
+        return self.run_dir / "snapshots" / f"step-{step:06d}.safetensors"
+
+    def _snapshot(self) -> None:
+        if self.run_dir is None or self.step not in self.snapshots:
+            return
+        from safetensors.torch import save_model
+        path = self.snapshot_path(self.step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_model(self.model, str(tmp))
+        tmp.replace(path)
 
     # ---- logs --------------------------------------------------------------------------------------------
     def steps_frame(self) -> pd.DataFrame:
@@ -178,6 +194,7 @@ class Trainer:
                    dynamic_ncols=True, leave=False)
         ntok = cfg.batch_size * cfg.seq_len
         while self.step < end:
+            self._snapshot()
             for cb in self.callbacks:
                 cb(self)
             val = self.evaluate() if (self.val is not None and self.step % cfg.eval_every == 0) else float("nan")
@@ -234,6 +251,7 @@ class Trainer:
                 self.evals.append([self.step, final])
                 if self.run_dir is not None:
                     self.save()
+            self._snapshot()
             msg = f"trained {self.step} steps; final validation loss {final}"
         elif status == "done":
             status, msg = "stopped", f"stopped after step {self.step} of {cfg.steps}"

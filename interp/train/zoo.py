@@ -1,60 +1,72 @@
-"""The zoo recipe: every strategy at one shared size and token budget, trained on the KJV, shipped in data/zoo/.
+"""The zoo recipe: every strategy at one shared size and token budget, several seeds, trained on the KJV.
 
-`train_zoo()` (CLI: `interp train --zoo`) writes, per strategy, data/zoo/<strategy>/ = model.save() output
-(model.safetensors, config.json with the training record, tokenizer.json) + steps.parquet + layers.parquet,
-and data/zoo/manifest.json (sizes, hyper-parameters, norm_kwargs, corpus and tokenizer hashes, steps, wall
-time, final validation loss per model, and the unigram baselines of the corpus in nats/token). Training
-state (optimizer, RNG) lives in `out/zoo-runs/<strategy>/` so a killed run resumes where it stopped.
-One shared recipe (`zoo_train_config`) for all, except the strategies in ZOO_EXCEPTIONS, which the shared
-recipe fails to train; the manifest records their config, the reason and the failed shared-recipe run.
+`train_one()` trains one (strategy, seed) and writes data/zoo/<name>/ (name = strategy for seed 0,
+`<strategy>.seed<k>` otherwise) = model.save() output (model.safetensors, config.json with the training record,
+tokenizer.json) + steps.parquet + layers.parquet (+ checkpoints/step-<N>.safetensors along training for the
+strategies in SHIP_SNAPSHOTS). Training state (optimizer, RNG) lives in `out/zoo-runs/<name>/` so a killed
+run resumes where it stopped. The job queue over (strategy, seed) and the manifest live in
+`interp.train.zoo_runner`. One shared recipe (`zoo_train_config`) for all, except the strategies in
+ZOO_EXCEPTIONS, which the shared recipe fails to train; the manifest records their config and the reason.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import resource
 import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from interp.data import DATA_DIR, TOKENIZER_PATH, Prepared, TokenBatches, prepare, unigram_entropy
-from interp.train.trainer import TrainConfig, Trainer
-from interp.zoo import STRATEGIES, build
+from interp.data import DATA_DIR, Prepared, TokenBatches
+from interp.train.trainer import TrainConfig, Trainer, lm_loss
+from interp.zoo import build
 
 ZOO_SIZE = dict(n_layers=12, d_model=64, n_heads=4, d_mlp=256, n_ctx=128, d_vocab=4096)
-ZOO_STEPS = 400
+ZOO_STEPS = 2000           # × 8 × 128 tokens = 2.05 M tokens per model
 ZOO_DIR = DATA_DIR / "zoo"
+# Fractions of the run whose weights are kept (step 0 is rebuilt from the seed; the last is the model itself).
+SNAPSHOT_FRACTIONS = (0.0, 0.1, 0.3, 1.0)
+# Strategies whose seed-0 snapshots are shipped in data/zoo/<name>/checkpoints/ (the training-dynamics view of
+# the Peri-LN, Curse-of-Depth and Mix-LN papers); other runs keep theirs in out/zoo-runs only.
+SHIP_SNAPSHOTS = ("pre-ln", "post-ln", "peri-ln", "mix-ln", "lns")
 # Strategies the shared recipe fails to train, with what we ran instead and why (recorded in the manifest).
 ZOO_EXCEPTIONS: dict[str, dict] = {
-    "post-ln": {"lr": 5e-4, "warmup": 100,
-                "why": "at the shared lr 2e-3 (warm-up 40) Post-LN stays on the unigram plateau for all 400 steps "
-                       "(validation loss 6.00 vs unigram 6.21); a probe at lr 1e-3 / warm-up 100 plateaued at "
-                       "6.0 too by step 150; lr 5e-4 / warm-up 100 leaves the plateau"},
     "dyt": {"model_kwargs": {"unembed_bias": True}, "unembed_bias_init": "log_unigram",
             "why": "with the shared recipe DyT collapses in the first ~10 steps: the cheapest way to emit the unigram "
                    "prior through a bounded final DyT (|y| <= gamma) is to saturate it, so the stream becomes one "
-                   "token-independent vector (RMS 93 at the final DyT, token-to-token RMS 0.25, tanh' ~ 0 for every "
-                   "token) and validation loss stays at 6.00 vs unigram 6.21. An unembedding bias b_U initialised to "
-                   "the log unigram frequencies of the training tokens gives the prior for free; the DyT layers "
-                   "themselves are unchanged (every norm incl. the final one is DyT, alpha init 0.5). Not the DyT "
-                   "paper's recipe: an output-bias prior init, a per-model exception"},
+                   "token-independent vector and validation loss stays on the unigram plateau (6.02 at step 400 of "
+                   "the 2000-step recipe vs pre-ln well below). An unembedding bias b_U initialised to the log "
+                   "unigram frequencies of the training tokens gives the prior for free; the DyT layers themselves "
+                   "are unchanged (every norm incl. the final one is DyT, alpha init 0.5). Not the DyT paper's "
+                   "recipe: an output-bias prior init, a per-model exception"},
 }
-# Attempts that did not help, kept on record (manifest "notes"); the shipped model is the shared-recipe one.
+# Attempts and probes kept on record (manifest "notes").
 ZOO_NOTES: dict[str, str] = {
-    "dyt": ("With the shared recipe DyT stays on the unigram plateau (validation loss 6.00 vs unigram 6.21). "
-            "150-step probes (train loss at step 150, shared lr 2e-3; pre-ln 5.42): shared recipe 5.99; lr 5e-4 / "
-            "warm-up 100, alpha_init 5 / 0.1 / 0.05, init_std 0.2: ~6.0; the paper's LLaMA per-role alpha init "
-            "(attention 0.8 / FFN 0.2 / final 0.2): 5.99; final alpha 0.05 only: 5.99 (alpha rose to 0.09); a "
-            "learnable scalar after the token embedding (init sqrt(d)=8 or 50): 6.03 / 5.99; bias=False: 5.99; "
-            "untied unembedding: 5.99; zero-init b_U: 5.99; DyT betas frozen at 0: 5.99. Cause: at init DyT passes "
-            "alpha*x (x ~ 0.03) so blocks are ~inert (MLP out RMS 4e-4 vs 0.026 with LN), and within ~10 steps the "
-            "stream becomes one token-independent vector that saturates every DyT (final DyT input RMS 6 at step "
-            "10, 93 at step 150, token-to-token RMS 0.25): the bounded final DyT reaches its largest output, the "
-            "unigram prior, only when saturated. b_U initialised to log unigram frequencies (ZOO_EXCEPTIONS) "
-            "removes that pull: 5.40 at step 150 (5.54 with the LLaMA per-role alphas). The same b_U init also helps "
-            "pre-ln (5.15 vs 5.42 at step 150), so DyT gets a head start the other zoo models lack."),
+    "post-ln": ("Post-LN trains with the shared recipe at 2000 steps (warm-up 200): a probe reached validation loss "
+                "4.89 at step 400 (6.13 at step 100, the plateau it left by step 300). The 400-step recipe of the "
+                "first zoo (warm-up 40) kept it on the unigram plateau, which needed lr 5e-4 there."),
+    "dyt": ("With the shared recipe DyT stays on the unigram plateau (probe: validation loss 6.11 / 6.06 / 6.04 / 6.02 at "
+            "steps 100-400). Earlier 150-step probes: lr 5e-4 / warm-up 100, alpha_init 5 / 0.1 / 0.05, init_std 0.2, "
+            "the paper's LLaMA per-role alpha init, a learnable scalar after the embedding, bias=False, untied "
+            "unembedding, zero-init b_U, frozen betas: all ~6.0. Cause: at init DyT passes alpha*x (x ~ 0.03) so "
+            "blocks are ~inert and within ~10 steps the stream becomes one token-independent vector that saturates "
+            "every DyT; the bounded final DyT reaches the unigram prior only when saturated. b_U initialised to log "
+            "unigram frequencies removes that pull. The same b_U init also helps pre-ln, so DyT gets a head start "
+            "the other zoo models lack."),
+    "unified-norm": ("Gradient compensation (the ratio r of batch to running scale) switches on after max(1000, "
+                     "warm-up) iterations as in the authors' UN1d: at 2000 steps it acts for the second half of "
+                     "the run. Outlier filtration (off for NLP in the authors' code) is not implemented."),
+    "padding": ("Batch-statistic norms take their statistics and backward means over real tokens only; the authors' "
+                "code averages over every position. The zoo trains on unpadded windows, where the two agree."),
 }
+
+
+def model_name(strategy: str, seed: int) -> str:
+    """The zoo directory / card name of (strategy, seed): the strategy for seed 0, `<strategy>.seed<k>` else."""
+    return strategy if seed == 0 else f"{strategy}.seed{seed}"
 
 
 def zoo_train_config(steps: int = ZOO_STEPS, lr: float = 2e-3, seed: int = 0, warmup: int | None = None) -> TrainConfig:
@@ -65,11 +77,22 @@ def zoo_train_config(steps: int = ZOO_STEPS, lr: float = 2e-3, seed: int = 0, wa
                        eval_every=max(1, steps // 5), eval_batches=16, ckpt_every=max(1, steps // 8))
 
 
-def zoo_norm_kwargs(strategy: str, steps: int) -> dict:
-    """Batch-statistic norms' warm-up (10000 / 4000 iterations by default) scaled to a quarter of this run."""
+def zoo_norm_kwargs(strategy: str, steps: int, warmup: int | None = None) -> dict:
+    """Batch-statistic norms warm their statistics up over the LR warm-up (default 10 % of `steps`), as the
+    authors' runs tie the two (PowerNorm's group_num = n_heads comes from the preset)."""
     if strategy in ("powernorm", "unified-norm"):
-        return {"warmup_iters": max(1, steps // 4)}
+        return {"warmup_iters": max(1, steps // 10) if warmup is None else warmup}
     return {}
+
+
+def state_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over a model's state dict (names, dtypes, shapes, bytes in name order): identifies weights."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        v = v.detach().contiguous().cpu()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -77,117 +100,123 @@ def _write_json(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
 
 
+def _loss_fn(model):
+    """Next-token cross-entropy, or the masked-diffusion bound for `objective="mdlm"` presets."""
+    if getattr(model.cfg, "objective", "causal_lm") == "mdlm":
+        from interp.train.mdlm import mdlm_loss
+        return mdlm_loss
+    return lm_loss
+
+
 def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, run_dir: Path,
               size: dict | None = None, seed: int = 0, progress: bool = True, norm_kwargs: dict | None = None,
-              model_kwargs: dict | None = None, unembed_bias_init: str | None = None) -> dict:
-    """Train one strategy (resuming `run_dir` if it holds a checkpoint), save it to `out_dir`; its record.
+              exception: dict | None = None, ship_snapshots: bool = False) -> dict:
+    """Train one strategy from init `seed` (resuming `run_dir` if it holds a checkpoint), save it to `out_dir`.
 
-    `model_kwargs` go to `build`; unembed_bias_init="log_unigram" sets b_U to the add-one smoothed log unigram
-    frequencies of the training tokens (needs model_kwargs unembed_bias=True)."""
+    `cfg.seed` orders the data; the zoo uses the same value for both. `exception` is a ZOO_EXCEPTIONS entry:
+    its `model_kwargs` go to `build`; unembed_bias_init="log_unigram" sets b_U to the add-one smoothed log
+    unigram frequencies of the training tokens (needs unembed_bias=True). Returns the training record (also
+    saved in config.json)."""
+    exception = exception or {}
+    model_kwargs, unembed_bias_init = exception.get("model_kwargs"), exception.get("unembed_bias_init")
     size = {**ZOO_SIZE, **(size or {}), "d_vocab": getattr(data.tokenizer, "vocab_size", ZOO_SIZE["d_vocab"])}
-    nk = {**zoo_norm_kwargs(strategy, cfg.steps), **(norm_kwargs or {})}
+    nk = {**zoo_norm_kwargs(strategy, cfg.steps, cfg.warmup), **(norm_kwargs or {})}
     model = build(strategy, seed=seed, **size, **(model_kwargs or {}), **({"norm_kwargs": nk} if nk else {}))
     model.tokenizer = data.tokenizer
     if unembed_bias_init is not None:
         if unembed_bias_init != "log_unigram" or model.unembed.bias is None:
             raise ValueError(f"unembed_bias_init={unembed_bias_init!r} needs 'log_unigram' and unembed_bias=True")
-        counts = torch.bincount(data.train_tokens.flatten().long(), minlength=size["d_vocab"]).double() + 1
+        counts = torch.bincount(data.train_tokens.flatten().long(), minlength=model.cfg.d_vocab).double() + 1
         with torch.no_grad():
             model.unembed.bias.copy_((counts / counts.sum()).log().to(model.unembed.bias.dtype))
+    init_sha = state_sha256(model)
     bos = data.tokenizer.bos_id
     train = TokenBatches(data.train_tokens, cfg.seq_len, cfg.batch_size, bos, seed=cfg.seed)
     val = TokenBatches(data.val_tokens, cfg.seq_len, cfg.batch_size, bos, shuffle=False)
-    meta = {"strategy": strategy, "corpus_sha256": data.corpus.hash, "tokenizer_sha256": data.tokenizer_sha256}
-    t0 = time.time()
-    res = Trainer(model, train, cfg, val=val, run_dir=run_dir, meta=meta, progress=progress, desc=strategy).run()
-    rec = {"strategy": strategy, "status": res.status, "message": res.message, "steps": res.step,
+    meta = {"strategy": strategy, "seed": seed, "corpus_sha256": data.corpus.hash,
+            "tokenizer_sha256": data.tokenizer_sha256}
+    snaps = sorted({round(f * cfg.steps) for f in SNAPSHOT_FRACTIONS})
+    t0, c0 = time.time(), _cpu_s()
+    trainer = Trainer(model, train, cfg, val=val, run_dir=run_dir, meta=meta, progress=progress,
+                      desc=model_name(strategy, seed), loss_fn=_loss_fn(model), snapshots=snaps)
+    res = trainer.run()
+    cost = _add_cost(run_dir, time.time() - t0, _cpu_s() - c0)
+    shipped = [s for s in snaps if 0 < s < cfg.steps] if ship_snapshots else []
+    rec = {"strategy": strategy, "seed": seed, "objective": getattr(model.cfg, "objective", "causal_lm"),
+           "status": res.status, "message": res.message, "steps": res.step,
            "tokens": res.step * cfg.batch_size * cfg.seq_len, "final_val_loss": res.final_val_loss,
            "final_train_loss": float(res.steps.loss.tail(20).mean()) if len(res.steps) else None,
            "loss_spikes": int(res.steps.spike.sum()) if len(res.steps) else 0,
-           "train_wall_s": round(res.wall_s, 1), "wall_s_this_call": round(time.time() - t0, 1),
+           "train_wall_s": round(res.wall_s, 1), "job_wall_s": round(cost["wall_s"], 1),
+           "job_cpu_s": round(cost["cpu_s"], 1), "started_at": cost["started_at"], "finished_at": cost["finished_at"],
            "norm_kwargs": nk, "n_params": sum(p.numel() for p in model.parameters()), "evals": res.evals,
-           "train_config": cfg.to_dict()}
+           "train_config": cfg.to_dict(), "init_sha256": init_sha,
+           "checkpoints": [{"step": s, "tokens": s * cfg.batch_size * cfg.seq_len,
+                            "where": ("rebuilt from the seed (interp.zoo.build)" if s == 0 else
+                                      "model.safetensors" if s == cfg.steps else
+                                      f"checkpoints/step-{s:06d}.safetensors" if s in shipped else
+                                      f"{run_dir}/snapshots (not shipped)")} for s in snaps]}
+    if exception:
+        rec["exception_reason"] = exception["why"]
+        rec["differs_from_shared_recipe"] = {k: v for k, v in exception.items() if k != "why"}
     if res.status == "done":
         tmp = out_dir.with_name(f".{out_dir.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        model.weight_source = f"interp zoo: {strategy}, {res.step} steps on {data.corpus.name}"
+        model.weight_source = f"interp zoo: {strategy} seed {seed}, {res.step} steps on {data.corpus.name}"
         model.save(tmp, extra={"training": {**rec, "config": cfg.to_dict(), **meta}})
         for f in ("steps.parquet", "layers.parquet"):
             shutil.copy(run_dir / f, tmp / f)
+        for s in shipped:
+            (tmp / "checkpoints").mkdir(exist_ok=True)
+            shutil.copy(trainer.snapshot_path(s), tmp / "checkpoints" / f"step-{s:06d}.safetensors")
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
     return rec
 
 
-def train_zoo(out: str | Path = ZOO_DIR, runs: str | Path = "out/zoo-runs", strategies: list[str] | None = None,
-              steps: int = ZOO_STEPS, lr: float = 2e-3, corpus: str = "kjv", seed: int = 0,
-              warmup: int | None = None, exceptions: bool = True, progress: bool = True) -> dict:
-    """Train every strategy (or `strategies`) with one recipe; write data/zoo/ and its manifest; return it.
+def _cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
-    The manifest's `train_config` is the shared recipe (set by a full-zoo call). A model trained with another
-    config records `differs_from_shared_recipe` ({field: value}); a model it replaces is kept in its
-    `previous_runs` so a failed shared-recipe run stays on record. With `exceptions`, the strategies in
-    ZOO_EXCEPTIONS get their own lr / warm-up (only when lr and warm-up are left at their defaults).
-    """
-    torch.set_num_threads(1)
-    out, runs = Path(out), Path(runs)
-    names = list(STRATEGIES) if strategies is None else strategies
-    for s in names:
-        if s not in STRATEGIES:
-            raise ValueError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
-    data = prepare(corpus, TOKENIZER_PATH)
-    cfg = zoo_train_config(steps, lr, seed, warmup)
-    mpath = out / "manifest.json"
-    manifest = json.loads(mpath.read_text()) if mpath.is_file() else {}
-    if strategies is None or "train_config" not in manifest:
-        manifest["train_config"] = cfg.to_dict()
-    shared = manifest["train_config"]
-    manifest.update({"size": ZOO_SIZE, "data": data.describe(),
-                     "baselines_nats_per_token": unigram_entropy(data.train_tokens, data.val_tokens,
-                                                                 data.tokenizer.vocab_size),
-                     "notes": ZOO_NOTES,
-                     "cond": "TD-LN cond = start of the window in the token stream / stream length, in [0, 1)",
-                     "torch": torch.__version__, "threads": torch.get_num_threads()})
-    manifest.setdefault("models", {})
-    for s in names:
-        exc = ZOO_EXCEPTIONS.get(s) if (exceptions and lr == 2e-3 and warmup is None) else None
-        cfg_s = dataclasses.replace(cfg, **{k: exc[k] for k in ("lr", "warmup") if k in exc}) if exc else cfg
-        run_dir = runs / (f"{s}-exception" if exc else s)
-        rec = train_one(s, data, cfg_s, out / s, run_dir, seed=seed, progress=progress,
-                        norm_kwargs=exc.get("norm_kwargs") if exc else None,
-                        model_kwargs=exc.get("model_kwargs") if exc else None,
-                        unembed_bias_init=exc.get("unembed_bias_init") if exc else None)
-        diff = {k: v for k, v in cfg_s.to_dict().items() if json.loads(json.dumps(shared)).get(k) !=
-                json.loads(json.dumps(v))}
-        if exc:
-            diff.update({k: exc[k] for k in ("norm_kwargs", "model_kwargs", "unembed_bias_init") if k in exc})
-            rec["exception_reason"] = exc["why"]
-        if diff:
-            rec["differs_from_shared_recipe"] = diff
-        old = manifest["models"].get(s)
-        if old is not None and (old.get("train_config", shared) != rec["train_config"]
-                                or old.get("norm_kwargs") != rec["norm_kwargs"]
-                                or old.get("differs_from_shared_recipe") != rec.get("differs_from_shared_recipe")):
-            rec["previous_runs"] = old.pop("previous_runs", []) + [{k: v for k, v in old.items() if k != "evals"}]
-        manifest["models"][s] = rec
-        _write_json(mpath, manifest)
-        print(f"{s:<14} {rec['status']:<5} val loss {rec['final_val_loss']}  {rec['train_wall_s']} s", flush=True)
-    return manifest
+
+def _add_cost(run_dir: Path, wall_s: float, cpu_s: float) -> dict:
+    """Accumulate this call's wall and CPU seconds in run_dir/cost.json (a resumed run adds up its calls)."""
+    p = Path(run_dir) / "cost.json"
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    c = json.loads(p.read_text()) if p.is_file() else {"wall_s": 0.0, "cpu_s": 0.0, "calls": 0,
+                                                        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                    time.gmtime(time.time() - wall_s))}
+    c.update(wall_s=c["wall_s"] + wall_s, cpu_s=c["cpu_s"] + cpu_s, calls=c["calls"] + 1, finished_at=now)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    _write_json(p, c)
+    return c
+
+
+def exception_config(strategy: str, cfg: TrainConfig) -> tuple[TrainConfig, dict | None]:
+    """(the config `strategy` trains with, its ZOO_EXCEPTIONS entry or None)."""
+    exc = ZOO_EXCEPTIONS.get(strategy)
+    if not exc:
+        return cfg, None
+    return dataclasses.replace(cfg, **{k: exc[k] for k in ("lr", "warmup") if k in exc}), exc
 
 
 def zoo_table(manifest: dict | str | Path = ZOO_DIR / "manifest.json"):
-    """The shipped zoo at a glance, one row per model: strategy, val_loss, train_loss (last 20 steps),
-    unigram_xent (validation cross-entropy of the training unigram), below_unigram (= unigram_xent − val_loss,
-    nats/token), loss_spikes, steps, tokens, train_wall_s, lr, warmup, recipe ("shared" or "exception")."""
+    """The shipped zoo at a glance, one row per model: model, strategy, seed, objective, val_loss, train_loss
+    (last 20 steps), unigram_xent (validation cross-entropy of the training unigram), below_unigram
+    (= unigram_xent − val_loss, nats/token; causal LMs only), loss_spikes, steps, tokens, train_wall_s,
+    job_cpu_s, lr, warmup, recipe ("shared" or "exception")."""
     import pandas as pd
     m = manifest if isinstance(manifest, dict) else json.loads(Path(manifest).read_text())
     base = m["baselines_nats_per_token"]["unigram_xent_val"]
     rows = []
-    for s, r in m["models"].items():
+    for name, r in m["models"].items():
         cfg = r.get("train_config", m["train_config"])
-        rows.append(dict(strategy=s, val_loss=r["final_val_loss"], train_loss=r["final_train_loss"],
-                         unigram_xent=base, below_unigram=base - r["final_val_loss"] if r["final_val_loss"] else None,
+        causal = r.get("objective", "causal_lm") == "causal_lm"
+        v = r["final_val_loss"]
+        rows.append(dict(model=name, strategy=r["strategy"], seed=r.get("seed", 0), objective=r.get("objective",
+                         "causal_lm"), val_loss=v, train_loss=r["final_train_loss"], unigram_xent=base,
+                         below_unigram=base - v if (v is not None and causal) else None,
                          loss_spikes=r["loss_spikes"], steps=r["steps"], tokens=r["tokens"],
-                         train_wall_s=r["train_wall_s"], lr=cfg["lr"], warmup=cfg["warmup"],
-                         recipe="exception" if r.get("differs_from_shared_recipe") else "shared"))
+                         train_wall_s=r["train_wall_s"], job_cpu_s=r.get("job_cpu_s"), lr=cfg["lr"],
+                         warmup=cfg["warmup"], recipe="exception" if r.get("differs_from_shared_recipe") else "shared"))
     return pd.DataFrame(rows)

@@ -57,8 +57,11 @@ def save(model: ZooModel, directory: str | Path, extra: dict | None = None) -> P
     return d
 
 
-def load(directory: str | Path, dtype: torch.dtype = torch.float32) -> ZooModel:
-    """Load a zoo checkpoint written by `save`; a missing, corrupt or truncated file raises a clear error."""
+def load(directory: str | Path, dtype: torch.dtype = torch.float32, step: int | None = None) -> ZooModel:
+    """Load a zoo checkpoint written by `save`; a missing, corrupt or truncated file raises a clear error.
+
+    `step`: the weights after that many training updates instead of the final ones — 0 rebuilds the seed's
+    initialisation, others read `checkpoints/step-<N>.safetensors` (kept for some zoo models)."""
     d = Path(directory)
     if not (d / CONFIG).is_file() or not (d / WEIGHTS).is_file():
         raise FileNotFoundError(f"{d} is not a zoo checkpoint: it needs {CONFIG} and {WEIGHTS} (written by model.save)")
@@ -67,18 +70,48 @@ def load(directory: str | Path, dtype: torch.dtype = torch.float32) -> ZooModel:
         cfg = ZooConfig.from_dict(meta["config"])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{d / CONFIG} is not a valid zoo config ({e}); re-save the model") from None
+    training = meta.get("training") or {}
+    wfile = d / WEIGHTS
+    if step is not None and step != training.get("steps"):
+        wfile = d / "checkpoints" / f"step-{step:06d}.safetensors"
+        if step != 0 and not wfile.is_file():
+            kept = sorted(int(p.stem.split("-")[1]) for p in (d / "checkpoints").glob("step-*.safetensors"))
+            raise FileNotFoundError(f"{d} keeps no weights for step {step}; kept steps: 0 (the seed's init), "
+                                    f"{', '.join(map(str, kept)) or 'none'} and {training.get('steps', 'the final')}")
     try:
-        state = load_file(d / WEIGHTS)
+        state = load_file(wfile) if wfile.is_file() or step != 0 else None
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{d / WEIGHTS} is corrupt or truncated ({e}); re-save or re-download it") from None
     tokenizer = None
     if (d / TOKENIZER).is_file():
         from interp.tokenize import load_tokenizer
         tokenizer = load_tokenizer(d / TOKENIZER)
+    if state is None:  # step 0: the initialisation of the recorded seed, rebuilt exactly as training did
+        state = _initial_state(cfg, training, d)
     model = ZooModel(cfg, tokenizer=tokenizer).to(dtype)  # cast first: loading copies into these tensors
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (cfg.tie_embeddings and k == "unembed.weight")]
     if missing or unexpected:
         raise ValueError(f"{d / WEIGHTS} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.weight_source = str(d)
+    model.weight_source = str(d) if step is None else f"{d} at step {step}"
+    if "seed" in training:
+        model.seed = training["seed"]
+        model.name = cfg.strategy if training["seed"] == 0 else f"{cfg.strategy}.seed{training['seed']}"
     return model.eval()
+
+
+def _initial_state(cfg: ZooConfig, training: dict, d: Path) -> dict[str, torch.Tensor]:
+    """The step-0 weights of a zoo run: built from its seed (on the CPU), with the b_U prior init if it had one,
+    checked against the init hash in its training record."""
+    if "seed" not in training:
+        raise ValueError(f"{d} has no training record with a seed: its initial weights cannot be rebuilt")
+    from interp.train.zoo import state_sha256
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(training["seed"])
+        m = ZooModel(cfg)
+    if training.get("differs_from_shared_recipe", {}).get("unembed_bias_init") == "log_unigram":
+        raise ValueError(f"{d}: step 0 of a model with a data-dependent b_U init is not rebuilt; use step ≥ 1")
+    if training.get("init_sha256") and state_sha256(m) != training["init_sha256"]:
+        raise ValueError(f"{d}: the rebuilt initial weights do not match the training record's init_sha256 "
+                         "(the zoo code changed since it was trained)")
+    return m.state_dict()

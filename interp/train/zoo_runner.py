@@ -1,0 +1,205 @@
+"""The zoo job queue: every (strategy, seed) of the plan, trained by worker processes that each take the next
+job nobody holds, resume it where it stopped, and record it in data/zoo/manifest.json under a lock.
+
+Each job runs in a fresh process (`python -m interp.train.zoo_runner --next`), so a worker loop picks up the
+plan and presets as they are on disk when the job starts. A job is done when data/zoo/<name>/config.json holds
+a finished training record with the current recipe; it is held while a worker holds `<runs>/<name>.lock`
+(released by the OS when the worker dies); it is skipped while `<runs>/<name>/FAILED` exists (the traceback of
+its last attempt: delete the file to retry) or while its strategy is listed in `<runs>/HOLD` (one name a line).
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from interp.train.zoo import (SHIP_SNAPSHOTS, ZOO_DIR, ZOO_EXCEPTIONS, ZOO_NOTES, ZOO_SIZE, ZOO_STEPS,
+                              _write_json, exception_config, model_name, train_one, zoo_train_config)
+
+# Seeds per strategy: 3 where a claim compares loss, growth or gradients across strategies, 1 elsewhere.
+ZOO_SEEDS: dict[str, int] = {
+    "pre-ln": 3, "post-ln": 3, "peri-ln": 3, "mix-ln": 3, "lns": 3, "pre-rmsnorm": 3, "powernorm": 3,
+    "unified-norm": 3, "pre-rmsnorm-qk": 3, "reordered": 3, "deepnorm": 3,
+    "mdlm-tdln": 3, "mdlm-adaln": 3, "mdlm-ln": 3,
+    "pre-crmsnorm": 1, "dyt": 1, "no-norm": 1, "td-ln": 1,
+}
+NEXT_DONE = 3  # exit code of `--next` when no job is left
+
+
+def plan(seeds: dict[str, int] | None = None, strategies: list[str] | None = None) -> list[tuple[str, int]]:
+    """Jobs in priority order: seed 0 of every strategy, then seed 1 of those with more, then seed 2, ...
+    Only strategies that exist in interp.zoo.STRATEGIES now."""
+    from interp.zoo import STRATEGIES
+    seeds = ZOO_SEEDS if seeds is None else seeds
+    names = [s for s in (strategies or seeds) if s in STRATEGIES]
+    top = max((seeds.get(s, 1) for s in names), default=0)
+    return [(s, k) for k in range(top) for s in names if k < seeds.get(s, 1)]
+
+
+def is_done(out: Path, strategy: str, seed: int, steps: int) -> bool:
+    """Whether out/<name> holds a finished model of (strategy, seed) trained with the current recipe."""
+    p = Path(out) / model_name(strategy, seed) / "config.json"
+    if not p.is_file():
+        return False
+    t = json.loads(p.read_text()).get("training", {})
+    cfg, _ = exception_config(strategy, zoo_train_config(steps, seed=seed))
+    return (t.get("status") == "done" and t.get("seed") == seed and t.get("strategy") == strategy
+            and t.get("config") == json.loads(json.dumps(cfg.to_dict())))
+
+
+def held(runs: Path) -> set[str]:
+    p = Path(runs) / "HOLD"
+    return {ln.strip() for ln in p.read_text().splitlines() if ln.strip()} if p.is_file() else set()
+
+
+@contextmanager
+def _flock(path: Path, block: bool = True):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def record(out: Path, runs: Path, name: str, rec: dict, data_desc: dict, baselines: dict) -> dict:
+    """Put `rec` into out/manifest.json under models[name] (read-modify-write under a lock); return the manifest."""
+    import torch
+    mpath = Path(out) / "manifest.json"
+    with _flock(Path(runs) / ".manifest.lock"):
+        m = json.loads(mpath.read_text()) if mpath.is_file() else {}
+        if m.get("version") != 2:  # the first zoo's single-seed manifest: start over
+            m = {"version": 2, "models": {}}
+        m.update({"size": ZOO_SIZE, "train_config": zoo_train_config(ZOO_STEPS).to_dict(), "data": data_desc,
+                  "baselines_nats_per_token": baselines, "seeds": ZOO_SEEDS,
+                  "exceptions": {k: v["why"] for k, v in ZOO_EXCEPTIONS.items()}, "notes": ZOO_NOTES,
+                  "ship_snapshots": list(SHIP_SNAPSHOTS),
+                  "cond": "td-ln (autoregressive): cond = start of the window in the token stream / stream length, "
+                          "in [0, 1); mdlm-*: cond = t, the masking probability of the sequence",
+                  "torch": torch.__version__, "threads": torch.get_num_threads()})
+        m["models"][name] = rec
+        m["models"] = dict(sorted(m["models"].items()))
+        m["zoo_cost"] = zoo_cost(m["models"])
+        _write_json(mpath, m)
+    return m
+
+
+def zoo_cost(models: dict) -> dict:
+    """What training the zoo took: summed job CPU and wall seconds, and the elapsed wall time from the first job's
+    start to the last job's end (jobs run in parallel workers, so elapsed < summed wall)."""
+    done = [r for r in models.values() if r.get("status") == "done" and r.get("started_at")]
+    if not done:
+        return {}
+    t = lambda s: time.mktime(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ"))
+    first, last = min(t(r["started_at"]) for r in done), max(t(r["finished_at"]) for r in done)
+    return {"models": len(done), "tokens": sum(r["tokens"] for r in done),
+            "cpu_s": round(sum(r.get("job_cpu_s", 0) for r in done), 1),
+            "cpu_hours": round(sum(r.get("job_cpu_s", 0) for r in done) / 3600, 2),
+            "job_wall_s": round(sum(r.get("job_wall_s", 0) for r in done), 1),
+            "elapsed_wall_s": round(last - first, 1),
+            "by_objective_cpu_s": {o: round(sum(r.get("job_cpu_s", 0) for r in done if r.get("objective") == o), 1)
+                                   for o in sorted({r.get("objective", "causal_lm") for r in done})}}
+
+
+@functools.lru_cache(maxsize=1)
+def _prepared():
+    """The KJV split and tokenized once per process (a job process trains one model; tests train several)."""
+    from interp.data import TOKENIZER_PATH, prepare
+    return prepare("kjv", TOKENIZER_PATH)
+
+
+def run_next(out: Path = ZOO_DIR, runs: Path = Path("out/zoo-runs"), steps: int = ZOO_STEPS,
+             strategies: list[str] | None = None, seeds: dict[str, int] | None = None, size: dict | None = None,
+             progress: bool = True) -> str | None:
+    """Train the next pending job of the plan (resuming it if interrupted); its name, or None if none is left."""
+    import torch
+    from interp.data import unigram_entropy
+    torch.set_num_threads(1)
+    out, runs = Path(out), Path(runs)
+    hold = held(runs)
+    for strategy, seed in plan(seeds, strategies):
+        name = model_name(strategy, seed)
+        if strategy in hold or (runs / name / "FAILED").is_file() or is_done(out, strategy, seed, steps):
+            continue
+        with _flock(runs / f"{name}.lock", block=False) as got:
+            if not got:
+                continue
+            try:
+                data = _prepared()
+                cfg, exc = exception_config(strategy, zoo_train_config(steps, seed=seed))
+                rec = train_one(strategy, data, cfg, out / name, runs / name, size=size, seed=seed,
+                                progress=progress, exception=exc,
+                                ship_snapshots=seed == 0 and strategy in SHIP_SNAPSHOTS)
+                if rec["status"] != "done":
+                    raise RuntimeError(rec["message"])
+                base = unigram_entropy(data.train_tokens, data.val_tokens, data.tokenizer.vocab_size)
+                record(out, runs, name, rec, data.describe(), base)
+                print(f"{name:<22} done: val loss {rec['final_val_loss']:.4f}, {rec['job_cpu_s']:.0f} CPU s", flush=True)
+            except Exception:
+                (runs / name).mkdir(parents=True, exist_ok=True)
+                (runs / name / "FAILED").write_text(traceback.format_exc())
+                print(f"{name}: failed, see {runs / name / 'FAILED'}", file=sys.stderr, flush=True)
+            return name
+    return None
+
+
+def work(workers: int = 2, out: Path = ZOO_DIR, runs: Path = Path("out/zoo-runs"), steps: int = ZOO_STEPS,
+         strategies: list[str] | None = None, nice: int = 0, n_seeds: int | None = None) -> None:
+    """Run `workers` loops in parallel, each training one job per fresh process until none is left
+    (`n_seeds`: seeds 0..n-1 of every strategy instead of the plan's ZOO_SEEDS)."""
+    args = [sys.executable, "-m", "interp.train.zoo_runner", "--next", "--out", str(out), "--runs", str(runs),
+            "--steps", str(steps)] + (["--strategies", ",".join(strategies)] if strategies else []) + (
+            ["--seeds", str(n_seeds)] if n_seeds else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def loop() -> None:
+        while True:
+            rc = subprocess.run(args, env=env, preexec_fn=(lambda: os.nice(nice)) if nice else None).returncode
+            if rc == NEXT_DONE:
+                return
+            if rc != 0:  # the job process itself crashed (killed, or the code on disk does not import): back off
+                time.sleep(60)
+
+    import threading
+    threads = [threading.Thread(target=loop) for _ in range(workers)]
+    for i, t in enumerate(threads):
+        t.start()
+        time.sleep(2 if i + 1 < len(threads) else 0)  # stagger so the workers take different jobs
+    for t in threads:
+        t.join()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m interp.train.zoo_runner")
+    p.add_argument("--next", action="store_true", help="train one pending job and exit (3 when none is left)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", default=str(ZOO_DIR))
+    p.add_argument("--runs", default="out/zoo-runs")
+    p.add_argument("--steps", type=int, default=ZOO_STEPS)
+    p.add_argument("--strategies", default=None, help="comma-separated subset of the plan")
+    p.add_argument("--nice", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 of every strategy (default: ZOO_SEEDS)")
+    a = p.parse_args(argv)
+    strategies = a.strategies.split(",") if a.strategies else None
+    seeds = {s: a.seeds for s in (strategies or ZOO_SEEDS)} if a.seeds else None
+    if a.next:
+        return 0 if run_next(Path(a.out), Path(a.runs), a.steps, strategies, seeds, progress=False) else NEXT_DONE
+    work(a.workers, Path(a.out), Path(a.runs), a.steps, strategies, a.nice, a.seeds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The zoo job queue: (strategy, seed) jobs, resumable state, manifest records, snapshots along training."""
+import json
+
+import pytest
+import torch
+
+import interp
+from interp.train import zoo_runner
+from interp.train.zoo import model_name, state_sha256
+
+TINY = dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32)
+
+
+def test_plan_orders_seed_zero_first_and_skips_unknown_strategies():
+    jobs = zoo_runner.plan({"pre-ln": 3, "no-norm": 1, "not-a-preset": 2})
+    assert jobs == [("pre-ln", 0), ("no-norm", 0), ("pre-ln", 1), ("pre-ln", 2)]
+    assert model_name("pre-ln", 0) == "pre-ln" and model_name("pre-ln", 2) == "pre-ln.seed2"
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory):
+    """Two seeds of pre-ln and one of no-norm, 5 updates each, trained through the queue."""
+    torch.set_num_threads(1)
+    out, runs = tmp_path_factory.mktemp("zoo"), tmp_path_factory.mktemp("runs")
+    seeds = {"pre-ln": 2, "no-norm": 1}
+    done = []
+    while (name := zoo_runner.run_next(out, runs, steps=5, seeds=seeds, size=TINY, progress=False)):
+        done.append(name)
+    return out, runs, seeds, done
+
+
+def test_queue_trains_every_job_once_and_records_it(tiny_zoo):
+    out, runs, seeds, done = tiny_zoo
+    assert done == ["pre-ln", "no-norm", "pre-ln.seed1"]
+    assert not any((runs / n / "FAILED").exists() for n in done)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["version"] == 2 and sorted(m["models"]) == sorted(done)
+    r = m["models"]["pre-ln.seed1"]
+    assert (r["strategy"], r["seed"], r["status"], r["steps"], r["tokens"]) == ("pre-ln", 1, "done", 5, 5 * 8 * 128)
+    assert r["job_cpu_s"] > 0 and m["zoo_cost"]["models"] == 3
+    assert m["zoo_cost"]["tokens"] == 3 * 5 * 8 * 128
+    # a second pass finds nothing left to do (the recipe matches), and the cards carry name and seed
+    assert zoo_runner.run_next(out, runs, steps=5, seeds=seeds, size=TINY, progress=False) is None
+    model = interp.zoo.load(out / "pre-ln.seed1")
+    assert (model.card.name, model.card.strategy, model.card.extra["seed"]) == ("pre-ln.seed1", "pre-ln", 1)
+
+
+def test_seeds_differ_and_step_zero_is_the_seeds_init(tiny_zoo):
+    out = tiny_zoo[0]
+    m0, m1 = interp.zoo.load(out / "pre-ln"), interp.zoo.load(out / "pre-ln.seed1")
+    assert not torch.equal(m0.embed.weight, m1.embed.weight)
+    init = interp.zoo.load(out / "pre-ln.seed1", step=0)
+    ref = interp.zoo.build("pre-ln", seed=1, **TINY, n_ctx=128, d_vocab=4096)
+    assert state_sha256(init) == state_sha256(ref)
+    rec = json.loads((out / "pre-ln.seed1" / "config.json").read_text())["training"]
+    assert rec["init_sha256"] == state_sha256(ref)
+
+
+def test_shipped_snapshot_equals_an_independent_run_to_that_step(tiny_zoo):
+    """pre-ln seed 0 ships its 10 % / 30 % snapshots; the weights after 2 updates (30 % of 5, rounded) equal a
+    fresh Trainer run of the same recipe stopped there."""
+    from interp.data import TokenBatches
+    from interp.train.trainer import Trainer
+    from interp.train.zoo import zoo_train_config
+    out = tiny_zoo[0]
+    kept = sorted(p.name for p in (out / "pre-ln" / "checkpoints").iterdir())
+    assert kept == ["step-000002.safetensors"]  # 10 % of 5 rounds to 0 (rebuilt, not shipped), 30 % to 2
+    assert not (out / "pre-ln.seed1" / "checkpoints").exists()  # only seed 0 ships snapshots
+    snap = interp.zoo.load(out / "pre-ln", step=2)
+    data = zoo_runner._prepared()
+    cfg = zoo_train_config(5, seed=0)
+    model = interp.zoo.build("pre-ln", seed=0, **TINY, n_ctx=128, d_vocab=4096)
+    train = TokenBatches(data.train_tokens, cfg.seq_len, cfg.batch_size, data.tokenizer.bos_id, seed=0)
+    Trainer(model, train, cfg, progress=False).run(until=2)
+    assert state_sha256(snap) == state_sha256(model)
+    with pytest.raises(FileNotFoundError, match="kept steps"):
+        interp.zoo.load(out / "pre-ln", step=3)
+
+
+def test_a_failing_job_is_marked_and_skipped(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("simulated failure")
+    monkeypatch.setattr(zoo_runner, "train_one", boom)
+    name = zoo_runner.run_next(tmp_path / "zoo", tmp_path / "runs", steps=2, seeds={"no-norm": 1}, size=TINY,
+                               progress=False)
+    assert name == "no-norm" and "simulated failure" in (tmp_path / "runs" / "no-norm" / "FAILED").read_text()
+    assert zoo_runner.run_next(tmp_path / "zoo", tmp_path / "runs", steps=2, seeds={"no-norm": 1}, size=TINY,
+                               progress=False) is None
+
+
+def test_held_strategies_wait(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "HOLD").write_text("no-norm\n")
+    assert zoo_runner.run_next(tmp_path / "zoo", tmp_path / "runs", steps=2, seeds={"no-norm": 1}, size=TINY,
+                               progress=False) is None
