@@ -108,16 +108,20 @@ def test_fakeln_uses_frozen_scale_and_separate_position_zero():
     assert not any(p.requires_grad and n.startswith("scale") for n, p in f.named_parameters())
 
 
-def test_tdln_interpolates_parameters_with_sigmoid_gate():
+def test_tdln_interpolates_parameters_with_per_channel_sigmoid_gates():
+    """DiMR's TimeDependentParameter: p(t) = s·p0 + (1 − s)·p1, s = σ((1 + w)·t + b) for every channel."""
     n = TDLayerNorm(4).double()
     with torch.no_grad():
         n.w0.fill_(1.0), n.w1.fill_(3.0), n.b0.fill_(0.0), n.b1.fill_(1.0)
-        n.gate_w.copy_(torch.tensor([2.0, -1.0])), n.gate_b.copy_(torch.tensor([0.5, 0.0]))
+        n.gate_w.copy_(torch.tensor([[1.0, 1.0, 1.0, 0.0], [-2.0, -2.0, -2.0, -2.0]]))  # slopes 2, 2, 2, 1 and −1
+        n.gate_b.copy_(torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]]))
     x = torch.randn(2, 3, 4, dtype=torch.float64)
     n.cond = torch.tensor([0.0, 1.0], dtype=torch.float64)
     normed = torch.nn.functional.layer_norm(x, (4,), eps=EPS)
     for i, t in enumerate([0.0, 1.0]):
-        s_g, s_b = 1 / (1 + math.exp(-(2 * t + 0.5))), 1 / (1 + math.exp(t))
+        sig = lambda a: 1 / (1 + math.exp(-a))
+        s_g = torch.tensor([sig(2 * t + 0.5)] * 3 + [sig(t + 0.5)], dtype=torch.float64)
+        s_b = sig(-t)
         expect = normed[i] * (s_g * 1 + (1 - s_g) * 3) + (1 - s_b) * 1
         torch.testing.assert_close(n(x)[i], expect)
 

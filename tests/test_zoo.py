@@ -40,8 +40,8 @@ def ref_norm(kind, sd, prefix, x, cond, eps=1e-5, groups=1):
         return torch.tanh(sd[prefix + "alpha"] * x) * sd[prefix + "w"] + sd[prefix + "b"]
     if kind == "tdln":
         t = cond.view(-1, 1, 1)
-        sg = torch.sigmoid(sd[prefix + "gate_w"][0] * t + sd[prefix + "gate_b"][0])
-        sb = torch.sigmoid(sd[prefix + "gate_w"][1] * t + sd[prefix + "gate_b"][1])
+        sg = torch.sigmoid((1 + sd[prefix + "gate_w"][0]) * t + sd[prefix + "gate_b"][0])  # DiMR: slope = 1 + w
+        sb = torch.sigmoid((1 + sd[prefix + "gate_w"][1]) * t + sd[prefix + "gate_b"][1])
         mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
         gamma = sg * sd[prefix + "w0"] + (1 - sg) * sd[prefix + "w1"]
         beta = sb * sd[prefix + "b0"] + (1 - sb) * sd[prefix + "b1"]
