@@ -3,23 +3,57 @@
     import interp
     model = interp.zoo.build("pre-ln")           # or interp.load_model("smollm2-135m")
     interp.STRATEGIES                            # the normalization strategies of the zoo
+
+Subpackages load on first use (`interp.report` does not import the models, training does not import the
+report), so `import interp` is fast and one area's import cost or failure stays in that area.
 """
 from __future__ import annotations
 
-from interp import norms, zoo
-from interp.card import ModelCard
-from interp.sites import LayerSites, SiteMap
-from interp.zoo import STRATEGIES
-from interp.models import available_models, load_model  # noqa: E402  (real trained models, offline)
-
-from interp import collect  # noqa: E402  (a package you can call: interp.collect(model, data, ...))
-from interp.collect import Results  # noqa: E402
-from interp import attribution, surgery  # noqa: E402  (DLA with measured error, logit lens; LN removal, conversion)
-from interp import report  # noqa: E402  (interp.report.build(results, "report.html"): the HTML comparison report)
-
-collectors = collect  # interp.collectors.ResidualStats() reads better than interp.collect.ResidualStats()
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> (module, attribute or None for the module itself)
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "norms": ("interp.norms", None),
+    "zoo": ("interp.zoo", None),
+    "STRATEGIES": ("interp.zoo", "STRATEGIES"),
+    "ModelCard": ("interp.card", "ModelCard"),
+    "SiteMap": ("interp.sites", "SiteMap"),
+    "LayerSites": ("interp.sites", "LayerSites"),
+    "load_model": ("interp.models", "load_model"),        # real trained models, offline
+    "available_models": ("interp.models", "available_models"),
+    "collect": ("interp.collect", None),                  # a package you can call: interp.collect(model, data, ...)
+    "collectors": ("interp.collect", None),               # interp.collectors.ResidualStats() reads better
+    "Results": ("interp.collect", "Results"),
+    "attribution": ("interp.attribution", None),          # DLA with measured error, logit lens
+    "surgery": ("interp.surgery", None),                  # LN removal, Pre-LN -> RMSNorm / CRMSNorm conversion
+    "report": ("interp.report", None),                    # the HTML comparison report
+}
+
+if TYPE_CHECKING:
+    from interp import attribution, collect, norms, report, surgery, zoo  # noqa: F401
+    from interp.card import ModelCard  # noqa: F401
+    from interp.collect import Results  # noqa: F401
+    from interp.models import available_models, load_model  # noqa: F401
+    from interp.sites import LayerSites, SiteMap  # noqa: F401
+    from interp.zoo import STRATEGIES  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'interp' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module)
+    value = value if attr is None else getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = ["STRATEGIES", "ModelCard", "SiteMap", "LayerSites", "norms", "zoo", "__version__",
            "collect", "collectors", "Results", "load_model", "available_models", "attribution", "surgery",
