@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from interp.models.cache import cache_root, dequantized, entry_ready, gguf_architecture
+from interp.models.cache import cache_root, content_key, dequantized, entry_ready, gguf_architecture
 from interp.models.hooked import HookedHF
 from interp.models.locate import MissingWeights, has_weights, hf_snapshot, missing_files
 from interp.models.registry import REGISTRY, cache_key, gpt2_tokenizer_dir, load_entry
@@ -75,7 +75,7 @@ def _load_dir(p: Path, dtype: torch.dtype):
 def _load_gguf(p: Path, dtype: torch.dtype):
     from interp.models.load import load_hf_dir
     arch = gguf_architecture(p)
-    d = dequantized(f"{p.stem.lower()}-{p.stat().st_size}", gguf_path=p)
+    d = dequantized(content_key(p.stem.lower(), [p]), gguf_path=p)  # keyed by the file's SHA-256
     return load_hf_dir(d, p.stem, dtype, weight_source=str(p), quantization=f"GGUF {arch} (dequantized to fp32)")
 
 
@@ -88,8 +88,9 @@ def available_models() -> pd.DataFrame:
         cached = None
         try:
             where, present = str(e.locate()), True
-            key = cache_key(e)
-            cached = None if key is None else entry_ready(cache_root() / key)
+            key = cache_key(e, compute=False)  # listing never hashes: a file not hashed yet is not cached
+            cached = None if e.name not in ("smollm2-135m", "gemma-3-270m") else (
+                key is not None and entry_ready(cache_root() / key))
         except MissingWeights as err:
             where, present = str(err).splitlines()[0], False
         rows.append(dict(name=e.name, family=e.family, placement=e.placement, norm_kind=e.norm_kind,

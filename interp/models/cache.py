@@ -1,21 +1,27 @@
 """GGUF → fp32 safetensors, once: the dequantized model (+ config + tokenizer) is kept in a user cache directory.
 
-The cache lives in $INTERP_CACHE (default ~/.cache/interp). Each entry is built in a temporary directory beside
-it and renamed into place, so a crash or a bad GGUF never leaves a partial entry; later loads take seconds.
+The cache lives in $INTERP_CACHE (default ~/.cache/interp). An entry is named by the SHA-256 of the GGUF's
+content (`content_key`), so another file with the same name and size never gets this one's weights. The hash is
+computed once per file and kept in `sha256-index.json` in the cache root, keyed by path, size, inode, mtime and
+ctime (any change to the file means hashing it again). Each entry is built in a temporary directory beside it
+and renamed into place, so a crash or a bad GGUF never leaves a partial entry; later loads take seconds.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from interp.outputs import apply_umask, atomic_write_text, temp_dir
+
 READY = "interp-cache.txt"  # written last inside an entry; its presence marks the entry complete
+INDEX = "sha256-index.json"  # content hashes of the GGUF files seen, beside the entries
 
 
 def cache_root() -> Path:
@@ -48,6 +54,46 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _stat_key(p: Path) -> str:
+    st = p.stat()
+    return f"{p.resolve()}|{st.st_size}|{st.st_dev}|{st.st_ino}|{st.st_mtime_ns}|{st.st_ctime_ns}"
+
+
+def content_sha256(paths: Sequence[Path], compute: bool = True) -> str | None:
+    """SHA-256 of the concatenated bytes of `paths` (one GGUF, or its parts in order), from the cache's index
+    when the files are unchanged; hashed (and recorded) otherwise, or None when `compute` is False."""
+    paths = [Path(p) for p in paths]
+    key = "\n".join(_stat_key(p) for p in paths)
+    index_path = cache_root() / INDEX
+    try:
+        index = json.loads(index_path.read_text())
+        index = index if isinstance(index, dict) else {}
+    except (OSError, ValueError):
+        index = {}
+    if isinstance(index.get(key), str):
+        return index[key]
+    if not compute:
+        return None
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    digest = h.hexdigest()
+    index[key] = digest
+    try:
+        atomic_write_text(index_path, json.dumps(index, indent=1))
+    except OSError:
+        pass  # a read-only cache still works: the hash is computed again next time
+    return digest
+
+
+def content_key(label: str, paths: Sequence[Path], compute: bool = True) -> str | None:
+    """The cache entry name of a GGUF (or its parts): `<label>-<first 20 hex of its content SHA-256>`."""
+    digest = content_sha256(paths, compute)
+    return None if digest is None else f"{label}-{digest[:20]}"
+
+
 def concatenate(parts: Sequence[Path], dest: Path, expected_sha256: str | None = None) -> Path:
     """Join the chunk files `parts` into `dest` (a GGUF split across packages) and check its sha256."""
     with open(dest, "wb") as out:
@@ -71,8 +117,7 @@ def dequantized(key: str, gguf_path: Path | None = None, parts: Sequence[Path] =
     dest = root / key
     if entry_ready(dest):
         return dest
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.", suffix=".tmp"))
+    tmp = temp_dir(dest)
     try:
         src = gguf_path if gguf_path is not None else concatenate(parts, tmp / "joined.gguf", expected_sha256)
         gguf_architecture(src)
@@ -80,6 +125,7 @@ def dequantized(key: str, gguf_path: Path | None = None, parts: Sequence[Path] =
         (tmp / "joined.gguf").unlink(missing_ok=True)
         (tmp / READY).write_text(f"dequantized to float32 from {gguf_path or [str(p) for p in parts]}\n"
                                  f"at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        apply_umask(tmp)
         try:
             os.replace(tmp, dest)
         except OSError:  # another process finished first (dest exists and is not empty): use theirs

@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from interp.models.cache import dequantized
+from interp.models.cache import content_key, dequantized
 from interp.models.locate import (MissingWeights, has_tokenizer, has_weights, hf_hub_cache, hf_snapshot,
                                   missing_files, package_dir, package_file)
 
@@ -98,12 +98,13 @@ def gpt2_tokenizer_dir(checkpoint: Path) -> Path | None:
     return None
 
 
-def cache_key(e: Entry) -> str | None:
-    """The fp32 cache entry name of a GGUF-packaged model (None for the others); raises MissingWeights if absent."""
+def cache_key(e: Entry, compute: bool = True) -> str | None:
+    """The fp32 cache entry name of a GGUF-packaged model, keyed by its content's SHA-256 (None for the others,
+    or when not yet hashed and `compute` is False); raises MissingWeights if absent."""
     if e.name == "smollm2-135m":
-        return f"smollm2-135m-instruct-q4_1-{_smollm2().stat().st_size}"
+        return content_key("smollm2-135m-instruct-q4_1", [_smollm2()], compute)
     if e.name == "gemma-3-270m":
-        return f"gemma-3-270m-q4_k_m-{sum(p.stat().st_size for p in _gemma_parts())}"
+        return content_key("gemma-3-270m-q4_k_m", _gemma_parts(), compute)
     return None
 
 

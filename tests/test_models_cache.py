@@ -1,0 +1,80 @@
+"""The GGUF cache is keyed by the SHA-256 of the file's content (reference: hashlib over the bytes): another file
+of the same name and size gets its own entry, the hash is computed once per unchanged file, and a failed build
+leaves nothing in the cache."""
+import hashlib
+import os
+
+import pytest
+
+from interp.models import cache as C
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
+    built = []
+
+    def fake_dequantize(src, out):  # stands in for transformers: the entry records which bytes it came from
+        built.append(src)
+        (out / "source.bin").write_bytes(src.read_bytes())
+
+    monkeypatch.setattr(C, "_dequantize", fake_dequantize)
+    monkeypatch.setattr(C, "gguf_architecture", lambda p: "llama")
+    return tmp_path, built
+
+
+def test_same_name_and_size_other_content_gets_its_own_entry(root):
+    tmp, built = root
+    a, b = tmp / "a" / "model.gguf", tmp / "b" / "model.gguf"
+    a.parent.mkdir(), b.parent.mkdir()
+    a.write_bytes(b"GGUF" + bytes(range(200)))
+    b.write_bytes(b"GGUF" + bytes(reversed(range(200))))   # same name, same size
+    ka, kb = C.content_key("model", [a]), C.content_key("model", [b])
+    assert ka == "model-" + hashlib.sha256(a.read_bytes()).hexdigest()[:20]
+    assert kb == "model-" + hashlib.sha256(b.read_bytes()).hexdigest()[:20] and ka != kb
+    da, db = C.dequantized(ka, gguf_path=a), C.dequantized(kb, gguf_path=b)
+    assert (da / "source.bin").read_bytes() == a.read_bytes() and (db / "source.bin").read_bytes() == b.read_bytes()
+    assert C.dequantized(C.content_key("model", [a]), gguf_path=a) == da and len(built) == 2  # reused, not rebuilt
+
+
+def test_hash_is_computed_once_and_redone_when_the_file_changes(root, monkeypatch):
+    tmp, _ = root
+    f = tmp / "m.gguf"
+    f.write_bytes(b"one" * 1000)
+    first = C.content_sha256([f])
+    assert (C.cache_root() / C.INDEX).is_file()
+    real = hashlib.sha256
+    calls = []
+    monkeypatch.setattr(C.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    assert C.content_sha256([f]) == first and calls == []          # from the index
+    st = f.stat()
+    f.write_bytes(b"two" * 1000)                                    # same size, same mtime restored
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert C.content_sha256([f]) == real(b"two" * 1000).hexdigest() and calls
+    assert C.content_sha256([f], compute=False) is not None
+    g = tmp / "new.gguf"
+    g.write_bytes(b"x")
+    assert C.content_key("new", [g], compute=False) is None        # listing never hashes
+
+
+def test_parts_hash_as_their_concatenation(root):
+    tmp, _ = root
+    parts = [tmp / "p1", tmp / "p2"]
+    parts[0].write_bytes(b"GGUF-first-half")
+    parts[1].write_bytes(b"-second-half")
+    assert C.content_sha256(parts) == hashlib.sha256(b"GGUF-first-half-second-half").hexdigest()
+
+
+def test_failed_build_leaves_no_entry(root, monkeypatch):
+    tmp, _ = root
+    f = tmp / "m.gguf"
+    f.write_bytes(b"GGUF")
+
+    def boom(src, out):
+        (out / "model.safetensors").write_bytes(b"half")
+        raise ValueError("transformers could not load it")
+
+    monkeypatch.setattr(C, "_dequantize", boom)
+    with pytest.raises(ValueError, match="could not load"):
+        C.dequantized(C.content_key("m", [f]), gguf_path=f)
+    assert sorted(p.name for p in C.cache_root().iterdir()) == [C.INDEX]  # only the hash index
