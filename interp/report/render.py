@@ -86,6 +86,13 @@ def _top_outliers(outl: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     return outl.sort_values("value", key=abs, ascending=False).groupby("model", sort=False).head(k)
 
 
+def _claims_section(claims: pd.DataFrame, t: dict) -> dict:
+    from interp.report.claims.display import display_table, verdict_counts
+    counts = ", ".join(f"{v} {k}" for k, v in verdict_counts(claims).items())
+    return _section("claims", "Claims of the seed papers, checked here", _claims.INTRO + f" This run: {counts}.", {},
+                    t, tables=[_table(display_table(claims), verdict_col="verdict")])
+
+
 def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "interp: normalization report",
            run_log: list[str] | None = None) -> str:
     """The report's HTML for `tables` (canonical names, see interp.report.tables)."""
@@ -95,12 +102,7 @@ def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "in
     claims = _claims.evaluate(t)
     collect = "run interp collect"
     S = []
-    S.append(_section("claims", "Claims of the seed papers, checked here",
-                      "Each verdict is computed from the numbers measured in this report by the rule shown; "
-                      "“not testable here” means the numbers the rule needs are absent.", {}, t,
-                      tables=[_table(claims[["source", "statement", "evidence", "rule", "verdict"]],
-                                     verdict_col="verdict")],
-                      notes=[f"threshold {k} = {v:g}" for k, v in _claims.THRESHOLDS.items()]))
+    S.append(_claims_section(claims, t))
     S.append(_section("models", "Models", "What was measured: one row per model card.",
                       {"cards": "no model cards"}, t, tables=[_table(cards, swatches=colors)] if len(cards) else []))
     growth = t.get("growth")

@@ -1,0 +1,14 @@
+"""Analysis: the metrics the seed papers' claims are judged by, their intervals, and the per-sequence
+statistics that make intervals possible for single models. Importing this package registers every metric in
+`METRICS` (see `interp.analysis.registry`; `interp.report.claims` says how to add a claim)."""
+from __future__ import annotations
+
+from interp.analysis import (architecture, effectiveness, gradients, growth, ln_free, loss, massive,  # noqa: F401
+                             timing, training_logs)
+from interp.analysis.growth import growth_figures
+from interp.analysis.intervals import Estimate, NotTestable
+from interp.analysis.registry import METRICS, metric
+from interp.analysis.sequences import SequenceStats
+from interp.analysis.subjects import Subject
+
+__all__ = ["METRICS", "metric", "Estimate", "NotTestable", "Subject", "SequenceStats", "growth_figures"]

@@ -1,0 +1,59 @@
+"""Layer effectiveness, deep half against shallow half (Mix-LN §3, Curse of Depth §2; ShortGPT's measure).
+
+  angular_deep_shallow  ln(mean angular distance of the deep half of consecutive-depth pairs / that of the
+                        shallow half). Angular distance arccos(cos(h_ℓ, h_ℓ+1))/π on the last token of each
+                        sequence (as the LayerNorm-Scaling code computes it), pairs ℓ = 0..L−1 (depth 0 is the
+                        embedding), shallow = ℓ < L/2. < 0: deep blocks turn the stream less.
+  skip_deep_shallow     mean CE increase (nats) when one block of the deep half is removed (its output replaced
+                        by its input) − the same for the shallow half. < 0: deep blocks matter less.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from interp.analysis.intervals import NotTestable
+from interp.analysis.registry import metric
+from interp.analysis.sequence_tables import n_shared, stream_arrays
+from interp.analysis.subjects import Subject, need
+from interp.analysis.units import estimate
+
+
+def deep_shallow_log_ratio(per_pair: np.ndarray) -> float:
+    """ln(mean of the second half / mean of the first half) of a per-layer profile (NaN if not positive)."""
+    h = len(per_pair) // 2
+    lo, hi = float(np.mean(per_pair[:h])), float(np.mean(per_pair[h:]))
+    return math.log(hi / lo) if lo > 0 and hi > 0 else math.nan
+
+
+def _angular_profile(t, model: str, idx: np.ndarray | None) -> np.ndarray:
+    a = stream_arrays(t, model)["ang"][:, :-1]  # pairs (ℓ, ℓ+1), ℓ = 0..L−1
+    return (a if idx is None else a[idx]).mean(0)
+
+
+@metric("angular_deep_shallow", "ln(mean angular distance arccos(cos(h_ℓ, h_ℓ+1))/π on the last token, deep half "
+        "of the blocks / shallow half)", "Mix-LN §3, Curse of Depth §2 (ShortGPT angular distance)")
+def angular_deep_shallow(t, subject: Subject, ref: Subject | None = None):
+    """Deep-vs-shallow angular distance (log ratio); with a reference, the difference of log ratios."""
+    models = subject.models + (ref.models if ref else ())
+    for m in models:
+        if stream_arrays(t, m)["ang"].shape[1] < 3:
+            raise NotTestable(f"{m} has fewer than 2 blocks: no deep and shallow half")
+    return estimate(lambda m, idx: deep_shallow_log_ratio(_angular_profile(t, m, idx)), subject, ref,
+                    n_shared(t, models))
+
+
+@metric("skip_deep_shallow", "mean CE increase when one block is removed (output := input), deep half − shallow "
+        "half of the blocks", "Mix-LN §3, Curse of Depth §2 (layer pruning)", "nats")
+def skip_deep_shallow(t, subject: Subject, ref: Subject | None = None):
+    """Deep-minus-shallow skip loss, per model from the skip table (seeds give the interval)."""
+    rows = need(t, "skip", subject.models + (ref.models if ref else ()), "skip-one-block losses")
+
+    def stat(m: str, idx) -> float:
+        per = rows[rows["model"] == m].groupby("layer")["loss_delta"].mean().sort_index().to_numpy()
+        if len(per) < 2:
+            return math.nan
+        h = len(per) // 2
+        return float(per[h:].mean() - per[:h].mean())
+    return estimate(stat, subject, ref)

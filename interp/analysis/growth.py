@@ -1,0 +1,113 @@
+"""Variance growth with depth (Curse of Depth §3, Peri-LN §3): one definition of each growth figure.
+
+All figures read the stream's variance var(j) at depths j = 1..L (the outputs of blocks 0..L−1; depth 0, the
+embedding, is left out: the papers compare layer outputs, and a small embedding would dominate any ratio):
+  ratio_last_first  var(L) / var(1)
+  growth_factor     the per-layer growth factor, geometric mean of var(j+1)/var(j) = (var(L)/var(1))^(1/(L−1))
+  slope_log_var     least-squares slope of ln var(j) against j
+  shape             ln(RSS_linear / RSS_exponential): which of two 2-parameter laws explains the profile
+                    better, both fitted by least squares to ln var(j): exponential var = a·e^(b·j) (ln var
+                    linear in j) and linear var = α·|j − j0| (var linear in j, positive on 1..L). > 0: the
+                    exponential law fits better (Curse of Depth's Pre-LN); < 0: the linear one (Peri-LN).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from interp.analysis.intervals import NotTestable
+from interp.analysis.registry import metric
+from interp.analysis.sequence_tables import n_shared, stream_arrays
+from interp.analysis.subjects import Subject
+from interp.analysis.units import estimate
+
+# the roots j0 the linear law may have: below depth 1 (rising line) or beyond depth L (falling line), 10^-4 .. 10^5
+# away, on a grid fine enough (Δlog10 = 0.002) that the grid minimum is the least-squares optimum to ~1e-5
+_OFFSETS = 10.0 ** np.arange(-4.0, 5.0, 0.002)
+
+
+def fit_exponential(var: np.ndarray) -> tuple[float, float, float]:
+    """(ln a, b, RSS) of ln var(j) ≈ ln a + b·j, j = 1..len(var), by ordinary least squares."""
+    j = np.arange(1, len(var) + 1, dtype=float)
+    y = np.log(var)
+    b, c = np.polyfit(j, y, 1)
+    return float(c), float(b), float(((y - c - b * j) ** 2).sum())
+
+
+def fit_linear(var: np.ndarray) -> tuple[float, float, float]:
+    """(α, j0, RSS) of ln var(j) ≈ ln α + ln|j − j0|, minimised over the root j0 (grid, then ln α in closed form).
+
+    A constant profile (slope 0) is the limit j0 → ±∞ and is included."""
+    L = len(var)
+    j = np.arange(1, L + 1, dtype=float)
+    y = np.log(var)
+    roots = np.concatenate([1.0 - _OFFSETS, L + _OFFSETS])
+    g = np.log(np.abs(j[None, :] - roots[:, None]))             # [roots, L]
+    r = y[None, :] - g
+    k = r.mean(1, keepdims=True)
+    rss = ((r - k) ** 2).sum(1)
+    const = float(((y - y.mean()) ** 2).sum())
+    i = int(rss.argmin())
+    if const <= rss[i]:
+        return float(math.exp(y.mean())), math.inf, const
+    return float(math.exp(k[i, 0])), float(roots[i]), float(rss[i])
+
+
+def growth_figures(var: np.ndarray) -> dict[str, float]:
+    """The figures of the module docstring for var at depths 1..L (≥ 3 positive finite values)."""
+    v = np.asarray(var, dtype=float)
+    if len(v) < 3 or not (np.isfinite(v).all() and (v > 0).all()):
+        raise ValueError(f"growth figures need ≥ 3 positive finite variances (depths 1..L), got {v.tolist()}")
+    L = len(v)
+    _, b, rss_e = fit_exponential(v)
+    _, _, rss_l = fit_linear(v)
+    eps = 1e-12 * L
+    return {"ratio_last_first": float(v[-1] / v[0]), "growth_factor": float((v[-1] / v[0]) ** (1 / (L - 1))),
+            "slope_log_var": b, "shape": float(math.log((rss_l + eps) / (rss_e + eps)))}
+
+
+def pooled_variance(n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    """Variance over every element of the chosen sequences, per depth: Σs2/Σn − (Σs1/Σn)² ([S, D] → [D])."""
+    N = n.sum(0)
+    m = s1.sum(0) / N
+    return np.maximum(s2.sum(0) / N - m ** 2, 0.0)
+
+
+def _profile(t, model: str, idx: np.ndarray | None) -> np.ndarray:
+    a = stream_arrays(t, model)
+    sel = slice(None) if idx is None else idx
+    return pooled_variance(a["n"][sel], a["s1"][sel], a["s2"][sel])[1:]  # depths 1..L
+
+
+def _figure(name: str):
+    def stat(t, model: str, idx: np.ndarray | None) -> float:
+        v = _profile(t, model, idx)
+        if len(v) < 3 or not (v > 0).all():
+            return math.nan
+        return growth_figures(v)[name]
+    return stat
+
+
+def _growth_estimate(t, subject: Subject, ref: Subject | None, figure: str):
+    models = subject.models + (ref.models if ref else ())
+    for m in models:
+        if len(_profile(t, m, None)) < 3:
+            raise NotTestable(f"{m} has fewer than 3 block outputs: no growth law to fit")
+    f = _figure(figure)
+    return estimate(lambda m, idx: f(t, m, idx), subject, ref, n_shared(t, models))
+
+
+@metric("growth_shape", "ln(RSS of the linear law / RSS of the exponential law), both fitted to ln var(depth), "
+        "depths 1..L of the residual stream; > 0: exponential fits better",
+        "Curse of Depth §3 (Pre-LN variance grows exponentially); Peri-LN §3 (Peri-LN grows linearly)")
+def growth_shape(t, subject: Subject, ref: Subject | None = None):
+    """Which growth law the stream's variance follows (see `growth_figures`)."""
+    return _growth_estimate(t, subject, ref, "shape")
+
+
+@metric("growth_rate", "slope of ln var(depth) per layer, depths 1..L of the residual stream (ln of the per-layer "
+        "growth factor)", "Curse of Depth §4 (LayerNorm Scaling bounds the growth)", "nats of variance per layer")
+def growth_rate(t, subject: Subject, ref: Subject | None = None):
+    """Slope of ln var per layer; with a reference, the difference of slopes."""
+    return _growth_estimate(t, subject, ref, "slope_log_var")

@@ -1,0 +1,134 @@
+"""Per-sequence statistics of the residual stream and the loss: what the bootstrap over held-out sequences needs.
+
+The report's other collectors pool over sequences; an interval for a single model (one seed, or a real
+model) needs each sequence's share. This collector rides the same forward pass and keeps, per sequence s and
+stream depth j (`model.sites.stream()`: 0 = input of block 0, j = output of block j−1), over the positions
+that enter statistics (`batch.mask`):
+
+  n       elements counted (tokens × d_model)        s1, s2   Σx and Σx² (pooled variance of any set of
+  sabs    Σ|x|                                                 sequences = Σs2/Σn − (Σs1/Σn)²)
+  top1    max |x|                                    median   lower median of |x| over the sequence's hidden
+                                                              state at that depth (Sun et al. 2024's median)
+  ang     arccos(cos(h_j, h_j+1))/π on the sequence's last counted token (Mix-LN's angular distance, n = 1)
+and, for causal LMs, the summed next-token cross-entropy and the number of predicted tokens per sequence.
+Sequence s of batch i sits in slot i × (rows of the first batch) + row: slots of disjoint runs never collide
+as long as both number their batches from their own start, so two states merge by addition only when
+their sequences are disjoint by construction (the main job runs one pass).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from interp.collect.base import F64, Collector
+from interp.collect.effect import angular, last_real
+from interp.collect.objective import is_causal
+
+STREAM_KEYS = ("n", "s1", "s2", "sabs", "top1", "median", "ang")
+
+
+class SequenceStats(Collector):
+    """Per-sequence, per-depth sums of the stream, |x| extremes and medians, angular distance, and loss."""
+
+    name = "seq_stats"
+
+    def __init__(self, max_sequences: int = 512):
+        super().__init__()
+        self.max_sequences = int(max_sequences)
+
+    def config(self):
+        return {"max_sequences": self.max_sequences}
+
+    def bind(self, model):
+        super().bind(model)
+        self.hooks_ = model.sites.stream()
+        self.depth_of = {h: j for j, h in enumerate(self.hooks_)}
+        S, D = self.max_sequences, len(self.hooks_)
+        for k in STREAM_KEYS:
+            self._add(k, torch.zeros(S, D), "max" if k == "top1" else "sum")
+        self._add("loss_sum", torch.zeros(S), "sum")
+        self._add("loss_n", torch.zeros(S), "sum")
+        self._add("seen", torch.zeros(S), "max")
+        self._rows_per_batch: int | None = None
+        return self
+
+    def hooks(self, model):
+        return [(h, self._hook) for h in self.hooks_]
+
+    def begin_batch(self, batch):
+        super().begin_batch(batch)
+        if self._rows_per_batch is None:
+            self._rows_per_batch = len(batch.tokens)
+        start = batch.index * self._rows_per_batch
+        if start + len(batch.tokens) > self.max_sequences:
+            raise ValueError(f"{self.name}: more than {self.max_sequences} sequences; pass a larger "
+                             "max_sequences or collect on fewer sequences")
+        self._slots = torch.arange(start, start + len(batch.tokens))
+        self._has = batch.mask.any(1).cpu()
+        self._last = last_real(batch.mask)
+        self._buf: dict[int, torch.Tensor] = {}
+        self.state["seen"][self._slots[self._has]] = 1.0
+
+    def _hook(self, x: torch.Tensor, hook) -> None:
+        j, st, b = self.depth_of[hook.name], self.state, self.batch
+        h = x.detach().to(F64)
+        m = b.mask.to(F64).unsqueeze(-1)                         # [b, t, 1]
+        hm = h * m
+        d = h.shape[-1]
+        sl = self._slots
+        st["n"][sl, j] += (b.mask.sum(1).to(F64) * d).cpu()
+        st["s1"][sl, j] += hm.sum((1, 2)).cpu()
+        st["s2"][sl, j] += (hm * h).sum((1, 2)).cpu()
+        a = h.abs()
+        st["sabs"][sl, j] += (a * m).sum((1, 2)).cpu()
+        for r in range(len(h)):
+            if not bool(self._has[r]):
+                continue
+            v = a[r][b.mask[r]].reshape(-1)
+            st["top1"][sl[r], j] = torch.maximum(st["top1"][sl[r], j], v.max().cpu())
+            st["median"][sl[r], j] += torch.kthvalue(v, (v.numel() + 1) // 2).values.cpu()
+        rows = torch.arange(len(h), device=h.device)
+        self._buf[j] = h[rows, self._last]                           # the last counted token [b, d]
+        has = self._has.to(h.device)
+        for lo in (j - 1, j):                                         # pairs (j−1, j) and (j, j+1), whichever fired
+            if lo in self._buf and lo + 1 in self._buf:
+                ang = angular(self._buf[lo], self._buf[lo + 1])
+                st["ang"][sl, lo] += torch.where(has, ang, torch.zeros_like(ang)).cpu()
+
+    def end_batch(self, model, batch, output) -> None:
+        self._buf = {}
+        if not is_causal(model):
+            return
+        pair = (batch.attention_mask[:, :-1] & batch.attention_mask[:, 1:])
+        for r in range(len(output)):  # row by row: a real LM's logits [t, vocab] are large
+            ce = F.cross_entropy(output[r, :-1].float(), batch.tokens[r, 1:], reduction="none").to(F64)
+            p = pair[r]
+            self.state["loss_sum"][self._slots[r]] += (ce * p).sum().cpu()
+            self.state["loss_n"][self._slots[r]] += p.sum().to(F64).cpu()
+
+    def _seqs(self) -> np.ndarray:
+        return np.nonzero(self.state["seen"].numpy() > 0)[0]
+
+    def result(self) -> pd.DataFrame:
+        """seq_stream: one row per sequence × depth (columns: see the module docstring)."""
+        seqs, D = self._seqs(), len(self.hooks_)
+        st = {k: self.state[k].numpy()[seqs] for k in STREAM_KEYS}
+        out = pd.DataFrame({"model": self.model.card.name if self.model is not None else "",
+                            "seq": np.repeat(seqs, D), "depth": np.tile(np.arange(D), len(seqs))})
+        for k in STREAM_KEYS:
+            out[k] = st[k].reshape(-1)
+        out.loc[out["depth"] == D - 1, "ang"] = np.nan  # no depth after the last
+        return out
+
+    def losses(self) -> pd.DataFrame:
+        """seq_loss: one row per sequence: summed next-token CE and predicted tokens (causal LMs only)."""
+        seqs = self._seqs()
+        n = self.state["loss_n"].numpy()[seqs]
+        out = pd.DataFrame({"model": self.model.card.name if self.model is not None else "", "seq": seqs,
+                            "loss_sum": self.state["loss_sum"].numpy()[seqs], "n_pred": n})
+        return out[out["n_pred"] > 0].reset_index(drop=True)
+
+    def tables(self):
+        return {"seq_stream": self.result(), "seq_loss": self.losses()}

@@ -1,0 +1,12 @@
+"""Transformers don't need LayerNorm at inference time (Baroni et al. 2025; Heimersheim 2024)."""
+from interp.report.claims.registry import Claim, register
+from interp.report.claims.verdict import Rule
+
+PAPER = "LN-free GPT-2 (Baroni et al. 2025)"
+
+register(
+    Claim("ln_removal_small", PAPER, "§4, Table 1 (CE after removal vs the vanilla fine-tune)",
+          "LayerNorm can be removed by fine-tuning at a small loss cost against the same fine-tuning with LN kept.",
+          "ln_removal_cost", Rule("<", 0.15, "small: about twice GPT-2 small's +0.067 nats"),
+          "GPT-2 small: +0.067 nats (3.0797 vs 3.0126)", zoo=("pre-ln-lnfree",), reference="pre-ln-vanilla"),
+)

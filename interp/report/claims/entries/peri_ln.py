@@ -1,0 +1,21 @@
+"""Peri-LN: Revisiting Normalization Layer in the Transformer Architecture (Kim et al. 2025)."""
+from interp.report.claims.registry import Claim, register
+from interp.report.claims.verdict import Rule
+
+PAPER = "Peri-LN (Kim et al. 2025)"
+
+register(
+    Claim("peri_linear", PAPER, "§3 (Peri-LN: Var(x_ℓ+1) ≈ Var(x_ℓ) + β, linear growth)",
+          "Peri-LN's stream variance grows linearly with depth, not exponentially.",
+          "growth_shape", Rule("<", 0.0, "the paper's law is linear: it must fit ln var better than an exponential"),
+          None, zoo=("peri-ln",), real=("peri",),
+          note="every block adds an output-normalized write, so linear growth is expected by construction"),
+    Claim("peri_fewer_spikes", PAPER, "§4 (gradient-norm spikes during pre-training)",
+          "Peri-LN has fewer gradient-norm spikes during training than Pre-LN.",
+          "grad_spike_rate", Rule("<", 0.0, "fewer spikes per 1000 steps than Pre-LN"),
+          "400M: about half of Pre-LN's spikes", zoo=("peri-ln",), reference="pre-ln"),
+    Claim("peri_loss", PAPER, "§4, Table 1 (pre-training loss 400M–3.2B)",
+          "Peri-LN reaches a lower validation loss than Pre-LN.",
+          "val_loss", Rule("<", 0.0, "lower loss than Pre-LN at the same recipe and budget"),
+          "400M: C4 loss 3.34 vs 3.43", zoo=("peri-ln",), reference="pre-ln"),
+)

@@ -1,0 +1,66 @@
+"""Evaluate every registered claim on the report's tables: one row per claim × subject, never pooled across
+models, with the value, its 95 % interval, the paper's number, the metric's definition and the verdict."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from interp.analysis.intervals import NotTestable
+from interp.analysis.registry import METRICS
+from interp.analysis.subjects import Subject, real_subjects, zoo_subject
+from interp.report.claims.registry import CLAIMS, Claim
+from interp.report.claims.verdict import NOT_TESTABLE, verdict
+
+COLUMNS = ["claim", "paper", "section", "statement", "model", "reference", "control", "value", "lo", "hi",
+           "interval", "n", "paper_value", "metric", "definition", "rule", "rule_reason", "verdict", "reason"]
+
+
+def _subjects(c: Claim, cards: pd.DataFrame | None) -> list[tuple[str, Subject | None, Subject | None, str]]:
+    """(label, subject, reference, why absent) for every subject the claim names."""
+    out = []
+    ref = zoo_subject(cards, c.reference) if c.reference else None
+    for g in c.zoo:
+        s = zoo_subject(cards, g)
+        why = "" if s is not None else f"no {g} model was measured in this run"
+        if s is not None and c.reference and ref is None:
+            why = f"no {c.reference} model (the reference) was measured in this run"
+        out.append((g, s, ref, why))
+    if c.real is not None:
+        out += [(s.label, s, None, "") for s in real_subjects(cards, c.real or None)]
+    return out
+
+
+def evaluate_claim(c: Claim, tables: dict[str, pd.DataFrame]) -> list[dict]:
+    """The rows of claim `c`: one per subject."""
+    m = METRICS.get(c.metric)
+    if m is None:
+        raise KeyError(f"claim {c.key!r} names metric {c.metric!r}, which is not registered")
+    rows = []
+    for label, subj, ref, why in _subjects(c, tables.get("cards")):
+        est, reason = None, why
+        if subj is not None and (ref is not None or not c.reference):
+            try:
+                est = m.fn(tables, subj, ref, **c.params)
+            except NotTestable as e:
+                reason = str(e)
+        v, r = verdict(est, c.rule, reason)
+        ok = est is not None and v != NOT_TESTABLE
+        rows.append(dict(
+            claim=c.key, paper=c.paper, section=c.section, statement=c.statement, model=label,
+            reference=c.reference or "", control=(subj.control if subj is not None else ""),
+            value=est.value if ok else math.nan, lo=est.lo if ok else math.nan, hi=est.hi if ok else math.nan,
+            interval=est.method if ok else "", n=est.n if ok else 0, paper_value=c.paper_value or "—",
+            metric=m.name, definition=f"{m.definition} ({m.source})", rule=c.rule.text(),
+            rule_reason=c.rule.reason, verdict=v,
+            reason=(r + (f"; {est.detail}" if ok and est.detail else "") + (f"; {c.note}" if c.note else ""))))
+    return rows
+
+
+def evaluate(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The claims table (columns COLUMNS): every registered claim on every subject it names."""
+    import interp.report.claims.entries  # noqa: F401  (registers the claims)
+    from interp.report.summary import complete
+    tables = complete(tables)
+    rows = [r for c in CLAIMS.values() for r in evaluate_claim(c, tables)]
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,63 @@
+"""The one verdict function every claim shares, and the rule it applies.
+
+Four verdicts:
+  reproduced         the whole 95 % interval lies on the claim's side of the rule's boundary
+  not reproduced     the whole interval lies on the other side
+  inconclusive       the interval straddles (or touches) the boundary, there is no interval, or two controls
+                     that should agree differ by more than the effect itself
+  not testable here  the numbers are absent, or the model cannot show the effect (the reason is said in words)
+A point estimate alone never decides: without an interval the verdict is "inconclusive".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from interp.analysis.intervals import Estimate
+
+REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
+INCONCLUSIVE, NOT_TESTABLE = "inconclusive", "not testable here"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE)
+
+OPS = {">": "greater than", "<": "less than", "within": "within ±"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What the claim predicts for the metric: value `op` threshold (`within`: |value| < threshold).
+
+    reason: one line saying why this boundary, taken from the paper (or saying that the paper gives none)."""
+
+    op: str
+    threshold: float
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise ValueError(f"unknown rule op {self.op!r}; choose one of {', '.join(OPS)}")
+        if self.op == "within" and not self.threshold > 0:
+            raise ValueError(f"a 'within' rule needs a positive half-width, got {self.threshold}")
+
+    def text(self) -> str:
+        return f"|value| < {self.threshold:g}" if self.op == "within" else f"value {self.op} {self.threshold:g}"
+
+
+def verdict(est: Estimate | None, rule: Rule, why_absent: str = "") -> tuple[str, str]:
+    """(verdict, reason) of `est` under `rule`; see the module docstring for the four outcomes."""
+    if est is None or not math.isfinite(est.value):
+        return NOT_TESTABLE, why_absent or "the metric could not be computed from this run's numbers"
+    if est.control_gap is not None and math.isfinite(est.control_gap) and abs(est.control_gap) > abs(est.value):
+        return INCONCLUSIVE, (f"the controls differ by {abs(est.control_gap):.3g}, more than the effect "
+                              f"{abs(est.value):.3g}")
+    if not est.has_interval:
+        return INCONCLUSIVE, f"no interval ({est.method})"
+    lo, hi, t = est.lo, est.hi, rule.threshold
+    if rule.op == ">":
+        side = REPRODUCED if lo > t else NOT_REPRODUCED if hi < t else INCONCLUSIVE
+    elif rule.op == "<":
+        side = REPRODUCED if hi < t else NOT_REPRODUCED if lo > t else INCONCLUSIVE
+    else:  # within ±t
+        side = (REPRODUCED if (lo > -t and hi < t) else NOT_REPRODUCED if (hi < -t or lo > t) else INCONCLUSIVE)
+    where = {REPRODUCED: "the interval lies on the claim's side of", NOT_REPRODUCED: "the interval lies beyond",
+             INCONCLUSIVE: "the interval straddles"}[side]
+    return side, f"{where} the boundary {t:g} ([{lo:.3g}, {hi:.3g}], {est.method})"
