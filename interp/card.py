@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-PLACEMENTS = ("pre", "post", "peri", "mix", "lns", "none")
+PLACEMENTS = ("pre", "post", "peri", "mix", "lns", "reordered", "none")
 NORM_KINDS = ("layernorm", "rmsnorm", "crmsnorm", "powernorm", "unified", "dyt", "tdln", "fakeln", "none")
 
 

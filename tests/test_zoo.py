@@ -63,6 +63,8 @@ def ref_forward(model, tokens, cond=None):
     def attn(p, h):
         q, k, v = (h @ sd[p + "qkv.weight"].T + sd[p + "qkv.bias"]).split(c.d_model, -1)
         q, k, v = (y.view(b, t, c.n_heads, -1).transpose(1, 2) for y in (q, k, v))
+        if c.qk_norm:  # RMSNorm over each head's d_head, one gain [d_head] shared by the heads
+            q, k = ref_norm("rmsnorm", sd, p + "q_norm.", q, cond), ref_norm("rmsnorm", sd, p + "k_norm.", k, cond)
         s = q @ k.transpose(-1, -2) / math.sqrt(c.d_head)
         s = s.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf"))
         z = (s.softmax(-1) @ v).transpose(1, 2).reshape(b, t, -1)
@@ -74,6 +76,7 @@ def ref_forward(model, tokens, cond=None):
         return a @ sd[p + "down.weight"].T + sd[p + "down.bias"]
 
     n_post = int(c.mix_alpha * c.n_layers) if c.placement == "mix" else None
+    alpha = (2 * c.n_layers) ** 0.25 if c.deepnorm else 1.0  # DeepNet, decoder-only: α = (2N)^¼
     for l in range(c.n_layers):
         p = f"blocks.{l}."
         place = c.placement if n_post is None else ("post" if l < n_post else "pre")
@@ -85,8 +88,11 @@ def ref_forward(model, tokens, cond=None):
             x = x + attn(p + "attn.", s * N(p + "ln1.", x))
             x = x + mlp(p + "mlp.", s * N(p + "ln2.", x))
         elif place == "post":
-            x = N(p + "ln1.", x + attn(p + "attn.", x))
-            x = N(p + "ln2.", x + mlp(p + "mlp.", x))
+            x = N(p + "ln1.", alpha * x + attn(p + "attn.", x))
+            x = N(p + "ln2.", alpha * x + mlp(p + "mlp.", x))
+        elif place == "reordered":  # OLMo-2: norms on sublayer outputs only
+            x = x + N(p + "ln1_post.", attn(p + "attn.", x))
+            x = x + N(p + "ln2_post.", mlp(p + "mlp.", x))
         elif place == "peri":
             x = x + N(p + "ln1_post.", attn(p + "attn.", N(p + "ln1.", x)))
             x = x + N(p + "ln2_post.", mlp(p + "mlp.", N(p + "ln2.", x)))
@@ -120,8 +126,11 @@ def _documented_hooks(model):
             shapes[p + "attn." + s] = (b, t, h, dh)
         shapes[p + "attn.hook_pattern"] = shapes[p + "attn.hook_attn_scores"] = (b, h, t, t)
         shapes[p + "mlp.hook_pre"] = shapes[p + "mlp.hook_post"] = (b, t, c.d_mlp)
-        norms = [] if c.block_placement(l) == "none" else ["ln1", "ln2"]
-        norms += ["ln1_post", "ln2_post"] if c.placement == "peri" else []
+        norms = [] if c.block_placement(l) in ("none", "reordered") else ["ln1", "ln2"]
+        norms += ["ln1_post", "ln2_post"] if c.placement in ("peri", "reordered") else []
+        for n in ["q_norm", "k_norm"] if c.qk_norm else []:  # per head: [b, t, h, dh], scale [b, t, h, 1]
+            shapes[f"{p}attn.{n}.hook_in"] = shapes[f"{p}attn.{n}.hook_normalized"] = (b, t, h, dh)
+            shapes[f"{p}attn.{n}.hook_scale"] = (b, t, h, 1)
         for n in norms:
             shapes[f"{p}{n}.hook_in"] = shapes[f"{p}{n}.hook_normalized"] = (b, t, d)
             if c.norm in ("powernorm", "unified"):

@@ -60,11 +60,12 @@ def norm_bias(norm: Norm) -> torch.Tensor | None:
 
 
 def path_norms(model) -> list[tuple[str, Norm]]:
-    """The norms on the residual path, in order: Peri-LN output norms, Post-LN block norms, the final norm."""
+    """The norms on the residual path, in order: Peri-LN / reordered output norms, Post-LN block norms, the final
+    norm."""
     out = []
     for blk in model.blocks:
         p = f"blocks.{blk.layer}"
-        if blk.placement == "peri":
+        if blk.placement in ("peri", "reordered"):
             out += [(f"{p}.ln1_post", blk.ln1_post), (f"{p}.ln2_post", blk.ln2_post)]
         elif blk.placement == "post":
             out += [(f"{p}.ln1", blk.ln1), (f"{p}.ln2", blk.ln2)]
@@ -102,12 +103,12 @@ def replay(model, sites: list[torch.Tensor], pos0: torch.Tensor, scales: dict[st
     x = sites[0]
     for blk in model.blocks:
         p, a, m = f"blocks.{blk.layer}", sites[1 + 2 * blk.layer], sites[2 + 2 * blk.layer]
-        if blk.placement == "peri":
+        if blk.placement in ("peri", "reordered"):
             x = x + norm(f"{p}.ln1_post", blk.ln1_post, a)
             x = x + norm(f"{p}.ln2_post", blk.ln2_post, m)
-        elif blk.placement == "post":
-            x = norm(f"{p}.ln1", blk.ln1, x + a)
-            x = norm(f"{p}.ln2", blk.ln2, x + m)
+        elif blk.placement == "post":  # DeepNorm up-weights the residual by α (1 for plain Post-LN)
+            x = norm(f"{p}.ln1", blk.ln1, blk.alpha * x + a)
+            x = norm(f"{p}.ln2", blk.ln2, blk.alpha * x + m)
         else:  # pre, lns, none: the norms act on sublayer inputs only, off the residual path
             x = x + a + m
     if model.cfg.final_norm:

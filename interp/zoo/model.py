@@ -1,7 +1,10 @@
 """The zoo decoder: one GPT-style model whose blocks take their norm placement and kind from the config.
 
 Hook names follow TransformerLens (see docs/hooks.md for the full list and shapes). In a Post-LN block the
-carried stream is normalized; the un-normalized sum x + F(x) is `blocks.{l}.ln1.hook_in` / `ln2.hook_in`.
+carried stream is normalized; the un-normalized sum x + F(x) is `blocks.{l}.ln1.hook_in` / `ln2.hook_in`
+(DeepNorm: α·x + F(x)). With QK-norm, `blocks.{l}.attn.q_norm.hook_in` is the raw query projection
+[b, t, h, dh], `hook_scale` its RMS per token and head [b, t, h, 1], and `attn.hook_q` the normalized query
+that enters q·k (the same for k_norm / hook_k).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from torch import nn
 from transformer_lens.hook_points import HookPoint
 
 from interp.card import ModelCard
-from interp.norms import Norm, make_norm
+from interp.norms import Norm, RMSNorm, make_norm
 from interp.norms.base import observed
 from interp.sites import LayerSites, SiteMap
 from interp.tl.native import TransformerLensNative
@@ -33,10 +36,15 @@ class Attention(nn.Module):
         self.hook_attn_scores = HookPoint()  # [b, h, q, k]
         self.hook_pattern = HookPoint()      # [b, h, q, k]
         self.hook_z = HookPoint()            # [b, t, h, dh]
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm:  # RMSNorm over each head's d_head, one gain shared by the heads
+            self.q_norm, self.k_norm = RMSNorm(cfg.d_head, eps=cfg.norm_eps), RMSNorm(cfg.d_head, eps=cfg.norm_eps)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         b, t, _ = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.d_head).unbind(2)
+        if self.qk_norm:  # QK-norm: q, k [b, t, h, dh] each divided by its RMS over dh
+            q, k = self.q_norm(q), self.k_norm(k)
         return self.attend(q, k, v, mask)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -75,11 +83,12 @@ class Block(nn.Module):
         super().__init__()
         self.layer, self.placement = layer, cfg.block_placement(layer)
         self.depth_scale = 1 / math.sqrt(layer + 1) if self.placement == "lns" else 1.0
+        self.alpha = cfg.deepnorm_alpha  # DeepNorm's residual weight (post blocks); 1 otherwise
         self.attn, self.mlp = Attention(cfg), MLP(cfg)
         norm = lambda: make_norm(cfg.norm, cfg.d_model, eps=cfg.norm_eps, **cfg.norm_kwargs)
-        if self.placement != "none":
+        if self.placement not in ("none", "reordered"):
             self.ln1, self.ln2 = norm(), norm()
-        if self.placement == "peri":
+        if self.placement in ("peri", "reordered"):
             self.ln1_post, self.ln2_post = norm(), norm()
         for name in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
             setattr(self, f"hook_{name}", HookPoint())
@@ -91,12 +100,18 @@ class Block(nn.Module):
         if self.placement == "pre":     # x + F(N(x))
             x = self.hook_resid_mid(x + attn(self.ln1(x)))
             x = x + mlp(self.ln2(x))
-        elif self.placement == "post":  # N(x + F(x))
+        elif self.placement == "post" and self.alpha == 1.0:  # N(x + F(x))
             x = self.hook_resid_mid(self.ln1(x + attn(x)))
             x = self.ln2(x + mlp(x))
+        elif self.placement == "post":  # DeepNorm: N(α·x + F(x))
+            x = self.hook_resid_mid(self.ln1(self.alpha * x + attn(x)))
+            x = self.ln2(self.alpha * x + mlp(x))
         elif self.placement == "peri":  # x + N_out(F(N_in(x)))
             x = self.hook_resid_mid(x + self.hook_attn_out(self.ln1_post(self.attn(self.ln1(x), mask))))
             x = x + self.hook_mlp_out(self.ln2_post(self.mlp(self.ln2(x))))
+        elif self.placement == "reordered":  # x + N(F(x)), no input norm (OLMo-2)
+            x = self.hook_resid_mid(x + self.hook_attn_out(self.ln1_post(self.attn(x, mask))))
+            x = x + self.hook_mlp_out(self.ln2_post(self.mlp(x)))
         elif self.placement == "lns":   # x + F(N(x) / √ℓ)
             x = self.hook_resid_mid(x + attn(self.ln1(x) * self.depth_scale))
             x = x + mlp(self.ln2(x) * self.depth_scale)
@@ -121,6 +136,8 @@ class ZooModel(TransformerLensNative):
             self.ln_final = make_norm(kind, cfg.d_model, eps=cfg.norm_eps, **cfg.norm_kwargs)
         self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=cfg.unembed_bias)
         self.apply(self._init)
+        if cfg.deepnorm:
+            self._deepnorm_init(cfg.deepnorm_beta)
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
         self._norms = [m for m in self.modules() if isinstance(m, Norm)]
@@ -131,6 +148,15 @@ class ZooModel(TransformerLensNative):
             nn.init.normal_(m.weight, std=self.cfg.init_std)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def _deepnorm_init(self, beta: float) -> None:
+        """DeepNorm: scale the shared init of the FFN, value and output projections by β (q, k rows keep it)."""
+        w = self.cfg.d_attn or self.cfg.d_model
+        for blk in self.blocks:
+            blk.attn.qkv.weight[2 * w:].mul_(beta)
+            for lin in (blk.attn.out, blk.mlp.up, blk.mlp.down):
+                lin.weight.mul_(beta)
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -172,24 +198,32 @@ class ZooModel(TransformerLensNative):
     @property
     def card(self) -> ModelCard:
         c = self.cfg
-        return ModelCard(name=c.strategy, family="zoo", strategy=c.strategy, placement=c.placement,
+        seed = getattr(self, "seed", None)  # set by interp.zoo.load from the training record
+        return ModelCard(name=getattr(self, "name", None) or c.strategy, family="zoo", strategy=c.strategy, placement=c.placement,
                          norm_kind=c.norm, n_layers=c.n_layers, d_model=c.d_model,
                          n_params=sum(p.numel() for p in self.parameters()), objective="causal_lm",
                          weight_source=getattr(self, "weight_source", "random init"),
-                         extra={"n_post_layers": c.n_post_layers, "final_norm": c.final_norm})
+                         extra={"n_post_layers": c.n_post_layers, "final_norm": c.final_norm,
+                                **({"seed": seed} if seed is not None else {}),
+                                **({"qk_norm": True} if c.qk_norm else {}),
+                                **({"deepnorm_alpha": c.deepnorm_alpha, "deepnorm_beta": c.deepnorm_beta}
+                                   if c.deepnorm else {})})
 
     @property
     def sites(self) -> SiteMap:
         layers = []
         for blk in self.blocks:
             p, norms = f"blocks.{blk.layer}", [n for n in ("ln1", "ln2", "ln1_post", "ln2_post") if hasattr(blk, n)]
+            hook = {n: f"{p}.{n}" for n in norms} | ({n: f"{p}.attn.{n}" for n in ("q_norm", "k_norm")}
+                                                      if blk.attn.qk_norm else {})  # QK-norm: [b, t, h, dh]
+            mod = lambda n: blk.get_submodule(hook[n][len(p) + 1:])
             layers.append(LayerSites(
                 resid_pre=f"{p}.hook_resid_pre", resid_post=f"{p}.hook_resid_post",
                 deltas={"attn": f"{p}.hook_attn_out", "mlp": f"{p}.hook_mlp_out"},
-                norm_inputs={n: f"{p}.{n}.hook_in" for n in norms},
-                norm_scales={n: f"{p}.{n}.hook_scale" for n in norms if getattr(blk, n).has_scale},
+                norm_inputs={n: f"{h}.hook_in" for n, h in hook.items()},
+                norm_scales={n: f"{h}.hook_scale" for n, h in hook.items() if mod(n).has_scale},
                 sublayer_out={"attn": f"{p}.ln1_post.hook_in", "mlp": f"{p}.ln2_post.hook_in"}
-                if blk.placement == "peri" else {},
+                if blk.placement in ("peri", "reordered") else {},
                 placement=blk.placement))
         fn = self.cfg.final_norm
         return SiteMap(embed="hook_embed", layers=tuple(layers),
