@@ -1,35 +1,80 @@
 """The `interp` command line: subcommands live in `interp/commands/`, one module each.
 
-Errors are one line on stderr and a non-zero exit code; no traceback for bad input.
+Errors are one line on stderr and a non-zero exit code, never a traceback: a usage error exits 2, a bad input
+(a file, a value, a refused output path) exits 1 with what is wrong and what to do, and an unexpected internal
+error exits 1 with its type and message. `INTERP_DEBUG=1` re-raises, so the traceback shows.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
 import interp.commands
 
+DEBUG_ENV = "INTERP_DEBUG"
+MAX_LINE = 600  # characters of an error line; the start of a message says what is wrong
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (`interp collect: error: ...; see interp collect -h`)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} -h)\n")
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: lines joined with '; ', runs of blanks squeezed, cut at MAX_LINE characters."""
+    parts = [" ".join(p.split()) for p in str(text).splitlines()]
+    s = "; ".join(p for p in parts if p)
+    return s if len(s) <= MAX_LINE else s[:MAX_LINE - 1] + "…"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="interp",
-                                description="Look inside transformers to see what their normalization does.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = Parser(prog="interp", description="Look inside transformers to see what their normalization does.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for info in sorted(pkgutil.iter_modules(interp.commands.__path__), key=lambda i: i.name):
-        importlib.import_module(f"interp.commands.{info.name}").register(sub)
+        if not info.name.startswith("_"):
+            importlib.import_module(f"interp.commands.{info.name}").register(sub)
     return p
 
 
+# what counts as the user's mistake (a clear message is printed as it is); anything else is reported as an
+# internal error, still on one line
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError, RuntimeError, ImportError, OSError, UnicodeError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # -h, or a usage error already printed on one line
+        return e.code if isinstance(e.code, int) else 2
     try:
         args.func(args)
     except KeyboardInterrupt:
         print("interp: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError, OSError) as e:
-        print(f"interp: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    except MemoryError:
+        if debug:
+            raise
+        print("interp: error: out of memory; try a smaller --batch-size or --max-tokens", file=sys.stderr)
+        return 1
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"interp: error: {one_line(str(e)) or type(e).__name__}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 — never a traceback for the user; INTERP_DEBUG=1 shows it
+        if debug:
+            raise
+        print(f"interp: error: unexpected {type(e).__name__}: {one_line(str(e))} "
+              f"(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
         return 1
     return 0
 
