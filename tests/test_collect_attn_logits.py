@@ -1,0 +1,120 @@
+"""AttnLogits against a brute force: each sequence run alone, its pre-softmax scores read from hook_attn_scores."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import interp.zoo as zoo
+from interp.collect import collect
+from interp.collect.attn_logits import AttnLogits
+
+SIZE = dict(n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=24, d_vocab=512)
+
+
+def _data():
+    g = torch.Generator().manual_seed(5)
+    toks = torch.randint(0, 512, (4, 20), generator=g)
+    mask = torch.ones_like(toks, dtype=torch.bool)
+    mask[1, 12:] = False
+    mask[3, 5:] = False
+    return toks, mask
+
+
+def brute_force(model, toks, mask):
+    """Per (layer, head): pairs, max |score|, Σ score², max ‖q‖, max ‖k‖ over every sequence run unpadded."""
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    n, mx, sq, qm, km = (np.zeros((L, H)) for _ in range(5))
+    for row, m in zip(toks, mask):
+        _, cache = model.run_with_cache(row[m][None])
+        t = int(m.sum())
+        tri = torch.ones(t, t, dtype=torch.bool).tril()
+        for l in range(L):
+            s = cache[f"blocks.{l}.attn.hook_attn_scores"][0].double()  # [h, q, k], -inf above the diagonal
+            v = s[:, tri]  # [h, pairs]
+            n[l] += v.shape[1]
+            mx[l] = np.maximum(mx[l], v.abs().amax(1).numpy())
+            sq[l] += v.pow(2).sum(1).numpy()
+            qm[l] = np.maximum(qm[l], cache[f"blocks.{l}.attn.hook_q"][0].double().norm(dim=-1).amax(0).numpy())
+            km[l] = np.maximum(km[l], cache[f"blocks.{l}.attn.hook_k"][0].double().norm(dim=-1).amax(0).numpy())
+    return n, mx, sq, qm, km
+
+
+@pytest.mark.parametrize("strategy", ["pre-ln", "pre-rmsnorm-qk", "reordered", "deepnorm"])
+def test_attn_logits_match_brute_force(strategy):
+    model = zoo.build(strategy, seed=1, **SIZE, init_std=0.2).eval()
+    toks, mask = _data()
+    df = collect(model, (toks, mask), [AttnLogits(head_chunk=3)], batch_size=4, progress=False)["attn_logits"]
+    n, mx, sq, qm, km = brute_force(model, toks, mask)
+    assert list(df.layer) == [l for l in range(3) for _ in range(4)] and list(df["head"]) == list(range(4)) * 3
+    np.testing.assert_array_equal(df.n_pairs.to_numpy(), n.ravel())
+    np.testing.assert_allclose(df.max_abs_logit, mx.ravel(), rtol=1e-5)
+    np.testing.assert_allclose(df.rms_logit, np.sqrt(sq / n).ravel(), rtol=1e-5)
+    np.testing.assert_allclose(df.max_q_norm, qm.ravel(), rtol=1e-5)
+    np.testing.assert_allclose(df.max_k_norm, km.ravel(), rtol=1e-5)
+    assert (df.norm_bound >= df.max_abs_logit * (1 - 1e-6)).all()  # Cauchy–Schwarz
+
+
+def test_layers_table_pools_heads():
+    model = zoo.build("pre-ln", seed=0, **SIZE, init_std=0.2).eval()
+    toks, mask = _data()
+    res = collect(model, (toks, mask), [AttnLogits()], batch_size=2, progress=False)
+    heads, layers = res["attn_logits"], res["attn_logits_layers"]
+    n, mx, sq, _, _ = brute_force(model, toks, mask)
+    np.testing.assert_allclose(layers.max_abs_logit, mx.max(1), rtol=1e-5)
+    np.testing.assert_allclose(layers.rms_logit, np.sqrt(sq.sum(1) / n.sum(1)), rtol=1e-5)
+    assert list(layers.n_logits) == list(heads.groupby("layer").n_pairs.sum())
+
+
+def test_merge_of_two_halves_equals_one_run():
+    model = zoo.build("pre-rmsnorm-qk", seed=0, **SIZE).eval()
+    toks, mask = _data()
+    whole = collect(model, (toks, mask), [AttnLogits()], batch_size=4, progress=False)["attn_logits"]
+    a, b = AttnLogits(), AttnLogits()
+    collect(model, (toks[:2], mask[:2]), [a], batch_size=2, progress=False)
+    collect(model, (toks[2:], mask[2:]), [b], batch_size=2, progress=False)
+    merged = a.merge(b).result()
+    for c in ("n_pairs", "max_abs_logit", "max_q_norm", "max_k_norm"):
+        np.testing.assert_allclose(merged[c], whole[c], rtol=1e-6)
+    np.testing.assert_allclose(merged.rms_logit, whole.rms_logit, rtol=1e-6)
+
+
+def test_qk_norm_keeps_logits_within_sqrt_d_head_and_plain_attention_does_not():
+    toks, mask = _data()
+    top = {}
+    for name in ("pre-rmsnorm", "pre-rmsnorm-qk"):
+        model = zoo.build(name, seed=0, **SIZE).eval()
+        with torch.no_grad():
+            for blk in model.blocks:
+                blk.attn.qkv.weight.mul_(100.0)
+        top[name] = collect(model, (toks, mask), [AttnLogits()], batch_size=4, progress=False)["attn_logits"]
+    dh = SIZE["d_model"] // SIZE["n_heads"]
+    assert top["pre-rmsnorm-qk"].max_abs_logit.max() <= math.sqrt(dh) * (1 + 1e-5)
+    assert top["pre-rmsnorm"].max_abs_logit.max() > 10 * math.sqrt(dh)
+
+
+def test_model_without_query_key_hooks_is_refused():
+    class NoQK:
+        hook_dict = {}
+        sites = zoo.build("pre-ln", **SIZE).sites
+        card = zoo.build("pre-ln", **SIZE).card
+    with pytest.raises(ValueError, match="exposes no attention query/key hooks"):
+        AttnLogits().bind(NoQK())
+
+
+def test_columns_and_merge_rules_are_documented():
+    import re
+    from pathlib import Path
+    doc = (Path(__file__).parent.parent / "docs" / "results.md").read_text()
+    cols_part, rules_part = doc.split("## Merge rules")
+    documented = {c for line in cols_part.splitlines() if line.startswith("| `")
+                  for c in re.findall(r"`([^`]+)`", line.split("|")[1])}
+    model = zoo.build("pre-ln", seed=0, **SIZE).eval()
+    c = AttnLogits()
+    res = collect(model, [[0, 5, 6, 7], [0, 9, 8]], [c], progress=False)
+    missing = {f"{t}.{col}" for t, df in res.tables.items() for col in df.columns if col not in documented}
+    assert not missing, f"columns missing from docs/results.md: {sorted(missing)}"
+    row = next(line for line in rules_part.splitlines() if line.startswith("| attn_logits |"))
+    cells = [set(x.replace(" ", "").split(",")) - {""} for x in row.split("|")[2:6]]
+    for key, rule in c.rules.items():
+        assert key in cells[{"sum": 0, "max": 1, "min": 2}[rule]], key
