@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PLACEMENTS = ("pre", "post", "peri", "mix", "lns", "reordered", "none")
-NORM_KINDS = ("layernorm", "rmsnorm", "crmsnorm", "powernorm", "unified", "dyt", "tdln", "fakeln", "none")
+NORM_KINDS = ("layernorm", "rmsnorm", "crmsnorm", "powernorm", "unified", "dyt", "tdln", "adaln", "fakeln", "none")
 
 
 @dataclass

@@ -169,7 +169,7 @@ def shipped():
     return manifest, x, starts.double().div(len(stream)).float(), hashes_ok, DATA_DIR / "zoo"
 
 
-@pytest.mark.parametrize("name", interp.STRATEGIES)
+@pytest.mark.parametrize("name", [n for n in interp.STRATEGIES if not n.startswith("mdlm")])  # MDLM: test_mdlm.py
 def test_shipped_zoo_model_loads_and_beats_the_unigram_baseline(shipped, name):
     """A checkpoint in data/zoo: ≤ 5 MB, hashes match the shipped corpus/tokenizer, and its validation loss
     (recomputed here with a plain log-softmax) agrees with the manifest and is ≥ 0.4 nats/token below the unigram baseline."""

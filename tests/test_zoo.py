@@ -104,7 +104,7 @@ def ref_forward(model, tokens, cond=None):
     return x @ sd["embed.weight"].T
 
 
-@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("name", [n for n in STRATEGIES if not n.startswith("mdlm")])  # MDLM: test_zoo_mdlm.py
 def test_logits_match_brute_force(name):
     model = _randomize(build(name, **SMALL).double().eval())
     tokens = torch.randint(0, SMALL["d_vocab"], (2, 11), generator=torch.Generator().manual_seed(1))

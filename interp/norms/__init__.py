@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+from interp.norms.adaptive import AdaLayerNorm
 from interp.norms.base import Norm
 from interp.norms.batchstat import PowerNorm, UnifiedNorm
 from interp.norms.elementwise import DyT, Identity, TDLayerNorm
@@ -17,6 +18,7 @@ NORMS: dict[str, type[Norm]] = {
     "unified": UnifiedNorm,
     "dyt": DyT,
     "tdln": TDLayerNorm,
+    "adaln": AdaLayerNorm,
     "fakeln": FakeLN,
     "identity": Identity,
 }
@@ -30,4 +32,4 @@ def make_norm(kind: str, d: int, **kwargs) -> Norm:
 
 
 __all__ = ["NORMS", "Norm", "make_norm", "LayerNorm", "RMSNorm", "CRMSNorm", "FakeLN", "PowerNorm",
-           "UnifiedNorm", "DyT", "TDLayerNorm", "Identity"]
+           "UnifiedNorm", "DyT", "TDLayerNorm", "AdaLayerNorm", "Identity"]

@@ -25,6 +25,16 @@ class ZooConfig:
                Xavier-normal with gain β; the zoo keeps its shared N(0, init_std) init and scales it by β, so
                those weights start at N(0, (β·init_std)²); q and k rows, embeddings, biases (0) and norms keep
                the shared init.
+    objective: causal_lm  causal attention, next-token loss.
+               mdlm       masked diffusion (MDLM, Sahoo et al. 2024): bidirectional attention; the input alphabet has
+                          d_vocab + 1 symbols, the last (`mask_id` = d_vocab) is [MASK] with its own learned embedding
+                          `mask_embed`; the output keeps d_vocab logits, so [MASK] is never predicted. The mask
+                          probability t of a sequence comes in as `cond`; the loss is interp.train.mdlm.mdlm_loss.
+    t_embed:   how a conditioned model takes t besides conditioned norms (TD-LN): "none"; "add": DiT's timestep
+               embedder (sinusoidal features of 1000·t → Linear → SiLU → Linear) added to every position's
+               embedding; "adaln": DiT's adaLN-Zero, the same embedding through SiLU and zero-initialised linear
+               maps gives every norm's (shift, scale) (norm="adaln": LayerNorm without affine, x̂·(1 + scale) +
+               shift) and each block's output gates (x + g·F(N(x))); pre placement only.
     """
 
     n_layers: int = 12
@@ -49,6 +59,8 @@ class ZooConfig:
     act: str = "gelu"  # MLP activation: "gelu" (exact) or "gelu_tanh" (GPT-2's tanh approximation, "gelu_new")
     qk_norm: bool = False  # RMSNorm on each head's q and k (see the class docstring)
     deepnorm: bool = False  # DeepNorm residual weight α and init scale β (see the class docstring)
+    objective: str = "causal_lm"  # "causal_lm" | "mdlm" (masked diffusion; see the class docstring)
+    t_embed: str = "none"  # "none" | "add" | "adaln": how t enters besides TD-LN (see the class docstring)
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
@@ -67,8 +79,25 @@ class ZooConfig:
         if self.deepnorm and self.placement != "post":
             raise ValueError(f"deepnorm is Post-LN with an up-weighted residual and needs placement='post'; "
                              f"got placement={self.placement!r}")
+        self._check_diffusion()
         if self.norm == "powernorm" and "group_num" not in self.norm_kwargs:  # the authors' runs: one group per head
             self.norm_kwargs = {**self.norm_kwargs, "group_num": self.n_heads}
+
+    def _check_diffusion(self) -> None:
+        if self.objective not in ("causal_lm", "mdlm"):
+            raise ValueError(f"unknown objective {self.objective!r}; choose 'causal_lm' or 'mdlm'")
+        if self.t_embed not in ("none", "add", "adaln"):
+            raise ValueError(f"unknown t_embed {self.t_embed!r}; choose 'none', 'add' or 'adaln'")
+        if self.t_embed != "none" and not self.conditioned:
+            raise ValueError(f"t_embed={self.t_embed!r} embeds the conditioning scalar t; set conditioned=True")
+        if (self.norm == "adaln") != (self.t_embed == "adaln") or (self.norm == "adaln" and self.placement != "pre"):
+            raise ValueError("adaLN-Zero needs norm='adaln', t_embed='adaln' and placement='pre' together; "
+                             f"got norm={self.norm!r}, t_embed={self.t_embed!r}, placement={self.placement!r}")
+
+    @property
+    def mask_id(self) -> int | None:
+        """The [MASK] token id of a masked-diffusion model (= d_vocab, one past the output vocabulary), else None."""
+        return self.d_vocab if self.objective == "mdlm" else None
 
     @property
     def d_head(self) -> int:
@@ -128,6 +157,10 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "pre-rmsnorm-qk": dict(placement="pre", norm="rmsnorm", qk_norm=True),
     "reordered":    dict(placement="reordered", norm="rmsnorm", qk_norm=True),
     "deepnorm":     dict(placement="post", norm="layernorm", final_norm=False, deepnorm=True),
+    # masked diffusion (MDLM) conditioned on the mask probability t: TD-LN vs DiT's adaLN-Zero vs an added t-embedding
+    "mdlm-tdln":    dict(placement="pre", norm="tdln", conditioned=True, objective="mdlm"),
+    "mdlm-adaln":   dict(placement="pre", norm="adaln", conditioned=True, objective="mdlm", t_embed="adaln"),
+    "mdlm-ln":      dict(placement="pre", norm="layernorm", conditioned=True, objective="mdlm", t_embed="add"),
 }
 
 

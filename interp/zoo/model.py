@@ -20,11 +20,14 @@ from interp.norms import Norm, RMSNorm, make_norm
 from interp.norms.base import observed
 from interp.sites import LayerSites, SiteMap
 from interp.tl.native import TransformerLensNative
+from interp.zoo.conditioning import TimeEmbedding
 from interp.zoo.config import ZooConfig
 
 
 class Attention(nn.Module):
-    """Causal multi-head self-attention; SDPA unless the scores or pattern are hooked."""
+    """Multi-head self-attention, causal (bidirectional for objective="mdlm"); SDPA unless scores/pattern are hooked."""
+
+    causal = True
 
     def __init__(self, cfg: ZooConfig):
         super().__init__()
@@ -36,6 +39,8 @@ class Attention(nn.Module):
         self.hook_attn_scores = HookPoint()  # [b, h, q, k]
         self.hook_pattern = HookPoint()      # [b, h, q, k]
         self.hook_z = HookPoint()            # [b, t, h, dh]
+        if cfg.objective == "mdlm":  # masked diffusion: every position sees every other
+            self.causal = False
         self.qk_norm = cfg.qk_norm
         if cfg.qk_norm:  # RMSNorm over each head's d_head, one gain shared by the heads
             self.q_norm, self.k_norm = RMSNorm(cfg.d_head, eps=cfg.norm_eps), RMSNorm(cfg.d_head, eps=cfg.norm_eps)
@@ -48,18 +53,19 @@ class Attention(nn.Module):
         return self.attend(q, k, v, mask)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Heads [b, t, h, dh] → output [b, t, d]. mask [b|1, 1, t, t] bool (True = may attend), None = causal."""
+        """Heads [b, t, h, dh] → output [b, t, d]. mask [b|1, 1, t, t] bool (True = may attend); None = causal
+        (all pairs when not `causal`)."""
         b, t = q.shape[:2]
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         q, k, v = (y.transpose(1, 2) for y in (q, k, v))  # [b, h, t, dh]
         if observed(self.hook_attn_scores, self.hook_pattern):
-            if mask is None:
+            if mask is None and self.causal:
                 mask = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)
-            scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
+            scores = self.hook_attn_scores(scores if mask is None else scores.masked_fill(~mask, float("-inf")))
             z = self.hook_pattern(scores.softmax(-1)) @ v
         else:
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and self.causal)
         z = self.hook_z(z.transpose(1, 2))  # [b, t, h, dh]
         return self.out(z.reshape(b, t, -1))
 
@@ -92,12 +98,21 @@ class Block(nn.Module):
             self.ln1_post, self.ln2_post = norm(), norm()
         for name in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
             setattr(self, f"hook_{name}", HookPoint())
+        self.adaln = cfg.t_embed == "adaln"
+        if self.adaln:  # adaLN-Zero's output gates (attn, mlp) = W·c + b, c = SiLU(t-embedding) set as self.cond
+            self.ada_gate_w = nn.Parameter(torch.zeros(2 * cfg.d_model, cfg.d_model))
+            self.ada_gate_b = nn.Parameter(torch.zeros(2 * cfg.d_model))
+            self.cond: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         x = self.hook_resid_pre(x)
         attn = lambda h: self.hook_attn_out(self.attn(h, mask))
         mlp = lambda h: self.hook_mlp_out(self.mlp(h))
-        if self.placement == "pre":     # x + F(N(x))
+        if self.adaln:                  # adaLN-Zero (DiT): x + g(t)·F(N_t(x)), gates 0 at init
+            g_attn, g_mlp = (self.cond @ self.ada_gate_w.T + self.ada_gate_b)[:, None].chunk(2, -1)  # [b, 1, d]
+            x = self.hook_resid_mid(x + self.hook_attn_out(g_attn * self.attn(self.ln1(x), mask)))
+            x = x + self.hook_mlp_out(g_mlp * self.mlp(self.ln2(x)))
+        elif self.placement == "pre":   # x + F(N(x))
             x = self.hook_resid_mid(x + attn(self.ln1(x)))
             x = x + mlp(self.ln2(x))
         elif self.placement == "post" and self.alpha == 1.0:  # N(x + F(x))
@@ -135,6 +150,10 @@ class ZooModel(TransformerLensNative):
             kind = cfg.norm if cfg.norm != "none" else "layernorm"
             self.ln_final = make_norm(kind, cfg.d_model, eps=cfg.norm_eps, **cfg.norm_kwargs)
         self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=cfg.unembed_bias)
+        if cfg.t_embed != "none":  # DiT's timestep embedder of t = cond
+            self.t_embed, self.hook_t_embed = TimeEmbedding(cfg.d_model), HookPoint()  # [b, d]
+        if cfg.objective == "mdlm":  # [MASK] (id d_vocab): an input-only embedding; the output has d_vocab logits
+            self.mask_embed = nn.Parameter(torch.empty(cfg.d_model).normal_(std=cfg.init_std))
         self.apply(self._init)
         if cfg.deepnorm:
             self._deepnorm_init(cfg.deepnorm_beta)
@@ -160,7 +179,8 @@ class ZooModel(TransformerLensNative):
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens [b, t] long; attention_mask [b, t] bool (True = real token); cond [b] for TD-LN."""
+        """tokens [b, t] long; attention_mask [b, t] bool (True = real token); cond [b] for conditioned models (TD-LN,
+        t-embedding; unset: 0). An MDLM model (objective "mdlm") also takes [MASK] = `cfg.mask_id` in `tokens`."""
         b, t = tokens.shape
         if t > self.cfg.n_ctx:
             raise ValueError(f"sequence of {t} tokens is longer than the context of {self.cfg.n_ctx}")
@@ -169,17 +189,46 @@ class ZooModel(TransformerLensNative):
         else:  # keys must be real tokens; a query always sees itself so no row is empty
             attention_mask = attention_mask.bool()
             pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril()
+            causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device)
+            causal = causal.tril() if self.cfg.objective != "mdlm" else causal  # MDLM: bidirectional
             eye = torch.eye(t, dtype=torch.bool, device=tokens.device)
             mask = (causal & (attention_mask[:, None, :] | eye))[:, None]  # [b, 1, t, t]
         for n in self._norms:
             n.token_mask, n.cond = attention_mask, cond
-        x = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(self.pos_embed(pos).expand(b, t, -1))
+        emb = self.embed(tokens) if self.cfg.objective != "mdlm" else self._embed_masked(tokens)
+        x = self.hook_embed(emb) + self.hook_pos_embed(self.pos_embed(pos).expand(b, t, -1))
+        if self.cfg.t_embed != "none":
+            x = self._condition(x, cond)
         for block in self.blocks:
             x = block(x, mask)
         if self.cfg.final_norm:
             x = self.ln_final(x)
         return self.unembed(x)  # [b, t, vocab]
+
+    def _embed_masked(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings [b, t, d] with [MASK] (id d_vocab) read from `mask_embed`."""
+        if int(tokens.max()) > self.cfg.mask_id or int(tokens.min()) < 0:
+            raise ValueError(f"token ids must lie in [0, {self.cfg.mask_id}] ({self.cfg.mask_id} = [MASK]); got "
+                             f"{int(tokens.min())}..{int(tokens.max())}")
+        masked = tokens == self.cfg.mask_id
+        return torch.where(masked[..., None], self.mask_embed, self.embed(tokens.masked_fill(masked, 0)))
+
+    def _condition(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """Embed t = cond (0 if unset): added to the stream ("add"), or SiLU(c) handed to every adaLN norm and
+        block ("adaln")."""
+        t = cond if cond is not None else torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        c = self.hook_t_embed(self.t_embed(t.expand(x.shape[0])))  # [b, d]
+        if self.cfg.t_embed == "add":
+            return x + c[:, None]
+        c = F.silu(c)
+        for m in [*self._norms, *self.blocks]:
+            m.cond = c
+        return x
+
+    @property
+    def mask_id(self) -> int | None:
+        """[MASK]'s token id (= d_vocab) for a masked-diffusion model, else None."""
+        return self.cfg.mask_id
 
     def apply_final_norm(self, x: torch.Tensor) -> torch.Tensor:
         """The final norm applied to a residual stream x [..., d], its statistics recomputed on x."""
@@ -201,7 +250,7 @@ class ZooModel(TransformerLensNative):
         seed = getattr(self, "seed", None)  # set by interp.zoo.load from the training record
         return ModelCard(name=getattr(self, "name", None) or c.strategy, family="zoo", strategy=c.strategy, placement=c.placement,
                          norm_kind=c.norm, n_layers=c.n_layers, d_model=c.d_model,
-                         n_params=sum(p.numel() for p in self.parameters()), objective="causal_lm",
+                         n_params=sum(p.numel() for p in self.parameters()), objective=c.objective,
                          weight_source=getattr(self, "weight_source", "random init"),
                          extra={"n_post_layers": c.n_post_layers, "final_norm": c.final_norm,
                                 **({"seed": seed} if seed is not None else {}),
