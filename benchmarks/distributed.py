@@ -35,7 +35,7 @@ def run(model_dir: Path, tokens: Path, out: Path, nproc: int, batch: int) -> dic
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "interp.cli", "collect", str(model_dir), "--data", str(tokens),
                         "-o", str(out), "--nproc", str(nproc), "--batch-size", str(batch), "--device", "cpu",
-                        "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+                        "--token-dtype", "uint16", "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - t0
     if p.returncode:
         raise SystemExit(f"{nproc} process(es) failed: {p.stderr.strip().splitlines()[-1]}")

@@ -127,7 +127,7 @@ def test_streams_equal_in_memory(files):
     for src in (TokenFile(d / "tokens.bin", dtype="uint16"), TokenFile(d / "tokens.npy"),
                 (w for w in windows(flat))):  # a one-pass generator of token lists
         assert_same(ref, interp.collect(model, src, every_collector(), batch_size=BATCH, progress=False))
-    assert isinstance(TokenFile(d / "tokens.bin").tokens, np.memmap)  # read lazily, never loaded whole
+    assert isinstance(TokenFile(d / "tokens.bin", dtype="uint16").tokens, np.memmap)  # read lazily, never loaded whole
     capped = interp.collect(model, TokenFile(d / "tokens.npy"), [ResidualStats()], batch_size=BATCH,
                             max_tokens=50, progress=False)
     assert capped.meta["n_tokens"] == 50

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
+
+TEXT_CHUNK = 1 << 16  # characters encoded at a time in a long text (bounded memory; stops at max_tokens)
 
 
 def model_context(model) -> int | None:
@@ -22,19 +25,99 @@ def model_context(model) -> int | None:
     return getattr(model, "card", None) and model.card.extra.get("n_ctx")
 
 
+def model_vocab(model) -> int | None:
+    """The number of token ids the model's embedding accepts (None when it has none to read)."""
+    for emb in (getattr(model, "embed", None), _call(getattr(model, "embed_module", None))):
+        if isinstance(emb, torch.nn.Embedding):
+            return emb.num_embeddings
+    v = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    return v if isinstance(v, int) else None
+
+
+def _call(f):
+    try:
+        return f() if callable(f) else None
+    except Exception:  # noqa: BLE001 — a wrapper without an embedding lookup
+        return None
+
+
+def token_ids(x, where: str) -> list[int]:
+    """A 1-D sequence of integer token ids as a list; floats (even 3.0), bools, nested lists are refused."""
+    a = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+    if a.size == 0:
+        return []
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        what = f"{a.ndim}-D" if a.ndim != 1 else a.dtype.name
+        raise ValueError(f"{where} holds {what} token ids (e.g. {a.flat[0]!r}); token ids must be a flat list of "
+                         "integers")
+    return a.tolist()
+
+
+def check_ids(seqs: Sequence[Sequence[int]], vocab: int | None, where: str = "the data") -> None:
+    """Refuse token ids outside [0, vocab) with one line naming the first bad id and its sequence."""
+    if vocab is None:
+        return
+    for i, s in enumerate(seqs):
+        if s and (min(s) < 0 or max(s) >= vocab):
+            bad = next(v for v in s if v < 0 or v >= vocab)
+            raise ValueError(f"token id {bad} in sequence {i} of {where} is outside the model's vocabulary "
+                             f"[0, {vocab}); use token ids from this model's tokenizer")
+
+
+def split_text(text: str, size: int = TEXT_CHUNK) -> Iterator[str]:
+    """`text` in pieces of at most `size` characters, cut just before a space that follows a non-space
+    (where byte-level BPE pre-tokenizers split anyway, so the pieces encode as the whole does)."""
+    i = 0
+    while i < len(text):
+        j = min(i + size, len(text))
+        if j < len(text):
+            k = text.rfind(" ", i + 1, j)
+            while k > i and text[k - 1].isspace():
+                k = text.rfind(" ", i + 1, k)
+            j = k if k > i else j
+        yield text[i:j]
+        i = j
+
+
+def encode_bounded(tok, text: str, limit: int | None = None) -> list[int]:
+    """`tok.encode(text)`, but a long text is encoded piece by piece (split_text) and stops once `limit`
+    tokens are there; a text of at most TEXT_CHUNK characters is encoded in one call, as before."""
+    if len(text) <= TEXT_CHUNK:
+        return list(tok.encode(text))
+    suffix = list(getattr(tok, "suffix", None) or [])  # e.g. BERT's [SEP]: once, at the very end
+    out: list[int] = []
+    for piece in split_text(text):
+        ids = list(tok.encode(piece))
+        out += ids[:len(ids) - len(suffix)] if suffix and ids[len(ids) - len(suffix):] == suffix else ids
+        if limit is not None and len(out) >= limit:
+            return out
+    return out + suffix
+
+
+def check_max_tokens(max_tokens) -> None:
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ValueError(f"max_tokens must be a whole number of at least 1 (got {max_tokens!r}); leave it out to "
+                         "use all the data")
+
+
 def to_sequences(model, data, max_len: int | None, overflow: str = "split",
                  max_tokens: int | None = None) -> list[list[int]]:
     """Token-id lists, one per sequence, each at most `max_len` long; at most `max_tokens` tokens in all."""
     if overflow not in ("split", "truncate", "error"):
         raise ValueError(f"unknown overflow {overflow!r}; choose 'split', 'truncate' or 'error'")
+    check_max_tokens(max_tokens)
     tok = getattr(model, "tokenizer", None)
     bos = tok.bos_id if tok is not None and tok.add_bos else None
+    texts = False
     if isinstance(data, str):
         data = [data]
     if len(data) == 0:
         raise ValueError("no tokens to collect on: the input is empty; pass texts or token ids")
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         tokens, mask = data
+        if tokens.is_floating_point() or tokens.dim() != 2 or mask.shape != tokens.shape:
+            raise ValueError(f"(tokens, mask) must be two [n, t] tensors of integer ids and a mask, got "
+                             f"{tuple(tokens.shape)} {tokens.dtype} and {tuple(mask.shape)}")
         seqs = [t[m.bool()].tolist() for t, m in zip(tokens, mask)]
         bos = None  # given tokens are used as they are
     elif isinstance(data, torch.Tensor):
@@ -44,11 +127,13 @@ def to_sequences(model, data, max_len: int | None, overflow: str = "split",
     elif isinstance(data, Sequence) and all(isinstance(x, str) for x in data):
         if tok is None:
             raise ValueError("this model has no tokenizer (model.tokenizer is None); pass token ids instead of texts")
-        seqs = [([bos] if bos is not None else []) + list(tok.encode(x)) for x in data]
-    elif isinstance(data, Sequence) and all(isinstance(x, (list, tuple)) for x in data):
-        seqs, bos = [list(map(int, x)) for x in data], None
+        seqs, texts = [([bos] if bos is not None else []) + encode_bounded(tok, x, max_tokens) for x in data], True
+    elif isinstance(data, Sequence) and all(isinstance(x, (list, tuple, np.ndarray, torch.Tensor)) for x in data):
+        seqs, bos = [token_ids(x, f"sequence {i}") for i, x in enumerate(data)], None
     else:
         raise ValueError("data must be texts, token-id lists, a [n, t] token tensor or a (tokens, mask) pair")
+    if not texts:
+        check_ids(seqs, model_vocab(model))
     out: list[list[int]] = []
     for i, s in enumerate(seqs):
         out += fit_context(s, i, max_len, overflow, bos)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from interp.collect import distributed as D
 from interp.collect.base import Collector
-from interp.collect.batches import model_context
+from interp.collect.batches import check_max_tokens, model_context, model_vocab
 from interp.collect.driver import check_collectors, run_batches
 from interp.collect.resume import Checkpoint
 from interp.collect.results import KIND as RESULTS_KIND, Results
@@ -72,8 +72,11 @@ def collect_sharded(model, data, collectors: Sequence[Collector] | None = None, 
     existing `out` must be an earlier results directory and `force` set, else OutputRefused before any work.
     """
     collectors = check_collectors(collectors)
+    check_max_tokens(max_tokens)
     if out is not None:
         check_dir_target(out, RESULTS_KIND, force)
+    if isinstance(data, TokenFile):  # every id the run would read, before any work
+        data.check_ids(model_vocab(model), max_tokens)
     rank, world, local = D.env_world() if distributed else (0, 1, 0)
     dev = resolve_device(device) if device is not None else model_device(model)
     if distributed and dev.type == "cuda" and not (isinstance(device, str) and ":" in device):

@@ -15,22 +15,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.collect.batches import fit_context, to_sequences
+from interp.collect.batches import (TEXT_CHUNK, check_max_tokens, encode_bounded, fit_context, split_text,
+                                    to_sequences, token_ids)
 
 BIN_DTYPES = {"uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64}
 
 
 class TokenFile:
-    """A flat 1-D token file read lazily: `.npy` (its own dtype) or raw `.bin` (dtype given, default uint16).
-    Cut into consecutive windows of `seq_len` tokens (default: the model's context); the last may be shorter."""
+    """A flat 1-D token file read lazily: `.npy` (its own dtype) or raw `.bin` (no dtype inside it: `dtype` must be
+    given, since uint16 and int32 readings of one file both look plausible). Cut into consecutive windows of
+    `seq_len` tokens (default: the model's context); the last may be shorter."""
 
-    def __init__(self, path: str | Path, dtype: str = "uint16", seq_len: int | None = None):
+    def __init__(self, path: str | Path, dtype: str | None = None, seq_len: int | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"token file {self.path} does not exist")
         if self.path.suffix == ".npy":
-            self.tokens = np.load(self.path, mmap_mode="r")
+            try:
+                self.tokens = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:
+                raise ValueError(f"{self.path} is not a readable .npy token array ({str(e)[:120]}); save it with "
+                                 "numpy.save") from None
         else:
+            if dtype is None:
+                raise ValueError(f"{self.path} is a raw token file without a dtype; say how it was written "
+                                 f"(--token-dtype / dtype=: {', '.join(BIN_DTYPES)}) or save a .npy instead")
             if dtype not in BIN_DTYPES:
                 raise ValueError(f"unknown token dtype {dtype!r} for {self.path}; choose one of {', '.join(BIN_DTYPES)}")
             size = self.path.stat().st_size
@@ -47,6 +56,20 @@ class TokenFile:
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def check_ids(self, vocab: int | None, max_tokens: int | None = None) -> None:
+        """Refuse ids outside [0, vocab) among the tokens a run would read (scanned in chunks, before any work)."""
+        if vocab is None:
+            return
+        n = len(self) if max_tokens is None else min(len(self), max_tokens)
+        step = 1 << 24
+        for lo in range(0, n, step):
+            part = np.asarray(self.tokens[lo:min(lo + step, n)])
+            bad = np.flatnonzero((part < 0) | (part >= vocab))
+            if bad.size:
+                raise ValueError(f"token id {int(part[bad[0]])} at position {lo + int(bad[0])} of {self.path} is "
+                                 f"outside the model's vocabulary [0, {vocab}); use token ids from this model's "
+                                 f"tokenizer (dtype read: {self.tokens.dtype})")
 
     def describe(self) -> dict:
         return {"token_file": str(self.path), "n_tokens": len(self), "dtype": str(self.tokens.dtype)}
@@ -78,6 +101,7 @@ def iter_sequences(model, data, max_len: int | None, overflow: str = "split",
         return
     if overflow not in ("split", "truncate", "error"):
         raise ValueError(f"unknown overflow {overflow!r}; choose 'split', 'truncate' or 'error'")
+    check_max_tokens(max_tokens)
     tok = getattr(model, "tokenizer", None)
     bos = tok.bos_id if tok is not None and tok.add_bos else None
     left = max_tokens
@@ -85,18 +109,46 @@ def iter_sequences(model, data, max_len: int | None, overflow: str = "split",
         if isinstance(item, str):
             if tok is None:
                 raise ValueError("this model has no tokenizer (model.tokenizer is None); stream token-id lists")
-            s, b = ([bos] if bos is not None else []) + list(tok.encode(item)), bos
+            if len(item) > TEXT_CHUNK and max_len is not None and overflow == "split":
+                pieces = text_windows(tok, item, bos, max_len, left)  # long text: bounded memory
+            else:
+                s = ([bos] if bos is not None else []) + encode_bounded(tok, item, left)
+                pieces = fit_context(s, i, max_len, overflow, bos)
         elif isinstance(item, (list, tuple, np.ndarray, torch.Tensor)):
-            s, b = [int(x) for x in item], None
+            pieces = fit_context(token_ids(item, f"stream item {i}"), i, max_len, overflow, None)
         else:
             raise ValueError(f"stream item {i} is a {type(item).__name__}; stream texts or token-id lists")
-        for p in fit_context(s, i, max_len, overflow, b):
+        for p in pieces:
             if left is not None:
                 if left <= 0:
                     return
                 p = p[:left]
                 left -= len(p)
             yield p
+
+
+def text_windows(tok, text: str, bos: int | None, n: int, limit: int | None = None) -> Iterator[list[int]]:
+    """The windows `fit_context` gives for a long text (overflow="split"), tokenized piece by piece: memory holds
+    one piece and one window, and tokenizing stops once `limit` tokens have been produced."""
+    suffix = list(getattr(tok, "suffix", None) or [])  # e.g. BERT's [SEP]: once, after the last piece
+    step = n - 1 if bos is not None and n >= 2 else n
+    buf: list[int] = []
+    made = 0
+    pieces = list(split_text(text)) if suffix else split_text(text)
+    for k, piece in enumerate(pieces):
+        ids = list(tok.encode(piece))
+        if suffix and k < len(pieces) - 1 and ids[len(ids) - len(suffix):] == suffix:  # type: ignore[arg-type]
+            ids = ids[:len(ids) - len(suffix)]
+        buf += ids
+        while len(buf) > step:
+            w, buf = buf[:step], buf[step:]
+            w = ([bos] + w) if step != n else w
+            made += len(w)
+            yield w
+            if limit is not None and made >= limit:
+                return
+    if buf:
+        yield ([bos] + buf) if step != n else buf
 
 
 def shard_batches(model, data, batch_size: int, max_len: int | None, overflow: str = "split",

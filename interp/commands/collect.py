@@ -45,13 +45,19 @@ def make_collectors(spec: str | None) -> list | None:
 
 
 def _lines(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield line.rstrip("\n")
+    """The non-empty lines of a UTF-8 text file, one at a time (a bad byte is named with the file and line)."""
+    n = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    yield line.rstrip("\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (line {n + 1}: byte 0x{e.object[e.start]:02x} at offset "
+                         f"{e.start} of the chunk read); convert it to UTF-8, or pass a .npy token file") from None
 
 
-def open_data(spec: str, token_dtype: str = "uint16"):
+def open_data(spec: str, token_dtype: str | None = None):
     """A token file (.npy / .bin) or text file (one text per non-empty line) as a stream; else a corpus name
     for interp.data.load_corpus ('kjv', 'austen', a folder, 'hf:NAME'), one text per book."""
     from interp.collect.stream import TokenFile
@@ -72,9 +78,10 @@ def free_port() -> int:
 
 def worker_argv(a: argparse.Namespace) -> list[str]:
     argv = [a.model, "--data", a.data, "--out", a.out, "--batch-size", str(a.batch_size), "--device", a.device,
-            "--dtype", a.dtype, "--token-dtype", a.token_dtype, "--threads", str(a.threads),
+            "--dtype", a.dtype, "--threads", str(a.threads),
             "--checkpoint-every", str(a.checkpoint_every)] + (["--force"] if a.force else [])
-    for flag, v in (("--collectors", a.collectors), ("--max-tokens", a.max_tokens), ("--state-dir", a.state_dir)):
+    for flag, v in (("--collectors", a.collectors), ("--max-tokens", a.max_tokens), ("--state-dir", a.state_dir),
+                    ("--token-dtype", a.token_dtype)):
         if v is not None:
             argv += [flag, str(v)]
     return argv + (["--exclude-first"] if a.exclude_first else []) + (["--quiet"] if a.quiet else [])
@@ -110,14 +117,33 @@ def launch(a: argparse.Namespace, timeout: float | None = None) -> None:
                            "(the other ranks were stopped; no results written)")
 
 
+def check_args(a: argparse.Namespace) -> None:
+    """Every argument checked before any work: one line naming the argument and what is wrong."""
+    from interp.commands._check import at_least, exists_or_corpus
+    at_least(a, batch_size=1, nproc=1, threads=1, checkpoint_every=1, max_tokens=1)
+    exists_or_corpus(a.data, "--data")
+    make_collectors(a.collectors)
+    p = Path(a.data)
+    if p.suffix == ".bin" and a.token_dtype is None:
+        raise ValueError(f"--data {p} is a raw token file without a dtype; pass --token-dtype "
+                         "(uint16, int32, uint32 or int64: how it was written) or save a .npy instead")
+    if a.token_dtype is not None and p.suffix != ".bin":
+        raise ValueError(f"--token-dtype applies to raw .bin token files only; {p.name} is not one")
+    from interp.device import resolve_dtype
+    resolve_dtype(a.dtype)
+    from interp.collect.results import KIND
+    from interp.outputs import check_dir_target
+    check_dir_target(a.out, KIND, a.force)  # refuse a protected -o before any work (interp/outputs.py)
+    if a.state_dir is not None and Path(a.state_dir).exists() and not Path(a.state_dir).is_dir():
+        raise ValueError(f"--state-dir {a.state_dir} exists and is not a folder; choose another path")
+
+
 def run(a: argparse.Namespace) -> None:
     import torch
-    torch.set_num_threads(a.threads)
     worker = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if not worker:  # refuse a protected -o before any work (interp/outputs.py)
-        from interp.collect.results import KIND
-        from interp.outputs import check_dir_target
-        check_dir_target(a.out, KIND, a.force)
+    if not worker:
+        check_args(a)
+    torch.set_num_threads(a.threads)
     if a.nproc > 1 and not worker:
         launch(a)
         return
@@ -158,7 +184,8 @@ def register(sub) -> None:
     p.add_argument("--exclude-first", action="store_true", help="leave position 0 (BOS) out of every statistic")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--dtype", default="fp32", help="model precision: fp32 (default) or bf16; statistics are float64")
-    p.add_argument("--token-dtype", default="uint16", help="dtype of a raw .bin token file (uint16, int32, ...)")
+    p.add_argument("--token-dtype", default=None, help="dtype of a raw .bin token file (uint16, int32, uint32, "
+                                                       "int64); required for .bin, which does not record it")
     p.add_argument("--nproc", type=int, default=1, help="processes on this machine (launches torchrun)")
     p.add_argument("--state-dir", default=None, help="write resumable per-rank state here; rerun to resume")
     p.add_argument("--checkpoint-every", type=int, default=50, help="batches between state files (default 50)")

@@ -1,0 +1,41 @@
+"""Argument checks shared by the commands: each failure is one line naming the argument and what is wrong."""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+TOKEN_SUFFIXES = (".npy", ".bin")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def at_least(a: argparse.Namespace, **minimum: int) -> None:
+    """Each named argument (when given) is at least its minimum: `at_least(a, steps=1, warmup=0)`."""
+    for name, lo in minimum.items():
+        v = getattr(a, name, None)
+        if v is not None and v < lo:
+            raise ValueError(f"{flag(name)} must be at least {lo} (got {v})")
+
+
+def positive_finite(a: argparse.Namespace, *names: str) -> None:
+    """Each named float argument (when given) is finite and > 0 (a learning rate, a scale)."""
+    for name in names:
+        v = getattr(a, name, None)
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{flag(name)} must be a finite number above 0 (got {v})")
+
+
+def exists_or_corpus(spec: str, what: str) -> None:
+    """A token file must exist; other specs are corpus names or text files, checked when opened."""
+    p = Path(spec)
+    if p.suffix in TOKEN_SUFFIXES and not p.is_file():
+        raise FileNotFoundError(f"{what} {spec}: no such token file")
+
+
+def model_path(spec: str, what: str = "model") -> None:
+    """A model given as a path (it has a separator or exists) must exist."""
+    if ("/" in spec or spec.startswith(".")) and not Path(spec).exists():
+        raise FileNotFoundError(f"{what} {spec}: no such file or folder")
