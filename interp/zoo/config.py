@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,7 @@ class ZooConfig:
     t_embed: str = "none"  # "none" | "add" | "adaln": how t enters besides TD-LN (see the class docstring)
 
     def __post_init__(self) -> None:
+        self._check_fields()
         if self.placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {self.placement!r}; choose one of: {', '.join(PLACEMENTS)}")
         if self.norm not in NORMS and self.norm != "none":
@@ -82,6 +84,28 @@ class ZooConfig:
         self._check_diffusion()
         if self.norm == "powernorm" and "group_num" not in self.norm_kwargs:  # the authors' runs: one group per head
             self.norm_kwargs = {**self.norm_kwargs, "group_num": self.n_heads}
+
+    def _check_fields(self) -> None:
+        """Types and ranges first (a config read from JSON may hold "2" or null): one line naming the field."""
+        for f in dataclasses.fields(self):
+            v, t = getattr(self, f.name), str(f.type)
+            ok = {"int": isinstance(v, int) and not isinstance(v, bool),
+                  "float": isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+                  "bool": isinstance(v, bool), "str": isinstance(v, str), "dict[str, Any]": isinstance(v, dict),
+                  "int | None": v is None or (isinstance(v, int) and not isinstance(v, bool))}.get(t, True)
+            if not ok:
+                raise ValueError(f"zoo config field {f.name!r} must be {t.replace('float', 'a finite number')}, "
+                                 f"got {v!r} ({type(v).__name__})")
+        for name in ("n_layers", "d_model", "n_heads", "d_mlp", "n_ctx", "d_vocab"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"zoo config field {name!r} must be at least 1, got {getattr(self, name)}")
+        if self.d_attn is not None and self.d_attn < 1:
+            raise ValueError(f"zoo config field 'd_attn' must be at least 1 (or None), got {self.d_attn}")
+        if self.norm_eps <= 0 or self.init_std <= 0:
+            raise ValueError(f"zoo config fields 'norm_eps' and 'init_std' must be above 0, got {self.norm_eps} "
+                             f"and {self.init_std}")
+        if not 0 <= self.mix_alpha <= 1:
+            raise ValueError(f"zoo config field 'mix_alpha' must be in [0, 1], got {self.mix_alpha}")
 
     def _check_diffusion(self) -> None:
         if self.objective not in ("causal_lm", "mdlm"):
@@ -133,6 +157,8 @@ class ZooConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ZooConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"a zoo config must be a JSON object of fields, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
