@@ -10,40 +10,61 @@ def run(args: argparse.Namespace) -> None:
 
     import torch
 
+    import pandas as pd
+
     from interp.train.sweep import SWEEP_SIZE, lr_sweep
+    from interp.zoo.io import atomic_write_bytes
     torch.set_num_threads(args.threads)
     try:
         lrs = tuple(float(x) for x in args.lrs.split(","))
+        seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else (args.seed,)
     except ValueError:
-        raise ValueError(f"--lrs must be comma-separated numbers, got {args.lrs!r}") from None
+        raise ValueError(f"--lrs must be comma-separated numbers and --seeds integers, got {args.lrs!r} / "
+                         f"{args.seeds!r}") from None
     strategies = args.strategies.split(",") if args.strategies else None
     size = {"n_layers": args.layers} if args.layers else {}
-    df = lr_sweep(strategies, lrs, steps=args.steps, batch_size=args.batch, size=size,
-                  clip=args.clip, corpus=args.corpus, seed=args.seed, progress=not args.quiet)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from interp.zoo.io import atomic_write_bytes
-    atomic_write_bytes(out / "sweep.csv", df.to_csv(index=False).encode())
     meta = {"size": {**SWEEP_SIZE, **size}, "lrs": lrs, "steps": args.steps, "batch_size": args.batch,
-            "clip": args.clip, "corpus": args.corpus, "seed": args.seed, "threads": args.threads,
+            "clip": args.clip, "corpus": args.corpus, "seeds": seeds, "threads": args.threads,
             "columns": "see interp/train/sweep.py"}
+    partial, pmeta = out / "sweep.partial.csv", out / "sweep.partial.json"
+    done = None
+    src, smeta = (partial, pmeta) if partial.is_file() else (out / "sweep.csv", out / "sweep.json")
+    if args.resume and src.is_file():  # an interrupted sweep, or a finished one to extend (more lrs / seeds)
+        old = json.loads(smeta.read_text()) if smeta.is_file() else {}
+        same = {k: v for k, v in meta.items() if k not in ("lrs", "seeds", "threads")}
+        if {k: old.get(k) for k in same} != json.loads(json.dumps(same)) or "seeds" not in old:
+            raise ValueError(f"{src} was written with other settings ({old}); drop --resume or use another --out")
+        done = pd.read_csv(src)
+        meta["lrs"] = tuple(sorted(set(meta["lrs"]) | set(old.get("lrs", ()))))
+        meta["seeds"] = tuple(sorted(set(meta["seeds"]) | set(old.get("seeds", ()))))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(pmeta, json.dumps(meta, indent=1).encode())
+    save = lambda df: atomic_write_bytes(partial, df.to_csv(index=False).encode())
+    df = lr_sweep(strategies, lrs, steps=args.steps, batch_size=args.batch, size=size, clip=args.clip,
+                  corpus=args.corpus, seeds=seeds, progress=not args.quiet, done=done, on_row=save)
+    atomic_write_bytes(out / "sweep.csv", df.to_csv(index=False).encode())
     atomic_write_bytes(out / "sweep.json", json.dumps(meta, indent=1).encode())
-    table = df.pivot(index="strategy", columns="lr", values="final_loss").round(2)
-    div = df.pivot(index="strategy", columns="lr", values="diverged")
-    print(table.where(~div, "div").to_string())
+    partial.unlink(missing_ok=True)
+    pmeta.unlink(missing_ok=True)
+    table = df.groupby(["strategy", "lr"]).final_loss.mean().unstack().round(2)
+    div = df.groupby(["strategy", "lr"]).diverged.mean().unstack()
+    print(table.astype(object).where(div == 0, div.map(lambda f: f"div {f:.0%}")).to_string())
     print(f"wrote {out / 'sweep.csv'}")
 
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="learning-rate stability sweep: every strategy over a ladder of peak lrs")
     p.add_argument("--strategies", default=None, help="comma-separated (default: all)")
-    p.add_argument("--lrs", default="1e-3,3e-3,1e-2,3e-2,1e-1", help="comma-separated peak learning rates")
+    p.add_argument("--lrs", default="1e-3,3e-3,1e-2,3e-2,1e-1,3e-1,1", help="comma-separated peak learning rates")
     p.add_argument("--steps", type=int, default=60, help="updates per run (default 60)")
     p.add_argument("--batch", type=int, default=8, help="sequences per batch (default 8)")
     p.add_argument("--layers", type=int, default=None, help="override the sweep depth (default 6)")
     p.add_argument("--clip", type=float, default=None, help="gradient clipping (default: off)")
     p.add_argument("--corpus", default="kjv")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
+    p.add_argument("--resume", action="store_true", help="keep the runs of an interrupted sweep in --out")
     p.add_argument("--out", default="data/sweep", help="output folder (default data/sweep)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quiet", action="store_true")

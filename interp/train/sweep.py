@@ -2,18 +2,24 @@
 
 The Peri-LN paper's stability claim made measurable: which placements survive which learning rates.
 Each run is a fresh model (same seed, same data order) trained `steps` updates with the zoo recipe but
-*without gradient clipping* by default (clipping hides the instability being measured).
+*without gradient clipping* by default (clipping hides the instability being measured). The ladder climbs
+until runs diverge (SWEEP_LRS); several seeds give the spread of each strategy's largest stable rate.
 
-Result (tidy, one row per strategy × lr): strategy, lr, steps (updates completed), diverged (the loss or
-gradient became non-finite, or the mean loss of the last 10 % of steps is no better than the first step's
-loss), loss_spikes (count, see interp.train.trainer), first_loss, final_loss (mean training loss over the
-last 10 % of steps; NaN when it stopped on a non-finite value), max_grad_norm, wall_s.
+Result (tidy, one row per strategy × seed × lr): strategy, seed, lr, steps (updates completed), diverged (the
+loss or gradient became non-finite, or the mean loss of the last 10 % of steps is no better than the first
+step's loss), loss_spikes (count, see interp.train.trainer), first_loss, final_loss (mean training loss over
+the last 10 % of steps; NaN when it stopped on a non-finite value), max_grad_norm, max_attn_logit (the
+largest |q·k|/√d_head of the trained model on the first validation batch, over layers and heads, as
+interp.collect.attn_logits measures it; NaN when the weights are not finite), wall_s.
 """
 from __future__ import annotations
 
+import math
 import time
+from typing import Callable
 
 import pandas as pd
+import torch
 
 from interp.data import TokenBatches, prepare
 from interp.train.trainer import TrainConfig, Trainer
@@ -21,44 +27,76 @@ from interp.train.zoo import zoo_norm_kwargs
 from interp.zoo import STRATEGIES, build
 
 SWEEP_SIZE = dict(n_layers=6, d_model=64, n_heads=4, d_mlp=256, n_ctx=64)
-SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+
+
+@torch.no_grad()
+def max_attn_logit(model, tokens: torch.Tensor) -> float:
+    """max |q·k|/√d_head over layers, heads and causal pairs of `tokens` [b, t] (NaN for non-finite weights)."""
+    from interp.collect.attn_logits import AttnLogits
+    from interp.collect.base import Batch
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        return float("nan")
+    c = AttnLogits().bind(model)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    c.begin_batch(Batch(tokens, mask, mask))
+    was = model.training
+    model.eval()
+    model.run_with_hooks(tokens, fwd_hooks=c.hooks(model))
+    model.train(was)
+    return float(c.state["max"].max())
+
+
+def sweep_run(strategy: str, lr: float, seed: int, data, size: dict, steps: int, batch_size: int,
+              clip: float | None) -> dict:
+    """One run of the sweep: a fresh `strategy` model trained `steps` updates at peak `lr`; its table row."""
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, seq_len=size["n_ctx"], lr=lr,
+                      warmup=max(1, steps // 10), clip=clip, seed=seed, eval_every=10 ** 9,
+                      ckpt_every=10 ** 9, log_layers=False, spike_window=max(5, steps // 10))
+    nk = zoo_norm_kwargs(strategy, steps)
+    model = build(strategy, seed=seed, **size, **({"norm_kwargs": nk} if nk else {}))
+    batches = TokenBatches(data.train_tokens, cfg.seq_len, batch_size, data.tokenizer.bos_id, seed=seed)
+    t0 = time.time()
+    res = Trainer(model, batches, cfg, progress=False).run()
+    loss = res.steps.loss
+    tail = loss.tail(max(1, steps // 10)).mean() if res.status == "done" else float("nan")
+    first = float(loss.iloc[0]) if len(loss) else float("nan")
+    held = TokenBatches(data.val_tokens, cfg.seq_len, batch_size, data.tokenizer.bos_id, shuffle=False).first(1)[0]
+    logit = max_attn_logit(model, held.x)
+    return dict(strategy=strategy, seed=seed, lr=lr, steps=res.step,
+                diverged=bool(res.status != "done" or not tail < first),
+                loss_spikes=int(res.steps.spike.sum()), first_loss=first, final_loss=float(tail),
+                max_grad_norm=float(res.steps.grad_norm.max()) if len(loss) else float("nan"),
+                max_attn_logit=logit, wall_s=round(time.time() - t0, 2))
 
 
 def lr_sweep(strategies: list[str] | None = None, lrs: tuple[float, ...] = SWEEP_LRS, steps: int = 60,
              batch_size: int = 8, size: dict | None = None, clip: float | None = None, corpus: str = "kjv",
-             seed: int = 0, progress: bool = True) -> pd.DataFrame:
-    """Train every strategy at every peak lr for `steps` updates; return the tidy stability table."""
+             seed: int = 0, progress: bool = True, seeds: tuple[int, ...] | None = None,
+             done: pd.DataFrame | None = None, on_row: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+    """Train every strategy at every peak lr (for every seed of `seeds`, default (seed,)) for `steps` updates;
+    return the tidy stability table. Rows of `done` (an earlier partial table) are kept, not re-run;
+    `on_row(table so far)` is called after every run (e.g. to save progress)."""
     from tqdm.auto import tqdm
     names = list(STRATEGIES) if strategies is None else strategies
     for s in names:
         if s not in STRATEGIES:
             raise ValueError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
-    if not lrs or any(lr <= 0 for lr in lrs):
+    if not lrs or any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
         raise ValueError(f"learning rates must be positive, got {lrs}")
+    seeds = (seed,) if seeds is None else tuple(seeds)
     size = {**SWEEP_SIZE, **(size or {})}
     data = prepare(corpus)
     size["d_vocab"] = data.tokenizer.vocab_size
-    rows = []
-    bar = tqdm(total=len(names) * len(lrs), desc="sweep", disable=not progress)
-    for s in names:
-        for lr in lrs:
-            cfg = TrainConfig(steps=steps, batch_size=batch_size, seq_len=size["n_ctx"], lr=lr,
-                              warmup=max(1, steps // 10), clip=clip, seed=seed, eval_every=10 ** 9,
-                              ckpt_every=10 ** 9, log_layers=False, spike_window=max(5, steps // 10))
-            nk = zoo_norm_kwargs(s, steps)
-            model = build(s, seed=seed, **size, **({"norm_kwargs": nk} if nk else {}))
-            batches = TokenBatches(data.train_tokens, cfg.seq_len, batch_size, data.tokenizer.bos_id, seed=seed)
-            t0 = time.time()
-            res = Trainer(model, batches, cfg, progress=False).run()
-            loss = res.steps.loss
-            tail = loss.tail(max(1, steps // 10)).mean() if res.status == "done" else float("nan")
-            first = float(loss.iloc[0]) if len(loss) else float("nan")
-            rows.append(dict(strategy=s, lr=lr, steps=res.step,
-                             diverged=bool(res.status != "done" or not tail < first),
-                             loss_spikes=int(res.steps.spike.sum()), first_loss=first, final_loss=float(tail),
-                             max_grad_norm=float(res.steps.grad_norm.max()) if len(loss) else float("nan"),
-                             wall_s=round(time.time() - t0, 2)))
-            bar.update(1)
-            bar.set_postfix(strategy=s, lr=lr)
+    rows = [] if done is None else done.to_dict("records")
+    have = {(r["strategy"], int(r.get("seed", 0)), float(r["lr"])) for r in rows}
+    todo = [(s, k, lr) for s in names for k in seeds for lr in lrs if (s, k, float(lr)) not in have]
+    bar = tqdm(total=len(todo), desc="sweep", disable=not progress)
+    for s, k, lr in todo:
+        rows.append(sweep_run(s, lr, k, data, size, steps, batch_size, clip))
+        if on_row is not None:
+            on_row(pd.DataFrame(rows))
+        bar.update(1)
+        bar.set_postfix(strategy=s, seed=k, lr=lr)
     bar.close()
     return pd.DataFrame(rows)

@@ -1,0 +1,55 @@
+"""The LR sweep: its attention-logit column against hook_attn_scores, divergence at an absurd rate, seeds and resume."""
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from interp.train import sweep as S
+from interp.zoo import build
+
+TINY = dict(n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=16)
+
+
+def test_max_attn_logit_matches_the_scores_hook():
+    model = build("pre-ln", seed=0, **TINY, d_vocab=97, init_std=0.3)
+    tokens = torch.randint(0, 97, (3, 12), generator=torch.Generator().manual_seed(0))
+    _, cache = model.run_with_cache(tokens)
+    want = max(cache[f"blocks.{l}.attn.hook_attn_scores"].nan_to_num(neginf=0.0).abs().max().item() for l in range(2))
+    assert S.max_attn_logit(model, tokens) == pytest.approx(want, rel=1e-5)
+    with torch.no_grad():
+        model.blocks[0].attn.qkv.weight[0, 0] = float("inf")
+    assert math.isnan(S.max_attn_logit(model, tokens))
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep():
+    return S.lr_sweep(["no-norm", "pre-rmsnorm-qk"], lrs=(1e-4, 1e3), steps=6, batch_size=2, size=TINY,
+                      seeds=(0, 1), progress=False)
+
+
+def test_sweep_rows_and_divergence(tiny_sweep):
+    df = tiny_sweep
+    assert len(df) == 8 and set(df.seed) == {0, 1}
+    assert list(df.columns[:3]) == ["strategy", "seed", "lr"] and "max_attn_logit" in df
+    div = df.set_index(["strategy", "seed", "lr"]).diverged
+    assert div.loc[("no-norm", 0, 1e3)] and div.loc[("no-norm", 1, 1e3)]  # Adam at lr 1000: every weight ±1000
+    assert not div.loc[("no-norm", 0, 1e-4)]
+
+
+def test_resume_keeps_done_rows(tiny_sweep, monkeypatch):
+    calls = []
+    monkeypatch.setattr(S, "sweep_run", lambda s, lr, k, *a: calls.append((s, k, lr)) or dict(
+        strategy=s, seed=k, lr=lr, diverged=False))
+    seen = []
+    out = S.lr_sweep(["no-norm", "pre-rmsnorm-qk"], lrs=(1e-4, 1e3, 1e-2), steps=6, batch_size=2, size=TINY,
+                     seeds=(0, 1), progress=False, done=tiny_sweep, on_row=lambda df: seen.append(len(df)))
+    assert sorted(calls) == sorted((s, k, 1e-2) for s in ("no-norm", "pre-rmsnorm-qk") for k in (0, 1))
+    assert len(out) == 12 and seen == [9, 10, 11, 12]
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="unknown strategy 'pre-foo'"):
+        S.lr_sweep(["pre-foo"], progress=False)
+    with pytest.raises(ValueError, match="learning rates must be positive"):
+        S.lr_sweep(["pre-ln"], lrs=(1e-3, float("nan")), progress=False)
