@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="learning-rate stability sweep: every strategy over a ladder of peak lrs")
     p.add_argument("--strategies", default=None, help="comma-separated (default: all)")
-    p.add_argument("--lrs", default="1e-3,3e-3,1e-2,3e-2,1e-1,3e-1,1", help="comma-separated peak learning rates")
+    p.add_argument("--lrs", default="1e-3,3e-3,1e-2,3e-2,1e-1,3e-1,1,3,10", help="comma-separated peak learning rates")
     p.add_argument("--steps", type=int, default=60, help="updates per run (default 60)")
     p.add_argument("--batch", type=int, default=8, help="sequences per batch (default 8)")
     p.add_argument("--layers", type=int, default=None, help="override the sweep depth (default 6)")

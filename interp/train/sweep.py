@@ -27,7 +27,7 @@ from interp.train.zoo import zoo_norm_kwargs
 from interp.zoo import STRATEGIES, build
 
 SWEEP_SIZE = dict(n_layers=6, d_model=64, n_heads=4, d_mlp=256, n_ctx=64)
-SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
 
 
 @torch.no_grad()
