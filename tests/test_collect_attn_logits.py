@@ -118,3 +118,13 @@ def test_columns_and_merge_rules_are_documented():
     cells = [set(x.replace(" ", "").split(",")) - {""} for x in row.split("|")[2:6]]
     for key, rule in c.rules.items():
         assert key in cells[{"sum": 0, "max": 1, "min": 2}[rule]], key
+
+
+def test_bidirectional_models_count_every_real_key():
+    model = zoo.build("mdlm-ln", seed=0, **SIZE).eval()
+    toks, mask = _data()
+    df = collect(model, (toks, mask), [AttnLogits()], batch_size=4, progress=False)["attn_logits"]
+    assert df.n_pairs.iloc[0] == int((mask.sum(1) ** 2).sum())
+    _, cache = model.run_with_cache(toks[:1])
+    top = max(cache[f"blocks.{l}.attn.hook_attn_scores"][0].abs().max().item() for l in range(3))
+    assert df.max_abs_logit.max() >= top * (1 - 1e-5)  # sequence 0 is unpadded: its logits are among those counted

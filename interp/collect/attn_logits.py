@@ -4,7 +4,7 @@ Dehghani et al. 2023 (ViT-22B) and Wortsman et al. 2023 ("Small-scale proxies fo
 training instabilities", §3.1) trace a high-learning-rate instability to attention logits that grow without
 bound, and show that normalizing q and k (QK-norm) removes it. This collector measures those logits on the
 pairs a model attends: a query at a statistics position (`batch.mask`) and a key that is a real token at or
-before it (any real token for encoders).
+before it (any real key for encoders and masked-diffusion models).
 
 It reads the query and key that enter the dot product from `blocks.{l}.attn.hook_q` / `hook_k`
 ([batch, pos, heads, d_head], TransformerLens's layout; after QK-norm and after any rotary embedding). Key
@@ -56,7 +56,7 @@ class AttnLogits(Collector):
                                 ("qmax", "max", 0.0), ("kmax", "max", 0.0)):
             self._add(key, torch.full((L, H), fill), rule)
         self.layer_of = {h: (l, i) for l, pair in enumerate(self.pairs) for i, h in enumerate(pair)}
-        self.causal = model.card.objective != "encoder"
+        self.causal = model.card.objective == "causal_lm"  # encoders and masked diffusion attend both ways
         return self
 
     @staticmethod
