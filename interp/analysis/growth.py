@@ -23,8 +23,15 @@ from interp.analysis.subjects import Subject
 from interp.analysis.units import estimate
 
 # the roots j0 the linear law may have: below depth 1 (rising line) or beyond depth L (falling line), 10^-4 .. 10^5
-# away, on a grid fine enough (Δlog10 = 0.002) that the grid minimum is the least-squares optimum to ~1e-5
-_OFFSETS = 10.0 ** np.arange(-4.0, 5.0, 0.002)
+# away; a coarse grid (Δlog10 = 0.02), then a fine one (Δlog10 = 0.0005) around the best coarse root
+_COARSE = np.arange(-4.0, 5.0, 0.02)
+_FINE = np.arange(-0.04, 0.04, 0.0005)
+
+
+def _rss_roots(j: np.ndarray, y: np.ndarray, roots: np.ndarray) -> np.ndarray:
+    """RSS of ln var ≈ k + ln|j − root| for each root (k in closed form)."""
+    r = y[None, :] - np.log(np.abs(j[None, :] - roots[:, None]))
+    return ((r - r.mean(1, keepdims=True)) ** 2).sum(1)
 
 
 def fit_exponential(var: np.ndarray) -> tuple[float, float, float]:
@@ -42,16 +49,20 @@ def fit_linear(var: np.ndarray) -> tuple[float, float, float]:
     L = len(var)
     j = np.arange(1, L + 1, dtype=float)
     y = np.log(var)
-    roots = np.concatenate([1.0 - _OFFSETS, L + _OFFSETS])
-    g = np.log(np.abs(j[None, :] - roots[:, None]))             # [roots, L]
-    r = y[None, :] - g
-    k = r.mean(1, keepdims=True)
-    rss = ((r - k) ** 2).sum(1)
+    best = (math.inf, math.nan)
+    for side, sign in ((1.0, -1.0), (float(L), 1.0)):   # root below depth 1, or beyond depth L
+        rss = _rss_roots(j, y, side + sign * 10.0 ** _COARSE)
+        u = _COARSE[int(rss.argmin())] + _FINE
+        roots = side + sign * 10.0 ** u
+        rss = _rss_roots(j, y, roots)
+        i = int(rss.argmin())
+        if rss[i] < best[0]:
+            best = (float(rss[i]), float(roots[i]))
     const = float(((y - y.mean()) ** 2).sum())
-    i = int(rss.argmin())
-    if const <= rss[i]:
+    if const <= best[0]:
         return float(math.exp(y.mean())), math.inf, const
-    return float(math.exp(k[i, 0])), float(roots[i]), float(rss[i])
+    k = float((y - np.log(np.abs(j - best[1]))).mean())
+    return math.exp(k), best[1], best[0]
 
 
 def growth_figures(var: np.ndarray) -> dict[str, float]:

@@ -4,7 +4,7 @@ Two sources of uncertainty, chosen by what was measured:
   seeds      ≥ 2 seeds of a strategy: a Student-t interval of the mean over seeds (n − 1 degrees of freedom);
              a difference between two strategies: Welch's t interval (Welch–Satterthwaite degrees of freedom).
              Seed-to-seed spread is the spread that matters for "strategy A does X more than strategy B".
-  sequences  one seed (or a real model): a percentile bootstrap over held-out sequences (B = 2000 resamples,
+  sequences  one seed (or a real model): a percentile bootstrap over held-out sequences (B = 1000 resamples,
              fixed generator seed), the statistic recomputed on each resample; paired (same resampled
              sequences for both sides) when a single-seed model is compared with a reference.
 A measurement with no sampling in it (a parameter count, a float64 equivalence) is "exact": lo = hi = value.
@@ -20,7 +20,7 @@ import numpy as np
 from interp.analysis.stats import t_quantile
 
 LEVEL = 0.95
-N_BOOT = 2000
+N_BOOT = 1000
 
 
 class NotTestable(Exception):

@@ -40,10 +40,13 @@ def loss_arrays(t: dict[str, pd.DataFrame], model: str) -> tuple[np.ndarray, np.
     df = t.get("seq_loss")
     if df is None or df.empty:
         raise NotTestable("no per-sequence losses in this run (the seq_stats collector on a causal LM)")
-    rows = df[df["model"] == model].sort_values("seq")
-    if rows.empty:
-        raise NotTestable(f"no per-sequence loss for {model}")
-    return rows["loss_sum"].to_numpy(dtype=float), rows["n_pred"].to_numpy(dtype=float)
+    k = ("loss",) + _key(df, model)
+    if k not in _CACHE:
+        rows = df[df["model"] == model].sort_values("seq")
+        if rows.empty:
+            raise NotTestable(f"no per-sequence loss for {model}")
+        _CACHE[k] = (rows["loss_sum"].to_numpy(dtype=float), rows["n_pred"].to_numpy(dtype=float))
+    return _CACHE[k]  # type: ignore[return-value]
 
 
 def n_shared(t: dict[str, pd.DataFrame], models, table: str = "seq_stream") -> int:

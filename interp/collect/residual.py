@@ -32,6 +32,17 @@ def residual_sites(sites) -> list[tuple[int, str, str, str]]:
     return out
 
 
+def site_widths(sites, d_model: int) -> list[int]:
+    """Values per token of each residual site (aligned with `residual_sites`): d_model, except norms the site map
+    declares narrower or wider (QK-norm inputs: heads · d_head, `LayerSites.norm_widths`)."""
+    out = []
+    for ls in sites.layers:
+        out.append(d_model)
+        out += [ls.norm_widths.get(k, d_model) for k in ls.norm_inputs]
+        out += [d_model] * (len(ls.deltas) + len(ls.sublayer_out) + 1)
+    return out + ([d_model] if sites.final_norm_input else [])
+
+
 def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """The per-batch contributions of rows x [n, d] to (sums, maxima, dim_sums); None when n = 0.
     Per-dimension and per-token sums over one batch run in float32 (torch's cascade summation), everything
@@ -57,9 +68,10 @@ class ResidualStats(Collector):
         super().bind(model)
         self.sites = residual_sites(model.sites)
         S, d = len(self.sites), model.card.d_model
+        self.widths = site_widths(model.sites, d)  # per-dim sums of site i fill dim_sums[i, :, :widths[i]]
         self._add("sums", torch.zeros(S, 4), "sum")
         self._add("maxima", torch.zeros(S, 2), "max")
-        self._add("dim_sums", torch.zeros(S, 2, d), "sum")
+        self._add("dim_sums", torch.zeros(S, 2, max(self.widths, default=d)), "sum")
         self.rows_of: dict[str, list[int]] = {}
         for i, (_, _, _, hook) in enumerate(self.sites):
             self.rows_of.setdefault(hook, []).append(i)
@@ -72,7 +84,10 @@ class ResidualStats(Collector):
     def _hook(self, x: torch.Tensor, hook) -> None:
         last, version, m = self._last
         if x is not last or x._version != version:  # same tensor under another hook name: reuse its moments
-            m = moments(self.batch.select(x.detach()))
+            rows = self.batch.select(x.detach())
+            if rows.dim() > 2:  # per-head tensors (QK-norm inputs [b, t, h, d_head]): one vector per token
+                rows = rows.reshape(rows.shape[0], -1)
+            m = moments(rows)
             self._last = (x, x._version, m)
         if m is None:
             return
@@ -80,7 +95,14 @@ class ResidualStats(Collector):
         for i in self.rows_of[hook.name]:
             st["sums"][i] += m[0]
             torch.maximum(st["maxima"][i], m[1], out=st["maxima"][i])
-            st["dim_sums"][i] += m[2]
+            w = m[2].shape[-1]
+            if w == st["dim_sums"].shape[-1]:
+                st["dim_sums"][i] += m[2]
+            elif w == self.widths[i]:
+                st["dim_sums"][i, :, :w] += m[2]
+            else:
+                raise ValueError(f"{hook.name} carries {w} values per token, the site map says {self.widths[i]}; "
+                                 "declare its width in LayerSites.norm_widths")
 
     def end_batch(self, model, batch, output) -> None:
         self._last = (None, -1, None)  # release the last activation
@@ -92,9 +114,8 @@ class ResidualStats(Collector):
     def _summary(self) -> pd.DataFrame:
         sums, mx, ds = (self.state[k].cpu().numpy() for k in ("sums", "maxima", "dim_sums"))
         n = sums[:, 0]
-        d = ds.shape[2]
         with np.errstate(invalid="ignore", divide="ignore"):
-            N = n * d
+            N = n * np.asarray(self.widths, dtype=float)
             m1, m2 = ds[:, 0].sum(1) / N, ds[:, 1].sum(1) / N
             m3, m4 = sums[:, 1] / N, sums[:, 2] / N
             var = np.maximum(m2 - m1 ** 2, 0.0)
@@ -117,17 +138,18 @@ class ResidualStats(Collector):
         n = self.state["sums"][:, 0].cpu().numpy()[:, None]
         s1, s2 = ds[:, 0] / n, ds[:, 1] / n
         S, d = s1.shape
+        keep = (np.arange(d)[None, :] < np.asarray(self.widths)[:, None]).ravel()  # each site's own width
         return pd.DataFrame({
             "model": self.model.card.name if self.model is not None else "",
-            "layer": np.repeat([s[0] for s in self.sites], d), "site": np.repeat([s[1] for s in self.sites], d),
-            "dim": np.tile(np.arange(d), S), "mean": s1.ravel(), "mean_square": s2.ravel()})
+            "layer": np.repeat([s[0] for s in self.sites], d)[keep], "site": np.repeat([s[1] for s in self.sites], d)[keep],
+            "dim": np.tile(np.arange(d), S)[keep], "mean": s1.ravel()[keep], "mean_square": s2.ravel()[keep]})
 
     def growth(self) -> pd.DataFrame:
-        """Per series (the stream at depth 0..L; each norm's input over layers): slope of ln(var) per layer
-        (least squares) and var(last) / var(first)."""
+        """Per series (the stream at depths 1..L, the block outputs; each norm's input over layers): slope of
+        ln(var) per step (least squares) and var(last) / var(first) — the growth figures of docs/results.md
+        (`interp.analysis.growth` defines them once; depth 0, the embedding, is not part of the stream series)."""
         df = self._summary()
-        series = {"stream": pd.concat([df[(df.layer == 0) & (df.site == "resid_pre")],
-                                       df[df.site == "resid_post"]])}
+        series = {"stream": df[df.site == "resid_post"]}
         L = len(self.model.sites.layers)
         for site in df[df.kind == "norm_input"].site.unique():
             s = df[(df.site == site) & (df.layer < L)]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-REAL_MODELS = ("smollm2-135m", "gemma-3-270m", "minilm-l6")
+REAL_MODELS = ("smollm2-135m", "gemma-3-270m", "qwen2.5-0.5b", "mpnet-base", "minilm-l6")  # small: last only
 
 
 class Progress:
@@ -39,8 +39,10 @@ def zoo_dirs(zoo_dir: Path) -> list[Path]:
 def forward_collectors() -> list:
     """One pass, every token: residual statistics, massive activations, angular distance (n = 1, 2, 4), norm
     scales."""
+    from interp.analysis.sequences import SequenceStats  # per-sequence numbers: the claims' bootstrap
     from interp.collect import LayerEffect, MassiveActivations, NormScales, ResidualStats
-    return [ResidualStats(), MassiveActivations(), LayerEffect(ns=(1, 2, 4), skip=False), NormScales()]
+    return [ResidualStats(), MassiveActivations(), LayerEffect(ns=(1, 2, 4), skip=False), NormScales(),
+            SequenceStats()]
 
 
 def costly_collectors(grads: bool = True) -> list:
@@ -56,9 +58,10 @@ def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: in
     """Collect every table on `data` (the costly ones on its first `costly_items` items); for causal LMs also
     the massive-activation ablation. Returns (Results, extra canonical tables)."""
     import interp.collect as C
-    from interp.report.inputs import from_ablation
+    from interp.analysis.ablation import ablation_per_sequence
     name = model.card.name
-    cols = forward_collectors()
+    from interp.collect.attn_logits import for_model as attn_logit_collectors
+    cols = forward_collectors() + attn_logit_collectors(model)  # + AttnLogits where q, k are hooked
     t = time.perf_counter()
     res = C.collect(model, data, collectors=cols, batch_size=batch_size, progress=False)
     log(f"{name}: forward collectors on {res.meta.get('n_tokens', '?')} tokens in {time.perf_counter() - t:.1f} s")
@@ -81,7 +84,7 @@ def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: in
     if ablate and model.card.objective != "encoder":
         try:
             t = time.perf_counter()
-            extra = from_ablation(massive.ablation(model, data, batch_size=batch_size))
+            extra = ablation_per_sequence(massive, model, data, batch_size=batch_size)  # + per-sequence losses
             log(f"{name}: massive-activation ablation (none / zero / mean) in {time.perf_counter() - t:.1f} s")
         except ValueError as e:
             log(f"{name}: no ablation ({str(e).splitlines()[0]})")
@@ -205,6 +208,8 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         if model.card.objective != "encoder":
             extras.append(real_dla(model, log))
         del model
+    from interp.report.claims.measure import claim_tables
+    extras.append(claim_tables(zoo_dir, dirs[:3] if small else dirs, zoo_tokens, max(1, len(zoo_tokens) // 2), log))
     shipped = from_zoo_dir(zoo_dir)
     sweep = sweep_table(zoo_dir.parent / "sweep")
     removal = ln_removal_table(zoo_dir)

@@ -6,21 +6,22 @@ import pandas as pd
 
 
 def growth_summary(stream: pd.DataFrame) -> pd.DataFrame:
-    """Per model: least-squares slope of ln(variance) vs depth, and variance(last depth) / variance(depth 1).
+    """Per model, the growth figures of `interp.analysis.growth.growth_figures` (documented once in
+    docs/results.md) on the stream's variance at depths 1..L, plus var_first = var(1) and var_last = var(L).
 
-    Depth 1 (after block 0), not depth 0 (the embeddings), is the reference: embeddings are often tiny at init
-    and would make every ratio huge (the Curse-of-Depth and Peri-LN papers compare layer outputs).
-    """
+    Depth 0 (the embeddings) is left out: embeddings are often tiny at init and would make every ratio huge,
+    and the Curse-of-Depth and Peri-LN papers compare layer outputs."""
+    from interp.analysis.growth import growth_figures
     rows = []
     for model, g in stream.groupby("model", sort=False):
-        g = g.sort_values("depth")
+        g = g[g["depth"] >= 1].sort_values("depth")
         v = g["variance"].to_numpy(dtype=float)
-        d = g["depth"].to_numpy(dtype=float)
-        ok = np.isfinite(v) & (v > 0)
-        slope = float(np.polyfit(d[ok], np.log(v[ok]), 1)[0]) if ok.sum() >= 2 else float("nan")
-        first = v[1] if len(v) > 1 else v[0]
-        rows.append(dict(model=model, slope_log_var=slope, ratio_last_first=float(v[-1] / first),
-                         var_first=float(first), var_last=float(v[-1])))
+        try:
+            fig = growth_figures(v)
+        except ValueError:  # fewer than 3 block outputs, or a zero variance: no law to fit
+            fig = dict(ratio_last_first=np.nan, growth_factor=np.nan, slope_log_var=np.nan, shape=np.nan)
+        rows.append(dict(model=model, **fig, var_first=float(v[0]) if len(v) else np.nan,
+                         var_last=float(v[-1]) if len(v) else np.nan))
     return pd.DataFrame(rows)
 
 

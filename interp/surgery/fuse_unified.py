@@ -30,7 +30,7 @@ def fuse_unified(model: ZooModel) -> ZooModel:
         raise ValueError(f"fusing needs a Pre-norm Unified Norm zoo model with a final norm, got {what}")
     new = ZooModel(dataclasses.replace(cfg, placement="none", norm="none", final_norm=False, norm_kwargs={},
                                        unembed_bias=True, tie_embeddings=False, strategy=f"{cfg.strategy}-fused"),
-                   tokenizer=model.tokenizer)
+                   tokenizer=model.tokenizer).to(next(model.parameters()).dtype)
     s = {k: v.detach().clone() for k, v in model.state_dict().items()
          if not (k.startswith("ln_final.") or ".ln1." in k or ".ln2." in k)}
     for blk in model.blocks:
@@ -42,4 +42,4 @@ def fuse_unified(model: ZooModel) -> ZooModel:
     w, b = _affine(model.ln_final)
     s["unembed.weight"], s["unembed.bias"] = fold_affine(model.unembed.weight.detach().clone(), None, w, b)
     copy_into(new, s)
-    return new.to(next(model.parameters()).dtype).eval()
+    return new.eval()

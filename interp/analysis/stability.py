@@ -1,0 +1,121 @@
+"""Training stability from the LR sweep, and the attention-logit scale QK-norm bounds.
+
+  stable_lr_steps  the largest learning rate of the sweep's ladder below which no run of the strategy diverged
+                   (every rung up to it stable), as a ladder index; with a reference, subject − reference in
+                   ladder steps (one step = ×√10 in the default ladder), paired by sweep seed, t over seeds.
+                   A strategy that never diverges is censored at the top rung: when both sides are, the
+                   comparison is not testable.
+  lr_sensitivity   Wortsman et al. 2023 ("Small-scale proxies for large-scale Transformer training
+                   instabilities", their LR-sensitivity measure): E_lr[min(ℓ(lr), ℓ0) − min_lr ℓ(lr)] over the ladder, ℓ the final training
+                   loss, ℓ0 the loss at initialization (a diverged run counts as ℓ0); subject − reference,
+                   Welch over seeds.
+  max_attn_logit   log10 of the largest |q·k|/√d_head over layers and heads of a trained model on held-out text
+                   (interp.collect.attn_logits), mean over seeds; subject − reference, Welch over seeds.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from interp.analysis.intervals import Estimate, NotTestable, diff_over_seeds, over_seeds
+from interp.analysis.registry import metric
+from interp.analysis.subjects import Subject, need
+
+
+def _sweep(t, label: str) -> pd.DataFrame:
+    """The sweep rows of strategy `label` (all seeds); NotTestable when absent."""
+    df = t.get("sweep")
+    if df is None or df.empty:
+        raise NotTestable("no LR sweep in this run (interp sweep writes data/sweep)")
+    rows = df[df["model"] == label]
+    if rows.empty:
+        raise NotTestable(f"the LR sweep has no {label} runs")
+    return rows.assign(seed=rows["seed"] if "seed" in rows else 0)
+
+
+def stable_rung(runs: pd.DataFrame, ladder: list[float]) -> tuple[int, bool]:
+    """(index of the largest rung with every rung up to it stable, −1 if the first diverged; censored: none
+    diverged). `runs`: one seed's rows (lr, diverged)."""
+    div = dict(zip(runs["lr"].astype(float), runs["diverged"].astype(bool)))
+    missing = [lr for lr in ladder if lr not in div]
+    if missing:
+        raise NotTestable(f"the sweep lacks lr {missing[0]:g} for some seed: the ladder must be complete")
+    k = -1
+    for i, lr in enumerate(ladder):
+        if div[lr]:
+            break
+        k = i
+    return k, k == len(ladder) - 1
+
+
+def _ladder(*frames: pd.DataFrame) -> list[float]:
+    return sorted(set().union(*(set(f["lr"].astype(float)) for f in frames)))
+
+
+@metric("stable_lr_steps", "largest stable rung of the LR ladder (every lower rung stable); subject − reference "
+        "in ladder steps, paired by sweep seed", "the largest learning rate that trains without divergence (DeepNet, Wang et al. 2022; Wortsman et al. 2023)",
+        "ladder steps")
+def stable_lr_steps(t, subject: Subject, ref: Subject | None = None) -> Estimate:
+    """Largest stable rung (or its difference from the reference's), t interval over sweep seeds."""
+    a = _sweep(t, subject.label)
+    b = _sweep(t, ref.label) if ref is not None else None
+    ladder = _ladder(a, *([b] if b is not None else []))
+    seeds = sorted(set(a.seed) & (set(b.seed) if b is not None else set(a.seed)))
+    vals, both_top = [], 0
+    for k in seeds:
+        ka, ca = stable_rung(a[a.seed == k], ladder)
+        if b is None:
+            vals.append(float(ka))
+            continue
+        kb, cb = stable_rung(b[b.seed == k], ladder)
+        if ca and cb:
+            both_top += 1
+            continue
+        vals.append(float(ka - kb))
+    if both_top:
+        raise NotTestable(f"neither {subject.label} nor {ref.label} diverges anywhere on the ladder (up to lr "
+                          f"{ladder[-1]:g}) for {both_top} of {len(seeds)} seeds: the ladder never reaches the "
+                          "instability being compared")
+    est = over_seeds(vals)
+    est.detail = f"ladder {', '.join(f'{x:g}' for x in ladder)}; per seed {', '.join(f'{v:+g}' for v in vals)}"
+    return est
+
+
+def lr_sensitivity_of(runs: pd.DataFrame) -> float:
+    """E_lr[min(ℓ(lr), ℓ0) − min_lr ℓ(lr)] of one seed's rows (final_loss, first_loss, diverged)."""
+    l0 = float(runs["first_loss"].iloc[0])
+    loss = runs["final_loss"].astype(float).where(~runs["diverged"].astype(bool) & np.isfinite(runs["final_loss"]),
+                                                  l0).clip(upper=l0)
+    return float((loss - loss.min()).mean())
+
+
+@metric("lr_sensitivity", "E over the LR ladder of min(final loss, initial loss) − the best final loss; subject − "
+        "reference, Welch over sweep seeds", "Wortsman et al. 2023 (LR sensitivity)", "nats")
+def lr_sensitivity(t, subject: Subject, ref: Subject | None = None) -> Estimate:
+    """LR sensitivity (or its difference from the reference's) over sweep seeds."""
+    a = _sweep(t, subject.label)
+    if "first_loss" not in a:
+        raise NotTestable("the LR sweep table has no first_loss column (re-run interp sweep)")
+    per = lambda df: [lr_sensitivity_of(df[df.seed == k]) for k in sorted(set(df.seed))]
+    if ref is None:
+        return over_seeds(per(a))
+    return diff_over_seeds(per(a), per(_sweep(t, ref.label)))
+
+
+def _top_logit(t, models: tuple[str, ...]) -> list[float]:
+    rows = need(t, "attn_logits", models, "attention-logit table (interp.collect.attn_logits)")
+    top = rows.groupby("model")["max_abs_logit"].max()
+    return [math.log10(float(top[m])) for m in models if m in top.index]
+
+
+@metric("max_attn_logit", "log10 of the largest |q·k|/√d_head over layers and heads on held-out text; subject − "
+        "reference, Welch over seeds", "Dehghani et al. 2023 (ViT-22B, QK normalization); Wortsman et al. 2023 "
+        "(attention logit growth)", "log10")
+def max_attn_logit(t, subject: Subject, ref: Subject | None = None) -> Estimate:
+    """log10 max attention logit (or its difference from the reference's), over seeds."""
+    a = _top_logit(t, subject.models)
+    if ref is None:
+        return over_seeds(a)
+    return diff_over_seeds(a, _top_logit(t, ref.models))

@@ -1,0 +1,95 @@
+"""What the claims need beyond the main job's collectors, measured in the report run (small, batched samples):
+
+  grads_init   per-block gradient norms of the step-0 weights of every seed of INIT_STRATEGIES
+               (`interp.zoo.load(dir, step=0)`: the trainer's own initialisation, checked against the recorded
+               init hash; `interp.zoo.build(strategy, seed=k, **size)` for a zoo without training records), on
+               the same held-out sequences as the trained models' gradient pass
+  timing       inference forwards interleaved in one process: Pre-LN vs its Pre-RMSNorm / Pre-CRMSNorm
+               conversions; Unified Norm folded into the next linear layers vs Pre-LN
+  log_spikes, log_bstat   gradient spikes and batch-statistic fluctuation from the shipped training logs
+The seq_stats collector (`interp.analysis.sequences.SequenceStats`) rides the main forward pass; the
+per-sequence massive-activation ablation replaces the pooled one (`interp.analysis.ablation`).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+
+INIT_STRATEGIES = ("pre-ln", "post-ln", "peri-ln", "mix-ln", "lns")
+ROUNDS = 15  # interleaved timing rounds of one forward each (the bootstrap over rounds gives the interval)
+
+
+def _config(d: Path) -> dict:
+    return json.loads((d / "config.json").read_text())["config"]
+
+
+def grads_at_init(dirs: list[Path], tokens: torch.Tensor, batch_size: int = 8) -> pd.DataFrame:
+    """grads_init rows (model, layer, target, grad_norm) for the step-0 model of each zoo dir in INIT_STRATEGIES."""
+    import interp.collect as C
+    import interp.zoo
+    from interp.analysis.subjects import group_of, seed_of
+    from interp.collect.grads import GradNorms
+    from interp.report.inputs import ADAPTERS
+    frames = []
+    for d in dirs:
+        cfg = _config(d)
+        strategy = cfg.get("strategy", "")
+        if group_of(d.name) not in INIT_STRATEGIES or strategy not in interp.zoo.STRATEGIES:
+            continue
+        try:   # the seed's initialisation as training built it, checked against the recorded init hash
+            model = interp.zoo.load(d, step=0)
+        except ValueError:  # no training record (an older zoo): rebuild from the seed in the name
+            size = {k: v for k, v in cfg.items() if k != "strategy"}
+            model = interp.zoo.build(strategy, seed=seed_of(d.name), **size).eval()
+        res = C.collect(model, tokens, collectors=[GradNorms()], batch_size=batch_size, progress=False)
+        g = ADAPTERS["grad_norms"](res.tables["grad_norms"], model.card)["gradients"]
+        frames.append(g.assign(model=d.name))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def inference_timing(dirs: list[Path], tokens: torch.Tensor) -> pd.DataFrame:
+    """timing rows: (model, variant, round, seconds) for the pre-ln and unified-norm seed-0 models present."""
+    import interp.zoo
+    from interp.analysis.timing import forward_timing
+    from interp.surgery import to_crmsnorm, to_rmsnorm
+    from interp.surgery.fuse_unified import fuse_unified
+    by = {d.name: d for d in dirs}
+    out = []
+    if "pre-ln" in by:
+        pre = interp.zoo.load(by["pre-ln"]).eval()
+        out.append(forward_timing("pre-ln", {"pre-ln": pre, "pre-rmsnorm": to_rmsnorm(pre),
+                                             "pre-crmsnorm": to_crmsnorm(pre)}, tokens, ROUNDS, 1))
+        if "unified-norm" in by:
+            un = interp.zoo.load(by["unified-norm"]).eval()
+            out.append(forward_timing("unified-norm", {"unified-fused": fuse_unified(un), "pre-ln": pre}, tokens,
+                                      ROUNDS, 1))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def claim_tables(zoo_dir: Path, dirs: list[Path], tokens: torch.Tensor, grad_items: int,
+                 log: Callable[[str], None]) -> dict[str, pd.DataFrame]:
+    """Every table of the module docstring that can be measured here; each step logs what it did."""
+    from interp.analysis.training_logs import read_logs
+    out: dict[str, pd.DataFrame] = {}
+    t = time.perf_counter()
+    g = grads_at_init(dirs, tokens[:grad_items])
+    if not g.empty:
+        out["grads_init"] = g
+    log(f"claims: step-0 gradient norms of {g['model'].nunique() if not g.empty else 0} models in "
+        f"{time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    tm = inference_timing(dirs, tokens[:4])
+    if not tm.empty:
+        out["timing"] = tm
+    log(f"claims: inference timing ({tm['variant'].nunique() if not tm.empty else 0} variants, interleaved) in "
+        f"{time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    out.update(read_logs(zoo_dir, [d.name for d in dirs]))
+    log(f"claims: gradient spikes and batch-statistic fluctuation read from the training logs in "
+        f"{time.perf_counter() - t:.1f} s")
+    return out

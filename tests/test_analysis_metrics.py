@@ -1,0 +1,149 @@
+"""The claims' metric functions against brute-force computations from their definitions."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+import interp.zoo as zoo
+from interp.analysis.effectiveness import deep_shallow_log_ratio
+from interp.analysis.gradients import cv, late_early
+from interp.analysis.growth import fit_exponential, fit_linear, growth_figures, pooled_variance
+from interp.analysis.ln_free import ln_removal_cost
+from interp.analysis.massive import has_massive
+from interp.analysis.sequences import SequenceStats
+from interp.analysis.subjects import Subject
+from interp.analysis.timing import speedup_from
+from interp.analysis.training_logs import spike_count
+from interp.collect import LayerEffect, ResidualStats, collect
+
+TINY = dict(n_layers=3, d_model=16, n_heads=2, d_mlp=32, n_ctx=16, d_vocab=128)
+
+
+def padded(seed=0, lengths=(9, 5, 7, 3)):
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randint(0, 128, (len(lengths), max(lengths)), generator=g)
+    mask = torch.zeros_like(toks, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = True
+    return toks, mask
+
+
+# ---- growth laws -------------------------------------------------------------------------------------------
+
+def brute_linear_rss(var):
+    """Least squares of ln var ≈ k + ln|j − j0| over a very fine grid of roots (and the constant law)."""
+    L, j, y = len(var), np.arange(1, len(var) + 1.0), np.log(var)
+    u = 10.0 ** np.arange(-4, 5, 1e-4)
+    best = ((y - y.mean()) ** 2).sum()
+    for roots in (1 - u, L + u):
+        r = y[None] - np.log(np.abs(j[None] - roots[:, None]))
+        best = min(best, ((r - r.mean(1, keepdims=True)) ** 2).sum(1).min())
+    return best
+
+
+@pytest.mark.parametrize("var", [
+    [1 + 3 * j for j in range(12)], [math.exp(0.3 * j) for j in range(12)], [5.0] * 8,
+    [10 - 0.7 * j for j in range(12)], list(np.random.default_rng(0).uniform(0.5, 4, 10))])
+def test_linear_and_exponential_fits_match_brute_force(var):
+    var = np.array(var, dtype=float)
+    _, b, rss_e = fit_exponential(var)
+    j = np.arange(1, len(var) + 1.0)
+    bb, cc = np.polyfit(j, np.log(var), 1)
+    assert b == pytest.approx(bb) and rss_e == pytest.approx(((np.log(var) - cc - bb * j) ** 2).sum(), abs=1e-12)
+    assert fit_linear(var)[2] == pytest.approx(brute_linear_rss(var), rel=1e-3, abs=1e-6)
+
+
+def test_growth_figures_and_shape_sides():
+    lin = np.array([1 + 3 * j for j in range(12)], float)
+    exp = np.array([math.exp(0.3 * j) for j in range(12)])
+    f = growth_figures(exp)
+    assert f["ratio_last_first"] == pytest.approx(exp[-1] / exp[0])
+    assert f["growth_factor"] == pytest.approx(math.exp(0.3)) and f["slope_log_var"] == pytest.approx(0.3)
+    assert f["shape"] > 5 and growth_figures(lin)["shape"] < -5
+    with pytest.raises(ValueError, match="positive"):
+        growth_figures(np.array([1.0, 0.0, 2.0]))
+
+
+# ---- the per-sequence collector ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("strategy", ["pre-ln", "peri-ln", "post-ln"])
+def test_sequence_stats_match_residual_stats_layer_effect_and_brute_force(strategy):
+    model = zoo.build(strategy, **TINY).eval()
+    toks, mask = padded()
+    res = collect(model, (toks, mask), [SequenceStats(), ResidualStats(), LayerEffect(ns=(1,), skip=False)],
+                  batch_size=3, progress=False)
+    s = res["seq_stream"]
+    D = len(model.sites.stream())
+    _, cache = model.run_with_cache(toks, attention_mask=mask)
+    hooks = model.sites.stream()
+    res_var = res["residual"].set_index(["layer", "site"])["var"]
+    for j in range(D):
+        rows = s[s.depth == j].sort_values("seq")
+        pooled = pooled_variance(rows["n"].to_numpy()[:, None], rows["s1"].to_numpy()[:, None],
+                                 rows["s2"].to_numpy()[:, None])[0]
+        ref = res_var[(0, "resid_pre")] if j == 0 else res_var[(j - 1, "resid_post")]
+        assert pooled == pytest.approx(ref, rel=1e-6)
+        for q in range(len(toks)):
+            x = cache[hooks[j]][q][mask[q]].double().abs().reshape(-1)
+            r = rows[rows.seq == q].iloc[0]
+            assert r["top1"] == pytest.approx(float(x.max()))
+            assert r["median"] == pytest.approx(float(torch.median(x)))    # torch's lower median
+            assert r["sabs"] == pytest.approx(float(x.sum()))
+    ang = s[s.depth < D - 1].groupby("depth")["ang"].mean()
+    le = res["layer_effect"].set_index("depth")["angular_last"]
+    np.testing.assert_allclose(ang.to_numpy(), le.loc[ang.index].to_numpy(), rtol=1e-9)
+    # per-sequence CE against a direct computation
+    with torch.no_grad():
+        logits = model(toks, attention_mask=mask)
+    loss = res["seq_loss"].set_index("seq")
+    for q in range(len(toks)):
+        n = int(mask[q].sum())
+        ce = F.cross_entropy(logits[q, : n - 1].double(), toks[q, 1:n], reduction="sum")
+        assert loss.loc[q, "loss_sum"] == pytest.approx(float(ce), rel=1e-5) and loss.loc[q, "n_pred"] == n - 1
+
+
+# ---- small metric helpers ----------------------------------------------------------------------------------
+
+def test_spike_count_brute_force():
+    g = np.random.default_rng(3).lognormal(0, 0.5, 400)
+    g[[120, 250, 251, 390]] *= 20
+    spikes = sum(g[i] > 3 * np.median(g[i - 50:i]) for i in range(50, len(g)))
+    assert spike_count(g) == (spikes, 350)
+
+
+def test_gradient_and_depth_summaries_brute_force():
+    g = np.array([4.0, 3, 2, 1, 1, 2])
+    assert cv(g) == pytest.approx(np.std(g) / np.mean(g))
+    assert late_early(g) == pytest.approx(math.log(1.5 / 3.5))
+    assert deep_shallow_log_ratio(np.array([0.4, 0.2, 0.1, 0.1])) == pytest.approx(math.log(0.1 / 0.3))
+
+
+def test_has_massive_uses_both_thresholds():
+    top1 = np.array([[50.0, 150.0], [150.0, 150.0], [2000.0, 3.0]])
+    med = np.array([[0.01, 1.0], [0.1, 0.2], [1.0, 1.0]])
+    assert has_massive(top1, med).tolist() == [False, True, True]
+
+
+def test_speedup_from_interleaved_rounds():
+    t = pd.DataFrame([dict(variant=v, round=r, seconds=s) for r in range(9)
+                      for v, s in (("a", 1.0 + 0.01 * r), ("ref", 1.2 * (1.0 + 0.01 * r)))])
+    e = speedup_from(t, "a", "ref")
+    assert e.value == pytest.approx(0.2) and e.lo == pytest.approx(0.2) and e.hi == pytest.approx(0.2)
+
+
+def test_ln_removal_cost_paired_by_seed_with_control_gap():
+    rows = []
+    for s, (lnfree, vanilla) in zip(("", ".seed1", ".seed2"), ((4.1, 4.0), (4.3, 4.1), (4.2, 4.15))):
+        rows += [dict(model="pre-ln-lnfree" + s, seq=0, loss_sum=lnfree * 10, n_pred=10.0),
+                 dict(model="pre-ln-vanilla" + s, seq=0, loss_sum=vanilla * 10, n_pred=10.0)]
+    t = {"seq_loss": pd.DataFrame(rows)}
+    subj = Subject("pre-ln-lnfree", ("pre-ln-lnfree", "pre-ln-lnfree.seed1", "pre-ln-lnfree.seed2"))
+    ref = Subject("pre-ln-vanilla", ("pre-ln-vanilla", "pre-ln-vanilla.seed1", "pre-ln-vanilla.seed2"))
+    e = ln_removal_cost(t, subj, ref)
+    d = np.array([0.1, 0.2, 0.05])
+    assert e.value == pytest.approx(d.mean()) and e.units == pytest.approx(d.tolist())
+    assert e.hi - e.value == pytest.approx(4.3027 * d.std(ddof=1) / math.sqrt(3), rel=1e-4)
+    assert e.control_gap == pytest.approx(0.15)

@@ -1,0 +1,97 @@
+"""The measurements the claims add to the report run: Unified Norm fused into the next linear layers computes
+the eval-mode model's logits; the per-sequence ablation pools to MassiveActivations.ablation's losses; the
+step-0 gradients are those of interp.zoo.build(strategy, seed=k); the pipeline yields one row per subject."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import interp.zoo as zoo
+from interp.analysis.ablation import ablation_per_sequence
+from interp.collect import MassiveActivations, collect
+from interp.collect.grads import GradNorms
+from interp.surgery.fuse_unified import fuse_unified
+
+TINY = dict(n_layers=3, d_model=16, n_heads=2, d_mlp=32, n_ctx=16, d_vocab=128)
+
+
+def test_fused_unified_norm_equals_the_eval_model():
+    m = zoo.build("unified-norm", seed=1, **TINY)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():   # trained-looking statistics and affine parameters
+        for mod in m.modules():
+            if hasattr(mod, "running_var"):
+                mod.running_var.copy_(torch.rand(mod.d, generator=g) * 3 + 0.1)
+                mod.w.copy_(torch.randn(mod.d, generator=g))
+                mod.b.copy_(torch.randn(mod.d, generator=g))
+    m = m.double().eval()
+    toks = torch.randint(0, 128, (3, 12), generator=g)
+    fused = fuse_unified(m)
+    assert fused.cfg.placement == "none" and not any(hasattr(x, "running_var") for x in fused.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(fused(toks), m(toks), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="Unified Norm"):
+        fuse_unified(zoo.build("pre-ln", **TINY))
+
+
+def test_per_sequence_ablation_pools_to_the_collectors_ablation():
+    m = zoo.build("pre-ln", seed=0, **TINY).eval()
+    toks = torch.randint(0, 128, (6, 12), generator=torch.Generator().manual_seed(1))
+    ma = MassiveActivations(abs_threshold=0.05, ratio=3.0)   # low thresholds: a tiny random model has "massive" ones
+    collect(m, toks, [ma], batch_size=3, progress=False)
+    ref = ma.ablation(m, toks, batch_size=3).set_index("intervention")["loss"]
+    out = ablation_per_sequence(ma, m, toks, batch_size=3)
+    pooled = out["ablation"].set_index("ablation")["loss"]
+    per = out["seq_ablation"]
+    for mode in ("none", "zero", "mean"):
+        assert pooled[mode] == pytest.approx(ref[mode], rel=1e-6)
+        p = per[per.ablation == mode]
+        assert (p["loss"] * p["n_pred"]).sum() / p["n_pred"].sum() == pytest.approx(ref[mode], rel=1e-6)
+    assert per["seq"].nunique() == 6
+
+
+def test_grads_at_init_rebuild_the_seeded_model(tmp_path):
+    from interp.report.claims.measure import grads_at_init
+    for name, seed in (("pre-ln", 0), ("pre-ln.seed2", 2)):
+        m = zoo.build("pre-ln", seed=seed, **TINY)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(0.1)           # "trained": the weights on disk are not the step-0 ones
+        m.save(tmp_path / name)
+    toks = torch.randint(0, 128, (4, 12), generator=torch.Generator().manual_seed(2))
+    g = grads_at_init(sorted(tmp_path.iterdir()), toks, batch_size=4)
+    for name, seed in (("pre-ln", 0), ("pre-ln.seed2", 2)):
+        ref = collect(zoo.build("pre-ln", seed=seed, **TINY), toks, [GradNorms()], batch_size=4, progress=False)
+        r = ref["grad_norms"]
+        r = r[r["kind"] == "param"].sort_values("layer")["mean"].to_numpy()
+        got = g[(g.model == name) & (g.target == "params")].sort_values("layer")["grad_norm"].to_numpy()
+        np.testing.assert_allclose(got, r, rtol=1e-6)
+
+
+def test_tiny_zoo_end_to_end_one_row_per_subject(tmp_path):
+    """Three seeds of pre-ln and lns, saved as zoo dirs: the claims see seeds, intervals over seeds."""
+    from interp.analysis.sequences import SequenceStats
+    from interp.report.claims import CLAIMS, evaluate_claim
+    from interp.report.claims.measure import claim_tables
+    from interp.report.inputs import merge_tables, tables_from_results
+    toks = torch.randint(0, 128, (6, 12), generator=torch.Generator().manual_seed(3))
+    results, dirs = [], []
+    for strategy in ("pre-ln", "lns"):
+        for k in range(3):
+            name = strategy + (f".seed{k}" if k else "")
+            zoo.build(strategy, seed=k, **TINY).save(tmp_path / name)
+            cfg = json.loads((tmp_path / name / "config.json").read_text())
+            cfg["training"] = {"seed": k}      # what the zoo training records: the card is named after the seed
+            (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+            m = zoo.load(tmp_path / name)
+            results.append(collect(m, toks, [SequenceStats()], batch_size=3, progress=False))
+            dirs.append(tmp_path / name)
+    extra = claim_tables(tmp_path, dirs, toks, 4, log=lambda s: None)
+    t = merge_tables(tables_from_results(results), extra)
+    assert set(t["cards"]["model"]) == {d.name for d in dirs}
+    rows = evaluate_claim(CLAIMS["lns_loss"], t)
+    assert len(rows) == 1 and rows[0]["interval"] == "Welch t, 3 vs 3 seeds" and rows[0]["n"] == 6
+    rows = evaluate_claim(CLAIMS["pre_deep_grads_init"], t)
+    assert rows[0]["interval"] == "t over 3 seeds"
