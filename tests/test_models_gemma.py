@@ -47,8 +47,16 @@ def test_card_and_sites(model, run):
     for name in model.sites.all_hook_names():
         assert name in cache, name
     ls = model.sites.layers[3]
-    assert set(ls.norm_scales) == {"ln1", "ln1_post", "ln2", "ln2_post"}
+    assert set(ls.norm_scales) == {"ln1", "ln1_post", "ln2", "ln2_post", "q_norm", "k_norm"}
     assert ls.sublayer_out == {"attn": "blocks.3.attn.hook_out", "mlp": "blocks.3.mlp.hook_out"}
+    # QK-norm: one RMS scale per token and head, brute force from the query projection of ln1's output
+    attn = model.hf.model.layers[3].self_attn
+    q = attn.q_proj(cache["blocks.3.ln1.hook_normalized"])
+    q = q.view(*q.shape[:2], -1, attn.head_dim)
+    assert torch.allclose(cache["blocks.3.attn.q_norm.hook_in"], q, atol=1e-4)
+    s = (q.pow(2).mean(-1, keepdim=True) + attn.q_norm.eps).sqrt()
+    assert torch.allclose(cache["blocks.3.attn.q_norm.hook_scale"], s, rtol=1e-5)
+    assert ls.norm_widths == {"q_norm": attn.q_proj.out_features, "k_norm": attn.k_proj.out_features}
 
 
 def test_peri_ln_hooks_carry_what_the_docs_say(model, run):

@@ -59,6 +59,9 @@ def dla_sublayers(model, tokens: torch.Tensor, target, contrast=None, pos: int |
         bu = torch.zeros(b, dtype=torch.float64) if b_U is None else (
             b_U.double()[tgt] - (b_U.double()[con] if con is not None else 0))
         metric = logits[ar, p].double()
+        cap = getattr(model, "logit_softcap", None)
+        if cap:  # Gemma-2 caps logits as cap·tanh(z / cap): the sublayers add up to z, so attribute z
+            metric = cap * torch.atanh(metric / cap)
         metric = metric.gather(1, tgt[:, None])[:, 0] - (metric.gather(1, con[:, None])[:, 0] if con is not None else 0)
         if sites.final_norm_input is not None:
             ln = model.ln_final

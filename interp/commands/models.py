@@ -8,11 +8,15 @@ def run(args: argparse.Namespace) -> None:
     from interp.models import available_models, cache_root
     df = available_models()
     print(f"{'name':<32} {'family':<7} {'placement':<9} {'norm':<9} present cached where")
-    for r in df.itertuples():
+    named, fams = df[~df.name.str.startswith("family:")], df[df.name.str.startswith("family:")]
+    for r in named.itertuples():
         cached = "-" if r.cached is None else ("yes" if r.cached else "no")
         print(f"{r.name:<32} {r.family:<7} {r.placement:<9} {r.norm_kind:<9} {'yes' if r.present else 'no':<7} "
               f"{cached:<6} "
               f"{r.where if args.verbose or r.present else r.where[:60] + '...'}")
+    print(f"\nany local checkpoint of these {len(fams)} transformers families (config.json model_type):")
+    for r in fams.itertuples():
+        print(f"  {r.name[len('family:'):]:<14} {r.family:<10} {r.placement:<22} {r.norm_kind:<9} {r.source}")
     print(f"\ndequantized GGUF cache: {cache_root()} (set INTERP_CACHE to move it); "
           "also accepted: a zoo checkpoint, a transformers checkpoint directory, or a .gguf file")
 

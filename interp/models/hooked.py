@@ -2,7 +2,7 @@
 
 The transformers model runs unchanged; the TransformerLens hook names (`blocks.{l}.hook_resid_pre`, ...) are
 `HookPoint`s driven by PyTorch hooks on its submodules (see hooks.py), so an unobserved forward runs at
-plain-transformers speed. Each family (llama.py, gemma.py, bert.py, gpt2.py) says which submodule is which.
+plain-transformers speed. Which submodule is which in each family is a row of the name table (families.py).
 """
 from __future__ import annotations
 
@@ -47,17 +47,24 @@ def strategy_label(placement: str, norm_kind: str) -> str:
 
 
 class SublayerHooks(nn.Module):
-    """`hook_out`: a sublayer's raw output, where it differs from what is added to the stream."""
+    """`hook_out`: a sublayer's raw output, where it differs from what is added to the stream; an attention's
+    QK-norms (`q_norm`, `k_norm`) live here too, so their hooks are `blocks.{l}.attn.q_norm.hook_in` etc."""
 
-    def __init__(self):
+    def __init__(self, raw: bool = True):
         super().__init__()
-        self.hook_out = HookPoint()  # [b, t, d]
+        if raw:
+            self.hook_out = HookPoint()  # [b, t, d]
+
+
+QK_NORMS = ("q_norm", "k_norm")
 
 
 class BlockHooks(nn.Module):
-    """The hook points of one block, named as in the zoo's Block; `norms` maps a norm name to its kind."""
+    """The hook points of one block, named as in the zoo's Block; `norms` maps a norm name to its kind,
+    `qk` gives the kind of the attention's query / key norms (None: the block has none)."""
 
-    def __init__(self, layer: int, placement: str, norms: dict[str, str], raw_sublayers: bool = False):
+    def __init__(self, layer: int, placement: str, norms: dict[str, str], raw_sublayers: bool = False,
+                 qk: str | None = None, qk_heads_first: bool = False):
         super().__init__()
         self.layer, self.placement = layer, placement
         for name in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
@@ -65,26 +72,40 @@ class BlockHooks(nn.Module):
         self.norm_names = list(norms)
         for name, kind in norms.items():
             setattr(self, name, NormHooks(kind))
+        if raw_sublayers or qk:
+            self.attn = SublayerHooks(raw_sublayers)
         if raw_sublayers:
-            self.attn, self.mlp = SublayerHooks(), SublayerHooks()
+            self.mlp = SublayerHooks()
+        if qk:
+            for name in QK_NORMS:
+                setattr(self.attn, name, NormHooks(qk, heads_first=qk_heads_first))
+        self.norm_widths: dict[str, int] = {}  # values per token of norms not over d_model (QK-norms)
+
+    def norm(self, name: str) -> NormHooks:
+        """A norm by its site-map name (ln1, ln2_post, q_norm ...)."""
+        return getattr(self.attn, name) if name in QK_NORMS else getattr(self, name)
 
     def sites(self) -> LayerSites:
         p = f"blocks.{self.layer}"
-        real = [n for n in self.norm_names if getattr(self, n).kind != "none"]
-        raw = hasattr(self, "attn")
+        real = {n: f"{p}.{n}" for n in self.norm_names if getattr(self, n).kind != "none"}
+        if hasattr(self, "attn") and hasattr(self.attn, "q_norm"):
+            real.update({n: f"{p}.attn.{n}" for n in QK_NORMS})
+        raw = hasattr(self, "mlp")
         return LayerSites(
             resid_pre=f"{p}.hook_resid_pre", resid_post=f"{p}.hook_resid_post",
             deltas={"attn": f"{p}.hook_attn_out", "mlp": f"{p}.hook_mlp_out"},
-            norm_inputs={n: f"{p}.{n}.hook_in" for n in real},
-            norm_scales={n: f"{p}.{n}.hook_scale" for n in real},
+            norm_inputs={n: f"{h}.hook_in" for n, h in real.items()},
+            norm_scales={n: f"{h}.hook_scale" for n, h in real.items()},
             sublayer_out={"attn": f"{p}.attn.hook_out", "mlp": f"{p}.mlp.hook_out"} if raw else {},
-            placement=self.placement)
+            placement=self.placement, norm_widths=dict(self.norm_widths))
 
 
-def wire_residual(blk: BlockHooks, layer: nn.Module, attn_delta: nn.Module, mlp_delta: nn.Module) -> list:
-    """Hooks for a block computing x = x + A(...); x = x + M(...), where `attn_delta` / `mlp_delta` are the
-    submodules whose outputs are added to the stream. resid_mid is x + A, computed only when observed; an
-    edit to it is written back by changing what the attention adds (exact up to one float rounding)."""
+def wire_residual(blk: BlockHooks, layer: nn.Module, attn_delta: nn.Module, mlp_delta: nn.Module,
+                  scale: float = 1.0) -> list:
+    """Hooks for a block computing x = x + A(...); x = x + M(...) (or x = x + A(...) + M(...) in parallel
+    blocks), where `attn_delta` / `mlp_delta` are the submodules whose outputs, times `scale` (Granite's
+    residual multiplier), are added to the stream. resid_mid is x + A, computed only when observed; an edit to
+    it is written back by changing what the attention adds (exact up to one float rounding)."""
     state: dict[str, torch.Tensor] = {}
 
     def pre(x):
@@ -92,20 +113,31 @@ def wire_residual(blk: BlockHooks, layer: nn.Module, attn_delta: nn.Module, mlp_
         return x
 
     def attn(a):
-        a = fire(blk.hook_attn_out, a)
+        if not (observed(blk.hook_attn_out) or observed(blk.hook_resid_mid)):
+            return a
+        d = a * scale if scale != 1.0 else a
+        d2 = fire(blk.hook_attn_out, d)
         if observed(blk.hook_resid_mid):
-            mid = state["x"] + a
+            mid = state["x"] + d2
             mid2 = blk.hook_resid_mid(mid)
             if mid2 is not mid:
-                a = mid2 - state["x"]
-        return a
+                d2 = mid2 - state["x"]
+        if d2 is d:
+            return a
+        return d2 / scale if scale != 1.0 else d2
+
+    def mlp(m):
+        if not observed(blk.hook_mlp_out):
+            return m
+        d = m * scale if scale != 1.0 else m
+        d2 = blk.hook_mlp_out(d)
+        return m if d2 is d else (d2 / scale if scale != 1.0 else d2)
 
     def post(x):
         state.clear()
         return fire(blk.hook_resid_post, x)
 
-    return [on_input(layer, pre), on_output(attn_delta, attn),
-            on_output(mlp_delta, lambda m: fire(blk.hook_mlp_out, m)), on_output(layer, post)]
+    return [on_input(layer, pre), on_output(attn_delta, attn), on_output(mlp_delta, mlp), on_output(layer, post)]
 
 
 class HookedHF(TransformerLensNative):
@@ -117,6 +149,8 @@ class HookedHF(TransformerLensNative):
 
     family = placement = norm_kind = ""
     objective = "causal_lm"
+    logit_multiplier = 1.0              # logits = multiplier · lm_head(x) (Granite 1/logits_scaling, Cohere logit_scale)
+    logit_softcap: float | None = None  # logits = cap · tanh(raw / cap) (Gemma-2); DLA attributes the raw logit
 
     def __init__(self, hf: nn.Module, tokenizer, name: str, weight_source: str = "", quantization: str = "",
                  extra: dict | None = None):
@@ -174,13 +208,15 @@ class HookedHF(TransformerLensNative):
 
     @property
     def W_U(self) -> torch.Tensor:
-        """Unembedding [d_model, vocab]."""
-        return self.unembed().weight.T
+        """Unembedding [d_model, vocab] (times the family's logit multiplier, so x @ W_U is the logit)."""
+        w = self.unembed().weight.T
+        return w * self.logit_multiplier if self.logit_multiplier != 1.0 else w
 
     @property
     def b_U(self) -> torch.Tensor | None:
-        """Unembedding bias [vocab], or None."""
-        return self.unembed().bias
+        """Unembedding bias [vocab] (times the logit multiplier), or None."""
+        b = self.unembed().bias
+        return b * self.logit_multiplier if b is not None and self.logit_multiplier != 1.0 else b
 
     @property
     def cfg(self) -> RealConfig:
@@ -188,7 +224,8 @@ class HookedHF(TransformerLensNative):
         c = self.hf.config
         d = c.hidden_size
         d_head = getattr(c, "head_dim", None) or d // c.num_attention_heads
-        d_mlp = getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * d
+        d_mlp = next((v for v in (getattr(c, k, None) for k in ("intermediate_size", "n_inner", "hidden_dim"))
+                      if isinstance(v, int)), 4 * d)
         return RealConfig(n_layers=len(self.blocks), d_model=d, n_heads=c.num_attention_heads, d_head=d_head,
                           d_mlp=d_mlp, n_ctx=c.max_position_embeddings, d_vocab=c.vocab_size,
                           placement=self.placement, norm=self.norm_kind,

@@ -5,34 +5,44 @@ from pathlib import Path
 
 import torch
 
-from interp.models.bert import HookedBert
-from interp.models.gemma import HookedGemma3
-from interp.models.gpt2 import HookedGPT2, is_ln_free, strip_layernorms
+from interp.models.families import is_encoder, layout_for, unsupported, wrap
+from interp.models.gpt2 import is_ln_free, strip_layernorms
 from interp.models.hooked import HookedHF
-from interp.models.llama import HookedLlama
 from interp.models.tokenizer import load_transformers_tokenizer
 
-FAMILIES: dict[str, type[HookedHF]] = {"llama": HookedLlama, "gemma3_text": HookedGemma3, "gemma3": HookedGemma3,
-                                       "gpt2": HookedGPT2, "bert": HookedBert}
+
+def from_pretrained(loader, d: Path, dtype: torch.dtype):
+    """`loader.from_pretrained` with SDPA attention, or eager for families that have no SDPA path (Gemma-2, MPNet)."""
+    try:
+        return loader.from_pretrained(str(d), dtype=dtype, attn_implementation="sdpa")
+    except ValueError as e:
+        if "scaled_dot_product_attention" not in str(e):
+            raise
+        return loader.from_pretrained(str(d), dtype=dtype, attn_implementation="eager")
 
 
 def load_hf_dir(d: str | Path, name: str, dtype: torch.dtype = torch.float32, tokenizer_dir: Path | None = None,
                 weight_source: str = "", quantization: str = "", extra: dict | None = None) -> HookedHF:
     """Load the transformers checkpoint in `d` (SDPA attention) and wrap it; LN-free GPT-2 loses its norms."""
-    from transformers import AutoConfig, AutoModelForCausalLM, BertModel
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
     d = Path(d)
-    cfg = AutoConfig.from_pretrained(str(d))
-    if cfg.model_type not in FAMILIES:
-        raise ValueError(f"{d}: model type {cfg.model_type!r} is not supported; supported: {', '.join(FAMILIES)}")
-    cls = FAMILIES[cfg.model_type]
-    loader = BertModel if cls is HookedBert else AutoModelForCausalLM
     try:
-        hf = loader.from_pretrained(str(d), dtype=dtype, attn_implementation="sdpa")
+        cfg = AutoConfig.from_pretrained(str(d))
+    except (ValueError, KeyError) as e:  # a model_type transformers itself does not know
+        raise ValueError(f"{d}: transformers cannot read its config.json ({str(e).splitlines()[0][:160]})") from None
+    try:
+        layout_for(cfg)
+    except ValueError:
+        raise unsupported(cfg.model_type, str(d)) from None
+    encoder = is_encoder(cfg.model_type)
+    try:
+        hf = from_pretrained(AutoModel if encoder else AutoModelForCausalLM, d, dtype)
     except OSError as e:
         raise ValueError(f"could not load the weights in {d} ({str(e)[:200]}); re-download or rebuild them") from None
     extra = dict(extra or {})
-    if cls is HookedGPT2 and is_ln_free(cfg):
+    if cfg.model_type == "gpt2" and is_ln_free(cfg):
         strip_layernorms(hf)
         extra["ln_free"] = f"LayerNorm replaced by identity (checkpoint eps = {cfg.layer_norm_epsilon:g})"
-    tok = load_transformers_tokenizer(tokenizer_dir or d, cls.family)
-    return cls(hf, tok, name=name, weight_source=weight_source or str(d), quantization=quantization, extra=extra)
+    family = layout_for(cfg).family
+    tok = load_transformers_tokenizer(tokenizer_dir or d, family, encoder=encoder)
+    return wrap(hf, tok, name=name, weight_source=weight_source or str(d), quantization=quantization, extra=extra)

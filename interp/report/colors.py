@@ -18,12 +18,17 @@ STRATEGY_COLORS: dict[str, str] = {
     "dyt": "#393b79",
     "no-norm": "#7f7f7f",
     "td-ln": "#637939",
+    "pre-rmsnorm-qk": "#fd8d3c",
+    "reordered": "#e6ab02",
+    "deepnorm": "#ff9896",
     "ln-free": "#000000",
     "pre-ln-lnfree": "#000000",
     # packaged real models (named by registry name)
     "smollm2-135m": "#fdae6b",
     "gemma-3-270m": "#74c476",
     "minilm-l6": "#fb6a4a",
+    "qwen2.5-0.5b": "#e6550d",
+    "mpnet-base": "#a50f15",
     "gpt2": "#6baed6",
 }
 _FALLBACK = ["#843c39", "#7b4173", "#5254a3", "#8ca252", "#bd9e39", "#ad494a", "#a55194", "#6b6ecf",
