@@ -196,6 +196,9 @@ def _sides(c):
 @pytest.mark.parametrize("key", sorted(CLAIMS))
 def test_rule_flips_and_straddle_is_inconclusive(key, monkeypatch):
     c = CLAIMS[key]
+    if c.metric not in MAKERS and c.metric != "cond_params":
+        pytest.fail(f"claim {key!r}: no synthetic-table maker for metric {c.metric!r}; add one to MAKERS here "
+                    "(a function (claim, per-seed values) -> tables that give the metric those values)")
     make = (lambda cl, v: _cond_params(cl, v, monkeypatch)) if c.metric == "cond_params" else MAKERS[c.metric]
     yes, no, straddle = _sides(c)
     rows = lambda vals: {r["model"]: r for r in evaluate_claim(c, make(c, vals))}
