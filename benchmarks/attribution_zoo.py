@@ -3,13 +3,12 @@
     .venv/bin/python benchmarks/attribution_zoo.py [--zoo data/zoo] [--extra data/zoo/pre-ln-lnfree ...]
 
 For every checkpoint: held-out KJV windows, target = the actual next token, read at 4 positions per window;
-components = embedding, position, every head, out-proj bias, every MLP. Writes benchmarks/attribution_zoo.json
-(the `interp.attribution.summary` row of each model).
+components = embedding, position, every head, out-proj bias, every MLP. Writes
+benchmarks/results/attribution_zoo.json (the `interp.attribution.summary` row of each model).
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,7 @@ import torch
 
 from interp import data, zoo
 from interp.attribution import dla, summary
-from interp.zoo.io import atomic_write_bytes
+from record import write_result
 
 
 def main() -> None:
@@ -25,7 +24,6 @@ def main() -> None:
     ap.add_argument("--zoo", default="data/zoo")
     ap.add_argument("--extra", nargs="*", default=[])
     ap.add_argument("--seqs", type=int, default=8)
-    ap.add_argument("--out", default="benchmarks/attribution_zoo.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     dirs = sorted(p for p in Path(args.zoo).iterdir() if (p / "config.json").is_file()) + [Path(e) for e in args.extra]
@@ -46,7 +44,8 @@ def main() -> None:
         s["model"] = d.name
         rows.append(s)
         print({k: (round(v, 5) if isinstance(v, float) else v) for k, v in s.items()})
-    atomic_write_bytes(Path(args.out), json.dumps(rows, indent=2).encode())
+    write_result("attribution_zoo", {r.pop("model"): r for r in [dict(r) for r in rows]}, threads=1,
+                 description=__doc__.splitlines()[0])
     print(pd.DataFrame(rows).to_string(index=False))
 
 

@@ -1,23 +1,21 @@
 """Forward time of Pre-LN vs its equivalent Pre-RMSNorm and Pre-CRMSNorm forms (Jiang et al. 2023 claim 1–10 %).
 
-    .venv/bin/python benchmarks/convert_speed.py [--out benchmarks/convert_speed.json]
+    .venv/bin/python benchmarks/convert_speed.py          # writes benchmarks/results/convert_speed.json
 
 One thread, float32, random-init zoo models (speed does not depend on the weights), interleaved repeats,
-median time per form. Writes a JSON with the times and the ratios to Pre-LN.
+median time per form: one row per size and form, with the ratio to Pre-LN.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import interp
 from interp.surgery import to_crmsnorm, to_rmsnorm
-from interp.zoo.io import atomic_write_bytes
+from record import write_result
 
 SIZES = [dict(n_layers=4, d_model=64, n_heads=4, d_mlp=256, n_ctx=128),      # the zoo's size
          dict(n_layers=4, d_model=256, n_heads=8, d_mlp=1024, n_ctx=128)]
@@ -37,23 +35,21 @@ def bench(size: dict, batch: int, reps: int) -> dict:
                 m(tok)
                 times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return dict(size=size, batch=batch, reps=reps, median_s=med,
-                ratio_to_pre_ln={k: med[k] / med["pre-ln"] for k in med})
+    return [dict(form=k, n_layers=size["n_layers"], d_model=size["d_model"], batch=batch, seq=size["n_ctx"], reps=reps,
+                 median_ms=med[k] * 1e3, ratio_to_pre_ln=med[k] / med["pre-ln"]) for k in med]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="benchmarks/convert_speed.json")
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    res = [bench(s, args.batch, args.reps) for s in SIZES]
-    for r in res:
-        print(r["size"]["d_model"], {k: round(v, 4) for k, v in r["ratio_to_pre_ln"].items()},
-              {k: round(v * 1e3, 2) for k, v in r["median_s"].items()}, "ms")
-    atomic_write_bytes(Path(args.out), json.dumps(dict(torch=torch.__version__, threads=1, results=res), indent=2).encode())
+    rows = [r for s in SIZES for r in bench(s, args.batch, args.reps)]
+    for r in rows:
+        print(f"d_model {r['d_model']:4d} {r['form']:13s} {r['median_ms']:8.2f} ms  ratio {r['ratio_to_pre_ln']:.3f}")
+    write_result("convert_speed", rows, threads=1, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Tokens/s of `interp collect` on 1 vs 2 processes (1 thread each, gloo on this machine) and the bytes of
 collector state each rank sends per merge, for a zoo model (and SmolLM2 when its package is installed).
 
-    .venv/bin/python benchmarks/distributed.py [--tokens 16384] [--smollm2] [--out benchmarks/distributed.json]
+    .venv/bin/python benchmarks/distributed.py [--tokens 16384] [--smollm2]   # benchmarks/results/distributed.json
 
 The zoo model is random-init at the zoo's default size (speed and state size do not depend on the weights);
 the corpus is a token file of random ids. tokens/s uses the collection loop's own time (max over ranks),
@@ -10,7 +10,6 @@ not the start-up of the processes, which is reported apart as wall seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import interp  # noqa: E402
 from interp.collect import Results, default_collectors  # noqa: E402
 from interp.collect.distributed import state_bytes  # noqa: E402
-from interp.zoo.io import atomic_write_bytes  # noqa: E402
+from record import write_result  # noqa: E402
 
 
 def run(model_dir: Path, tokens: Path, out: Path, nproc: int, batch: int) -> dict:
@@ -57,10 +56,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--smollm2", action="store_true", help="also report SmolLM2-135M's state bytes")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "distributed.json"))
     a = ap.parse_args()
     torch.set_num_threads(1)
-    report: dict = {"machine": f"{os.cpu_count()} CPU cores (shared), torch {torch.__version__}"}
+    report: dict = {}
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         model = interp.zoo.build("pre-ln")
@@ -84,7 +82,7 @@ def main() -> None:
             b = report[k]
             print(f"{k}: {b['total']:,} bytes per rank per merge  (" +
                   ", ".join(f"{n} {v:,}" for n, v in b.items() if n != "total") + ")")
-    atomic_write_bytes(Path(a.out), json.dumps(report, indent=1).encode())
+    write_result("distributed", report, threads=1, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

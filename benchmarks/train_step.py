@@ -4,12 +4,11 @@ Both: same widths, tied embeddings, learned positions, biases, GELU MLP, causal 
 Steps alternate between the two models so that load from other processes hits both alike; we report the
 median of each and their ratio (goal: zoo / plain ≤ 1.10).
 
-    python benchmarks/train_step.py [--steps 20] [--batch 8] [--threads 1]
+    python benchmarks/train_step.py [--steps 20] [--batch 8] [--threads 1]   # benchmarks/results/train_step.json
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -66,7 +65,6 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", help="also write the numbers to this JSON file")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     import interp
@@ -87,14 +85,13 @@ def main() -> None:
             if i >= 3:
                 times[m].append(t)
     tz, tp = statistics.median(times[zoo]), statistics.median(times[plain])
-    out = {"params": n_zoo, "batch": [a.batch, ZOO_SIZE["n_ctx"]], "threads": a.threads, "steps": a.steps,
-           "zoo_pre_ln_s": tz, "plain_gpt_s": tp, "ratio": tz / tp}
+    out = {"params": n_zoo, "batch": a.batch, "seq": ZOO_SIZE["n_ctx"], "steps": a.steps,
+           "zoo_pre_ln_ms": tz * 1e3, "plain_gpt_ms": tp * 1e3, "ratio": tz / tp}
     print(f"params {n_zoo:,} (both); batch {a.batch}x{ZOO_SIZE['n_ctx']}; {a.threads} thread(s); "
           f"median of {a.steps} steps each")
     print(f"zoo pre-ln {tz * 1e3:.1f} ms/step   plain GPT {tp * 1e3:.1f} ms/step   ratio {tz / tp:.3f} (goal ≤ 1.10)")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+    from record import write_result
+    write_result("train_step", out, threads=a.threads, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

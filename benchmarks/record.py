@@ -1,0 +1,54 @@
+"""Write a benchmark's result to `benchmarks/results/<name>.json`, with the machine, threads, torch and date.
+
+    from record import write_result            # a script in benchmarks/ has this folder on sys.path
+    write_result("train_step", results, threads=1, description="...")
+
+The file holds {"benchmark", "description", "machine": {"cpu", "cores", "platform"}, "threads", "torch",
+"python", "date" (UTC, ISO 8601), "command", "results"}. `results` is any JSON: a flat dict, a list of flat dicts
+(one table row each) or a dict of flat dicts (one row per key). `docs/numbers.py` renders every file into
+docs/benchmarks.md, and the docs quote numbers only through it, so the JSON is the one source of each number.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parents[1]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux, else platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(threads: int) -> dict[str, Any]:
+    """Where, when and with what a number was measured."""
+    import torch
+    argv = [Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix() if sys.argv[0].endswith(".py") and
+            Path(sys.argv[0]).resolve().is_relative_to(ROOT) else Path(sys.argv[0]).name] + sys.argv[1:]
+    return {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(terse=True)},
+            "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+            "command": " ".join(["python", *argv])}
+
+
+def write_result(name: str, results: Any, threads: int, description: str) -> Path:
+    """Write `results` with its provenance to benchmarks/results/<name>.json (atomically); return the path."""
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"benchmark name {name!r}: use letters, digits and underscores")
+    sys.path.insert(0, str(ROOT))
+    from interp.outputs import atomic_write_text
+    doc = {"benchmark": name, "description": description, **provenance(threads), "results": results}
+    return atomic_write_text(RESULTS / f"{name}.json", json.dumps(doc, indent=1) + "\n")
