@@ -30,10 +30,13 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "attribution": ("interp.attribution", None),          # DLA with measured error, logit lens
     "surgery": ("interp.surgery", None),                  # LN removal, Pre-LN -> RMSNorm / CRMSNorm conversion
     "report": ("interp.report", None),                    # the HTML comparison report
+    "data": ("interp.data", None),                        # corpora, the zoo tokenizer, the held-out sample
+    "train": ("interp.train", None),                      # the training loop, fine_tune
+    "tl": ("interp.tl", None),                            # TransformerLens-native caches
 }
 
 if TYPE_CHECKING:
-    from interp import attribution, collect, norms, report, surgery, zoo  # noqa: F401
+    from interp import attribution, collect, data, norms, report, surgery, tl, train, zoo  # noqa: F401
     from interp.card import ModelCard  # noqa: F401
     from interp.collect import Results  # noqa: F401
     from interp.models import available_models, load_model  # noqa: F401
@@ -57,4 +60,4 @@ def __dir__() -> list[str]:
 
 __all__ = ["STRATEGIES", "ModelCard", "SiteMap", "LayerSites", "norms", "zoo", "__version__",
            "collect", "collectors", "Results", "load_model", "available_models", "attribution", "surgery",
-           "report"]
+           "report", "data", "train", "tl"]
