@@ -12,13 +12,14 @@ from interp.collect.base import Batch, Collector, NonFiniteError, TopK, merge_st
 from interp.collect.effect import LayerEffect
 from interp.collect.grads import GradNorms
 from interp.collect.massive import MassiveActivations
+from interp.collect.precision import Precision
 from interp.collect.residual import ResidualStats
 from interp.collect.scales import NormScales
 from interp.collect.results import Results
 from interp.collect.driver import collect, default_collectors, run_batches
 
 __all__ = ["Batch", "Collector", "NonFiniteError", "TopK", "merge_states", "ResidualStats", "MassiveActivations", "GradNorms",
-           "LayerEffect", "NormScales", "Results",
+           "LayerEffect", "NormScales", "Precision", "Results",
            "collect", "default_collectors", "run_batches"]
 
 

@@ -1,0 +1,88 @@
+"""Precision collector overhead: interp.collect with every default collector, with and without `Precision`.
+
+On the same random tokens (`--batches` batches of `--batch` × `--seq`), the two runs alternate `--repeats`
+times in one process (fair on a shared CPU); the ratio of the best times is the overhead. Writes
+benchmarks/results/precision_overhead.json (one record per model).
+The CPU-time ratio (process_time, median) is kept too: it is less sensitive to other processes on the machine.
+Run: .venv/bin/python benchmarks/precision_overhead.py [--models smollm2-135m] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+OUT = Path(__file__).parent / "results" / "precision_overhead.json"
+
+
+def measure(name: str, batch: int, seq: int, n_batches: int, repeats: int) -> dict:
+    """Best and median seconds of collect(defaults) and collect(defaults + Precision), interleaved."""
+    import torch
+    import interp
+    from interp.collect import Precision, default_collectors
+    model = interp.zoo.build("pre-ln") if name == "zoo" else interp.load_model(name)
+    model.eval()
+    vocab = model.card.extra.get("d_vocab") or getattr(model.cfg, "d_vocab", 4096)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(10, min(vocab, 40000), (n_batches * batch, seq), generator=g)
+    runs = {"collect": lambda: interp.collect(model, tokens, default_collectors(), batch_size=batch, progress=False),
+            "collect+precision": lambda: interp.collect(model, tokens, default_collectors() + [Precision()],
+                                                        batch_size=batch, progress=False)}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    with torch.no_grad():
+        for f in runs.values():
+            f()  # warm-up
+        for _ in range(repeats):
+            for k, f in runs.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                f()
+                times[k].append(time.perf_counter() - t0)
+                cpu[k].append(time.process_time() - c0)
+    best = {k: min(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    return {"model": name, "tokens_per_run": n_batches * batch * seq, "batch": batch, "seq": seq,
+            "repeats": repeats, "threads": torch.get_num_threads(),
+            "collect_s_best": best["collect"], "collect_precision_s_best": best["collect+precision"],
+            "ratio_best": best["collect+precision"] / best["collect"],
+            "ratio_median": med["collect+precision"] / med["collect"],
+            "ratio_cpu_median": cpu_med["collect+precision"] / cpu_med["collect"],
+            "ratios_per_repeat": [b / a for a, b in zip(times["collect"], times["collect+precision"])]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="smollm2-135m")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batches", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(OUT))
+    a = ap.parse_args()
+    import torch
+    torch.set_num_threads(a.threads)
+    rows = []
+    for name in a.models.split(","):
+        rows.append(measure(name, a.batch, a.seq, a.batches, a.repeats))
+        print(json.dumps(rows[-1], indent=1), flush=True)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"benchmark": "precision_overhead", "goal": "ratio_best <= 1.10 on smollm2-135m",
+                               "python": sys.version.split()[0], "torch": torch.__version__,
+                               "machine": platform.machine(), "runs": rows}, indent=1) + "\n")
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

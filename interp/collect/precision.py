@@ -1,0 +1,218 @@
+"""Precision safety per site: would each residual-like tensor survive fp16, bf16 and int8?
+
+In the same fp32 (or fp64) forward as the other collectors, for every site of `residual_sites(model.sites)`:
+the largest |x| (headroom = format max / max |x|); how many values fp16 would turn into inf (|x| ≥ 65520) or
+flush to zero (0 < |x| ≤ 2⁻²⁵); and the relative error ‖q(X) − X‖₂ / ‖X‖₂ of rounding the site's values X to
+fp16, to bf16, and of symmetric int8 absmax quantization with one scale per sequence ("tensor") or per token;
+for int8 also the mean over tokens of ‖q(x_t) − x_t‖₂ / ‖x_t‖₂ (a massive activation dominates ‖X‖ and
+hides what per-tensor scaling does to every other token; the per-token mean shows it). Σ (q(x) − x)² and
+Σ x² are accumulated separately, so shards merge exactly; values that overflow fp16 are left out of its
+error (numerator and denominator: they are counted instead).
+
+LLM.int8() outlier features (Dettmers et al. 2022, §4.1): dim j of a site family (one site name across the
+blocks, e.g. `norm_in:ln1`) is an outlier feature when |x_j| ≥ `outlier_threshold` (6) at ≥ `outlier_layer_frac`
+(25 %) of the family's layers and at ≥ `outlier_token_frac` (6 %) of the token positions (a position counts
+when any of those layers has |x_j| ≥ 6 there).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from interp.collect.base import F64, Collector
+from interp.collect.residual import residual_sites
+from interp.precision.formats import BF16_MAX, FP16_FLUSH, FP16_MAX, FP16_OVERFLOW, INT8_MAX, seq_index
+
+# columns of state "sums" [S, K]; every one merges by addition
+FIELDS = ("n_tokens", "n_values", "sum_sq", "n_fp16_overflow", "n_fp16_flush", "err_fp16", "err_bf16",
+          "err_int8_tensor", "err_int8_token", "n_outlier_values", "tokrel_int8_tensor", "tokrel_int8_token",
+          "sum_sq_fp16_overflow")
+K = {f: i for i, f in enumerate(FIELDS)}
+TINY = 1e-30
+
+
+class Precision(Collector):
+    """Per site: max |x| and fp16/bf16 headroom, fp16 overflow / flush-to-zero fractions, rounding error of fp16,
+    bf16 and int8 (per tensor, per token), LLM.int8() outlier features."""
+
+    name = "precision"
+
+    def __init__(self, outlier_threshold: float = 6.0, outlier_layer_frac: float = 0.25,
+                 outlier_token_frac: float = 0.06):
+        super().__init__()
+        if outlier_threshold <= 0 or not 0 < outlier_layer_frac <= 1 or not 0 < outlier_token_frac <= 1:
+            raise ValueError("outlier_threshold must be > 0 and the layer / token fractions in (0, 1]; got "
+                             f"{outlier_threshold}, {outlier_layer_frac}, {outlier_token_frac}")
+        self.alpha, self.layer_frac, self.token_frac = outlier_threshold, outlier_layer_frac, outlier_token_frac
+
+    def config(self):
+        return {"outlier_threshold": self.alpha, "outlier_layer_frac": self.layer_frac,
+                "outlier_token_frac": self.token_frac}
+
+    def bind(self, model) -> "Precision":
+        super().bind(model)
+        self.sites = residual_sites(model.sites)
+        L = model.sites.n_layers
+        self.families = list(dict.fromkeys(s[1] for s in self.sites if s[0] < L))
+        self.family_of = [self.families.index(s[1]) if s[0] < L else -1 for s in self.sites]
+        S, d = len(self.sites), model.card.d_model
+        self._add("sums", torch.zeros(S, len(FIELDS)), "sum")
+        self._add("abs_max", torch.zeros(S), "max")
+        self._add("dim_hits", torch.zeros(S, d), "sum")                     # tokens with |x_j| ≥ threshold
+        self._add("family_hits", torch.zeros(len(self.families), d), "sum")  # ... at any layer of the family
+        self.rows_of: dict[str, list[int]] = {}
+        for i, (_, _, _, hook) in enumerate(self.sites):
+            self.rows_of.setdefault(hook, []).append(i)
+        self._last: tuple = (None, -1, None)
+        return self
+
+    def hooks(self, model):
+        return [(hook, self._hook) for hook in self.rows_of]
+
+    def begin_batch(self, batch) -> None:
+        super().begin_batch(batch)
+        self._seq = seq_index(batch.mask)  # [n] the sequence of each counted position
+        self._union: dict[int, torch.Tensor] = {}  # family -> [n, d] bool, |x| ≥ threshold at some layer
+
+    def _hook(self, x: torch.Tensor, hook) -> None:
+        last, version, st = self._last
+        if x is not last or x._version != version:  # the same tensor under another hook name: reuse its stats
+            st = self.stats(self.batch.select(x.detach()))
+            self._last = (x, x._version, st)
+        if st is None:
+            return
+        sums, amax, hit, counts = st
+        for i in self.rows_of[hook.name]:
+            self.state["sums"][i] += sums
+            self.state["abs_max"][i] = torch.maximum(self.state["abs_max"][i], amax)
+            if hit is not None:
+                self.state["dim_hits"][i] += counts
+                f = self.family_of[i]
+                if f >= 0:
+                    if f not in self._union:
+                        self._union[f] = torch.zeros(len(self._seq), len(counts), dtype=torch.bool)
+                    dims, m = hit
+                    if dims is None:
+                        self._union[f] |= m
+                    else:
+                        self._union[f][:, dims] |= m
+
+    def stats(self, r: torch.Tensor):
+        """(sums [K] float64, max |x|, (dims or None = all, |x| ≥ α mask [n, k]) or None, hits per dim [d] or None)
+        of rows r [n, d].
+        Written for few passes over r: this runs on every site of every batch."""
+        n, d = r.shape
+        if n == 0:
+            return None
+        if r.dtype not in (torch.float32, torch.float64):
+            r = r.float()
+        r = r.contiguous()
+        a = r.abs()
+        tok = a.amax(-1)  # [n] per-token max |x|
+        amax = float(tok.max())
+        out = [0.0] * len(FIELDS)  # filled as floats, made a tensor once
+        xn = torch.linalg.vector_norm(r, dim=-1).to(F64)  # [n] ‖x_t‖
+        out[K["n_tokens"]], out[K["n_values"]], out[K["sum_sq"]] = n, n * d, float((xn * xn).sum())
+        inv_xn = torch.where(xn > 0, 1 / xn, torch.zeros_like(xn))
+        # fp16: overflow to inf, flush to zero, rounding error of what stays finite
+        h = r.half()
+        e = h.to(r.dtype).sub_(r)
+        if amax >= FP16_OVERFLOW:
+            over = torch.isinf(h)
+            out[K["n_fp16_overflow"]] = float(over.sum())
+            out[K["sum_sq_fp16_overflow"]] = float(r[over].double().square().sum())
+            e.masked_fill_(over, 0.0)
+        out[K["err_fp16"]] = float(torch.dot(e.view(-1), e.view(-1)))
+        if float(a.amin()) <= FP16_FLUSH:
+            out[K["n_fp16_flush"]] = float(((h == 0) & (r != 0)).sum())
+        e = r.bfloat16().to(r.dtype).sub_(r)
+        out[K["err_bf16"]] = float(torch.dot(e.view(-1), e.view(-1)))
+        # int8 absmax: Σ_t s_t² Σ_d (round(x/s_t) − x/s_t)², the rounding error in scaled units times the scale
+        seq_max = tok.new_zeros(self.batch.mask.shape[0]).scatter_reduce_(0, self._seq, tok, "amax")
+        for key, amax_rows in (("err_int8_token", tok), ("err_int8_tensor", seq_max[self._seq])):
+            scale = amax_rows.clamp(min=TINY) / INT8_MAX  # [n]
+            q = r / scale[:, None]
+            e = torch.round(q).sub_(q)
+            en = torch.linalg.vector_norm(e, dim=-1).to(F64) * scale.to(F64)  # [n] ‖q(x_t) − x_t‖
+            out[K[key]] = float((en * en).sum())
+            out[K["tokrel" + key[3:]]] = float((en * inv_xn).sum())
+        hit = counts = None
+        if amax >= self.alpha:  # LLM.int8() outliers: |x| ≥ α per dim (on the dims that reach α, when few do)
+            dims = (a.amax(0) >= self.alpha).nonzero()[:, 0]
+            if len(dims) > d // 8:
+                dims, m = None, a >= self.alpha  # [n, d]
+            else:
+                m = a.index_select(1, dims) >= self.alpha  # [n, k]
+            c = m.view(torch.uint8).sum(0, dtype=torch.int32).to(F64)
+            counts = c if dims is None else torch.zeros(d, dtype=F64).index_copy_(0, dims, c)
+            hit = (dims, m)
+            out[K["n_outlier_values"]] = float(c.sum())
+        return torch.tensor(out, dtype=F64), torch.tensor(amax, dtype=F64), hit, counts
+
+    def end_batch(self, model, batch, output) -> None:
+        for f, u in self._union.items():
+            self.state["family_hits"][f] += u.view(torch.uint8).sum(0, dtype=torch.int32).to(F64)
+        self._union, self._last = {}, (None, -1, None)
+
+    def describe(self, key, bad):
+        if key == "family_hits":
+            return f"in family {self.families[int(bad.nonzero()[0, 0])]}"
+        i = int(bad.nonzero()[0, 0])
+        return f"at {self.sites[i][3]} (layer {self.sites[i][0]}, {self.sites[i][1]})"
+
+    # --- tables ---------------------------------------------------------------------------------------
+    def _model_name(self) -> str:
+        return self.model.card.name if self.model is not None else ""
+
+    def outlier_mask(self) -> np.ndarray:
+        """[families, d] bool: the LLM.int8() outlier features of each site family."""
+        hits, fam_hits = self.state["dim_hits"].numpy(), self.state["family_hits"].numpy()
+        n_tok = self.state["sums"][:, K["n_tokens"]].numpy()
+        out = np.zeros(fam_hits.shape, dtype=bool)
+        for f in range(len(self.families)):
+            rows = [i for i, g in enumerate(self.family_of) if g == f]
+            layer_frac = (hits[rows] > 0).mean(0)
+            tok_frac = fam_hits[f] / max(n_tok[rows[0]], 1)
+            out[f] = (layer_frac >= self.layer_frac) & (tok_frac >= self.token_frac)
+        return out
+
+    def result(self) -> pd.DataFrame:
+        s, mx = self.state["sums"].numpy(), self.state["abs_max"].numpy()
+        col = lambda f: s[:, K[f]]
+        feats = self.outlier_mask()
+        hits = self.state["dim_hits"].numpy() > 0
+        n_feat = np.array([float((feats[f] & hits[i]).sum()) if f >= 0 else np.nan
+                           for i, f in enumerate(self.family_of)])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = lambda f: np.sqrt(col(f) / col("sum_sq"))
+            frac = lambda f: col(f) / col("n_values")
+            return pd.DataFrame({
+                "model": self._model_name(),
+                "layer": [x[0] for x in self.sites], "site": [x[1] for x in self.sites],
+                "kind": [x[2] for x in self.sites], "hook": [x[3] for x in self.sites],
+                "n_tokens": col("n_tokens").astype(np.int64), "abs_max": mx,
+                "fp16_headroom": FP16_MAX / mx, "bf16_headroom": BF16_MAX / mx,
+                "frac_fp16_overflow": frac("n_fp16_overflow"), "frac_fp16_flush": frac("n_fp16_flush"),
+                "fp16_rel_error": np.sqrt(col("err_fp16") / (col("sum_sq") - col("sum_sq_fp16_overflow"))),
+                "bf16_rel_error": rel("err_bf16"),
+                "int8_tensor_rel_error": rel("err_int8_tensor"), "int8_token_rel_error": rel("err_int8_token"),
+                "int8_tensor_token_error": col("tokrel_int8_tensor") / col("n_tokens"),
+                "int8_token_token_error": col("tokrel_int8_token") / col("n_tokens"),
+                "frac_outlier_values": frac("n_outlier_values"), "n_outlier_features": n_feat})
+
+    def outliers(self) -> pd.DataFrame:
+        """One row per LLM.int8() outlier feature: its site family, dim, and how many layers / tokens it hits."""
+        hits, fam_hits = self.state["dim_hits"].numpy(), self.state["family_hits"].numpy()
+        n_tok = self.state["sums"][:, K["n_tokens"]].numpy()
+        feats, rows = self.outlier_mask(), []
+        for f, fam in enumerate(self.families):
+            idx = [i for i, g in enumerate(self.family_of) if g == f]
+            for j in np.nonzero(feats[f])[0]:
+                n_hit = int((hits[idx, j] > 0).sum())
+                rows.append({"model": self._model_name(), "site": fam, "dim": int(j), "n_layers_hit": n_hit,
+                             "layer_frac": n_hit / len(idx), "token_frac": fam_hits[f, j] / max(n_tok[idx[0]], 1)})
+        return pd.DataFrame(rows, columns=["model", "site", "dim", "n_layers_hit", "layer_frac", "token_frac"])
+
+    def tables(self):
+        return {"precision": self.result(), "precision_outliers": self.outliers()}

@@ -1,0 +1,68 @@
+"""A low-precision twin of a hooked model: the same weights cast to bf16 or fp16, hooks and card intact.
+
+fp16 on this CPU: torch's fp16 matrix multiply runs ~30× slower than fp32 (1.42 s vs 0.048 s for a
+1024×576 @ 576×1536 product, one thread), while every other op (norms, softmax, SDPA, GELU, adds) runs natively
+in fp16 at fp32 speed. So by default each `nn.Linear` of the fp16 twin computes as a GPU fp16 GEMM does: fp16
+inputs and fp16 weights, products accumulated in fp32, the result rounded to fp16 — emulated by upcasting, which
+gives the same values (up to the order of the fp32 sum) ~8× faster here. `linear="native"` uses torch's own fp16
+GEMM instead. Runs say which one was used (`fp32_ops`); nothing else is kept in fp32 by this module (a
+model's own code may upcast, e.g. transformers' RMSNorm computes in fp32).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LINEAR_MODES = ("fp32-accumulate", "native")
+FP32_ACCUMULATE_NOTE = ("nn.Linear: fp16 inputs and weights, products accumulated in fp32 and rounded to fp16 "
+                        "(GPU GEMM semantics, emulated by upcasting: torch's CPU fp16 GEMM is ~30x slower)")
+
+
+def _strip_hooks(hf: nn.Module, ids: set[int]) -> None:
+    """Remove the PyTorch hooks with these handle ids from every module of `hf` (a deep copy keeps them)."""
+    for m in hf.modules():
+        for name, d in vars(m).items():
+            if name.startswith(("_forward", "_backward")) and isinstance(d, dict):
+                for k in ids & set(d):
+                    del d[k]
+
+
+def clone(model, dtype: torch.dtype):
+    """A copy of `model` cast to `dtype`, in eval mode, with its own hook points (the original is untouched)."""
+    from interp.models.hooked import HookedHF
+    if isinstance(model, HookedHF):  # rebuild the wrapper: the copied hooks would still fire the original's points
+        hf = copy.deepcopy(model.hf)
+        _strip_hooks(hf, {h.id for h in model._handles})
+        twin = type(model)(hf.to(dtype), model.tokenizer, **model._info)
+    else:
+        twin = copy.deepcopy(model).to(dtype)
+    return twin.eval()
+
+
+def _fp32_accumulate(mod: nn.Linear):
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        b = None if mod.bias is None else mod.bias.float()
+        return F.linear(x.float(), mod.weight.float(), b).to(x.dtype)
+    return forward
+
+
+def low_precision(model, fmt: str, linear: str = "fp32-accumulate") -> tuple[object, list[str]]:
+    """(twin of `model` in `fmt` ("bf16" | "fp16"), notes on what does not run in that format)."""
+    if fmt not in ("bf16", "fp16"):
+        raise ValueError(f"unknown low-precision format {fmt!r}; choose 'bf16' or 'fp16'")
+    if linear not in LINEAR_MODES:
+        raise ValueError(f"unknown linear mode {linear!r}; choose one of {', '.join(LINEAR_MODES)}")
+    twin = clone(model, torch.bfloat16 if fmt == "bf16" else torch.float16)
+    notes: list[str] = []
+    if fmt == "fp16" and linear == "fp32-accumulate":
+        n = 0
+        for mod in twin.modules():
+            if isinstance(mod, nn.Linear):
+                mod.forward = _fp32_accumulate(mod)
+                n += 1
+        if n:
+            notes.append(FP32_ACCUMULATE_NOTE)
+    return twin, notes
