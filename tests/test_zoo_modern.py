@@ -183,3 +183,10 @@ def test_dla_rows_sum_to_the_forward_logit(name):
     logits = m(tok).detach()
     for j, p in enumerate([8, 4]):
         assert df[df.batch == j]["dla"].sum() == pytest.approx(float(logits[j, p, 3] - logits[j, p, 11]), abs=1e-9)
+
+
+def test_catalog_places_every_autoregressive_preset():
+    from interp.zoo.catalog import CATALOG, catalog_table
+    causal = [s for s in STRATEGIES if ZooConfig(**STRATEGIES[s]).objective == "causal_lm"]
+    assert set(causal) == set(CATALOG)
+    assert list(catalog_table(["deepnorm", "pre-ln"]).strategy) == ["pre-ln", "deepnorm"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from interp.analysis import (architecture, effectiveness, gradients, growth, ln_free, loss, massive,  # noqa: F401
                              timing, training_logs)
 from interp.analysis import stability  # noqa: F401,E402  (LR sweep, attention-logit scale)
+from interp.analysis import stability  # noqa: F401,E402  (LR sweep, attention-logit scale)
 from interp.analysis.growth import growth_figures
 from interp.analysis.intervals import Estimate, NotTestable
 from interp.analysis.registry import METRICS, metric

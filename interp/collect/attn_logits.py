@@ -148,3 +148,12 @@ class AttnLogits(Collector):
 
     def tables(self):
         return {"attn_logits": self.result(), "attn_logits_layers": self.layers()}
+
+
+def for_model(model) -> list[AttnLogits]:
+    """[AttnLogits()] when `model` exposes the query and key hooks it reads, else [] (for collector lists)."""
+    try:
+        qk_hooks(model)
+    except (ValueError, AttributeError):
+        return []
+    return [AttnLogits()]

@@ -207,6 +207,9 @@ def lr_sweep(t: dict, colors: Colors) -> go.Figure | None:
     d = t.get("sweep")
     if d is None or d.empty:
         return None
+    if "seed" in d and d["seed"].nunique() > 1:  # one line per strategy: mean over seeds, × if any seed diverged
+        agg = {c: ("mean" if c != "diverged" else "any") for c in ("final_loss", "diverged") if c in d}
+        d = d.groupby(["model", "lr"], sort=False).agg(agg).reset_index()
     y = "final_loss" if "final_loss" in d else "diverged"
     fig = go.Figure()
     for model, g in d.groupby("model", sort=False):

@@ -192,4 +192,5 @@ def from_sweep(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     out = df.rename(columns={"strategy": "model", "loss_spikes": "n_spikes"})
     out["diverged"] = out["diverged"].astype(str).str.lower().isin(["true", "1"]) if out["diverged"].dtype == object \
         else out["diverged"].astype(bool)
-    return {"sweep": out[["model", "lr", "diverged", "n_spikes", "final_loss"]]}
+    keep = ["model", "lr", "diverged", "n_spikes", "final_loss", "seed", "first_loss", "max_attn_logit"]
+    return {"sweep": out[[c for c in keep if c in out]]}

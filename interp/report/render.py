@@ -148,6 +148,8 @@ def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "in
                       if t.get("dla_example") is not None and "prompt" in t["dla_example"] else []))
     S.append(_section("lens", "Logit lens", "Norm statistics recomputed on each intermediate stream.",
                       {"logit_lens": "run interp attribute"}, t, figs=[F.logit_lens(t, colors)]))
+    from interp.report import modern
+    S.append(modern.section(t, colors, _section, _table))
     S.append(_section("training", "Training and learning-rate stability", "",
                       {"training": "training logs (interp train)", "sweep": "LR sweep (interp sweep)"}, t,
                       figs=[F.training_curves(t, colors), F.lr_sweep(t, colors)]))
