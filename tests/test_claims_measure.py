@@ -95,3 +95,20 @@ def test_tiny_zoo_end_to_end_one_row_per_subject(tmp_path):
     assert len(rows) == 1 and rows[0]["interval"] == "Welch t, 3 vs 3 seeds" and rows[0]["n"] == 6
     rows = evaluate_claim(CLAIMS["pre_deep_grads_init"], t)
     assert rows[0]["interval"] == "t over 3 seeds"
+
+
+def test_entropy_neuron_effects_match_the_attribution_module():
+    from interp.analysis.entropy_neurons import candidates, neuron_effects
+    from interp.attribution.confidence import confidence_neurons
+    m = zoo.build("pre-ln", seed=3, **TINY).double().eval()
+    toks = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(4))
+    ref = confidence_neurons(m, toks).set_index("neuron")
+    picks = candidates(m)
+    assert len(set(picks)) == 5
+    got = neuron_effects(m, toks, picks).set_index("neuron")
+    for n in picks:
+        assert got.loc[n, "dH"] == pytest.approx(ref.loc[n, "dH_total"], rel=1e-9)
+        assert got.loc[n, "via_scale"] == pytest.approx(ref.loc[n, "via_scale"], rel=1e-9, abs=1e-15)
+    # the weight-only selection: write norm × null-space share, as the attribution module reports them
+    score = (ref["write_norm"] * ref["null_fraction"]).sort_values(ascending=False)
+    assert set(picks) == set(score.index[:5])

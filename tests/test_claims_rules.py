@@ -162,7 +162,16 @@ def _cond_params(c, vals, monkeypatch):
     return dict(cards=zoo_cards(c.zoo[0], c.reference))
 
 
-MAKERS = {"val_loss": _val_loss, "growth_rate": _growth_rate, "angular_deep_shallow": _angular,
+def _entropy(c, vals):
+    rows = []
+    for s, v in zip(SEEDS, vals):
+        for role, name, dH in (("original", "pre-ln" + s, 0.2), ("vanilla", c.reference + s, 0.2),
+                               ("lnfree", c.zoo[0] + s, 0.2 * math.exp(v))):
+            rows += [dict(model=name, role=role, neuron=n, dH=dH, via_scale=0.9 * dH) for n in range(5)]
+    return dict(cards=zoo_cards(c.zoo[0], c.reference), entropy_neurons=pd.DataFrame(rows))
+
+
+MAKERS = {"entropy_neuron_effect": _entropy, "val_loss": _val_loss, "growth_rate": _growth_rate, "angular_deep_shallow": _angular,
           "skip_deep_shallow": _skip, "grad_cv": lambda c, v: _grads(c, v, "grad_cv"),
           "grad_late_early": lambda c, v: _grads(c, v, "grad_late_early"), "grad_spike_rate": _spikes,
           "bstat_fluctuation": _bstat, "growth_shape": _growth_shape, "speedup": _speedup,

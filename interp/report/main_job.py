@@ -141,17 +141,6 @@ def equivalence_table(model, tokens: torch.Tensor) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def ln_removal_table(zoo_dir: Path) -> pd.DataFrame | None:
-    """The shipped LN-removal record (data/zoo/*/removal.json written by `interp remove-ln --out`), if any."""
-    import json
-    for f in sorted(zoo_dir.glob("*/removal.json")):
-        r = json.loads(f.read_text())
-        ce = r["ce"]
-        return pd.DataFrame([dict(model=Path(r.get("source", f.parent.name)).name, ce_original=ce["before"],
-                                  ce_vanilla=ce["vanilla"], ce_lnfree=ce["lnfree"])])
-    return None
-
-
 def sweep_table(sweep_dir: Path) -> pd.DataFrame | None:
     """The shipped LR sweep (data/sweep/sweep.csv written by `interp sweep`), if any."""
     from interp.report.inputs import from_sweep
@@ -212,17 +201,19 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     extras.append(claim_tables(zoo_dir, dirs[:3] if small else dirs, zoo_tokens, max(1, len(zoo_tokens) // 2), log))
     shipped = from_zoo_dir(zoo_dir)
     sweep = sweep_table(zoo_dir.parent / "sweep")
-    removal = ln_removal_table(zoo_dir)
-    for what, df in (("training logs", shipped.get("training")), ("LR sweep", sweep), ("LN-removal record", removal)):
+    for what, df in (("training logs", shipped.get("training")), ("LR sweep", sweep)):
         log(f"{what}: {'read from data/' if df is not None else 'not shipped in data/ — its section says so'}")
-    extra_tables = merge_tables(*extras, shipped, {"sweep": sweep} if sweep is not None else {},
-                                {"ln_removal": removal} if removal is not None else {})
+    extra_tables = merge_tables(*extras, shipped, {"sweep": sweep} if sweep is not None else {})
     t = time.perf_counter()
     tables = merge_tables(tables_from_results(results), extra_tables)
     if "cards" not in tables:
         raise RuntimeError("no model could be collected: no zoo in data/zoo and no packaged real model loaded")
+    from interp.report.claims.measure import ln_removal_measured, write_claims
+    tables.update(ln_removal_measured(tables))  # CE of pre-ln / -vanilla / -lnfree on this run's held-out tokens
+    claims = write_claims(tables, out.parent / "claims.json")
+    log(f"claims evaluated in {time.perf_counter() - t:.1f} s: {out.parent / 'claims.json'}")
     path = interp.report.write_atomic(out, interp.report.render(
-        tables, sources=[f"{len(results)} models measured in this run"], run_log=log.lines))
+        tables, sources=[f"{len(results)} models measured in this run"], run_log=log.lines, claims=claims))
     size = path.stat().st_size / 1e6
     log(f"report written in {time.perf_counter() - t:.1f} s: {size:.1f} MB")
     import resource

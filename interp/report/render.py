@@ -94,12 +94,13 @@ def _claims_section(claims: pd.DataFrame, t: dict) -> dict:
 
 
 def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "interp: normalization report",
-           run_log: list[str] | None = None) -> str:
-    """The report's HTML for `tables` (canonical names, see interp.report.tables)."""
+           run_log: list[str] | None = None, claims: pd.DataFrame | None = None) -> str:
+    """The report's HTML for `tables` (canonical names, see interp.report.tables); `claims`: the claims table
+    when already evaluated on these tables (interp.report.claims.evaluate)."""
     t = complete(tables)
     colors = model_colors(t)
     cards = t.get("cards", pd.DataFrame(columns=["model"]))
-    claims = _claims.evaluate(t)
+    claims = _claims.evaluate(t) if claims is None else claims
     collect = "run interp collect"
     S = []
     S.append(_claims_section(claims, t))

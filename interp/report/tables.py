@@ -70,6 +70,9 @@ TABLES: dict[str, dict[str, str]] = {
                    "target": "params", "grad_norm": "L2 norm of the block's CE gradient at initialization"},
     "timing": {"model": "model the variants come from", "variant": "pre-ln / pre-rmsnorm / pre-crmsnorm / "
                "unified-fused", "round": "interleaved timing round", "seconds": "seconds per forward"},
+    "entropy_neurons": {"model": "", "role": "original / lnfree / vanilla", "neuron": "last-layer MLP neuron",
+                        "dH": "mean |Δ entropy| (nats) when the neuron is mean-ablated on the direct path",
+                        "via_scale": "the part of dH carried by the final norm's scale"},
     "log_spikes": {"model": "", "steps": "steps counted (after the median window fills)",
                    "spikes": "steps with grad norm > 3× the median of the previous 50"},
     "log_bstat": {"model": "", "site": "batch-statistic norm (module name)",

@@ -273,7 +273,8 @@ class ZooModel(TransformerLensNative):
                 norm_scales={n: f"{h}.hook_scale" for n, h in hook.items() if mod(n).has_scale},
                 sublayer_out={"attn": f"{p}.ln1_post.hook_in", "mlp": f"{p}.ln2_post.hook_in"}
                 if blk.placement in ("peri", "reordered") else {},
-                placement=blk.placement))
+                placement=blk.placement,
+                norm_widths={n: self.cfg.n_heads * self.cfg.d_head for n in ("q_norm", "k_norm") if n in hook}))
         fn = self.cfg.final_norm
         return SiteMap(embed="hook_embed", layers=tuple(layers),
                        final_resid=f"blocks.{self.cfg.n_layers - 1}.hook_resid_post",

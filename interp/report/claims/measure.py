@@ -6,6 +6,8 @@
                the same held-out sequences as the trained models' gradient pass
   timing       inference forwards interleaved in one process: Pre-LN vs its Pre-RMSNorm / Pre-CRMSNorm
                conversions; Unified Norm folded into the next linear layers vs Pre-LN
+  entropy_neurons  the original pre-ln's entropy-neuron candidates measured in it, in its LN-free model and in
+               the vanilla control, per seed (`interp.analysis.entropy_neurons`)
   log_spikes, log_bstat   gradient spikes and batch-statistic fluctuation from the shipped training logs
 The seq_stats collector (`interp.analysis.sequences.SequenceStats`) rides the main forward pass; the
 per-sequence massive-activation ablation replaces the pooled one (`interp.analysis.ablation`).
@@ -71,6 +73,21 @@ def inference_timing(dirs: list[Path], tokens: torch.Tensor) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
+def entropy_neurons(dirs: list[Path], tokens: torch.Tensor) -> pd.DataFrame:
+    """entropy_neurons rows for every seed with pre-ln, pre-ln-lnfree and pre-ln-vanilla checkpoints."""
+    import interp.zoo
+    from interp.analysis.entropy_neurons import entropy_neuron_table
+    by = {d.name: d for d in dirs}
+    frames = []
+    for name in sorted(n for n in by if n.split(".seed")[0] == "pre-ln-lnfree"):
+        suffix = name[len("pre-ln-lnfree"):]
+        roles = {"original": "pre-ln" + suffix, "lnfree": name, "vanilla": "pre-ln-vanilla" + suffix}
+        if all(n in by for n in roles.values()):
+            frames.append(entropy_neuron_table({r: (n, interp.zoo.load(by[n]).double()) for r, n in roles.items()},
+                                               tokens))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def claim_tables(zoo_dir: Path, dirs: list[Path], tokens: torch.Tensor, grad_items: int,
                  log: Callable[[str], None]) -> dict[str, pd.DataFrame]:
     """Every table of the module docstring that can be measured here; each step logs what it did."""
@@ -89,7 +106,41 @@ def claim_tables(zoo_dir: Path, dirs: list[Path], tokens: torch.Tensor, grad_ite
     log(f"claims: inference timing ({tm['variant'].nunique() if not tm.empty else 0} variants, interleaved) in "
         f"{time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
+    en = entropy_neurons(dirs, tokens[:4])
+    if not en.empty:
+        out["entropy_neurons"] = en
+    log(f"claims: entropy neurons of {en['model'].nunique() if not en.empty else 0} LN-removal models in "
+        f"{time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
     out.update(read_logs(zoo_dir, [d.name for d in dirs]))
     log(f"claims: gradient spikes and batch-statistic fluctuation read from the training logs in "
         f"{time.perf_counter() - t:.1f} s")
     return out
+
+
+def ln_removal_measured(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """{"ln_removal": CE of pre-ln, pre-ln-vanilla and pre-ln-lnfree per seed}, from the held-out losses measured
+    in this run (seq_loss); {} when the LN-free model or its vanilla control was not measured."""
+    from interp.analysis.loss import pooled_ce
+    from interp.analysis.subjects import seed_of
+    sl = tables.get("seq_loss")
+    if sl is None or sl.empty:
+        return {}
+    names = set(sl["model"])
+    rows = []
+    for m in sorted(n for n in names if n.split(".seed")[0] == "pre-ln-lnfree"):
+        suffix = m[len("pre-ln-lnfree"):]
+        van, orig = "pre-ln-vanilla" + suffix, "pre-ln" + suffix
+        if van in names and orig in names:
+            rows.append(dict(model=f"pre-ln (seed {seed_of(m)})", ce_original=pooled_ce(tables, orig),
+                             ce_vanilla=pooled_ce(tables, van), ce_lnfree=pooled_ce(tables, m)))
+    return {"ln_removal": pd.DataFrame(rows)} if rows else {}
+
+
+def write_claims(tables: dict[str, pd.DataFrame], path: Path) -> pd.DataFrame:
+    """Evaluate the claims on `tables` and write them to `path` (JSON records, atomically) for docs to render."""
+    from interp.report import write_atomic
+    from interp.report.claims import evaluate
+    claims = evaluate(tables)
+    write_atomic(path, claims.to_json(orient="records", indent=1, force_ascii=False))
+    return claims
