@@ -122,6 +122,7 @@ def test_sites_list_the_qk_norms_and_collectors_read_them(name):
         for n in ("q_norm", "k_norm"):
             assert ls.norm_inputs[n] == f"blocks.1.attn.{n}.hook_in"
             assert ls.norm_scales[n] == f"blocks.1.attn.{n}.hook_scale"
+            assert ls.norm_widths[n] == SMALL["d_model"]  # heads · d_head values per token
     else:
         assert not any("q_norm" in h for h in model.sites.all_hook_names())
     tokens = torch.randint(0, 97, (3, 9), generator=torch.Generator().manual_seed(2))
@@ -190,3 +191,14 @@ def test_catalog_places_every_autoregressive_preset():
     causal = [s for s in STRATEGIES if ZooConfig(**STRATEGIES[s]).objective == "causal_lm"]
     assert set(causal) == set(CATALOG)
     assert list(catalog_table(["deepnorm", "pre-ln"]).strategy) == ["pre-ln", "deepnorm"]
+
+
+def test_qk_norm_sites_narrower_than_the_stream_are_read_with_their_width():
+    model = build("pre-rmsnorm-qk", seed=0, **{**SMALL, "d_attn": 16}).eval()  # heads · d_head = 16 < d_model
+    assert model.sites.layers[0].norm_widths == {"q_norm": 16, "k_norm": 16}
+    tokens = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(4))
+    res = collect(model, tokens, [ResidualStats()], batch_size=2, progress=False)["residual"]
+    _, cache = model.run_with_cache(tokens)
+    k = cache["blocks.2.attn.k_norm.hook_in"].double()
+    row = res[(res.layer == 2) & (res.site == "norm_in:k_norm")].iloc[0]
+    assert row["var"] == pytest.approx(k.var(unbiased=False).item(), rel=1e-5)
