@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import interp.zoo as zoo
+from interp import zoo
 from interp.analysis.effectiveness import deep_shallow_log_ratio
 from interp.analysis.gradients import cv, late_early
 from interp.analysis.growth import fit_exponential, fit_linear, growth_figures, pooled_variance
@@ -19,7 +19,7 @@ from interp.analysis.timing import speedup_from
 from interp.analysis.training_logs import spike_count
 from interp.collect import LayerEffect, ResidualStats, collect
 
-TINY = dict(n_layers=3, d_model=16, n_heads=2, d_mlp=32, n_ctx=16, d_vocab=128)
+TINY = {"n_layers": 3, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 16, "d_vocab": 128}
 
 
 def padded(seed=0, lengths=(9, 5, 7, 3)):
@@ -128,7 +128,7 @@ def test_has_massive_uses_both_thresholds():
 
 
 def test_speedup_from_interleaved_rounds():
-    t = pd.DataFrame([dict(variant=v, round=r, seconds=s) for r in range(9)
+    t = pd.DataFrame([{"variant": v, "round": r, "seconds": s} for r in range(9)
                       for v, s in (("a", 1.0 + 0.01 * r), ("ref", 1.2 * (1.0 + 0.01 * r)))])
     e = speedup_from(t, "a", "ref")
     assert e.value == pytest.approx(0.2) and e.lo == pytest.approx(0.2) and e.hi == pytest.approx(0.2)
@@ -137,8 +137,8 @@ def test_speedup_from_interleaved_rounds():
 def test_ln_removal_cost_paired_by_seed_with_control_gap():
     rows = []
     for s, (lnfree, vanilla) in zip(("", ".seed1", ".seed2"), ((4.1, 4.0), (4.3, 4.1), (4.2, 4.15))):
-        rows += [dict(model="pre-ln-lnfree" + s, seq=0, loss_sum=lnfree * 10, n_pred=10.0),
-                 dict(model="pre-ln-vanilla" + s, seq=0, loss_sum=vanilla * 10, n_pred=10.0)]
+        rows += [{"model": "pre-ln-lnfree" + s, "seq": 0, "loss_sum": lnfree * 10, "n_pred": 10.0},
+                 {"model": "pre-ln-vanilla" + s, "seq": 0, "loss_sum": vanilla * 10, "n_pred": 10.0}]
     t = {"seq_loss": pd.DataFrame(rows)}
     subj = Subject("pre-ln-lnfree", ("pre-ln-lnfree", "pre-ln-lnfree.seed1", "pre-ln-lnfree.seed2"))
     ref = Subject("pre-ln-vanilla", ("pre-ln-vanilla", "pre-ln-vanilla.seed1", "pre-ln-vanilla.seed2"))

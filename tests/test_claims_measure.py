@@ -4,17 +4,16 @@ step-0 gradients are those of interp.zoo.build(strategy, seed=k); the pipeline y
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-import interp.zoo as zoo
+from interp import zoo
 from interp.analysis.ablation import ablation_per_sequence
 from interp.collect import MassiveActivations, collect
 from interp.collect.grads import GradNorms
 from interp.surgery.fuse_unified import fuse_unified
 
-TINY = dict(n_layers=3, d_model=16, n_heads=2, d_mlp=32, n_ctx=16, d_vocab=128)
+TINY = {"n_layers": 3, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 16, "d_vocab": 128}
 
 
 def test_fused_unified_norm_equals_the_eval_model():

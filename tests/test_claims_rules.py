@@ -14,12 +14,12 @@ SEEDS = ("", ".seed1", ".seed2")
 
 
 def zoo_cards(*groups):
-    return pd.DataFrame([dict(model=g + s, family="zoo", strategy=g, placement="pre", objective="causal_lm",
-                              n_layers=12, d_model=64) for g in groups for s in SEEDS])
+    return pd.DataFrame([{"model": g + s, "family": "zoo", "strategy": g, "placement": "pre", "objective": "causal_lm",
+                              "n_layers": 12, "d_model": 64} for g in groups for s in SEEDS])
 
 
 def real_cards(name="real-lm", placement="pre"):
-    return pd.DataFrame([dict(model=name, family="llama", strategy=name, placement=placement, objective="causal_lm")])
+    return pd.DataFrame([{"model": name, "family": "llama", "strategy": name, "placement": placement, "objective": "causal_lm"}])
 
 
 def stream_rows(model, var, ang=None, top1=None, median=None, seqs=4, jitter=0.0, rng=None):
@@ -30,10 +30,10 @@ def stream_rows(model, var, ang=None, top1=None, median=None, seqs=4, jitter=0.0
         for j in range(D):
             n = 1000.0
             v = var[j] * (1 + jitter * rng.standard_normal())
-            rows.append(dict(model=model, seq=s, depth=j, n=n, s1=0.0, s2=v * n, sabs=math.sqrt(v) * n,
-                             top1=(top1[s][j] if top1 is not None else 1.0),
-                             median=(median[s][j] if median is not None else 0.5),
-                             ang=(ang[j] if ang is not None and j < D - 1 else (0.3 if j < D - 1 else np.nan))))
+            rows.append({"model": model, "seq": s, "depth": j, "n": n, "s1": 0.0, "s2": v * n, "sabs": math.sqrt(v) * n,
+                             "top1": (top1[s][j] if top1 is not None else 1.0),
+                             "median": (median[s][j] if median is not None else 0.5),
+                             "ang": (ang[j] if ang is not None and j < D - 1 else (0.3 if j < D - 1 else np.nan))})
     return rows
 
 
@@ -43,9 +43,9 @@ def _val_loss(c, vals):
     rows = []
     for s, v in zip(SEEDS, vals):
         for q in range(4):
-            rows.append(dict(model=c.zoo[0] + s, seq=q, loss_sum=(3.0 + v) * 100, n_pred=100.0))
-            rows.append(dict(model=c.reference + s, seq=q, loss_sum=3.0 * 100, n_pred=100.0))
-    return dict(cards=zoo_cards(c.zoo[0], c.reference), seq_loss=pd.DataFrame(rows))
+            rows.append({"model": c.zoo[0] + s, "seq": q, "loss_sum": (3.0 + v) * 100, "n_pred": 100.0})
+            rows.append({"model": c.reference + s, "seq": q, "loss_sum": 3.0 * 100, "n_pred": 100.0})
+    return {"cards": zoo_cards(c.zoo[0], c.reference), "seq_loss": pd.DataFrame(rows)}
 
 
 def _growth_rate(c, vals):
@@ -53,7 +53,7 @@ def _growth_rate(c, vals):
     for s, v in zip(SEEDS, vals):
         rows += stream_rows(c.zoo[0] + s, [1.0] + [math.exp(v * j) for j in range(1, 13)])
         rows += stream_rows(c.reference + s, [1.0] * 13)
-    return dict(cards=zoo_cards(c.zoo[0], c.reference), seq_stream=pd.DataFrame(rows))
+    return {"cards": zoo_cards(c.zoo[0], c.reference), "seq_stream": pd.DataFrame(rows)}
 
 
 def _angular(c, vals):
@@ -63,13 +63,13 @@ def _angular(c, vals):
         rows += stream_rows(c.zoo[0] + s, [1.0] * 13, ang=[0.2] * 6 + [0.2 * math.exp(v)] * 6 + [np.nan])
         if c.reference:
             rows += stream_rows(c.reference + s, [1.0] * 13, ang=[0.2] * 13)
-    return dict(cards=zoo_cards(*groups), seq_stream=pd.DataFrame(rows))
+    return {"cards": zoo_cards(*groups), "seq_stream": pd.DataFrame(rows)}
 
 
 def _skip(c, vals):
-    rows = [dict(model=c.zoo[0] + s, layer=l, loss_delta=1.0 + (v if l >= 6 else 0.0))
+    rows = [{"model": c.zoo[0] + s, "layer": l, "loss_delta": 1.0 + (v if l >= 6 else 0.0)}
             for s, v in zip(SEEDS, vals) for l in range(12)]
-    return dict(cards=zoo_cards(c.zoo[0]), skip=pd.DataFrame(rows))
+    return {"cards": zoo_cards(c.zoo[0]), "skip": pd.DataFrame(rows)}
 
 
 def _grads(c, vals, metric):
@@ -82,22 +82,22 @@ def _grads(c, vals, metric):
         else:
             subj = np.array([1.0] * 4 + [1.0] * 4 + [math.exp(v)] * 4)
             ref = np.ones(12)
-        rows += [dict(model=c.zoo[0] + s, layer=l, target="params", grad_norm=g) for l, g in enumerate(subj)]
+        rows += [{"model": c.zoo[0] + s, "layer": l, "target": "params", "grad_norm": g} for l, g in enumerate(subj)]
         if c.reference:
-            rows += [dict(model=c.reference + s, layer=l, target="params", grad_norm=g) for l, g in enumerate(ref)]
+            rows += [{"model": c.reference + s, "layer": l, "target": "params", "grad_norm": g} for l, g in enumerate(ref)]
     groups = [c.zoo[0]] + ([c.reference] if c.reference else [])
     return {"cards": zoo_cards(*groups), table: pd.DataFrame(rows)}
 
 
 def _spikes(c, vals):
-    rows = [dict(model=c.zoo[0] + s, steps=1000, spikes=10 + v) for s, v in zip(SEEDS, vals)]
-    rows += [dict(model=c.reference + s, steps=1000, spikes=10) for s in SEEDS]
-    return dict(cards=zoo_cards(c.zoo[0], c.reference), log_spikes=pd.DataFrame(rows))
+    rows = [{"model": c.zoo[0] + s, "steps": 1000, "spikes": 10 + v} for s, v in zip(SEEDS, vals)]
+    rows += [{"model": c.reference + s, "steps": 1000, "spikes": 10} for s in SEEDS]
+    return {"cards": zoo_cards(c.zoo[0], c.reference), "log_spikes": pd.DataFrame(rows)}
 
 
 def _bstat(c, vals):
-    rows = [dict(model=g + s, site="blocks.0.ln1", fluctuation=v) for g in c.zoo for s, v in zip(SEEDS, vals)]
-    return dict(cards=zoo_cards(*c.zoo), log_bstat=pd.DataFrame(rows))
+    rows = [{"model": g + s, "site": "blocks.0.ln1", "fluctuation": v} for g in c.zoo for s, v in zip(SEEDS, vals)]
+    return {"cards": zoo_cards(*c.zoo), "log_bstat": pd.DataFrame(rows)}
 
 
 def _growth_shape(c, vals):
@@ -105,7 +105,7 @@ def _growth_shape(c, vals):
     for s, v in zip(SEEDS, vals):  # v > 0: an exponential profile, v < 0: a linear one
         prof = [math.exp(0.4 * j) for j in range(13)] if v > 0 else [1.0 + 3.0 * j for j in range(13)]
         rows += stream_rows(c.zoo[0] + s, prof, jitter=0.01, rng=np.random.default_rng(abs(hash(s)) % 1000))
-    return dict(cards=zoo_cards(c.zoo[0]), seq_stream=pd.DataFrame(rows))
+    return {"cards": zoo_cards(c.zoo[0]), "seq_stream": pd.DataFrame(rows)}
 
 
 def _speedup(c, vals):
@@ -113,24 +113,24 @@ def _speedup(c, vals):
     for r in range(30):
         base = 0.01 * (1 + 0.01 * rng.standard_normal())
         v = vals[r % len(vals)]
-        rows.append(dict(model=c.zoo[0], variant=c.params["reference"], round=r, seconds=base * (1 + v)))
-        rows.append(dict(model=c.zoo[0], variant=c.params["variant"], round=r, seconds=base))
-    return dict(cards=zoo_cards(c.zoo[0]), timing=pd.DataFrame(rows))
+        rows.append({"model": c.zoo[0], "variant": c.params["reference"], "round": r, "seconds": base * (1 + v)})
+        rows.append({"model": c.zoo[0], "variant": c.params["variant"], "round": r, "seconds": base})
+    return {"cards": zoo_cards(c.zoo[0]), "timing": pd.DataFrame(rows)}
 
 
 def _equivalence(c, vals):
-    rows = [dict(model=c.zoo[0], form=f, max_abs_diff=vals[0] * 10.0, max_abs_logit=10.0)
+    rows = [{"model": c.zoo[0], "form": f, "max_abs_diff": vals[0] * 10.0, "max_abs_logit": 10.0}
             for f in ("pre-rmsnorm", "pre-crmsnorm")]
-    return dict(cards=zoo_cards(c.zoo[0]), equivalence=pd.DataFrame(rows))
+    return {"cards": zoo_cards(c.zoo[0]), "equivalence": pd.DataFrame(rows)}
 
 
 def _ln_removal(c, vals):
     rows = []
     for s, v in zip(SEEDS, vals):
         for q in range(4):
-            rows.append(dict(model=c.zoo[0] + s, seq=q, loss_sum=(4.0 + v) * 100, n_pred=100.0))
-            rows.append(dict(model=c.reference + s, seq=q, loss_sum=4.0 * 100 + q * 1e-3, n_pred=100.0))
-    return dict(cards=zoo_cards(c.zoo[0], c.reference), seq_loss=pd.DataFrame(rows))
+            rows.append({"model": c.zoo[0] + s, "seq": q, "loss_sum": (4.0 + v) * 100, "n_pred": 100.0})
+            rows.append({"model": c.reference + s, "seq": q, "loss_sum": 4.0 * 100 + q * 1e-3, "n_pred": 100.0})
+    return {"cards": zoo_cards(c.zoo[0], c.reference), "seq_loss": pd.DataFrame(rows)}
 
 
 def _massive(c, vals):  # vals: per-sequence indicator pattern via its mean; real model, bootstrap over sequences
@@ -140,7 +140,7 @@ def _massive(c, vals):  # vals: per-sequence indicator pattern via its mean; rea
     top1 = [[500.0 if (h and j == 3) else 5.0 for j in range(6)] for h in hit]
     median = [[0.1] * 6 for _ in hit]
     rows = stream_rows("real-lm", [1.0] * 6, top1=top1, median=median, seqs=S)
-    return dict(cards=real_cards(), seq_stream=pd.DataFrame(rows))
+    return {"cards": real_cards(), "seq_stream": pd.DataFrame(rows)}
 
 
 def _ablation(c, vals):
@@ -148,18 +148,18 @@ def _ablation(c, vals):
     for q in range(40):
         d = vals[q % len(vals)] + 0.002 * rng.standard_normal()
         for mode, loss in (("none", 3.0), (c.params["mode"], 3.0 + d)):
-            rows.append(dict(model="real-lm", seq=q, ablation=mode, loss=loss, n_pred=50))
-    return dict(cards=real_cards(), seq_ablation=pd.DataFrame(rows))
+            rows.append({"model": "real-lm", "seq": q, "ablation": mode, "loss": loss, "n_pred": 50})
+    return {"cards": real_cards(), "seq_ablation": pd.DataFrame(rows)}
 
 
 def _cond_params(c, vals, monkeypatch):
     # strategies that add a known number of parameters over the base: d_mlp grows the MLP by 2·d·Δ + Δ per block
-    base = dict(placement="pre", norm="layernorm")
+    base = {"placement": "pre", "norm": "layernorm"}
     monkeypatch.setitem(interp.zoo.STRATEGIES, c.params["base"], base)
     monkeypatch.setitem(interp.zoo.STRATEGIES, c.reference, dict(base, d_mlp=256 + 100))
     extra = max(1, round(100 * math.exp(vals[0])))
     monkeypatch.setitem(interp.zoo.STRATEGIES, c.zoo[0], dict(base, d_mlp=256 + extra))
-    return dict(cards=zoo_cards(c.zoo[0], c.reference))
+    return {"cards": zoo_cards(c.zoo[0], c.reference)}
 
 
 def _entropy(c, vals):
@@ -167,8 +167,8 @@ def _entropy(c, vals):
     for s, v in zip(SEEDS, vals):
         for role, name, dH in (("original", "pre-ln" + s, 0.2), ("vanilla", c.reference + s, 0.2),
                                ("lnfree", c.zoo[0] + s, 0.2 * math.exp(v))):
-            rows += [dict(model=name, role=role, neuron=n, dH=dH, via_scale=0.9 * dH) for n in range(5)]
-    return dict(cards=zoo_cards(c.zoo[0], c.reference), entropy_neurons=pd.DataFrame(rows))
+            rows += [{"model": name, "role": role, "neuron": n, "dH": dH, "via_scale": 0.9 * dH} for n in range(5)]
+    return {"cards": zoo_cards(c.zoo[0], c.reference), "entropy_neurons": pd.DataFrame(rows)}
 
 
 MAKERS = {"entropy_neuron_effect": _entropy, "val_loss": _val_loss, "growth_rate": _growth_rate, "angular_deep_shallow": _angular,

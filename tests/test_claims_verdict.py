@@ -24,7 +24,7 @@ def test_t_interval_brute_force():
 
 def test_welch_interval_brute_force():
     a, b = [1.0, 2.0, 3.0], [0.0, 0.5, 0.7, 0.2]
-    d, lo, hi = welch_interval(a, b)
+    d, _lo, hi = welch_interval(a, b)
     va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 4
     df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3)
     assert d == pytest.approx(np.mean(a) - np.mean(b))

@@ -3,13 +3,23 @@ statistics that make intervals possible for single models. Importing this packag
 `METRICS` (see `interp.analysis.registry`; `interp.report.claims` says how to add a claim)."""
 from __future__ import annotations
 
-from interp.analysis import (architecture, effectiveness, entropy_neurons, gradients, growth, ln_free,  # noqa: F401
-                             loss, massive, timing, training_logs)
-from interp.analysis import stability  # noqa: F401,E402  (LR sweep, attention-logit scale)
+from interp.analysis import (  # noqa: F401
+    architecture,
+    effectiveness,
+    entropy_neurons,
+    gradients,
+    growth,
+    ln_free,
+    loss,
+    massive,
+    stability,
+    timing,
+    training_logs,
+)
 from interp.analysis.growth import growth_figures
 from interp.analysis.intervals import Estimate, NotTestable
 from interp.analysis.registry import METRICS, metric
 from interp.analysis.sequences import SequenceStats
 from interp.analysis.subjects import Subject
 
-__all__ = ["METRICS", "metric", "Estimate", "NotTestable", "Subject", "SequenceStats", "growth_figures"]
+__all__ = ["METRICS", "Estimate", "NotTestable", "SequenceStats", "Subject", "growth_figures", "metric"]

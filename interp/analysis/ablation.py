@@ -46,8 +46,8 @@ def ablation_per_sequence(massive: MassiveActivations, model, data, batch_size: 
         probe = _PerSequence(massive, massive.hooks_[depth], dims, mean, mode)
         with torch.no_grad():
             run_batches(model, data, [probe], batch_size, None, progress=False)
-        pooled.append(dict(model=model.card.name, ablation=mode, depth=depth,
-                           dims=" ".join(map(str, dims.tolist())), loss=probe.loss_sum / probe.n))
-        per += [dict(model=model.card.name, seq=i, ablation=mode, loss=s / n if n else np.nan, n_pred=n)
+        pooled.append({"model": model.card.name, "ablation": mode, "depth": depth,
+                           "dims": " ".join(map(str, dims.tolist())), "loss": probe.loss_sum / probe.n})
+        per += [{"model": model.card.name, "seq": i, "ablation": mode, "loss": s / n if n else np.nan, "n_pred": n}
                 for i, (s, n) in enumerate(probe.per_seq)]
     return {"ablation": pd.DataFrame(pooled), "seq_ablation": pd.DataFrame(per)}

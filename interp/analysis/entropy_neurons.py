@@ -69,7 +69,7 @@ def neuron_effects(model, tokens: torch.Tensor, neurons: list[int]) -> pd.DataFr
         xa = x + (act[:, n].mean() - act[:, n])[:, None] * W_out[:, n]
         dH = float((_entropy(read(xa, scale(xa)) @ W_U + b_U) - H0).abs().mean())
         dF = float((_entropy(read(xa, s0) @ W_U + b_U) - H0).abs().mean())
-        rows.append(dict(neuron=n, dH=dH, via_scale=dH - dF))
+        rows.append({"neuron": n, "dH": dH, "via_scale": dH - dF})
     return pd.DataFrame(rows)
 
 

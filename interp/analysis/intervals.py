@@ -12,8 +12,8 @@ A measurement with no sampling in it (a parameter count, a float64 equivalence) 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -6,8 +6,8 @@ with a reason in words when the numbers it needs are absent or the model cannot 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from interp.analysis.intervals import Estimate
 

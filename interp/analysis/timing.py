@@ -7,7 +7,7 @@ of several variants interleaved round by round, so load on the machine hits ever
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ def interleaved_times(fns: dict[str, Callable[[], object]], rounds: int = 20, re
             t0 = time.perf_counter()
             for _ in range(reps):
                 fns[n]()
-            rows.append(dict(variant=n, round=r, seconds=(time.perf_counter() - t0) / reps))
+            rows.append({"variant": n, "round": r, "seconds": (time.perf_counter() - t0) / reps})
     return pd.DataFrame(rows)
 
 

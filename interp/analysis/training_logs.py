@@ -43,7 +43,7 @@ def read_logs(zoo_dir: str | Path, models: list[str] | None = None) -> dict[str,
             continue
         s = pd.read_parquet(d, columns=["step", "grad_norm"]).sort_values("step")
         n_sp, n = spike_count(s["grad_norm"].to_numpy())
-        spikes.append(dict(model=name, steps=n, spikes=n_sp))
+        spikes.append({"model": name, "steps": n, "spikes": n_sp})
         lay = d.parent / "layers.parquet"
         if lay.is_file():
             import pyarrow.parquet as pq
@@ -52,7 +52,7 @@ def read_logs(zoo_dir: str | Path, models: list[str] | None = None) -> dict[str,
                 start = SKIP_FRACTION * (s["step"].max() + 1)
                 rows = rows[(rows["step"] >= start) & np.isfinite(rows["value"])]
                 for site, g in rows.groupby("site"):
-                    bstat.append(dict(model=name, site=site, fluctuation=float(g["value"].median())))
+                    bstat.append({"model": name, "site": site, "fluctuation": float(g["value"].median())})
     out = {}
     if spikes:
         out["log_spikes"] = pd.DataFrame(spikes)

@@ -8,7 +8,7 @@ them when idx is None. A statistic that cannot be resampled (a training log, a t
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -24,9 +24,9 @@ Adding a claim = one registry entry + (if no existing metric fits) one metric fu
   - the entry, in `interp/report/claims/entries/<paper>.py` (imported in `entries/__init__.py`):
 
         register(Claim(key="my_claim", paper="Author et al. 2025", section="§3, Fig. 2",
-                       statement="What the paper says.", metric="my_metric",
-                       rule=Rule(">", 0.0, "why this boundary, from the paper"), paper_value="+0.07 nats",
-                       zoo=("my-strategy",), reference="pre-ln", real=None, params={}))
+    statement="What the paper says.", metric="my_metric",
+    rule=Rule(">", 0.0, "why this boundary, from the paper"), paper_value="+0.07 nats",
+    zoo=("my-strategy",), reference="pre-ln", real=None, params={}))
 
     `zoo`: strategies evaluated (each against `reference` when given); `real`: placements of real models to
     evaluate as well (() for every real causal LM, None for none). Thresholds are fixed here, before data.
@@ -38,13 +38,26 @@ import interp.analysis  # noqa: F401  (registers the metrics)
 from interp.report.claims import entries  # noqa: F401  (registers the claims)
 from interp.report.claims.evaluate import COLUMNS, evaluate, evaluate_claim
 from interp.report.claims.registry import CLAIMS, Claim, register
-from interp.report.claims.verdict import (INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, VERDICTS, Rule,
-                                          verdict)
+from interp.report.claims.verdict import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, VERDICTS, Rule, verdict
 
 THRESHOLDS = {k: c.rule.threshold for k, c in CLAIMS.items()}  # claim key -> its rule's boundary
 
-__all__ = ["evaluate", "evaluate_claim", "COLUMNS", "CLAIMS", "Claim", "register", "Rule", "verdict", "THRESHOLDS",
-           "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "NOT_TESTABLE", "VERDICTS"]
+__all__ = [
+    "CLAIMS",
+    "COLUMNS",
+    "INCONCLUSIVE",
+    "NOT_REPRODUCED",
+    "NOT_TESTABLE",
+    "REPRODUCED",
+    "THRESHOLDS",
+    "VERDICTS",
+    "Claim",
+    "Rule",
+    "evaluate",
+    "evaluate_claim",
+    "register",
+    "verdict",
+]
 
 INTRO = ("One row per claim and model (zoo strategies pool their seeds; real models are not controlled: different "
          "data and size). Each value comes with its 95 % interval: a t interval over seeds (Welch for a difference "

@@ -46,14 +46,14 @@ def evaluate_claim(c: Claim, tables: dict[str, pd.DataFrame]) -> list[dict]:
                 reason = str(e)
         v, r = verdict(est, c.rule, reason)
         ok = est is not None and v != NOT_TESTABLE
-        rows.append(dict(
-            claim=c.key, paper=c.paper, section=c.section, statement=c.statement, model=label,
-            reference=c.reference or "", control=(subj.control if subj is not None else ""),
-            value=est.value if ok else math.nan, lo=est.lo if ok else math.nan, hi=est.hi if ok else math.nan,
-            interval=est.method if ok else "", n=est.n if ok else 0, paper_value=c.paper_value or "—",
-            metric=m.name, definition=f"{m.definition} ({m.source})", rule=c.rule.text(),
-            rule_reason=c.rule.reason, verdict=v,
-            reason=(r + (f"; {est.detail}" if ok and est.detail else "") + (f"; {c.note}" if c.note else ""))))
+        rows.append({
+            "claim": c.key, "paper": c.paper, "section": c.section, "statement": c.statement, "model": label,
+            "reference": c.reference or "", "control": (subj.control if subj is not None else ""),
+            "value": est.value if ok else math.nan, "lo": est.lo if ok else math.nan, "hi": est.hi if ok else math.nan,
+            "interval": est.method if ok else "", "n": est.n if ok else 0, "paper_value": c.paper_value or "—",
+            "metric": m.name, "definition": f"{m.definition} ({m.source})", "rule": c.rule.text(),
+            "rule_reason": c.rule.reason, "verdict": v,
+            "reason": (r + (f"; {est.detail}" if ok and est.detail else "") + (f"; {c.note}" if c.note else ""))})
     return rows
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import torch
@@ -132,8 +132,8 @@ def ln_removal_measured(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFra
         suffix = m[len("pre-ln-lnfree"):]
         van, orig = "pre-ln-vanilla" + suffix, "pre-ln" + suffix
         if van in names and orig in names:
-            rows.append(dict(model=f"pre-ln (seed {seed_of(m)})", ce_original=pooled_ce(tables, orig),
-                             ce_vanilla=pooled_ce(tables, van), ce_lnfree=pooled_ce(tables, m)))
+            rows.append({"model": f"pre-ln (seed {seed_of(m)})", "ce_original": pooled_ce(tables, orig),
+                             "ce_vanilla": pooled_ce(tables, van), "ce_lnfree": pooled_ce(tables, m)})
     return {"ln_removal": pd.DataFrame(rows)} if rows else {}
 
 

@@ -1,10 +1,17 @@
 """Unified Normalization for Accelerating and Stabilizing Transformers (Yang et al. 2022)."""
+from interp.report.claims.entries.powernorm import FLUCTUATION_NOISE
 from interp.report.claims.registry import Claim, register
 from interp.report.claims.verdict import Rule
 
 PAPER = "Unified Normalization (Yang et al. 2022)"
 
 register(
+    Claim("un_fluctuation", PAPER, "§3 (activation statistics fluctuate over iterations)",
+          "Batch statistics of a Transformer's activations fluctuate strongly from one training step to the next.",
+          "bstat_fluctuation", Rule(">", FLUCTUATION_NOISE, "above the 2/√N = 0.0625 that independent Gaussian "
+                                                             "tokens give at N = 8 × 128 tokens per batch; the paper "
+                                                             "gives no number"),
+          None, zoo=("unified-norm",)),
     Claim("un_fused_faster", PAPER, "§5 (efficiency: fused with the next linear layer at inference)",
           "Unified Norm, folded into the following linear layers, runs inference faster than LayerNorm.",
           "speedup", Rule(">", 0.0, "faster: a positive speed-up over the same-size Pre-LN model"),
