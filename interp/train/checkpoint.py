@@ -6,20 +6,81 @@ Layout of a run directory:
                  steps.parquet  layers.parquet (the logs up to that step)
     latest.json  {"step": 120, "dir": "ckpt-000120"}: written last, by rename, so it always names a whole
                  checkpoint; older checkpoint directories are deleted only after it is updated.
+A run directory is marked as such (`.interp-output`, kind "training-run"); one holding anything a run does not
+write is refused (`check_run_dir`), and only `ckpt-NNNNNN` folders holding a state.json are ever deleted.
+`state.json` carries the run's fingerprint (`run_fingerprint`: SHA-256 of the initial weights and of the
+training tokens); a resume with another model, seed or data is refused.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from interp.zoo.io import atomic_write_bytes
+from interp.fingerprint import sha256_model, sha256_tensors
+from interp.outputs import LEGACY, MARKER, OutputRefused, apply_umask, atomic_write_bytes, marker_kind, temp_dir, \
+    write_marker
 
 LATEST = "latest.json"
+RUN_KIND = "training-run"
+CKPT_DIR = re.compile(r"ckpt-\d{6}")
+RUN_FILES = {LATEST, "steps.parquet", "layers.parquet", "result.json", "snapshots", "FAILED", MARKER}
+FINGERPRINT_WORDS = {"init_sha256": "the model's initial weights (another model or seed)",
+                     "train_sha256": "the training tokens", "val_sha256": "the validation tokens"}
+
+
+def _ours(name: str) -> bool:
+    return name in RUN_FILES or bool(CKPT_DIR.fullmatch(name)) or (name.startswith(".") and name.endswith(".tmp")) \
+        or name.startswith(".ckpt-")
+
+
+def is_run_dir(d: Path) -> bool:
+    """Whether `d` holds only what a training run writes (a run directory from before markers existed)."""
+    try:
+        return all(_ours(e.name) for e in Path(d).iterdir())
+    except OSError:
+        return False
+
+
+LEGACY[RUN_KIND] = is_run_dir
+
+
+def check_run_dir(run_dir: str | Path) -> None:
+    """Refuse a run directory that holds anything a training run did not write (one line naming it)."""
+    d = Path(run_dir)
+    if not os.path.lexists(d):
+        return
+    if not d.is_dir() or d.is_symlink():
+        raise OutputRefused(f"run directory {d} exists and is not a folder; choose another path")
+    if marker_kind(d) in (None, RUN_KIND) and is_run_dir(d):
+        return
+    if marker_kind(d) == RUN_KIND:
+        return
+    raise OutputRefused(f"run directory {d} holds files a training run did not write; refusing to write there: "
+                        "choose an empty or new folder")
+
+
+def run_fingerprint(model: torch.nn.Module, train_tokens: torch.Tensor, val_tokens: torch.Tensor | None) -> dict:
+    """What a resumed run must match: SHA-256 of the initial weights and of the train / validation tokens."""
+    fp = {"init_sha256": sha256_model(model), "train_sha256": sha256_tensors({"tokens": train_tokens})}
+    if val_tokens is not None:
+        fp["val_sha256"] = sha256_tensors({"tokens": val_tokens})
+    return fp
+
+
+def check_fingerprint(ck: Path, saved: dict | None, now: dict) -> None:
+    """Refuse to resume `ck` when its recorded fingerprint differs (checkpoints from before fingerprints pass)."""
+    if saved is None:
+        return
+    diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    if diff:
+        raise ValueError(f"{ck} belongs to another run: {', '.join(FINGERPRINT_WORDS.get(k, k) for k in diff)} "
+                         "differ; use a fresh run directory or the same model, seed and data")
 
 
 def latest(run_dir: str | Path) -> Path | None:
@@ -62,9 +123,12 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, opt:
                     state: dict, extra_tensors: dict[str, torch.Tensor], frames: dict, keep: int = 1) -> Path:
     """Write checkpoint `step` to a temp directory, rename it into place, then point latest.json at it."""
     run_dir = Path(run_dir)
+    check_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if marker_kind(run_dir) != RUN_KIND:
+        write_marker(run_dir, RUN_KIND)
     name = f"ckpt-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}."))
+    tmp = temp_dir(run_dir / name)
     try:
         save_model(model, str(tmp / "model.safetensors"))
         tensors, rest = optimizer_tensors(opt)
@@ -73,6 +137,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, opt:
         for fname, df in frames.items():
             df.to_parquet(tmp / fname, index=False)
         (tmp / "state.json").write_text(json.dumps({**state, "optimizer": rest}, indent=1))
+        apply_umask(tmp)
         final = run_dir / name
         if final.exists():
             shutil.rmtree(final)
@@ -81,7 +146,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, opt:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_bytes(run_dir / LATEST, json.dumps({"step": step, "dir": name}).encode())
-    olds = sorted(p for p in run_dir.glob("ckpt-*") if p.is_dir() and p.name != name)
+    olds = sorted(p for p in run_dir.glob("ckpt-*") if CKPT_DIR.fullmatch(p.name) and p.name != name
+                  and (p / "state.json").is_file())  # only checkpoints this code wrote
     for old in olds[:max(0, len(olds) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -10,8 +10,9 @@ Log frames (tidy, saved with every checkpoint as parquet):
           group, or the batch-statistic norm's module name), metric ∈ {grad_norm, update_ratio, bstat_x2_mean,
           bstat_x2_rel_change}, value.
 A loss spike is a loss above mean + `spike_sigma`·std of the previous `spike_window` losses and 10 % above
-their mean. A non-finite loss or gradient stops the run before the update is applied: nothing is saved
-after it, so the last checkpoint on disk is the last good one.
+their mean. A non-finite loss or gradient stops the run before the update is applied, and weights (or
+batch-statistic buffers) that turn non-finite in an update stop it right after: nothing is saved after either,
+so the last checkpoint on disk is the last good one.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from interp.data.batches import Batch, TokenBatches
-from interp.train.checkpoint import latest, load_checkpoint, save_checkpoint
+from interp.train.checkpoint import (check_fingerprint, check_run_dir, latest, load_checkpoint, run_fingerprint,
+                                     save_checkpoint)
 from interp.train.schedule import lr_at
 from interp.train.telemetry import Telemetry
 
@@ -58,6 +60,36 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Refuse hyper-parameters no run can use (steps ≤ 0, lr inf, warm-up < 0, ...): one line naming it."""
+        for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches", "ckpt_every", "spike_window"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"train config {name} must be a whole number ≥ 1, got {v!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"train config warmup must be a whole number ≥ 0, got {self.warmup!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"train config lr must be a finite number > 0, got {self.lr!r}")
+        if not (math.isfinite(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1):
+            raise ValueError(f"train config min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"train config weight_decay must be a finite number ≥ 0, got {self.weight_decay!r}")
+        if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
+            raise ValueError(f"train config clip must be a finite number > 0 or None, got {self.clip!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"train config betas must be two numbers in [0, 1), got {self.betas!r}")
+
+
+def finite_buffers(model: nn.Module) -> list[str]:
+    """Names of the floating-point buffers that are all finite now (a causal mask of -inf is not one of them)."""
+    return [n for n, b in model.named_buffers() if b.is_floating_point() and bool(torch.isfinite(b).all())]
+
+
+def buffers_finite(model: nn.Module, names: list[str]) -> bool:
+    """Whether the buffers `names` (batch-statistic norms' running moments, ...) are still all finite."""
+    bufs = dict(model.named_buffers())
+    return all(bool(torch.isfinite(bufs[n]).all()) for n in names if n in bufs)
 
 
 @dataclass
@@ -87,6 +119,7 @@ class Trainer:
                  callbacks: Sequence[Callable[["Trainer"], None]] = (), progress: bool = True,
                  loss_fn: Callable[[nn.Module, Batch, bool], torch.Tensor] = lm_loss, desc: str = "train",
                  snapshots: Sequence[int] = ()):
+        cfg.check()
         self.model, self.train, self.cfg, self.val = model, train, cfg, val
         self.snapshots = sorted(set(snapshots))  # steps whose weights are kept in run_dir/snapshots/
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -101,6 +134,11 @@ class Trainer:
         self.step, self.rows, self.layer_rows, self.evals = 0, [], [], []
         self.last_ckpt: int | None = None
         self.wall_s = 0.0
+        if self.run_dir is not None:
+            check_run_dir(self.run_dir)  # a folder of other files is refused before any work
+        # what a resume must match (initial weights, data): hashed before any checkpoint is loaded
+        self.fingerprint = run_fingerprint(model, train.tokens, val.tokens if val is not None else None)
+        self._finite_buffers = finite_buffers(model)
         ck = latest(self.run_dir) if (self.run_dir is not None and resume) else None
         if ck is not None:
             self._resume(ck)
@@ -110,7 +148,7 @@ class Trainer:
         return {"step": self.step, "config": self.cfg.to_dict(), "evals": self.evals, "wall_s": self.wall_s,
                 "data_position": {"next_batch": self.step, "epoch": self.train.epoch_of(self.step),
                                   "shuffle_seed": self.train.seed, "windows": self.train.n_windows},
-                "meta": self.meta}
+                "meta": self.meta, "fingerprint": self.fingerprint}
 
     def save(self) -> Path:
         extra = {"rng.torch": torch.get_rng_state()}
@@ -122,6 +160,7 @@ class Trainer:
 
     def _resume(self, ck: Path) -> None:
         state, extra = load_checkpoint(ck, self.model, self.opt)
+        check_fingerprint(ck, state.get("fingerprint"), self.fingerprint)
         saved = {k: (tuple(v) if isinstance(v, list) else v) for k, v in state["config"].items()}
         if saved != self.cfg.to_dict():
             diff = {k: (saved.get(k), v) for k, v in self.cfg.to_dict().items() if saved.get(k) != v}
@@ -178,10 +217,11 @@ class Trainer:
         mean, std = float(t.mean()), float(t.std())
         return loss > mean + self.cfg.spike_sigma * std and loss > 1.1 * mean
 
-    def _stop(self, what: str, value: float) -> str:
+    def _stop(self, what: str, value: float, after: bool = False) -> str:
         where = (f"the last good checkpoint (step {self.last_ckpt}) is kept in {self.run_dir}"
                  if self.last_ckpt is not None else "no checkpoint was written")
-        return f"step {self.step}: {what} is {value} — training stopped before the update; {where}"
+        when = "after the update; nothing after the last checkpoint is saved" if after else "before the update"
+        return f"step {self.step}: {what} is {value} — training stopped {when}; {where}"
 
     def run(self, until: int | None = None) -> TrainResult:
         """Train to `cfg.steps` (or stop after update `until`, as if killed there); return logs and status."""
@@ -222,6 +262,9 @@ class Trainer:
             self.tel.before_update()
             self.opt.step()
             ur, ur_layers = self.tel.update_ratios()
+            if not math.isfinite(ur) or not buffers_finite(model, self._finite_buffers):  # ur NaN/Inf iff a weight is
+                status, msg = "nan", self._stop("the weights after the update", ur, after=True)
+                break
             dt = time.perf_counter() - t0
             self.wall_s += dt
             row = dict(step=self.step, tokens=self.step * ntok, lr=lr, loss=loss, grad_norm=gn, clipped=clipped,
