@@ -27,7 +27,7 @@ from interp.precision.formats import BF16_MAX, FP16_FLUSH, FP16_MAX, FP16_OVERFL
 # columns of state "sums" [S, K]; every one merges by addition
 FIELDS = ("n_tokens", "n_values", "sum_sq", "n_fp16_overflow", "n_fp16_flush", "err_fp16", "err_bf16",
           "err_int8_tensor", "err_int8_token", "n_outlier_values", "tokrel_int8_tensor", "tokrel_int8_token",
-          "sum_sq_fp16_overflow")
+          "sum_sq_fp16_finite")
 K = {f: i for i, f in enumerate(FIELDS)}
 TINY = 1e-30
 
@@ -118,10 +118,11 @@ class Precision(Collector):
         # fp16: overflow to inf, flush to zero, rounding error of what stays finite
         h = r.half()
         e = h.to(r.dtype).sub_(r)
-        if amax >= FP16_OVERFLOW:
+        out[K["sum_sq_fp16_finite"]] = out[K["sum_sq"]]
+        if amax >= FP16_OVERFLOW:  # rare: recount what stays finite (a difference of sums would cancel)
             over = torch.isinf(h)
             out[K["n_fp16_overflow"]] = float(over.sum())
-            out[K["sum_sq_fp16_overflow"]] = float(r[over].double().square().sum())
+            out[K["sum_sq_fp16_finite"]] = float(r[~over].double().square().sum())
             e.masked_fill_(over, 0.0)
         out[K["err_fp16"]] = float(torch.dot(e.view(-1), e.view(-1)))
         if float(a.amin()) <= FP16_FLUSH:
@@ -194,7 +195,7 @@ class Precision(Collector):
                 "n_tokens": col("n_tokens").astype(np.int64), "abs_max": mx,
                 "fp16_headroom": FP16_MAX / mx, "bf16_headroom": BF16_MAX / mx,
                 "frac_fp16_overflow": frac("n_fp16_overflow"), "frac_fp16_flush": frac("n_fp16_flush"),
-                "fp16_rel_error": np.sqrt(col("err_fp16") / (col("sum_sq") - col("sum_sq_fp16_overflow"))),
+                "fp16_rel_error": np.sqrt(col("err_fp16") / col("sum_sq_fp16_finite")),
                 "bf16_rel_error": rel("err_bf16"),
                 "int8_tensor_rel_error": rel("err_int8_tensor"), "int8_token_rel_error": rel("err_int8_token"),
                 "int8_tensor_token_error": col("tokrel_int8_tensor") / col("n_tokens"),

@@ -1,0 +1,174 @@
+"""The Precision collector against brute force: cast each site's cached tensor with .half() / .bfloat16(),
+quantize it to int8 by hand, count LLM.int8() outlier features by hand; on zoo models of every placement and
+on SmolLM2. Plus the merge rule and the documentation of every column and state key."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import interp
+from interp.collect import Precision, collect
+from interp.collect.residual import residual_sites
+
+KW = dict(n_layers=4, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=256)
+STRATEGIES = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm", "pre-rmsnorm", "dyt"]
+
+
+def seqs(seed: int, n: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(3, 14, (n,), generator=g).tolist()
+    return [[7, 9, 20] + torch.randint(0, 256, (k - 3,), generator=g).tolist() for k in lens]  # 7, 9, 20 in each
+
+
+def tiny(strategy: str, seed: int = 0):
+    """A tiny zoo model whose embedding holds an fp16 overflow (token 7), values fp16 flushes to zero and
+    values above the LLM.int8() threshold (token 9 in dims 3 and 5, every token in dim 11)."""
+    m = interp.zoo.build(strategy, seed=seed, **KW).eval()
+    with torch.no_grad():
+        m.embed.weight[7, 2] = 7e4
+        m.embed.weight[9, 3], m.embed.weight[9, 5] = 9.0, -12.0
+        m.embed.weight[:, 11] += 8.0
+        m.embed.weight[20:40, 4] = 1e-8  # flushed to zero by fp16 (|x| ≤ 2^-25) once the position embedding...
+        m.pos_embed.weight[:, 4] = 0.0   # ... adds nothing there
+    return m
+
+
+def padded(model, data):
+    from interp.collect.batches import batches
+    return next(batches(data, len(data), 0, "right"))
+
+
+def brute(model, data, alpha=6.0, layer_frac=0.25, token_frac=0.06):
+    """Per site: every statistic of the collector, from the cached tensors, the slow obvious way."""
+    tokens, mask = padded(model, data)
+    sites = residual_sites(model.sites)
+    with torch.no_grad():  # cache only the sites: observing e.g. attention scores changes the zoo's kernels
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[s[3] for s in sites])
+    L = model.sites.n_layers
+    out, hits = {}, {}
+    for layer, site, _, hook in sites:
+        x = cache[hook].float()
+        rows = x[mask]  # [n, d] real tokens
+        h = rows.half()
+        fin = torch.isfinite(h)
+        xd = rows.double()
+        r = dict(abs_max=rows.abs().max().item(), frac_fp16_overflow=(~fin).double().mean().item(),
+                 frac_fp16_flush=((h == 0) & (rows != 0)).double().mean().item(),
+                 fp16_rel_error=math.sqrt(((h.double() - xd)[fin] ** 2).sum() / (xd[fin] ** 2).sum()),
+                 bf16_rel_error=math.sqrt(((rows.bfloat16().double() - xd) ** 2).sum() / (xd ** 2).sum()))
+        for per in ("tensor", "token"):
+            err, tok_err = 0.0, []
+            for s in range(len(data)):
+                xs = x[s][mask[s]]
+                amax = xs.abs().max() if per == "tensor" else xs.abs().amax(-1, keepdim=True)
+                scale = amax / 127
+                q = torch.round(xs / scale).clamp(-127, 127) * scale
+                err += ((q.double() - xs.double()) ** 2).sum().item()
+                tok_err += ((q.double() - xs.double()).norm(dim=-1) / xs.double().norm(dim=-1)).tolist()
+            r[f"int8_{per}_rel_error"] = math.sqrt(err / (xd ** 2).sum().item())
+            r[f"int8_{per}_token_error"] = float(np.mean(tok_err))
+        r["frac_outlier_values"] = (rows.abs() >= alpha).double().mean().item()
+        out[(layer, site)] = r
+        if layer < L:
+            hits.setdefault(site, []).append(x.abs() >= alpha)  # [b, t, d] per layer
+    features = set()
+    for site, per_layer in hits.items():
+        stack = torch.stack(per_layer)  # [L, b, t, d]
+        in_layer = stack[:, mask].any(1)  # [L, d]
+        union = stack.any(0)[mask]  # [n, d]
+        ok = (in_layer.double().mean(0) >= layer_frac) & (union.double().mean(0) >= token_frac)
+        features |= {(site, int(j)) for j in ok.nonzero()[:, 0]}
+        for layer in range(L):
+            n = int((ok & in_layer[layer]).sum())
+            out[(layer, site)]["n_outlier_features"] = n
+    return out, features
+
+
+COLS = ["abs_max", "frac_fp16_overflow", "frac_fp16_flush", "fp16_rel_error", "bf16_rel_error",
+        "int8_tensor_rel_error", "int8_token_rel_error", "int8_tensor_token_error", "int8_token_token_error",
+        "frac_outlier_values", "n_outlier_features"]
+
+
+def check_against_brute(model, data, batch_size):
+    res = collect(model, data, [Precision()], batch_size=batch_size, progress=False)
+    ref, features = brute(model, data)
+    df = res["precision"].set_index(["layer", "site"])
+    assert len(df) == len(ref)
+    for key, r in ref.items():
+        for c in COLS:
+            if c in r:
+                assert df.loc[key, c] == pytest.approx(r[c], rel=2e-4, abs=1e-9), (key, c)
+    got = set(zip(res["precision_outliers"]["site"], res["precision_outliers"]["dim"]))
+    assert got == features
+    return res
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_matches_brute_force_on_every_placement(strategy):
+    model = tiny(strategy)
+    res = check_against_brute(model, seqs(1, 5), batch_size=5)  # one padded batch, as brute force runs it
+    df = res["precision"]
+    stream0 = df[(df.layer == 0) & (df.site == "resid_pre")].iloc[0]  # the embeddings: what was injected
+    assert stream0.frac_fp16_overflow > 0 and stream0.fp16_headroom < 1 and stream0.frac_fp16_flush > 0
+    assert {3, 5, 11} <= set(res["precision_outliers"].query("site == 'resid_pre'")["dim"])
+
+
+def test_thresholds_are_options():
+    model, data = tiny("pre-ln"), seqs(2, 4)
+    dims = lambda c: set(collect(model, data, [c], progress=False)["precision_outliers"]
+                         .query("site == 'resid_pre'")["dim"])
+    assert dims(Precision(outlier_token_frac=0.5)) == {11}  # token 9 (dims 3, 5) is < 50 % of the tokens
+    assert dims(Precision(outlier_threshold=1e4)) == {2}    # only the 7e4 of token 7
+    assert dims(Precision(outlier_threshold=1e4, outlier_layer_frac=1.0)) == {2}  # it rides the stream
+    with pytest.raises(ValueError, match="outlier_threshold"):
+        Precision(outlier_threshold=0)
+
+
+def test_merge_of_two_halves_equals_one_pass():
+    model, data = tiny("peri-ln"), seqs(3, 6)
+    whole = Precision()
+    collect(model, data, [whole], batch_size=1, progress=False)
+    a, b = Precision(), Precision()
+    collect(model, data[:2], [a], batch_size=1, progress=False)
+    collect(model, data[2:], [b], batch_size=1, progress=False)
+    a.merge(b)
+    for k, v in whole.state_dict().items():
+        torch.testing.assert_close(a.state[k], v, rtol=1e-12, atol=1e-12, msg=k)
+    # every statistic is per token or per sequence: other batch sizes give the same tables (up to the forward's
+    # own float noise, which moves a few roundings)
+    c = Precision()
+    collect(model, data, [c], batch_size=4, progress=False)
+    for col in COLS:
+        np.testing.assert_allclose(c.result()[col], whole.result()[col], rtol=1e-3, err_msg=col)
+    assert c.outliers().equals(whole.outliers())
+
+
+def test_merge_refuses_other_thresholds():
+    model = tiny("pre-ln")
+    with pytest.raises(ValueError, match="cannot merge"):
+        Precision().bind(model).merge(Precision(outlier_threshold=4).bind(model))
+
+
+def test_columns_and_rules_are_documented():
+    from test_collect_docs import DOC, documented_columns
+    res = collect(tiny("pre-ln"), seqs(4, 3), [Precision()], progress=False)
+    cols = documented_columns()
+    missing = {f"{t}.{c}" for t, df in res.tables.items() for c in df.columns if c not in cols}
+    assert not missing, f"columns missing from docs/results.md: {sorted(missing)}"
+    c = Precision().bind(tiny("pre-ln"))
+    row = next(line for line in DOC.split("## Merge rules")[1].splitlines() if line.startswith("| precision |"))
+    cells = [set(x.replace(" ", "").split(",")) - {""} for x in row.split("|")[2:6]]
+    for key, rule in c.rules.items():
+        assert key in cells[{"sum": 0, "max": 1, "min": 2}[rule]], key
+
+
+@pytest.mark.slow
+def test_matches_brute_force_on_smollm2():
+    model = interp.load_model("smollm2-135m").eval()
+    texts = ["The cat sat on the mat.", "In the beginning God created the heaven and the earth, and it was good."]
+    from interp.tokenize import batch_encode
+    tokens, mask = batch_encode(model.tokenizer, texts)
+    data = [t[m].tolist() for t, m in zip(tokens, mask)]
+    res = check_against_brute(model, data, batch_size=2)
+    assert (res["precision"]["abs_max"] > 100).any()  # SmolLM2's massive activations
