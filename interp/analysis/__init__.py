@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from interp.analysis import (  # noqa: F401
     architecture,
+    diffusion,
     effectiveness,
     entropy_neurons,
     gradients,

@@ -22,7 +22,8 @@ def probe(d: int) -> torch.Tensor:
 
 
 def is_causal(model) -> bool:
-    return getattr(model.card, "objective", "causal_lm") != "encoder"
+    """Whether the model predicts the next token; encoders and masked-diffusion (MDLM) models take the probe."""
+    return getattr(model.card, "objective", "causal_lm") not in ("encoder", "mdlm")
 
 
 def loss_terms(model, output: torch.Tensor, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -178,6 +178,10 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         res, extra = collect_one(model, zoo_tokens, log, results_dir, batch_size=8, ablate=False,
                                  costly_items=max(1, len(zoo_tokens) // 2))
         results.append(res)
+        if model.card.objective == "mdlm":  # masked diffusion: its bound and time dependence, no next-token DLA
+            from interp.report.mdlm import mdlm_tables
+            extras += [extra, mdlm_tables(model, zoo_tokens, log, fixed_t=".seed" not in d.name)]
+            continue
         extras += [extra, attribution_tables(model, zoo_tokens, log, example=model.card.name in ("pre-ln", "no-norm"))]
         if model.cfg.placement == "pre" and model.cfg.norm == "layernorm":
             extras.append({"equivalence": equivalence_table(model, zoo_tokens[:4])})

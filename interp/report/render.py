@@ -151,6 +151,8 @@ def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "in
                       {"logit_lens": "run interp attribute"}, t, figs=[F.logit_lens(t, colors)]))
     from interp.report import modern
     S.append(modern.section(t, colors, _section, _table))
+    from interp.report.mdlm import mdlm_section
+    S.append(mdlm_section(t, colors))
     S.append(_section("training", "Training and learning-rate stability", "",
                       {"training": "training logs (interp train)", "sweep": "LR sweep (interp sweep)"}, t,
                       figs=[F.training_curves(t, colors), F.lr_sweep(t, colors)]))

@@ -80,6 +80,25 @@ TABLES: dict[str, dict[str, str]] = {
     "equivalence": {"model": "", "form": "pre-rmsnorm / pre-crmsnorm",
                     "max_abs_diff": "max |logit − original logit| in float64",
                     "max_abs_logit": "max |original logit|"},
+    # masked-diffusion zoo models (interp.report.mdlm); t = mask probability, bounds in nats per scored token
+    "mdlm_bound": {"model": "", "t": "mask probability", "in_nelbo": "a midpoint of the NELBO's t grid",
+                   "bound": "(1/t)·Σ masked CE / L, mean over sequences (interp.train.mdlm)",
+                   "bound_sem": "its standard error over sequences", "ce_masked": "CE per masked token",
+                   "masked_frac": "fraction of scored positions masked", "n_seq": "sequences"},
+    "mdlm_seq": {"model": "", "seq": "held-out sequence", "nelbo": "its midpoint-rule NELBO (nats/token)"},
+    "mdlm_cond_params": {"model": "", "strategy": "", "n_params": "parameters", "cond_params": "parameters that "
+                         "exist only to take t in (interp.zoo.conditioning)", "t_embed": "of which the t-embedder",
+                         "adaln": "adaLN-Zero maps and gates", "tdln": "TD-LN's p1 and gates",
+                         "nelbo": "held-out NELBO", "nelbo_sem": "its standard error over sequences"},
+    "mdlm_norm_t": {"model": "", "norm": "module name", "layer": "block (n_layers: ln_final)", "kind": "tdln / adaln",
+                    "t": "", "channel": "", "gamma": "γ(t)", "beta": "β(t)"},
+    "mdlm_norm_motion": {"model": "", "norm": "", "layer": "", "kind": "", "gamma_range": "RMS over channels of "
+                         "max_t γ − min_t γ", "beta_range": "the same for β", "gamma_rms": "RMS of γ",
+                         "gamma_rel": "gamma_range / gamma_rms"},
+    "mdlm_stream_t": {"model": "", "t": "noise level the collectors ran at", "depth": "", "variance": "as in stream",
+                      "rms": ""},
+    "mdlm_massive_t": {"model": "", "t": "noise level the collectors ran at", "depth": "", "top1": "as in massive",
+                       "median": "", "n_massive": ""},
 }
 OPTIONAL: dict[str, set[str]] = {
     "cards": {"family", "strategy", "placement", "norm_kind", "n_layers", "d_model", "n_params",

@@ -100,11 +100,13 @@ class MDLMEval:
     sequences of the 1/t-weighted masked cross-entropy / L, nats/token), bound_sem (its standard error over
     sequences), ce_masked (mean cross-entropy per masked token, nats), masked_frac, n_seq. `nelbo`: the integral
     over t of `bound` by the midpoint rule on the in_nelbo rows (nats/token); `nelbo_sem`: the standard error over
-    sequences of each sequence's midpoint-rule NELBO."""
+    sequences of each sequence's midpoint-rule NELBO; `per_seq`: seq (0-based, batch order), nelbo (that
+    sequence's midpoint-rule NELBO, nats/token)."""
 
     per_t: pd.DataFrame
     nelbo: float
     nelbo_sem: float
+    per_seq: pd.DataFrame
 
 
 @torch.no_grad()
@@ -148,4 +150,5 @@ def mdlm_eval(model: nn.Module, batches: Iterable[Batch], n_t: int = 10, extra_t
     model.train(was)
     nelbo_seq = torch.stack(per_seq).mean(0)  # each sequence's midpoint-rule NELBO
     sem = float(nelbo_seq.std() / len(nelbo_seq) ** 0.5) if len(nelbo_seq) > 1 else float("nan")
-    return MDLMEval(pd.DataFrame(rows), float(nelbo_seq.mean()), sem)
+    per_seq_df = pd.DataFrame({"seq": range(len(nelbo_seq)), "nelbo": nelbo_seq.numpy()})
+    return MDLMEval(pd.DataFrame(rows), float(nelbo_seq.mean()), sem, per_seq_df)
