@@ -6,8 +6,9 @@ Layout of a run directory:
                  steps.parquet  layers.parquet (the logs up to that step)
     latest.json  {"step": 120, "dir": "ckpt-000120"}: written last, by rename, so it always names a whole
                  checkpoint; older checkpoint directories are deleted only after it is updated.
-A run directory is marked as such (`.interp-output`, kind "training-run"); one holding anything a run does not
-write is refused (`check_run_dir`), and only `ckpt-NNNNNN` folders holding a state.json are ever deleted.
+A run directory is marked as such (`.interp-output`, kind "training-run"); a non-empty folder that is neither
+marked nor holds a run's own files is refused (`check_run_dir`), and only `ckpt-NNNNNN` folders holding a
+state.json are ever deleted.
 `state.json` carries the run's fingerprint (`run_fingerprint`: SHA-256 of the initial weights and of the
 training tokens); a resume with another model, seed or data is refused.
 """
@@ -29,7 +30,7 @@ from interp.outputs import LEGACY, MARKER, OutputRefused, apply_umask, atomic_wr
 LATEST = "latest.json"
 RUN_KIND = "training-run"
 CKPT_DIR = re.compile(r"ckpt-\d{6}")
-RUN_FILES = {LATEST, "steps.parquet", "layers.parquet", "result.json", "snapshots", "FAILED", MARKER}
+RUN_FILES = {LATEST, "steps.parquet", "layers.parquet", "result.json", "snapshots", "FAILED", "cost.json", MARKER}
 FINGERPRINT_WORDS = {"init_sha256": "the model's initial weights (another model or seed)",
                      "train_sha256": "the training tokens", "val_sha256": "the validation tokens"}
 
@@ -40,9 +41,11 @@ def _ours(name: str) -> bool:
 
 
 def is_run_dir(d: Path) -> bool:
-    """Whether `d` holds only what a training run writes (a run directory from before markers existed)."""
+    """Whether `d` holds what a training run writes (a run directory from before markers existed): some of a
+    run's own files. A run writes only those names and deletes only its `ckpt-NNNNNN` folders, so other files
+    kept beside them (a job runner's notes) are never touched."""
     try:
-        return all(_ours(e.name) for e in Path(d).iterdir())
+        return any(_ours(e.name) and not e.name.startswith(".") for e in Path(d).iterdir())
     except OSError:
         return False
 
@@ -57,9 +60,7 @@ def check_run_dir(run_dir: str | Path) -> None:
         return
     if not d.is_dir() or d.is_symlink():
         raise OutputRefused(f"run directory {d} exists and is not a folder; choose another path")
-    if marker_kind(d) in (None, RUN_KIND) and is_run_dir(d):
-        return
-    if marker_kind(d) == RUN_KIND:
+    if marker_kind(d) == RUN_KIND or not any(d.iterdir()) or (marker_kind(d) is None and is_run_dir(d)):
         return
     raise OutputRefused(f"run directory {d} holds files a training run did not write; refusing to write there: "
                         "choose an empty or new folder")

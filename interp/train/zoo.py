@@ -117,6 +117,8 @@ def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, ru
     its `model_kwargs` go to `build`; unembed_bias_init="log_unigram" sets b_U to the add-one smoothed log
     unigram frequencies of the training tokens (needs unembed_bias=True). Returns the training record (also
     saved in config.json)."""
+    from interp.outputs import check_dir_target
+    check_dir_target(out_dir, "checkpoint", force=True)  # an earlier zoo checkpoint or nothing: refused before training
     exception = exception or {}
     model_kwargs, unembed_bias_init = exception.get("model_kwargs"), exception.get("unembed_bias_init")
     size = {**ZOO_SIZE, **(size or {}), "d_vocab": getattr(data.tokenizer, "vocab_size", ZOO_SIZE["d_vocab"])}

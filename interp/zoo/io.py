@@ -1,59 +1,61 @@
 """Zoo checkpoints: a directory with config.json, model.safetensors and (optionally) tokenizer.json.
 
-Loading never unpickles: weights are safetensors, config and card are JSON. Writes are atomic
-(temp file + rename) so a crash never leaves a half-written checkpoint.
+Loading never unpickles: weights are safetensors, config and card are JSON. A checkpoint is written in a temporary
+folder and renamed into place (a crash never leaves half of one), marked as kind "checkpoint" (interp.outputs);
+an existing folder is replaced only when it is an earlier checkpoint and `force` is set.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import shutil
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from interp.outputs import LEGACY, atomic_write_bytes, check_dir_target, install_dir, temp_dir  # noqa: F401
 from interp.zoo.config import ZooConfig
 from interp.zoo.model import ZooModel
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
+KIND = "checkpoint"  # the marker kind of a zoo checkpoint folder
+# what a zoo checkpoint folder holds (model.save, the zoo recipe, remove-ln): recognises ones from before markers
+KNOWN = {WEIGHTS, CONFIG, TOKENIZER, "steps.parquet", "layers.parquet", "checkpoints", "removal.json"}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file in the same directory, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _legacy_checkpoint(d: Path) -> bool:
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        names = {e.name for e in d.iterdir()}
+        meta = json.loads((d / CONFIG).read_text())
+        return names <= KNOWN and WEIGHTS in names and isinstance(meta, dict) and "config" in meta
+    except (OSError, ValueError):
+        return False
 
 
-def save(model: ZooModel, directory: str | Path, extra: dict | None = None) -> Path:
-    """Save config, weights (tied unembedding stored once) and tokenizer to `directory`."""
+LEGACY[KIND] = _legacy_checkpoint
+
+
+def save(model: ZooModel, directory: str | Path, extra: dict | None = None, force: bool = False) -> Path:
+    """Save config, weights (tied unembedding stored once) and tokenizer to the folder `directory`: new, empty,
+    or (with `force`) an earlier zoo checkpoint; anything else raises OutputRefused and is left untouched."""
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    check_dir_target(d, KIND, force)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if model.cfg.tie_embeddings:
         state.pop("unembed.weight", None)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{WEIGHTS}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_dir(d)
     try:
-        save_file(state, tmp, metadata={"format": "interp-zoo"})
-        os.replace(tmp, d / WEIGHTS)
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "interp-zoo"})
+        meta = {"config": model.cfg.to_dict(), "card": model.card.to_dict(), **(extra or {})}
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=2))
+        tok = getattr(model, "tokenizer", None)
+        if tok is not None and hasattr(tok, "to_json"):
+            (tmp / TOKENIZER).write_text(tok.to_json())
+        install_dir(tmp, d, KIND, force)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
-    meta = {"config": model.cfg.to_dict(), "card": model.card.to_dict(), **(extra or {})}
-    atomic_write_bytes(d / CONFIG, json.dumps(meta, indent=2).encode())
-    tok = getattr(model, "tokenizer", None)
-    if tok is not None and hasattr(tok, "to_json"):
-        atomic_write_bytes(d / TOKENIZER, tok.to_json().encode())
     return d
 
 
@@ -66,11 +68,13 @@ def load(directory: str | Path, dtype: torch.dtype = torch.float32, step: int | 
     if not (d / CONFIG).is_file() or not (d / WEIGHTS).is_file():
         raise FileNotFoundError(f"{d} is not a zoo checkpoint: it needs {CONFIG} and {WEIGHTS} (written by model.save)")
     try:
-        meta = json.loads((d / CONFIG).read_text())
+        meta = json.loads((d / CONFIG).read_text(encoding="utf-8"))
         cfg = ZooConfig.from_dict(meta["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, UnicodeError) as e:
         raise ValueError(f"{d / CONFIG} is not a valid zoo config ({e}); re-save the model") from None
     training = meta.get("training") or {}
+    if not isinstance(training, dict):
+        raise ValueError(f"{d / CONFIG}: 'training' must be an object, got {type(training).__name__}; re-save the model")
     wfile = d / WEIGHTS
     if step is not None and step != training.get("steps"):
         wfile = d / "checkpoints" / f"step-{step:06d}.safetensors"
@@ -89,6 +93,12 @@ def load(directory: str | Path, dtype: torch.dtype = torch.float32, step: int | 
     if state is None:  # step 0: the initialisation of the recorded seed, rebuilt exactly as training did
         state = _initial_state(cfg, training, d)
     model = ZooModel(cfg, tokenizer=tokenizer).to(dtype)  # cast first: loading copies into these tensors
+    want = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (config wants {tuple(want[k].shape)})" for k, v in state.items()
+             if k in want and v.shape != want[k].shape]
+    if wrong:
+        raise ValueError(f"{wfile} does not match its config: {len(wrong)} tensor(s) of another shape: "
+                         f"{'; '.join(wrong[:4])}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (cfg.tie_embeddings and k == "unembed.weight")]
     if missing or unexpected:
