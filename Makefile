@@ -45,7 +45,7 @@ test: models browser austen
 	$(PY) -m pytest -q tests
 
 report: models
-	$(PY) -m interp.cli report --default -o report/index.html   # collect + analyse + report/index.html
+	$(PY) -m interp.cli report --default --force -o report/index.html   # collect + analyse; replaces an earlier report
 
 clean:
 	rm -rf $(VENV) report .pytest_cache

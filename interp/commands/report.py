@@ -13,8 +13,10 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> None:
     if args.default:
         from interp.report.main_job import run_default
-        run_default(out=args.output, small=args.small)
+        run_default(out=args.output, small=args.small, force=args.force)
         return
+    from interp.report.marker import check_report_target
+    check_report_target(args.output, args.force)  # before loading anything
     if not args.results:
         raise ValueError("no results directories given; pass one or more (from `interp collect`) or use --default")
     import interp.report
@@ -22,7 +24,7 @@ def run(args: argparse.Namespace) -> None:
     results = interp.report.load_dirs(args.results)
     if not results:
         raise ValueError("the results directories hold no models; run `interp collect` first")
-    path = interp.report.build(results, args.output)
+    path = interp.report.build(results, args.output, force=args.force)
     print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, {len(results)} model(s)) "
           f"generated in {time.perf_counter() - t0:.1f} s")
 
@@ -35,4 +37,5 @@ def register(sub) -> None:
     p.add_argument("--default", action="store_true",
                    help="run the main job: collect on the shipped zoo + packaged real models, then report")
     p.add_argument("--small", action="store_true", help="with --default: a few sequences only (a smoke run)")
+    p.add_argument("--force", action="store_true", help="replace an earlier interp report at -o")
     p.set_defaults(func=run)

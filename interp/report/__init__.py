@@ -35,12 +35,15 @@ def write_atomic(path: str | Path, text: str) -> Path:
 
 
 def build(results: Any, path: str | Path, extra: dict[str, pd.DataFrame] | None = None,
-          title: str = "interp: normalization report") -> Path:
+          title: str = "interp: normalization report", force: bool = False) -> Path:
     """Write the report for `results` to `path`.
 
     results: a `Results`, a saved results directory, or a list of either; `extra`: further canonical tables
     (training logs, LR sweep, LN removal ...; see interp.report.TABLES). Raises ValueError on no models.
+    An existing `path` is replaced only when it is an earlier interp report and `force` is set.
     """
+    from interp.report.marker import check_report_target
+    check_report_target(path, force)  # before any work
     items = results if isinstance(results, (list, tuple)) else [results]
     dirs = [r for r in items if isinstance(r, (str, Path))]
     objs = [r for r in items if not isinstance(r, (str, Path))] + load_dirs(dirs)

@@ -149,8 +149,9 @@ def sweep_table(sweep_dir: Path) -> pd.DataFrame | None:
 
 
 def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_dir: Path | None = None,
-                real_models: tuple[str, ...] = REAL_MODELS) -> Path:
-    """Run the main job and write the report; returns its path (printed at the end)."""
+                real_models: tuple[str, ...] = REAL_MODELS, force: bool = False) -> Path:
+    """Run the main job and write the report; returns its path (printed at the end). An existing report at
+    `out` is replaced only with `force` (checked before any work)."""
     import interp
     import interp.data
     import interp.report
@@ -161,6 +162,8 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     threads = int(os.environ.get("INTERP_THREADS", 1))
     log = Progress()
     out = Path(out)
+    from interp.report.marker import check_report_target
+    check_report_target(out, force)
     zoo_dir = Path(zoo_dir) if zoo_dir else interp.data.DATA_DIR / "zoo"
     results_dir = out.parent / "results"
     n_seqs, seq_len, chars = (2, 64, 200) if small else (16, 128, 600)
