@@ -39,3 +39,12 @@ def model_path(spec: str, what: str = "model") -> None:
     """A model given as a path (it has a separator or exists) must exist."""
     if ("/" in spec or spec.startswith(".")) and not Path(spec).exists():
         raise FileNotFoundError(f"{what} {spec}: no such file or folder")
+
+
+def apart(out: str, src: str, out_flag: str = "--out") -> None:
+    """The output folder must not be the input, inside it, or hold it (writing it would replace the source)."""
+    if not Path(src).exists():
+        return
+    o, s = Path(out).resolve(), Path(src).resolve()
+    if o == s or s in o.parents or o in s.parents:
+        raise ValueError(f"{out_flag} {out} is the input {src}, inside it, or holds it; write to another folder")

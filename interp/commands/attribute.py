@@ -5,9 +5,16 @@ import argparse
 from pathlib import Path
 
 
+KIND, FILES = "attribution", ("dla.csv", "dla_summary.csv", "logit_lens.csv")
+
+
 def _write_csv(df, path: Path) -> None:
-    from interp.zoo.io import atomic_write_bytes
+    from interp.outputs import atomic_write_bytes
     atomic_write_bytes(path, df.to_csv(index=False).encode())
+
+
+def _legacy(d: Path) -> bool:
+    return all(e.name in FILES for e in d.iterdir())
 
 
 def _token(args, text_flag: str, id_flag: str):
@@ -24,6 +31,12 @@ def run(args: argparse.Namespace) -> None:
     import interp
     from interp.attribution import dla, logit_lens, summary
     from interp.tokenize import batch_encode
+    from interp.commands._check import at_least, model_path
+    from interp.outputs import LEGACY, check_dir_target, write_marker
+    at_least(args, threads=1)
+    model_path(args.model)
+    LEGACY.setdefault(KIND, _legacy)
+    check_dir_target(Path(args.out), KIND, args.force)  # before any work
     torch.set_num_threads(args.threads)
     target = _token(args, "target", "target_id")
     if target is None:
@@ -47,6 +60,8 @@ def run(args: argparse.Namespace) -> None:
              components=args.component or None)
     out = Path(args.out)
     s = summary(df)
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, KIND)
     _write_csv(df, out / "dla.csv")
     _write_csv(s, out / "dla_summary.csv")
     if args.lens:
@@ -72,6 +87,8 @@ def register(sub) -> None:
     p.add_argument("--component", action="append", help="keep only this component (repeatable), e.g. L0.H1")
     p.add_argument("--lens", action="store_true", help="also write the logit lens (norm recomputed per layer)")
     p.add_argument("--float64", action="store_true", help="run in float64")
-    p.add_argument("--out", required=True, help="output directory (CSV files, written atomically)")
+    p.add_argument("--out", required=True, help="output directory (CSV files, written atomically): new, empty, or "
+                                               "an earlier attribution output with --force")
+    p.add_argument("--force", action="store_true", help="replace the attribution output already in --out")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.set_defaults(func=run)

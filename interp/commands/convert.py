@@ -7,8 +7,15 @@ import argparse
 def run(args: argparse.Namespace) -> None:
     import torch
 
+    from pathlib import Path
+
     from interp import zoo
+    from interp.commands._check import apart, at_least
+    from interp.outputs import check_dir_target
     from interp.surgery import to_crmsnorm, to_rmsnorm
+    at_least(args, threads=1)
+    apart(args.out, args.model)
+    check_dir_target(Path(args.out), "checkpoint", args.force)  # before any work
     torch.set_num_threads(args.threads)
     model = zoo.load(args.model, dtype=torch.float64)
     conv = {"rmsnorm": to_rmsnorm, "crmsnorm": to_crmsnorm}[args.to](model)
@@ -19,7 +26,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"max |logit difference| in float64 on random tokens: {(a - b).abs().max().item():.3g}")
     if not ok:
         raise RuntimeError("the converted model does not reproduce the original's logits; nothing written")
-    conv.float().save(args.out)
+    conv.float().save(args.out, force=args.force)
     print(f"wrote {args.out} ({conv.cfg.strategy}, d_model {conv.cfg.d_model}); saved in float32")
 
 
@@ -29,6 +36,8 @@ def register(sub) -> None:
                                    "swap LN for RMSNorm; crmsnorm also drops the redundant stream dimension.")
     p.add_argument("model", help="a Pre-LN zoo checkpoint directory")
     p.add_argument("--to", choices=("rmsnorm", "crmsnorm"), required=True)
-    p.add_argument("--out", required=True, help="directory for the converted zoo checkpoint")
+    p.add_argument("--out", required=True, help="directory for the converted zoo checkpoint (new, empty, or an "
+                                               "earlier checkpoint with --force; never the input)")
+    p.add_argument("--force", action="store_true", help="replace an earlier zoo checkpoint at --out")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=run)

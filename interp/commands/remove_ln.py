@@ -36,7 +36,13 @@ def run(args: argparse.Namespace) -> None:
     from interp import data
     from interp.surgery import remove_layernorm
     from interp.surgery.remove_ln import check_removable
-    from interp.zoo.io import atomic_write_bytes
+    from interp.commands._check import apart, at_least, positive_finite
+    from interp.outputs import atomic_write_bytes, check_dir_target
+    at_least(args, steps_per_stage=1, batch_size=1, eval_seqs=1, threads=1, seq_len=2)
+    positive_finite(args, "lr")
+    out = Path(args.out)
+    apart(args.out, args.model)
+    check_dir_target(out, "checkpoint", args.force)  # before any work
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = load_removable(args.model)
@@ -50,7 +56,6 @@ def run(args: argparse.Namespace) -> None:
         eval_tokens = data.heldout_tokens(args.eval_seqs, seq, corpus=args.corpus)
     r = remove_layernorm(model, train_tokens, eval_tokens, steps_per_stage=args.steps_per_stage,
                          batch_size=args.batch_size, lr=args.lr, control=args.control)
-    out = Path(args.out)
     weights = Path(args.model) / "model.safetensors"
     sha = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
     report = dict(source=str(args.model), source_sha256=sha, ce=r.ce, stages=r.stages.to_dict("records"),
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
                   corpus=args.corpus,
                   eval_tokens=int(eval_tokens[:, 1:].numel()), threads=args.threads, wall_s=round(time.time() - t0, 1),
                   paper_gpt2_small=dict(vanilla=3.0126, lnfree=3.0797, lnfree_minus_vanilla=0.0671))
-    r.model.save(out)
+    r.model.save(out, force=args.force)
     atomic_write_bytes(out / "removal.json", json.dumps(report, indent=2).encode())
     print(r.stages.to_string(index=False))
     print(" ".join(f"{k}={v:.4f}" for k, v in r.ce.items()))
@@ -73,7 +78,9 @@ def register(sub) -> None:
     p.add_argument("model", help="a Pre-LN zoo checkpoint directory (e.g. data/zoo/pre-ln), or GPT-2: 'gpt2' or a "
                                  "GPT-2 checkpoint directory (converted to its equal zoo model first)")
     p.add_argument("--seq-len", type=int, default=None, help="tokens per window (default and maximum: the context)")
-    p.add_argument("--out", required=True, help="directory for the LN-free checkpoint and removal.json")
+    p.add_argument("--out", required=True, help="directory for the LN-free checkpoint and removal.json (new, "
+                                               "empty, or an earlier checkpoint with --force)")
+    p.add_argument("--force", action="store_true", help="replace an earlier zoo checkpoint at --out")
     p.add_argument("--steps-per-stage", type=int, default=40, help="fine-tuning steps after each stage (default 40)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3, help="peak fine-tuning learning rate (default 1e-3)")

@@ -2,26 +2,57 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+SWEEP_FILES = ("sweep.csv", "sweep.partial.csv")
+
+
+def check_out(out: Path, resume: bool, force: bool) -> None:
+    """--out: new, empty, or a sweep folder (its marker or sweep files); an earlier sweep needs --resume or
+    --force. Only the sweep's own files are ever written there; anything else in the folder is left alone."""
+    from interp.outputs import OutputRefused, marker_kind
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputRefused(f"--out {out} exists and is not a folder; choose another path")
+    names = {e.name for e in out.iterdir()}
+    if not names:
+        return
+    if marker_kind(out) != "sweep" and not names & set(SWEEP_FILES):
+        raise OutputRefused(f"--out {out} is not empty and holds no sweep (no sweep.csv); refusing to write there: "
+                            "choose another folder")
+    if not (resume or force):
+        raise OutputRefused(f"--out {out} already holds a sweep; pass --resume to extend it or --force to replace it")
 
 
 def run(args: argparse.Namespace) -> None:
     import json
-    from pathlib import Path
 
     import torch
 
     import pandas as pd
 
+    from interp.commands._check import at_least, positive_finite
+    from interp.outputs import atomic_write_bytes, write_marker
     from interp.train.sweep import SWEEP_SIZE, lr_sweep
-    from interp.zoo.io import atomic_write_bytes
-    torch.set_num_threads(args.threads)
+    from interp.zoo import STRATEGIES
+    at_least(args, steps=1, batch=1, layers=1, threads=1, seed=0)
+    positive_finite(args, "clip")
     try:
         lrs = tuple(float(x) for x in args.lrs.split(","))
         seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else (args.seed,)
     except ValueError:
         raise ValueError(f"--lrs must be comma-separated numbers and --seeds integers, got {args.lrs!r} / "
                          f"{args.seeds!r}") from None
+    if not all(0 < x < float("inf") for x in lrs) or min(seeds) < 0:
+        raise ValueError(f"--lrs must be finite numbers above 0 and --seeds whole numbers ≥ 0, got {args.lrs!r} / "
+                         f"{seeds}")
     strategies = args.strategies.split(",") if args.strategies else None
+    unknown = [s for s in strategies or [] if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategy {', '.join(unknown)} in --strategies; choose from: {', '.join(STRATEGIES)}")
+    check_out(Path(args.out), args.resume, args.force)
+    torch.set_num_threads(args.threads)
     size = {"n_layers": args.layers} if args.layers else {}
     out = Path(args.out)
     meta = {"size": {**SWEEP_SIZE, **size}, "lrs": lrs, "steps": args.steps, "batch_size": args.batch,
@@ -39,6 +70,7 @@ def run(args: argparse.Namespace) -> None:
         meta["lrs"] = tuple(sorted(set(meta["lrs"]) | set(old.get("lrs", ()))))
         meta["seeds"] = tuple(sorted(set(meta["seeds"]) | set(old.get("seeds", ()))))
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "sweep")
     atomic_write_bytes(pmeta, json.dumps(meta, indent=1).encode())
     save = lambda df: atomic_write_bytes(partial, df.to_csv(index=False).encode())
     df = lr_sweep(strategies, lrs, steps=args.steps, batch_size=args.batch, size=size, clip=args.clip,
@@ -65,7 +97,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
     p.add_argument("--resume", action="store_true", help="keep the runs of an interrupted sweep in --out")
-    p.add_argument("--out", default="data/sweep", help="output folder (default data/sweep)")
+    p.add_argument("--out", default="data/sweep", help="output folder (default data/sweep): new, empty, or a sweep "
+                                                        "folder with --resume / --force")
+    p.add_argument("--force", action="store_true", help="replace the sweep already in --out")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)

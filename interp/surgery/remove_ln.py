@@ -202,6 +202,10 @@ def remove_layernorm(model: ZooModel, tokens: torch.Tensor, eval_tokens: torch.T
     length) or None (no control). The input model is not modified.
     """
     check_removable(model)
+    if isinstance(steps_per_stage, bool) or not isinstance(steps_per_stage, int) or steps_per_stage < 0:
+        raise ValueError(f"steps_per_stage must be a whole number ≥ 0, got {steps_per_stage!r}")
+    if eval_tokens.dim() != 2 or eval_tokens.shape[0] < 1 or eval_tokens.shape[1] < 2:
+        raise ValueError(f"eval_tokens must be [n ≥ 1, t ≥ 2] held-out windows, got {tuple(eval_tokens.shape)}")
     if control not in ("matched", "single", None):
         raise ValueError(f"unknown control {control!r}; choose 'matched', 'single' or None")
     tokens = torch.as_tensor(tokens).flatten()
