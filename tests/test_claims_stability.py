@@ -107,3 +107,19 @@ def test_report_section_renders_the_placement_table_and_figures():
     html = render(t, sources=[])
     assert 'id="modern-norms"' in html and "OLMo-2" in html and "x = LN(α·x + F(x))" in html
     assert "Largest attention logit per layer" in html and "LR sweep: largest attention logit" in html
+
+
+def test_attn_logits_flow_from_collect_to_the_report_table():
+    import torch
+
+    import interp.zoo as zoo
+    from interp.collect import collect
+    from interp.collect.attn_logits import for_model
+    from interp.report.inputs import tables_from_results
+    size = dict(n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=97)
+    toks = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(0))
+    res = [collect(m, toks, for_model(m), batch_size=2, progress=False)
+           for m in (zoo.build("pre-rmsnorm-qk", **size).eval(), zoo.build("pre-rmsnorm", **size).eval())]
+    t = tables_from_results(res)
+    assert set(t["attn_logits"].model) == {"pre-rmsnorm-qk", "pre-rmsnorm"} and len(t["attn_logits"]) == 16
+    assert for_model(object()) == []
