@@ -7,7 +7,7 @@ import interp.collect as C
 from interp.diffusion import at_noise_level, collect_over_t, norm_motion, norm_params_over_t
 from interp.zoo import build
 
-TINY = dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=12, d_vocab=29)
+TINY = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 12, "d_vocab": 29}
 
 
 def _model(name):

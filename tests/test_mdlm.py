@@ -9,7 +9,7 @@ from interp.train import TrainConfig, Trainer
 from interp.train.mdlm import mdlm_eval, mdlm_loss, mdlm_terms
 from interp.zoo import build
 
-TINY = dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=12, d_vocab=29)
+TINY = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 12, "d_vocab": 29}
 
 
 def _model(name="mdlm-tdln", seed=0):
@@ -100,7 +100,7 @@ def test_bound_of_an_input_blind_model_is_flat_in_t_and_equals_its_cross_entropy
     logits = model(z)[0, 0].double().detach()  # a masked position embeds to 0: its logits are b_final·Eᵀ, fixed
     ce = torch.logsumexp(logits, 0) - logits[x[:, 1:]]
     res = mdlm_eval(model, [Batch(x[i:i + 8], x[i:i + 8], torch.zeros(8)) for i in range(0, 64, 8)], n_t=5,
-                    extra_t=(1.0,))
+                    extra_t=(1.0,), n_draws=3)
     for _, r in res.per_t.iterrows():
         tol = 4 * r.bound_sem if r.t < 1 else 0.0
         assert abs(r.bound - float(ce.mean())) < tol + 1e-6, (r.t, r.bound, float(ce.mean()))

@@ -10,7 +10,7 @@ from interp.report.mdlm import mdlm_tables
 from interp.zoo import build
 from interp.zoo.conditioning import conditioning_parameters
 
-TINY = dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=12, d_vocab=29)
+TINY = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 12, "d_vocab": 29}
 STRATS = ("mdlm-tdln", "mdlm-adaln", "mdlm-ln")
 
 

@@ -15,7 +15,7 @@ from interp.data.batches import Batch
 from interp.train.trainer import lm_loss
 from interp.zoo import build
 
-SIZE = dict(n_layers=12, d_model=64, n_heads=4, d_mlp=256, n_ctx=128, d_vocab=4096)
+SIZE = {"n_layers": 12, "d_model": 64, "n_heads": 4, "d_mlp": 256, "n_ctx": 128, "d_vocab": 4096}
 TORCH = "2.13.0"
 FROZEN = {
     ("post-ln", 0): ("19191b02e64ed3ce", "b9fe61bc194a0c2d", "bbc10140a0aca6dd"),

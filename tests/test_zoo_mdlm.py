@@ -8,7 +8,7 @@ import torch
 from interp.zoo import STRATEGIES, build
 from interp.zoo.conditioning import conditioning_parameters
 
-SMALL = dict(n_layers=3, d_model=16, n_heads=2, d_mlp=32, n_ctx=12, d_vocab=53)
+SMALL = {"n_layers": 3, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 12, "d_vocab": 53}
 MDLM = ["mdlm-tdln", "mdlm-adaln", "mdlm-ln"]
 
 
@@ -118,7 +118,7 @@ def test_adaln_zero_starts_with_inert_blocks_and_an_unmodulated_final_norm():
 
 def test_conditioning_parameter_counts_follow_the_architectures():
     d, L = 64, 12
-    size = dict(n_layers=L, d_model=d, n_heads=4, d_mlp=256, n_ctx=128, d_vocab=4096)
+    size = {"n_layers": L, "d_model": d, "n_heads": 4, "d_mlp": 256, "n_ctx": 128, "d_vocab": 4096}
     n_norms = 2 * L + 1
     counts = {n: conditioning_parameters(build(n, **size)) for n in MDLM + ["pre-ln"]}
     assert counts["mdlm-tdln"]["total"] == n_norms * 6 * d            # p1 (γ, β) + per-channel gates (slope, offset)

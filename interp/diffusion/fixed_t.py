@@ -8,7 +8,7 @@ block) and the model is conditioned on t. Statistics then pool masked and unmask
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn

@@ -62,8 +62,8 @@ def norm_motion(params: pd.DataFrame) -> pd.DataFrame:
                                         b_hi=("beta", "max"))
         g_range = float(np.sqrt(((span.g_hi - span.g_lo) ** 2).mean()))
         g_rms = float(np.sqrt((g.gamma ** 2).mean()))
-        rows.append(dict(model=model, norm=norm, layer=int(g.layer.iloc[0]), kind=g.kind.iloc[0],
-                         gamma_range=g_range, beta_range=float(np.sqrt(((span.b_hi - span.b_lo) ** 2).mean())),
-                         gamma_rms=g_rms, gamma_rel=g_range / g_rms if g_rms > 0 else float("nan")))
+        rows.append({"model": model, "norm": norm, "layer": int(g.layer.iloc[0]), "kind": g.kind.iloc[0],
+                     "gamma_range": g_range, "beta_range": float(np.sqrt(((span.b_hi - span.b_lo) ** 2).mean())),
+                     "gamma_rms": g_rms, "gamma_rel": g_range / g_rms if g_rms > 0 else float("nan")})
     return pd.DataFrame(rows, columns=["model", "norm", "layer", "kind", "gamma_range", "beta_range", "gamma_rms",
                                        "gamma_rel"])

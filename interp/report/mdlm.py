@@ -7,7 +7,7 @@ variance and massive activations of the collectors run at fixed t. `mdlm_section
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -38,14 +38,14 @@ def mdlm_tables(model, tokens: torch.Tensor, log: Callable[[str], None] = print,
     name, t0 = model.card.name, time.perf_counter()
     batches = [Batch(tokens[i:i + batch_size], tokens[i:i + batch_size], torch.zeros(len(tokens[i:i + batch_size])))
                for i in range(0, len(tokens), batch_size)]
-    ev = mdlm_eval(model, batches, n_t=10, extra_t=(1.0,))
+    ev = mdlm_eval(model, batches, n_t=10, extra_t=(1.0,), n_draws=2)
     cp = conditioning_parameters(model)
     params = norm_params_over_t(model)
     out = {"mdlm_bound": ev.per_t.assign(model=name), "mdlm_seq": ev.per_seq.assign(model=name),
-           "mdlm_cond_params": pd.DataFrame([dict(model=name, strategy=model.cfg.strategy,
-                                                  n_params=sum(p.numel() for p in model.parameters()),
-                                                  cond_params=cp["total"], t_embed=cp["t_embed"], adaln=cp["adaln"],
-                                                  tdln=cp["tdln"], nelbo=ev.nelbo, nelbo_sem=ev.nelbo_sem)])}
+           "mdlm_cond_params": pd.DataFrame([{
+               "model": name, "strategy": model.cfg.strategy, "n_params": sum(p.numel() for p in model.parameters()),
+               "cond_params": cp["total"], "t_embed": cp["t_embed"], "adaln": cp["adaln"], "tdln": cp["tdln"],
+               "nelbo": ev.nelbo, "nelbo_sem": ev.nelbo_sem}])}
     if not params.empty:
         out["mdlm_norm_t"], out["mdlm_norm_motion"] = params, norm_motion(params)
     log(f"{name}: MDLM bound at {len(ev.per_t)} values of t (NELBO {ev.nelbo:.3f} ± {ev.nelbo_sem:.3f}) and "
@@ -83,8 +83,8 @@ def bound_figure(t: dict, colors: dict[str, str]) -> go.Figure | None:
     for model, g in b.groupby("model", sort=True):
         g = g.sort_values("t")
         fig.add_scatter(x=g["t"], y=g["bound"], name=model, mode="lines+markers",
-                        line=dict(color=colors.get(model), dash="dot" if ".seed" in model else "solid"),
-                        error_y=dict(type="data", array=g["bound_sem"], visible=True, thickness=1))
+                        line={"color": colors.get(model), "dash": "dot" if ".seed" in model else "solid"},
+                        error_y={"type": "data", "array": g["bound_sem"], "visible": True, "thickness": 1})
     fig.update_layout(title="Held-out MDLM bound at fixed t", xaxis_title="t (mask probability)",
                       yaxis_title="(1/t)·Σ masked CE / L (nats/token)", height=420)
     return fig
@@ -101,8 +101,8 @@ def motion_figure(t: dict, colors: dict[str, str]) -> go.Figure | None:
         x = list(range(len(g)))
         for col, key in ((1, "gamma_range"), (2, "beta_range")):
             fig.add_scatter(x=x, y=g[key], name=model, legendgroup=model, showlegend=col == 1, mode="lines+markers",
-                            text=g["norm"], line=dict(color=colors.get(model), dash="dot" if ".seed" in model else
-                                                      "solid"), row=1, col=col)
+                            text=g["norm"], line={"color": colors.get(model),
+                                                  "dash": "dot" if ".seed" in model else "solid"}, row=1, col=col)
     fig.update_xaxes(title_text="norm (ln1, ln2 of each block in depth order, then ln_final)")
     fig.update_layout(title="How much each norm's parameters depend on t", height=420)
     return fig
@@ -123,7 +123,7 @@ def gamma_heatmaps(t: dict) -> go.Figure | None:
         fig.add_heatmap(z=dev.to_numpy(), x=[f"{c:g}" for c in dev.columns], y=[n for _, n in dev.index],
                         coloraxis="coloraxis", row=1, col=i)
     fig.update_layout(title="γ(t) of every conditioned norm, relative to t = 0", height=520,
-                      coloraxis=dict(colorscale="Viridis"))
+                      coloraxis={"colorscale": "Viridis"})
     return fig
 
 
@@ -140,7 +140,7 @@ def over_t_figure(t: dict, table: str, y: str, title: str, ytitle: str, log_y: b
         for k, tv in enumerate(ts):
             g = d[(d["model"] == model) & (d["t"] == tv)].sort_values("depth")
             fig.add_scatter(x=g["depth"], y=g[y], name=f"t = {tv:g}", legendgroup=f"t{tv}", showlegend=i == 1,
-                            mode="lines+markers", line=dict(color=shades[k]), row=1, col=i)
+                            mode="lines+markers", line={"color": shades[k]}, row=1, col=i)
     fig.update_yaxes(type="log" if log_y else "linear")
     fig.update_yaxes(title_text=ytitle, row=1, col=1)
     fig.update_xaxes(title_text="depth")
@@ -155,9 +155,9 @@ def summary_table(t: dict) -> pd.DataFrame | None:
         return None
     rows = []
     for s, g in c.groupby("strategy", sort=True):
-        rows.append(dict(strategy=s, seeds=len(g), nelbo_mean=g["nelbo"].mean(),
-                         nelbo_sd=g["nelbo"].std(ddof=1) if len(g) > 1 else np.nan,
-                         n_params=int(g["n_params"].iloc[0]), cond_params=int(g["cond_params"].iloc[0])))
+        rows.append({"strategy": s, "seeds": len(g), "nelbo_mean": g["nelbo"].mean(),
+                     "nelbo_sd": g["nelbo"].std(ddof=1) if len(g) > 1 else np.nan,
+                     "n_params": int(g["n_params"].iloc[0]), "cond_params": int(g["cond_params"].iloc[0])})
     return pd.DataFrame(rows)
 
 

@@ -20,8 +20,8 @@ masks. In eval mode it is deterministic: t_i = (i + ½) / B and masks from a gen
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import pandas as pd
 import torch
@@ -111,12 +111,13 @@ class MDLMEval:
 
 @torch.no_grad()
 def mdlm_eval(model: nn.Module, batches: Iterable[Batch], n_t: int = 10, extra_t: Iterable[float] = (1.0,),
-              seed: int = 0, use_cond: bool | None = None) -> MDLMEval:
-    """The MDLM bound of `batches` at t = (k + ½)/n_t, k < n_t (their mean: the NELBO) and at `extra_t`; masks
-    from a generator seeded by (seed, k): deterministic, the global RNG untouched. Runs in eval mode."""
+              seed: int = 0, use_cond: bool | None = None, n_draws: int = 1) -> MDLMEval:
+    """The MDLM bound of `batches` at t = (k + ½)/n_t, k < n_t (their mean: the NELBO) and at `extra_t`, each
+    sequence's value averaged over `n_draws` mask draws; masks from a generator seeded by (seed, k):
+    deterministic, the global RNG untouched. Runs in eval mode."""
     check_mdlm(model)
-    if n_t < 1:
-        raise ValueError(f"n_t must be at least 1; got {n_t}")
+    if n_t < 1 or n_draws < 1:
+        raise ValueError(f"n_t and n_draws must be at least 1; got {n_t} and {n_draws}")
     extra = check_t(torch.tensor(list(extra_t), dtype=torch.float32)).tolist()
     if any(t == 0 for t in extra):
         raise ValueError("t = 0 masks nothing, so the bound at t = 0 is undefined; use t in (0, 1]")
@@ -134,19 +135,21 @@ def mdlm_eval(model: nn.Module, batches: Iterable[Batch], n_t: int = 10, extra_t
         for b in batches:
             x0 = b.x
             tt = torch.full((x0.shape[0],), t)
-            _, masked = sample_masks(x0, tt, model.cfg.mask_id, gen)
-            term = mdlm_terms(model, x0, tt, masked, use_cond).double()
+            term = torch.zeros(x0.shape[0], dtype=torch.float64)
+            for _ in range(n_draws):
+                _, masked = sample_masks(x0, tt, model.cfg.mask_id, gen)
+                term += mdlm_terms(model, x0, tt, masked, use_cond).double().cpu() / n_draws
+                n_masked += int(masked.sum())
+                n_pos += masked[:, PREFIX:].numel()
             terms.append(term / (x0.shape[1] - PREFIX))
-            ce_sum += float(term.sum()) * t
-            n_masked += int(masked.sum())
-            n_pos += masked[:, PREFIX:].numel()
+            ce_sum += float(term.sum()) * t * n_draws
         seq = torch.cat(terms)
         if k < n_t:
             per_seq.append(seq)
-        rows.append(dict(t=t, in_nelbo=k < n_t, bound=float(seq.mean()),
-                         bound_sem=float(seq.std() / len(seq) ** 0.5) if len(seq) > 1 else float("nan"),
-                         ce_masked=ce_sum / n_masked if n_masked else float("nan"),
-                         masked_frac=n_masked / n_pos, n_seq=len(seq)))
+        rows.append({"t": t, "in_nelbo": k < n_t, "bound": float(seq.mean()),
+                     "bound_sem": float(seq.std() / len(seq) ** 0.5) if len(seq) > 1 else float("nan"),
+                     "ce_masked": ce_sum / n_masked if n_masked else float("nan"),
+                     "masked_frac": n_masked / n_pos, "n_seq": len(seq)})
     model.train(was)
     nelbo_seq = torch.stack(per_seq).mean(0)  # each sequence's midpoint-rule NELBO
     sem = float(nelbo_seq.std() / len(nelbo_seq) ** 0.5) if len(nelbo_seq) > 1 else float("nan")
