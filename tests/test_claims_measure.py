@@ -4,6 +4,7 @@ step-0 gradients are those of interp.zoo.build(strategy, seed=k); the pipeline y
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -111,3 +112,21 @@ def test_entropy_neuron_effects_match_the_attribution_module():
     # the weight-only selection: write norm × null-space share, as the attribution module reports them
     score = (ref["write_norm"] * ref["null_fraction"]).sort_values(ascending=False)
     assert set(picks) == set(score.index[:5])
+
+
+def test_claims_json_round_trip_and_cli(tmp_path, capsys):
+    from interp.report.claims.__main__ import main
+    from interp.report.claims.measure import write_claims
+    cards = pd.DataFrame([dict(model="pre-ln", family="zoo", strategy="pre-ln")])
+    eq = pd.DataFrame([dict(model="pre-ln", form=f, max_abs_diff=1.5e-14, max_abs_logit=10.0)
+                       for f in ("pre-rmsnorm", "pre-crmsnorm")])
+    claims = write_claims({"cards": cards, "equivalence": eq}, tmp_path / "claims.json")
+    back = json.loads((tmp_path / "claims.json").read_text())
+    row = next(r for r in back if r["claim"] == "rms_equivalent")
+    assert row["value"] == pytest.approx(1.5e-15) and row["verdict"] == "reproduced" and len(back) == len(claims)
+    assert main([str(tmp_path / "claims.json")]) == 0
+    assert "| pre-ln | 1.50e-15 [1.50e-15, 1.50e-15] |" in capsys.readouterr().out
+    assert main([str(tmp_path / "missing.json")]) == 2
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main([str(tmp_path / "bad.json")]) == 2
+    assert "not a claims file" in capsys.readouterr().err

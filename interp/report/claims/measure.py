@@ -141,6 +141,9 @@ def write_claims(tables: dict[str, pd.DataFrame], path: Path) -> pd.DataFrame:
     """Evaluate the claims on `tables` and write them to `path` (JSON records, atomically) for docs to render."""
     from interp.report import write_atomic
     from interp.report.claims import evaluate
+    import math
     claims = evaluate(tables)
-    write_atomic(path, claims.to_json(orient="records", indent=1, force_ascii=False))
+    records = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v.item() if hasattr(v, "item") else v)
+                for k, v in r.items()} for r in claims.to_dict("records")]
+    write_atomic(path, json.dumps(records, indent=1, ensure_ascii=False))  # full float precision (1e-15 stays)
     return claims
