@@ -117,8 +117,8 @@ def test_entropy_neuron_effects_match_the_attribution_module():
 def test_claims_json_round_trip_and_cli(tmp_path, capsys):
     from interp.report.claims.__main__ import main
     from interp.report.claims.measure import write_claims
-    cards = pd.DataFrame([dict(model="pre-ln", family="zoo", strategy="pre-ln")])
-    eq = pd.DataFrame([dict(model="pre-ln", form=f, max_abs_diff=1.5e-14, max_abs_logit=10.0)
+    cards = pd.DataFrame([{"model": "pre-ln", "family": "zoo", "strategy": "pre-ln"}])
+    eq = pd.DataFrame([{"model": "pre-ln", "form": f, "max_abs_diff": 1.5e-14, "max_abs_logit": 10.0}
                        for f in ("pre-rmsnorm", "pre-crmsnorm")])
     claims = write_claims({"cards": cards, "equivalence": eq}, tmp_path / "claims.json")
     back = json.loads((tmp_path / "claims.json").read_text())

@@ -139,9 +139,10 @@ def ln_removal_measured(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFra
 
 def write_claims(tables: dict[str, pd.DataFrame], path: Path) -> pd.DataFrame:
     """Evaluate the claims on `tables` and write them to `path` (JSON records, atomically) for docs to render."""
+    import math
+
     from interp.report import write_atomic
     from interp.report.claims import evaluate
-    import math
     claims = evaluate(tables)
     records = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v.item() if hasattr(v, "item") else v)
                 for k, v in r.items()} for r in claims.to_dict("records")]
