@@ -1,6 +1,7 @@
 """A transformers checkpoint directory (config.json + weights + tokenizer) → the matching hooked model."""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -39,6 +40,9 @@ def load_hf_dir(d: str | Path, name: str, dtype: torch.dtype = torch.float32, to
         hf = from_pretrained(AutoModel if encoder else AutoModelForCausalLM, d, dtype)
     except OSError as e:
         raise ValueError(f"could not load the weights in {d} ({str(e)[:200]}); re-download or rebuild them") from None
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met code or objects, not just tensors
+        raise ValueError(f"{d}: its pickle weights hold more than tensors (code or objects) and are never run; "
+                         "convert the checkpoint to safetensors where you trust its source") from None
     extra = dict(extra or {})
     if cfg.model_type == "gpt2" and is_ln_free(cfg):
         strip_layernorms(hf)
