@@ -48,7 +48,7 @@ def token_ids(x, where: str) -> list[int]:
         return []
     if a.ndim != 1 or a.dtype.kind not in "iu":
         what = f"{a.ndim}-D" if a.ndim != 1 else a.dtype.name
-        raise ValueError(f"{where} holds {what} token ids (e.g. {a.flat[0]!r}); token ids must be a flat list of "
+        raise ValueError(f"{where} holds {what} token ids (e.g. {a.flat[0].item()!r}); token ids must be a flat list of "
                          "integers")
     return a.tolist()
 

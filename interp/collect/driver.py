@@ -81,6 +81,13 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
             "seconds": time.perf_counter() - t0}
 
 
+def check_measured(n_tokens: int, n_sequences: int, exclude_first: bool) -> None:
+    """Refuse a run that measured no token (exclude_first on one-token sequences): its tables would be NaN."""
+    if exclude_first and n_tokens - n_sequences <= 0:
+        raise ValueError(f"exclude_first leaves no token to measure: each of the {n_sequences} sequences holds only "
+                         "its first token; pass longer sequences or drop exclude_first")
+
+
 def check_collectors(collectors) -> list:
     """The collectors to run (the defaults when None); refuses an empty list and two of one name."""
     collectors = list(collectors) if collectors is not None else default_collectors()
@@ -105,6 +112,7 @@ def collect(model, data, collectors: Sequence[Collector] | None = None, batch_si
     for c in collectors:
         c.bind(model)
     meta = run_batches(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, progress)
+    check_measured(meta["n_tokens"], meta["n_sequences"], exclude_first)
     meta["collectors"] = {c.name: {"type": type(c).__name__, **c.config()} for c in collectors}
     tables: dict = {}
     for c in collectors:

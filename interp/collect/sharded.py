@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from interp.collect import distributed as D
 from interp.collect.base import Collector
 from interp.collect.batches import check_max_tokens, model_context, model_vocab
-from interp.collect.driver import check_collectors, run_batches
+from interp.collect.driver import check_collectors, check_measured, run_batches
 from interp.collect.resume import Checkpoint
 from interp.collect.results import KIND as RESULTS_KIND, Results
 from interp.collect.stream import TokenFile, is_stream, shard_batches
@@ -145,6 +145,7 @@ def _run(model, data, collectors, batch_size, max_tokens, exclude_first, overflo
         sent = D.reduce_states(collectors, dev)
         counts = D.reduce_counts(counts, dev)
         seconds = D.reduce_counts({"s": seconds}, dev, op="max")["s"]
+    check_measured(int(counts["n_tokens"]), int(counts["n_sequences"]), exclude_first)  # every rank, same counts
     for c in collectors:
         c.state = {k: v.cpu() for k, v in c.state.items()}
     res = _results(model, collectors, counts, batch_size, exclude_first, overflow, seconds, world, sent, dev)
