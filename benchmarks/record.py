@@ -5,8 +5,9 @@
 
 The file holds {"benchmark", "description", "machine": {"cpu", "cores", "platform"}, "threads", "torch",
 "python", "date" (UTC, ISO 8601), "command", "results"}. `results` is any JSON: a flat dict, a list of flat dicts
-(one table row each) or a dict of flat dicts (one row per key). `docs/numbers.py` renders every file into
-docs/benchmarks.md, and the docs quote numbers only through it, so the JSON is the one source of each number.
+(one table row each) or a dict of flat dicts (one row per key). `docs/numbers_from_json.py` renders every file into
+docs/benchmarks.md (write_result re-renders the pages), and the docs quote numbers only through it, so the JSON is
+the one source of each number.
 """
 from __future__ import annotations
 
@@ -51,4 +52,23 @@ def write_result(name: str, results: Any, threads: int, description: str) -> Pat
     sys.path.insert(0, str(ROOT))
     from interp.outputs import atomic_write_text
     doc = {"benchmark": name, "description": description, **provenance(threads), "results": results}
-    return atomic_write_text(RESULTS / f"{name}.json", json.dumps(doc, indent=1) + "\n")
+    path = atomic_write_text(RESULTS / f"{name}.json", json.dumps(doc, indent=1) + "\n")
+    render_docs()
+    return path
+
+
+def render_docs() -> None:
+    """Re-render the docs pages that quote benchmark numbers (docs/numbers_from_json.py), so they stay in step."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("numbers_from_json", ROOT / "docs" / "numbers_from_json.py")
+    gen = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(gen)
+        for page in gen.PAGES:
+            text = page.read_text()
+            new = gen.render_page(text, page.name)
+            if new != text:
+                atomic_write_text(page, new)
+                print(f"updated {page.relative_to(ROOT)}")
+    except (SystemExit, Exception) as e:  # noqa: BLE001 - the result is written; the docs can be rendered later
+        print(f"docs not re-rendered ({e}); run python docs/numbers_from_json.py", file=sys.stderr)

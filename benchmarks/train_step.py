@@ -61,7 +61,7 @@ def step_time(model, opt, x, y) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
@@ -91,7 +91,7 @@ def main() -> None:
           f"median of {a.steps} steps each")
     print(f"zoo pre-ln {tz * 1e3:.1f} ms/step   plain GPT {tp * 1e3:.1f} ms/step   ratio {tz / tp:.3f} (goal ≤ 1.10)")
     from record import write_result
-    write_result("train_step", out, threads=a.threads, description=__doc__.splitlines()[0])
+    write_result("train_step", out, threads=a.threads, description=__doc__.split("\n\n")[0].replace("\n", " "))
 
 
 if __name__ == "__main__":

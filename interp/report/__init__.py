@@ -5,8 +5,6 @@ every measurement, with the seed papers' claims checked against the numbers.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,18 +18,10 @@ from interp.report.tables import TABLES
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` via a temporary sibling file and a rename: never a half-written report."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    """Write `text` to `path` through a temporary sibling and a rename (`interp.outputs`): never a half-written
+    report, and the file's mode follows the umask like any file a user writes."""
+    from interp.outputs import atomic_write_text
+    return atomic_write_text(path, text)
 
 
 def build(results: Any, path: str | Path, extra: dict[str, pd.DataFrame] | None = None,

@@ -97,6 +97,9 @@ def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "in
            run_log: list[str] | None = None, claims: pd.DataFrame | None = None) -> str:
     """The report's HTML for `tables` (canonical names, see interp.report.tables); `claims`: the claims table
     when already evaluated on these tables (interp.report.claims.evaluate)."""
+    from interp.report.shareable import public_frame, shareable
+    tables, sources, run_log = shareable(tables, sources, run_log)  # no path of this machine in the file
+    claims = None if claims is None else public_frame(claims)
     t = complete(tables)
     colors = model_colors(t)
     cards = t.get("cards", pd.DataFrame(columns=["model"]))
