@@ -243,3 +243,10 @@ def test_the_seed_papers_each_have_a_claim():
         assert p in papers, p
     for c in CLAIMS.values():
         assert c.rule.reason and c.section and c.statement
+
+
+def test_a_malformed_table_gives_a_reason_not_a_crash():
+    c = CLAIMS["lns_loss"]
+    bad = pd.DataFrame([{"model": m, "seq": 0, "loss_sum": 1.0} for m in zoo_cards("lns", "pre-ln")["model"]])  # no n_pred
+    (row,) = evaluate_claim(c, {"cards": zoo_cards("lns", "pre-ln"), "seq_loss": bad})
+    assert row["verdict"] == NOT_TESTABLE and "could not evaluate" in row["reason"] and "n_pred" in row["reason"]

@@ -23,6 +23,8 @@ def equivalence_error(t, subject: Subject, ref: Subject | None = None):
     forms = set(e["form"])
     if not {"pre-rmsnorm", "pre-crmsnorm"} <= forms:
         raise NotTestable(f"only {sorted(forms)} measured; both conversions are needed")
+    if "max_abs_logit" not in e:
+        raise NotTestable("the equivalence table has no max |logit| to compare the difference with")
     rel = (e["max_abs_diff"] / e["max_abs_logit"].abs().clip(lower=1e-300)).max()
     return exact(float(rel), f"{len(e)} conversions of {e['model'].nunique()} model(s)")
 

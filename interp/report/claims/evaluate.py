@@ -44,6 +44,8 @@ def evaluate_claim(c: Claim, tables: dict[str, pd.DataFrame]) -> list[dict]:
                 est = m.fn(tables, subj, ref, **c.params)
             except NotTestable as e:
                 reason = str(e)
+            except (KeyError, ValueError, IndexError, ZeroDivisionError) as e:  # a malformed table: say so
+                reason = f"could not evaluate: {type(e).__name__}: {e}"
         v, r = verdict(est, c.rule, reason)
         ok = est is not None and v != NOT_TESTABLE
         rows.append({
