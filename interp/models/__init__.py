@@ -99,7 +99,7 @@ def available_models() -> pd.DataFrame:
         try:
             where, present = str(e.locate()), True
             key = cache_key(e, compute=False)  # listing never hashes: a file not hashed yet is not cached
-            cached = None if e.name not in ("smollm2-135m", "gemma-3-270m", "qwen2.5-0.5b") else (
+            cached = None if e.name not in ("smollm2-135m", "gemma-3-270m", "qwen2.5-0.5b", "mpnet-base") else (
                 key is not None and entry_ready(cache_root() / key))
         except MissingWeights as err:
             where, present = str(err).splitlines()[0], False

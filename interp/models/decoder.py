@@ -46,6 +46,7 @@ class Decoder:
     k_norm: str | None = None
     qk_norm: str = ""                   # the QK-norms' kind ("" = norm)
     qk_heads_first: bool = False        # the QK-norm module takes [b, h, t, d_head]
+    qk_flag: str | None = None          # the config switch of optional QK-norms (Phi, StableLM, Cohere)
     norm_eps: float | None = None       # for norm modules that do not carry their eps (OLMo)
     pos_embed: str | None = None        # a learned position embedding under base (GPT-2's wpe)
     residual_scale: Callable | None = None   # config -> multiplier of each sublayer's delta (Granite)

