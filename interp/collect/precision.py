@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from interp.collect.base import F64, Collector
-from interp.collect.residual import residual_sites
+from interp.collect.residual import residual_sites, site_widths
 from interp.precision.formats import BF16_MAX, FP16_FLUSH, FP16_MAX, FP16_OVERFLOW, INT8_MAX, seq_index
 
 # columns of state "sums" [S, K]; every one merges by addition
@@ -56,7 +56,9 @@ class Precision(Collector):
         L = model.sites.n_layers
         self.families = list(dict.fromkeys(s[1] for s in self.sites if s[0] < L))
         self.family_of = [self.families.index(s[1]) if s[0] < L else -1 for s in self.sites]
-        S, d = len(self.sites), model.card.d_model
+        S = len(self.sites)
+        self.widths = site_widths(model.sites, model.card.d_model)  # values per token (QK-norm inputs: h·d_head)
+        d = max(self.widths, default=model.card.d_model)  # site i's dims fill [:widths[i]] of the per-dim state
         self._add("sums", torch.zeros(S, len(FIELDS)), "sum")
         self._add("abs_max", torch.zeros(S), "max")
         self._add("dim_hits", torch.zeros(S, d), "sum")                     # tokens with |x_j| ≥ threshold
@@ -78,7 +80,8 @@ class Precision(Collector):
     def _hook(self, x: torch.Tensor, hook) -> None:
         last, version, st = self._last
         if x is not last or x._version != version:  # the same tensor under another hook name: reuse its stats
-            st = self.stats(self.batch.select(x.detach()))
+            rows = self.batch.select(x.detach())
+            st = self.stats(rows.reshape(rows.shape[0], -1) if rows.dim() > 2 else rows)  # per-head: one row per token
             self._last = (x, x._version, st)
         if st is None:
             return
@@ -87,11 +90,15 @@ class Precision(Collector):
             self.state["sums"][i] += sums
             self.state["abs_max"][i] = torch.maximum(self.state["abs_max"][i], amax)
             if hit is not None:
-                self.state["dim_hits"][i] += counts
+                w = len(counts)
+                if w != self.widths[i]:
+                    raise ValueError(f"{hook.name} carries {w} values per token, the site map says "
+                                     f"{self.widths[i]}; declare its width in LayerSites.norm_widths")
+                self.state["dim_hits"][i, :w] += counts
                 f = self.family_of[i]
                 if f >= 0:
                     if f not in self._union:
-                        self._union[f] = torch.zeros(len(self._seq), len(counts), dtype=torch.bool)
+                        self._union[f] = torch.zeros(len(self._seq), w, dtype=torch.bool)
                     dims, m = hit
                     if dims is None:
                         self._union[f] |= m
@@ -153,7 +160,7 @@ class Precision(Collector):
 
     def end_batch(self, model, batch, output) -> None:
         for f, u in self._union.items():
-            self.state["family_hits"][f] += u.view(torch.uint8).sum(0, dtype=torch.int32).to(F64)
+            self.state["family_hits"][f, :u.shape[1]] += u.view(torch.uint8).sum(0, dtype=torch.int32).to(F64)
         self._union, self._last = {}, (None, -1, None)
 
     def describe(self, key, bad):

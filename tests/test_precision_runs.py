@@ -1,0 +1,213 @@
+"""End-to-end precision runs against brute force (the model cast with .half() / .bfloat16(), int8 quantized by
+hand), the overflow report against the fp32 activations, Gemma-3 against a plain transformers fp16 run, and the
+`interp precision` command."""
+import copy
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+import interp
+import interp.data
+from interp.cli import main
+from interp.precision import precision_runs, verdicts
+from interp.precision.formats import FP16_OVERFLOW
+from interp.precision.watch import UNWATCHED
+
+KW = dict(n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=256)
+DATA = [[5, 17, 33, 2, 90, 41, 7], [8, 3, 250, 11], [60, 61, 62, 63, 64, 65, 66, 67, 68]]
+
+
+def batch(data):
+    from interp.collect.batches import batches
+    return next(batches(data, len(data), 0, "right"))
+
+
+def ce_and_argmax(logits, tokens, mask):
+    pair = mask[:, :-1] & mask[:, 1:]
+    lg = logits[:, :-1][pair].float()
+    return F.cross_entropy(lg, tokens[:, 1:][pair]).item(), lg.argmax(-1)
+
+
+@pytest.mark.parametrize("strategy", ["pre-ln", "post-ln", "peri-ln", "lns"])
+def test_bf16_fp16_int8_match_brute_force(strategy):
+    model = interp.zoo.build(strategy, **KW).eval()
+    tokens, mask = batch(DATA)
+    runs = precision_runs(model, DATA, ("bf16", "fp16", "int8", "int8-token"), batch_size=3, linear="native",
+                          progress=False).set_index("format")
+    with torch.no_grad():
+        ref, top = ce_and_argmax(model(tokens, attention_mask=mask), tokens, mask)
+        for fmt, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+            loss, top_f = ce_and_argmax(copy.deepcopy(model).to(dtype)(tokens, attention_mask=mask), tokens, mask)
+            assert runs.loc[fmt, "loss"] == pytest.approx(loss, rel=1e-5)
+            assert runs.loc[fmt, "delta_loss"] == pytest.approx(loss - ref, abs=1e-5)
+            assert runs.loc[fmt, "top1_agreement"] == pytest.approx((top_f == top).double().mean().item())
+        for fmt, per_token in (("int8", False), ("int8-token", True)):
+            def quant(mod, args):  # by hand: one scale per sequence over its real tokens, or per token
+                x = args[0]
+                out = torch.empty_like(x)
+                for s in range(x.shape[0]):
+                    xs = x[s]
+                    amax = xs.abs().amax(-1, keepdim=True) if per_token else xs[mask[s]].abs().max()
+                    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+                    out[s] = torch.round(xs / scale).clamp(-127, 127) * scale
+                return (out,)
+            hs = [m.register_forward_pre_hook(quant) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+            try:
+                loss, _ = ce_and_argmax(model(tokens, attention_mask=mask), tokens, mask)
+            finally:
+                for h in hs:
+                    h.remove()
+            assert runs.loc[fmt, "loss"] == pytest.approx(loss, rel=1e-5)
+    assert (runs["status"] == "ok").all()
+    assert list(runs["loss_fp32"]) == pytest.approx([ref] * len(runs), rel=1e-6)
+    fast = precision_runs(model, DATA, ("fp16",), batch_size=3, progress=False)  # fp32-accumulated products
+    assert fast["loss"].iloc[0] == pytest.approx(runs.loc["fp16", "loss"], abs=2e-3)
+    assert "accumulated in fp32" in fast["fp32_ops"].iloc[0]
+
+
+def overflowing_model():
+    """A pre-ln model whose block-1 MLP output exceeds fp16's range at one token only: scaled so that fp16's
+    overflow threshold sits halfway (geometrically) between the largest and the second largest token, the
+    gain split between the MLP's two weights so that every weight stays well inside fp16's range."""
+    model = interp.zoo.build("pre-ln", **KW).eval()
+    tokens, mask = batch(DATA)
+    mlp = model.blocks[1].mlp
+
+    def peaks():
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=["blocks.1.hook_mlp_out"])
+        return cache["blocks.1.hook_mlp_out"][mask].abs().amax(-1).topk(2).values.tolist()
+
+    with torch.no_grad():
+        for lin in (mlp.up, mlp.down):
+            v1, v2 = peaks()
+            k = (FP16_OVERFLOW / (v1 * v2) ** 0.5) ** (0.5 if lin is mlp.up else 1.0)
+            lin.weight *= k
+            lin.bias *= k
+        v1, v2 = peaks()
+        assert v1 / v2 > 1.01 and max(mlp.up.weight.abs().max(), mlp.down.weight.abs().max()) < 1e4
+    return model, tokens, mask
+
+
+def test_fp16_overflow_is_a_clear_row_located_where_fp32_leaves_the_range():
+    model, tokens, mask = overflowing_model()
+    runs = precision_runs(model, DATA, ("bf16", "fp16", "int8"), batch_size=3, progress=False).set_index("format")
+    r = runs.loc["fp16"]
+    assert r["status"] == "overflow" and r["loss"] == math.inf and r["delta_loss"] == math.inf
+    assert 0 < r["frac_nonfinite"] <= 1 and 0 <= r["top1_agreement"] < 1
+    # the reference: the first watched hook (execution order) whose fp32 value is beyond fp16's range
+    names = [n for n in model.hook_dict if not n.endswith(UNWATCHED)]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=names)
+    first = next(n for n, x in cache.items() if (x[mask].abs() >= FP16_OVERFLOW).any())
+    assert first == "blocks.1.hook_mlp_out" and r["first_hook"] == first
+    assert r["first_module"] == "blocks.1.mlp.down" and r["layer"] == 1
+    hit = ((cache[first].abs() >= FP16_OVERFLOW).any(-1) & mask).nonzero()  # [(row, pos)]: one token
+    assert len(hit) == 1
+    row, pos = hit[0].tolist()
+    assert r["position"] == pos and r["token"] == str(int(tokens[row, pos])) and "beyond fp16's max" in r["what"]
+    assert runs.loc["bf16", "status"] == "ok" and runs.loc["int8", "status"] == "ok"
+    numbers = runs[["loss", "delta_loss", "top1_agreement", "frac_nonfinite"]].to_numpy(dtype=float)
+    assert not pd.isna(numbers).any()  # inf where it overflowed, never a NaN
+    res = interp.collect(model, DATA, [interp.collectors.Precision()], progress=False)
+    v = verdicts(res["precision"], runs.reset_index()).iloc[0]
+    assert not v["fp16_safe"] and v["fp16_overflow_at"].startswith("blocks.1.hook_mlp_out, position")
+    assert v["fp16_evidence"] == "end-to-end fp16 run" and v["delta_fp16"] == math.inf
+
+
+def test_a_failing_format_is_an_error_row(monkeypatch):
+    import interp.precision.runs as R
+    model = interp.zoo.build("pre-ln", **KW).eval()
+    real = R.low_precision
+
+    def broken(m, fmt, linear):
+        twin, notes = real(m, fmt, linear)
+        if fmt == "fp16":
+            def fail(*a, **k):
+                raise RuntimeError("\"addmm_impl_cpu_\" not implemented for 'Half'\nmore lines")
+            twin.forward = fail
+        return twin, notes
+
+    monkeypatch.setattr(R, "low_precision", broken)
+    runs = R.precision_runs(model, DATA, ("bf16", "fp16"), progress=False).set_index("format")
+    assert runs.loc["fp16", "status"] == "error" and "not implemented for 'Half'" in runs.loc["fp16", "what"]
+    assert "more lines" not in runs.loc["fp16", "what"] and runs.loc["bf16", "status"] == "ok"
+
+
+def test_other_objectives_compare_outputs():
+    model = interp.zoo.build("mdlm-ln", **KW).eval()  # masked diffusion: no next-token loss
+    tokens, mask = batch(DATA)
+    runs = precision_runs(model, DATA, ("bf16",), batch_size=3, progress=False).iloc[0]
+    with torch.no_grad():
+        ref = model(tokens, attention_mask=mask)[mask].double()
+        low = copy.deepcopy(model).to(torch.bfloat16)(tokens, attention_mask=mask)[mask].double()
+    assert runs["metric"] == "output_rel_error" and runs["loss_fp32"] == 0
+    assert runs["loss"] == pytest.approx(((low - ref).norm() / ref.norm()).item(), rel=1e-5)
+    assert runs["top1_agreement"] == pytest.approx((low.argmax(-1) == ref.argmax(-1)).double().mean().item())
+
+
+def test_refuses_a_model_that_is_not_fp32():
+    model = interp.zoo.build("pre-ln", dtype="bf16", **KW)
+    with pytest.raises(ValueError, match="compare against the fp32 model"):
+        precision_runs(model, DATA, progress=False)
+    with pytest.raises(ValueError, match="unknown precision format"):
+        precision_runs(interp.zoo.build("pre-ln", **KW), DATA, ("fp8",), progress=False)
+
+
+@pytest.mark.skipif(not (interp.data.DATA_DIR / "zoo" / "pre-ln" / "model.safetensors").is_file(),
+                    reason="no shipped zoo")
+def test_cli_prints_the_verdict(capsys):
+    d = str(interp.data.DATA_DIR / "zoo" / "pre-ln")
+    assert main(["precision", d, "--texts", "2", "--chars", "200", "--run-tokens", "64", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "precision verdict for" in out and "fp16_safe" in out and "int8" in out
+    assert main(["precision", d, "--formats", "fp8", "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown format" in err[0]
+    assert main(["precision", "no/such/model", "-q"]) == 1
+
+
+@pytest.mark.slow
+def test_gemma3_is_not_fp16_safe_where_plain_transformers_overflows():
+    model = interp.load_model("gemma-3-270m").eval()
+    text = "The capital of France is Paris."
+    runs = precision_runs(model, [text], ("fp16",), progress=False)
+    r = runs.iloc[0]
+    assert r["status"] == "overflow" and r["loss"] == math.inf
+    # the plain transformers model, cast to fp16 (torch's own fp16 kernels), on the same tokens
+    ids = [model.tokenizer.bos_id] + model.tokenizer.encode(text)
+    hf = copy.deepcopy(model.hf)
+    from interp.precision.lowp import _strip_hooks
+    _strip_hooks(hf, {h.id for h in model._handles})
+    with torch.no_grad():
+        out = hf.to(torch.float16)(input_ids=torch.tensor([ids]), output_hidden_states=True, use_cache=False)
+    bad = [l for l, h in enumerate(out.hidden_states[1:]) if not torch.isfinite(h).all()]
+    assert bad, "plain transformers fp16 stayed finite"
+    layer = bad[0]
+    pos = int((~torch.isfinite(out.hidden_states[layer + 1][0])).any(-1).nonzero()[0, 0])
+    assert r["layer"] == layer and r["position"] == pos
+    assert r["first_hook"].startswith(f"blocks.{layer}.") and r["token"] == model.tokenizer.decode([ids[pos]])
+    assert "beyond fp16's max" in r["what"]
+    res = interp.collect(model, [text], [interp.collectors.Precision()], progress=False)
+    v = verdicts(res["precision"], runs).iloc[0]
+    assert not v["fp16_safe"] and v["fp16_headroom"] < 1 and f"blocks.{layer}." in v["fp16_overflow_at"]
+
+
+@pytest.mark.slow
+def test_encoder_runs_compare_hidden_states():
+    model = interp.load_model("minilm-l6").eval()
+    texts = ["A sentence to embed.", "Another, a little longer one."]
+    runs = precision_runs(model, texts, progress=False).set_index("format")
+    assert (runs["metric"] == "output_rel_error").all() and (runs["status"] == "ok").all()
+    assert (runs["loss_fp32"] == 0).all() and runs["top1_agreement"].isna().all()  # hidden states: no top-1
+    from interp.precision.lowp import _strip_hooks
+    from interp.tokenize import batch_encode
+    tokens, mask = batch_encode(model.tokenizer, texts)
+    hf = copy.deepcopy(model.hf)
+    _strip_hooks(hf, {h.id for h in model._handles})
+    with torch.no_grad():
+        ref = hf(input_ids=tokens, attention_mask=mask.long()).last_hidden_state[mask].double()
+        low = hf.to(torch.bfloat16)(input_ids=tokens, attention_mask=mask.long()).last_hidden_state[mask].double()
+    assert runs.loc["bf16", "loss"] == pytest.approx(((low - ref).norm() / ref.norm()).item(), rel=1e-4)
