@@ -114,16 +114,19 @@ def gamma_heatmaps(t: dict) -> go.Figure | None:
     if p is None or p.empty:
         return None
     models = sorted(m for m in p["model"].unique() if ".seed" not in m) or sorted(p["model"].unique())[:2]
-    fig = make_subplots(rows=1, cols=len(models), subplot_titles=[f"{m}: RMS_c γ(t) − γ(0)" for m in models])
+    fig = make_subplots(rows=1, cols=len(models), subplot_titles=[f"{m}: RMS_c γ(t) − γ(0)" for m in models],
+                        horizontal_spacing=0.22)
     for i, model in enumerate(models, 1):
         g = p[p["model"] == model]
         wide = g.pivot_table(index=["layer", "norm", "channel"], columns="t", values="gamma")
         dev = wide.sub(wide[wide.columns.min()], axis=0).pow(2).groupby(level=["layer", "norm"], sort=True).mean()
         dev = np.sqrt(dev)
         fig.add_heatmap(z=dev.to_numpy(), x=[f"{c:g}" for c in dev.columns], y=[n for _, n in dev.index],
-                        coloraxis="coloraxis", row=1, col=i)
-    fig.update_layout(title="γ(t) of every conditioned norm, relative to t = 0", height=520,
-                      coloraxis={"colorscale": "Viridis"})
+                        colorscale="Viridis", row=1, col=i,  # each its own scale: TD-LN moves far less than adaLN
+                        colorbar={"x": fig.layout[f"xaxis{i if i > 1 else ''}"].domain[1] + 0.01, "len": 0.9,
+                                  "thickness": 12})
+    fig.update_layout(title="γ(t) of every conditioned norm, relative to t = 0 (each panel its own colour scale)",
+                      height=520)
     return fig
 
 
