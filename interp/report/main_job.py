@@ -183,7 +183,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         results.append(res)
         if model.card.objective == "mdlm":  # masked diffusion: its bound and time dependence, no next-token DLA
             from interp.report.mdlm import mdlm_tables
-            extras += [extra, mdlm_tables(model, zoo_tokens, log, fixed_t=".seed" not in d.name)]
+            extras += [extra, mdlm_tables(model, zoo_tokens, log, fixed_t=".seed" not in d.name, source=d)]
             continue
         extras += [extra, attribution_tables(model, zoo_tokens, log, example=model.card.name in ("pre-ln", "no-norm"))]
         if model.cfg.placement == "pre" and model.cfg.norm == "layernorm":

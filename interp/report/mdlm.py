@@ -8,6 +8,7 @@ variance and massive activations of the collectors run at fixed t. `mdlm_section
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,8 +27,10 @@ INTRO = ("Masked diffusion (MDLM, linear schedule): each token but the first is 
 
 
 def mdlm_tables(model, tokens: torch.Tensor, log: Callable[[str], None] = print, fixed_t: bool = True,
-                batch_size: int = 8) -> dict[str, pd.DataFrame]:
-    """The MDLM tables of one model on held-out `tokens` [n, T] (BOS first)."""
+                batch_size: int = 8, source: Path | None = None) -> dict[str, pd.DataFrame]:
+    """The MDLM tables of one model on held-out `tokens` [n, T] (BOS first); `source`: its checkpoint directory,
+    whose training record gives the training wall time and steps."""
+    import json
     import time
 
     from interp.data.batches import Batch
@@ -41,11 +44,15 @@ def mdlm_tables(model, tokens: torch.Tensor, log: Callable[[str], None] = print,
     ev = mdlm_eval(model, batches, n_t=10, extra_t=(1.0,), n_draws=2)
     cp = conditioning_parameters(model)
     params = norm_params_over_t(model)
+    rec = {}
+    if source is not None and (Path(source) / "config.json").is_file():
+        rec = json.loads((Path(source) / "config.json").read_text()).get("training") or {}
     out = {"mdlm_bound": ev.per_t.assign(model=name), "mdlm_seq": ev.per_seq.assign(model=name),
            "mdlm_cond_params": pd.DataFrame([{
                "model": name, "strategy": model.cfg.strategy, "n_params": sum(p.numel() for p in model.parameters()),
                "cond_params": cp["total"], "t_embed": cp["t_embed"], "adaln": cp["adaln"], "tdln": cp["tdln"],
-               "nelbo": ev.nelbo, "nelbo_sem": ev.nelbo_sem}])}
+               "nelbo": ev.nelbo, "nelbo_sem": ev.nelbo_sem, "train_wall_s": rec.get("train_wall_s", np.nan),
+               "steps": rec.get("steps", np.nan)}])}
     if not params.empty:
         out["mdlm_norm_t"], out["mdlm_norm_motion"] = params, norm_motion(params)
     log(f"{name}: MDLM bound at {len(ev.per_t)} values of t (NELBO {ev.nelbo:.3f} ± {ev.nelbo_sem:.3f}) and "
@@ -152,7 +159,8 @@ def over_t_figure(t: dict, table: str, y: str, title: str, ytitle: str, log_y: b
 
 
 def summary_table(t: dict) -> pd.DataFrame | None:
-    """Per strategy: seeds, NELBO mean ± sd over seeds, parameters and conditioning parameters."""
+    """Per strategy: seeds, NELBO mean ± sd over seeds, parameters, conditioning parameters, training wall time
+    (mean over seeds) and steps."""
     c = t.get("mdlm_cond_params")
     if c is None or c.empty:
         return None
@@ -160,7 +168,8 @@ def summary_table(t: dict) -> pd.DataFrame | None:
     for s, g in c.groupby("strategy", sort=True):
         rows.append({"strategy": s, "seeds": len(g), "nelbo_mean": g["nelbo"].mean(),
                      "nelbo_sd": g["nelbo"].std(ddof=1) if len(g) > 1 else np.nan,
-                     "n_params": int(g["n_params"].iloc[0]), "cond_params": int(g["cond_params"].iloc[0])})
+                     "n_params": int(g["n_params"].iloc[0]), "cond_params": int(g["cond_params"].iloc[0]),
+                     "train_wall_s_mean": g["train_wall_s"].mean(), "steps": g["steps"].max()})
     return pd.DataFrame(rows)
 
 
@@ -175,5 +184,5 @@ def mdlm_section(t: dict, colors: dict[str, str]) -> dict:
                                         "variance"),
                           over_t_figure(t, "mdlm_massive_t", "top1", "Largest |x| by depth at fixed t",
                                         "top-1 |x| (mean over sequences)")],
-                    tables=[_table(summ, "NELBO on held-out text (nats/token; sd over seeds) and parameter counts")]
+                    tables=[_table(summ, "NELBO on held-out text (nats/token; sd over seeds), parameter counts and training wall time (s)")]
                     if summ is not None else [])

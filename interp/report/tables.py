@@ -89,7 +89,8 @@ TABLES: dict[str, dict[str, str]] = {
     "mdlm_cond_params": {"model": "", "strategy": "", "n_params": "parameters", "cond_params": "parameters that "
                          "exist only to take t in (interp.zoo.conditioning)", "t_embed": "of which the t-embedder",
                          "adaln": "adaLN-Zero maps and gates", "tdln": "TD-LN's p1 and gates",
-                         "nelbo": "held-out NELBO", "nelbo_sem": "its standard error over sequences"},
+                         "nelbo": "held-out NELBO", "nelbo_sem": "its standard error over sequences",
+                         "train_wall_s": "training wall time (s; training record)", "steps": "training steps"},
     "mdlm_norm_t": {"model": "", "norm": "module name", "layer": "block (n_layers: ln_final)", "kind": "tdln / adaln",
                     "t": "", "channel": "", "gamma": "γ(t)", "beta": "β(t)"},
     "mdlm_norm_motion": {"model": "", "norm": "", "layer": "", "kind": "", "gamma_range": "RMS over channels of "
