@@ -171,12 +171,18 @@ def _entropy(c, vals):
     return {"cards": zoo_cards(c.zoo[0], c.reference), "entropy_neurons": pd.DataFrame(rows)}
 
 
+def _fp16_headroom(c, vals):  # per seed: log10 headroom of the subject − the reference's (reference max |x| 100)
+    rows = [{"model": c.zoo[0] + s, "abs_max": 100.0 / 10 ** v} for s, v in zip(SEEDS, vals)]
+    rows += [{"model": c.reference + s, "abs_max": 100.0} for s in SEEDS]
+    return {"cards": zoo_cards(c.zoo[0], c.reference), "precision": pd.DataFrame(rows)}
+
+
 MAKERS = {"entropy_neuron_effect": _entropy, "val_loss": _val_loss, "growth_rate": _growth_rate, "angular_deep_shallow": _angular,
           "skip_deep_shallow": _skip, "grad_cv": lambda c, v: _grads(c, v, "grad_cv"),
           "grad_late_early": lambda c, v: _grads(c, v, "grad_late_early"), "grad_spike_rate": _spikes,
           "bstat_fluctuation": _bstat, "growth_shape": _growth_shape, "speedup": _speedup,
           "equivalence_error": _equivalence, "ln_removal_cost": _ln_removal, "massive_fraction": _massive,
-          "ablation_delta": _ablation}
+          "ablation_delta": _ablation, "fp16_headroom": _fp16_headroom}
 
 
 def _sides(c):

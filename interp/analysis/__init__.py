@@ -13,6 +13,7 @@ from interp.analysis import (  # noqa: F401
     ln_free,
     loss,
     massive,
+    precision,
     stability,
     timing,
     training_logs,

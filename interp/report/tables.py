@@ -100,6 +100,15 @@ TABLES: dict[str, dict[str, str]] = {
                       "rms": ""},
     "mdlm_massive_t": {"model": "", "t": "noise level the collectors ran at", "depth": "", "top1": "as in massive",
                        "median": "", "n_massive": ""},
+    # precision safety (interp.collectors.Precision and interp.precision; every column in docs/results.md)
+    "precision": {"model": "", "layer": "block", "site": "residual site", "hook": "", "abs_max": "max |x|",
+                  "fp16_headroom": "65504 / abs_max", "frac_fp16_overflow": "values fp16 turns into inf",
+                  "fp16_rel_error": "", "bf16_rel_error": "", "int8_tensor_rel_error": "",
+                  "int8_tensor_token_error": "", "int8_token_token_error": "", "n_outlier_features": ""},
+    "precision_outliers": {"model": "", "site": "site family", "dim": "", "layer_frac": "", "token_frac": ""},
+    "precision_runs": {"model": "", "format": "bf16 / fp16 / int8 / int8-token", "loss": "inf on overflow",
+                       "loss_fp32": "", "delta_loss": "", "top1_agreement": "", "status": "ok / overflow / error",
+                       "first_hook": "", "position": "", "token": "", "what": ""},
 }
 OPTIONAL: dict[str, set[str]] = {
     "cards": {"family", "strategy", "placement", "norm_kind", "n_layers", "d_model", "n_params",

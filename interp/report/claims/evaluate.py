@@ -39,7 +39,7 @@ def evaluate_claim(c: Claim, tables: dict[str, pd.DataFrame]) -> list[dict]:
     rows = []
     for label, subj, ref, why in _subjects(c, tables.get("cards")):
         est, reason = None, why
-        if subj is not None and (ref is not None or not c.reference):
+        if subj is not None and (ref is not None or not c.reference or subj.kind == "real"):  # real: on its own
             try:
                 est = m.fn(tables, subj, ref, **c.params)
             except NotTestable as e:
@@ -50,7 +50,7 @@ def evaluate_claim(c: Claim, tables: dict[str, pd.DataFrame]) -> list[dict]:
         ok = est is not None and v != NOT_TESTABLE
         rows.append({
             "claim": c.key, "paper": c.paper, "section": c.section, "statement": c.statement, "model": label,
-            "reference": c.reference or "", "control": (subj.control if subj is not None else ""),
+            "reference": (c.reference or "") if subj is None or subj.kind == "zoo" else "", "control": (subj.control if subj is not None else ""),
             "value": est.value if ok else math.nan, "lo": est.lo if ok else math.nan, "hi": est.hi if ok else math.nan,
             "interval": est.method if ok else "", "n": est.n if ok else 0, "paper_value": c.paper_value or "—",
             "metric": m.name, "definition": f"{m.definition} ({m.source})", "rule": c.rule.text(),

@@ -4,7 +4,8 @@ A claim says which paper and section it comes from, what it states, which metric
 `interp.analysis.registry.METRICS`), the rule with its threshold and a one-line reason, the paper's own number
 (free text, or None when the paper gives none), and on which subjects it is evaluated: zoo strategies
 (`zoo`, each compared with `reference` when one is given) and, when `real` is set, every real model of those
-placements (their own rows, "not controlled: different data and size").
+placements (their own rows, "not controlled: different data and size"; measured on their own, without the
+reference, which is a zoo strategy).
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from interp.report.claims.entries import (  # noqa: F401
     mix_ln,
     peri_ln,
     powernorm,
+    precision,
     qk_norm,
     rmsnorm,
     td_ln,
