@@ -206,13 +206,20 @@ def test_unobserved_forward_equals_plain(family):
 
 
 def test_collect_and_dla(family):
-    t, model, _, tokens, out, _ = family
+    t, model, _, tokens, out, cache = family
     res = interp.collect(model, tokens, progress=False)
     scales, resid = res["norm_scales"], res["residual"]
     norms = FAMILIES[t][2]
     assert set(scales[scales.layer == 0].norm) == norms
     assert {f"norm_in:{n}" for n in norms} <= set(resid.site)
     assert (scales["n"] > 0).all() and resid["var"].notna().all()
+    ls, dims = model.sites.layers[0], res["residual_dims"]
+    for n, hook in ls.norm_inputs.items():  # pooled over tokens × values, brute force from the cached input
+        x = cache[hook].double().reshape(-1)
+        row = resid[(resid.layer == 0) & (resid.site == f"norm_in:{n}")].iloc[0]
+        assert abs(row["var"] - x.var(unbiased=False).item()) <= 1e-6 * max(1.0, row["var"]), (t, n)
+        width = cache[hook][0, 0].numel()
+        assert len(dims[(dims.layer == 0) & (dims.site == f"norm_in:{n}")]) == width, (t, n)
     if t in ENCODERS:
         with pytest.raises(ValueError, match="encoder"):
             interp.attribution.dla(model, tokens, target=5)
