@@ -38,11 +38,11 @@ def zoo_dirs(zoo_dir: Path) -> list[Path]:
 
 def forward_collectors() -> list:
     """One pass, every token: residual statistics, massive activations, angular distance (n = 1, 2, 4), norm
-    scales."""
+    scales, per-sequence numbers, precision safety per site."""
     from interp.analysis.sequences import SequenceStats  # per-sequence numbers: the claims' bootstrap
-    from interp.collect import LayerEffect, MassiveActivations, NormScales, ResidualStats
+    from interp.collect import LayerEffect, MassiveActivations, NormScales, Precision, ResidualStats
     return [ResidualStats(), MassiveActivations(), LayerEffect(ns=(1, 2, 4), skip=False), NormScales(),
-            SequenceStats()]
+            SequenceStats(), Precision()]
 
 
 def costly_collectors(grads: bool = True) -> list:
@@ -156,6 +156,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     import interp.data
     import interp.report
     from interp.report.inputs import from_zoo_dir, merge_tables, tables_from_results
+    from interp.precision.job import job_runs
 
     # one thread by default: measured here, two threads per process fall 2-4x behind one as soon as anything
     # else runs on the 2 cores; INTERP_THREADS=2 on an otherwise idle machine
@@ -181,6 +182,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         res, extra = collect_one(model, zoo_tokens, log, results_dir, batch_size=8, ablate=False,
                                  costly_items=max(1, len(zoo_tokens) // 2))
         results.append(res)
+        extras.append(job_runs(model, zoo_tokens[:4], log))  # bf16 / fp16 / int8 end to end, 512 tokens
         if model.card.objective == "mdlm":  # masked diffusion: its bound and time dependence, no next-token DLA
             from interp.report.mdlm import mdlm_tables
             extras += [extra, mdlm_tables(model, zoo_tokens, log, fixed_t=".seed" not in d.name, source=d)]
@@ -201,6 +203,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         res, extra = collect_one(model, texts, log, results_dir, batch_size=4, ablate=True, costly_items=1)
         results.append(res)
         extras.append(extra)
+        extras.append(job_runs(model, texts, log, max_tokens=256))  # bf16 / fp16 / int8 end to end
         if model.card.objective != "encoder":
             extras.append(real_dla(model, log))
         del model

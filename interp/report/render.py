@@ -133,6 +133,8 @@ def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "in
                           if mdims is not None and not mdims.empty else None,
                           _table(abl, "Loss on held text with massive activations ablated (nats)", swatches=colors)
                           if abl is not None and not abl.empty else None) if x]))
+    from interp.precision.report import section as precision_section
+    S.append(precision_section(t, colors, _section, _table))
     S.append(_section("gradients", "Gradient norms per layer", "Norm of the loss gradient per block.",
                       {"gradients": collect + " with the gradient collector"}, t,
                       figs=[F.gradient_profiles(t, colors)]))
