@@ -9,7 +9,7 @@ from interp.zoo import STRATEGIES, build
 from interp.zoo.conditioning import conditioning_parameters
 
 SMALL = {"n_layers": 3, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 12, "d_vocab": 53}
-MDLM = ["mdlm-tdln", "mdlm-adaln", "mdlm-ln"]
+MDLM = ["mdlm-tdln", "mdlm-adaln", "mdlm-ln", "mdlm-uncond"]
 
 
 def _randomize(model, seed=0):
@@ -125,7 +125,7 @@ def test_conditioning_parameter_counts_follow_the_architectures():
     t_embed = 256 * d + d + d * d + d                                  # DiT's embedder MLP
     assert counts["mdlm-ln"]["total"] == t_embed
     assert counts["mdlm-adaln"]["total"] == t_embed + n_norms * (2 * d * d + 2 * d) + L * (2 * d * d + 2 * d)
-    assert counts["pre-ln"]["total"] == 0
+    assert counts["pre-ln"]["total"] == counts["mdlm-uncond"]["total"] == 0
     assert counts["mdlm-tdln"]["total"] <= 0.10 * counts["mdlm-adaln"]["total"]  # the claim's budget holds by design
 
 

@@ -21,7 +21,10 @@ INTRO = ("Masked diffusion (MDLM, linear schedule): each token but the first is 
          "bidirectional model predicts the masked ones; its loss bounds −log p per token. The three strategies "
          "differ only in how t enters: TD-LN (every norm's γ, β move with t), adaLN-Zero (DiT: norms without "
          "affine modulated by an MLP of a t-embedding, gated block outputs) and an added t-embedding only "
-         "(plain LayerNorm). Held-out bound per token at fixed t and its integral over t (NELBO); γ(t), β(t) of "
+         "(plain LayerNorm); mdlm-uncond, when trained, is told nothing about t. In absorbing-state diffusion the "
+         "optimal prediction of the masked tokens depends only on the visible ones, not on t (Ou et al. 2024, "
+         "RADD; the mask count also reveals t), so these models test the norms as trainable layers more than the "
+         "value of knowing t. Held-out bound per token at fixed t and its integral over t (NELBO); γ(t), β(t) of "
          "the conditioned norms; variance growth and massive activations with the collectors run at fixed t "
          "(inputs masked at that rate, cond = t; masked and unmasked positions pooled).")
 

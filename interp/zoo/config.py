@@ -187,6 +187,8 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "mdlm-tdln":    dict(placement="pre", norm="tdln", conditioned=True, objective="mdlm"),
     "mdlm-adaln":   dict(placement="pre", norm="adaln", conditioned=True, objective="mdlm", t_embed="adaln"),
     "mdlm-ln":      dict(placement="pre", norm="layernorm", conditioned=True, objective="mdlm", t_embed="add"),
+    # control: no t at all (absorbing-state diffusion's optimal denoiser does not depend on t; Ou et al. 2024)
+    "mdlm-uncond":  dict(placement="pre", norm="layernorm", objective="mdlm"),
 }
 
 
