@@ -23,6 +23,7 @@ def tiny_zoo(tmp_path_factory):
     torch.set_num_threads(1)
     out, runs = tmp_path_factory.mktemp("zoo"), tmp_path_factory.mktemp("runs")
     seeds = {"pre-ln": 2, "no-norm": 1}
+    (runs / "HOLD").write_text("pre-ln-lnfree\n")  # LN removal waits for its own test
     done = []
     while (name := zoo_runner.run_next(out, runs, steps=5, seeds=seeds, size=TINY, progress=False)):
         done.append(name)
@@ -93,3 +94,27 @@ def test_held_strategies_wait(tmp_path):
     (tmp_path / "runs" / "HOLD").write_text("no-norm\n")
     assert zoo_runner.run_next(tmp_path / "zoo", tmp_path / "runs", steps=2, seeds={"no-norm": 1}, size=TINY,
                                progress=False) is None
+
+
+def test_ln_removal_job_writes_the_lnfree_model_and_both_controls(tiny_zoo, monkeypatch):
+    """Seed 0 of pre-ln → pre-ln-lnfree (no norm left), pre-ln-vanilla and pre-ln-vanilla-single (LayerNorm
+    kept), each recorded; the CE in the record is the CE of the saved weights on the held-out sample."""
+    from interp.data import heldout_tokens
+    from interp.surgery.remove_ln import lm_ce
+    from interp.train import lnfree_job
+    out, runs, _, _ = tiny_zoo
+    monkeypatch.setattr(lnfree_job, "STEPS_PER_STAGE", 2)
+    (runs / "HOLD").unlink()
+    assert zoo_runner.run_next(out, runs, steps=5, seeds={"pre-ln": 1}, size=TINY, progress=False) == "pre-ln-lnfree"
+    lnfree, vanilla = interp.zoo.load(out / "pre-ln-lnfree"), interp.zoo.load(out / "pre-ln-vanilla")
+    single = interp.zoo.load(out / "pre-ln-vanilla-single")
+    assert lnfree.card.placement == "none" and not list(lnfree._norms)
+    assert vanilla.card.placement == "pre" and vanilla.card.name == "pre-ln-vanilla"
+    rec = json.loads((out / "pre-ln-lnfree" / "config.json").read_text())["training"]
+    ev = heldout_tokens(16, 129)
+    assert abs(lm_ce(lnfree, ev) - rec["ce_at_training"]["lnfree"]) < 1e-5
+    assert abs(lm_ce(single, ev) - rec["ce_at_training"]["vanilla_single"]) < 1e-5
+    m = json.loads((out / "manifest.json").read_text())
+    assert {"pre-ln-lnfree", "pre-ln-vanilla", "pre-ln-vanilla-single"} <= set(m["models"])
+    assert lnfree_job.is_done(out, 0)
+    assert zoo_runner.run_next(out, runs, steps=5, seeds={"pre-ln": 1}, size=TINY, progress=False) is None

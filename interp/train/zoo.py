@@ -91,7 +91,7 @@ def state_sha256(model: torch.nn.Module) -> str:
     for k, v in sorted(model.state_dict().items()):
         v = v.detach().contiguous().cpu()
         h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
-        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     return h.hexdigest()
 
 

@@ -153,6 +153,37 @@ def run_next(out: Path = ZOO_DIR, runs: Path = Path("out/zoo-runs"), steps: int 
                 (runs / name / "FAILED").write_text(traceback.format_exc())
                 print(f"{name}: failed, see {runs / name / 'FAILED'}", file=sys.stderr, flush=True)
             return name
+    return _next_lnfree(out, runs, steps, seeds, hold)
+
+
+def _next_lnfree(out: Path, runs: Path, steps: int, seeds: dict[str, int] | None, hold: set[str]) -> str | None:
+    """LN removal of each finished pre-ln seed (interp.train.lnfree_job), once the strategies' jobs are taken."""
+    from interp.train import lnfree_job as J
+    n_src = (ZOO_SEEDS if seeds is None else seeds).get(J.SOURCE, 0)
+    if J.LNFREE in hold:
+        return None
+    for seed in range(n_src):
+        name = model_name(J.LNFREE, seed)
+        if (runs / name / "FAILED").is_file() or not is_done(out, J.SOURCE, seed, steps) or J.is_done(out, seed):
+            continue
+        with _flock(runs / f"{name}.lock", block=False) as got:
+            if not got:
+                continue
+            try:
+                data = _prepared()
+                from interp.data import unigram_entropy
+                base = unigram_entropy(data.train_tokens, data.val_tokens, data.tokenizer.vocab_size)
+                J.run(out, seed, data)
+                for key in (J.LNFREE, J.VANILLA, J.SINGLE):
+                    n = model_name(key, seed)
+                    record(out, runs, n, json.loads((out / n / "config.json").read_text())["training"],
+                           data.describe(), base)
+                print(f"{name:<22} done", flush=True)
+            except Exception:
+                (runs / name).mkdir(parents=True, exist_ok=True)
+                (runs / name / "FAILED").write_text(traceback.format_exc())
+                print(f"{name}: failed, see {runs / name / 'FAILED'}", file=sys.stderr, flush=True)
+            return name
     return None
 
 
