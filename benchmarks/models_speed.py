@@ -1,72 +1,96 @@
-"""Real models: first load (GGUF dequantize + cache), cached load, peak RAM, 128-token forward (1 and 2 threads),
-and the hooked wrapper's unobserved-forward overhead over the plain transformers model.
+"""Real models: the hooked wrapper's unobserved forward against the plain transformers model (goal ≤ 1.05×).
 
-    .venv/bin/python benchmarks/models_speed.py            # writes benchmarks/models_speed.json
-Each measurement runs in a fresh subprocess (peak RSS is per process); other processes share the CPU, so
-forward times are the minimum of several runs.
+    python benchmarks/models_speed.py [--repeats 9] [--tokens 128] [--threads 1] [--models a,b]
+    # -> benchmarks/results/models_speed.json
+
+Per model, in a fresh subprocess: the hooked model (`interp.load_model`) and the same checkpoint loaded by
+transformers alone (same attention implementation, no hooks anywhere) run the same [1, tokens] batch, in
+alternating order (A B B A ...) so that load from other processes hits both alike. Each pair gives a ratio
+hooked / plain of CPU time (process_time; one thread, so other processes barely disturb it) and of wall time;
+reported: the median ratio and its spread (min, max over pairs), the ratio of the fastest runs (other processes
+only ever add time), and the median times; also the load time. Goal: median CPU-time ratio ≤ 1.05.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
+
+MODELS = ("smollm2-135m", "gemma-3-270m", "minilm-l6", "qwen2.5-0.5b", "mpnet-base")
 
 CHILD = r"""
-import json, os, resource, sys, time
+import json, statistics, sys, time
 import torch
-torch.set_num_threads(int(sys.argv[2]))
+name, repeats, n_tok, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
 import interp
-t = time.perf_counter(); m = interp.load_model(sys.argv[1]); load_s = time.perf_counter() - t
-out = {"load_s": load_s, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
-if sys.argv[3] == "fwd":  # against the same weights loaded by transformers alone (no hooks registered on it)
-    from interp.models.cache import cache_root
-    from interp.models.registry import REGISTRY, cache_key
-    e = REGISTRY[sys.argv[1]]
-    d = cache_root() / cache_key(e) if cache_key(e) else e.locate()
-    ref = type(m.hf).from_pretrained(str(d), attn_implementation="sdpa").eval()
-    x = torch.randint(0, m.tokenizer.vocab_size - 1, (1, 128))
-    kw = {"use_cache": False} if m.card.objective == "causal_lm" else {}
-    hooked, plain, hooked_cpu, plain_cpu = [], [], [], []
-    with torch.no_grad():
-        m(x); ref(input_ids=x, **kw)
-        for _ in range(5):
-            t, c = time.perf_counter(), time.process_time(); m(x)
-            hooked.append(time.perf_counter() - t); hooked_cpu.append(time.process_time() - c)
-            t, c = time.perf_counter(), time.process_time(); ref(input_ids=x, **kw)
-            plain.append(time.perf_counter() - t); plain_cpu.append(time.process_time() - c)
-    # CPU time is far less disturbed by other processes than wall time; with 1 thread it is the better ratio
-    out.update(fwd_hooked_s=min(hooked), fwd_plain_s=min(plain), overhead=min(hooked) / min(plain),
-               overhead_cpu=min(hooked_cpu) / min(plain_cpu))
-print("RESULT", json.dumps(out))
+from interp.models.load import from_pretrained
+t = time.perf_counter(); m = interp.load_model(name).eval(); load_s = time.perf_counter() - t
+ref = from_pretrained(type(m.hf), m.hf.name_or_path, torch.float32).eval()   # the same weights, no hooks
+assert sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in ref.modules()) == 0
+torch.manual_seed(0)
+x = torch.randint(5, m.tokenizer.vocab_size - 1, (1, n_tok))
+kw = {"use_cache": False} if m.card.objective == "causal_lm" else {}
+runs = {"hooked": lambda: m(x), "plain": lambda: ref(input_ids=x, **kw)}
+cpu, wall = {"hooked": [], "plain": []}, {"hooked": [], "plain": []}
+with torch.no_grad():
+    for k in runs:  # warm-up
+        runs[k]()
+    for i in range(repeats):
+        for k in (("hooked", "plain") if i % 2 == 0 else ("plain", "hooked")):
+            t, c = time.perf_counter(), time.process_time()
+            runs[k]()
+            wall[k].append(time.perf_counter() - t); cpu[k].append(time.process_time() - c)
+    same = torch.equal(runs["hooked"](), runs["plain"]().logits if kw else runs["plain"]().last_hidden_state)
+def summary(d, k):
+    r = [a / b for a, b in zip(d["hooked"], d["plain"])]
+    return {f"{k}_ratio_median": statistics.median(r), f"{k}_ratio_min": min(r), f"{k}_ratio_max": max(r),
+            f"{k}_ratio_of_minima": min(d["hooked"]) / min(d["plain"]),
+            f"{k}_hooked_median_ms": 1e3 * statistics.median(d["hooked"]),
+            f"{k}_plain_median_ms": 1e3 * statistics.median(d["plain"])}
+print("RESULT", json.dumps({"load_s": load_s, "n_layers": m.card.n_layers, "outputs_equal": same,
+                            **summary(cpu, "cpu"), **summary(wall, "wall")}))
 """
 
 
-def child(name: str, threads: int, mode: str, env: dict) -> dict:
-    r = subprocess.run([sys.executable, "-c", CHILD, name, str(threads), mode], env=env, capture_output=True,
-                       text=True, check=True)
+def child(name: str, repeats: int, tokens: int, threads: int) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": str(threads)}
+    r = subprocess.run([sys.executable, "-c", CHILD, name, str(repeats), str(tokens), str(threads)], env=env,
+                       capture_output=True, text=True, check=False)  # a failure is reported, not raised
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(next(l for l in r.stdout.splitlines() if l.startswith("RESULT"))[7:])
 
 
 def main() -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=15, help="pairs of forwards per model")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--models", default=",".join(MODELS))
+    a = ap.parse_args()
     results = {}
-    for name in ("smollm2-135m", "gemma-3-270m", "minilm-l6"):
-        with tempfile.TemporaryDirectory() as cache:
-            fresh = {**env, "INTERP_CACHE": cache}
-            first = child(name, 1, "load", fresh)
-            cached = child(name, 1, "load", fresh)
-        one, two = child(name, 1, "fwd", env), child(name, 2, "fwd", env)
-        results[name] = {"first_load_s": first["load_s"], "first_load_peak_rss_gb": first["peak_rss_gb"],
-                         "cached_load_s": cached["load_s"], "cached_load_peak_rss_gb": cached["peak_rss_gb"],
-                         "fwd128_1thread_s": one["fwd_hooked_s"], "fwd128_2threads_s": two["fwd_hooked_s"],
-                         "plain_fwd128_1thread_s": one["fwd_plain_s"], "overhead_1thread": one["overhead"],
-                         "overhead_2threads": two["overhead"],
-                         "overhead_1thread_cpu_time": one["overhead_cpu"]}
-        print(name, json.dumps(results[name], indent=1), flush=True)
-    Path(__file__).with_suffix(".json").write_text(json.dumps(results, indent=2))
+    for name in a.models.split(","):
+        res = child(name, a.repeats, a.tokens, a.threads)
+        results[name] = {"repeats": a.repeats, "tokens": a.tokens, **res}
+        if "error" in res:
+            print(f"{name}: not measured ({res['error']})", flush=True)
+            continue
+        print(f"{name:<14} hooked / plain: CPU time {res['cpu_ratio_median']:.3f} "
+              f"[{res['cpu_ratio_min']:.3f}, {res['cpu_ratio_max']:.3f}] (of minima {res['cpu_ratio_of_minima']:.3f})"
+              f"  wall {res['wall_ratio_median']:.3f} [{res['wall_ratio_min']:.3f}, {res['wall_ratio_max']:.3f}]  "
+              f"({res['cpu_plain_median_ms']:.0f} ms plain; goal ≤ 1.05; outputs equal: {res['outputs_equal']})",
+              flush=True)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from record import write_result
+    path = write_result("models_speed", results, threads=a.threads, description=(
+        "Unobserved forward of each real model through interp's hooks vs the same checkpoint in plain "
+        f"transformers: [1, {a.tokens}] tokens, {a.repeats} alternating pairs, ratio hooked/plain per pair "
+        "(median, min, max) in CPU time and wall time; goal: median ≤ 1.05"))
+    print(f"written: {path}")
 
 
 if __name__ == "__main__":
