@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import interp.zoo
 from interp.report.claims import CLAIMS, INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, evaluate_claim
 
 SEEDS = ("", ".seed1", ".seed2")
@@ -152,16 +151,6 @@ def _ablation(c, vals):
     return {"cards": real_cards(), "seq_ablation": pd.DataFrame(rows)}
 
 
-def _cond_params(c, vals, monkeypatch):
-    # strategies that add a known number of parameters over the base: d_mlp grows the MLP by 2·d·Δ + Δ per block
-    base = {"placement": "pre", "norm": "layernorm"}
-    monkeypatch.setitem(interp.zoo.STRATEGIES, c.params["base"], base)
-    monkeypatch.setitem(interp.zoo.STRATEGIES, c.reference, dict(base, d_mlp=256 + 100))
-    extra = max(1, round(100 * math.exp(vals[0])))
-    monkeypatch.setitem(interp.zoo.STRATEGIES, c.zoo[0], dict(base, d_mlp=256 + extra))
-    return {"cards": zoo_cards(c.zoo[0], c.reference)}
-
-
 def _entropy(c, vals):
     rows = []
     for s, v in zip(SEEDS, vals):
@@ -177,7 +166,33 @@ def _fp16_headroom(c, vals):  # per seed: log10 headroom of the subject − the 
     return {"cards": zoo_cards(c.zoo[0], c.reference), "precision": pd.DataFrame(rows)}
 
 
-MAKERS = {"entropy_neuron_effect": _entropy, "val_loss": _val_loss, "growth_rate": _growth_rate, "angular_deep_shallow": _angular,
+LADDER = [10.0 ** (k / 2 - 3) for k in range(10)]  # ×√10 rungs
+
+
+def _stable_lr(c, vals):  # per sweep seed: subject's largest stable rung − the reference's (reference: rung 4)
+    rows = []
+    for seed, v in enumerate(vals):
+        for label, k in ((c.zoo[0], 4 + int(v)), (c.reference, 4)):
+            rows += [{"model": label, "seed": seed, "lr": lr, "diverged": i > k} for i, lr in enumerate(LADDER)]
+    return {"cards": zoo_cards(c.zoo[0], c.reference), "sweep": pd.DataFrame(rows)}
+
+
+def _lr_sensitivity(c, vals):  # two rungs, initial loss 10: sensitivity = (loss at the 2nd rung − 1) / 2
+    rows = []
+    for seed, v in enumerate(vals):
+        for label, sens in ((c.zoo[0], 1.0 + v), (c.reference, 1.0)):
+            rows += [{"model": label, "seed": seed, "lr": lr, "diverged": False, "first_loss": 10.0,
+                      "final_loss": loss} for lr, loss in ((1e-3, 1.0), (1e-2, 1.0 + 2 * sens))]
+    return {"cards": zoo_cards(c.zoo[0], c.reference), "sweep": pd.DataFrame(rows)}
+
+
+def _attn_logit(c, vals):  # log10 max |logit|: subject 1 + v, reference 1
+    rows = [{"model": c.zoo[0] + s, "layer": 0, "max_abs_logit": 10.0 ** (1 + v)} for s, v in zip(SEEDS, vals)]
+    rows += [{"model": c.reference + s, "layer": 0, "max_abs_logit": 10.0} for s in SEEDS]
+    return {"cards": zoo_cards(c.zoo[0], c.reference), "attn_logits": pd.DataFrame(rows)}
+
+
+MAKERS = {"stable_lr_steps": _stable_lr, "lr_sensitivity": _lr_sensitivity, "max_attn_logit": _attn_logit, "entropy_neuron_effect": _entropy, "val_loss": _val_loss, "growth_rate": _growth_rate, "angular_deep_shallow": _angular,
           "skip_deep_shallow": _skip, "grad_cv": lambda c, v: _grads(c, v, "grad_cv"),
           "grad_late_early": lambda c, v: _grads(c, v, "grad_late_early"), "grad_spike_rate": _spikes,
           "bstat_fluctuation": _bstat, "growth_shape": _growth_shape, "speedup": _speedup,
@@ -195,8 +210,10 @@ def _sides(c):
         return yes, no, [1, -1, 1]
     if c.metric == "massive_fraction":
         return [0.9], [0.1], [0.5]
-    if c.metric == "cond_params":
-        return [t - 1.0], [t + 1.0], None
+    if c.metric == "stable_lr_steps":   # whole ladder steps
+        return [2, 2, 3], [-2, -2, -3], [-3, 0, 3]
+    if c.metric == "lr_sensitivity":    # the difference cannot go below −1 (the reference's sensitivity)
+        return [-0.5, -0.55, -0.45], [0.5, 0.55, 0.45], [-0.9, 0.0, 0.9]
     if c.metric == "speedup":
         return [0.3], [-0.3], [0.6, -0.6]
     step = max(abs(t), 0.5)
@@ -209,12 +226,12 @@ def _sides(c):
 
 
 @pytest.mark.parametrize("key", sorted(CLAIMS))
-def test_rule_flips_and_straddle_is_inconclusive(key, monkeypatch):
+def test_rule_flips_and_straddle_is_inconclusive(key):
     c = CLAIMS[key]
-    if c.metric not in MAKERS and c.metric != "cond_params":
+    if c.metric not in MAKERS:
         pytest.fail(f"claim {key!r}: no synthetic-table maker for metric {c.metric!r}; add one to MAKERS here "
                     "(a function (claim, per-seed values) -> tables that give the metric those values)")
-    make = (lambda cl, v: _cond_params(cl, v, monkeypatch)) if c.metric == "cond_params" else MAKERS[c.metric]
+    make = MAKERS[c.metric]
     yes, no, straddle = _sides(c)
     rows = lambda vals: {r["model"]: r for r in evaluate_claim(c, make(c, vals))}
     subj = c.zoo[0] if c.zoo else "real-lm"
