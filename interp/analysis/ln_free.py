@@ -4,8 +4,10 @@ Checkpoints (data/zoo, seed k ≥ 1 with the suffix `.seed<k>`): `pre-ln[.seedK]
 LN removed and fine-tuned, `pre-ln-vanilla[.seedK]` the same fine-tuning budget with LN kept. All three are
 evaluated in the report run on the same held-out tokens.
   ln_removal_cost  CE(LN-free) − CE(vanilla) in nats/token, paired by seed (t over the per-seed differences;
-                   one seed: paired bootstrap over held-out sequences). control_gap: the spread (max − min) of
-                   the vanilla controls' CE; when it exceeds the effect the controls cannot decide.
+                   one seed: paired bootstrap over held-out sequences). control_gap: |CE(vanilla) −
+                   CE(vanilla-single)|, mean over the seeds that have both: two controls of the same length
+                   (`pre-ln-vanilla-single[.seedK]`, one warm-up + cosine run) that should agree; when they differ
+                   by more than the effect, the controls cannot decide.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from interp.analysis.loss import pooled_ce
 from interp.analysis.registry import metric
 from interp.analysis.sequence_tables import loss_arrays, n_shared
 from interp.analysis.subjects import Subject, seed_of
+
+SINGLE = "pre-ln-vanilla-single"
 
 
 def _by_seed(s: Subject) -> dict[int, str]:
@@ -36,7 +40,10 @@ def ln_removal_cost(t, subject: Subject, ref: Subject | None = None):
     for m in [a[k] for k in seeds] + [b[k] for k in seeds]:
         loss_arrays(t, m)
     controls = [pooled_ce(t, m) for m in ref.models]
-    gap = float(max(controls) - min(controls)) if len(controls) >= 2 else None
+    have = set(t["seq_loss"]["model"]) if t.get("seq_loss") is not None else set()
+    pairs = [(b[k], SINGLE + b[k][len(ref.label):]) for k in seeds]
+    pairs = [(v, w) for v, w in pairs if w in have]
+    gap = float(np.mean([abs(pooled_ce(t, v) - pooled_ce(t, w)) for v, w in pairs])) if pairs else None
     if len(seeds) >= 2:
         est = over_seeds([pooled_ce(t, a[k]) - pooled_ce(t, b[k]) for k in seeds])
         est.method = f"t over {len(seeds)} paired seeds"
@@ -51,8 +58,9 @@ def ln_removal_cost(t, subject: Subject, ref: Subject | None = None):
     est.control_gap = gap
     detail = f"vanilla CE {np.mean(controls):.4f}"
     orig = [m.replace("-lnfree", "") for m in subject.models]
-    have = [m for m in orig if t.get("seq_loss") is not None and (t["seq_loss"]["model"] == m).any()]
-    if have:
-        detail += f", original CE {np.mean([pooled_ce(t, m) for m in have]):.4f}"
-    est.detail = detail + (f", vanilla controls spread {gap:.3g}" if gap is not None else "")
+    measured = [m for m in orig if m in have]
+    if measured:
+        detail += f", original CE {np.mean([pooled_ce(t, m) for m in measured]):.4f}"
+    est.detail = detail + (f", |vanilla − vanilla-single| {gap:.3g}" if gap is not None else
+                           ", no second control (pre-ln-vanilla-single) measured")
     return est
