@@ -147,5 +147,6 @@ def section(t: dict, colors: Colors, make_section, make_table) -> dict:
                          "precision_runs": "end-to-end runs (interp precision MODEL)"}, t,
                         figs=[headroom_profile(t, colors), safety_bars(t, colors), int8_profile(t, colors)],
                         tables=[make_table(tab, "Per model: fp16 safety and the loss change in each format (Δ in "
-                                                "nats vs fp32; inf: the fp16 run overflowed)", swatches=colors)]
+                                                "nats vs fp32; encoders: relative error of the final hidden states; "
+                                                "inf: the fp16 run overflowed)", swatches=colors)]
                         if len(tab) else [], notes=notes(t))
