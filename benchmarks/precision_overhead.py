@@ -11,20 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-OUT = Path(__file__).parent / "results" / "precision_overhead.json"
 
 
 def measure(name: str, batch: int, seq: int, n_batches: int, repeats: int) -> dict:
     """Best and median seconds of collect(defaults) and collect(defaults + Precision), interleaved."""
     import torch
+
     import interp
     from interp.collect import Precision, default_collectors
     model = interp.zoo.build("pre-ln") if name == "zoo" else interp.load_model(name)
@@ -66,7 +63,6 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(OUT))
     a = ap.parse_args()
     import torch
     torch.set_num_threads(a.threads)
@@ -74,14 +70,11 @@ def main() -> None:
     for name in a.models.split(","):
         rows.append(measure(name, a.batch, a.seq, a.batches, a.repeats))
         print(json.dumps(rows[-1], indent=1), flush=True)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"benchmark": "precision_overhead", "goal": "ratio_best <= 1.10 on smollm2-135m",
-                               "python": sys.version.split()[0], "torch": torch.__version__,
-                               "machine": platform.machine(), "runs": rows}, indent=1) + "\n")
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    from record import write_result
+    path = write_result("precision_overhead", rows, threads=a.threads, description=(
+        "interp.collect with every default collector, with and without the Precision collector, on the same "
+        "random tokens, interleaved repeats in one process; goal: ratio_best <= 1.10 on smollm2-135m"))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

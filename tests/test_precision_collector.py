@@ -11,7 +11,7 @@ import interp
 from interp.collect import Precision, collect
 from interp.collect.residual import residual_sites
 
-KW = dict(n_layers=4, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=256)
+KW = {"n_layers": 4, "d_model": 32, "n_heads": 4, "d_mlp": 64, "n_ctx": 16, "d_vocab": 256}
 STRATEGIES = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm", "pre-rmsnorm", "dyt", "pre-rmsnorm-qk",
               "reordered", "deepnorm", "mdlm-ln"]
 
@@ -55,10 +55,10 @@ def brute(model, data, alpha=6.0, layer_frac=0.25, token_frac=0.06):
         h = rows.half()
         fin = torch.isfinite(h)
         xd = rows.double()
-        r = dict(abs_max=rows.abs().max().item(), frac_fp16_overflow=(~fin).double().mean().item(),
-                 frac_fp16_flush=((h == 0) & (rows != 0)).double().mean().item(),
-                 fp16_rel_error=math.sqrt(((h.double() - xd)[fin] ** 2).sum() / (xd[fin] ** 2).sum()),
-                 bf16_rel_error=math.sqrt(((rows.bfloat16().double() - xd) ** 2).sum() / (xd ** 2).sum()))
+        r = {"abs_max": rows.abs().max().item(), "frac_fp16_overflow": (~fin).double().mean().item(),
+                 "frac_fp16_flush": ((h == 0) & (rows != 0)).double().mean().item(),
+                 "fp16_rel_error": math.sqrt(((h.double() - xd)[fin] ** 2).sum() / (xd[fin] ** 2).sum()),
+                 "bf16_rel_error": math.sqrt(((rows.bfloat16().double() - xd) ** 2).sum() / (xd ** 2).sum())}
         for per in ("tensor", "token"):
             err, tok_err = 0.0, []
             for s in range(len(data)):

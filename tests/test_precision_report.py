@@ -14,7 +14,7 @@ from interp.collect.residual import residual_sites
 from interp.precision import precision_runs
 from interp.report.claims import CLAIMS, INCONCLUSIVE, evaluate_claim
 
-KW = dict(n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=256)
+KW = {"n_layers": 3, "d_model": 32, "n_heads": 4, "d_mlp": 64, "n_ctx": 16, "d_vocab": 256}
 DATA = [[5, 17, 33, 2, 90, 41, 7], [8, 3, 250, 11, 12], [60, 61, 62, 63, 64, 65]]
 
 
@@ -31,7 +31,7 @@ def measured(strategy: str, seed: int, name: str, boost: float = 1.0):
         _, cache = m.run_with_cache(tokens, attention_mask=mask, names_filter=sites)
     peak = max(cache[h][mask].abs().max().item() for h in sites)
     tables = {k: v.assign(model=name) for k, v in res.tables.items()}
-    card = dict(model=name, family="zoo", strategy=strategy, placement=m.card.placement, objective="causal_lm")
+    card = {"model": name, "family": "zoo", "strategy": strategy, "placement": m.card.placement, "objective": "causal_lm"}
     return m, tables, card, peak
 
 
@@ -70,7 +70,7 @@ def test_real_models_are_uncontrolled_evidence_on_their_own(zoo):
     m = interp.zoo.build("pre-ln", **KW).eval()
     res = collect(m, DATA, [Precision()], progress=False)
     tabs = {k: v.assign(model="some-llm") for k, v in res.tables.items()}
-    card = dict(model="some-llm", family="llama", strategy="pre-rmsnorm", placement="pre", objective="causal_lm")
+    card = {"model": "some-llm", "family": "llama", "strategy": "pre-rmsnorm", "placement": "pre", "objective": "causal_lm"}
     rows = {r["model"]: r for r in evaluate_claim(CLAIMS["fp16_headroom"], tables_of(zoo, (m, tabs, card, 0)))}
     r = rows["some-llm"]
     peak = res["precision"]["abs_max"].max()

@@ -16,7 +16,7 @@ from interp.precision import precision_runs, verdicts
 from interp.precision.formats import FP16_OVERFLOW
 from interp.precision.watch import UNWATCHED
 
-KW = dict(n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=256)
+KW = {"n_layers": 3, "d_model": 32, "n_heads": 4, "d_mlp": 64, "n_ctx": 16, "d_vocab": 256}
 DATA = [[5, 17, 33, 2, 90, 41, 7], [8, 3, 250, 11], [60, 61, 62, 63, 64, 65, 66, 67, 68]]
 
 
@@ -45,7 +45,7 @@ def test_bf16_fp16_int8_match_brute_force(strategy):
             assert runs.loc[fmt, "delta_loss"] == pytest.approx(loss - ref, abs=1e-5)
             assert runs.loc[fmt, "top1_agreement"] == pytest.approx((top_f == top).double().mean().item())
         for fmt, per_token in (("int8", False), ("int8-token", True)):
-            def quant(mod, args):  # by hand: one scale per sequence over its real tokens, or per token
+            def quant(mod, args, per_token=per_token):  # by hand: one scale per sequence over its real tokens, or per token
                 x = args[0]
                 out = torch.empty_like(x)
                 for s in range(x.shape[0]):

@@ -50,7 +50,7 @@ class Precision(Collector):
         return {"outlier_threshold": self.alpha, "outlier_layer_frac": self.layer_frac,
                 "outlier_token_frac": self.token_frac}
 
-    def bind(self, model) -> "Precision":
+    def bind(self, model) -> Precision:
         super().bind(model)
         self.sites = residual_sites(model.sites)
         L = model.sites.n_layers

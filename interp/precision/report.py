@@ -49,7 +49,7 @@ def headroom_profile(t: dict, colors: Colors) -> go.Figure | None:
     for model, g in h.groupby("model", sort=False):
         g = g.sort_values("layer")
         fig.add_trace(go.Scatter(x=g["layer"], y=g["fp16_headroom"], mode="lines+markers", name=label(model),
-                                 line=dict(color=_c(colors, model))))
+                                 line={"color": _c(colors, model)}))
     fig.add_hline(y=1.0, line_dash="dash", line_color="#d62728", annotation_text="fp16 overflows below")
     return _style(fig, "fp16 headroom per block: 65504 / the largest |x| at any of its sites", "block ℓ "
                   "(L = the final norm's input)", "headroom (×, log)", log_y=True)
@@ -72,12 +72,12 @@ def safety_bars(t: dict, colors: Colors) -> go.Figure | None:
         st = [status[m] for m in models if m in status]
         text = (f"fp16 run: {'overflow' if 'overflow' in st else 'ok'} ({len(st)}/{len(models)})" if st
                 else "no fp16 run")
-        rows.append(dict(group=grp, mean=float(v.mean()), lo=float(v.min()), hi=float(v.max()), n=len(v), text=text))
+        rows.append({"group": grp, "mean": float(v.mean()), "lo": float(v.min()), "hi": float(v.max()), "n": len(v), "text": text})
     d = pd.DataFrame(rows).sort_values("mean")
     fig = go.Figure(go.Bar(x=[label(g) for g in d["group"]], y=d["mean"],
                            marker_color=[_c(colors, g) for g in d["group"]],
-                           error_y=dict(type="data", symmetric=False, array=d["hi"] - d["mean"],
-                                        arrayminus=d["mean"] - d["lo"]),
+                           error_y={"type": "data", "symmetric": False, "array": d["hi"] - d["mean"],
+                                        "arrayminus": d["mean"] - d["lo"]},
                            text=[label(x) for x in d["text"]], textposition="outside",
                            hovertext=[f"{n} model(s)" for n in d["n"]]))
     fig.add_hline(y=0.0, line_dash="dash", line_color="#d62728", annotation_text="fp16 max")
@@ -106,13 +106,13 @@ def int8_profile(t: dict, colors: Colors) -> go.Figure | None:
             sym = ["star" if a else "diamond" if b else "circle" for a, b in zip(mass, feat)]
             size = [12 if a or b else 5 for a, b in zip(mass, feat)]
             fig.add_trace(go.Scatter(x=g["layer"], y=g[y], mode="lines+markers", name=label(model),
-                                     legendgroup=model, showlegend=col == 1, line=dict(color=_c(colors, model)),
-                                     marker=dict(symbol=sym, size=size)), row=1, col=col)
+                                     legendgroup=model, showlegend=col == 1, line={"color": _c(colors, model)},
+                                     marker={"symbol": sym, "size": size}), row=1, col=col)
     fig.update_yaxes(type="log", title_text="mean ‖q(x_t) − x_t‖ / ‖x_t‖", col=1)
     fig.update_xaxes(title_text="block ℓ (stream leaving it)")
-    fig.update_layout(template="plotly_white", height=440, margin=dict(l=60, r=20, t=80, b=50),
-                      title=dict(text="int8 absmax error on the stream (★ massive activations, ◆ LLM.int8() "
-                                      "outlier features)"))
+    fig.update_layout(template="plotly_white", height=440, margin={"l": 60, "r": 20, "t": 80, "b": 50},
+                      title={"text": "int8 absmax error on the stream (★ massive activations, ◆ LLM.int8() "
+                                      "outlier features)"})
     return fig
 
 

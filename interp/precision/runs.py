@@ -125,7 +125,7 @@ def _what(model, acc: _Acc, fmt: str) -> str:
         s += f" (dim {ev.dim}); fp32 computes {v:.4g} there, max |x| {m:.4g} at that token"
         if fmt == "fp16":
             s += (f": beyond fp16's max {FP16_MAX:.0f}" if m >= FP16_OVERFLOW else
-                  f": within fp16's range, so an intermediate inside it overflowed")
+                  ": within fp16's range, so an intermediate inside it overflowed")
     if kind == "module" and not ev.inputs_finite:
         s += "; its inputs were already non-finite (the overflow happened between modules)"
     elif kind == "module" and any(True for _ in model.get_submodule(ev.name).children()):
@@ -136,10 +136,10 @@ def _what(model, acc: _Acc, fmt: str) -> str:
 def _row(model, fmt: str, acc: _Acc, loss32: float, n32: int, sec32: float, notes: list[str]) -> dict:
     lm = _is_lm(model)
     tok = getattr(model, "tokenizer", None)
-    r = dict(model=model.card.name, format=fmt, metric="next_token_ce" if lm else "output_rel_error",
-             n_tokens=acc.n, loss_fp32=loss32 / max(n32, 1) if lm else 0.0, first_hook="", first_module="",
-             layer=-1, position=-1, token="", dim=-1, what="", fp32_ops="; ".join(notes),
-             seconds=acc.seconds, seconds_fp32=sec32, frac_nonfinite=acc.n_bad / max(acc.n, 1))
+    r = {"model": model.card.name, "format": fmt, "metric": "next_token_ce" if lm else "output_rel_error",
+             "n_tokens": acc.n, "loss_fp32": loss32 / max(n32, 1) if lm else 0.0, "first_hook": "", "first_module": "",
+             "layer": -1, "position": -1, "token": "", "dim": -1, "what": "", "fp32_ops": "; ".join(notes),
+             "seconds": acc.seconds, "seconds_fp32": sec32, "frac_nonfinite": acc.n_bad / max(acc.n, 1)}
     if acc.error:
         return dict(r, loss=math.nan, delta_loss=math.nan, top1_agreement=math.nan, status="error",
                     what=acc.error)

@@ -20,12 +20,12 @@ def _site_summary(g: pd.DataFrame) -> dict:
     i = g["abs_max"].to_numpy().argmax()
     top = g.iloc[i]
     feats = g["n_outlier_features"].to_numpy(dtype=float)
-    return dict(abs_max=float(top["abs_max"]), abs_max_at=f"{top['hook']} (layer {int(top['layer'])})",
-                fp16_headroom=FP16_MAX / float(top["abs_max"]) if top["abs_max"] > 0 else np.inf,
-                bf16_headroom=BF16_MAX / float(top["abs_max"]) if top["abs_max"] > 0 else np.inf,
-                site_overflow=bool((g["frac_fp16_overflow"] > 0).any()),
-                max_int8_token_error=float(g["int8_tensor_token_error"].max()),
-                n_outlier_features=int(np.nanmax(feats)) if np.isfinite(feats).any() else 0)
+    return {"abs_max": float(top["abs_max"]), "abs_max_at": f"{top['hook']} (layer {int(top['layer'])})",
+                "fp16_headroom": FP16_MAX / float(top["abs_max"]) if top["abs_max"] > 0 else np.inf,
+                "bf16_headroom": BF16_MAX / float(top["abs_max"]) if top["abs_max"] > 0 else np.inf,
+                "site_overflow": bool((g["frac_fp16_overflow"] > 0).any()),
+                "max_int8_token_error": float(g["int8_tensor_token_error"].max()),
+                "n_outlier_features": int(np.nanmax(feats)) if np.isfinite(feats).any() else 0}
 
 
 def overflow_place(r: pd.Series) -> str:

@@ -10,6 +10,7 @@ when it is observed), `hook_attn_scores` and `hook_pattern` (the zoo's attention
 """
 from __future__ import annotations
 
+import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ class Watch:
         else:
             v = float(y.detach().reshape(-1)[bad.reshape(-1).nonzero()[0, 0]])
             ev.n_positions = -1
-        ev.value = "nan" if v != v else ("+inf" if v > 0 else "-inf")
+        ev.value = "nan" if math.isnan(v) else ("+inf" if v > 0 else "-inf")
         return ev
 
     def real_bad(self, y: torch.Tensor) -> bool:
