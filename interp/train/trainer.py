@@ -181,11 +181,9 @@ class Trainer:
         if self.run_dir is None or self.step not in self.snapshots:
             return
         from safetensors.torch import save_model
-        path = self.snapshot_path(self.step)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_model(self.model, str(tmp))
-        tmp.replace(path)
+
+        from interp.outputs import atomic_write
+        atomic_write(self.snapshot_path(self.step), lambda tmp: save_model(self.model, str(tmp)))  # umask modes
 
     # ---- logs --------------------------------------------------------------------------------------------
     def steps_frame(self) -> pd.DataFrame:
