@@ -223,3 +223,38 @@ def test_minilm_post_ln_refused_tokens_fine():
     _, cache = m.run_with_cache(text)
     with pytest.raises(UnsupportedByTransformerLens, match="Post-LN"):
         cache.decompose_resid()
+
+
+def tiny_family(model_type: str):
+    """A tiny random transformers model of one family (norm gains and biases randomized), wrapped by interp."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from interp.models.families import wrap
+    cfg = AutoConfig.for_model(model_type, vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=64, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+                               pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name.lower():
+                p.copy_(torch.randn_like(p) * 0.3 + (1.0 if name.endswith("weight") else 0.0))
+    return wrap(hf, name=f"tiny-{model_type}")
+
+
+@pytest.mark.parametrize("model_type,placement", [("llama", "pre"), ("qwen3", "pre"), ("gemma3_text", "peri"),
+                                                  ("gpt_neox", "parallel"), ("olmo2", "reordered")])
+def test_transformers_families(model_type, placement):
+    m = tiny_family(model_type)
+    assert m.card.placement == placement
+    tokens, tgt = torch.randint(3, 96, (2, 9)), torch.tensor([5, 40])
+    if placement == "reordered":  # OLMo-2: x + N(F(x)), no input norms
+        _, cache = m.run_with_cache(tokens)
+        with pytest.raises(UnsupportedByTransformerLens, match="reordered"):
+            cache.decompose_resid()
+        return
+    logits, _, attrs, _ = tl_dla(m, tokens, target=tgt)
+    d = dla(m, tokens, target=tgt, pos=-1)
+    for j in range(2):
+        rows = torch.tensor(d[(d.batch == j) & d.direct_effect.notna()]["dla"].to_numpy())
+        logit = float(logits[j, -1, tgt[j]])
+        assert (attrs[:, j].double() - rows).abs().max() <= 1e-4 * max(abs(logit), 1.0)

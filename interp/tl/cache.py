@@ -20,7 +20,8 @@ with the reason instead of returning a number that looks right:
   - batch-statistic norms (PowerNorm, Unified Norm): each channel is divided by a second moment over the
     batch's tokens, not each token by its own scale;
   - DyT (γ·tanh(αx) + β divides by nothing and is not linear) and TD-LN (its gain depends on `cond`).
-Peri-LN is supported at sublayer level: `hook_attn_out` / `hook_mlp_out` are the outputs after the output norms,
+Parallel blocks (GPT-NeoX, GPT-J: x + F_attn(N1(x)) + F_mlp(N2(x))) are additive too. Peri-LN is supported at
+sublayer level: `hook_attn_out` / `hook_mlp_out` are the outputs after the output norms,
 which do add up to the stream. Per-head and per-neuron results are not (interp's models expose no `W_O` in
 TransformerLens' layout; in Peri-LN the output norm also mixes heads): use `interp.attribution.dla`.
 """
@@ -32,7 +33,8 @@ import torch
 from transformer_lens import ActivationCache
 from transformer_lens.utilities import Slice
 
-ADDITIVE = ("pre", "lns", "peri", "none")  # placements whose sublayer outputs add up to the stream
+ADDITIVE = ("pre", "lns", "peri", "parallel", "none")  # placements whose sublayer outputs add up to the stream
+INPUT_NORMS = ("pre", "lns", "peri", "parallel")        # placements whose ln1 / ln2 read the block's stream
 
 
 class UnsupportedByTransformerLens(ValueError):
@@ -113,7 +115,7 @@ class InterpActivationCache(ActivationCache):
         blk = self.model.blocks[layer]
         if blk.placement == "none":
             return None, 1.0
-        if blk.placement not in ("pre", "lns", "peri"):
+        if blk.placement not in INPUT_NORMS:
             raise _placement_error(self.model, layer, blk.placement, what)
         name = "ln2" if mlp_input else "ln1"
         norm = getattr(blk, name)
@@ -165,6 +167,11 @@ class InterpActivationCache(ActivationCache):
         if mode not in ("all", "mlp", "attn"):
             raise ValueError(f"unknown mode {mode!r}; choose 'all', 'mlp' or 'attn'")
         self._check_additive(layer + (1 if mlp_input else 0), "decompose_resid")
+        if mlp_input and layer < n and self.model.blocks[layer].placement == "parallel":
+            raise UnsupportedByTransformerLens(
+                f"decompose_resid(mlp_input=True) is not defined on {_name(self.model)}: block {layer} is a parallel "
+                "block (x + F_attn(N1(x)) + F_mlp(N2(x))), whose MLP reads the block's input, not the stream after "
+                "the attention; use mlp_input=False")
         comps, labels = [], []
         if incl_embeds:
             for key, lab in (("hook_embed", "embed"), ("hook_pos_embed", "pos_embed")):
