@@ -63,9 +63,11 @@ def _load_dir(p: Path, dtype: torch.dtype):
     if not cfg.is_file():
         raise FileNotFoundError(f"{p} is not a checkpoint: it has no config.json")
     try:
-        meta = json.loads(cfg.read_text())
-    except json.JSONDecodeError as e:
+        meta = json.loads(cfg.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeError) as e:
         raise ValueError(f"{cfg} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{cfg} holds a JSON {type(meta).__name__}, not a config object; re-save the checkpoint")
     if isinstance(meta, dict) and "card" in meta and "config" in meta:  # written by interp's zoo model.save
         from interp import zoo
         return zoo.load(p, dtype)

@@ -29,7 +29,7 @@ def load_hf_dir(d: str | Path, name: str, dtype: torch.dtype = torch.float32, to
     d = Path(d)
     try:
         cfg = AutoConfig.from_pretrained(str(d))
-    except (ValueError, KeyError) as e:  # a model_type transformers itself does not know
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # a model_type it does not know, a bad field
         raise ValueError(f"{d}: transformers cannot read its config.json ({str(e).splitlines()[0][:160]})") from None
     try:
         layout_for(cfg)
