@@ -4,8 +4,9 @@ is lost when a block is skipped.
 Angular distance d(ℓ, ℓ+n) = arccos(cos(h_ℓ, h_ℓ+n)) / π per token between the stream at depth ℓ (0 = input
 of block 0, ℓ = output of block ℓ-1) and depth ℓ+n, averaged over all real tokens and over the last real
 token of each sequence (Mix-LN's measure). With `skip=True`, each block ℓ in turn is skipped (its output
-replaced by its input) in an extra forward per block: the mean next-token loss increase for causal LMs; for
-encoders (no LM head) the mean cosine distance between the mean-pooled final states with and without the block.
+replaced by its input): the mean next-token loss increase for causal LMs; for encoders (no LM head) the mean
+cosine distance between the mean-pooled final states with and without the block. The skipped forwards share
+the intact run's stream up to block ℓ and run batched (`interp.collect.variants`): blocks ℓ+1.. only.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 
 from interp.collect.base import F64, Collector
 from interp.collect.objective import is_causal, loss_terms
+from interp.collect.variants import chunks, run_variants
 
 
 def angular(a: torch.Tensor, b: torch.Tensor, a_norm: torch.Tensor | None = None,
@@ -24,7 +26,7 @@ def angular(a: torch.Tensor, b: torch.Tensor, a_norm: torch.Tensor | None = None
     along the last dim may be passed when already known."""
     a_norm = a.norm(dim=-1) if a_norm is None else a_norm
     b_norm = b.norm(dim=-1) if b_norm is None else b_norm
-    cos = (a * b).sum(-1) / (a_norm * b_norm).clamp(min=1e-300)
+    cos = torch.linalg.vecdot(a, b) / (a_norm * b_norm).clamp(min=1e-300)
     return torch.arccos(cos.clamp(-1, 1)) / torch.pi
 
 
@@ -60,6 +62,7 @@ class LayerEffect(Collector):
             self._add("skip_sum", torch.zeros(L), "sum")   # Σ loss terms (or cosine distances) with block ℓ skipped
             self._add("base_sum", torch.zeros(1), "sum")   # Σ loss terms of the intact model (causal LMs)
             self._add("skip_n", torch.zeros(1), "sum")     # loss terms (or sequences) counted
+        self._work: dict[int, torch.Tensor] = {}
         return self
 
     def hooks(self, model):
@@ -68,28 +71,49 @@ class LayerEffect(Collector):
     def begin_batch(self, batch):
         super().begin_batch(batch)
         self._buf: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # depth -> (h float64, ‖h‖ per token)
-        self._last = last_real(batch.mask)
-        self._rows = torch.arange(len(batch.mask), device=batch.mask.device)[batch.mask.any(1)]
+        self._ang: list[tuple[int, int, torch.Tensor]] = []  # (offset index, depth, d [b, t]) folded in at end_batch
+        self._stream: dict[int, torch.Tensor] = {}  # depth -> intact stream (skip=True only)
+
+    def _h64(self, x: torch.Tensor, j: int) -> torch.Tensor:
+        """x as float64 in a work tensor reused across batches (one per depth still needed: max(ns) + 1)."""
+        slot = j % (self.ns[-1] + 1)
+        w = self._work.get(slot)
+        if w is None or w.shape != x.shape or w.device != x.device:
+            w = self._work[slot] = torch.empty(x.shape, dtype=F64, device=x.device)
+        return w.copy_(x)
 
     def _hook(self, x: torch.Tensor, hook) -> None:
-        j, st, b = self.depth_of[hook.name], self.state, self.batch
-        h = x.detach().to(F64)
-        hn = h.norm(dim=-1)  # computed once per depth, used by both pairs it enters
+        j = self.depth_of[hook.name]
+        h = self._h64(x.detach(), j)
+        hn = torch.linalg.vector_norm(h, dim=-1)  # computed once per depth, used by both pairs it enters
         self._buf[j] = (h, hn)
-        rows = self._rows
+        if self.skip:
+            self._stream[j] = x.detach()  # the intact stream at depth j: where the skip variants start
         for i, n in enumerate(self.ns):
             prev = self._buf.get(j - n)
-            if prev is None:
-                continue
-            ang = angular(prev[0], h, prev[1], hn)  # [b, t]
-            st["ang_sum"][i, j - n] += ang.sum() if b.full else ang[b.mask].sum()
-            st["ang_n"][i, j - n] += b.n_tokens
-            st["ang_last_sum"][i, j - n] += ang[rows, self._last[rows]].sum()
-            st["ang_last_n"][i, j - n] += len(rows)
+            if prev is not None:
+                self._ang.append((i, j - n, angular(prev[0], h, prev[1], hn)))  # [b, t]
         self._buf.pop(j - self.ns[-1], None)  # keep only the depths still needed
+
+    def _fold(self, batch) -> None:
+        """Add the batch's angular distances to the state: all (offset, depth) pairs in one pass."""
+        if not self._ang:
+            return
+        st, mask = self.state, batch.mask
+        ang = torch.stack([a for _, _, a in self._ang])  # [m, b, t]
+        flat = torch.tensor([i * st["ang_sum"].shape[1] + l for i, l, _ in self._ang], device=ang.device)
+        tot = ang.sum((1, 2)) if batch.full else (ang * mask).sum((1, 2))
+        rows = torch.arange(len(mask), device=mask.device)[mask.any(1)]
+        last = ang[:, rows, last_real(mask)[rows]].sum(1)
+        st["ang_sum"].view(-1).index_add_(0, flat, tot)
+        st["ang_n"].view(-1).index_add_(0, flat, torch.full_like(tot, float(batch.n_tokens)))
+        st["ang_last_sum"].view(-1).index_add_(0, flat, last)
+        st["ang_last_n"].view(-1).index_add_(0, flat, torch.full_like(tot, float(len(rows))))
+        self._ang = []
 
     def end_batch(self, model, batch, output) -> None:
         self._buf = {}
+        self._fold(batch)
         if not self.skip:
             return
         st, am = self.state, batch.attention_mask
@@ -98,21 +122,16 @@ class LayerEffect(Collector):
         if causal:
             st["base_sum"] += base.sum()
         st["skip_n"] += base.numel() if causal else len(base)
-        for l, ls in enumerate(model.sites.layers):
-            saved = {}
-
-            def keep(x, hook):
-                saved["x"] = x
-
-            def replace(x, hook):
-                return saved["x"]
-
-            with model.hooks(fwd_hooks=[(ls.resid_pre, keep), (ls.resid_post, replace)]):
-                out = model(batch.tokens, attention_mask=am)
-            if causal:
-                st["skip_sum"][l] += loss_terms(model, out, batch.tokens, am).to(F64).sum()
-            else:
-                st["skip_sum"][l] += (1 - F.cosine_similarity(base, _pooled(out, am), dim=-1)).sum()
+        stream, self._stream = self._stream, {}
+        L = model.sites.n_layers
+        per = output[0].numel() * output.element_size() * len(am)  # bytes of one variant's output
+        for group in chunks(L, per):  # skipping block l: the stream at depth l + 1 is the stream at depth l
+            outs = run_variants(model, batch.tokens, am, [(l + 1, stream[l]) for l in group])
+            for l, out in zip(group, outs):
+                if causal:
+                    st["skip_sum"][l] += loss_terms(model, out, batch.tokens, am).to(F64).sum()
+                else:
+                    st["skip_sum"][l] += (1 - F.cosine_similarity(base, _pooled(out, am), dim=-1)).sum()
 
     def result(self) -> pd.DataFrame:
         st = {k: v.numpy() for k, v in self.state.items()}

@@ -44,23 +44,28 @@ def site_widths(sites, d_model: int) -> list[int]:
 
 
 def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """The per-batch contributions of rows x [n, d] to (sums, maxima, dim_sums); None when n = 0.
-    Per-dimension and per-token sums over one batch run in float32 (torch's cascade summation), everything
-    is accumulated in float64; the third and fourth powers, prone to cancellation, are summed in float64."""
+    """The per-batch contributions of rows x [n, d] to (sums, maxima, dim_sums) in float64; None when n = 0.
+    The reference form of what `ResidualStats` folds in (it writes the same float32 partial sums into a
+    per-batch buffer): every sum over one batch runs in float32 with torch's cascade summation and is added
+    to the float64 state."""
     if x.shape[0] == 0:
         return None
     x = x.float() if x.dtype not in (torch.float32, torch.float64) else x
     x2 = x * x
     tok2 = x2.sum(-1)
-    sums = torch.stack([torch.tensor(float(x.shape[0]), dtype=F64, device=x.device), (x2 * x).sum(dtype=F64),
-                        (x2 * x2).sum(dtype=F64), tok2.sqrt().sum(dtype=F64)])
+    sums = torch.stack([torch.tensor(float(x.shape[0]), device=x.device, dtype=x.dtype), (x2 * x).sum(),
+                        (x2 * x2).sum(), tok2.sqrt().sum()]).to(F64)
     lo, hi = torch.aminmax(x)  # max |x| without materialising |x|
     maxima = torch.stack([tok2.max().sqrt(), torch.maximum(-lo, hi)]).to(F64)
     return sums, maxima, torch.stack([x.sum(0), x2.sum(0)]).to(F64)
 
 
 class ResidualStats(Collector):
-    """Per layer and site: mean, variance, RMS, token-norm mean / max, max |x|, kurtosis; per-dim mean square."""
+    """Per layer and site: mean, variance, RMS, token-norm mean / max, max |x|, kurtosis; per-dim mean square.
+
+    Each distinct tensor of a batch is read once, in its hook, while the model has just written it (it is
+    still in cache): its float32 partial sums go into a per-batch buffer row, sites that see the same tensor
+    point at the same row, and `end_batch` adds the buffer to the float64 state in one operation per key."""
 
     name = "residual"
 
@@ -75,44 +80,92 @@ class ResidualStats(Collector):
         self.rows_of: dict[str, list[int]] = {}
         for i, (_, _, _, hook) in enumerate(self.sites):
             self.rows_of.setdefault(hook, []).append(i)
-        self._last: tuple = (None, -1, None)
+        self._last: tuple = (None, -1, -1)
+        self._work: torch.Tensor | None = None
         return self
 
     def hooks(self, model):
         return [(hook, self._hook) for hook in self.rows_of]
 
+    def begin_batch(self, batch) -> None:
+        super().begin_batch(batch)
+        S, _, d = self.state["dim_sums"].shape
+        dev = self.state["sums"].device
+        self._src = [-1] * S        # site -> buffer row holding its tensor's partial sums (-1: not seen)
+        self._rows = 0              # buffer rows used
+        self._sc = torch.empty(S, 6, device=dev)      # Σx³, Σx⁴, Σ‖x_t‖, max ‖x_t‖², min x, max x
+        self._dim = torch.zeros(S, 2, d, device=dev)  # Σx, Σx² per dimension (zero past a narrower site's width)
+        self._last = (None, -1, -1)
+
     def _hook(self, x: torch.Tensor, hook) -> None:
-        last, version, m = self._last
-        if x is not last or x._version != version:  # same tensor under another hook name: reuse its moments
+        last, version, row = self._last
+        if x is not last or x._version != version:  # a new tensor (not the one the previous site saw)
             rows = self.batch.select(x.detach())
             if rows.dim() > 2:  # per-head tensors (QK-norm inputs [b, t, h, d_head]): one vector per token
                 rows = rows.reshape(rows.shape[0], -1)
-            m = moments(rows)
-            self._last = (x, x._version, m)
-        if m is None:
+            row = self._moments(rows)
+            self._last = (x, x._version, row)
+        if row < 0:
             return
-        st = self.state
+        w = x.shape[-1] if x.dim() <= 3 else x[0, 0].numel()
         for i in self.rows_of[hook.name]:
-            st["sums"][i] += m[0]
-            torch.maximum(st["maxima"][i], m[1], out=st["maxima"][i])
-            w = m[2].shape[-1]
-            if w == st["dim_sums"].shape[-1]:
-                st["dim_sums"][i] += m[2]
-            elif w == self.widths[i]:
-                st["dim_sums"][i, :, :w] += m[2]
-            else:
+            if w != self.widths[i] and w != self.state["dim_sums"].shape[-1]:
                 raise ValueError(f"{hook.name} carries {w} values per token, the site map says {self.widths[i]}; "
                                  "declare its width in LayerSites.norm_widths")
+            self._src[i] = row
+
+    def _scratch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two float32 work tensors shaped like x, reused from batch to batch: a fresh allocation of this size
+        can cost more (page faults after the allocator returned the memory) than the arithmetic done in it."""
+        n = x.numel()
+        if self._work is None or self._work.numel() < 2 * n or self._work.device != x.device:
+            self._work = torch.empty(2 * n, device=x.device)
+        return self._work[:n].view(x.shape), self._work[n: 2 * n].view(x.shape)
+
+    def _moments(self, x: torch.Tensor) -> int:
+        """Write the float32 partial sums of rows x [n, w] into the next buffer row; -1 when n = 0."""
+        if x.shape[0] == 0:
+            return -1
+        if x.dtype != torch.float32:
+            x = x.float()
+        r, sc, dim, w = self._rows, self._sc, self._dim, x.shape[1]
+        self._rows += 1
+        x2, tmp = self._scratch(x)
+        torch.mul(x, x, out=x2)
+        torch.sum(x, 0, out=dim[r, 0, :w])
+        torch.sum(x2, 0, out=dim[r, 1, :w])
+        tok2 = x2.sum(-1)
+        torch.amax(tok2, 0, out=sc[r, 3])
+        torch.sum(tok2.sqrt_(), 0, out=sc[r, 2])
+        torch.sum(torch.mul(x2, x, out=tmp), (0, 1), out=sc[r, 0])
+        torch.sum(torch.mul(x2, x2, out=tmp), (0, 1), out=sc[r, 1])
+        torch.aminmax(x, out=(sc[r, 4], sc[r, 5]))
+        return r
 
     def end_batch(self, model, batch, output) -> None:
-        self._last = (None, -1, None)  # release the last activation
+        """Add the batch's partial sums to the float64 state: one indexed operation per state key."""
+        self._last = (None, -1, -1)  # release the last activation
+        sites = [i for i, r in enumerate(self._src) if r >= 0]
+        if not sites:
+            return
+        st = self.state
+        dev = st["sums"].device
+        idx = torch.tensor(sites, device=dev)
+        src = torch.tensor([self._src[i] for i in sites], device=dev)
+        sc, dim = self._sc[: self._rows].to(F64)[src], self._dim[: self._rows].to(F64)[src]
+        n = torch.full((len(sites), 1), float(batch.n_tokens), dtype=F64, device=dev)
+        st["sums"].index_add_(0, idx, torch.cat([n, sc[:, :3]], 1))
+        mx = torch.stack([sc[:, 3].sqrt(), torch.maximum(-sc[:, 4], sc[:, 5])], 1)
+        st["maxima"][idx] = torch.maximum(st["maxima"][idx], mx)
+        st["dim_sums"].index_add_(0, idx, dim)
 
     def describe(self, key, bad):
         i = int(bad.nonzero()[0, 0])
         return f"at {self.sites[i][3]} (layer {self.sites[i][0]}, {self.sites[i][1]})"
 
-    def _summary(self) -> pd.DataFrame:
-        sums, mx, ds = (self.state[k].cpu().numpy() for k in ("sums", "maxima", "dim_sums"))
+    def _pooled(self) -> dict[str, np.ndarray]:
+        """Per site: n, mean, var, second moment and kurtosis from the float64 state."""
+        sums, ds = (self.state[k].cpu().numpy() for k in ("sums", "dim_sums"))
         n = sums[:, 0]
         with np.errstate(invalid="ignore", divide="ignore"):
             N = n * np.asarray(self.widths, dtype=float)
@@ -121,13 +174,19 @@ class ResidualStats(Collector):
             var = np.maximum(m2 - m1 ** 2, 0.0)
             c4 = m4 - 4 * m1 * m3 + 6 * m1 ** 2 * m2 - 3 * m1 ** 4
             kurt = np.where(var > 0, c4 / var ** 2, np.nan)
+        return {"n": n, "m1": m1, "m2": m2, "var": var, "kurt": kurt}
+
+    def _summary(self) -> pd.DataFrame:
+        m, sums, mx = self._pooled(), self.state["sums"].cpu().numpy(), self.state["maxima"].cpu().numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tok_mean = sums[:, 3] / m["n"]
         return pd.DataFrame({
             "model": self.model.card.name if self.model is not None else "",
             "layer": [s[0] for s in self.sites], "site": [s[1] for s in self.sites],
             "kind": [s[2] for s in self.sites], "hook": [s[3] for s in self.sites],
-            "n_tokens": n.astype(np.int64), "mean": m1, "var": var, "rms": np.sqrt(m2),
-            "token_norm_mean": sums[:, 3] / n, "token_norm_max": mx[:, 0],
-            "abs_max": mx[:, 1], "kurtosis": kurt})
+            "n_tokens": m["n"].astype(np.int64), "mean": m["m1"], "var": m["var"], "rms": np.sqrt(m["m2"]),
+            "token_norm_mean": tok_mean, "token_norm_max": mx[:, 0],
+            "abs_max": mx[:, 1], "kurtosis": m["kurt"]})
 
     def result(self) -> pd.DataFrame:
         return self._summary()
@@ -141,27 +200,30 @@ class ResidualStats(Collector):
         keep = (np.arange(d)[None, :] < np.asarray(self.widths)[:, None]).ravel()  # each site's own width
         return pd.DataFrame({
             "model": self.model.card.name if self.model is not None else "",
-            "layer": np.repeat([s[0] for s in self.sites], d)[keep], "site": np.repeat([s[1] for s in self.sites], d)[keep],
+            "layer": np.repeat(np.array([s[0] for s in self.sites]), d)[keep],
+            "site": np.repeat(np.array([s[1] for s in self.sites], dtype=object), d)[keep],
             "dim": np.tile(np.arange(d), S)[keep], "mean": s1.ravel()[keep], "mean_square": s2.ravel()[keep]})
 
     def growth(self) -> pd.DataFrame:
         """Per series (the stream at depths 1..L, the block outputs; each norm's input over layers): slope of
         ln(var) per step (least squares) and var(last) / var(first) — the growth figures of docs/results.md
         (`interp.analysis.growth` defines them once; depth 0, the embedding, is not part of the stream series)."""
-        df = self._summary()
-        series = {"stream": df[df.site == "resid_post"]}
+        var = self._pooled()["var"]
         L = len(self.model.sites.layers)
-        for site in df[df.kind == "norm_input"].site.unique():
-            s = df[(df.site == site) & (df.layer < L)]
-            if len(s) == L and site != "norm_in:final":
-                series[site] = s
+        at = {(l, site): i for i, (l, site, _, _) in enumerate(self.sites)}
+        series = {"stream": [at[(l, "resid_post")] for l in range(L)]}
+        for site in dict.fromkeys(s[1] for s in self.sites if s[2] == "norm_input" and s[1] != "norm_in:final"):
+            idx = [at.get((l, site)) for l in range(L)]
+            if None not in idx:
+                series[site] = idx
+        name = self.model.card.name if self.model is not None else ""
         rows = []
-        for name, s in series.items():
-            v = s["var"].to_numpy()
+        for key, idx in series.items():
+            v = var[idx]
             depth = np.arange(len(v), dtype=float)
             ok = v > 0
             slope = float(np.polyfit(depth[ok], np.log(v[ok]), 1)[0]) if ok.sum() >= 2 else np.nan
-            rows.append({"model": df.model.iloc[0], "series": name, "n_points": len(v),
+            rows.append({"model": name, "series": key, "n_points": len(v),
                          "slope_log_var": slope, "var_first": v[0], "var_last": v[-1],
                          "ratio_last_first": v[-1] / v[0] if v[0] > 0 else np.nan})
         return pd.DataFrame(rows)

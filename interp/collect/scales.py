@@ -16,13 +16,15 @@ from interp.collect.base import F64, Collector
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
-def _layer_norm_scale(m, x: torch.Tensor) -> torch.Tensor:  # the same ops as LayerNorm.forward's hooked path
-    x = x - x.mean(-1, keepdim=True)
-    return (x.pow(2).mean(-1, keepdim=True) + m.eps).sqrt()
+def _layer_norm_scale(m, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The same ops as LayerNorm.forward's hooked path, the [b, t, d] temporaries in the work tensor w."""
+    torch.sub(x, x.mean(-1, keepdim=True), out=w)
+    return (torch.mul(w, w, out=w).mean(-1, keepdim=True) + m.eps).sqrt()  # x.pow(2) is x * x
 
 
-def _rms_norm_scale(m, x: torch.Tensor) -> torch.Tensor:  # the same ops as RMSNorm.forward's hooked path
-    return (x.pow(2).mean(-1, keepdim=True) + m.eps).sqrt()
+def _rms_norm_scale(m, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The same ops as RMSNorm.forward's hooked path (x.pow(2) is x * x), the square in the work tensor w."""
+    return (torch.mul(x, x, out=w).mean(-1, keepdim=True) + m.eps).sqrt()
 
 
 def scale_from_input(model, hook: str):
@@ -41,7 +43,7 @@ def scale_from_input(model, hook: str):
     except AttributeError:
         return None
     fn = {LayerNorm: _layer_norm_scale, RMSNorm: _rms_norm_scale}.get(type(m))
-    return None if fn is None else (f"{path}.hook_in", lambda x: fn(m, x))
+    return None if fn is None else (f"{path}.hook_in", lambda x, w: fn(m, x, w))
 
 
 def scale_sites(sites) -> list[tuple[int, str, str]]:
@@ -75,6 +77,7 @@ class NormScales(Collector):
         self._add("min", torch.full((S,), torch.inf), "min")   # smallest scale
         self._add("max", torch.full((S,), -torch.inf), "max")  # largest scale
         self._add("hist", torch.zeros(S, self.nb + 2), "sum")  # counts per log10 bin; [0] under, [-1] over
+        self._work: torch.Tensor | None = None  # float32 work tensor for scales recomputed from hook_in
         return self
 
     def hooks(self, model):
@@ -89,7 +92,14 @@ class NormScales(Collector):
 
     def _from_input(self, i: int, fn):
         def hook(x: torch.Tensor, hook) -> None:
-            self._fold(i, fn(x.detach()))
+            x = x.detach()
+            if x.dtype != torch.float32:  # the work tensor is float32; other dtypes take the plain ops
+                w = torch.empty_like(x)
+            else:
+                if self._work is None or self._work.numel() < x.numel() or self._work.device != x.device:
+                    self._work = torch.empty(x.numel(), device=x.device)
+                w = self._work[: x.numel()].view(x.shape)
+            self._fold(i, fn(x, w))
         return hook
 
     def _values(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,28 +144,36 @@ class NormScales(Collector):
 
     def quantile(self, i: int, q: float) -> float:
         """Quantile q of site i from its histogram (linear in log space inside a bin), clamped to [min, max]."""
-        h = self.state["hist"][i].numpy()
-        n = h.sum()
-        if n == 0:
-            return float("nan")
-        c = np.cumsum(h)
-        j = int(np.searchsorted(c, q * n, side="left"))
-        before = c[j - 1] if j > 0 else 0.0
-        frac = (q * n - before) / h[j] if h[j] > 0 else 0.0
-        if j == 0 or j == self.nb + 1:  # under / overflow: only the exact extremum is known
-            return float(self.state["min"][i] if j == 0 else self.state["max"][i])
-        val = 10 ** (self.lo + (j - 1 + frac) / self.bpd)
-        return float(np.clip(val, float(self.state["min"][i]), float(self.state["max"][i])))
+        return float(self.quantiles((q,))[i, 0])
+
+    def quantiles(self, qs=QUANTILES) -> np.ndarray:
+        """[sites, len(qs)] quantiles from the histograms (linear in log space inside a bin), clamped to the
+        exact [min, max]; an under- or overflow bin gives the exact extremum; NaN for a site with no values."""
+        h = self.state["hist"].cpu().numpy()
+        lo_, hi_ = self.state["min"].cpu().numpy(), self.state["max"].cpu().numpy()
+        c = np.cumsum(h, axis=1)
+        n = c[:, -1]
+        out = np.full((len(h), len(qs)), np.nan)
+        for s in np.nonzero(n > 0)[0]:
+            target = np.asarray(qs) * n[s]
+            j = np.searchsorted(c[s], target, side="left")
+            before = np.where(j > 0, c[s][np.maximum(j - 1, 0)], 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                frac = np.where(h[s][j] > 0, (target - before) / h[s][j], 0.0)
+            val = np.clip(10 ** (self.lo + (j - 1 + frac) / self.bpd), lo_[s], hi_[s])
+            out[s] = np.where(j == 0, lo_[s], np.where(j == self.nb + 1, hi_[s], val))
+        return out
 
     def result(self) -> pd.DataFrame:
-        st = {k: v.numpy() for k, v in self.state.items()}
+        st = {k: v.cpu().numpy() for k, v in self.state.items()}
         df = pd.DataFrame({
             "model": self.model.card.name if self.model is not None else "",
             "layer": [s[0] for s in self.sites], "norm": [s[1] for s in self.sites],
             "hook": [s[2] for s in self.sites], "n": st["n"].astype(np.int64),
             "mean": st["sum"] / np.maximum(st["n"], 1), "min": st["min"], "max": st["max"]})
-        for q in QUANTILES:
-            df[f"q{round(q * 100):02d}"] = [self.quantile(i, q) for i in range(len(self.sites))]
+        qv = self.quantiles()
+        for k, q in enumerate(QUANTILES):
+            df[f"q{round(q * 100):02d}"] = qv[:, k]
         return df
 
     def hist(self) -> pd.DataFrame:
