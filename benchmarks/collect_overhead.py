@@ -1,15 +1,22 @@
 """Collector overhead: time and peak memory of every forward collector vs the fastest plain forward.
 
-For SmolLM2-135M and a zoo model, on the same random tokens (batches of `--batch` × `--seq`):
-  time ratio   = interp.collect(all forward collectors) / plain forward over `--time-batches` batches (transformers SDPA, no hooks; for the
-                 zoo: its own SDPA forward, no hooks), best of `--repeats`, measured interleaved in one process;
-                 and TransformerBridge run_with_cache (the zoo: its own run_with_cache) on the same tokens.
-  peak RSS     = ru_maxrss of a fresh subprocess doing only that, at 1× and 10× the tokens (10 batches).
-Run: .venv/bin/python benchmarks/collect_overhead.py [--models smollm2-135m,zoo] [--threads 1]
+For SmolLM2-135M, Qwen2.5-0.5B and a zoo model (12 × 256), on the same random tokens (`--time-batches` batches
+of `--batch` × `--seq`), interleaved in one process, `--repeats` rounds (median and spread of each, and of the
+per-round ratios; CPU seconds of the process, which a busy neighbour disturbs least, and wall seconds):
+  plain     the fastest forward with no hooks: transformers SDPA (the zoo: its own SDPA forward)
+  collect   interp.collect with every forward collector (ResidualStats, MassiveActivations,
+            LayerEffect(skip=False), NormScales)
+  tl_cache  TransformerLens: TransformerBridge.run_with_cache (the zoo: its own run_with_cache) of the same
+            sites the collectors read (names_filter), no statistics computed
+  nnsight   nnsight's trace with .save() of the same tensors (norm inputs in place of their scales, which
+            the models compute internally), when nnsight is installed (a dev extra)
+  peak RSS  of a fresh subprocess doing only that, at 1× and 10× the batches (`--mem-batches`).
+Run: .venv/bin/python benchmarks/collect_overhead.py [--models smollm2-135m,qwen2.5-0.5b,zoo] [--repeats 5]
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -19,21 +26,68 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ZOO = dict(n_layers=12, d_model=256, n_heads=4, d_mlp=1024, n_ctx=512, d_vocab=4096)
+MODES = ("plain", "collect", "tl_cache", "nnsight")
+
+
+def have_nnsight() -> bool:
+    return importlib.util.find_spec("nnsight") is not None
+
+
+def site_names(m) -> list[str]:
+    """The hooks the forward collectors read on `m` (what the other tools are asked to capture)."""
+    from interp.collect.driver import default_collectors
+    names = []
+    for c in default_collectors():
+        c.bind(m)
+        names += [h for h, _ in c.hooks(m)]
+    return list(dict.fromkeys(names))
+
+
+def nnsight_saver(module, layers_path: str, parts: list[tuple[str, str]], final: str | None):
+    """fn(tokens) tracing `module` with nnsight and saving, per layer in execution order, each (submodule,
+    "input" | "output") of `parts`, then the final norm's input."""
+    from nnsight import NNsight
+    nm = NNsight(module)
+
+    def get(obj, path):
+        for p in path.split(".") if path else []:
+            obj = getattr(obj, p)
+        return obj
+
+    def run(tokens, **kw):
+        saved = []
+        with nm.trace(tokens, **kw):
+            for layer in get(nm, layers_path):
+                for sub, what in parts:
+                    v = getattr(get(layer, sub), what)
+                    saved.append((v[0] if isinstance(v, tuple) else v).save())
+            if final:
+                saved.append(get(nm, final).input.save())
+        return saved
+    return run
 
 
 def load(name: str):
-    """(interp model, plain forward fn(tokens), cached forward fn(tokens)) for `name`."""
+    """(interp model, {mode: fn(tokens)}) for `name`: every mode runs the same tokens."""
     import torch
     import interp
     if name == "zoo":
         m = interp.zoo.build("pre-ln", **ZOO).eval()
-        return m, (lambda t: m(t)), (lambda t: m.run_with_cache(t))
+        sites = site_names(m)
+        fns = {"plain": lambda t: m(t), "tl_cache": lambda t: m.run_with_cache(t, names_filter=sites)}
+        if have_nnsight():
+            parts = [("hook_resid_pre", "output"), ("ln1.hook_in", "output"), ("hook_attn_out", "output"),
+                     ("ln2.hook_in", "output"), ("hook_mlp_out", "output"), ("hook_resid_post", "output")]
+            fns["nnsight"] = nnsight_saver(m, "blocks", parts, None)
+        return m, fns
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    m = interp.load_model(name)
+    m = interp.load_model(name).eval()
     d = m.hf.config._name_or_path  # the fp32 safetensors copy the wrapper was loaded from
     plain = AutoModelForCausalLM.from_pretrained(d, attn_implementation="sdpa", dtype=torch.float32).eval()
+    sites = site_names(m)
     state = {}
 
     def bridge(t):
@@ -43,9 +97,15 @@ def load(name: str):
             hf.config.architectures = [type(hf).__name__]
             state["b"] = TransformerBridge.boot_transformers(d, hf_model=hf, tokenizer=AutoTokenizer.from_pretrained(d),
                                                              device="cpu")
-        return state["b"].run_with_cache(t)
+        return state["b"].run_with_cache(t, names_filter=sites)
 
-    return m, (lambda t: plain(input_ids=t, use_cache=False).logits), bridge
+    fns = {"plain": lambda t: plain(input_ids=t, use_cache=False).logits, "tl_cache": bridge}
+    if have_nnsight():
+        parts = [("", "input"), ("input_layernorm", "input"), ("self_attn", "output"),
+                 ("post_attention_layernorm", "input"), ("mlp", "output"), ("", "output")]
+        saver = nnsight_saver(plain, "model.layers", parts, "model.norm")
+        fns["nnsight"] = lambda t: saver(t, use_cache=False)
+    return m, fns
 
 
 def batches(n_batches: int, batch: int, seq: int, vocab: int):
@@ -79,25 +139,26 @@ class PeakRSS:
         return max(self.peak, self.rss()) / 2 ** 20, self.start_rss / 2 ** 20
 
 
+def vocab_of(name: str) -> int:
+    return 4096 if name == "zoo" else 40000
+
+
 def work(mode: str, name: str, scale: int, batch: int, seq: int) -> dict:
-    """One measurement in this process: run `mode` over `scale` batches; peak RSS (MB) during the run and
-    the RSS before it (model loaded), and seconds."""
+    """One measurement in this process: run `mode` over `scale` batches; peak RSS (MB) during the run and the
+    RSS before it (model loaded), and seconds."""
     import torch
     import interp
-    m, plain, cached = load(name)
-    toks = batches(scale, batch, seq, 4096 if name == "zoo" else 40000)
+    m, fns = load(name)
+    toks = batches(scale, batch, seq, vocab_of(name))
     probe = PeakRSS()
     t0 = time.perf_counter()
     with torch.no_grad():
-        if mode == "plain":
-            for t in toks:
-                plain(t)
-        elif mode == "collect":
+        if mode == "collect":
             interp.collect(m, torch.cat(toks), batch_size=batch, progress=False)
         else:
             for t in toks:
-                out, cache = cached(t)
-                del out, cache
+                out = fns[mode](t)
+                del out
     seconds = time.perf_counter() - t0
     peak, before = probe.close()
     return {"seconds": seconds, "peak_rss_mb": peak, "rss_before_mb": before,
@@ -105,35 +166,36 @@ def work(mode: str, name: str, scale: int, batch: int, seq: int) -> dict:
 
 
 def timing(name: str, batch: int, seq: int, repeats: int, n_batches: int) -> dict:
-    """Best-of-`repeats` seconds over `n_batches` batches, the three modes interleaved (fair on a shared CPU)."""
+    """Every mode over the same `n_batches` batches, interleaved (see timing.interleaved)."""
     import torch
     import interp
-    m, plain, cached = load(name)
-    toks = batches(n_batches, batch, seq, 4096 if name == "zoo" else 40000)
+    from timing import interleaved
+    m, fns = load(name)
+    toks = batches(n_batches, batch, seq, vocab_of(name))
     allt = torch.cat(toks)
-    runs = {"plain": lambda: [plain(t) for t in toks],
-            "collect": lambda: interp.collect(m, allt, batch_size=batch, progress=False),
-            "cache": lambda: [cached(t) and None for t in toks]}
-    best = {k: float("inf") for k in runs}
+    def each(f):
+        def run():
+            for t in toks:
+                f(t)  # the output (and any cache) is dropped before the next batch
+        return run
+
+    runs = {"plain": each(fns["plain"]), "collect": lambda: interp.collect(m, allt, batch_size=batch, progress=False)}
+    runs.update({k: each(fns[k]) for k in MODES[2:] if k in fns})
     with torch.no_grad():
-        for k in runs:
-            runs[k]()  # warm up (and build the bridge once)
-        for _ in range(repeats):
-            for k, f in runs.items():
-                t0 = time.perf_counter()
-                f()
-                best[k] = min(best[k], time.perf_counter() - t0)
-    return best
+        return interleaved(runs, repeats, baseline="plain")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="smollm2-135m,zoo")
+    ap.add_argument("--models", default="smollm2-135m,qwen2.5-0.5b,zoo")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--time-batches", type=int, default=4)
+    ap.add_argument("--mem-batches", type=int, default=10, help="the larger run of the memory check (× 1 batch)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results alone")
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "MODEL", "SCALE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     import torch
@@ -142,29 +204,35 @@ def main() -> None:
         mode, name, scale = a.worker
         print(json.dumps(work(mode, name, int(scale), a.batch, a.seq)))
         return
-    rows = []
+    from record import write_result
+    from timing import load_info
+    rows = {}
     for name in a.models.split(","):
-        best = timing(name, a.batch, a.seq, a.repeats, a.time_batches)
-        rss = {}
-        for mode in ("plain", "collect", "cache"):
-            for scale in (1, 10):
-                cmd = [sys.executable, __file__, "--worker", mode, name, str(scale), "--batch", str(a.batch),
-                       "--seq", str(a.seq), "--threads", str(a.threads)]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-                rss[mode, scale] = json.loads(out)["peak_rss_mb"]
-                rss[mode, scale, "before"] = json.loads(out)["rss_before_mb"]
-        rows.append({"model": name, "tokens_per_batch": a.batch * a.seq, "timed_batches": a.time_batches,
-                     "plain_s": best["plain"], "collect_s": best["collect"], "cache_s": best["cache"],
-                     "collect/plain": best["collect"] / best["plain"], "cache/plain": best["cache"] / best["plain"],
-                     **{f"rss_{m}_{s}x_mb": rss[m, s] for m in ("plain", "collect", "cache") for s in (1, 10)},
-                     "rss_before_plain_mb": rss["plain", 1, "before"], "rss_before_cache_mb": rss["cache", 1, "before"],
-                     "rss collect/plain 1x": rss["collect", 1] / rss["plain", 1],
-                     "rss collect/plain 10x": rss["collect", 10] / rss["plain", 10],
-                     "rss collect 10x/1x": rss["collect", 10] / rss["collect", 1],
-                     "rss cache/plain 10x": rss["cache", 10] / rss["plain", 10]})
-        print(json.dumps(rows[-1], indent=1), flush=True)
-    import pandas as pd
-    print(pd.DataFrame(rows).set_index("model").T.to_string(float_format=lambda v: f"{v:.3f}"))
+        before = load_info()
+        t = timing(name, a.batch, a.seq, a.repeats, a.time_batches)
+        row = {"tokens_per_batch": a.batch * a.seq, "timed_batches": a.time_batches, "repeats": a.repeats,
+               **{f"{k}/plain (cpu, median)": v["median"] for k, v in t["ratio_cpu"].items()},
+               **{f"{k}/plain (wall, median)": v["median"] for k, v in t["ratio_wall"].items()},
+               "nnsight": have_nnsight(), "timing": t, "load_before": before, "load_after": load_info()}
+        if not a.no_memory:
+            rss = {}
+            for mode in ("plain", "collect", "tl_cache"):
+                for scale in (1, a.mem_batches):
+                    cmd = [sys.executable, __file__, "--worker", mode, name, str(scale), "--batch", str(a.batch),
+                           "--seq", str(a.seq), "--threads", str(a.threads)]
+                    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                    rss[mode, scale] = json.loads(out)
+            big = a.mem_batches
+            row.update({f"rss_{m}_{s}x_mb": rss[m, s]["peak_rss_mb"] for m in ("plain", "collect", "tl_cache")
+                        for s in (1, big)})
+            row.update({"rss_before_plain_mb": rss["plain", 1]["rss_before_mb"],
+                        "rss collect/plain 1x": rss["collect", 1]["peak_rss_mb"] / rss["plain", 1]["peak_rss_mb"],
+                        f"rss collect {big}x/1x": rss["collect", big]["peak_rss_mb"] / rss["collect", 1]["peak_rss_mb"],
+                        f"rss tl_cache/plain {big}x": rss["tl_cache", big]["peak_rss_mb"] / rss["plain", big]["peak_rss_mb"]})
+        rows[name] = row
+        print(name, json.dumps({k: v for k, v in row.items() if k != "timing"}, indent=1), flush=True)
+    if not a.no_write:
+        print(write_result("collect_overhead", rows, threads=a.threads, description=__doc__.split("\n")[0]))
 
 
 if __name__ == "__main__":
