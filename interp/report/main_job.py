@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -18,15 +19,45 @@ REAL_MODELS = ("smollm2-135m", "gemma-3-270m", "qwen2.5-0.5b", "mpnet-base", "mi
 
 
 class Progress:
-    """Prints each step with its elapsed time and keeps the lines for the report's "how it was made" notes."""
+    """Prints each step with its elapsed time since the job started (`t0`, wall clock, shared by the job's worker
+    processes) and keeps the lines for the report's "how it was made" notes."""
 
-    def __init__(self) -> None:
-        self.t0, self.lines = time.perf_counter(), []
+    def __init__(self, t0: float | None = None) -> None:
+        self.t0, self.lines = time.time() if t0 is None else t0, []
 
     def __call__(self, msg: str) -> None:
-        line = f"[{time.perf_counter() - self.t0:6.1f} s] {msg}"
+        line = f"[{time.time() - self.t0:6.1f} s] {msg}"
         print(line, flush=True)
         self.lines.append(line)
+
+
+# Per-model steps that other parts of the report add: "module:function" names, each called as
+# fn(model, ctx: JobContext, log: Progress) -> dict[str, DataFrame] in the worker, right after the model's
+# collection, for every zoo and real model (return {} to skip a model). One line per step.
+MODEL_STEPS: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every task of the job needs (picklable: it travels to the worker processes)."""
+
+    zoo_tokens: torch.Tensor   # [n, t] held-out tokens of the zoo's tokenizer
+    texts: tuple[str, ...]     # held-out passages for the real models
+    results_dir: Path
+    t0: float                  # when the job started (time.time())
+    small: bool
+
+
+def model_steps(model, ctx: JobContext, log: Progress) -> list[dict[str, pd.DataFrame]]:
+    """Run MODEL_STEPS on `model`, each timed in the log."""
+    import importlib
+    out = []
+    for ref in MODEL_STEPS:
+        mod, fn = ref.split(":")
+        t = time.perf_counter()
+        out.append(getattr(importlib.import_module(mod), fn)(model, ctx, log))
+        log(f"{model.card.name}: {fn} in {time.perf_counter() - t:.1f} s")
+    return out
 
 
 def zoo_dirs(zoo_dir: Path) -> list[Path]:
@@ -148,67 +179,123 @@ def sweep_table(sweep_dir: Path) -> pd.DataFrame | None:
     return from_sweep(pd.read_csv(f))["sweep"] if f.is_file() else None
 
 
+def zoo_task(d: Path, ctx: JobContext) -> tuple[list, list, list[str]]:
+    """Everything measured on one zoo model: (results, extra tables, log lines)."""
+    import interp
+    log = Progress(ctx.t0)
+    t = time.perf_counter()
+    model = interp.zoo.load(d).eval()
+    log(f"{model.card.name}: loaded in {time.perf_counter() - t:.1f} s")
+    tokens = ctx.zoo_tokens
+    res, extra = collect_one(model, tokens, log, ctx.results_dir, batch_size=8, ablate=False,
+                             costly_items=max(1, len(tokens) // 2))
+    extras = [extra]
+    from interp.precision.job import job_runs
+    t = time.perf_counter()
+    extras.append(job_runs(model, tokens[:4], log))  # bf16 / fp16 / int8 end to end, 512 tokens
+    log(f"{model.card.name}: bf16 / fp16 / int8 runs in {time.perf_counter() - t:.1f} s")
+    if model.card.objective == "mdlm":  # masked diffusion: its bound and time dependence, no next-token DLA
+        from interp.report.mdlm import mdlm_tables
+        extras.append(mdlm_tables(model, tokens, log, fixed_t=".seed" not in d.name, source=d))
+    else:
+        t = time.perf_counter()
+        extras.append(attribution_tables(model, tokens, log, example=model.card.name in ("pre-ln", "no-norm")))
+        log(f"{model.card.name}: DLA and logit lens in {time.perf_counter() - t:.1f} s")
+        if model.cfg.placement == "pre" and model.cfg.norm == "layernorm":
+            t = time.perf_counter()
+            extras.append({"equivalence": equivalence_table(model, tokens[:4])})
+            log(f"{model.card.name}: Pre-LN → RMSNorm / CRMSNorm conversion checked in float64 in "
+                f"{time.perf_counter() - t:.1f} s")
+    extras += model_steps(model, ctx, log)
+    return [res], extras, log.lines
+
+
+def real_task(name: str, ctx: JobContext) -> tuple[list, list, list[str]]:
+    """Everything measured on one packaged real model (nothing when it is not installed)."""
+    import interp
+    log = Progress(ctx.t0)
+    try:
+        t = time.perf_counter()
+        model = interp.load_model(name).eval()
+        log(f"{name}: loaded in {time.perf_counter() - t:.1f} s")
+    except (FileNotFoundError, ImportError, ValueError, RuntimeError, OSError) as e:
+        log(f"{name}: not loaded ({str(e).splitlines()[0]})")
+        return [], [], log.lines
+    res, extra = collect_one(model, list(ctx.texts), log, ctx.results_dir, batch_size=4, ablate=True,
+                             costly_items=1)
+    extras = [extra]
+    from interp.precision.job import job_runs
+    t = time.perf_counter()
+    extras.append(job_runs(model, list(ctx.texts), log, max_tokens=256))  # bf16 / fp16 / int8 end to end
+    log(f"{name}: bf16 / fp16 / int8 runs in {time.perf_counter() - t:.1f} s")
+    if model.card.objective != "encoder":
+        t = time.perf_counter()
+        extras.append(real_dla(model, log))
+        log(f"{name}: sublayer DLA in {time.perf_counter() - t:.1f} s")
+    extras += model_steps(model, ctx, log)
+    return [res], extras, log.lines
+
+
+def claims_task(zoo_dir: Path, dirs: list[Path], ctx: JobContext) -> tuple[list, list, list[str]]:
+    """The claims' own measurements on the zoo (step-0 gradients, timing, entropy neurons, training logs)."""
+    from interp.report.claims.measure import claim_tables
+    log = Progress(ctx.t0)
+    return [], [claim_tables(zoo_dir, dirs, ctx.zoo_tokens, max(1, len(ctx.zoo_tokens) // 2), log)], log.lines
+
+
+# Relative cost of each real model's task (measured: biggest first keeps both workers busy to the end)
+REAL_COST = {"qwen2.5-0.5b": 5, "gemma-3-270m": 4, "smollm2-135m": 2, "mpnet-base": 1, "minilm-l6": 0.5}
+
+
 def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_dir: Path | None = None,
-                real_models: tuple[str, ...] = REAL_MODELS, force: bool = False) -> Path:
+                real_models: tuple[str, ...] = REAL_MODELS, force: bool = False, workers: int | None = None) -> Path:
     """Run the main job and write the report; returns its path (printed at the end). An existing report at
-    `out` is replaced only with `force` (checked before any work)."""
+    `out` is replaced only with `force` (checked before any work). The models are measured by `workers`
+    processes (default: `job_pool.default_workers()`, INTERP_JOB_WORKERS), one thread each."""
     import interp
     import interp.data
     import interp.report
     from interp.report.inputs import from_zoo_dir, merge_tables, tables_from_results
-    from interp.precision.job import job_runs
+    from interp.report.job_pool import default_workers, run_tasks
 
-    # one thread by default: measured here, two threads per process fall 2-4x behind one as soon as anything
-    # else runs on the 2 cores; INTERP_THREADS=2 on an otherwise idle machine
-    threads = int(os.environ.get("INTERP_THREADS", 1))
     log = Progress()
     out = Path(out)
     from interp.report.marker import check_report_target
     check_report_target(out, force)
     zoo_dir = Path(zoo_dir) if zoo_dir else interp.data.DATA_DIR / "zoo"
-    results_dir = out.parent / "results"
     n_seqs, seq_len, chars = (2, 64, 200) if small else (16, 128, 600)
-    zoo_tokens = interp.data.heldout_tokens(n_seqs, seq_len)
-    texts = interp.data.heldout_texts(n_seqs // 2 if not small else 2, chars)
-    log(f"held-out sample: {tuple(zoo_tokens.shape)} zoo tokens, {len(texts)} passages of ~{chars} chars for real models")
-
-    results, extras = [], []
+    ctx = JobContext(zoo_tokens=interp.data.heldout_tokens(n_seqs, seq_len),
+                     texts=tuple(interp.data.heldout_texts(n_seqs // 2 if not small else 2, chars)),
+                     results_dir=out.parent / "results", t0=log.t0, small=small)
+    log(f"held-out sample: {tuple(ctx.zoo_tokens.shape)} zoo tokens, {len(ctx.texts)} passages of ~{chars} chars "
+        "for real models")
     dirs = zoo_dirs(zoo_dir)
     if not dirs:
         log(f"no trained zoo in {zoo_dir}: run `interp train --zoo`; the zoo sections will say so")
-    torch.set_num_threads(1)  # zoo models are tiny (d 64): a second thread only adds overhead
-    for d in (dirs[:3] if small else dirs):
-        model = interp.zoo.load(d).eval()
-        res, extra = collect_one(model, zoo_tokens, log, results_dir, batch_size=8, ablate=False,
-                                 costly_items=max(1, len(zoo_tokens) // 2))
-        results.append(res)
-        extras.append(job_runs(model, zoo_tokens[:4], log))  # bf16 / fp16 / int8 end to end, 512 tokens
-        if model.card.objective == "mdlm":  # masked diffusion: its bound and time dependence, no next-token DLA
-            from interp.report.mdlm import mdlm_tables
-            extras += [extra, mdlm_tables(model, zoo_tokens, log, fixed_t=".seed" not in d.name, source=d)]
-            continue
-        extras += [extra, attribution_tables(model, zoo_tokens, log, example=model.card.name in ("pre-ln", "no-norm"))]
-        if model.cfg.placement == "pre" and model.cfg.norm == "layernorm":
-            extras.append({"equivalence": equivalence_table(model, zoo_tokens[:4])})
-            log(f"{model.card.name}: Pre-LN → RMSNorm / CRMSNorm conversion checked in float64")
+    dirs = dirs[:3] if small else dirs
+    reals = list(real_models[-1:] if small else real_models)
+    workers = default_workers() if workers is None else workers
+    # one thread per worker: measured here, two threads per process fall 2-4x behind one as soon as anything
+    # else runs on the 2 cores (INTERP_THREADS=2 with INTERP_JOB_WORKERS=1 on an otherwise idle machine)
+    threads = int(os.environ.get("INTERP_THREADS", "1"))
     torch.set_num_threads(threads)
-    for name in (real_models[-1:] if small else real_models):
-        try:
-            t = time.perf_counter()
-            model = interp.load_model(name).eval()
-            log(f"{name}: loaded in {time.perf_counter() - t:.1f} s")
-        except (FileNotFoundError, ImportError, ValueError, RuntimeError, OSError) as e:
-            log(f"{name}: not loaded ({str(e).splitlines()[0]})")
-            continue
-        res, extra = collect_one(model, texts, log, results_dir, batch_size=4, ablate=True, costly_items=1)
-        results.append(res)
-        extras.append(extra)
-        extras.append(job_runs(model, texts, log, max_tokens=256))  # bf16 / fp16 / int8 end to end
-        if model.card.objective != "encoder":
-            extras.append(real_dla(model, log))
-        del model
-    from interp.report.claims.measure import claim_tables
-    extras.append(claim_tables(zoo_dir, dirs[:3] if small else dirs, zoo_tokens, max(1, len(zoo_tokens) // 2), log))
+    labelled = ([(("real", n), (real_task, (n, ctx))) for n in sorted(reals, key=lambda n: -REAL_COST.get(n, 1))]
+                + [(("claims",), (claims_task, (zoo_dir, dirs, ctx)))]
+                + [(("zoo", d.name), (zoo_task, (d, ctx))) for d in dirs])
+    log(f"{len(labelled)} tasks ({len(reals)} real models, {len(dirs)} zoo models, the claims' measurements) on "
+        f"{workers} worker process(es), {threads} thread(s) each")
+    lines: list[str] = []
+
+    def finished(i: int, value, cpu: float) -> None:
+        lines.extend(value[2])
+        lines.append(f"[{time.time() - log.t0:6.1f} s] task {' '.join(map(str, labelled[i][0]))}: {cpu:.1f} s CPU")
+
+    done = run_tasks([t for _, t in labelled], workers, on_done=finished, threads=threads)
+    by = {label: value for (label, _), value in zip(labelled, done)}
+    ordered = ([by["zoo", d.name] for d in dirs] + [by["real", n] for n in reals] + [by["claims",]])
+    results = [r for value in ordered for r in value[0]]
+    extras = [e for value in ordered for e in value[1]]
+    log.lines = sorted(log.lines + lines, key=lambda x: float(x[1:x.index(" s]")]))
     shipped = from_zoo_dir(zoo_dir)
     sweep = sweep_table(zoo_dir.parent / "sweep")
     for what, df in (("training logs", shipped.get("training")), ("LR sweep", sweep)):
@@ -227,7 +314,8 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     size = path.stat().st_size / 1e6
     log(f"report written in {time.perf_counter() - t:.1f} s: {size:.1f} MB")
     import resource
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(f"main job done in {time.perf_counter() - log.t0:.0f} s wall, {ru.ru_utime + ru.ru_stime:.0f} s CPU "
-          f"(peak RSS {ru.ru_maxrss / 1e6:.1f} GB); report: {path.resolve()}")
+    ru, ch = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(f"main job done in {time.time() - log.t0:.0f} s wall, "
+          f"{ru.ru_utime + ru.ru_stime + ch.ru_utime + ch.ru_stime:.0f} s CPU (this process and its workers; "
+          f"peak RSS {max(ru.ru_maxrss, ch.ru_maxrss) / 1e6:.1f} GB per process); report: {path.resolve()}")
     return path

@@ -1,0 +1,62 @@
+"""The main job's tasks on worker processes: one task per model (or per independent step), biggest first.
+
+Tasks are top-level functions `fn(*args) -> (value, log lines)`, so a spawned worker can import and run them.
+With one worker they run in this process, in order (no process start-up, what a small run or a test wants).
+Each worker runs torch on one thread: two single-threaded processes use the two cores of this kind of machine
+better than one process on two threads, and models are independent. Results come back in submission order
+whatever order the workers finish in, so the report does not depend on scheduling.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Any
+
+Task = tuple[Callable[..., Any], tuple]  # (top-level function, its arguments)
+
+
+def default_workers() -> int:
+    """INTERP_JOB_WORKERS, else 2 where there are at least 2 cores (1 otherwise)."""
+    env = os.environ.get("INTERP_JOB_WORKERS")
+    if env:
+        n = int(env)
+        if n < 1:
+            raise ValueError(f"INTERP_JOB_WORKERS must be at least 1, got {env}")
+        return n
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _timed(fn: Callable, args: tuple) -> tuple[Any, float]:
+    t = time.process_time()
+    return fn(*args), time.process_time() - t
+
+
+def run_tasks(tasks: Sequence[Task], workers: int, on_done: Callable[[int, Any, float], None] | None = None,
+              threads: int = 1) -> list[Any]:
+    """Run `tasks` (submitted in the order given: put the biggest first) on `workers` processes; returns their
+    values in the same order. `on_done(i, value, cpu_seconds)` is called as each finishes (in this process)."""
+    out: list[Any] = [None] * len(tasks)
+    if workers <= 1 or len(tasks) <= 1:
+        for i, (fn, args) in enumerate(tasks):
+            out[i], cpu = _timed(fn, args)
+            if on_done:
+                on_done(i, out[i], cpu)
+        return out
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {pool.submit(_timed, fn, args): i for i, (fn, args) in enumerate(tasks)}
+        from concurrent.futures import as_completed
+        for f in as_completed(futures):
+            i = futures[f]
+            out[i], cpu = f.result()  # a task's exception is raised here, with its traceback
+            if on_done:
+                on_done(i, out[i], cpu)
+    return out
