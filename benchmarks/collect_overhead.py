@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-ZOO = dict(n_layers=12, d_model=256, n_heads=4, d_mlp=1024, n_ctx=512, d_vocab=4096)
+ZOO = {"n_layers": 12, "d_model": 256, "n_heads": 4, "d_mlp": 1024, "n_ctx": 512, "d_vocab": 4096}
 MODES = ("plain", "collect", "tl_cache", "nnsight")
 
 
@@ -73,6 +73,7 @@ def nnsight_saver(module, layers_path: str, parts: list[tuple[str, str]], final:
 def load(name: str):
     """(interp model, {mode: fn(tokens)}) for `name`: every mode runs the same tokens."""
     import torch
+
     import interp
     if name == "zoo":
         m = interp.zoo.build("pre-ln", **ZOO).eval()
@@ -147,6 +148,7 @@ def work(mode: str, name: str, scale: int, batch: int, seq: int) -> dict:
     """One measurement in this process: run `mode` over `scale` batches; peak RSS (MB) during the run and the
     RSS before it (model loaded), and seconds."""
     import torch
+
     import interp
     m, fns = load(name)
     toks = batches(scale, batch, seq, vocab_of(name))
@@ -168,8 +170,9 @@ def work(mode: str, name: str, scale: int, batch: int, seq: int) -> dict:
 def timing(name: str, batch: int, seq: int, repeats: int, n_batches: int) -> dict:
     """Every mode over the same `n_batches` batches, interleaved (see timing.interleaved)."""
     import torch
-    import interp
     from timing import interleaved
+
+    import interp
     m, fns = load(name)
     toks = batches(n_batches, batch, seq, vocab_of(name))
     allt = torch.cat(toks)

@@ -28,9 +28,9 @@ def skip_direct(model, tokens, am):
     with __import__("torch").no_grad():
         model(tokens, attention_mask=am)
         for ls in model.sites.layers:
-            saved = {}
-            with model.hooks(fwd_hooks=[(ls.resid_pre, lambda x, hook: saved.__setitem__("x", x)),
-                                        (ls.resid_post, lambda x, hook: saved["x"])]):
+            saved: dict = {}
+            with model.hooks(fwd_hooks=[(ls.resid_pre, lambda x, hook, s=saved: s.__setitem__("x", x)),
+                                        (ls.resid_post, lambda x, hook, s=saved: s["x"])]):
                 o = model(tokens, attention_mask=am)
             out.append(loss_terms(model, o, tokens, am).double().mean().item())
     return out
@@ -49,6 +49,55 @@ def ablate_direct(col, model, data, batch_size):
     return out
 
 
+def measure(name: str, texts: list[str], repeats: int) -> dict:
+    """Every candidate on model `name`, interleaved; ratios, speed-ups and the agreement of both forms."""
+    import numpy as np
+    import torch
+    from timing import interleaved, load_info
+
+    import interp
+    from interp.collect import LayerEffect, MassiveActivations, collect
+    model = interp.load_model(name).eval()
+    tok = model.tokenizer
+    seq = ([tok.bos_id] if tok.add_bos and tok.bos_id is not None else []) + list(tok.encode(texts[0]))
+    tokens = torch.tensor([seq])
+    am = torch.ones_like(tokens, dtype=torch.bool)
+    col = MassiveActivations()
+    collect(model, texts, [col], batch_size=4, progress=False)
+    res: dict = {}
+
+    def fwd():
+        with torch.no_grad():
+            model(tokens, attention_mask=am)
+
+    def skip_b():
+        res["skip_b"] = collect(model, (tokens, am), [LayerEffect(skip=True)], progress=False)["layer_skip"]
+
+    def abl_b():
+        res["abl_b"] = col.ablation(model, texts, batch_size=4)
+
+    fns = {"forward": fwd, "skip_direct": lambda: res.__setitem__("skip_d", skip_direct(model, tokens, am)),
+           "skip_batched": skip_b,
+           "ablate_direct": lambda: res.__setitem__("abl_d", ablate_direct(col, model, texts, 4)),
+           "ablate_batched": abl_b}
+    before = load_info()
+    t = interleaved(fns, repeats, baseline="forward")
+    sk, ab = np.array(res["skip_d"]), np.array(res["abl_d"])
+    cpu = t["cpu_s"]
+    return {
+        "n_layers": model.sites.n_layers, "skip_tokens": int(tokens.numel()),
+        "ablation_tokens": int(sum(len(tok.encode(x)) for x in texts)),
+        "skip_batched/forward (cpu, median)": t["ratio_cpu"]["skip_batched"]["median"],
+        "skip_direct/forward (cpu, median)": t["ratio_cpu"]["skip_direct"]["median"],
+        "skip speed-up (cpu, median)": cpu["skip_direct"]["median"] / cpu["skip_batched"]["median"],
+        "ablate_batched/forward (cpu, median)": t["ratio_cpu"]["ablate_batched"]["median"],
+        "ablate_direct/forward (cpu, median)": t["ratio_cpu"]["ablate_direct"]["median"],
+        "ablation speed-up (cpu, median)": cpu["ablate_direct"]["median"] / cpu["ablate_batched"]["median"],
+        "skip max rel diff": float(np.max(np.abs(res["skip_b"]["skipped"].to_numpy() - sk) / np.abs(sk))),
+        "ablation max rel diff": float(np.max(np.abs(res["abl_b"]["loss"].to_numpy() - ab) / np.abs(ab))),
+        "timing": t, "load_before": before, "load_after": load_info()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="smollm2-135m,gemma-3-270m")
@@ -56,57 +105,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results alone")
     a = ap.parse_args()
-    import numpy as np
     import torch
     torch.set_num_threads(a.threads)
-    import interp
-    import interp.data
-    from interp.collect import LayerEffect, MassiveActivations, collect
     from record import write_result
-    from timing import interleaved, load_info
+
+    import interp.data
     texts = interp.data.heldout_texts(8, 600)  # the main job's sample for real models
     rows = {}
     for name in a.models.split(","):
-        model = interp.load_model(name).eval()
-        tok = model.tokenizer
-        seq = tok.encode(texts[0])
-        seq = ([tok.bos_id] if tok.add_bos and tok.bos_id is not None else []) + list(seq)
-        tokens = torch.tensor([seq])
-        am = torch.ones_like(tokens, dtype=torch.bool)
-        col = MassiveActivations()
-        collect(model, texts, [col], batch_size=4, progress=False)
-        res = {}
-
-        def fwd():
-            with torch.no_grad():
-                model(tokens, attention_mask=am)
-
-        def skip_b():
-            res["skip_b"] = collect(model, (tokens, am), [LayerEffect(skip=True)], progress=False)["layer_skip"]
-
-        def abl_b():
-            res["abl_b"] = col.ablation(model, texts, batch_size=4)
-
-        fns = {"forward": fwd, "skip_direct": lambda: res.__setitem__("skip_d", skip_direct(model, tokens, am)),
-               "skip_batched": skip_b,
-               "ablate_direct": lambda: res.__setitem__("abl_d", ablate_direct(col, model, texts, 4)),
-               "ablate_batched": abl_b}
-        before = load_info()
-        t = interleaved(fns, a.repeats, baseline="forward")
-        sk = np.array(res["skip_d"])
-        ab = np.array(res["abl_d"])
-        rows[name] = {
-            "n_layers": model.sites.n_layers, "skip_tokens": int(tokens.numel()),
-            "ablation_tokens": int(sum(len(tok.encode(x)) for x in texts)),
-            "skip_batched/forward (cpu, median)": t["ratio_cpu"]["skip_batched"]["median"],
-            "skip_direct/forward (cpu, median)": t["ratio_cpu"]["skip_direct"]["median"],
-            "skip speed-up (cpu, median)": t["cpu_s"]["skip_direct"]["median"] / t["cpu_s"]["skip_batched"]["median"],
-            "ablation speed-up (cpu, median)": t["cpu_s"]["ablate_direct"]["median"] / t["cpu_s"]["ablate_batched"]["median"],
-            "skip max rel diff": float(np.max(np.abs(res["skip_b"]["skipped"].to_numpy() - sk) / np.abs(sk))),
-            "ablation max rel diff": float(np.max(np.abs(res["abl_b"]["loss"].to_numpy() - ab) / np.abs(ab))),
-            "timing": t, "load_before": before, "load_after": load_info()}
-        print(name, {k: v for k, v in rows[name].items() if k not in ("timing",)}, flush=True)
-        del model
+        rows[name] = measure(name, texts, a.repeats)
+        print(name, {k: v for k, v in rows[name].items() if k != "timing"}, flush=True)
     if not a.no_write:
         print(write_result("skip_ablation", rows, threads=a.threads, description=__doc__.split("\n")[0]))
 

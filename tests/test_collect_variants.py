@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import interp.zoo as zoo
+from interp import zoo
 from interp.collect import LayerEffect, MassiveActivations, collect
 from interp.collect.massive import _AblationRun
 from interp.collect.objective import is_causal, loss_terms
@@ -78,6 +78,7 @@ FAMILIES = ["llama", "qwen2", "qwen3", "gemma2", "gemma3_text", "olmo2", "gpt2",
 @pytest.mark.parametrize("family", FAMILIES)
 def test_skip_losses_equal_one_forward_per_block_transformers(family):
     from test_models_families import V, build
+
     from interp.models.families import wrap
     hf, _ = build(family)
     model = wrap(hf, name=f"tiny-{family}").eval()

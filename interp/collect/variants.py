@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -52,7 +52,7 @@ def _slice(obj, rows: int, batch: int):
     return obj
 
 
-_TUPLE: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()  # block -> returns a tuple
+_TUPLE: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()  # block -> returns a tuple
 
 
 def _probe(layer: nn.Module, orig: Callable, hidden: torch.Tensor, args, kwargs):
