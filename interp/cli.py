@@ -13,7 +13,10 @@ import pkgutil
 import sys
 import warnings
 
-import interp.commands
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):  # nothing is fetched, ever: set
+    os.environ.setdefault(_var, "1")                                          # before any library reads them
+
+import interp.commands  # noqa: E402
 
 DEBUG_ENV = "INTERP_DEBUG"
 MAX_LINE = 600  # characters of an error line; the start of a message says what is wrong

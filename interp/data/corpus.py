@@ -102,6 +102,7 @@ def hf_cached(name: str, split: str = "train", text_field: str = "text") -> Corp
     """A Hugging Face dataset already in the local cache (offline only); each row becomes a book."""
     import os
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import datasets
         ds = datasets.load_dataset(name, split=split)
