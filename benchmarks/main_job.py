@@ -1,0 +1,108 @@
+"""The main job's budget: `make report` from a fresh clone, cold (every GGUF dequantized into an empty model
+cache) then warm (the same cache), with the per-step breakdown the job logs.
+
+For each run: wall seconds, CPU seconds of the job and its workers, peak RSS, the machine's load before and
+after, every "<model>: <step> in <s> s" line of the run log and every task's CPU seconds. From the task CPU
+seconds it also projects the wall time on two otherwise idle cores (the tasks scheduled biggest first on two
+workers, plus the serial part) for this zoo and for a zoo of `--zoo-size` models (the mean zoo task repeated).
+Run: .venv/bin/python benchmarks/main_job.py [--repo /work/main] [--zoo-size 50] [--skip-cold]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+STEP = re.compile(r"^\[\s*([\d.]+) s\] (.+?): (.+) in ([\d.]+) s")
+TASK = re.compile(r"^\[\s*([\d.]+) s\] task (.+): ([\d.]+) s CPU$")
+DONE = re.compile(r"main job done in ([\d.]+) s wall")
+
+
+def run_make(clone: Path, venv: Path, cache: Path) -> dict:
+    """`make report` in `clone` with the model cache at `cache`; its log parsed."""
+    from timing import load_info
+    env = {**os.environ, "INTERP_CACHE": str(cache), "PYTHONPATH": str(clone)}
+    before, r0 = load_info(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    p = subprocess.run(["make", "-C", str(clone), "report", f"VENV={venv}"], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode:
+        raise SystemExit(f"make report failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    steps, tasks = [], {}
+    for line in p.stdout.splitlines():
+        if m := TASK.match(line):
+            tasks[m.group(2)] = float(m.group(3))
+        elif m := STEP.match(line):
+            steps.append({"at_s": float(m.group(1)), "model": m.group(2), "step": m.group(3),
+                          "seconds": float(m.group(4))})
+    job = DONE.search(p.stdout)
+    return {"wall_s": wall, "job_wall_s": float(job.group(1)) if job else None,
+            "cpu_s": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime),
+            "peak_rss_gb_per_process": r1.ru_maxrss / 1e6, "load_before": before, "load_after": load_info(),
+            "task_cpu_s": tasks, "steps": steps, "log_tail": p.stdout.splitlines()[-8:]}
+
+
+def two_core_wall(task_cpu: list[float], serial_cpu: float) -> float:
+    """Wall seconds on two idle cores: tasks biggest first onto the less loaded of two workers, plus serial."""
+    w = [0.0, 0.0]
+    for c in sorted(task_cpu, reverse=True):
+        w[w.index(min(w))] += c
+    return max(w) + serial_cpu
+
+
+def project(run: dict, zoo_size: int) -> dict:
+    """Projected wall on two idle cores for this run's tasks and for a zoo of `zoo_size` models."""
+    tasks = run["task_cpu_s"]
+    serial = max(run["cpu_s"] - sum(tasks.values()), 0.0)  # the parent: imports, sample, merge, claims, render
+    zoo = [c for k, c in tasks.items() if k.startswith("zoo ")]
+    other = [c for k, c in tasks.items() if not k.startswith("zoo ")]
+    mean_zoo = sum(zoo) / len(zoo) if zoo else 0.0
+    return {"serial_cpu_s": serial, "zoo_models": len(zoo), "mean_zoo_task_cpu_s": mean_zoo,
+            "real_and_claims_task_cpu_s": dict((k, c) for k, c in tasks.items() if not k.startswith("zoo ")),
+            "two_idle_cores_wall_s": two_core_wall(zoo + other, serial),
+            f"two_idle_cores_wall_s_with_{zoo_size}_zoo_models": two_core_wall([mean_zoo] * zoo_size + other, serial)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
+    ap.add_argument("--venv", type=Path, default=None, help="the venv to run with (default: the repo's .venv)")
+    ap.add_argument("--zoo-size", type=int, default=50)
+    ap.add_argument("--skip-cold", action="store_true", help="only the warm run (the user's model cache)")
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args()
+    from record import write_result
+    venv = (a.venv or a.repo / ".venv").resolve()
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="interp-main-job-") as tmp:
+        clone = Path(tmp) / "clone"
+        subprocess.run(["git", "clone", "-q", str(a.repo), str(clone)], check=True)
+        commit = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        cache = Path(tmp) / "model-cache"
+        cache.mkdir()
+        runs = [] if a.skip_cold else [("cold", cache)]
+        runs.append(("warm", cache if not a.skip_cold else Path(os.environ.get("INTERP_CACHE") or
+                                                                 Path.home() / ".cache" / "interp")))
+        for label, c in runs:
+            r = run_make(clone, venv, c)
+            r["projection"] = project(r, a.zoo_size)
+            out[label] = r
+            print(label, {k: v for k, v in r.items() if k not in ("steps", "log_tail")}, flush=True)
+    out["commit"] = commit
+    out["budget_s"] = {"warm": 120, "cold": 240}
+    if not a.no_write:
+        print(write_result("main_job", out, threads=1, description=__doc__.split("\n")[0]))
+
+
+if __name__ == "__main__":
+    main()
