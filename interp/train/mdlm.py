@@ -94,6 +94,32 @@ def mdlm_loss(model: nn.Module, batch: Batch, use_cond: bool) -> torch.Tensor:
     return mdlm_terms(model, x0, t, masked, use_cond).mean() / (x0.shape[1] - PREFIX)
 
 
+def mdlm_loss_k(model: nn.Module, batch: Batch, use_cond: bool) -> torch.Tensor:
+    """The same MDLM bound per scored token as `mdlm_loss`, estimated with bounded weights (the any-order form).
+
+    Per sequence: draw u ~ U(0, 1)^L over the scored positions and a mask count k ~ U{1..L} (stratified over the
+    batch in train mode; midpoints in eval mode), set t = the k-th smallest u and mask the k positions with
+    u ≤ t. Then t | k ~ Beta(k, L − k + 1) and the mask is a uniform k-subset, and since
+    ∫₀¹ (1/t)·t^k (1 − t)^(L−k) dt = (k − 1)!(L − k)!/L!, E[(1/k)·Σ_masked −log p_θ] = NELBO / L exactly: the
+    1/t weight (unbounded at small t) becomes 1/k ≤ 1. Train mode draws from the global RNG; eval mode from a
+    generator seeded with EVAL_SEED. `batch.y` and `batch.cond` are not used."""
+    check_mdlm(model)
+    x0 = batch.x
+    b, L = x0.shape[0], x0.shape[1] - PREFIX
+    if L < 1:
+        raise ValueError(f"sequences of {x0.shape[1]} tokens leave nothing to mask after the {PREFIX}-token prefix")
+    gen = None if model.training else torch.Generator().manual_seed(EVAL_SEED)
+    frac = (torch.rand(b) + torch.arange(b)) / b if model.training else (torch.arange(b) + 0.5) / b
+    k = (frac * L).long().clamp(0, L - 1) + 1                      # [b] in 1..L, stratified
+    u = torch.rand(b, L, generator=gen)
+    t = u.sort(1).values.gather(1, (k - 1)[:, None])[:, 0]        # the k-th smallest u
+    masked = torch.zeros(x0.shape, dtype=torch.bool)
+    masked[:, PREFIX:] = u <= t[:, None]
+    masked = masked.to(x0.device)
+    terms = mdlm_terms(model, x0, t, masked, use_cond) * t.to(x0.device)   # Σ_masked CE (undo the 1/t)
+    return (terms / k.to(x0.device)).mean()
+
+
 @dataclass
 class MDLMEval:
     """Held-out MDLM bound. `per_t`: one row per t — t, in_nelbo (a midpoint of the NELBO grid), bound (mean over
