@@ -101,14 +101,22 @@ def test_empty_folder_is_used_and_unmarked_result_like_folder_is_refused(tmp_pat
 
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
 def test_outputs_honour_the_umask(user_dir, tmp_path, mask):
+    """Results, checkpoints, reports, training runs and their snapshots: files 0666 & ~umask, folders 0777."""
+    from interp.data import TokenBatches
+    from interp.report import write_atomic
+    from interp.train import TrainConfig, Trainer
     old = os.umask(mask)
     try:
         atomic_write_bytes(tmp_path / "f.bin", b"x")
+        write_atomic(tmp_path / "report.html", "<html></html>")
         assert collect(user_dir, tmp_path / "res") == 0
+        model = interp.load_model(user_dir / "model")
+        model.save(tmp_path / "ckpt")
+        cfg = TrainConfig(steps=1, batch_size=2, seq_len=8, warmup=0, eval_every=1, eval_batches=1, ckpt_every=1)
+        Trainer(model, TokenBatches(np.arange(1, 60) % 64, 8, 2, bos_id=0), cfg, run_dir=tmp_path / "run",
+                progress=False, snapshots=[0]).run()
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o666 & ~mask
-    assert stat.S_IMODE((tmp_path / "res").stat().st_mode) == 0o777 & ~mask
-    for p in (tmp_path / "res").rglob("*"):
+    for p in [tmp_path / "f.bin", tmp_path / "report.html", *tmp_path.rglob("*")]:
         want = 0o777 & ~mask if p.is_dir() else 0o666 & ~mask
         assert stat.S_IMODE(p.stat().st_mode) == want, p
