@@ -30,7 +30,7 @@ def sha256_tensors(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{str(t.dtype)}|{tuple(t.shape)}|".encode())
+        h.update(f"{name}|{t.dtype!s}|{tuple(t.shape)}|".encode())
         if t.numel():
             h.update(t.view(-1).view(torch.uint8).numpy().data)
     return h.hexdigest()

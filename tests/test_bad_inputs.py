@@ -210,7 +210,7 @@ FIELDS = st.dictionaries(st.sampled_from(["n_layers", "d_model", "n_heads", "d_m
                          JSON, max_size=4)
 ARRAYS = hnp.arrays(st.sampled_from([np.uint8, np.int16, np.int32, np.int64, np.uint16, np.float32, np.bool_]),
                     hnp.array_shapes(min_dims=0, max_dims=3, max_side=40), elements=None)
-SETTINGS = settings(max_examples=int(os.environ.get("INTERP_FUZZ_EXAMPLES", 12)), deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=int(os.environ.get("INTERP_FUZZ_EXAMPLES", "12")), deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

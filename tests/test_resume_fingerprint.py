@@ -6,15 +6,14 @@ import pytest
 import torch
 
 import interp
-from interp.collect import MassiveActivations, ResidualStats
-from interp.collect import sharded
+from interp.collect import MassiveActivations, ResidualStats, sharded
 from interp.collect.stream import TokenFile
+from interp.data import TOKENIZER_PATH
 from interp.fingerprint import DataChanged, sha256_model, sha256_tensors
 from interp.tokenize import load_tokenizer
-from interp.data import TOKENIZER_PATH
 
 N_CTX, BATCH = 16, 2
-SIZE = dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=N_CTX, d_vocab=4096)
+SIZE = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": N_CTX, "d_vocab": 4096}
 
 
 def model(seed=0):

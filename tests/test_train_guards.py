@@ -13,7 +13,7 @@ from interp.outputs import OutputRefused
 from interp.train import TrainConfig, Trainer
 from interp.train.checkpoint import latest
 
-TINY = dict(n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=16, d_vocab=64)
+TINY = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 16, "d_vocab": 64}
 STREAM = torch.randint(2, 64, (3000,), generator=torch.Generator().manual_seed(0))
 CFG = TrainConfig(steps=6, batch_size=4, seq_len=16, warmup=1, eval_every=3, eval_batches=1, ckpt_every=1)
 
@@ -50,8 +50,8 @@ def test_infinite_lr_is_refused_and_a_nan_update_is_never_checkpointed(tmp_path)
             assert torch.isfinite(v).all(), (d.name, k)
 
 
-@pytest.mark.parametrize("bad", [dict(steps=0), dict(steps=-5), dict(warmup=-10), dict(lr=0.0),
-                                 dict(lr=float("nan")), dict(batch_size=0), dict(clip=-1.0), dict(min_lr_ratio=2.0)])
+@pytest.mark.parametrize("bad", [{"steps": 0}, {"steps": -5}, {"warmup": -10}, {"lr": 0.0}, {"lr": float("nan")},
+                                 {"batch_size": 0}, {"clip": -1.0}, {"min_lr_ratio": 2.0}])
 def test_nonsense_config_is_refused(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         Trainer(model(), batches(), dataclasses.replace(CFG, **bad))
