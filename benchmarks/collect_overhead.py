@@ -11,7 +11,7 @@ per-round ratios; CPU seconds of the process, which a busy neighbour disturbs le
   nnsight   nnsight's trace with .save() of the same tensors (norm inputs in place of their scales, which
             the models compute internally), when nnsight is installed (a dev extra)
   peak RSS  of a fresh subprocess doing only that, at 1× and 10× the batches (`--mem-batches`).
-Run: .venv/bin/python benchmarks/collect_overhead.py [--models smollm2-135m,qwen2.5-0.5b,zoo] [--repeats 5]
+Run: .venv/bin/python benchmarks/collect_overhead.py [--models zoo,smollm2-135m,qwen2.5-0.5b] [--repeats 5]
 """
 from __future__ import annotations
 
@@ -190,14 +190,15 @@ def timing(name: str, batch: int, seq: int, repeats: int, n_batches: int) -> dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="smollm2-135m,qwen2.5-0.5b,zoo")
+    ap.add_argument("--models", default="zoo,smollm2-135m,qwen2.5-0.5b")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--time-batches", type=int, default=4)
     ap.add_argument("--mem-batches", type=int, default=10, help="the larger run of the memory check (× 1 batch)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
+    ap.add_argument("--memory-models", default="smollm2-135m,zoo",
+                    help="models whose peak RSS is measured (fresh subprocesses; '' for none)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results alone")
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "MODEL", "SCALE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -217,7 +218,7 @@ def main() -> None:
                **{f"{k}/plain (cpu, median)": v["median"] for k, v in t["ratio_cpu"].items()},
                **{f"{k}/plain (wall, median)": v["median"] for k, v in t["ratio_wall"].items()},
                "nnsight": have_nnsight(), "timing": t, "load_before": before, "load_after": load_info()}
-        if not a.no_memory:
+        if name in a.memory_models.split(","):
             rss = {}
             for mode in ("plain", "collect", "tl_cache"):
                 for scale in (1, a.mem_batches):
