@@ -60,6 +60,8 @@ def write_result(name: str, results: Any, threads: int, description: str) -> Pat
 def render_docs() -> None:
     """Re-render the docs pages that quote benchmark numbers (docs/numbers_from_json.py), so they stay in step."""
     import importlib.util
+    sys.path.insert(0, str(ROOT))
+    from interp.outputs import atomic_write_text
     spec = importlib.util.spec_from_file_location("numbers_from_json", ROOT / "docs" / "numbers_from_json.py")
     gen = importlib.util.module_from_spec(spec)
     try:

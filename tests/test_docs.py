@@ -38,8 +38,8 @@ def test_a_changed_json_number_makes_the_check_fail(tmp_path, monkeypatch):
     fake.mkdir()
     for p in RESULTS:
         (fake / p.name).write_text(p.read_text())
-    first = next(k for k, v in gen.flat(src["results"] if isinstance(src["results"], dict) else src["results"][0]).items()
-                 if isinstance(v, float))
+    row = src["results"] if isinstance(src["results"], dict) else src["results"][0]
+    first = next(k for k, v in gen.flat(row).items() if isinstance(v, float))
     doc = json.loads((fake / RESULTS[0].name).read_text())
     target = doc["results"] if isinstance(doc["results"], dict) else doc["results"][0]
     node = target

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 _SEG = r"[^\s/\"'<>|,;()\[\]{}]+"                 # one path component
-_PATH = re.compile(rf"(?<![\w.~:/-])((?:/{_SEG}){{2,}}/?)")  # an absolute path (2+ parts), not in a URL or relative path
+# an absolute path of two parts or more, not inside a URL or a relative path
+_PATH = re.compile(rf"(?<![\w.~:/-])((?:/{_SEG}){{2,}}/?)")
 _PKG = re.compile(rf"/(?:site|dist)-packages/({_SEG})((?:/{_SEG})*)")
 _HF = re.compile(rf"/models--({_SEG})/snapshots/{_SEG}((?:/{_SEG})*)")
 
