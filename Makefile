@@ -41,7 +41,7 @@ austen:
 	@test -f $(VENV)/janeaustenr/usr/lib/R/site-library/janeaustenr/data/Rdata.rdx || { mkdir -p $(VENV)/janeaustenr && \
 	  cd $(VENV)/janeaustenr && apt-get download r-cran-janeaustenr >/dev/null 2>&1 && dpkg -x r-cran-janeaustenr_*.deb . ; } || true
 
-# Ruff with the rule set in pyproject.toml ([tool.ruff]); CI runs it before the tests.
+# Ruff with the rule set documented in pyproject.toml ([tool.ruff.lint]); make test runs it first.
 lint: install
 	$(VENV)/bin/ruff check .
 
@@ -50,7 +50,7 @@ docs: install
 	$(PY) docs/numbers_from_json.py --check
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -q -d site
 
-test: models browser austen docs
+test: models browser austen lint docs
 	$(PY) -m pytest -q tests
 
 report: models

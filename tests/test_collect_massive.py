@@ -40,9 +40,12 @@ def brute(model, toks, mask, thr, ratio, k):
             a = x.abs()
             med = torch.median(a.flatten()).item()      # lower median, like torch / the paper
             mass = (a > thr) & (a >= ratio * med)
-            n_massive += int(mass.sum()); seq_with += int(mass.any())
+            n_massive += int(mass.sum())
+            seq_with += int(mass.any())
             t3 = torch.sort(a.flatten(), descending=True).values[:3]
-            top.append(t3.numpy()); meds.append(med); top1max = max(top1max, t3[0].item())
+            top.append(t3.numpy())
+            meds.append(med)
+            top1max = max(top1max, t3[0].item())
             for p, d in mass.nonzero().tolist():
                 c, v = dims.get((j, d), (0, 0.0))
                 dims[(j, d)] = (c + 1, v + x[p, d].item())

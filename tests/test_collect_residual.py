@@ -26,7 +26,7 @@ def brute(model, toks, mask, exclude_first=False):
     if exclude_first:
         m[:, 0] = False
     rows = {}
-    for layer, site, kind, hook in residual_sites(model.sites):
+    for layer, site, _kind, hook in residual_sites(model.sites):
         x = cache[hook][m].double().numpy()  # [n, d]
         c = x - x.mean()
         norms = np.linalg.norm(x, axis=1)

@@ -25,7 +25,7 @@ def test_norm_scales_match_cache(strategy):
     if strategy == "no-norm":
         return
     _, cache = model.run_with_cache(toks, attention_mask=mask)
-    for i, (layer, norm, hook) in enumerate(sites):
+    for i, (_layer, _norm, hook) in enumerate(sites):
         x = cache[hook]
         v = (x[mask] if x.shape[:2] == mask.shape else x).reshape(-1).double().numpy()
         row = df.iloc[i]

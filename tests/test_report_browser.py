@@ -1,5 +1,4 @@
 """The report opens in headless Chromium with networking off: every figure draws, hostile text stays text."""
-import os
 import re
 import shutil
 import subprocess

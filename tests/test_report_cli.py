@@ -4,7 +4,6 @@ import re
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 import torch
 

@@ -63,7 +63,9 @@ def test_remove_layernorm_end_to_end_with_a_swappable_finetune(tmp_path):
         for _ in range(steps):  # a real (tiny) next-token training step
             x = STREAM[:12 * 4].view(4, 12)
             loss = torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
-            opt.zero_grad(); loss.backward(); opt.step()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
 
     m = build()
     r = remove_layernorm(m, STREAM, EVAL, steps_per_stage=2, finetune=ft, calib_batches=1, batch_size=4)

@@ -1,7 +1,6 @@
 """The LR sweep: its attention-logit column against hook_attn_scores, divergence at an absurd rate, seeds and resume."""
 import math
 
-import pandas as pd
 import pytest
 import torch
 

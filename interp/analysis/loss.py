@@ -21,7 +21,7 @@ def pooled_ce(t, model: str, idx: np.ndarray | None = None) -> float:
     return float(s.sum() / n.sum())
 
 
-@metric("val_loss", "mean next-token CE on held-out tokens (validation books), Σ CE / Σ tokens", 
+@metric("val_loss", "mean next-token CE on held-out tokens (validation books), Σ CE / Σ tokens",
         "the papers' validation loss / perplexity", "nats/token")
 def val_loss(t, subject: Subject, ref: Subject | None = None):
     """Validation loss; with a reference, the difference of losses."""

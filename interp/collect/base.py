@@ -194,6 +194,6 @@ def merge_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rules: 
             out[k] = torch.maximum(a[k], b[k])
         elif rule == "min":
             out[k] = torch.minimum(a[k], b[k])
-    for g, buf in topk.items():
+    for buf in topk.values():
         out.update(buf.select({f: torch.cat([a[f], b[f]]) for f in buf.keys()}))
     return out

@@ -84,7 +84,7 @@ def reduce_states(collectors: Sequence[Collector], device: torch.device) -> int:
                 dist.all_reduce(t, op=ops[rule])
                 c.state[k] = t.to(home[k])
                 sent += t.numel() * t.element_size()
-        for group, buf in c.topk.items():
+        for buf in c.topk.values():
             rows = {}
             for f in buf.keys():
                 t = c.state[f].to(dev).contiguous()

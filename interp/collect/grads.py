@@ -21,7 +21,7 @@ def block_parameters(model, n_layers: int) -> list[list[torch.nn.Parameter]]:
     """The parameters of each block: those of the model's layer list, found structurally as the first
     `nn.ModuleList` of `n_layers` modules that all hold parameters (zoo: `blocks`; wrapped transformers
     models: their own layer list, since their hook-point blocks hold none)."""
-    for name, m in model.named_modules():
+    for m in model.modules():
         if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers and n_layers > 0 \
                 and all(any(True for _ in blk.parameters()) for blk in m):
             return [list(blk.parameters()) for blk in m]

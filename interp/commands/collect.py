@@ -49,7 +49,7 @@ def _lines(path: Path):
     n = 0
     try:
         with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+            for n, line in enumerate(f, 1):  # noqa: B007 - n names the line in the error below
                 if line.strip():
                     yield line.rstrip("\n")
     except UnicodeDecodeError as e:

@@ -6,7 +6,7 @@ every measurement, with the seed papers' claims checked against the numbers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 

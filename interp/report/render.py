@@ -144,7 +144,6 @@ def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "in
                       figs=[F.angular_heatmap(t, colors), F.skip_bars(t, colors)]))
     S.append(_section("norm-scales", "Norm scales", "How much each norm divides by, per layer.",
                       {"norm_scales": collect + " with the norm-scale collector"}, t, figs=[F.norm_scales(t, colors)]))
-    dla = t.get("dla_error")
     S.append(_section("dla", "Direct logit attribution",
                       "DLA through the frozen final-norm scale against the true direct effect (path ablation).",
                       {"dla_error": "run interp attribute", "dla_example": "DLA example"}, t,

@@ -80,8 +80,10 @@ def _avg_std(model: ZooModel, norms: dict[str, Norm], batches: list[torch.Tensor
     for k, n in norms.items():
         def hook(mod, inp, out, k=k):
             s = out.detach().double()[..., 0]  # [b, t]
-            acc[k][0] += s[:, 1:].sum().item(); acc[k][1] += s[:, 1:].numel()
-            acc[k][2] += s[:, 0].sum().item(); acc[k][3] += s[:, 0].numel()
+            acc[k][0] += s[:, 1:].sum().item()
+            acc[k][1] += s[:, 1:].numel()
+            acc[k][2] += s[:, 0].sum().item()
+            acc[k][3] += s[:, 0].numel()
         handles.append(n.hook_scale.register_forward_hook(hook))
     model.eval()
     try:

@@ -34,7 +34,7 @@ def conditioning_parameters(model: nn.Module) -> dict[str, int]:
     it has beyond a plain LayerNorm's γ, β), and `total`. Zero for unconditioned models."""
     from interp.norms import AdaLayerNorm, TDLayerNorm
     out = {"t_embed": 0, "adaln": 0, "tdln": 0}
-    for name, m in model.named_modules():
+    for m in model.modules():
         if isinstance(m, TimeEmbedding):
             out["t_embed"] += sum(p.numel() for p in m.parameters())
         elif isinstance(m, AdaLayerNorm):
