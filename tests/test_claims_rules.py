@@ -166,6 +166,16 @@ def _fp16_headroom(c, vals):  # per seed: log10 headroom of the subject − the 
     return {"cards": zoo_cards(c.zoo[0], c.reference), "precision": pd.DataFrame(rows)}
 
 
+def _variance_rise(c, vals):  # per seed: the subject's variance rises by e^v at every depth, the reference's not
+    rows = []
+    for s, v in zip(SEEDS, vals):
+        for model, rise in ((c.zoo[0] + s, v), (c.reference + s, 0.0)):
+            for step, var in ((0, 1.0), (2000, math.exp(rise))):
+                rows += [{"step": step, **{k: r[k] for k in ("model", "seq", "depth", "n", "s1", "s2", "top1", "median")}}
+                         for r in stream_rows(model, [var] * 13)]
+    return {"cards": zoo_cards(c.zoo[0], c.reference), "dynamics_seq": pd.DataFrame(rows)}
+
+
 LADDER = [10.0 ** (k / 2 - 3) for k in range(10)]  # ×√10 rungs
 
 
@@ -197,7 +207,7 @@ MAKERS = {"stable_lr_steps": _stable_lr, "lr_sensitivity": _lr_sensitivity, "max
           "grad_late_early": lambda c, v: _grads(c, v, "grad_late_early"), "grad_spike_rate": _spikes,
           "bstat_fluctuation": _bstat, "growth_shape": _growth_shape, "speedup": _speedup,
           "equivalence_error": _equivalence, "ln_removal_cost": _ln_removal, "massive_fraction": _massive,
-          "ablation_delta": _ablation, "fp16_headroom": _fp16_headroom}
+          "ablation_delta": _ablation, "fp16_headroom": _fp16_headroom, "variance_rise": _variance_rise}
 
 
 def _sides(c):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from interp.analysis import (  # noqa: F401
     architecture,
     diffusion,
+    dynamics,
     effectiveness,
     entropy_neurons,
     gradients,

@@ -243,6 +243,13 @@ def claims_task(zoo_dir: Path, dirs: list[Path], ctx: JobContext) -> tuple[list,
     return [], [claim_tables(zoo_dir, dirs, ctx.zoo_tokens, max(1, len(ctx.zoo_tokens) // 2), log)], log.lines
 
 
+def dynamics_task(dirs: list[Path], ctx: JobContext) -> tuple[list, list, list[str]]:
+    """Weights along training: growth, gradients, outliers (interp.analysis.dynamics)."""
+    from interp.analysis.dynamics import training_dynamics
+    log = Progress(ctx.t0)
+    return [], [training_dynamics(dirs, ctx.zoo_tokens[:max(2, len(ctx.zoo_tokens) // 2)], log=log)], log.lines
+
+
 # Relative cost of each real model's task (measured: biggest first keeps both workers busy to the end)
 REAL_COST = {"qwen2.5-0.5b": 5, "gemma-3-270m": 4, "smollm2-135m": 2, "mpnet-base": 1, "minilm-l6": 0.5}
 
@@ -281,6 +288,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     torch.set_num_threads(threads)
     labelled = ([(("real", n), (real_task, (n, ctx))) for n in sorted(reals, key=lambda n: -REAL_COST.get(n, 1))]
                 + [(("claims",), (claims_task, (zoo_dir, dirs, ctx)))]
+                + [(("dynamics",), (dynamics_task, (dirs, ctx)))]
                 + [(("zoo", d.name), (zoo_task, (d, ctx))) for d in dirs])
     log(f"{len(labelled)} tasks ({len(reals)} real models, {len(dirs)} zoo models, the claims' measurements) on "
         f"{workers} worker process(es), {threads} thread(s) each")
@@ -292,7 +300,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
 
     done = run_tasks([t for _, t in labelled], workers, on_done=finished, threads=threads)
     by = {label: value for (label, _), value in zip(labelled, done)}
-    ordered = ([by["zoo", d.name] for d in dirs] + [by["real", n] for n in reals] + [by["claims",]])
+    ordered = ([by["zoo", d.name] for d in dirs] + [by["real", n] for n in reals] + [by["claims",]] + [by["dynamics",]])
     results = [r for value in ordered for r in value[0]]
     extras = [e for value in ordered for e in value[1]]
     log.lines = sorted(log.lines + lines, key=lambda x: float(x[1:x.index(" s]")]))

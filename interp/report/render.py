@@ -138,6 +138,8 @@ def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "in
     S.append(_section("gradients", "Gradient norms per layer", "Norm of the loss gradient per block.",
                       {"gradients": collect + " with the gradient collector"}, t,
                       figs=[F.gradient_profiles(t, colors)]))
+    from interp.report.dynamics import section as dynamics_section
+    S.append(dynamics_section(t, colors, _section, _table))
     S.append(_section("depth", "Layer effectiveness",
                       "Angular distance between residual streams and the loss when a block is skipped.",
                       {"angular": "angular distances", "skip": "layer-skip losses"}, t,

@@ -77,6 +77,15 @@ TABLES: dict[str, dict[str, str]] = {
                    "spikes": "steps with grad norm > 3× the median of the previous 50"},
     "log_bstat": {"model": "", "site": "batch-statistic norm (module name)",
                   "fluctuation": "median over steps after the LR warm-up of bstat_x2_rel_change"},
+    # weights along training (interp.analysis.dynamics; every column in docs/results.md, "Training dynamics")
+    "dynamics": {"model": "", "step": "training step (0 = the seed's init)", "tokens": "training tokens seen",
+                 "depth": "stream depth", "variance": "as in stream", "top1": "max |x|, mean over sequences",
+                 "median": "median |x|, mean over sequences", "top1_median": "max |x| / median |x| per sequence, "
+                 "mean over sequences"},
+    "dynamics_grads": {"model": "", "step": "", "tokens": "", "layer": "block",
+                       "grad_norm": "‖∇θ_ℓ mean CE‖₂, mean over batches"},
+    "dynamics_seq": {"model": "", "step": "", "seq": "held-out sequence", "depth": "", "n": "", "s1": "", "s2": "",
+                     "top1": "", "median": ""},
     "equivalence": {"model": "", "form": "pre-rmsnorm / pre-crmsnorm",
                     "max_abs_diff": "max |logit − original logit| in float64",
                     "max_abs_logit": "max |original logit|"},

@@ -18,4 +18,13 @@ register(
           "Peri-LN reaches a lower validation loss than Pre-LN.",
           "val_loss", Rule("<", 0.0, "lower loss than Pre-LN at the same recipe and budget"),
           "400M: C4 loss 3.34 vs 3.43", zoo=("peri-ln",), reference="pre-ln"),
+    Claim("peri_variance_rise", PAPER, "Fig. 1 (hidden-state variance by layer along training); abstract "
+          "(\"more balanced variance growth\")",
+          "Over training, Peri-LN's residual-stream variance rises less than Pre-LN's.",
+          "variance_rise", Rule("<", 0.0, "Pre-LN's hidden states grow as training proceeds while Peri-LN's output "
+                                "norms keep them balanced: a smaller rise than Pre-LN's"),
+          None, zoo=("peri-ln",), reference="pre-ln",
+          note="step 0 vs the final step of the seed that ships weights along training; partly by construction: at "
+               "step 0 Pre-LN's blocks write small outputs (init std 0.02) while Peri-LN's output norms write unit "
+               "variance from the start"),
 )
