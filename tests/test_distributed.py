@@ -17,6 +17,8 @@ from interp.collect import sharded
 from interp.collect.stream import TokenFile
 from interp.device import resolve_device, resolve_dtype
 
+import faults  # noqa: E402  (tests/faults.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 N_CTX, BATCH = 16, 3
 ALL = "residual,massive,layer_effect,norm_scales,grad_norms"
@@ -81,7 +83,7 @@ def test_failing_rank_stops_the_job(files, mode):
     out = d / f"failed-{mode}"
     p = cli([str(d / "model"), "--data", str(d / "tokens.npy"), "-o", str(out), "--nproc", "2",
              "--batch-size", str(BATCH), "--collectors", "residual", "--device", "cpu", "--quiet"],
-            env_extra={sharded.FAIL_ENV: f"1:1:{mode}"})
+            env_extra=faults.env(rank=1, after=1, mode=mode))
     assert p.returncode == 1
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("interp: error: collection failed: rank 1 "), last
@@ -94,12 +96,10 @@ def test_resume_equals_uninterrupted(files, tmp_path, monkeypatch):
     model = interp.load_model(d / "model")
     ref = collect(model, windows(flat), every_collector(), batch_size=BATCH, progress=False)
     state = tmp_path / "state"
-    monkeypatch.setenv(sharded.FAIL_ENV, "0:2:raise")
-    with pytest.raises(RuntimeError, match="injected failure"):
+    with faults.fail_after(2), pytest.raises(RuntimeError, match="injected failure"):
         interp.collect(model, TokenFile(d / "tokens.npy"), every_collector(), batch_size=BATCH,
                        state_dir=state, checkpoint_every=1, progress=False)
     assert (state / "rank000-of-001.safetensors").is_file()
-    monkeypatch.delenv(sharded.FAIL_ENV)
     ran = []
     real = sharded.run_batches
     monkeypatch.setattr(sharded, "run_batches", lambda *a, **k: ran.append(1) or real(*a, **k))
@@ -110,11 +110,9 @@ def test_resume_equals_uninterrupted(files, tmp_path, monkeypatch):
     assert_same(ref, got)
     assert not list(state.glob("*.safetensors"))  # removed once complete
     # a state file from another configuration is refused, not silently mixed in
-    monkeypatch.setenv(sharded.FAIL_ENV, "0:1:raise")
-    with pytest.raises(RuntimeError):
+    with faults.fail_after(1), pytest.raises(RuntimeError):
         interp.collect(model, TokenFile(d / "tokens.npy"), [ResidualStats()], batch_size=BATCH, state_dir=state,
                        checkpoint_every=1, progress=False)
-    monkeypatch.delenv(sharded.FAIL_ENV)
     with pytest.raises(ValueError, match="different collection.*batch_size"):
         interp.collect(model, TokenFile(d / "tokens.npy"), [ResidualStats()], batch_size=2, state_dir=state,
                        progress=False)

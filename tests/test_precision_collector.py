@@ -76,10 +76,10 @@ def brute(model, data, alpha=6.0, layer_frac=0.25, token_frac=0.06):
             hits.setdefault(site, []).append(x.abs() >= alpha)  # [b, t, d] per layer
     features = set()
     for site, per_layer in hits.items():
-        stack = torch.stack(per_layer)  # [L, b, t, d]
-        in_layer = stack[:, mask].any(1)  # [L, d]
-        union = stack.any(0)[mask]  # [n, d]
-        ok = (in_layer.double().mean(0) >= layer_frac) & (union.double().mean(0) >= token_frac)
+        stack = torch.stack(per_layer)[:, mask]  # [L, n, d]
+        in_layer = stack.any(1)  # [L, d]
+        pooled = stack.double().mean((0, 1))  # over every hidden state: tokens × layers
+        ok = (in_layer.double().mean(0) >= layer_frac) & (pooled >= token_frac)
         features |= {(site, int(j)) for j in ok.nonzero()[:, 0]}
         for layer in range(L):
             n = int((ok & in_layer[layer]).sum())
@@ -114,7 +114,9 @@ def test_matches_brute_force_on_every_placement(strategy):
     stream0 = df[(df.layer == 0) & (df.site == "resid_pre")].iloc[0]  # the embeddings: what was injected
     assert stream0.frac_fp16_overflow > 0 and stream0.fp16_headroom < 1
     assert stream0.frac_fp16_flush > 0 or strategy.startswith("mdlm")  # MDLM adds a time embedding there
-    assert {3, 5, 11} <= set(res["precision_outliers"].query("site == 'resid_pre'")["dim"])
+    feats = set(res["precision_outliers"].query("site == 'resid_pre'")["dim"])
+    # token 9's dims 3, 5 persist only where no Post-LN block renormalizes the stream after the embedding
+    assert (11 in feats) and ({3, 5} <= feats or strategy in ("post-ln", "mix-ln", "deepnorm"))
 
 
 def test_thresholds_are_options():

@@ -6,11 +6,13 @@ import pytest
 import torch
 
 import interp
-from interp.collect import MassiveActivations, ResidualStats, sharded
+from interp.collect import MassiveActivations, ResidualStats
 from interp.collect.stream import TokenFile
 from interp.data import TOKENIZER_PATH
 from interp.fingerprint import DataChanged, sha256_model, sha256_tensors
 from interp.tokenize import load_tokenizer
+
+import faults  # noqa: E402  (tests/faults.py)
 
 N_CTX, BATCH = 16, 2
 SIZE = {"n_layers": 2, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": N_CTX, "d_vocab": 4096}
@@ -36,10 +38,8 @@ def texts(words):
 
 
 def kill(monkeypatch, m, data, state, after=2):
-    monkeypatch.setenv(sharded.FAIL_ENV, f"0:{after}:raise")
-    with pytest.raises(RuntimeError, match="injected failure"):
+    with faults.fail_after(after), pytest.raises(RuntimeError, match="injected failure"):
         interp.collect(m, data, collectors(), batch_size=BATCH, state_dir=state, checkpoint_every=1, progress=False)
-    monkeypatch.delenv(sharded.FAIL_ENV)
     assert any(state.glob("rank*.safetensors"))
 
 
@@ -106,9 +106,8 @@ def test_cli_resume_with_other_text_file_is_one_line(tmp_path, monkeypatch, caps
     b.write_text("\n".join(texts(["dark", "water", "earth", "night", "seed", "fruit"])) + "\n")
     args = ["collect", str(tmp_path / "m"), "-o", str(tmp_path / "out"), "--state-dir", str(tmp_path / "st"), "--quiet",
             "--batch-size", "2", "--checkpoint-every", "1", "--collectors", "residual"]
-    monkeypatch.setenv(sharded.FAIL_ENV, "0:2:raise")
-    assert main([*args, "--data", str(a)]) != 0
-    monkeypatch.delenv(sharded.FAIL_ENV)
+    with faults.fail_after(2):
+        assert main([*args, "--data", str(a)]) != 0
     capsys.readouterr()
     assert main([*args, "--data", str(b)]) != 0
     err = capsys.readouterr().err.strip().splitlines()

@@ -11,8 +11,8 @@ error (numerator and denominator: they are counted instead).
 
 LLM.int8() outlier features (Dettmers et al. 2022, §4.1): dim j of a site family (one site name across the
 blocks, e.g. `norm_in:ln1`) is an outlier feature when |x_j| ≥ `outlier_threshold` (6) at ≥ `outlier_layer_frac`
-(25 %) of the family's layers and at ≥ `outlier_token_frac` (6 %) of the token positions (a position counts
-when any of those layers has |x_j| ≥ 6 there).
+(25 %) of the family's layers and in ≥ `outlier_token_frac` (6 %) of all its hidden states (tokens × those
+layers, pooled: "6 % of all sequence dimensions across all hidden states").
 """
 from __future__ import annotations
 
@@ -61,8 +61,7 @@ class Precision(Collector):
         d = max(self.widths, default=model.card.d_model)  # site i's dims fill [:widths[i]] of the per-dim state
         self._add("sums", torch.zeros(S, len(FIELDS)), "sum")
         self._add("abs_max", torch.zeros(S), "max")
-        self._add("dim_hits", torch.zeros(S, d), "sum")                     # tokens with |x_j| ≥ threshold
-        self._add("family_hits", torch.zeros(len(self.families), d), "sum")  # ... at any layer of the family
+        self._add("dim_hits", torch.zeros(S, d), "sum")  # tokens with |x_j| ≥ threshold
         self.rows_of: dict[str, list[int]] = {}
         for i, (_, _, _, hook) in enumerate(self.sites):
             self.rows_of.setdefault(hook, []).append(i)
@@ -75,7 +74,6 @@ class Precision(Collector):
     def begin_batch(self, batch) -> None:
         super().begin_batch(batch)
         self._seq = seq_index(batch.mask)  # [n] the sequence of each counted position
-        self._union: dict[int, torch.Tensor] = {}  # family -> [n, d] bool, |x| ≥ threshold at some layer
 
     def _hook(self, x: torch.Tensor, hook) -> None:
         last, version, st = self._last
@@ -85,29 +83,19 @@ class Precision(Collector):
             self._last = (x, x._version, st)
         if st is None:
             return
-        sums, amax, hit, counts = st
+        sums, amax, counts = st
         for i in self.rows_of[hook.name]:
             self.state["sums"][i] += sums
             self.state["abs_max"][i] = torch.maximum(self.state["abs_max"][i], amax)
-            if hit is not None:
+            if counts is not None:
                 w = len(counts)
                 if w != self.widths[i]:
                     raise ValueError(f"{hook.name} carries {w} values per token, the site map says "
                                      f"{self.widths[i]}; declare its width in LayerSites.norm_widths")
                 self.state["dim_hits"][i, :w] += counts
-                f = self.family_of[i]
-                if f >= 0:
-                    if f not in self._union:
-                        self._union[f] = torch.zeros(len(self._seq), w, dtype=torch.bool)
-                    dims, m = hit
-                    if dims is None:
-                        self._union[f] |= m
-                    else:
-                        self._union[f][:, dims] |= m
 
     def stats(self, r: torch.Tensor):
-        """(sums [K] float64, max |x|, (dims or None = all, |x| ≥ α mask [n, k]) or None, hits per dim [d] or None)
-        of rows r [n, d].
+        """(sums [K] float64, max |x|, tokens with |x_j| ≥ α per dim [d] or None) of rows r [n, d].
         Written for few passes over r: this runs on every site of every batch."""
         n, d = r.shape
         if n == 0:
@@ -145,27 +133,20 @@ class Precision(Collector):
             en = torch.linalg.vector_norm(e, dim=-1).to(F64) * scale.to(F64)  # [n] ‖q(x_t) − x_t‖
             out[K[key]] = float((en * en).sum())
             out[K["tokrel" + key[3:]]] = float((en * inv_xn).sum())
-        hit = counts = None
+        counts = None
         if amax >= self.alpha:  # LLM.int8() outliers: |x| ≥ α per dim (on the dims that reach α, when few do)
             dims = (a.amax(0) >= self.alpha).nonzero()[:, 0]
-            if len(dims) > d // 8:
-                dims, m = None, a >= self.alpha  # [n, d]
-            else:
-                m = a.index_select(1, dims) >= self.alpha  # [n, k]
-            c = m.view(torch.uint8).sum(0, dtype=torch.int32).to(F64)
-            counts = c if dims is None else torch.zeros(d, dtype=F64).index_copy_(0, dims, c)
-            hit = (dims, m)
+            few = len(dims) <= d // 8
+            sub = a.index_select(1, dims) if few else a
+            c = (sub - self.alpha).sign_().add_(1.0).clamp_(max=1.0).sum(0).to(F64)  # 1 where |x| ≥ α
+            counts = torch.zeros(d, dtype=F64).index_copy_(0, dims, c) if few else c
             out[K["n_outlier_values"]] = float(c.sum())
-        return torch.tensor(out, dtype=F64), torch.tensor(amax, dtype=F64), hit, counts
+        return torch.tensor(out, dtype=F64), torch.tensor(amax, dtype=F64), counts
 
     def end_batch(self, model, batch, output) -> None:
-        for f, u in self._union.items():
-            self.state["family_hits"][f, :u.shape[1]] += u.view(torch.uint8).sum(0, dtype=torch.int32).to(F64)
-        self._union, self._last = {}, (None, -1, None)
+        self._last = (None, -1, None)  # release the last activation
 
     def describe(self, key, bad):
-        if key == "family_hits":
-            return f"in family {self.families[int(bad.nonzero()[0, 0])]}"
         i = int(bad.nonzero()[0, 0])
         return f"at {self.sites[i][3]} (layer {self.sites[i][0]}, {self.sites[i][1]})"
 
@@ -173,16 +154,20 @@ class Precision(Collector):
     def _model_name(self) -> str:
         return self.model.card.name if self.model is not None else ""
 
+    def _family(self, f: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """(site rows, per-layer hit fraction [layers, d], pooled hit fraction [d]) of site family f."""
+        rows = [i for i, g in enumerate(self.family_of) if g == f]
+        hits = self.state["dim_hits"].numpy()[rows]
+        n_tok = self.state["sums"][:, K["n_tokens"]].numpy()[rows]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return rows, hits / np.maximum(n_tok, 1)[:, None], hits.sum(0) / max(n_tok.sum(), 1)
+
     def outlier_mask(self) -> np.ndarray:
         """[families, d] bool: the LLM.int8() outlier features of each site family."""
-        hits, fam_hits = self.state["dim_hits"].numpy(), self.state["family_hits"].numpy()
-        n_tok = self.state["sums"][:, K["n_tokens"]].numpy()
-        out = np.zeros(fam_hits.shape, dtype=bool)
+        out = np.zeros((len(self.families), self.state["dim_hits"].shape[1]), dtype=bool)
         for f in range(len(self.families)):
-            rows = [i for i, g in enumerate(self.family_of) if g == f]
-            layer_frac = (hits[rows] > 0).mean(0)
-            tok_frac = fam_hits[f] / max(n_tok[rows[0]], 1)
-            out[f] = (layer_frac >= self.layer_frac) & (tok_frac >= self.token_frac)
+            _, per_layer, pooled = self._family(f)
+            out[f] = ((per_layer > 0).mean(0) >= self.layer_frac) & (pooled >= self.token_frac)
         return out
 
     def result(self) -> pd.DataFrame:
@@ -210,16 +195,14 @@ class Precision(Collector):
                 "frac_outlier_values": frac("n_outlier_values"), "n_outlier_features": n_feat})
 
     def outliers(self) -> pd.DataFrame:
-        """One row per LLM.int8() outlier feature: its site family, dim, and how many layers / tokens it hits."""
-        hits, fam_hits = self.state["dim_hits"].numpy(), self.state["family_hits"].numpy()
-        n_tok = self.state["sums"][:, K["n_tokens"]].numpy()
-        feats, rows = self.outlier_mask(), []
+        """One row per LLM.int8() outlier feature: its site family, dim, and how many layers / hidden states it hits."""
+        feats, rows, name = self.outlier_mask(), [], self._model_name()  # card is costly on real models: once
         for f, fam in enumerate(self.families):
-            idx = [i for i, g in enumerate(self.family_of) if g == f]
+            idx, per_layer, pooled = self._family(f)
             for j in np.nonzero(feats[f])[0]:
-                n_hit = int((hits[idx, j] > 0).sum())
-                rows.append({"model": self._model_name(), "site": fam, "dim": int(j), "n_layers_hit": n_hit,
-                             "layer_frac": n_hit / len(idx), "token_frac": fam_hits[f, j] / max(n_tok[idx[0]], 1)})
+                n_hit = int((per_layer[:, j] > 0).sum())
+                rows.append({"model": name, "site": fam, "dim": int(j), "n_layers_hit": n_hit,
+                             "layer_frac": n_hit / len(idx), "token_frac": float(pooled[j])})
         return pd.DataFrame(rows, columns=["model", "site", "dim", "n_layers_hit", "layer_frac", "token_frac"])
 
     def tables(self):

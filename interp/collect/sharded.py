@@ -7,7 +7,6 @@ only the order in which float64 sums are added differs (relative error ~1e-15).
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -27,20 +26,6 @@ from interp.fingerprint import StreamDigest, sha256_file, sha256_model
 from interp.outputs import check_dir_target
 
 SCALE_OPTIONS = frozenset({"distributed", "device", "dtype", "state_dir", "checkpoint_every", "out", "force"})
-FAIL_ENV = "INTERP_TEST_FAIL"  # test hook "<rank>:<after batches>[:raise|exit]": that rank fails mid-run
-
-
-def _maybe_fail(rank: int, done: int) -> None:
-    spec = os.environ.get(FAIL_ENV)
-    if not spec:
-        return
-    r, after, *mode = spec.split(":")
-    if int(r) == rank and done >= int(after):
-        if mode and mode[0] == "exit":
-            os._exit(3)  # a hard crash: no exception, no clean-up
-        raise RuntimeError(f"injected failure after {done} batches ({FAIL_ENV}={spec})")
-
-
 def _fingerprint(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, world) -> dict:
     """What a state file must match to be resumed: the model's weights (SHA-256), the data (a token file's
     SHA-256; a stream's content is checked on resume by StreamDigest), the collectors and their options."""
@@ -125,7 +110,6 @@ def _run(model, data, collectors, batch_size, max_tokens, exclude_first, overflo
             done_here += 1
             if ckpt is not None and ckpt.due(done_here):
                 ckpt.save(collectors, _with_digest(pos, digest))
-            _maybe_fail(rank, done_here)
         if digest is not None:
             digest.finish()
         if ckpt is not None:

@@ -21,9 +21,6 @@ STRATEGY_COLORS: dict[str, str] = {
     "pre-rmsnorm-qk": "#fd8d3c",
     "reordered": "#e6ab02",
     "deepnorm": "#ff9896",
-    "pre-rmsnorm-qk": "#fd8d3c",
-    "reordered": "#e6ab02",
-    "deepnorm": "#ff9896",
     "ln-free": "#000000",
     "pre-ln-lnfree": "#000000",
     # packaged real models (named by registry name)

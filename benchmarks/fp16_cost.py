@@ -1,0 +1,60 @@
+"""What fp16 costs on this CPU: forward time of SmolLM2 (and a zoo model) in fp32, bf16, fp16 with nn.Linear as a
+GPU GEMM does it (fp16 operands, fp32 accumulation, emulated by upcasting: interp.precision.lowp's default) and
+fp16 with torch's own CPU fp16 GEMM, on the same tokens, interleaved repeats in one process (best of each).
+Writes benchmarks/results/fp16_cost.json.
+Run: .venv/bin/python benchmarks/fp16_cost.py [--models smollm2-135m,zoo] [--tokens 64] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def measure(name: str, n_tokens: int, repeats: int) -> dict:
+    import torch
+
+    import interp
+    from interp.precision.lowp import low_precision
+    model = (interp.zoo.build("pre-ln") if name == "zoo" else interp.load_model(name)).eval()
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(10, 4000, (1, n_tokens), generator=g)
+    variants = {"fp32": model, "bf16": low_precision(model, "bf16")[0],
+                "fp16_fp32_accumulate": low_precision(model, "fp16")[0],
+                "fp16_native": low_precision(model, "fp16", linear="native")[0]}
+    best = {k: float("inf") for k in variants}
+    with torch.no_grad():
+        for m in variants.values():
+            m(tokens)  # warm-up
+        for _ in range(repeats):
+            for k, m in variants.items():
+                t0 = time.perf_counter()
+                m(tokens)
+                best[k] = min(best[k], time.perf_counter() - t0)
+    return {"model": name, "tokens": n_tokens, "repeats": repeats, **{f"{k}_s": v for k, v in best.items()},
+            **{f"{k}/fp32": v / best["fp32"] for k, v in best.items() if k != "fp32"}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="smollm2-135m,zoo")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    import torch
+    torch.set_num_threads(a.threads)
+    rows = [measure(n, a.tokens, a.repeats) for n in a.models.split(",")]
+    for r in rows:
+        print(r, flush=True)
+    from record import write_result
+    print(write_result("fp16_cost", rows, threads=a.threads, description=(
+        "forward seconds in fp32, bf16, fp16 with fp32-accumulated linear layers (the default of interp's fp16 "
+        "runs) and fp16 with torch's CPU fp16 GEMM, same tokens, best of interleaved repeats")))
+
+
+if __name__ == "__main__":
+    main()
