@@ -65,10 +65,12 @@ def _angular(c, vals):
     return {"cards": zoo_cards(*groups), "seq_stream": pd.DataFrame(rows)}
 
 
-def _skip(c, vals):
+def _skip(c, vals):  # deep − shallow skip loss: subject v per seed, reference (if any) 0
     rows = [{"model": c.zoo[0] + s, "layer": l, "loss_delta": 1.0 + (v if l >= 6 else 0.0)}
             for s, v in zip(SEEDS, vals) for l in range(12)]
-    return {"cards": zoo_cards(c.zoo[0]), "skip": pd.DataFrame(rows)}
+    if c.reference:
+        rows += [{"model": c.reference + s, "layer": l, "loss_delta": 1.0} for s in SEEDS for l in range(12)]
+    return {"cards": zoo_cards(c.zoo[0], *([c.reference] if c.reference else [])), "skip": pd.DataFrame(rows)}
 
 
 def _grads(c, vals, metric):

@@ -1,5 +1,6 @@
 """Training dynamics: how variance growth, per-block gradients and massive activations develop along a zoo run
-(the view of the Peri-LN paper's Fig. 1 and of the Curse of Depth's growth argument).
+(the view the Peri-LN paper argues from — its Fig. 1 plots variance by depth during training — and the Curse of
+Depth's growth argument).
 
 A zoo model keeps weights along training when its directory holds `checkpoints/step-<N>.safetensors` (seed 0 of
 `interp.train.zoo.SHIP_SNAPSHOTS`); its kept steps are 0 (rebuilt from the seed, checked against the recorded
@@ -12,7 +13,8 @@ Three tables (every column in docs/results.md, "Training dynamics"):
   dynamics_grads  model × step × layer: grad_norm
   dynamics_seq    model × step × sequence × depth: n, s1, s2, top1, median (the claim's bootstrap)
 and one metric, `variance_rise`: how much the stream's variance rose between step 0 and the final step, depth by
-depth (Peri-LN Fig. 1: Pre-LN's hidden-state variance grows with training, Peri-LN's stays balanced).
+depth (Peri-LN, abstract: "more balanced variance growth" than Pre-LN; its Fig. 1 shows Pre-LN's variance by
+depth growing during training).
 """
 from __future__ import annotations
 
@@ -152,8 +154,8 @@ def variance_rise(steps: dict[int, dict[str, np.ndarray]], idx: np.ndarray | Non
 
 
 @metric("variance_rise", "mean over depths 1..L of ln(var of the residual stream at the final step / at step 0), "
-        "the same held-out sequences at both steps", "Peri-LN Fig. 1 (hidden-state variance by layer along "
-        "training)", "nats")
+        "the same held-out sequences at both steps", "Peri-LN abstract (more balanced variance growth) and Fig. 1 "
+        "(variance by depth during training)", "nats")
 def variance_rise_metric(t, subject: Subject, ref: Subject | None = None):
     """How much the stream's variance rose over training; with a reference, the subject's rise minus its."""
     df = t.get("dynamics_seq")

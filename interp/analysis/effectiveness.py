@@ -5,7 +5,9 @@
                         sequence (as the LayerNorm-Scaling code computes it), pairs ℓ = 0..L−1 (depth 0 is the
                         embedding), shallow = ℓ < L/2. < 0: deep blocks turn the stream less.
   skip_deep_shallow     mean CE increase (nats) when one block of the deep half is removed (its output replaced
-                        by its input) − the same for the shallow half. < 0: deep blocks matter less.
+                        by its input) − the same for the shallow half. < 0: deep blocks matter less. Per held-out
+                        sequence from the seq_skip table (`interp.analysis.skip`) when measured, so one seed gets
+                        a bootstrap interval; else from the pooled skip table (no interval for one seed).
 """
 from __future__ import annotations
 
@@ -44,16 +46,39 @@ def angular_deep_shallow(t, subject: Subject, ref: Subject | None = None):
                     n_shared(t, models))
 
 
+def _skip_per_seq(t, models: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """{model: [sequences, blocks] loss_delta} from the seq_skip table when every model has the same sequences."""
+    df = t.get("seq_skip")
+    if df is None or df.empty or not set(models) <= set(df["model"]):
+        return None
+    out = {}
+    for m in models:
+        w = df[df["model"] == m].pivot_table(index="seq", columns="layer", values="loss_delta", aggfunc="first")
+        out[m] = w.sort_index().sort_index(axis=1).to_numpy(dtype=float)
+    return out if len({a.shape for a in out.values()}) == 1 else None
+
+
+def deep_minus_shallow(per_block: np.ndarray) -> float:
+    """Mean of the second half of a per-block profile − mean of the first half (NaN with fewer than 2 blocks)."""
+    if len(per_block) < 2:
+        return math.nan
+    h = len(per_block) // 2
+    return float(per_block[h:].mean() - per_block[:h].mean())
+
+
 @metric("skip_deep_shallow", "mean CE increase when one block is removed (output := input), deep half − shallow "
         "half of the blocks", "Mix-LN §3, Curse of Depth §2 (layer pruning)", "nats")
 def skip_deep_shallow(t, subject: Subject, ref: Subject | None = None):
-    """Deep-minus-shallow skip loss, per model from the skip table (seeds give the interval)."""
-    rows = need(t, "skip", subject.models + (ref.models if ref else ()), "skip-one-block losses")
+    """Deep-minus-shallow skip loss: per sequence from seq_skip (bootstrap for one seed), else the pooled table."""
+    models = subject.models + (ref.models if ref else ())
+    per_seq = _skip_per_seq(t, models)
+    if per_seq is not None:
+        n = len(next(iter(per_seq.values())))
+        return estimate(lambda m, idx: deep_minus_shallow((per_seq[m] if idx is None else per_seq[m][idx]).mean(0)),
+                        subject, ref, n)
+    rows = need(t, "skip", models, "skip-one-block losses")
 
     def stat(m: str, idx) -> float:
-        per = rows[rows["model"] == m].groupby("layer")["loss_delta"].mean().sort_index().to_numpy()
-        if len(per) < 2:
-            return math.nan
-        h = len(per) // 2
-        return float(per[h:].mean() - per[:h].mean())
+        return deep_minus_shallow(rows[rows["model"] == m].groupby("layer")["loss_delta"].mean().sort_index()
+                                  .to_numpy())
     return estimate(stat, subject, ref)

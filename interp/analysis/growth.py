@@ -9,6 +9,7 @@ embedding, is left out: the papers compare layer outputs, and a small embedding 
                     better, both fitted by least squares to ln var(j): exponential var = a·e^(b·j) (ln var
                     linear in j) and linear var = α·|j − j0| (var linear in j, positive on 1..L). > 0: the
                     exponential law fits better (Curse of Depth's Pre-LN); < 0: the linear one (Peri-LN).
+Beside each growth claim the report shows var and mean |h| = Σ|x|/n at depths 1 and L and the per-layer factor.
 """
 from __future__ import annotations
 
@@ -100,13 +101,30 @@ def _figure(name: str):
     return stat
 
 
+def mean_abs(t, model: str) -> np.ndarray:
+    """Mean |h| of the stream at depths 1..L over every held-out element: Σ|x| / n, pooled over sequences."""
+    a = stream_arrays(t, model)
+    return (a["sabs"].sum(0) / a["n"].sum(0))[1:]
+
+
+def profile_text(t, s: Subject) -> str:
+    """'label: var(1) → var(L), mean |h| a → b, ×g per layer' with the values averaged over the subject's seeds."""
+    var = np.mean([_profile(t, m, None) for m in s.models], axis=0)
+    mh = np.mean([mean_abs(t, m) for m in s.models], axis=0)
+    g = (var[-1] / var[0]) ** (1 / (len(var) - 1)) if var[0] > 0 else math.nan
+    return (f"{s.label}: var {var[0]:.3g} → {var[-1]:.3g}, mean |h| {mh[0]:.3g} → {mh[-1]:.3g} (depth 1 → "
+            f"{len(var)}), ×{g:.3g} per layer")
+
+
 def _growth_estimate(t, subject: Subject, ref: Subject | None, figure: str):
     models = subject.models + (ref.models if ref else ())
     for m in models:
         if len(_profile(t, m, None)) < 3:
             raise NotTestable(f"{m} has fewer than 3 block outputs: no growth law to fit")
     f = _figure(figure)
-    return estimate(lambda m, idx: f(t, m, idx), subject, ref, n_shared(t, models))
+    est = estimate(lambda m, idx: f(t, m, idx), subject, ref, n_shared(t, models))
+    est.detail = "; ".join(profile_text(t, s) for s in (subject, ref) if s is not None)
+    return est
 
 
 @metric("growth_shape", "ln(RSS of the linear law / RSS of the exponential law), both fitted to ln var(depth), "

@@ -14,8 +14,8 @@ from interp.report.figures import Colors, label
 
 INTRO = ("The zoo models that keep weights along training (seed 0 of pre-ln, post-ln, peri-ln, mix-ln and lns), "
          "measured at each kept step on the same held-out sequences: step 0 is the seed's initialisation, the last "
-         "step the shipped model. What to look for: the Peri-LN paper (Fig. 1) argues that in Pre-LN the "
-         "hidden-state variance and the outliers grow as training proceeds, while Peri-LN's "
+         "step the shipped model. What to look for: the Peri-LN paper (abstract; Fig. 1 for Pre-LN) argues that in "
+         "Pre-LN the hidden-state variance and the outliers grow as training proceeds, while Peri-LN's "
          "output norms keep the profile balanced; the Curse of Depth argues that Pre-LN's growth with depth is "
          "what leaves deep blocks ineffective. Read the panels left to right for the strategy, light to dark for "
          "training. One seed per strategy: the curves show this run, not a spread over seeds.")

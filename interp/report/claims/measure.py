@@ -9,6 +9,8 @@
   entropy_neurons  the original pre-ln's entropy-neuron candidates measured in it, in its LN-free model and in
                the vanilla control, per seed (`interp.analysis.entropy_neurons`)
   log_spikes, log_bstat   gradient spikes and batch-statistic fluctuation from the shipped training logs
+  seq_skip     skip-one-block loss per held-out sequence (`interp.analysis.skip`) of every seed of the strategies
+               the skip_deep_shallow claims name (subjects and references)
 The seq_stats collector (`interp.analysis.sequences.SequenceStats`) rides the main forward pass; the
 per-sequence massive-activation ablation replaces the pooled one (`interp.analysis.ablation`).
 """
@@ -88,6 +90,23 @@ def entropy_neurons(dirs: list[Path], tokens: torch.Tensor) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def skip_groups() -> set[str]:
+    """The zoo strategies a skip_deep_shallow claim names, as subject or reference."""
+    from interp.report.claims import CLAIMS
+    return {g for c in CLAIMS.values() if c.metric == "skip_deep_shallow"
+            for g in c.zoo + ((c.reference,) if c.reference else ())}
+
+
+def skips_per_sequence(dirs: list[Path], tokens: torch.Tensor) -> pd.DataFrame:
+    """seq_skip rows for every zoo model whose strategy a skip claim names."""
+    import interp.zoo
+    from interp.analysis.skip import skip_per_sequence
+    from interp.analysis.subjects import group_of
+    groups = skip_groups()
+    frames = [skip_per_sequence(interp.zoo.load(d).eval(), tokens) for d in dirs if group_of(d.name) in groups]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def claim_tables(zoo_dir: Path, dirs: list[Path], tokens: torch.Tensor, grad_items: int,
                  log: Callable[[str], None]) -> dict[str, pd.DataFrame]:
     """Every table of the module docstring that can be measured here; each step logs what it did."""
@@ -110,6 +129,12 @@ def claim_tables(zoo_dir: Path, dirs: list[Path], tokens: torch.Tensor, grad_ite
     if not en.empty:
         out["entropy_neurons"] = en
     log(f"claims: entropy neurons of {en['model'].nunique() if not en.empty else 0} LN-removal models in "
+        f"{time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    sk = skips_per_sequence(dirs, tokens)
+    if not sk.empty:
+        out["seq_skip"] = sk
+    log(f"claims: skip-one-block loss per sequence of {sk['model'].nunique() if not sk.empty else 0} models in "
         f"{time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     out.update(read_logs(zoo_dir, [d.name for d in dirs]))

@@ -18,6 +18,12 @@ register(
           "With LayerNorm Scaling the deep blocks turn the stream more, relative to the shallow ones, than in Pre-LN.",
           "angular_deep_shallow", Rule(">", 0.0, "the deep/shallow angular-distance ratio is higher than Pre-LN's"),
           None, zoo=("lns",), reference="pre-ln"),
+    Claim("lns_deep_skip", PAPER, "§5 (with LNS, pruning deep layers hurts more)",
+          "With LayerNorm Scaling removing a deep block costs more, relative to removing a shallow one, than in "
+          "Pre-LN.",
+          "skip_deep_shallow", Rule(">", 0.0, "deep blocks matter more than in Pre-LN: a larger deep − shallow "
+                                              "skip loss than Pre-LN's"),
+          None, zoo=("lns",), reference="pre-ln"),
     Claim("lns_loss", PAPER, "§5, Table 1 (pre-training perplexity 130M–7B)",
           "LayerNorm Scaling reaches a lower validation loss than Pre-LN.",
           "val_loss", Rule("<", 0.0, "lower loss than Pre-LN at the same recipe and budget"),

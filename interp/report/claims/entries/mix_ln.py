@@ -36,6 +36,11 @@ _claims += [
           "With Mix-LN the deep blocks turn the stream more, relative to the shallow ones, than in Pre-LN.",
           "angular_deep_shallow", Rule(">", 0.0, "the deep/shallow angular ratio is higher than Pre-LN's"),
           None, zoo=("mix-ln",), reference="pre-ln"),
+    Claim("mixln_deep_skip", PAPER, "§5 (Mix-LN deep layers are more effective; layer pruning)",
+          "With Mix-LN removing a deep block costs more, relative to removing a shallow one, than in Pre-LN.",
+          "skip_deep_shallow", Rule(">", 0.0, "deep blocks matter more than in Pre-LN: a larger deep − shallow "
+                                              "skip loss than Pre-LN's"),
+          None, zoo=("mix-ln",), reference="pre-ln"),
     Claim("mixln_loss_vs_pre", PAPER, "§5, Table 1 (pre-training perplexity, 70M–7B)",
           "Mix-LN reaches a lower validation loss than Pre-LN.",
           "val_loss", Rule("<", 0.0, "lower loss than Pre-LN at the same recipe and budget"),

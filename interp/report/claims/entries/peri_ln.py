@@ -14,12 +14,17 @@ register(
           "Peri-LN has fewer gradient-norm spikes during training than Pre-LN.",
           "grad_spike_rate", Rule("<", 0.0, "fewer spikes per 1000 steps than Pre-LN"),
           "400M: about half of Pre-LN's spikes", zoo=("peri-ln",), reference="pre-ln"),
+    Claim("peri_stable_lr", PAPER, "abstract (\"steadier gradient flow, and convergence stability\")",
+          "Peri-LN trains without diverging at learning rates where Pre-LN diverges.",
+          "stable_lr_steps", Rule(">", 0.0, "more stable: at least one rung of the LR ladder stable where Pre-LN "
+                                            "diverged (the paper gives no learning-rate figure to compare with)"),
+          None, zoo=("peri-ln",), reference="pre-ln"),
     Claim("peri_loss", PAPER, "§4, Table 1 (pre-training loss 400M–3.2B)",
           "Peri-LN reaches a lower validation loss than Pre-LN.",
           "val_loss", Rule("<", 0.0, "lower loss than Pre-LN at the same recipe and budget"),
           "400M: C4 loss 3.34 vs 3.43", zoo=("peri-ln",), reference="pre-ln"),
-    Claim("peri_variance_rise", PAPER, "Fig. 1 (hidden-state variance by layer along training); abstract "
-          "(\"more balanced variance growth\")",
+    Claim("peri_variance_rise", PAPER, "abstract (\"Peri-LN consistently achieves more balanced variance "
+          "growth\"); Fig. 1 plots the variance by depth during training for Pre-LN and Post-LN",
           "Over training, Peri-LN's residual-stream variance rises less than Pre-LN's.",
           "variance_rise", Rule("<", 0.0, "Pre-LN's hidden states grow as training proceeds while Peri-LN's output "
                                 "norms keep them balanced: a smaller rise than Pre-LN's"),
