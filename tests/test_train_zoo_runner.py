@@ -118,3 +118,30 @@ def test_ln_removal_job_writes_the_lnfree_model_and_both_controls(tiny_zoo, monk
     assert {"pre-ln-lnfree", "pre-ln-vanilla", "pre-ln-vanilla-single"} <= set(m["models"])
     assert lnfree_job.is_done(out, 0)
     assert zoo_runner.run_next(out, runs, steps=5, seeds={"pre-ln": 1}, size=TINY, progress=False) is None
+
+
+def test_ln_removal_job_replaces_only_its_own_folders(tiny_zoo, monkeypatch):
+    """The job's three output folders: a user's folder at one of them is refused before any work and left as it
+    was (nothing else written); the job's own earlier outputs are replaced, with no temp folder left behind."""
+    from interp.outputs import MARKER, OutputRefused
+    from interp.train import lnfree_job as J
+    out = tiny_zoo[0]
+    monkeypatch.setattr(J, "STEPS_PER_STAGE", 1)
+    n = J.names(1)
+    user = out / n[J.VANILLA]
+    user.mkdir()
+    (user / "notes.txt").write_text("mine\n")
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(OutputRefused, match="not empty and is not an interp checkpoint"):
+        J.run(out, 1, zoo_runner._prepared())
+    assert sorted(p.name for p in out.iterdir()) == before and [p.name for p in user.iterdir()] == ["notes.txt"]
+    assert (user / "notes.txt").read_text() == "mine\n"
+    (user / "notes.txt").unlink()   # the user clears the folder: an empty folder may be used
+    want = {MARKER, "config.json", "model.safetensors", "tokenizer.json"}
+    for _ in range(2):              # the second run replaces the first run's outputs
+        ce = J.run(out, 1, zoo_runner._prepared())["ce"]
+        for k in (J.LNFREE, J.VANILLA, J.SINGLE):
+            assert {p.name for p in (out / n[k]).iterdir()} == want | ({"removal.json"} if k == J.LNFREE else set())
+        assert json.loads((out / n[J.LNFREE] / "removal.json").read_text())["ce"] == ce
+        assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert interp.zoo.load(out / n[J.VANILLA]).cfg.n_layers == TINY["n_layers"]

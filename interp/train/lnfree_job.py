@@ -52,11 +52,14 @@ def is_done(out: Path, seed: int) -> bool:
 def run(out: Path, seed: int, data) -> dict:
     """Remove LN from pre-ln seed `seed` and fine-tune both controls; write the three models; their CE record."""
     from interp.data import heldout_tokens
+    from interp.outputs import check_dir_target
     from interp.surgery import remove_layernorm
     from interp.surgery.remove_ln import default_finetune, lm_ce
     from interp.train.zoo import _cpu_s, state_sha256
     from interp.zoo import load
     out, n = Path(out), names(seed)
+    for key in (LNFREE, VANILLA, SINGLE):  # each an earlier checkpoint of this job or nothing: refused before work
+        check_dir_target(out / n[key], "checkpoint", force=True)
     src_dir = out / n[SOURCE]
     source = load(src_dir)
     src_training = json.loads((src_dir / "config.json").read_text())["training"]
@@ -82,16 +85,24 @@ def run(out: Path, seed: int, data) -> dict:
                "final_val_loss": ce["lnfree" if key == LNFREE else "vanilla" if key == VANILLA else "vanilla_single"],
                "ce_at_training": ce, "job_wall_s": round(wall, 1), "job_cpu_s": round(cpu, 1) if key == LNFREE else 0.0,
                "started_at": started, "finished_at": now, "n_params": sum(p.numel() for p in model.parameters())}
-        tmp = out / f".{n[key]}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save(tmp, extra={"training": rec})
-        if key == LNFREE:
-            from interp.zoo.io import atomic_write_bytes
-            atomic_write_bytes(tmp / "removal.json", json.dumps(
-                {"source": n[SOURCE], "ce": ce, "stages": r.stages.to_dict("records"), **recipe(),
-                 "eval_tokens": int(eval_tokens[:, 1:].numel()),
-                 "paper_gpt2_small": {"vanilla": 3.0126, "lnfree": 3.0797, "lnfree_minus_vanilla": 0.0671}},
-                indent=2).encode())
-        shutil.rmtree(out / n[key], ignore_errors=True)
-        tmp.rename(out / n[key])
+        _install(out / n[key], model, rec, None if key != LNFREE else json.dumps(
+            {"source": n[SOURCE], "ce": ce, "stages": r.stages.to_dict("records"), **recipe(),
+             "eval_tokens": int(eval_tokens[:, 1:].numel()),
+             "paper_gpt2_small": {"vanilla": 3.0126, "lnfree": 3.0797, "lnfree_minus_vanilla": 0.0671}},
+            indent=2).encode())
     return {"ce": ce, "wall_s": wall, "cpu_s": cpu}
+
+
+def _install(dest: Path, model, rec: dict, removal: bytes | None) -> None:
+    """Write `model` (and removal.json) into a fresh temp folder beside `dest`, then swap it in through
+    interp.outputs.install_dir: `dest` is replaced only when it is an earlier zoo checkpoint (else OutputRefused)."""
+    from interp.outputs import atomic_write_bytes, install_dir, temp_dir
+    tmp = temp_dir(dest)
+    try:
+        model.save(tmp, extra={"training": rec})
+        if removal is not None:
+            atomic_write_bytes(tmp / "removal.json", removal)
+        install_dir(tmp, dest, "checkpoint", force=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder, never a user's
+        raise
