@@ -4,7 +4,7 @@
 
 For every checkpoint: held-out KJV windows, target = the actual next token, read at 4 positions per window;
 components = embedding, position, every head, out-proj bias, every MLP. Writes
-benchmarks/results/attribution_zoo.json (the `interp.attribution.summary` row of each model).
+benchmarks/results/attribution_zoo.json (the `interp.attribution.dla_summary` row of each model).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from interp import data, zoo
-from interp.attribution import dla, summary
+from interp.attribution import dla, dla_summary
 from record import write_result
 
 
@@ -40,7 +40,7 @@ def main() -> None:
         xs = x.repeat_interleave(len(pos), 0)
         ps = pos * args.seqs
         tg = [int(y[i // len(pos), ps[i]]) for i in range(len(ps))]
-        s = summary(dla(m, xs, tg, pos=ps)).iloc[0].to_dict()
+        s = dla_summary(dla(m, xs, tg, pos=ps)).iloc[0].to_dict()
         s["model"] = d.name
         rows.append(s)
         print({k: (round(v, 5) if isinstance(v, float) else v) for k, v in s.items()})

@@ -159,13 +159,13 @@ px.line(grads, x="layer", y="mean", color="model", log_y=True, markers=True,
            "direct effect removes the write and **recomputes** the norm. The gap is the error of DLA. Without a "
            "norm the two agree exactly; LN removal (Heimersheim 2024) makes a model without norms by fine-tuning."),
         SETUP,
-        '''from interp.attribution import dla, logit_lens, summary
+        '''from interp.attribution import dla, logit_lens, dla_summary
 tokens = interp.data.heldout_tokens(2 if SMALL else 8, 129)
 x, nxt = tokens[:, :-1], tokens[:, 1:]
 pos = x.shape[1] - 1
 model = zoo_model("pre-ln")
 df = dla(model, x, target=nxt[:, pos], pos=pos)     # one row per component (embeddings, heads, MLPs) and sequence
-summary(df)''',
+dla_summary(df)''',
         md("**The figure** puts each component's DLA (x) against its direct effect (y), in logits. The dashed line is "
            "y = x."),
         '''comp = df[df["direct_effect"].notna()]

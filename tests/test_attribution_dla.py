@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import interp
-from interp.attribution import dla, summary
+from interp.attribution import dla, dla_summary
 
 KW = dict(n_layers=3, d_model=32, n_heads=4, d_mlp=48, d_vocab=80, n_ctx=12, init_std=0.25)
 
@@ -38,9 +38,9 @@ def test_rows_sum_to_the_forward_logit(name):
 
 
 def test_no_norm_dla_is_exact_and_pre_ln_is_not():
-    s0 = summary(dla(model("no-norm"), TOK, target=5))
+    s0 = dla_summary(dla(model("no-norm"), TOK, target=5))
     assert s0.max_rel_error[0] < 1e-12 and s0.total_rel_error[0] < 1e-12
-    s1 = summary(dla(model("pre-ln"), TOK, target=5))
+    s1 = dla_summary(dla(model("pre-ln"), TOK, target=5))
     assert s1.max_rel_error[0] > 1e-4
 
 

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     import interp
-    from interp.attribution import dla, logit_lens, summary
+    from interp.attribution import dla, logit_lens, dla_summary
     from interp.tokenize import batch_encode
     from interp.commands._check import at_least, model_path
     from interp.outputs import LEGACY, check_dir_target, write_marker
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> None:
     df = dla(model, tokens, target, _token(args, "contrast", "contrast_id"), pos=args.pos, neuron_layers=neurons,
              components=args.component or None)
     out = Path(args.out)
-    s = summary(df)
+    s = dla_summary(df)
     out.mkdir(parents=True, exist_ok=True)
     write_marker(out, KIND)
     _write_csv(df, out / "dla.csv")

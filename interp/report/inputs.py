@@ -111,15 +111,15 @@ def _residual_dims(df: pd.DataFrame, card: Any) -> dict[str, pd.DataFrame]:
 
 def from_dla(df: pd.DataFrame, example_components: int = 16, prompt: str | None = None,
              target: str | None = None) -> dict[str, pd.DataFrame]:
-    """`interp.attribution.dla` output → dla_error (its `summary`) and dla_example (first sequence, the
+    """`interp.attribution.dla` output → dla_error (its `dla_summary`) and dla_example (first sequence, the
     components with the largest |DLA|, with the prompt and target when given)."""
-    from interp.attribution import summary
+    from interp.attribution import dla_summary
     first = df[(df["batch"] == df["batch"].min()) & df["direct_effect"].notna()]
     ex = first.loc[first["dla"].abs().sort_values(ascending=False).index[:example_components]]
     ex = ex[["model", "component", "dla", "direct_effect"]].reset_index(drop=True)
     if prompt is not None:
         ex = ex.assign(prompt=prompt, target=target if target is not None else "")
-    return {"dla_error": summary(df)[["model", "median_rel_error", "max_rel_error"]], "dla_example": ex}
+    return {"dla_error": dla_summary(df)[["model", "median_rel_error", "max_rel_error"]], "dla_example": ex}
 
 
 def from_logit_lens(df: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -5,7 +5,7 @@ the stream (`deltas`: after Gemma's output norms, i.e. Peri-LN components are wh
 Peri-LN models these sum exactly to the final norm's input. DLA pushes each through the final norm with its
 scale frozen (`frozen(x, s)`, affine in x); the norm's bias and b_U are rows of their own. The direct effect
 removes the component from the final norm's input and recomputes the norm (`model.apply_final_norm`).
-Post-LN encoders (BERT) have no such decomposition and no LM head: refused. Same columns as `dla.dla`.
+Post-LN encoders (BERT) have no such decomposition and no LM head: refused. Same columns as `interp.attribution.dla`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 import torch
 
-from interp.attribution.dla import per_batch_tokens
+from interp.attribution.targets import per_batch_tokens
 
 
 def frozen_final_norm(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

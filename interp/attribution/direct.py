@@ -29,36 +29,8 @@ import torch
 
 from interp.attribution.components import cache_names, split_components
 from interp.attribution.replay import path_norms, replay
-
-
-def resolve_token(model, token: int | str, what: str = "target") -> int:
-    """A token id from an id or a string that the model's tokenizer encodes to exactly one token."""
-    vocab = model.W_U.shape[1]
-    if isinstance(token, str):
-        tok = getattr(model, "tokenizer", None)
-        if tok is None:
-            raise ValueError(f"{what} {token!r} is text but the model has no tokenizer; pass a token id")
-        ids = tok.encode(token)
-        if len(ids) != 1:
-            raise ValueError(f"{what} {token!r} is not a single token in the vocabulary (encodes to {len(ids)} "
-                             "tokens); pass a token id or a one-token string")
-        return int(ids[0])
-    t = int(token)
-    if not 0 <= t < vocab:
-        raise ValueError(f"{what} token id {t} is not in the vocabulary (ids 0..{vocab - 1})")
-    return t
-
-
-def per_batch_tokens(model, v, b: int, what: str) -> torch.Tensor:
-    """One token id per sequence from one id / string, or a list of them."""
-    return _per_batch(v, b, what, model)
-
-
-def _per_batch(v, b: int, what: str, model) -> torch.Tensor:
-    vals = list(v) if isinstance(v, (list, tuple, torch.Tensor)) else [v] * b
-    if len(vals) != b:
-        raise ValueError(f"{what} has {len(vals)} entries for a batch of {b}; pass one value or one per sequence")
-    return torch.tensor([resolve_token(model, int(x) if isinstance(x, torch.Tensor) else x, what) for x in vals])
+from interp.attribution.sublayers import dla_sublayers
+from interp.attribution.targets import per_batch_tokens
 
 
 def dla(model, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[int] = -1,
@@ -74,7 +46,6 @@ def dla(model, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[
         if neuron_layers or components is not None:
             raise ValueError(f"{model.card.name} is not a zoo model: only sublayer components (embed, L0.attn, "
                              "L0.mlp, ...) are available; drop neuron_layers / components")
-        from interp.attribution.dla_sublayers import dla_sublayers
         return dla_sublayers(model, tokens, target, contrast, pos)
     if tokens.dim() == 1:
         tokens = tokens[None]
@@ -83,8 +54,8 @@ def dla(model, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[
     for l in neuron_layers:
         if not 0 <= l < n_layers:
             raise ValueError(f"neuron layer {l} does not exist; the model has layers 0..{n_layers - 1}")
-    tgt = _per_batch(target, b, "target", model)
-    con = None if contrast is None else _per_batch(contrast, b, "contrast", model)
+    tgt = per_batch_tokens(model, target, b, "target")
+    con = None if contrast is None else per_batch_tokens(model, contrast, b, "contrast")
     p = torch.tensor(list(pos) if isinstance(pos, (list, tuple)) else [pos] * b)
     if len(p) != b or ((p < -t) | (p >= t)).any():
         raise ValueError(f"pos {pos} is out of range for sequences of {t} tokens")
@@ -158,7 +129,7 @@ def dla(model, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[
     return df
 
 
-def summary(df: pd.DataFrame) -> pd.DataFrame:
+def dla_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per model: how well DLA adds up and how far it is from the direct effect.
 
     Columns: model, n_components, max_sum_gap (max over sequences of |Σ all DLA rows − metric|), bias_share

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from interp.attribution.dla import resolve_token
+from interp.attribution.targets import resolve_token
 
 
 def logit_lens(model, tokens: torch.Tensor, target=None, scale: str = "recomputed") -> pd.DataFrame:
