@@ -10,6 +10,7 @@ Sources: `benchmarks/results/<name>.json` (written by the benchmark scripts thro
     <!-- numbers: zoo -->  ...  <!-- /numbers -->            the zoo's models from the manifest
     <!-- numbers: strategies -->  ...  <!-- /numbers -->     the zoo's presets from interp.zoo.STRATEGIES
     <!-- numbers: models -->  ...  <!-- /numbers -->         the named real models from interp.models.REGISTRY
+    <!-- numbers: claims -->  ...  <!-- /numbers -->         the claims' rules from interp.report.claims.CLAIMS
     <!-- n: train_step results/ratio -->1.097<!-- /n -->     one number: source (a benchmark name or `zoo`),
                                                              then its path of keys, separated by "/"
     <!-- n: zoo models/pre-ln/final_val_loss .2f -->4.88<!-- /n -->   an optional format spec after the path
@@ -175,7 +176,27 @@ def models_block() -> list[str]:
     return table(rows) + [""]
 
 
-BLOCKS = {"benchmarks": benchmarks_block, "zoo": zoo_block, "strategies": strategies_block, "models": models_block}
+def claims_block() -> list[str]:
+    """The claims registry (`interp.report.claims.CLAIMS`): every claim's source, metric, rule and reason, and the
+    subjects it is judged on; the verdicts are the report's (report/claims.json), not the docs'."""
+    sys.path.insert(0, str(ROOT))
+    from interp.analysis.registry import METRICS
+    from interp.report.claims import CLAIMS
+    rows = []
+    for c in CLAIMS.values():
+        m = METRICS[c.metric]
+        on = ", ".join(c.zoo) + (f" (each vs {c.reference})" if c.reference else "")
+        if c.real is not None:
+            on += ("; " if on else "") + ("every real causal LM" if not c.real else
+                                          "real models of placement " + "/".join(c.real))
+        rows.append({"claim": f"`{c.key}`", "paper": f"{c.paper}, {c.section}", "statement": c.statement,
+                     "metric": f"`{m.name}`: {m.definition}", "rule": f"{c.rule.text()}: {c.rule.reason}",
+                     "paper's value": c.paper_value, "judged on": on})
+    return table(rows) + [""]
+
+
+BLOCKS = {"benchmarks": benchmarks_block, "zoo": zoo_block, "strategies": strategies_block, "models": models_block,
+          "claims": claims_block}
 
 
 def render_page(text: str, page: str) -> str:
