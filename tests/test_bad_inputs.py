@@ -107,6 +107,8 @@ def root(tmp_path_factory):
     shutil.copytree(r / "res", r / "res_missing")
     (r / "res_missing" / f"{tables[0]}.parquet").unlink()
     (r / "report.html").write_text("<html>my own page</html>\n")
+    (r / "userzoo").mkdir()
+    (r / "userzoo" / "manifest.json").write_text('{"models": ["mine"]}\n')  # a manifest the zoo did not write
     return r
 
 
@@ -168,6 +170,9 @@ CASES = {
     "train --steps 0": ["train", "pre-ln", "--steps", "0", "--out", "zoo", "--runs", "runs"],
     "train --steps -5": ["train", "pre-ln", "--steps", "-5", "--out", "zoo", "--runs", "runs"],
     "train unknown strategy": ["train", "pre-lm", "--out", "zoo", "--runs", "runs"],
+    "train --out a folder with another manifest.json": ["train", "pre-ln", "--steps", "1", "--out", "userzoo",
+                                                        "--runs", "runs"],
+    "train --out a file": ["train", "pre-ln", "--steps", "1", "--out", "notes.txt", "--runs", "runs"],
     "remove-ln --eval-seqs 0": ["remove-ln", M, "--out", "free", "--eval-seqs", "0"],
     "remove-ln --steps-per-stage -3": ["remove-ln", M, "--out", "free", "--steps-per-stage", "-3"],
     "remove-ln --lr inf": ["remove-ln", M, "--out", "free", "--lr", "inf"],
@@ -176,6 +181,21 @@ CASES = {
     "sweep unknown strategy": ["sweep", "--strategies", "pre-lm", "--out", "sw"],
     "attribute ids outside the vocabulary": ["attribute", M, "--tokens", "1,99999", "--target-id", "5", "--out", "o"],
     "attribute negative id": ["attribute", M, "--tokens", "1,-2", "--target-id", "5", "--out", "o"],
+}
+
+# what the one line must say, where an earlier version said something vaguer (defect 8 of the hostile-user pass)
+SAYS = {
+    "weights of another shape": "blocks.0.mlp.down.weight (16, 32) (config wants (16, 48))",
+    "non-UTF-8 text": "latin1.txt is not UTF-8",
+    "--max-tokens 0": "--max-tokens must be at least 1",
+    "parquet missing": "residual.parquet is missing",
+    "results.json invalid": "res_badjson/results.json is not valid JSON",
+    "config n_heads 0": "'n_heads' must be at least 1",
+    "config n_layers '2'": "'n_layers' must be int",
+    "raw .bin without dtype": "--token-dtype",
+    "table name leaves the folder": "is not a plain name",
+    "collect into a user's folder": "refusing to touch it",
+    "train --out a folder with another manifest.json": "userzoo/manifest.json exists and is not an interp zoo manifest",
 }
 
 
@@ -189,7 +209,20 @@ def test_bad_input_is_one_line_and_changes_nothing(root, case, capsys, monkeypat
     assert rc != 0, err
     assert len(lines) == 1 and "Traceback" not in err, err
     assert "error: unexpected " not in lines[0], lines[0]   # a clear message, not an internal error
+    assert SAYS.get(case, "") in lines[0]
     assert snapshot(root) == before                  # nothing destroyed, changed or left behind
+
+
+def test_raw_bin_is_read_with_the_dtype_it_was_written_with(root, tmp_path, monkeypatch):
+    """Defect 6: int32 ids in a raw .bin read as uint16 gave twice the tokens, every other one 0."""
+    monkeypatch.chdir(root)
+    assert main(["collect", M, "--data", "tokens32.bin", "--token-dtype", "int32", "-o", str(tmp_path / "b"),
+                 "--quiet"]) == 0
+    assert main(["collect", M, "--data", T, "-o", str(tmp_path / "n"), "--quiet"]) == 0
+    b, n = interp.Results.load(tmp_path / "b"), interp.Results.load(tmp_path / "n")
+    assert b.meta["n_tokens"] == n.meta["n_tokens"] == N_CTX * 6
+    for name in n.tables:
+        assert b.tables[name].equals(n.tables[name]), name
 
 
 def test_debug_shows_the_traceback(root, monkeypatch):

@@ -24,6 +24,9 @@ def run(args: argparse.Namespace) -> None:
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be ≥ 1 (got {args.seeds})")
     out = Path(args.out) if args.out else ZOO_DIR
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder; give the folder the checkpoints should go to")
+    zoo_runner.check_manifest(out)  # a manifest.json there that the zoo did not write is refused before any work
     names = args.strategies or None
     seeds = {s: args.seeds for s in (names or zoo_runner.ZOO_SEEDS)} if args.seeds is not None else None
     if args.workers == 1:

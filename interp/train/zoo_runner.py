@@ -75,11 +75,28 @@ def _flock(path: Path, block: bool = True):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def is_zoo_manifest(path: Path) -> bool:
+    """Whether `path` holds a manifest this queue wrote (a JSON object with `models` and `train_config`)."""
+    try:
+        m = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and isinstance(m.get("models"), dict) and "train_config" in m
+
+
+def check_manifest(out: Path) -> None:
+    """Refuse (OutputRefused, one line naming the path) an out/manifest.json that is not a zoo manifest:
+    recording a model would overwrite it (interp.outputs' writing rule)."""
+    from interp.outputs import check_file_target
+    check_file_target(Path(out) / "manifest.json", is_zoo_manifest, "interp zoo manifest", force=True)
+
+
 def record(out: Path, runs: Path, name: str, rec: dict, data_desc: dict, baselines: dict) -> dict:
     """Put `rec` into out/manifest.json under models[name] (read-modify-write under a lock); return the manifest."""
     import torch
     mpath = Path(out) / "manifest.json"
     with _flock(Path(runs) / ".manifest.lock"):
+        check_manifest(out)
         m = json.loads(mpath.read_text()) if mpath.is_file() else {}
         if m.get("version") != 2:  # the first zoo's single-seed manifest: start over
             m = {"version": 2, "models": {}}
