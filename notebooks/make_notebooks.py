@@ -229,7 +229,7 @@ run.steps[["step", "loss", "grad_norm"]].tail()''',
            "flat plateau near 6 say the recipe does not suit the strategy."),
         '''tokens = interp.data.heldout_tokens(4 if SMALL else 16, 128)
 results = [interp.collect(m, tokens) for m in (mine, zoo_model("pre-ln"))]
-path = interp.report.build(results, "out/my_report.html")
+path = interp.report.build(results, "out/my_report.html", force=True)  # replaces this notebook's earlier report
 print("report:", path)''',
         md("**The figure** compares the two models' residual streams by depth."),
         '''stream = pd.concat(r["residual"] for r in results).query("site == 'resid_post'")
