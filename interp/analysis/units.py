@@ -43,8 +43,9 @@ def estimate(stat: Stat, subject: Subject, ref: Subject | None = None, n_seqs: i
     if n_seqs >= 2 and math.isfinite(value):
         lo, hi = bootstrap_interval(f, n_seqs)
         how = f"bootstrap over {n_seqs} held-out sequences" + (" (paired)" if ref is not None else "")
-        if len(subject.models) == 1 and subject.kind == "zoo":
-            how += "; one seed: seed spread not included"
+        if subject.kind == "zoo":
+            few = [s for s in (subject, ref) if s is not None and len(s.models) < 2]
+            how += f"; {' and '.join(s.label for s in few)} with one seed: seed spread not included"
         return Estimate(value, lo, hi, how, n_seqs)
     why = "one seed and no per-sequence numbers: no interval" if len(subject.models) < 2 else "no interval"
     return Estimate(value, method=why, n=len(subject.models))
