@@ -3,9 +3,15 @@
 Every model the suite analyses carries `model.tokenizer`, an object satisfying `TextTokenizer`. Batches are
 built by `batch_encode`, which returns `tokens [batch, pos]` (long) and `mask [batch, pos]` (bool, True on
 real tokens, False on padding). Collectors use the mask so padding never changes a statistic.
+
+The implementations: `HFTokenizer` (a `tokenizers` JSON file: the zoo's byte-level BPE, trained by `train_bpe`),
+`TransformersTokenizer` (a transformers tokenizer, configured per family by `load_transformers_tokenizer`) and
+`ByteTokenizer` (UTF-8 bytes, the fallback).
 """
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 import torch
@@ -97,3 +103,95 @@ def load_tokenizer(path) -> HFTokenizer:
         return HFTokenizer(Tokenizer.from_file(str(path)))
     except Exception as e:  # tokenizers raises bare Exceptions on malformed JSON
         raise ValueError(f"{path} is not a valid tokenizer file ({e}); re-save the checkpoint") from None
+
+
+class TransformersTokenizer:
+    """`encode` gives ids without BOS (plus `suffix`, e.g. BERT's [SEP]); `interp.tokenize.batch_encode` batches."""
+
+    def __init__(self, tok, add_bos: bool, padding_side: str, bos_id: int | None = None,
+                 pad_id: int | None = None, suffix: Sequence[int] = ()):
+        self.tok, self.add_bos, self.padding_side, self.suffix = tok, add_bos, padding_side, list(suffix)
+        self.bos_id = tok.bos_token_id if bos_id is None else bos_id
+        if pad_id is None:
+            pad_id = next(i for i in (tok.pad_token_id, tok.eos_token_id, self.bos_id, 0) if i is not None)
+        self.pad_id = pad_id
+        self.vocab_size = len(tok)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok(text, add_special_tokens=False)["input_ids"]) + self.suffix
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def __repr__(self) -> str:
+        return (f"TransformersTokenizer({type(self.tok).__name__}, add_bos={self.add_bos}, bos_id={self.bos_id}, "
+                f"pad_id={self.pad_id}, padding_side={self.padding_side!r})")
+
+
+def load_transformers_tokenizer(path, family: str, encoder: bool = False, **kw) -> TransformersTokenizer:
+    """The tokenizer saved in directory `path`, configured for `family`: encoders [CLS] ... [SEP] (or <s> ... </s>);
+    GPT-2 <|endoftext|> first (TransformerLens's convention); Gemma <bos> and left padding; any other family
+    (SmolLM2, Qwen: no BOS): BOS exactly when its tokenizer adds one itself, the tokenizer's padding side."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(path), **kw)
+    if encoder:
+        return TransformersTokenizer(tok, add_bos=True, padding_side="right", bos_id=tok.cls_token_id,
+                                     pad_id=tok.pad_token_id, suffix=[tok.sep_token_id])
+    if family.startswith("gemma"):
+        return TransformersTokenizer(tok, add_bos=True, padding_side="left")
+    if family == "gpt2":
+        return TransformersTokenizer(tok, add_bos=True, padding_side="right", bos_id=tok.eos_token_id)
+    ids = tok("a", add_special_tokens=True)["input_ids"]
+    adds_bos = tok.bos_token_id is not None and len(ids) > 0 and ids[0] == tok.bos_token_id
+    return TransformersTokenizer(tok, add_bos=adds_bos, padding_side=tok.padding_side or "right")
+
+
+# --- the zoo's tokenizers: a byte-level BPE trained on the training split, and a byte fallback -------------
+# Special tokens: `<|endoftext|>` (id 0) is BOS and separates books in the training stream; `<|pad|>` (id 1)
+# pads. The BPE is saved as one JSON file; its hash is the SHA-256 of that file's bytes.
+
+SPECIALS = ["<|endoftext|>", "<|pad|>"]
+
+
+def train_bpe(texts: Sequence[str], vocab_size: int = 4096) -> HFTokenizer:
+    """Train a byte-level BPE (GPT-2 style pre-tokenization) on `texts`; deterministic for a given input."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    if vocab_size < 256 + len(SPECIALS):
+        raise ValueError(f"vocab_size={vocab_size} is below the 256 bytes + {len(SPECIALS)} special tokens")
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(list(texts), trainer=trainer)
+    return HFTokenizer(tk)
+
+
+def save_tokenizer(tok: HFTokenizer, path: str | Path) -> str:
+    """Write the tokenizer JSON atomically; return its SHA-256."""
+    from interp.outputs import atomic_write_bytes
+    data = tok.to_json().encode()
+    atomic_write_bytes(Path(path), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def tokenizer_hash(path: str | Path) -> str:
+    """SHA-256 of a tokenizer file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens (ids 0..255), plus BOS = 256 and pad = 257: the fallback, vocabulary 258."""
+
+    vocab_size = 258
+    bos_id, pad_id, add_bos, padding_side = 256, 257, True, "right"
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+
+__all__ = ["TextTokenizer", "batch_encode", "HFTokenizer", "load_tokenizer", "TransformersTokenizer",
+           "load_transformers_tokenizer", "ByteTokenizer", "SPECIALS", "train_bpe", "save_tokenizer", "tokenizer_hash"]

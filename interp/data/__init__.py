@@ -14,7 +14,7 @@ import torch
 
 from interp.data.batches import Batch, TokenBatches, encode_corpus
 from interp.data.corpus import Book, Corpus, load_corpus, split_by_book
-from interp.data.tokenizer import ByteTokenizer, load_tokenizer, save_tokenizer, tokenizer_hash, train_bpe
+from interp.tokenize import ByteTokenizer, load_tokenizer, save_tokenizer, tokenizer_hash, train_bpe
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 TOKENIZER_PATH = DATA_DIR / "tokenizer.json"

@@ -9,7 +9,7 @@ import torch
 from interp.models.families import is_encoder, layout_for, unsupported, wrap
 from interp.models.gpt2 import is_ln_free, strip_layernorms
 from interp.models.hooked import HookedHF
-from interp.models.tokenizer import load_transformers_tokenizer
+from interp.tokenize import load_transformers_tokenizer
 
 
 def from_pretrained(loader, d: Path, dtype: torch.dtype):
