@@ -103,12 +103,12 @@ def test_empty_folder_is_used_and_unmarked_result_like_folder_is_refused(tmp_pat
 def test_outputs_honour_the_umask(user_dir, tmp_path, mask):
     """Results, checkpoints, reports, training runs and their snapshots: files 0666 & ~umask, folders 0777."""
     from interp.data import TokenBatches
-    from interp.report import write_atomic
+    from interp.outputs import atomic_write_text
     from interp.train import TrainConfig, Trainer
     old = os.umask(mask)
     try:
         atomic_write_bytes(tmp_path / "f.bin", b"x")
-        write_atomic(tmp_path / "report.html", "<html></html>")
+        atomic_write_text(tmp_path / "report.html", "<html></html>")
         assert collect(user_dir, tmp_path / "res") == 0
         model = interp.load_model(user_dir / "model")
         model.save(tmp_path / "ckpt")

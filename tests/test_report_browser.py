@@ -7,7 +7,7 @@ from pathlib import Path
 import plotly.offline
 import pytest
 
-from interp.report import write_atomic
+from interp.outputs import atomic_write_text
 from interp.report.render import render
 from report_fixtures import XSS, tables
 
@@ -31,7 +31,7 @@ def dump_dom(html_path: Path, tmp: Path) -> str:
 def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     html = render(tables(text=XSS), sources=[XSS])
-    path = write_atomic(tmp / "index.html", html)
+    path = atomic_write_text(tmp / "index.html", html)
     return html, dump_dom(path, tmp)
 
 

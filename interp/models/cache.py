@@ -107,7 +107,20 @@ def concatenate(parts: Sequence[Path], dest: Path, expected_sha256: str | None =
 
 
 def entry_ready(d: Path) -> bool:
+    """Whether the cache entry `d` is complete (its READY file is written last)."""
     return (d / READY).is_file()
+
+
+def publish_entry(tmp: Path, dest: Path) -> None:
+    """Rename the finished entry `tmp` (READY written) to `dest`, modes per umask; when another process published
+    the same entry first, keep theirs (`tmp` is left for the caller to remove); an incomplete `dest` is replaced."""
+    apply_umask(tmp)
+    try:
+        os.replace(tmp, dest)
+    except OSError:  # dest exists and is not empty
+        if not entry_ready(dest):
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(tmp, dest)
 
 
 def dequantized(key: str, gguf_path: Path | None = None, parts: Sequence[Path] = (),
@@ -125,13 +138,7 @@ def dequantized(key: str, gguf_path: Path | None = None, parts: Sequence[Path] =
         (tmp / "joined.gguf").unlink(missing_ok=True)
         (tmp / READY).write_text(f"dequantized to float32 from {gguf_path or [str(p) for p in parts]}\n"
                                  f"at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        apply_umask(tmp)
-        try:
-            os.replace(tmp, dest)
-        except OSError:  # another process finished first (dest exists and is not empty): use theirs
-            if not entry_ready(dest):
-                shutil.rmtree(dest, ignore_errors=True)
-                os.replace(tmp, dest)
+        publish_entry(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest

