@@ -1,4 +1,4 @@
-"""Interleaved timing for benchmarks on a shared machine: every candidate runs once per round, rounds repeat,
+"""Interleaved timing, robust to other load on the machine: every candidate runs once per round, rounds repeat,
 and each candidate's times are summarised by median and spread, in wall seconds and in CPU seconds of the
 process (CPU time is what a busy neighbour disturbs least). Ratios are taken per round, then summarised.
 

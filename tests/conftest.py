@@ -1,4 +1,4 @@
-"""Shared test set-up: deterministic, single-threaded torch (several processes share 2 cores here)."""
+"""Shared test set-up: offline, deterministic, single-threaded torch (INTERP_TEST_THREADS to change it)."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

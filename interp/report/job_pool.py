@@ -2,8 +2,8 @@
 
 Tasks are top-level functions `fn(*args) -> (value, log lines)`, so a spawned worker can import and run them.
 With one worker they run in this process, in order (no process start-up, what a small run or a test wants).
-Each worker runs torch on one thread: two single-threaded processes use the two cores of this kind of machine
-better than one process on two threads, and models are independent. Results come back in submission order
+Each worker runs torch on one thread: on two cores, two single-threaded processes do more work than one process
+on two threads, and models are independent. Results come back in submission order
 whatever order the workers finish in, so the report does not depend on scheduling.
 """
 from __future__ import annotations

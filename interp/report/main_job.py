@@ -282,8 +282,8 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     dirs = dirs[:3] if small else dirs
     reals = list(real_models[-1:] if small else real_models)
     workers = default_workers() if workers is None else workers
-    # one thread per worker: measured here, two threads per process fall 2-4x behind one as soon as anything
-    # else runs on the 2 cores (INTERP_THREADS=2 with INTERP_JOB_WORKERS=1 on an otherwise idle machine)
+    # one thread per worker: two threads per process fall 2-4x behind one as soon as another process competes for
+    # the cores (INTERP_THREADS=2 with INTERP_JOB_WORKERS=1 suits a machine with nothing else running)
     threads = int(os.environ.get("INTERP_THREADS", "1"))
     torch.set_num_threads(threads)
     labelled = ([(("real", n), (real_task, (n, ctx))) for n in sorted(reals, key=lambda n: -REAL_COST.get(n, 1))]
