@@ -285,3 +285,10 @@ def test_a_malformed_table_gives_a_reason_not_a_crash():
     bad = pd.DataFrame([{"model": m, "seq": 0, "loss_sum": 1.0} for m in zoo_cards("lns", "pre-ln")["model"]])  # no n_pred
     (row,) = evaluate_claim(c, {"cards": zoo_cards("lns", "pre-ln"), "seq_loss": bad})
     assert row["verdict"] == NOT_TESTABLE and "could not evaluate" in row["reason"] and "n_pred" in row["reason"]
+
+
+def test_the_section_counts_the_seeds_it_measured():
+    from interp.report.claims.display import seeds_text
+    cards = pd.concat([zoo_cards("pre-ln"), zoo_cards("lns").iloc[:1], real_cards()])
+    assert seeds_text(cards) == "lns 1, pre-ln 3"
+    assert seeds_text(real_cards()) == "no zoo models"

@@ -87,9 +87,11 @@ def _top_outliers(outl: pd.DataFrame, k: int = 10) -> pd.DataFrame:
 
 
 def _claims_section(claims: pd.DataFrame, t: dict) -> dict:
-    from interp.report.claims.display import display_table, verdict_counts
+    from interp.report.claims.display import display_table, seeds_text, verdict_counts
     counts = ", ".join(f"{v} {k}" for k, v in verdict_counts(claims).items())
-    return _section("claims", "Claims of the seed papers, checked here", _claims.INTRO + f" This run: {counts}.", {},
+    seeds = seeds_text(t.get("cards"))
+    return _section("claims", "Claims of the seed papers, checked here",
+                    _claims.INTRO + f" Seeds per zoo strategy in this run: {seeds}. This run: {counts}.", {},
                     t, tables=[_table(display_table(claims), verdict_col="verdict")])
 
 

@@ -40,6 +40,17 @@ def verdict_counts(claims: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in claims["verdict"].value_counts().items()}
 
 
+def seeds_text(cards: pd.DataFrame | None) -> str:
+    """'pre-ln 3, post-ln 1, ...': how many seeds of each zoo strategy this run measured (what the intervals rest
+    on; counted from the models present, never assumed)."""
+    from interp.analysis.subjects import group_of
+    if cards is None or cards.empty or "family" not in cards:
+        return "no zoo models"
+    zoo = cards.loc[cards["family"].fillna("zoo") == "zoo", "model"]
+    counts = zoo.map(group_of).value_counts()
+    return ", ".join(f"{g} {int(counts[g])}" for g in sorted(counts.index)) or "no zoo models"
+
+
 def markdown_table(claims: pd.DataFrame) -> str:
     """The claims table as Markdown (for README/docs generated from a report run): paper, claim, model, ours,
     paper's value, verdict."""
