@@ -206,19 +206,23 @@ def zoo_table(manifest: dict | str | Path = ZOO_DIR / "manifest.json"):
     """The shipped zoo at a glance, one row per model: model, strategy, seed, objective, val_loss, train_loss
     (last 20 steps), unigram_xent (validation cross-entropy of the training unigram), below_unigram
     (= unigram_xent − val_loss, nats/token; causal LMs only), loss_spikes, steps, tokens, train_wall_s,
-    job_cpu_s, lr, warmup, recipe ("shared" or "exception")."""
+    job_cpu_s, lr, warmup, recipe ("shared", "exception", or "from <source>" for a model fine-tuned from
+    another zoo model: LN removal and its controls, whose lr is the removal recipe's)."""
     import pandas as pd
     m = manifest if isinstance(manifest, dict) else json.loads(Path(manifest).read_text())
     base = m["baselines_nats_per_token"]["unigram_xent_val"]
     rows = []
     for name, r in m["models"].items():
-        cfg = r.get("train_config", m["train_config"])
+        derived = "source" in r  # fine-tuned from another zoo model (LN removal and its controls): its own recipe
+        cfg = r.get("recipe", {}) if derived else r.get("train_config", m["train_config"])
         causal = r.get("objective", "causal_lm") == "causal_lm"
         v = r["final_val_loss"]
+        recipe = ("from " + r["source"] if derived else
+                  "exception" if r.get("differs_from_shared_recipe") else "shared")
         rows.append(dict(model=name, strategy=r["strategy"], seed=r.get("seed", 0), objective=r.get("objective",
-                         "causal_lm"), val_loss=v, train_loss=r["final_train_loss"], unigram_xent=base,
+                         "causal_lm"), val_loss=v, train_loss=r.get("final_train_loss"), unigram_xent=base,
                          below_unigram=base - v if (v is not None and causal) else None,
-                         loss_spikes=r["loss_spikes"], steps=r["steps"], tokens=r["tokens"],
-                         train_wall_s=r["train_wall_s"], job_cpu_s=r.get("job_cpu_s"), lr=cfg["lr"],
-                         warmup=cfg["warmup"], recipe="exception" if r.get("differs_from_shared_recipe") else "shared"))
+                         loss_spikes=r.get("loss_spikes"), steps=r["steps"], tokens=r["tokens"],
+                         train_wall_s=r.get("train_wall_s"), job_cpu_s=r.get("job_cpu_s"), lr=cfg.get("lr"),
+                         warmup=cfg.get("warmup"), recipe=recipe))
     return pd.DataFrame(rows)
