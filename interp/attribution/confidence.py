@@ -16,10 +16,15 @@ this is the sense in which the LN-free paper finds the entropy-neuron mechanism 
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import torch
 
 from interp.attribution.replay import norm_linear, norm_scale
+
+if TYPE_CHECKING:
+    from interp.contract import HookedModel
 
 
 def _entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -27,7 +32,7 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(lp.exp() * lp).sum(-1)
 
 
-def confidence_neurons(model, tokens: torch.Tensor, layer: int = -1, null_k: int | None = None) -> pd.DataFrame:
+def confidence_neurons(model: HookedModel, tokens: torch.Tensor, layer: int = -1, null_k: int | None = None) -> pd.DataFrame:
     """One row per neuron of `layer`, sorted by via_scale (see the module docstring for the columns)."""
     n_layers = len(model.blocks)
     layer = layer % n_layers

@@ -23,6 +23,7 @@ neuron, -1 otherwise), dla, direct_effect, error, rel_error, metric (m for that 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -32,8 +33,11 @@ from interp.attribution.replay import path_norms, replay
 from interp.attribution.sublayers import dla_sublayers
 from interp.attribution.targets import per_batch_tokens
 
+if TYPE_CHECKING:
+    from interp.contract import HookedModel
 
-def dla(model, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[int] = -1,
+
+def dla(model: HookedModel, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[int] = -1,
         neuron_layers: Sequence[int] = (), components: Sequence[str] | None = None) -> pd.DataFrame:
     """DLA, direct effect and DLA error of every component of a zoo model (see the module docstring).
 

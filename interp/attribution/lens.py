@@ -10,13 +10,18 @@ scale ("recomputed" or "final").
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import torch
 
 from interp.attribution.targets import resolve_token
 
+if TYPE_CHECKING:
+    from interp.contract import HookedModel
 
-def logit_lens(model, tokens: torch.Tensor, target=None, scale: str = "recomputed") -> pd.DataFrame:
+
+def logit_lens(model: HookedModel, tokens: torch.Tensor, target=None, scale: str = "recomputed") -> pd.DataFrame:
     """Per layer and position: rank / probability of `target` and KL to the final distribution.
 
     target: None (the model's own final top-1 prediction at each position), a token id / one-token string,

@@ -10,14 +10,18 @@ Post-LN encoders (BERT) have no such decomposition and no LM head: refused. Same
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 
 from interp.attribution.targets import per_batch_tokens
 
+if TYPE_CHECKING:
+    from interp.contract import HookedModel
 
-def frozen_final_norm(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+
+def frozen_final_norm(model: HookedModel) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The final norm as a function of (x, frozen scale s): the model's own `from_scale`, or the zoo's norm."""
     ln = getattr(model, "ln_final", None)
     if ln is not None and hasattr(ln, "from_scale"):
@@ -27,7 +31,7 @@ def frozen_final_norm(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
     return lambda x, s: norm_linear(ln, x, s) + (ln.b.to(x.dtype) if getattr(ln, "b", None) is not None else 0)
 
 
-def dla_sublayers(model, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[int] = -1) -> pd.DataFrame:
+def dla_sublayers(model: HookedModel, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[int] = -1) -> pd.DataFrame:
     """Sublayer-level DLA, direct effect and error of any hooked causal LM with a Pre/Peri placement."""
     sites, card = model.sites, model.card
     if card.objective != "causal_lm":

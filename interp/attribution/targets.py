@@ -1,10 +1,15 @@
 """The token an attribution reads: an id or a one-token string, one for the batch or one per sequence."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
+if TYPE_CHECKING:
+    from interp.contract import HookedModel
 
-def resolve_token(model, token: int | str, what: str = "target") -> int:
+
+def resolve_token(model: HookedModel, token: int | str, what: str = "target") -> int:
     """A token id from an id or a string that the model's tokenizer encodes to exactly one token."""
     vocab = model.W_U.shape[1]
     if isinstance(token, str):
@@ -22,7 +27,7 @@ def resolve_token(model, token: int | str, what: str = "target") -> int:
     return t
 
 
-def per_batch_tokens(model, v, b: int, what: str) -> torch.Tensor:
+def per_batch_tokens(model: HookedModel, v, b: int, what: str) -> torch.Tensor:
     """One token id per sequence from one id / string, or a list of them."""
     vals = list(v) if isinstance(v, (list, tuple, torch.Tensor)) else [v] * b
     if len(vals) != b:
