@@ -66,6 +66,7 @@ class Precision(Collector):
         for i, (_, _, _, hook) in enumerate(self.sites):
             self.rows_of.setdefault(hook, []).append(i)
         self._last: tuple = (None, -1, None)
+        self._buf: tuple | None = None
         return self
 
     def hooks(self, model):
@@ -94,57 +95,66 @@ class Precision(Collector):
                                      f"{self.widths[i]}; declare its width in LayerSites.norm_widths")
                 self.state["dim_hits"][i, :w] += counts
 
+    def _scratch(self, r: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Work buffers shaped like r [n, d]: three in r's dtype, one fp16, one bf16. Reused by every site of a
+        batch (fresh tensors per operation cost more than the arithmetic: each is a new allocation)."""
+        numel, buf = r.numel(), self._buf
+        if buf is None or buf[0].numel() < numel or buf[0].dtype != r.dtype or buf[0].device != r.device:
+            kw = {"device": r.device}
+            buf = self._buf = (*(torch.empty(numel, dtype=r.dtype, **kw) for _ in range(3)),
+                               torch.empty(numel, dtype=torch.float16, **kw), torch.empty(numel, dtype=torch.bfloat16, **kw))
+        return tuple(b[:numel].view(r.shape) for b in buf)
+
     def stats(self, r: torch.Tensor):
         """(sums [K] float64, max |x|, tokens with |x_j| ≥ α per dim [d] or None) of rows r [n, d].
-        Written for few passes over r: this runs on every site of every batch."""
+        Written for few passes over r and no allocation of r's size: this runs on every site of every batch."""
         n, d = r.shape
         if n == 0:
             return None
         if r.dtype not in (torch.float32, torch.float64):
             r = r.float()
-        r = r.contiguous()
-        a = r.abs()
+        a, b, c, h, g = self._scratch(r)
+        torch.abs(r, out=a)
         tok = a.amax(-1)  # [n] per-token max |x|
-        amax = float(tok.max())
+        amax, amin = float(tok.max()), float(a.amin())
         out = [0.0] * len(FIELDS)  # filled as floats, made a tensor once
+        counts = None
+        if amax >= self.alpha:  # LLM.int8() outliers: tokens with |x_j| ≥ α, per dim
+            counts = torch.ge(a, self.alpha, out=b).sum(0).to(F64)
+            out[K["n_outlier_values"]] = float(counts.sum())
         xn = torch.linalg.vector_norm(r, dim=-1).to(F64)  # [n] ‖x_t‖
         out[K["n_tokens"]], out[K["n_values"]], out[K["sum_sq"]] = n, n * d, float((xn * xn).sum())
         inv_xn = torch.where(xn > 0, 1 / xn, torch.zeros_like(xn))
-        # fp16: overflow to inf, flush to zero, rounding error of what stays finite
-        h = r.half()
-        e = h.to(r.dtype).sub_(r)
+        # fp16: overflow to inf, flush to zero, rounding error of what stays finite (fp16 → fp32 and the
+        # difference of two nearby floats are exact)
+        h.copy_(r)
+        b.copy_(h).sub_(r)
         out[K["sum_sq_fp16_finite"]] = out[K["sum_sq"]]
         if amax >= FP16_OVERFLOW:  # rare: recount what stays finite (a difference of sums would cancel)
             over = torch.isinf(h)
             out[K["n_fp16_overflow"]] = float(over.sum())
             out[K["sum_sq_fp16_finite"]] = float(r[~over].double().square().sum())
-            e.masked_fill_(over, 0.0)
-        out[K["err_fp16"]] = float(torch.dot(e.view(-1), e.view(-1)))
-        if float(a.amin()) <= FP16_FLUSH:
+            b.masked_fill_(over, 0.0)
+        out[K["err_fp16"]] = float(torch.dot(b.view(-1), b.view(-1)))
+        if amin <= FP16_FLUSH:
             out[K["n_fp16_flush"]] = float(((h == 0) & (r != 0)).sum())
-        e = r.bfloat16().to(r.dtype).sub_(r)
-        out[K["err_bf16"]] = float(torch.dot(e.view(-1), e.view(-1)))
+        g.copy_(r)
+        b.copy_(g).sub_(r)
+        out[K["err_bf16"]] = float(torch.dot(b.view(-1), b.view(-1)))
         # int8 absmax: Σ_t s_t² Σ_d (round(x/s_t) − x/s_t)², the rounding error in scaled units times the scale
         seq_max = tok.new_zeros(self.batch.mask.shape[0]).scatter_reduce_(0, self._seq, tok, "amax")
         for key, amax_rows in (("err_int8_token", tok), ("err_int8_tensor", seq_max[self._seq])):
             scale = amax_rows.clamp(min=TINY) / INT8_MAX  # [n]
-            q = r / scale[:, None]
-            e = torch.round(q).sub_(q)
-            en = torch.linalg.vector_norm(e, dim=-1).to(F64) * scale.to(F64)  # [n] ‖q(x_t) − x_t‖
+            torch.div(r, scale[:, None], out=b)
+            torch.round(b, out=c).sub_(b)
+            en = torch.linalg.vector_norm(c, dim=-1).to(F64) * scale.to(F64)  # [n] ‖q(x_t) − x_t‖
             out[K[key]] = float((en * en).sum())
             out[K["tokrel" + key[3:]]] = float((en * inv_xn).sum())
-        counts = None
-        if amax >= self.alpha:  # LLM.int8() outliers: |x| ≥ α per dim (on the dims that reach α, when few do)
-            dims = (a.amax(0) >= self.alpha).nonzero()[:, 0]
-            few = len(dims) <= d // 8
-            sub = a.index_select(1, dims) if few else a
-            c = (sub - self.alpha).sign_().add_(1.0).clamp_(max=1.0).sum(0).to(F64)  # 1 where |x| ≥ α
-            counts = torch.zeros(d, dtype=F64).index_copy_(0, dims, c) if few else c
-            out[K["n_outlier_values"]] = float(c.sum())
         return torch.tensor(out, dtype=F64), torch.tensor(amax, dtype=F64), counts
 
     def end_batch(self, model, batch, output) -> None:
         self._last = (None, -1, None)  # release the last activation
+        self._buf = None  # and the work buffers
 
     def describe(self, key, bad):
         i = int(bad.nonzero()[0, 0])
