@@ -98,3 +98,19 @@ def test_report_section_shows_figures_and_an_overflow_as_inf(zoo):
     d = delta_table(t).set_index("model")
     assert d.loc["pre-ln", "delta_fp16"] == math.inf and not d.loc["pre-ln", "fp16_safe"]
     assert d.loc["peri-ln", "fp16_safe"] and np.isfinite(d.loc["peri-ln", "delta_fp16"])
+
+
+def test_int8_figure_names_the_massive_and_outlier_dims():
+    from interp.precision.report import int8_profile
+    p = pd.DataFrame({"model": "m", "layer": [0, 1, 2], "site": "resid_post", "abs_max": [1.0, 500.0, 9.0],
+                      "int8_tensor_token_error": [0.01, 0.3, 0.02], "int8_token_token_error": [0.01, 0.01, 0.01],
+                      "n_outlier_features": [0.0, 0.0, 1.0]})
+    t = {"precision": p,
+         "massive": pd.DataFrame({"model": "m", "depth": [1, 2, 3], "n_massive": [0, 2, 0]}),
+         "massive_dims": pd.DataFrame({"model": "m", "depth": [2, 2], "dim": [447, 138], "count": [1, 1]}),
+         "precision_outliers": pd.DataFrame({"model": "m", "site": ["resid_post", "norm_in:ln1"], "dim": [12, 99]})}
+    fig = int8_profile(t, {})
+    tr = fig.data[0]
+    assert list(tr.marker.symbol) == ["circle", "star", "diamond"]
+    assert "massive activations in dims 138, 447" in tr.text[1] and "dims" not in tr.text[0]
+    assert "1 LLM.int8() outlier feature(s) of dims 12" in tr.text[2] and "99" not in tr.text[2]

@@ -85,9 +85,30 @@ def safety_bars(t: dict, colors: Colors) -> go.Figure | None:
                   "strategy / model", "decades of headroom (< 0: overflows)", height=460)
 
 
+def _dims(ids, limit: int = 8) -> str:
+    ids = sorted({int(i) for i in ids})
+    return ", ".join(map(str, ids[:limit])) + (f" … ({len(ids)} dims)" if len(ids) > limit else "")
+
+
+def marked_dims(t: dict) -> tuple[dict, dict]:
+    """({(model, layer): massive dims of the stream leaving block layer}, {model: LLM.int8() outlier dims of the
+    resid_post family}), from the `massive_dims` and `precision_outliers` tables."""
+    massive: dict = {}
+    m = t.get("massive_dims")
+    if m is not None and not m.empty:
+        for (model, depth), g in m[m["count"] > 0].groupby(["model", "depth"], sort=False):
+            massive[(model, int(depth) - 1)] = g["dim"].tolist()
+    o = t.get("precision_outliers")
+    feats = {}
+    if o is not None and not o.empty:
+        feats = {model: g["dim"].tolist() for model, g in o[o["site"] == "resid_post"].groupby("model", sort=False)}
+    return massive, feats
+
+
 def int8_profile(t: dict, colors: Colors) -> go.Figure | None:
     """Mean per-token relative error of int8 (per tensor | per token) on the stream leaving each block; a star
-    where the stream carries massive activations, a diamond where LLM.int8() outlier features reach it."""
+    where the stream carries massive activations, a diamond where LLM.int8() outlier features reach it; the
+    hover names the dims."""
     p = t.get("precision")
     if p is None or p.empty:
         return None
@@ -96,23 +117,33 @@ def int8_profile(t: dict, colors: Colors) -> go.Figure | None:
     massive = set()
     if m is not None and not m.empty:
         massive = {(r.model, int(r.depth) - 1) for r in m[m["n_massive"] > 0].itertuples()}
+    mdims, fdims = marked_dims(t)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=("one scale per sequence",
                                                                             "one scale per token"))
     for model, g in s.groupby("model", sort=False):
         g = g.sort_values("layer")
+        mass = [(model, int(l)) in massive for l in g["layer"]]
+        nfeat = g["n_outlier_features"].fillna(0).astype(int).tolist()
+        sym = ["star" if a else "diamond" if b else "circle" for a, b in zip(mass, nfeat)]
+        size = [12 if a or b else 5 for a, b in zip(mass, nfeat)]
+        hover = []
+        for l, a, b in zip(g["layer"], mass, nfeat):
+            h = [f"{label(model)}, block {int(l)}"]
+            if a:
+                h.append("massive activations in dims " + (_dims(mdims.get((model, int(l)), [])) or "?"))
+            if b:
+                h.append(f"{b} LLM.int8() outlier feature(s) of dims {_dims(fdims.get(model, []))}")
+            hover.append("<br>".join(h))
         for col, y in ((1, "int8_tensor_token_error"), (2, "int8_token_token_error")):
-            mass = [(model, int(l)) in massive for l in g["layer"]]
-            feat = (g["n_outlier_features"].fillna(0) > 0).tolist()
-            sym = ["star" if a else "diamond" if b else "circle" for a, b in zip(mass, feat)]
-            size = [12 if a or b else 5 for a, b in zip(mass, feat)]
             fig.add_trace(go.Scatter(x=g["layer"], y=g[y], mode="lines+markers", name=label(model),
                                      legendgroup=model, showlegend=col == 1, line={"color": _c(colors, model)},
-                                     marker={"symbol": sym, "size": size}), row=1, col=col)
+                                     marker={"symbol": sym, "size": size}, text=hover,
+                                     hovertemplate="%{text}<br>error %{y:.3g}<extra></extra>"), row=1, col=col)
     fig.update_yaxes(type="log", title_text="mean ‖q(x_t) − x_t‖ / ‖x_t‖", col=1)
     fig.update_xaxes(title_text="block ℓ (stream leaving it)")
     fig.update_layout(template="plotly_white", height=440, margin={"l": 60, "r": 20, "t": 80, "b": 50},
                       title={"text": "int8 absmax error on the stream (★ massive activations, ◆ LLM.int8() "
-                                      "outlier features)"})
+                                      "outlier features; hover: their dims)"})
     return fig
 
 
