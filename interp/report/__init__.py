@@ -14,7 +14,7 @@ from interp.outputs import atomic_write_text
 from interp.report.claims import CLAIMS, THRESHOLDS, evaluate
 from interp.report.colors import color_for
 from interp.report.inputs import load_dirs, merge_tables, tables_from_results
-from interp.report.render import model_colors, render
+from interp.report.render import model_colors, render_html
 from interp.report.tables import TABLES
 
 write_atomic = atomic_write_text  # the name before 0.2; the one writer is interp.outputs.atomic_write_text
@@ -36,9 +36,9 @@ def build(results: Any, path: str | Path, extra: dict[str, pd.DataFrame] | None 
     tables = merge_tables(tables_from_results(objs), extra or {})
     if "cards" not in tables or tables["cards"].empty:
         raise ValueError("no models to report on: pass at least one Results (or a saved results directory)")
-    return atomic_write_text(path, render(tables, sources=[str(d) for d in dirs] or
+    return atomic_write_text(path, render_html(tables, sources=[str(d) for d in dirs] or
                                      [f"{len(objs)} in-memory result(s)"], title=title))
 
 
-__all__ = ["build", "render", "model_colors", "evaluate", "CLAIMS", "THRESHOLDS", "TABLES", "color_for",
+__all__ = ["build", "render_html", "model_colors", "evaluate", "CLAIMS", "THRESHOLDS", "TABLES", "color_for",
            "tables_from_results", "merge_tables", "load_dirs"]

@@ -318,7 +318,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     tables.update(ln_removal_measured(tables))  # CE of pre-ln / -vanilla / -lnfree on this run's held-out tokens
     claims = write_claims(tables, out.parent / "claims.json")
     log(f"claims evaluated in {time.perf_counter() - t:.1f} s: {out.parent / 'claims.json'}")
-    path = atomic_write_text(out, interp.report.render(
+    path = atomic_write_text(out, interp.report.render_html(
         tables, sources=[f"{len(results)} models measured in this run"], run_log=log.lines, claims=claims))
     size = path.stat().st_size / 1e6
     log(f"report written in {time.perf_counter() - t:.1f} s: {size:.1f} MB")

@@ -95,8 +95,8 @@ def _claims_section(claims: pd.DataFrame, t: dict) -> dict:
                     t, tables=[_table(display_table(claims), verdict_col="verdict")])
 
 
-def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "interp: normalization report",
-           run_log: list[str] | None = None, claims: pd.DataFrame | None = None) -> str:
+def render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "interp: normalization report",
+                run_log: list[str] | None = None, claims: pd.DataFrame | None = None) -> str:
     """The report's HTML for `tables` (canonical names, see interp.report.tables); `claims`: the claims table
     when already evaluated on these tables (interp.report.claims.evaluate)."""
     from interp.report.shareable import public_frame, shareable
@@ -181,3 +181,6 @@ def render(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "in
         title=title, sections=S, sources=sources, version=interp.__version__,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         plotlyjs=plotly.offline.get_plotlyjs())
+
+
+render = render_html  # its name before 0.2 (interp.report.render is this module)
