@@ -186,14 +186,25 @@ def test_smollm2_logit_attrs_equal_interp_dla():
     tokens = m.to_tokens(["The capital of France is"])
     assert tokens[0, 0] != m.tokenizer.bos_id  # SmolLM2 is used without BOS
     assert m.to_str_tokens(tokens[0])[-1] == " is"
-    tgt = torch.tensor([m.to_single_token(" Paris")])
-    logits, cache, attrs, labels = tl_dla(m, tokens, target=tgt)
-    assert labels[:3] == ["embed", "0_attn_out", "0_mlp_out"]
-    d = dla(m, tokens, target=tgt, pos=-1)
-    rows = torch.tensor(d[d.direct_effect.notna()]["dla"].to_numpy())  # embed, L0.attn, L0.mlp, ...
-    logit = float(logits[0, -1, tgt[0]])
-    assert (attrs[:, 0].double() - rows).abs().max() <= 1e-4 * abs(logit)
-    assert abs(float(attrs[:, 0].sum()) - logit) <= 1e-4 * abs(logit)  # RMSNorm: no bias, no b_U
+    prompts = [("The capital of France is", " Paris"), ("Water boils at a temperature of", None),
+               ("In the beginning God created the", None)]
+    for text, target in prompts:  # one sequence at a time: the last position is a real token in each
+        tokens = m.to_tokens([text])
+        with torch.no_grad():
+            top = int(m(tokens)[0, -1].argmax())
+        tgt = torch.tensor([m.to_single_token(target) if target else top])
+        logits, cache, attrs, labels = tl_dla(m, tokens, target=tgt)
+        assert labels[:3] == ["embed", "0_attn_out", "0_mlp_out"]
+        assert len(labels) == 1 + 2 * m.cfg.n_layers
+        d = dla(m, tokens, target=tgt, pos=-1)
+        rows = torch.tensor(d[d.direct_effect.notna()]["dla"].to_numpy())  # embed, L0.attn, L0.mlp, ...
+        logit = float(logits[0, -1, tgt[0]])
+        assert (attrs[:, 0].double() - rows).abs().max() <= 1e-4 * abs(logit), text
+        assert abs(float(attrs[:, 0].sum()) - logit) <= 1e-4 * abs(logit), text  # RMSNorm: no bias, no b_U
+        # accumulated_resid: the stream after the last block, through the final norm, gives the logits
+        acc = cache.accumulated_resid(apply_ln=True, pos_slice=-1)
+        assert acc.shape[0] == m.cfg.n_layers + 1
+        assert torch.allclose(acc[-1] @ m.W_U, logits[:, -1], atol=1e-4 * logits[:, -1].abs().max().item())
 
 
 @pytest.mark.slow
