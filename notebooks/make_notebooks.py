@@ -4,13 +4,15 @@
     .venv/bin/python notebooks/make_notebooks.py --check  # exit 1 if a committed notebook differs from this file
 
 The notebooks use the public API only (interp.load_model, interp.zoo, interp.collect, interp.attribution,
-interp.surgery, interp.train, interp.report.build) and draw with plotly express from the tidy result tables.
-They run on the trained models shipped in data/zoo and the packaged real models, and stop with an error when
-one is missing. INTERP_NOTEBOOK_SMALL=1 (what the tests set) shrinks the data so they run in seconds.
+interp.surgery, interp.train, interp.diffusion, interp.precision, interp.report.build) and draw with plotly
+express from the tidy result tables. They run on the trained models shipped in data/zoo and the packaged real
+models, and stop with an error when one is missing. INTERP_NOTEBOOK_SMALL=1 (what the tests set) shrinks the data
+so each runs in minutes. Notebooks 06 and 07 keep their cells in nb_time_conditioning.py and nb_precision.py.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -42,6 +44,14 @@ def zoo_model(name):
 
 def md(text: str):
     return new_markdown_cell(text)
+
+
+def cells_from(module: str) -> list:
+    """The cells of a notebook kept in a file of its own beside this one (its `cells(md, SETUP)`)."""
+    spec = importlib.util.spec_from_file_location(module, HERE / f"{module}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.cells(md, SETUP)
 
 
 def notebooks() -> dict[str, nbformat.NotebookNode]:
@@ -239,6 +249,9 @@ px.line(stream, x="depth", y="var", color="model", log_y=True, markers=True,
         md("**What to look for:** Peri-LN normalizes what each block adds, so its stream should grow more slowly "
            "with depth than Pre-LN's. Open `out/my_report.html` for every other measurement side by side."),
     ]
+
+    books["06_time_conditioning.ipynb"] = cells_from("nb_time_conditioning")
+    books["07_precision.ipynb"] = cells_from("nb_precision")
 
     out = {}
     for name, cells in books.items():

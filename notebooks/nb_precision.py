@@ -1,5 +1,5 @@
-"""Cells of the precision notebook (will SmolLM2 and Gemma-3 survive fp16, bf16 and int8?), for make_notebooks.py:
-`books["07_precision.ipynb"] = nb_precision.cells(md, SETUP)`."""
+"""Cells of notebook 07, will SmolLM2 and Gemma-3 survive fp16, bf16 and int8? (make_notebooks.py writes the
+notebook)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -18,9 +18,10 @@ def cells(md: Callable, setup: str) -> list:
         '''from interp.precision.check import check
 from interp.precision.report import headroom_profile, int8_profile, safety_bars
 
-texts = interp.data.heldout_texts(2 if SMALL else 8, 300 if SMALL else 600)   # held-out passages
+texts = interp.data.heldout_texts(2 if SMALL else 8, 200 if SMALL else 600)   # held-out passages
+n_tok = 64 if SMALL else None                                                    # tokens read (None: all)
 smol = interp.load_model("smollm2-135m").eval()
-chk_smol = check(smol, texts, run_tokens=128 if SMALL else 512)
+chk_smol = check(smol, texts, max_tokens=n_tok, run_tokens=32 if SMALL else 512)
 chk_smol.verdict.T''',
         md("`check` runs the `Precision` collector (one fp32 pass, every residual site) and the end-to-end runs "
            "(the model cast to bf16 and fp16, and with every linear input fake-quantized to int8, against fp32 on "
@@ -34,7 +35,7 @@ chk_smol.verdict.T''',
         '''chk_smol.runs[["format", "status", "loss", "loss_fp32", "delta_loss", "top1_agreement", "seconds"]]''',
         md("Now Gemma-3. Its residual stream is known to reach ~1e5."),
         '''gemma = interp.load_model("gemma-3-270m").eval()
-chk_gemma = check(gemma, texts, run_tokens=128 if SMALL else 512)
+chk_gemma = check(gemma, texts, max_tokens=n_tok, run_tokens=32 if SMALL else 512)
 chk_gemma.verdict.T''',
         '''r = chk_gemma.runs.set_index("format").loc["fp16"]
 print(f"fp16 run: {r.status}, loss {r.loss}")
@@ -48,8 +49,8 @@ print(r.what)''',
            "(★: the stream carries massive activations there, ◆: LLM.int8() outlier features reach it)."),
         '''tables = {"precision": pd.concat([chk_smol.sites, chk_gemma.sites], ignore_index=True),
           "precision_runs": pd.concat([chk_smol.runs, chk_gemma.runs], ignore_index=True)}
-res = interp.collect(smol, texts, [interp.collectors.MassiveActivations()], progress=False)
-res2 = interp.collect(gemma, texts, [interp.collectors.MassiveActivations()], progress=False)
+res = interp.collect(smol, texts, [interp.collectors.MassiveActivations()], max_tokens=n_tok, progress=False)
+res2 = interp.collect(gemma, texts, [interp.collectors.MassiveActivations()], max_tokens=n_tok, progress=False)
 tables["massive"] = pd.concat([res["massive"], res2["massive"]]).rename(columns={"top1_mean": "top1"})
 colors = {"smollm2-135m": "#fdae6b", "gemma-3-270m": "#74c476"}
 for fig in (headroom_profile(tables, colors), safety_bars(tables, colors), int8_profile(tables, colors)):

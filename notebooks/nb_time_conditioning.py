@@ -1,4 +1,4 @@
-"""Cells of notebook 06 (time conditioning in masked diffusion), for make_notebooks.py."""
+"""Cells of notebook 06, time conditioning in masked diffusion (make_notebooks.py writes the notebook)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -17,7 +17,7 @@ def cells(md: Callable, setup: str) -> list:
            "what do the norms do with it?"),
         setup,
         '''import interp.diffusion
-from interp.data.batches import Batch
+from interp.data import Batch
 from interp.train.mdlm import mdlm_eval
 from interp.zoo.conditioning import conditioning_parameters
 
