@@ -172,7 +172,7 @@ def _variance_rise(c, vals):  # per seed: the subject's variance rises by e^v at
     rows = []
     for s, v in zip(SEEDS, vals):
         for model, rise in ((c.zoo[0] + s, v), (c.reference + s, 0.0)):
-            for step, var in ((0, 1.0), (2000, math.exp(rise))):
+            for step, var in ((0, 1e-3), (200, 1.0), (2000, math.exp(rise))):   # the rise counts from step 200
                 rows += [{"step": step, **{k: r[k] for k in ("model", "seq", "depth", "n", "s1", "s2", "top1", "median")}}
                          for r in stream_rows(model, [var] * 13)]
     return {"cards": zoo_cards(c.zoo[0], c.reference), "dynamics_seq": pd.DataFrame(rows)}

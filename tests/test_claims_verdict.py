@@ -41,7 +41,10 @@ def test_bootstrap_covers_the_mean_of_a_normal_sample():
     (">", 0.0, 0.1, 0.5, REPRODUCED), (">", 0.0, -0.5, -0.1, NOT_REPRODUCED), (">", 0.0, -0.1, 0.5, INCONCLUSIVE),
     ("<", 0.0, -0.5, -0.1, REPRODUCED), ("<", 0.0, 0.1, 0.5, NOT_REPRODUCED), ("<", 0.0, -0.1, 0.1, INCONCLUSIVE),
     ("within", 0.1, -0.05, 0.05, REPRODUCED), ("within", 0.1, 0.2, 0.3, NOT_REPRODUCED),
-    ("within", 0.1, 0.05, 0.2, INCONCLUSIVE), (">", 0.0, 0.0, 0.3, INCONCLUSIVE)])
+    ("within", 0.1, 0.05, 0.2, INCONCLUSIVE), (">", 0.0, 0.0, 0.3, INCONCLUSIVE),
+    # strict rules: an interval that reaches the boundary only from the other side holds no value satisfying them
+    (">", 0.0, 0.0, 0.0, NOT_REPRODUCED), (">", 0.0, -0.3, 0.0, NOT_REPRODUCED), ("<", 0.0, 0.0, 0.2, NOT_REPRODUCED),
+    ("<", 0.0, -0.2, 0.0, INCONCLUSIVE), ("within", 0.1, 0.1, 0.2, NOT_REPRODUCED), ("within", 0.1, -0.3, -0.1, NOT_REPRODUCED)])
 def test_rule_sides(op, thr, lo, hi, expected):
     est = Estimate((lo + hi) / 2, lo, hi, "test")
     assert verdict(est, Rule(op, thr, "r"))[0] == expected

@@ -107,17 +107,21 @@ def test_step_zero_is_the_seeds_build(tiny_runs):
 
 
 def test_variance_rise_and_its_claim(tiny_runs):
-    """The metric equals mean over depths 1..L of ln(var final / var step 0) from the caches; the claim gets a
-    paired bootstrap over the 4 sequences (one seed), said so."""
+    """The metric equals mean over depths 1..L of ln(var final / var at the start step) from the caches; the claim
+    counts from the first kept step after the LR warm-up (step 1 of 10 here) and gets a paired bootstrap over the
+    4 sequences (one seed), said so."""
+    from interp.analysis.dynamics import _arrays, warmup_step
     from interp.report.claims import CLAIMS, evaluate_claim
     out, tokens, dyn = tiny_runs
     want = {}
     for name in ("pre-ln", "peri-ln"):
-        v0 = brute_force(interp.zoo.load(out / name, step=0), tokens, 2)[0][1:]
-        v1 = brute_force(interp.zoo.load(out / name, step=STEPS), tokens, 2)[0][1:]
-        want[name] = float(np.mean(np.log(v1 / v0)))
-        from interp.analysis.dynamics import _arrays
-        assert variance_rise(_arrays(dyn, name)) == pytest.approx(want[name], rel=1e-5)
+        a = _arrays(dyn, name)
+        first = warmup_step(a)
+        assert first == 1   # kept steps 0, 1, 3, 10: 10 % of the run is step 1
+        v = {s: brute_force(interp.zoo.load(out / name, step=s), tokens, 2)[0][1:] for s in (0, first, STEPS)}
+        assert variance_rise(a) == pytest.approx(float(np.mean(np.log(v[STEPS] / v[0]))), rel=1e-5)
+        want[name] = float(np.mean(np.log(v[STEPS] / v[first])))
+        assert variance_rise(a, start=first) == pytest.approx(want[name], rel=1e-5)
     cards = pd.DataFrame([{"model": m, "family": "zoo", "strategy": m, "objective": "causal_lm"}
                           for m in ("pre-ln", "peri-ln", "peri-ln.seed1")])  # seed 1 keeps no weights along training
     (row,) = evaluate_claim(CLAIMS["peri_variance_rise"], {**dyn, "cards": cards})

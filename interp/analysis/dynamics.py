@@ -140,24 +140,35 @@ def _arrays(t: dict, model: str) -> dict[int, dict[str, np.ndarray]]:
     return out
 
 
-def variance_rise(steps: dict[int, dict[str, np.ndarray]], idx: np.ndarray | None = None) -> float:
-    """Mean over depths 1..L of ln(var at the last kept step / var at step 0), on held-out sequences idx (all
-    when None): how much the stream's variance grew over training, in nats, depth by depth."""
+WARMUP_FRACTION = 0.1  # the zoo recipe's LR warm-up: 200 of 2000 steps
+
+
+def warmup_step(steps) -> int | None:
+    """The first kept step at or after the LR warm-up (WARMUP_FRACTION of the final step), before the final one."""
+    last = max(steps)
+    after = [s for s in steps if 0 < s < last and s >= WARMUP_FRACTION * last]
+    return min(after) if after else None
+
+
+def variance_rise(steps: dict[int, dict[str, np.ndarray]], idx: np.ndarray | None = None, start: int = 0) -> float:
+    """Mean over depths 1..L of ln(var at the last kept step / var at step `start`), on held-out sequences idx
+    (all when None): how much the stream's variance grew over training, in nats, depth by depth."""
     sel = slice(None) if idx is None else idx
 
     def var(a: dict[str, np.ndarray]) -> np.ndarray:
         return pooled_variance(a["n"][sel], a["s1"][sel], a["s2"][sel])[1:]  # depths 1..L
-    v0, v1 = var(steps[0]), var(steps[max(steps)])
+    v0, v1 = var(steps[start]), var(steps[max(steps)])
     if not ((v0 > 0).all() and (v1 > 0).all()):
         return math.nan
     return float(np.mean(np.log(v1) - np.log(v0)))
 
 
-@metric("variance_rise", "mean over depths 1..L of ln(var of the residual stream at the final step / at step 0), "
-        "the same held-out sequences at both steps", "Peri-LN abstract (more balanced variance growth) and Fig. 1 "
+@metric("variance_rise", "mean over depths 1..L of ln(var of the residual stream at the final step / at the first "
+        "kept step after the LR warm-up; start='init': at step 0), the same held-out sequences at both steps", "Peri-LN abstract (more balanced variance growth) and Fig. 1 "
         "(variance by depth during training)", "nats")
-def variance_rise_metric(t, subject: Subject, ref: Subject | None = None):
-    """How much the stream's variance rose over training; with a reference, the subject's rise minus its."""
+def variance_rise_metric(t, subject: Subject, ref: Subject | None = None, start: str = "warmup"):
+    """How much the stream's variance rose over training; with a reference, the subject's rise minus its.
+    start: "warmup" (from the first kept step after the LR warm-up) or "init" (from step 0)."""
     df = t.get("dynamics_seq")
     if df is None or df.empty:
         raise NotTestable("no weights along training were measured in this run (zoo models ship them in "
@@ -174,9 +185,13 @@ def variance_rise_metric(t, subject: Subject, ref: Subject | None = None):
     per = {}
     for m in subject.models + (ref.models if ref else ()):
         a = _arrays(t, m)
-        if 0 not in a or len(a) < 2:
-            raise NotTestable(f"{m}: step 0 and a later step are both needed, got steps {sorted(a)}")
-        per[m] = a
-    counts = {len(a[s]["n"]) for a in per.values() for s in a}
+        first = 0 if start == "init" else warmup_step(a)
+        if first is None or first not in a or len(a) < 2:
+            raise NotTestable(f"{m}: a kept step {'0' if start == 'init' else 'after the LR warm-up'} and a later "
+                              f"step are both needed, got steps {sorted(a)}")
+        per[m] = (a, first)
+    counts = {len(a[s]["n"]) for a, _ in per.values() for s in a}
     seqs = counts.pop() if len(counts) == 1 else 0  # paired resampling only over sequences every step saw
-    return estimate(lambda m, idx: variance_rise(per[m], idx), subject, ref, seqs)
+    est = estimate(lambda m, idx: variance_rise(per[m][0], idx, per[m][1]), subject, ref, seqs)
+    est.detail = "steps " + ", ".join(f"{m} {per[m][1]} → {max(per[m][0])}" for m in per)
+    return est

@@ -1,10 +1,14 @@
 """The one verdict function every claim shares, and the rule it applies.
 
 Four verdicts:
-  reproduced         the whole 95 % interval lies on the claim's side of the rule's boundary
-  not reproduced     the whole interval lies on the other side
-  inconclusive       the interval straddles (or touches) the boundary, there is no interval, or two controls
-                     that should agree differ by more than the effect itself
+  reproduced         every value of the 95 % interval satisfies the rule (the whole interval lies strictly on the
+                     claim's side of the boundary)
+  not reproduced     no value of the interval satisfies it (the whole interval lies on the other side, the
+                     boundary included: the rules are strict inequalities, so an interval [0, 0] under "value > 0",
+                     e.g. no seed gained a rung of the LR ladder, is not reproduced)
+  inconclusive       some values of the interval satisfy the rule and some do not (it straddles the boundary, or
+                     touches it from the claim's side), there is no interval, or two controls that should agree
+                     differ by more than the effect itself
   not testable here  the numbers are absent, or the model cannot show the effect (the reason is said in words)
 A point estimate alone never decides: without an interval the verdict is "inconclusive".
 """
@@ -53,11 +57,11 @@ def verdict(est: Estimate | None, rule: Rule, why_absent: str = "") -> tuple[str
         return INCONCLUSIVE, f"no interval ({est.method})"
     lo, hi, t = est.lo, est.hi, rule.threshold
     if rule.op == ">":
-        side = REPRODUCED if lo > t else NOT_REPRODUCED if hi < t else INCONCLUSIVE
+        side = REPRODUCED if lo > t else NOT_REPRODUCED if hi <= t else INCONCLUSIVE
     elif rule.op == "<":
-        side = REPRODUCED if hi < t else NOT_REPRODUCED if lo > t else INCONCLUSIVE
+        side = REPRODUCED if hi < t else NOT_REPRODUCED if lo >= t else INCONCLUSIVE
     else:  # within ±t
-        side = (REPRODUCED if (lo > -t and hi < t) else NOT_REPRODUCED if (hi < -t or lo > t) else INCONCLUSIVE)
-    where = {REPRODUCED: "the interval lies on the claim's side of", NOT_REPRODUCED: "the interval lies beyond",
+        side = (REPRODUCED if (lo > -t and hi < t) else NOT_REPRODUCED if (hi <= -t or lo >= t) else INCONCLUSIVE)
+    where = {REPRODUCED: "the interval lies on the claim's side of", NOT_REPRODUCED: "the interval lies at or beyond",
              INCONCLUSIVE: "the interval straddles"}[side]
     return side, f"{where} the boundary {t:g} ([{lo:.3g}, {hi:.3g}], {est.method})"

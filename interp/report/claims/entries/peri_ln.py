@@ -29,7 +29,8 @@ register(
           "variance_rise", Rule("<", 0.0, "Pre-LN's hidden states grow as training proceeds while Peri-LN's output "
                                 "norms keep them balanced: a smaller rise than Pre-LN's"),
           None, zoo=("peri-ln",), reference="pre-ln",
-          note="step 0 vs the final step of the seed that ships weights along training; partly by construction: at "
-               "step 0 Pre-LN's blocks write small outputs (init std 0.02) while Peri-LN's output norms write unit "
-               "variance from the start"),
+          note="from the first kept step after the LR warm-up (10 % of the run) to the final step of the seed that "
+               "ships weights along training; step 0 is left out because there Pre-LN's blocks write small outputs "
+               "(init std 0.02) while Peri-LN's output norms write unit variance, which would make the rise differ "
+               "by construction", params={"start": "warmup"}),
 )
