@@ -292,3 +292,19 @@ def test_the_section_counts_the_seeds_it_measured():
     cards = pd.concat([zoo_cards("pre-ln"), zoo_cards("lns").iloc[:1], real_cards()])
     assert seeds_text(cards) == "lns 1, pre-ln 3"
     assert seeds_text(real_cards()) == "no zoo models"
+
+
+def test_a_verdict_waits_for_seeds_the_manifest_plans():
+    c = CLAIMS["lns_loss"]
+    rows = [{"model": m, "seq": q, "loss_sum": (3.0 + d + 0.01 * q * (m == "lns")) * 100, "n_pred": 100.0}
+            for m, d in (("lns", -0.5), ("pre-ln", 0.0)) for q in range(8)]
+    cards = zoo_cards("lns", "pre-ln").query("~model.str.contains('seed')")
+    t = {"cards": cards, "seq_loss": pd.DataFrame(rows)}
+    (row,) = evaluate_claim(c, t)   # no plan: the one-seed bootstrap decides
+    assert row["verdict"] == REPRODUCED and "seed spread not included" in row["interval"]
+    plan = pd.DataFrame([{"model": "lns", "seeds": 3}, {"model": "pre-ln", "seeds": 3}])
+    (row,) = evaluate_claim(c, {**t, "seed_plan": plan})
+    assert row["verdict"] == INCONCLUSIVE and "lns: 1 of 3 planned seeds measured" in row["reason"]
+    assert row["value"] == pytest.approx(-0.465) and row["lo"] < row["hi"]   # the numbers are still shown
+    (row,) = evaluate_claim(c, {**t, "seed_plan": plan.assign(seeds=1)})
+    assert row["verdict"] == REPRODUCED

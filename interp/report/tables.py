@@ -66,6 +66,7 @@ TABLES: dict[str, dict[str, str]] = {
                  "n_pred": "predicted tokens"},
     "seq_ablation": {"model": "", "seq": "held-out sequence", "ablation": "none / mean / zero",
                      "loss": "mean next-token CE of the sequence (nats/token)", "n_pred": "predicted tokens"},
+    "seed_plan": {"model": "zoo strategy", "seeds": "seeds the zoo's manifest plans for it"},
     "seq_skip": {"model": "", "seq": "held-out sequence", "layer": "block skipped (output := input)",
                  "loss_delta": "mean next-token CE of the sequence with the block skipped − intact (nats/token)"},
     "grads_init": {"model": "the trained model whose step-0 weights these are", "layer": "block",

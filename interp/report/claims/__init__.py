@@ -62,7 +62,8 @@ __all__ = [
 INTRO = ("One row per claim and model (zoo strategies pool their seeds; real models are not controlled: different "
          "data and size). Each value comes with its 95 % interval: a t interval over seeds (Welch for a difference "
          "between strategies), a percentile bootstrap over held-out sequences for a single model, or exact for "
-         "counts. Reproduced: every value of the interval satisfies the rule (its boundary fixed in code before the "
+         "counts; where the zoo's manifest plans more seeds than this run found, a verdict resting on the one-seed "
+         "bootstrap waits for them (inconclusive). Reproduced: every value of the interval satisfies the rule (its boundary fixed in code before the "
          "data); not reproduced: no value does; inconclusive: the interval straddles the boundary, there is no "
          "interval, or two controls differ by more than the effect; not testable here: the numbers are absent or "
          "the model cannot show it.")

@@ -10,7 +10,7 @@ from interp.analysis.intervals import NotTestable
 from interp.analysis.registry import METRICS
 from interp.analysis.subjects import Subject, real_subjects, zoo_subject
 from interp.report.claims.registry import CLAIMS, Claim
-from interp.report.claims.verdict import NOT_TESTABLE, verdict
+from interp.report.claims.verdict import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, verdict
 
 COLUMNS = ["claim", "paper", "section", "statement", "model", "reference", "control", "value", "lo", "hi",
            "interval", "n", "paper_value", "metric", "definition", "rule", "rule_reason", "verdict", "reason"]
@@ -31,6 +31,24 @@ def _subjects(c: Claim, cards: pd.DataFrame | None) -> list[tuple[str, Subject |
     return out
 
 
+def pending_seeds(tables: dict[str, pd.DataFrame], *subjects: Subject | None) -> str:
+    """'' or why a verdict must wait: a zoo subject has fewer seeds in this run than the manifest plans
+    (table seed_plan), e.g. 'pre-ln: 1 of 3 planned seeds measured'."""
+    plan = tables.get("seed_plan")
+    if plan is None or plan.empty:
+        return ""
+    want = dict(zip(plan["model"], plan["seeds"]))
+    short = [f"{s.label}: {len(s.models)} of {int(want[s.label])} planned seeds measured" for s in subjects
+             if s is not None and s.kind == "zoo" and len(s.models) < int(want.get(s.label, 0))]
+    return "; ".join(short)
+
+
+def _waits(est, why: str) -> bool:
+    """A verdict waits for seeds when its interval is a bootstrap over held-out sequences standing in for the
+    seed spread (timings, exact counts and sweeps over seeds do not depend on the zoo's seeds)."""
+    return bool(why) and est is not None and "held-out sequences" in est.method
+
+
 def evaluate_claim(c: Claim, tables: dict[str, pd.DataFrame]) -> list[dict]:
     """The rows of claim `c`: one per subject."""
     m = METRICS.get(c.metric)
@@ -48,6 +66,12 @@ def evaluate_claim(c: Claim, tables: dict[str, pd.DataFrame]) -> list[dict]:
                 reason = f"could not evaluate: {type(e).__name__}: {e}"
         v, r = verdict(est, c.rule, reason)
         ok = est is not None and v != NOT_TESTABLE
+        wait = pending_seeds(tables, subj, ref) if ok and subj is not None and subj.kind == "zoo" else ""
+        if ok and _waits(est, wait) and v in (REPRODUCED, NOT_REPRODUCED):
+            v, r = INCONCLUSIVE, (f"seeds still missing ({wait}): a bootstrap over held-out sequences leaves out the "
+                                  f"seed spread, so the verdict waits for them; it would read '{v}' now ({r})")
+        elif ok and wait and v == INCONCLUSIVE:
+            r += f"; {wait}"
         rows.append({
             "claim": c.key, "paper": c.paper, "section": c.section, "statement": c.statement, "model": label,
             "reference": (c.reference or "") if subj is None or subj.kind == "zoo" else "", "control": (subj.control if subj is not None else ""),

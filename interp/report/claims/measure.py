@@ -9,6 +9,8 @@
   entropy_neurons  the original pre-ln's entropy-neuron candidates measured in it, in its LN-free model and in
                the vanilla control, per seed (`interp.analysis.entropy_neurons`)
   log_spikes, log_bstat   gradient spikes and batch-statistic fluctuation from the shipped training logs
+  seed_plan    how many seeds of each zoo strategy the zoo's manifest plans (`seeds`), so a verdict can wait for
+               seeds that are still training (`interp.report.claims.evaluate`)
   seq_skip     skip-one-block loss per held-out sequence (`interp.analysis.skip`) of every seed of the strategies
                the skip_deep_shallow claims name (subjects and references)
 The seq_stats collector (`interp.analysis.sequences.SequenceStats`) rides the main forward pass; the
@@ -90,6 +92,15 @@ def entropy_neurons(dirs: list[Path], tokens: torch.Tensor) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def seed_plan(zoo_dir: Path) -> pd.DataFrame:
+    """seed_plan rows (model = strategy, seeds = planned) from the zoo's manifest; empty without a manifest."""
+    f = Path(zoo_dir) / "manifest.json"
+    if not f.is_file():
+        return pd.DataFrame()
+    plan = json.loads(f.read_text(encoding="utf-8")).get("seeds") or {}
+    return pd.DataFrame([{"model": k, "seeds": int(v)} for k, v in plan.items()])
+
+
 def skip_groups() -> set[str]:
     """The zoo strategies a skip_deep_shallow claim names, as subject or reference."""
     from interp.report.claims import CLAIMS
@@ -112,6 +123,9 @@ def claim_tables(zoo_dir: Path, dirs: list[Path], tokens: torch.Tensor, grad_ite
     """Every table of the module docstring that can be measured here; each step logs what it did."""
     from interp.analysis.training_logs import read_logs
     out: dict[str, pd.DataFrame] = {}
+    plan = seed_plan(zoo_dir)
+    if not plan.empty:
+        out["seed_plan"] = plan
     t = time.perf_counter()
     g = grads_at_init(dirs, tokens[:grad_items])
     if not g.empty:
