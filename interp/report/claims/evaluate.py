@@ -70,7 +70,7 @@ def evaluate_claim(c: Claim, tables: dict[str, pd.DataFrame]) -> list[dict]:
         if ok and _waits(est, wait) and v in (REPRODUCED, NOT_REPRODUCED):
             v, r = INCONCLUSIVE, (f"seeds still missing ({wait}): a bootstrap over held-out sequences leaves out the "
                                   f"seed spread, so the verdict waits for them; it would read '{v}' now ({r})")
-        elif ok and wait and v == INCONCLUSIVE:
+        elif ok and wait and v == INCONCLUSIVE and "seeds" not in est.method:  # not when sweep seeds decided
             r += f"; {wait}"
         rows.append({
             "claim": c.key, "paper": c.paper, "section": c.section, "statement": c.statement, "model": label,
