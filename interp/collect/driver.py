@@ -29,6 +29,14 @@ def first_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return m & attention_mask
 
 
+def gated(fn, live: list[bool]):
+    """fn as a hook that acts only while live[0] is set (hooks stay registered for a whole run)."""
+    def hook(x, hook):
+        if live[0]:
+            return fn(x, hook)
+    return hook
+
+
 def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 8,
                 max_tokens: int | None = None, exclude_first: bool = False, overflow: str = "split",
                 progress: bool = True) -> dict:
@@ -37,15 +45,18 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
     seqs = to_sequences(model, data, model_context(model), overflow, max_tokens)
     tok = getattr(model, "tokenizer", None)
     pad_id, side = (tok.pad_id, tok.padding_side) if tok is not None else (0, "right")
-    fwd = [h for c in collectors for h in c.hooks(model)]
-    bwd = [h for c in collectors for h in c.bwd_hooks(model)]
+    live = [False]  # hooks act only during a batch's own forward (and backward), not in end_batch's extra passes
+    fwd = [(name, gated(fn, live)) for c in collectors for name, fn in c.hooks(model)]
+    bwd = [(name, gated(fn, live)) for c in collectors for name, fn in c.bwd_hooks(model)]
     grad = any(c.needs_grad for c in collectors)
     device = next(iter(model.parameters())).device
     modes = [(m, m.training) for m in model.modules()]  # restored module by module (a wrapper may differ)
     model.eval()
     n_tok, t0 = 0, time.perf_counter()
     bar = tqdm(total=sum(map(len, seqs)), unit="tok", desc="collect", disable=not progress, leave=False)
+    hooked = contextlib.ExitStack()
     try:
+        hooked.enter_context(model.hooks(fwd_hooks=fwd, bwd_hooks=bwd))  # once per run: registering costs ms
         for i, (tokens, am) in enumerate(batches(seqs, batch_size, pad_id, side)):
             tokens, am = tokens.to(device), am.to(device)  # the model's device (interp.device)
             mask = am & ~first_mask(am) if exclude_first else am
@@ -54,14 +65,18 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
                 c.begin_batch(batch)
             if grad:
                 model.zero_grad(set_to_none=True)
-            with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd), (contextlib.nullcontext() if grad else torch.no_grad()):
-                out = model(tokens, attention_mask=am)
-                if grad:
-                    terms = loss_terms(model, out, tokens, am)
-                    if not bool(torch.isfinite(terms).all()):
-                        raise NonFiniteError(f"the {objective_name(model)} objective is not finite in batch {i}; "
-                                             "the model's outputs overflowed or its weights are broken")
-                    terms.sum().backward()
+            live[0] = True
+            try:
+                with contextlib.nullcontext() if grad else torch.no_grad():
+                    out = model(tokens, attention_mask=am)
+                    if grad:
+                        terms = loss_terms(model, out, tokens, am)
+                        if not bool(torch.isfinite(terms).all()):
+                            raise NonFiniteError(f"the {objective_name(model)} objective is not finite in batch "
+                                                 f"{i}; the model's outputs overflowed or its weights are broken")
+                        terms.sum().backward()
+            finally:
+                live[0] = False
             with torch.no_grad():
                 for c in collectors:
                     c.end_batch(model, batch, out.detach())
@@ -71,6 +86,7 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
             n_tok += int(am.sum())
             bar.update(int(am.sum()))
     finally:
+        hooked.close()
         bar.close()
         if grad:
             model.zero_grad(set_to_none=True)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.collect import kernels
 from interp.collect.base import F64, Collector, NonFiniteError, TopK
 from interp.collect.objective import is_causal, loss_terms
 
@@ -68,6 +69,23 @@ def lower_median(v: torch.Tensor) -> torch.Tensor:
     return row_medians(v.reshape(1, -1))[0]
 
 
+def seq_abs_medians(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Lower median of |x| (x [b, t, d]) over each sequence's masked positions × dims -> float32 [b] (0 where
+    none); on CPU straight from x by `kernels.abs_median` (no |x| tensor), else `seq_medians(|x|)`."""
+    if not (kernels.ENABLED and x.device.type == "cpu"):
+        return seq_medians(x.detach().float().abs(), mask)
+    x = x.detach()
+    full = bool(mask.all())
+    if full:
+        return kernels.abs_medians(x.reshape(x.shape[0], -1))
+    out = torch.zeros(x.shape[0])
+    for s in range(x.shape[0]):
+        v = x[s] if full else x[s][mask[s]]
+        if v.numel():
+            out[s] = kernels.abs_median(v)
+    return out
+
+
 def seq_medians(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Lower median of a [b, t, d] over each sequence's masked positions × dims -> [b] (0 where none)."""
     if bool(mask.all()):
@@ -110,7 +128,6 @@ class MassiveActivations(Collector):
         self._add("dim_count", torch.zeros(D, d), "sum")      # massive activations per (depth, dim)
         self._add("dim_value_sum", torch.zeros(D, d), "sum")  # Σ of their signed values
         self._add_topk("top", TopK(self.k, "tk_abs", FIELDS))
-        self._work: torch.Tensor | None = None
         return self
 
     def hooks(self, model):
@@ -149,30 +166,29 @@ class MassiveActivations(Collector):
         x = x.detach()
         if self.median_scope == "token":
             return self._hook_token_scope(j, x)
-        a = torch.abs(x.float(), out=self._scratch(x))  # [b, t, d]
-        med = seq_medians(a, b.mask).to(a.device)  # [b]
-        tokmax = a.amax(-1)  # [b, t]
+        med = seq_abs_medians(x, b.mask).to(x.device)  # [b] float32
+        tokmax = x.float().abs().amax(-1)  # [b, t] max |x| per token
         if not b.full:
             tokmax.masked_fill_(~b.mask, -1.0)
         # the top-K |x| of a sequence lie in its K tokens of largest max |x|: select those first (cheap), then
         # the top-K of their K × d values (equal values: same multiset of top values as a full top-K)
-        K, d = max(3, self.k), a.shape[2]
+        K, d = max(3, self.k), x.shape[2]
         tv, ti = tokmax.topk(min(K, tokmax.shape[1]), dim=1)  # [b, ≤K]
-        cand = a.gather(1, ti[..., None].expand(-1, -1, d))  # [b, ≤K, d]
+        cand = x.gather(1, ti[..., None].expand(-1, -1, d)).float().abs_()  # [b, ≤K, d]
         if not b.full:
             cand.masked_fill_(tv[..., None] < 0, -1.0)  # padding tokens
         topv, topi = cand.flatten(1).topk(min(K, cand[0].numel()), dim=1)  # [b, ≤K] per sequence
         pos = ti.gather(1, topi // d)  # token position of each
         dim = topi % d
         xval = x.flatten(1).gather(1, pos * d + dim)  # the signed values
-        hits = self._massive(x, a, tokmax, med) if float(tv[:, 0].max()) > self.abs_threshold else None
+        hits = self._massive(x, tokmax, med) if float(tv[:, 0].max()) > self.abs_threshold else None
         self._depth.append((j, med, topv, pos, dim, xval, hits))
 
-    def _massive(self, x: torch.Tensor, a: torch.Tensor, tokmax: torch.Tensor, med: torch.Tensor) -> tuple:
+    def _massive(self, x: torch.Tensor, tokmax: torch.Tensor, med: torch.Tensor) -> tuple:
         """(sequence, dim, value) of the massive activations at one depth: only tokens whose max |x| passes the
         threshold can hold one."""
         s, t = (tokmax > self.abs_threshold).nonzero(as_tuple=True)  # few tokens
-        rows = a[s, t]  # [m, d]
+        rows = x[s, t].float().abs()  # [m, d]
         hit = ((rows > self.abs_threshold) & (rows >= self.ratio * med[s][:, None])).nonzero()  # [h, 2]
         seq, dim = s[hit[:, 0]], hit[:, 1]
         return seq, dim, x[seq, t[hit[:, 0]], dim]
@@ -190,12 +206,6 @@ class MassiveActivations(Collector):
         pos, dim = topi // a.shape[2], topi % a.shape[2]
         self._depth.append((j, seq_medians(a.clamp(min=0), b.mask), topv, pos, dim,
                             x.flatten(1).gather(1, topi), hits, med[:, :, 0].gather(1, pos)))
-
-    def _scratch(self, x: torch.Tensor) -> torch.Tensor:
-        """A float32 work tensor shaped like x, reused across depths and batches (no fresh allocation)."""
-        if self._work is None or self._work.numel() < x.numel() or self._work.device != x.device:
-            self._work = torch.empty(x.numel(), device=x.device)
-        return self._work[: x.numel()].view(x.shape)
 
     def end_batch(self, model, batch, output) -> None:
         """Fold the batch's per-depth results into the state at once: sums, maxima, the massive counts and the

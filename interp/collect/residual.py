@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.collect import kernels
 from interp.collect.base import F64, Collector
 
 # state key -> merge rule; S = number of sites, d = d_model. Few keys, so a hook does few tensor ops.
@@ -45,9 +46,9 @@ def site_widths(sites, d_model: int) -> list[int]:
 
 def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """The per-batch contributions of rows x [n, d] to (sums, maxima, dim_sums) in float64; None when n = 0.
-    The reference form of what `ResidualStats` folds in (it writes the same float32 partial sums into a
+    The reference form of what `ResidualStats` folds in off CPU (the same float32 partial sums, written into a
     per-batch buffer): every sum over one batch runs in float32 with torch's cascade summation and is added
-    to the float64 state."""
+    to the float64 state. On CPU the collector accumulates in float64 in one pass (`interp.collect.kernels`)."""
     if x.shape[0] == 0:
         return None
     x = x.float() if x.dtype not in (torch.float32, torch.float64) else x
@@ -64,8 +65,9 @@ class ResidualStats(Collector):
     """Per layer and site: mean, variance, RMS, token-norm mean / max, max |x|, kurtosis; per-dim mean square.
 
     Each distinct tensor of a batch is read once, in its hook, while the model has just written it (it is
-    still in cache): its float32 partial sums go into a per-batch buffer row, sites that see the same tensor
-    point at the same row, and `end_batch` adds the buffer to the float64 state in one operation per key."""
+    still in cache): its partial sums (CPU: float64 from one fused pass, `interp.collect.kernels`; elsewhere
+    float32 from torch reductions) go into a per-batch buffer row, sites that see the same tensor point at the
+    same row, and `end_batch` adds the buffer to the float64 state in one operation per key."""
 
     name = "residual"
 
@@ -93,8 +95,13 @@ class ResidualStats(Collector):
         dev = self.state["sums"].device
         self._src = [-1] * S        # site -> buffer row holding its tensor's partial sums (-1: not seen)
         self._rows = 0              # buffer rows used
-        self._sc = torch.empty(S, 6, device=dev)      # Σx³, Σx⁴, Σ‖x_t‖, max ‖x_t‖², min x, max x
-        self._dim = torch.zeros(S, 2, d, device=dev)  # Σx, Σx² per dimension (zero past a narrower site's width)
+        self._fused = kernels.ENABLED and dev.type == "cpu"  # one fused float64 pass per tensor (kernels)
+        if self._fused:  # float64 buffers: Σ‖x_t‖, max ‖x_t‖²; Σx, Σx², Σx³, Σx⁴ per dimension; min x, max x
+            if getattr(self, "_acc", None) is None or self._acc.shape != (S, 4, d):
+                self._sc64, self._acc, self._mm = np.empty((S, 2)), np.empty((S, 4, d)), torch.empty(S, 2)
+        else:
+            self._sc = torch.empty(S, 6, device=dev)      # Σx³, Σx⁴, Σ‖x_t‖, max ‖x_t‖², min x, max x
+            self._dim = torch.zeros(S, 2, d, device=dev)  # Σx, Σx² per dimension (zero past a narrower site's width)
         self._last = (None, -1, -1)
 
     def _hook(self, x: torch.Tensor, hook) -> None:
@@ -123,9 +130,11 @@ class ResidualStats(Collector):
         return self._work[:n].view(x.shape), self._work[n: 2 * n].view(x.shape)
 
     def _moments(self, x: torch.Tensor) -> int:
-        """Write the float32 partial sums of rows x [n, w] into the next buffer row; -1 when n = 0."""
+        """Write the partial sums of rows x [n, w] into the next buffer row; -1 when n = 0."""
         if x.shape[0] == 0:
             return -1
+        if self._fused:
+            return self._moments_fused(x)
         if x.dtype != torch.float32:
             x = x.float()
         r, sc, dim, w = self._rows, self._sc, self._dim, x.shape[1]
@@ -142,6 +151,28 @@ class ResidualStats(Collector):
         torch.aminmax(x, out=(sc[r, 4], sc[r, 5]))
         return r
 
+    def _moments_fused(self, x: torch.Tensor) -> int:
+        """The kernel form of `_moments` (CPU): one pass accumulating in float64 (kernels.moments), min / max
+        by torch.aminmax."""
+        if not kernels.usable(x):
+            x = x.float()
+        r = self._rows
+        self._rows += 1
+        acc = self._acc[r]
+        acc.fill(0.0)
+        self._sc64[r] = kernels.moments(x, acc)
+        torch.aminmax(x, out=(self._mm[r, 0], self._mm[r, 1]))
+        return r
+
+    def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's buffer rows in use as float64 (sc [R, 6] as `_sc`, dim [R, 2, d])."""
+        R = self._rows
+        if not self._fused:
+            return self._sc[:R].to(F64), self._dim[:R].to(F64)
+        acc = torch.from_numpy(self._acc[:R])
+        sc = torch.cat([acc[:, 2:4].sum(-1), torch.from_numpy(self._sc64[:R]), self._mm[:R].to(F64)], 1)
+        return sc.to(self.state["sums"].device), acc[:, :2].to(self.state["sums"].device)
+
     def end_batch(self, model, batch, output) -> None:
         """Add the batch's partial sums to the float64 state: one indexed operation per state key."""
         self._last = (None, -1, -1)  # release the last activation
@@ -152,7 +183,7 @@ class ResidualStats(Collector):
         dev = st["sums"].device
         idx = torch.tensor(sites, device=dev)
         src = torch.tensor([self._src[i] for i in sites], device=dev)
-        sc, dim = self._sc[: self._rows].to(F64)[src], self._dim[: self._rows].to(F64)[src]
+        sc, dim = (t[src] for t in self._buffers())
         n = torch.full((len(sites), 1), float(batch.n_tokens), dtype=F64, device=dev)
         st["sums"].index_add_(0, idx, torch.cat([n, sc[:, :3]], 1))
         mx = torch.stack([sc[:, 3].sqrt(), torch.maximum(-sc[:, 4], sc[:, 5])], 1)

@@ -1,0 +1,226 @@
+"""Fused CPU passes for the forward collectors (numba): each reads an activation once and accumulates in float64.
+
+A collector hook on CPU spends its time in memory passes: torch runs one pass per operation (x², Σx, Σx², …),
+about ten per tensor. These kernels do the same work in one pass over the tensor, with float64 accumulators
+(more exact than float32 partial sums, not less). They run on contiguous CPU float32 / float64 arrays;
+`usable(x)` says when, and the collectors keep their torch form for everything else (GPU tensors, other
+dtypes, or numba missing). Compiled code is cached on disk (`cache=True`), so only the first process compiles.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+try:
+    from numba import njit
+    ENABLED = True
+except ImportError:  # pragma: no cover - numba is a dependency; the torch forms stay correct without it
+    ENABLED = False
+
+# reassociation lets float64 sums over a row vectorise; no finite-math flags, so NaN and inf propagate
+FAST = {"reassoc", "contract"}
+
+
+def usable(x: torch.Tensor) -> bool:
+    """True when a kernel can read x directly: numba present, CPU, float32 or float64, no grad needed."""
+    return ENABLED and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
+def as_array(x: torch.Tensor) -> np.ndarray:
+    """x as a contiguous numpy array sharing memory when it can (a copy only for a non-contiguous x)."""
+    x = x.detach()
+    return (x if x.is_contiguous() else x.contiguous()).numpy()
+
+
+if ENABLED:
+    @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+    def _moments(x, acc):  # pragma: no cover - compiled
+        """x [n, w]: acc[0..3, :w] += Σx, Σx², Σx³, Σx⁴ per dim (float64); returns (Σ_t ‖x_t‖, max_t ‖x_t‖²).
+        Four rows at a time (each accumulator is loaded and stored once per four rows)."""
+        n, w = x.shape
+        a1, a2, a3, a4 = acc[0], acc[1], acc[2], acc[3]
+        norms, top = 0.0, 0.0
+        t = 0
+        while t + 3 < n:
+            r0, r1, r2, r3 = x[t], x[t + 1], x[t + 2], x[t + 3]
+            s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
+            for j in range(w):
+                p, q, u, v = np.float64(r0[j]), np.float64(r1[j]), np.float64(r2[j]), np.float64(r3[j])
+                p2, q2, u2, v2 = p * p, q * q, u * u, v * v
+                a1[j] += (p + q) + (u + v)
+                a2[j] += (p2 + q2) + (u2 + v2)
+                a3[j] += (p2 * p + q2 * q) + (u2 * u + v2 * v)
+                a4[j] += (p2 * p2 + q2 * q2) + (u2 * u2 + v2 * v2)
+                s0 += p2
+                s1 += q2
+                s2 += u2
+                s3 += v2
+            norms += (math.sqrt(s0) + math.sqrt(s1)) + (math.sqrt(s2) + math.sqrt(s3))
+            top = max(top, s0, s1, s2, s3)
+            t += 4
+        while t < n:
+            row = x[t]
+            s = 0.0
+            for j in range(w):
+                v = np.float64(row[j])
+                v2 = v * v
+                a1[j] += v
+                a2[j] += v2
+                a3[j] += v2 * v
+                a4[j] += v2 * v2
+                s += v2
+            norms += math.sqrt(s)
+            top = max(top, s)
+            t += 1
+        return norms, top
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _select(a, k):  # pragma: no cover - compiled
+        """The k-th smallest (0-based) of a 1-D array, which it reorders (Hoare quickselect, median of 3)."""
+        lo, hi = 0, a.size - 1
+        while hi > lo:
+            mid = (lo + hi) // 2
+            if a[mid] < a[lo]:
+                a[mid], a[lo] = a[lo], a[mid]
+            if a[hi] < a[lo]:
+                a[hi], a[lo] = a[lo], a[hi]
+            if a[hi] < a[mid]:
+                a[hi], a[mid] = a[mid], a[hi]
+            p = a[mid]
+            i, j = lo, hi
+            while i <= j:
+                while a[i] < p:
+                    i += 1
+                while a[j] > p:
+                    j -= 1
+                if i <= j:
+                    a[i], a[j] = a[j], a[i]
+                    i += 1
+                    j -= 1
+            if k <= j:
+                hi = j
+            elif k >= i:
+                lo = i
+            else:
+                return a[k]
+        return a[k]
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _abs_median_bits(u, pick, half, buf):  # pragma: no cover - compiled
+        """Lower median of |v| for float32 v given as its bits u (uint32), returned as bits; 0xFFFFFFFF when v
+        holds a NaN. |v|'s bits (sign cleared) order as |v| does, so the work is integer. A fixed sample brackets
+        the median (its ranks half ± `half`); one vectorised pass counts the values below and up to the bracket;
+        a second copies the few inside into `buf` (one rarely taken branch) and a selection finds the median
+        there. A bracket that misses it (or overflows buf) selects on all of |v|."""
+        M, INF = np.uint32(0x7FFFFFFF), np.uint32(0x7F800000)
+        n = u.size
+        k = (n - 1) // 2
+        m = pick.size
+        s = np.empty(m, dtype=np.uint32)
+        for i in range(m):
+            s[i] = u[pick[i]] & M
+        lo = _select(s, m // 2 - half)
+        hi = _select(s, m // 2 + half)
+        below, upto, nan = 0, 0, 0
+        for i in range(n):
+            b = u[i] & M
+            below += b < lo
+            upto += b <= hi
+            nan += b > INF
+        if nan:
+            return np.uint32(0xFFFFFFFF)
+        j, inside = k - below, upto - below
+        if 0 <= j < inside <= buf.size:
+            width = np.uint32(hi - lo)
+            c = 0
+            for i in range(n):
+                b = u[i] & M
+                if np.uint32(b - lo) <= width:
+                    buf[c] = b
+                    c += 1
+            return _select(buf[:inside], j)
+        full = np.empty(n, dtype=np.uint32)
+        for i in range(n):
+            full[i] = u[i] & M
+        return _select(full, k)
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _abs_median_rows(u, pick, half, buf, out):  # pragma: no cover - compiled
+        """`_abs_median_bits` of each row of u [r, n] into out [r]."""
+        for r in range(u.shape[0]):
+            out[r] = _abs_median_bits(u[r], pick, half, buf)
+
+    @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+    def _angular(a, b, out, bn):  # pragma: no cover - compiled
+        """a, b [n, w]: out[t] = arccos(cos(a_t, b_t)) / π and bn[t] = ‖b_t‖, in float64 (a zero vector counts
+        as orthogonal, as `interp.collect.effect.angular` does)."""
+        n, w = a.shape
+        for t in range(n):
+            ra, rb = a[t], b[t]
+            d, na, nb = 0.0, 0.0, 0.0
+            for j in range(w):
+                x = np.float64(ra[j])
+                y = np.float64(rb[j])
+                d += x * y
+                na += x * x
+                nb += y * y
+            na, nb = math.sqrt(na), math.sqrt(nb)
+            bn[t] = nb
+            c = d / max(na * nb, 1e-300)
+            out[t] = math.acos(min(max(c, -1.0), 1.0)) / math.pi
+
+
+SAMPLE, HALF = 4096, 128  # median sample size; half-width of its bracket, in sample ranks (±4 sd of the rank)
+_PICKS: dict = {}
+
+
+def _pick(n: int) -> np.ndarray:
+    """Fixed sample positions for a row of n values (the same for every call: results do not vary)."""
+    if n not in _PICKS:
+        if len(_PICKS) > 256:
+            _PICKS.clear()
+        _PICKS[n] = torch.randint(0, n, (SAMPLE,), generator=torch.Generator().manual_seed(0)).numpy()
+    return _PICKS[n]
+
+
+def moments(x: torch.Tensor, acc: np.ndarray) -> tuple[float, float]:
+    """Rows x [n, w] (`usable`): acc [4, ≥w] float64 += Σx, Σx², Σx³, Σx⁴ per dim; returns (Σ_t ‖x_t‖, max_t
+    ‖x_t‖²) in float64 (a NaN row shows in the sums, not in the max)."""
+    return _moments(as_array(x), acc)
+
+
+def abs_median(v: torch.Tensor) -> float:
+    """torch.median(v.float().abs()) (the lower median) of a CPU tensor's values, exactly; NaN if v holds one.
+    Large v: a sampled bracket and two integer passes over float32 bits (see `_abs_median_bits`), no sort and
+    no |v| copy."""
+    a = as_array(v if v.dtype == torch.float32 else v.float()).reshape(-1)
+    n = a.size
+    if n <= 16384:
+        b = np.abs(a)
+        return float("nan") if np.isnan(b.max()) else float(np.partition(b, (n - 1) // 2)[(n - 1) // 2])
+    bits = _abs_median_bits(a.view(np.uint32), _pick(n), HALF, np.empty(max(n // 8, 4 * HALF), dtype=np.uint32))
+    return float(np.array([bits], dtype=np.uint32).view(np.float32)[0]) if bits != 0xFFFFFFFF else float("nan")
+
+
+def abs_medians(x: torch.Tensor) -> torch.Tensor:
+    """`abs_median` of each row of x [r, n] (CPU) -> float32 [r]."""
+    a = as_array(x if x.dtype == torch.float32 else x.float()).reshape(x.shape[0], -1)
+    r, n = a.shape
+    if n <= 16384:
+        return torch.tensor([abs_median(torch.from_numpy(row)) for row in a], dtype=torch.float32)
+    out = np.empty(r, dtype=np.uint32)
+    _abs_median_rows(a.view(np.uint32), _pick(n), HALF, np.empty(max(n // 8, 4 * HALF), dtype=np.uint32), out)
+    med = out.view(np.float32).copy()
+    med[out == 0xFFFFFFFF] = np.nan
+    return torch.from_numpy(med)
+
+
+def angular(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(arccos(cos(a_t, b_t)) / π, ‖b_t‖) per row of a, b [..., w] (`usable`), both float64 [...]."""
+    shape = a.shape[:-1]
+    A, B = as_array(a).reshape(-1, a.shape[-1]), as_array(b).reshape(-1, b.shape[-1])
+    out, bn = np.empty(len(A)), np.empty(len(A))
+    _angular(A, B, out, bn)
+    return torch.from_numpy(out).view(shape), torch.from_numpy(bn).view(shape)

@@ -1,0 +1,74 @@
+"""The fused CPU kernels against direct float64 / torch computations, and the collectors' torch form (what runs
+off CPU) against the same brute force as their kernel form."""
+import numpy as np
+import pytest
+import torch
+
+from interp.collect import kernels
+
+pytestmark = pytest.mark.skipif(not kernels.ENABLED, reason="numba not installed")
+
+
+def test_moments_match_float64():
+    g = torch.Generator().manual_seed(0)
+    for n, w in ((1, 7), (5, 33), (130, 64)):  # row counts around the kernel's four-row blocks
+        x = torch.randn(n, w, generator=g) * 3
+        x[0, 0] = 3000.0  # an outlier
+        acc = np.zeros((4, w + 3))
+        norms, top = kernels.moments(x, acc)
+        d = x.double()
+        for k in range(4):
+            np.testing.assert_allclose(acc[k, :w], (d ** (k + 1)).sum(0).numpy(), rtol=1e-12, atol=1e-9)
+        assert not acc[:, w:].any()
+        tok2 = (d ** 2).sum(1)
+        assert norms == pytest.approx(tok2.sqrt().sum().item(), rel=1e-12)
+        assert top == pytest.approx(tok2.max().item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [100, 16385, 65536, 100001])
+def test_abs_median_equals_torch_median(n):
+    g = torch.Generator().manual_seed(n)
+    cases = [torch.randn(n, generator=g), torch.randint(-4, 5, (n,), generator=g).float(),  # many ties
+             torch.sort(torch.randn(n, generator=g)).values,  # sorted
+             torch.cat([torch.zeros(n // 2), torch.full((n - n // 2,), -1e4)])]
+    for v in cases:
+        assert kernels.abs_median(v) == torch.median(v.abs()).item()
+    rows = torch.stack(cases)
+    assert torch.equal(kernels.abs_medians(rows), torch.stack([torch.median(v.abs()) for v in cases]))
+    v = cases[0].clone()
+    v[n // 3] = float("nan")
+    assert np.isnan(kernels.abs_median(v)) and torch.isnan(kernels.abs_medians(v[None]))[0]
+
+
+def test_angular_matches_float64():
+    from interp.collect.effect import angular
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(3, 5, 16, generator=g), torch.randn(3, 5, 16, generator=g)
+    b[0, 0] = a[0, 0] * 2  # parallel: angle 0
+    b[0, 1] = 0.0          # zero vector: orthogonal
+    ang, bn = kernels.angular(a, b)
+    torch.testing.assert_close(ang, angular(a.double(), b.double()), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bn, b.double().norm(dim=-1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["pre-ln", "post-ln", "peri-ln"])
+def test_torch_form_matches_brute_force(strategy, monkeypatch):
+    """With the kernels off (as on a GPU), the residual, massive and angle tables still match brute force."""
+    import interp.zoo as zoo
+    from interp.collect import LayerEffect, MassiveActivations, ResidualStats, collect
+    from test_collect_residual import brute, padded_tokens
+    model = zoo.build(strategy, n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=512)
+    toks, mask = padded_tokens(vocab=512)
+    on = collect(model, (toks, mask), [ResidualStats(), MassiveActivations(abs_threshold=1.0, ratio=2.0),
+                                       LayerEffect(skip=False)], batch_size=3, progress=False)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    off = collect(model, (toks, mask), [ResidualStats(), MassiveActivations(abs_threshold=1.0, ratio=2.0),
+                                        LayerEffect(skip=False)], batch_size=3, progress=False)
+    ref = brute(model, toks, mask)
+    df = off["residual"].set_index(["layer", "site"])
+    for key, r in ref.items():
+        for col in ("mean", "var", "rms", "token_norm_mean", "token_norm_max", "abs_max", "kurtosis"):
+            assert df.loc[key, col] == pytest.approx(r[col], rel=1e-5, abs=1e-6 * r["rms"]), (key, col)
+    for name in ("massive", "layer_effect"):  # the brute-force tests of these tables run the kernel form
+        a, b = on[name].select_dtypes("number"), off[name].select_dtypes("number")
+        np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
