@@ -235,8 +235,8 @@ def main() -> None:
                         f"rss tl_cache/plain {big}x": rss["tl_cache", big]["peak_rss_mb"] / rss["plain", big]["peak_rss_mb"]})
         rows[name] = row
         print(name, json.dumps({k: v for k, v in row.items() if k != "timing"}, indent=1), flush=True)
-    if not a.no_write:
-        print(write_result("collect_overhead", rows, threads=a.threads, description=__doc__.split("\n")[0]))
+        if not a.no_write:  # after each model: a long run interrupted later keeps what it measured
+            print(write_result("collect_overhead", rows, threads=a.threads, description=__doc__.split("\n")[0]))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ For each run: wall seconds, CPU seconds of the job and its workers, peak RSS, th
 after, every "<model>: <step> in <s> s" line of the run log and every task's CPU seconds. From the task CPU
 seconds it also projects the wall time on two otherwise idle cores (the tasks scheduled biggest first on two
 workers, plus the serial part) for this zoo and for a zoo of `--zoo-size` models (the mean zoo task repeated).
-Run: .venv/bin/python benchmarks/main_job.py [--repo /work/main] [--zoo-size 50] [--skip-cold]
+Run: .venv/bin/python benchmarks/main_job.py [--repo /work/main] [--zoo-size 50] [--skip-cold] [--small]
+(on an otherwise idle machine: the wall times are the point; --small checks the plumbing in a few minutes)
 """
 from __future__ import annotations
 
@@ -26,14 +27,25 @@ TASK = re.compile(r"^\[\s*([\d.]+) s\] task (.+): ([\d.]+) s CPU$")
 DONE = re.compile(r"main job done in ([\d.]+) s wall")
 
 
-def run_make(clone: Path, venv: Path, cache: Path) -> dict:
+def report_command(clone: Path, venv: Path, small: bool) -> list[str]:
+    """`make report` in `clone` with `venv`, whose install markers make must not remake (they are older than a
+    fresh clone's pyproject.toml, and remaking them would reinstall the package from the clone into `venv`);
+    with `small`, the job's smoke run (`interp report --default --small`) instead: a dry run of this script."""
+    if small:
+        return [str(venv / "bin" / "python"), "-m", "interp.cli", "report", "--default", "--small", "--force",
+                "-o", str(clone / "report" / "index.html")]
+    keep = [a for m in (".torch", ".installed", ".models") for a in ("-o", str(venv / m))]
+    return ["make", "-C", str(clone), *keep, "report", f"VENV={venv}"]
+
+
+def run_make(clone: Path, venv: Path, cache: Path, small: bool = False) -> dict:
     """`make report` in `clone` with the model cache at `cache`; its log parsed."""
     from timing import load_info
     env = {**os.environ, "INTERP_CACHE": str(cache), "PYTHONPATH": str(clone)}
     before, r0 = load_info(), resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.run(["make", "-C", str(clone), "report", f"VENV={venv}"], env=env, capture_output=True, text=True,
-                       check=False)
+    p = subprocess.run(report_command(clone, venv, small), env=env, capture_output=True, text=True, check=False,
+                       cwd=clone)
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode:
@@ -80,6 +92,8 @@ def main() -> None:
     ap.add_argument("--zoo-size", type=int, default=50)
     ap.add_argument("--skip-cold", action="store_true", help="only the warm run (the user's model cache)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--small", action="store_true",
+                    help="dry run: the job's smoke run (3 zoo models, MiniLM) instead of make report; implies --no-write")
     a = ap.parse_args()
     from record import write_result
     venv = (a.venv or a.repo / ".venv").resolve()
@@ -95,13 +109,13 @@ def main() -> None:
         runs.append(("warm", cache if not a.skip_cold else Path(os.environ.get("INTERP_CACHE") or
                                                                  Path.home() / ".cache" / "interp")))
         for label, c in runs:
-            r = run_make(clone, venv, c)
+            r = run_make(clone, venv, c, a.small)
             r["projection"] = project(r, a.zoo_size)
             out[label] = r
             print(label, {k: v for k, v in r.items() if k not in ("steps", "log_tail")}, flush=True)
     out["commit"] = commit
     out["budget_s"] = {"warm": 120, "cold": 240}
-    if not a.no_write:
+    if not (a.no_write or a.small):
         print(write_result("main_job", out, threads=1, description=__doc__.split("\n")[0]))
 
 

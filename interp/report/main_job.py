@@ -296,7 +296,9 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
 
     def finished(i: int, value, cpu: float) -> None:
         lines.extend(value[2])
-        lines.append(f"[{time.time() - log.t0:6.1f} s] task {' '.join(map(str, labelled[i][0]))}: {cpu:.1f} s CPU")
+        line = f"[{time.time() - log.t0:6.1f} s] task {' '.join(map(str, labelled[i][0]))}: {cpu:.1f} s CPU"
+        print(line, flush=True)  # on stdout too: benchmarks/main_job.py reads each task's CPU seconds from it
+        lines.append(line)
 
     done = run_tasks([t for _, t in labelled], workers, on_done=finished, threads=threads)
     by = {label: value for (label, _), value in zip(labelled, done)}
