@@ -53,8 +53,9 @@ res = interp.collect(smol, texts, [interp.collectors.MassiveActivations()], max_
 res2 = interp.collect(gemma, texts, [interp.collectors.MassiveActivations()], max_tokens=n_tok, progress=False)
 tables["massive"] = pd.concat([res["massive"], res2["massive"]]).rename(columns={"top1_mean": "top1"})
 colors = {"smollm2-135m": "#fdae6b", "gemma-3-270m": "#74c476"}
-for fig in (headroom_profile(tables, colors), safety_bars(tables, colors), int8_profile(tables, colors)):
-    fig.show()''',
+headroom_profile(tables, colors).show()
+safety_bars(tables, colors).show()
+int8_profile(tables, colors).show()''',
         md("**What to look for:** Gemma-3's Peri-LN normalizes what each sublayer *adds*, but nothing bounds the "
            "stream itself, and its embeddings are scaled by √d_model: the headroom falls below 1 mid-depth. "
            "SmolLM2's Pre-LN stream stays within fp16 but with under a decade to spare at its massive dimension, "
