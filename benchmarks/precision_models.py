@@ -4,7 +4,8 @@ Per model (interp.precision.check): the largest |x| over every residual site and
 the fp16 run stays finite (and where it overflows first), the loss change in bf16 / fp16 / int8 against fp32
 on the same tokens, the worst int8 per-tensor token error, LLM.int8() outlier features, and what each step cost.
 Site statistics: 16 × 128 held-out tokens (zoo) or 8 passages of ~600 characters (real models); end-to-end
-runs on the first --run-tokens of them.
+runs on the first --run-tokens of them. `results` maps each model's name to its record, so the docs quote a
+model by name (docs/numbers_from_json.py), whatever the zoo holds when this runs.
 Run: .venv/bin/python benchmarks/precision_models.py [--zoo data/zoo] [--real smollm2-135m,gemma-3-270m,...]
 """
 from __future__ import annotations
@@ -70,7 +71,7 @@ def main() -> None:
         print(rows[-1]["model"], rows[-1]["fp16_headroom"], rows[-1]["fp16_overflow_at"], flush=True)
         del model
     from record import write_result
-    print(write_result("precision_models", rows, threads=a.threads, description=(
+    print(write_result("precision_models", {r["model"]: r for r in rows}, threads=a.threads, description=(
         "precision verdict per model (interp.precision.check): max |x| over every residual site, fp16 headroom, "
         "fp16 run finite or where it overflows first, loss change in bf16 / fp16 / int8 vs fp32 on the same tokens "
         "(nats; encoders: relative error of the hidden states), seconds per step")))
