@@ -169,6 +169,29 @@ def test_cli_prints_the_verdict(capsys):
     assert main(["precision", "no/such/model", "-q"]) == 1
 
 
+@pytest.mark.skipif(not (interp.data.DATA_DIR / "zoo" / "pre-ln" / "model.safetensors").is_file(),
+                    reason="no shipped zoo")
+def test_cli_saves_what_the_report_shows(tmp_path, capsys):
+    d, out = str(interp.data.DATA_DIR / "zoo" / "pre-ln"), tmp_path / "pre-ln-precision"
+    args = ["precision", d, "--texts", "2", "--chars", "200", "--run-tokens", "64", "-q", "-o", str(out)]
+    assert main(args) == 0
+    from interp.collect.results import Results
+    saved = Results.load(out)
+    assert set(saved.tables) == {"precision", "precision_outliers", "precision_runs"}
+    assert list(saved["precision_runs"]["format"]) == ["bf16", "fp16", "int8"]
+    capsys.readouterr()
+    assert main(args) == 1  # an earlier result is replaced only with --force
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--force" in err[0]
+    assert main(args + ["--force"]) == 0
+    html = tmp_path / "r.html"
+    assert main(["report", str(out), "-o", str(html)]) == 0
+    sec = html.read_text()
+    sec = sec[sec.index('id="precision"'):]
+    sec = sec[:sec.index("<section", 10)] if "<section" in sec[10:] else sec
+    assert "fp16 safety and the loss change" in sec and sec.count("Plotly.newPlot") == 3
+
+
 @pytest.mark.slow
 def test_gemma3_is_not_fp16_safe_where_plain_transformers_overflows():
     model = interp.load_model("gemma-3-270m").eval()

@@ -3,10 +3,12 @@
     interp precision smollm2-135m
     interp precision gemma-3-270m --formats fp16 --run-tokens 64
     interp precision data/zoo/pre-ln --data texts.txt --max-tokens 4096
+    interp precision smollm2-135m -o runs/smollm2-precision && interp report runs/smollm2-precision -o r.html
 
 Site statistics (max |x|, headroom, rounding and int8 errors at every residual site) come from one fp32 pass
 of the Precision collector; the loss in bf16 / fp16 / int8 from end-to-end runs on the first --run-tokens
-tokens (fp16 matrix products are slow on a CPU; see interp/precision/lowp.py).
+tokens (fp16 matrix products are slow on a CPU; see interp/precision/lowp.py). With -o, every table (site
+statistics, outlier features, end-to-end runs) is saved as a results directory that `interp report` reads.
 """
 from __future__ import annotations
 
@@ -68,6 +70,10 @@ def run(a: argparse.Namespace) -> None:
         raise ValueError(f"--formats: unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)} or 'none'")
     if a.linear not in LINEAR_MODES:
         raise ValueError(f"--linear must be one of {', '.join(LINEAR_MODES)} (got {a.linear})")
+    if a.out:
+        from interp.collect.results import KIND
+        from interp.outputs import check_dir_target
+        check_dir_target(a.out, KIND, a.force)  # refuse a protected -o before any work (interp/outputs.py)
     import torch
     torch.set_num_threads(a.threads)
     texts = _texts(a)
@@ -77,6 +83,8 @@ def run(a: argparse.Namespace) -> None:
     chk = check(model, texts, formats, batch_size=a.batch_size, max_tokens=a.max_tokens, run_tokens=a.run_tokens,
                 linear=a.linear, progress=not a.quiet)
     print_check(chk)
+    if a.out:
+        print(f"\nsaved {chk.results().save(a.out, force=a.force)} (interp report reads it)")
 
 
 def register(sub) -> None:
@@ -92,6 +100,10 @@ def register(sub) -> None:
                    help="end-to-end formats: bf16, fp16, int8, int8-token, comma-separated, or 'none'")
     p.add_argument("--linear", default="fp32-accumulate",
                    help="fp16 nn.Linear: fp32-accumulate (GPU GEMM semantics, fast here) or native (torch's fp16 GEMM)")
+    p.add_argument("-o", "--out", default=None,
+                   help="also save every table as a results directory (for interp report); must not exist, be "
+                        "empty, or be an earlier result with --force")
+    p.add_argument("--force", action="store_true", help="replace an earlier results directory at --out")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -6,6 +6,7 @@ The Precision collector on `data` (site statistics, one fp32 pass) and the end-t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -15,15 +16,25 @@ from interp.precision.verdict import verdicts
 
 @dataclass
 class PrecisionCheck:
-    """The three tables of one model: `sites` (collector), `outliers` (LLM.int8() features), `runs`, `verdict`."""
+    """The tables of one model: `sites` (collector), `outliers` (LLM.int8() features), `runs`, `verdict`;
+    `collected` is the collector's `Results` (card, meta, mergeable state)."""
 
     sites: pd.DataFrame
     outliers: pd.DataFrame
     runs: pd.DataFrame
     verdict: pd.DataFrame
+    collected: Any = None
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {"precision": self.sites, "precision_outliers": self.outliers, "precision_runs": self.runs}
+
+    def results(self):
+        """A `Results` holding every table (the runs too, when there are any): `.save(dir)` writes what
+        `interp report DIR` reads."""
+        from interp.collect.results import Results
+        c = self.collected
+        tables = {k: v for k, v in self.tables().items() if k != "precision_runs" or len(v)}
+        return Results(tables=tables, card=c.card, meta=dict(c.meta), states=c.states)
 
 
 def check(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batch_size: int = 4,
@@ -40,4 +51,4 @@ def check(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batch_size: i
         runs = precision_runs(model, data, formats, batch_size=batch_size, max_tokens=budget, linear=linear,
                               progress=progress)
     return PrecisionCheck(res["precision"], res["precision_outliers"], runs,
-                          verdicts(res["precision"], runs if len(runs) else None))
+                          verdicts(res["precision"], runs if len(runs) else None), res)
