@@ -299,7 +299,7 @@ class Trainer:
         if status == "nan":
             print(f"interp train: {msg}", file=sys.stderr)
         if self.run_dir is not None:   # the full log up to the stop, next to the checkpoints
-            from interp.zoo.io import atomic_write_bytes
+            from interp.outputs import atomic_write_bytes
             for name, df in (("steps.parquet", self.steps_frame()), ("layers.parquet", self.layers_frame())):
                 tmp = self.run_dir / f".{name}.tmp"
                 df.to_parquet(tmp, index=False)

@@ -96,7 +96,7 @@ def state_sha256(model: torch.nn.Module) -> str:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    from interp.zoo.io import atomic_write_bytes
+    from interp.outputs import atomic_write_bytes
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
 
 

@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from interp.outputs import LEGACY, atomic_write_bytes, check_dir_target, install_dir, temp_dir  # noqa: F401
+from interp.outputs import LEGACY, check_dir_target, install_dir, temp_dir
 from interp.zoo.config import ZooConfig
 from interp.zoo.model import ZooModel
 
