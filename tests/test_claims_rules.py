@@ -178,6 +178,20 @@ def _variance_rise(c, vals):  # per seed: the subject's variance rises by e^v at
     return {"cards": zoo_cards(c.zoo[0], c.reference), "dynamics_seq": pd.DataFrame(rows)}
 
 
+def _cond_param_ratio(c, vals):  # exact: the subject has e^v times the reference's 1000 conditioning parameters
+    rows = [{"model": c.zoo[0] + s, "cond_params": round(1000 * math.exp(vals[0]))} for s in SEEDS]
+    rows += [{"model": c.reference + s, "cond_params": 1000} for s in SEEDS]
+    return {"cards": zoo_cards(c.zoo[0], c.reference), "mdlm_cond_params": pd.DataFrame(rows)}
+
+
+def _mdlm_nelbo(c, vals):  # per seed: every held-out sequence's bound is 3 + v for the subject, 3 for the reference
+    rows = []
+    for s, v in zip(SEEDS, vals):
+        rows += [{"model": c.zoo[0] + s, "seq": q, "nelbo": 3.0 + v} for q in range(4)]
+        rows += [{"model": c.reference + s, "seq": q, "nelbo": 3.0 + 1e-3 * q} for q in range(4)]
+    return {"cards": zoo_cards(c.zoo[0], c.reference), "mdlm_seq": pd.DataFrame(rows)}
+
+
 LADDER = [10.0 ** (k / 2 - 3) for k in range(10)]  # ×√10 rungs
 
 
@@ -209,7 +223,8 @@ MAKERS = {"stable_lr_steps": _stable_lr, "lr_sensitivity": _lr_sensitivity, "max
           "grad_late_early": lambda c, v: _grads(c, v, "grad_late_early"), "grad_spike_rate": _spikes,
           "bstat_fluctuation": _bstat, "growth_shape": _growth_shape, "speedup": _speedup,
           "equivalence_error": _equivalence, "ln_removal_cost": _ln_removal, "massive_fraction": _massive,
-          "ablation_delta": _ablation, "fp16_headroom": _fp16_headroom, "variance_rise": _variance_rise}
+          "ablation_delta": _ablation, "fp16_headroom": _fp16_headroom, "variance_rise": _variance_rise,
+          "cond_param_ratio": _cond_param_ratio, "mdlm_nelbo": _mdlm_nelbo}
 
 
 def _sides(c):
@@ -217,6 +232,8 @@ def _sides(c):
     r, t = c.rule, c.rule.threshold
     if c.metric == "equivalence_error":
         return [1e-12], [1e-3], None                     # exact: no interval can straddle
+    if c.metric == "cond_param_ratio":                   # exact parameter counts: no interval can straddle
+        return [math.log(0.01)], [0.0], None
     if c.metric == "growth_shape":
         yes, no = ([1, 1, 1], [-1, -1, -1]) if r.op == ">" else ([-1, -1, -1], [1, 1, 1])
         return yes, no, [1, -1, 1]
