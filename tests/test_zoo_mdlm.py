@@ -1,5 +1,6 @@
 """The masked-diffusion presets (mdlm-tdln, mdlm-adaln, mdlm-ln) against a plain-torch forward written here from
-MDLM's, DiT's and DiMR's equations: bidirectional attention, [MASK] = d_vocab, and the three ways t enters."""
+MDLM's, DiT's, DiMR's and RoFormer's equations: bidirectional attention, [MASK] = d_vocab, rotary positions, and the
+three ways t enters."""
 import math
 
 import pytest
@@ -33,14 +34,16 @@ def ref_forward(model, tokens, t):
     d, V = c.d_model, c.d_vocab
     is_mask = (tokens == V)[..., None]
     x = torch.where(is_mask, sd["mask_embed"], sd["embed.weight"][tokens.clamp(max=V - 1)])
-    x = x + sd["pos_embed.weight"][torch.arange(n)]
+    assert c.positions == "rotary" and "pos_embed.weight" not in sd  # positions enter only through q·k
     silu = lambda a: a * torch.sigmoid(a)
     lin = lambda h, p: h @ sd[p + ".weight"].T + sd[p + ".bias"]
     emb = None
-    if c.t_embed != "none":  # DiT TimestepEmbedder on 1000·t: [cos, sin] of 128 frequencies 10⁴^(−k/128)
+    if c.t_embed != "none":  # DiT TimestepEmbedder on 1000·t: [cos, sin] of 128 frequencies 10⁴^(−k/128), unit norm
         freqs = torch.tensor([10000.0 ** (-k / 128) for k in range(128)], dtype=x.dtype)
         args = 1000 * t[:, None] * freqs
-        emb = lin(silu(lin(torch.cat([args.cos(), args.sin()], -1), "t_embed.mlp.0")), "t_embed.mlp.2")
+        feats = torch.cat([args.cos(), args.sin()], -1)
+        feats = feats / feats.norm(dim=-1, keepdim=True)  # cos² + sin² = 1 per frequency: norm √128 before
+        emb = lin(silu(lin(feats, "t_embed.mlp.0")), "t_embed.mlp.2")
         if c.t_embed == "add":
             x = x + emb[:, None]
 
@@ -55,9 +58,17 @@ def ref_forward(model, tokens, t):
         shift, scale = (silu(emb) @ sd[p + "mod_w"].T + sd[p + "mod_b"]).split(d, -1)  # adaLN: modulate(x̂)
         return _ln(h) * (1 + scale[:, None]) + shift[:, None]
 
+    def rope(y):  # RoFormer as a complex product: channel pair (j, j + dh/2) is one number times e^{i·pos·θ_j}
+        half = y.shape[-1] // 2
+        theta = torch.tensor([10000.0 ** (-j / half) for j in range(half)], dtype=torch.float64)
+        z = torch.complex(y[..., :half], y[..., half:]) * torch.polar(torch.ones(n, half, dtype=torch.float64),
+                                                                      torch.arange(n)[:, None] * theta)
+        return torch.cat([z.real, z.imag], -1)
+
     def attn(p, h):  # bidirectional: no mask at all
         q, k, v = lin(h, p + ".qkv").split(d, -1)
         q, k, v = (y.view(b, n, c.n_heads, -1).transpose(1, 2) for y in (q, k, v))
+        q, k = rope(q), rope(k)
         z = ((q @ k.transpose(-1, -2) / math.sqrt(c.d_head)).softmax(-1) @ v).transpose(1, 2).reshape(b, n, d)
         return lin(z, p + ".out")
 
@@ -110,7 +121,7 @@ def test_adaln_zero_starts_with_inert_blocks_and_an_unmodulated_final_norm():
     """DiT's adaLN-Zero: gates and modulation are zero at init, so the logits are LN(embedding) · Eᵀ for every t."""
     model = build("mdlm-adaln", **SMALL).double().eval()
     tokens = torch.randint(0, 53, (2, 7))
-    x = model.embed.weight[tokens] + model.pos_embed.weight[:7]
+    x = model.embed.weight[tokens]  # rotary positions: no position embedding
     want = _ln(x) @ model.embed.weight.T
     for t in (0.0, 0.9):
         torch.testing.assert_close(model(tokens, cond=torch.tensor([t, t])), want)

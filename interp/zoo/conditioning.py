@@ -8,8 +8,15 @@ from torch import nn
 
 
 class TimeEmbedding(nn.Module):
-    """DiT's TimestepEmbedder: t [b] → sinusoidal features of 1000·t (n_freq of them, periods up to 10⁴) →
-    Linear → SiLU → Linear → [b, d]. t ∈ [0, 1] is scaled to DiT's 0..1000 timestep range."""
+    """DiT's TimestepEmbedder: t [b] → sinusoidal features of 1000·t (n_freq of them, periods up to 10⁴), scaled to
+    unit norm → Linear → SiLU → Linear → [b, d]. t ∈ [0, 1] is scaled to DiT's 0..1000 timestep range.
+
+    DiT feeds the features raw (norm √(n_freq/2) = 11.3). The features are the same at every position and smooth in
+    t, so Adam moves all n_freq weights into a hidden unit together: each step changes it by about lr·Σ|f_k| (0.25 at
+    the zoo's lr 2e-3 with raw features). Added to the stream (t_embed="add"), that embedding then outgrew the token
+    embeddings within ~50 steps and the model stopped using the context (the first mdlm-ln: t-embedding norm 62,
+    token embeddings 1.6, masked CE equal to the unigram entropy at every t). Unit-norm features make that step
+    11× smaller; the tests/test_mdlm_learns.py run learns with them and does not without."""
 
     def __init__(self, d: int, n_freq: int = 256, t_scale: float = 1000.0, max_period: float = 10_000.0):
         super().__init__()
@@ -17,12 +24,13 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(n_freq, d), nn.SiLU(), nn.Linear(d, d))
 
     def features(self, t: torch.Tensor) -> torch.Tensor:
-        """[cos(1000·t·f_k), sin(1000·t·f_k)], f_k = max_period^(−k/half), k < half = n_freq/2: [b, n_freq]."""
+        """[cos(1000·t·f_k), sin(1000·t·f_k)] / √half, f_k = max_period^(−k/half), k < half = n_freq/2: [b, n_freq]
+        (unit norm)."""
         half = self.n_freq // 2
         dtype = self.mlp[0].weight.dtype
         freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
         args = (self.t_scale * t.to(dtype))[:, None] * freqs[None]
-        return torch.cat([torch.cos(args), torch.sin(args)], -1)
+        return torch.cat([torch.cos(args), torch.sin(args)], -1) / math.sqrt(half)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:  # [b] -> [b, d]
         return self.mlp(self.features(t))

@@ -4,7 +4,9 @@ Hook names follow TransformerLens (see docs/hooks.md for the full list and shape
 carried stream is normalized; the un-normalized sum x + F(x) is `blocks.{l}.ln1.hook_in` / `ln2.hook_in`
 (DeepNorm: α·x + F(x)). With QK-norm, `blocks.{l}.attn.q_norm.hook_in` is the raw query projection
 [b, t, h, dh], `hook_scale` its RMS per token and head [b, t, h, 1], and `attn.hook_q` the normalized query
-that enters q·k (the same for k_norm / hook_k).
+that enters q·k (the same for k_norm / hook_k). With rotary positions (`positions="rotary"`), `hook_q` / `hook_k`
+are the rotated query and key, again what enters q·k, and `hook_pos_embed` carries zeros (there is no position
+embedding; its term in an embedding decomposition is 0).
 """
 from __future__ import annotations
 
@@ -22,6 +24,17 @@ from interp.sites import LayerSites, SiteMap
 from interp.tl.native import TransformerLensNative
 from interp.zoo.conditioning import TimeEmbedding
 from interp.zoo.config import ZooConfig
+
+
+def rotate(x: torch.Tensor, pos: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
+    """RoPE (Su et al. 2021) in the half-split layout (GPT-NeoX, MDLM's DiT): channel k and k + dh/2 of each head
+    form a pair rotated by pos·base^(−k/(dh/2)). x [b, t, h, dh]; pos [t] or [b, t] (positions) → [b, t, h, dh]."""
+    half = x.shape[-1] // 2
+    inv = base ** (-torch.arange(half, dtype=torch.float64, device=x.device) / half)
+    ang = (pos.to(torch.float64)[..., None] * inv).to(x.dtype)  # [t, half] or [b, t, half]
+    cos, sin = ang.cos()[..., None, :], ang.sin()[..., None, :]  # broadcast over heads
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
 
 
 class Attention(nn.Module):
@@ -44,12 +57,19 @@ class Attention(nn.Module):
         self.qk_norm = cfg.qk_norm
         if cfg.qk_norm:  # RMSNorm over each head's d_head, one gain shared by the heads
             self.q_norm, self.k_norm = RMSNorm(cfg.d_head, eps=cfg.norm_eps), RMSNorm(cfg.d_head, eps=cfg.norm_eps)
+        self.rotary = cfg.positions == "rotary"
+        self.positions: torch.Tensor | None = None  # rotary: [t] or [b, t], set by the model before a forward
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         b, t, _ = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.d_head).unbind(2)
         if self.qk_norm:  # QK-norm: q, k [b, t, h, dh] each divided by its RMS over dh
             q, k = self.q_norm(q), self.k_norm(k)
+        if self.rotary:  # RoPE on q, k (after QK-norm, as Qwen3 / OLMo-2 do)
+            pos = self.positions
+            if pos is None or pos.shape[-1] != t:  # called on its own: positions 0..t-1
+                pos = torch.arange(t, device=x.device)
+            q, k = rotate(q, pos), rotate(k, pos)
         return self.attend(q, k, v, mask)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -143,7 +163,8 @@ class ZooModel(TransformerLensNative):
         super().__init__()
         self.cfg, self.tokenizer = cfg, tokenizer
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
-        self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model)
+        if cfg.positions == "learned":
+            self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model)
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()  # [b, t, d]
         self.blocks = nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layers))
         if cfg.final_norm:
@@ -196,7 +217,12 @@ class ZooModel(TransformerLensNative):
         for n in self._norms:
             n.token_mask, n.cond = attention_mask, cond
         emb = self.embed(tokens) if self.cfg.objective != "mdlm" else self._embed_masked(tokens)
-        x = self.hook_embed(emb) + self.hook_pos_embed(self.pos_embed(pos).expand(b, t, -1))
+        if self.cfg.positions == "rotary":  # positions enter q·k in every attention; no embedding (zeros)
+            for block in self.blocks:
+                block.attn.positions = pos
+            x = self.hook_embed(emb) + self.hook_pos_embed(torch.zeros_like(emb))
+        else:
+            x = self.hook_embed(emb) + self.hook_pos_embed(self.pos_embed(pos).expand(b, t, -1))
         if self.cfg.t_embed != "none":
             x = self._condition(x, cond)
         for block in self.blocks:
