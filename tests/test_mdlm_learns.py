@@ -3,10 +3,9 @@
 Each sequence is BOS then a block of K tokens drawn uniformly from V − 1 symbols, repeated R times (x_i = x_{i+K}).
 A masked token with a visible copy is determined by it (cross-entropy 0); one whose copies are all masked is
 uniform (ln(V − 1) nats, also the unigram entropy: what a model that ignores the context gets). So at mask rate t
-the optimum masked cross-entropy is below t·ln(V − 1), far below ln(V − 1). The first zoo MDLMs stayed on
-ln(V − 1) here (and on the unigram entropy of the corpus): learned absolute positions left bidirectional attention
-unable to find the copies at offset ±K, and mdlm-ln's added t-embedding (raw sinusoidal features under Adam)
-outgrew the token embeddings. The copies' identity is the reference for a second check: at a masked position the
+the optimum masked cross-entropy is below t·ln(V − 1), far below ln(V − 1). With DiT's raw sinusoidal features
+mdlm-ln's added t-embedding outgrew the token embeddings under Adam and the model reached only 1.33 nats here
+(0.11 with the unit-norm features; ln 15 = 2.71). The copies' identity is the reference for a second check: at a masked position the
 prediction is the token of its copies, and changing the copies changes it.
 """
 import math
