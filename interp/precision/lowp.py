@@ -18,7 +18,7 @@ from torch import nn
 
 LINEAR_MODES = ("fp32-accumulate", "native")
 FP32_ACCUMULATE_NOTE = ("nn.Linear: fp16 inputs and weights, products accumulated in fp32 and rounded to fp16 "
-                        "(GPU GEMM semantics, emulated by upcasting: torch's CPU fp16 GEMM is ~30x slower)")
+                        "(GPU GEMM semantics, emulated by upcasting: torch's CPU fp16 GEMM is much slower)")
 
 
 def _strip_hooks(hf: nn.Module, ids: set[int]) -> None:

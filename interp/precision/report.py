@@ -175,9 +175,9 @@ def section(t: dict, colors: Colors, make_section, make_table) -> dict:
     tab = delta_table(t)
     return make_section("precision", "Precision: fp16, bf16 and int8", INTRO,
                         {"precision": "run interp collect with interp.collectors.Precision",
-                         "precision_runs": "end-to-end runs (interp precision MODEL)"}, t,
+                         "precision_runs": "end-to-end runs (interp precision MODEL -o DIR)"}, t,
                         figs=[headroom_profile(t, colors), safety_bars(t, colors), int8_profile(t, colors)],
                         tables=[make_table(tab, "Per model: fp16 safety and the loss change in each format (Δ in "
-                                                "nats vs fp32; encoders: relative error of the final hidden states; "
+                                                "nats vs fp32; encoders and MDLM: relative error of the output; "
                                                 "inf: the fp16 run overflowed)", swatches=colors)]
                         if len(tab) else [], notes=notes(t))
