@@ -47,5 +47,6 @@ def estimate(stat: Stat, subject: Subject, ref: Subject | None = None, n_seqs: i
             few = [s for s in (subject, ref) if s is not None and len(s.models) < 2]
             how += f"; {' and '.join(s.label for s in few)} with one seed: seed spread not included"
         return Estimate(value, lo, hi, how, n_seqs)
-    why = "one seed and no per-sequence numbers: no interval" if len(subject.models) < 2 else "no interval"
+    one = "one seed" if subject.kind == "zoo" else "one model"
+    why = f"{one} and no per-sequence numbers: no interval" if len(subject.models) < 2 else "no interval"
     return Estimate(value, method=why, n=len(subject.models))
