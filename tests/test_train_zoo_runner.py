@@ -46,6 +46,27 @@ def test_queue_trains_every_job_once_and_records_it(tiny_zoo):
     assert (model.card.name, model.card.strategy, model.card.extra["seed"]) == ("pre-ln.seed1", "pre-ln", 1)
 
 
+def test_a_model_of_a_changed_preset_is_trained_again(tiny_zoo, monkeypatch, tmp_path):
+    """A finished model whose preset has since changed (a field set differently, or a new field whose default
+    differs from the preset) is not done: the queue retrains it instead of keeping the stale weights."""
+    out = tiny_zoo[0]
+    assert zoo_runner.is_done(out, "no-norm", 0, 5)
+    from interp.zoo import STRATEGIES
+    monkeypatch.setitem(STRATEGIES, "no-norm", {**STRATEGIES["no-norm"], "positions": "rotary"})
+    assert not zoo_runner.is_done(out, "no-norm", 0, 5)
+    # a field saved before it existed counts as its default
+    import shutil
+    old = tmp_path / "zoo"
+    shutil.copytree(out / "no-norm", old / "no-norm")
+    saved = json.loads((old / "no-norm" / "config.json").read_text())
+    del saved["config"]["positions"]
+    (old / "no-norm" / "config.json").write_text(json.dumps(saved))
+    monkeypatch.setitem(STRATEGIES, "no-norm", {**STRATEGIES["no-norm"], "positions": "learned"})
+    assert zoo_runner.is_done(old, "no-norm", 0, 5)
+    monkeypatch.setitem(STRATEGIES, "no-norm", {**STRATEGIES["no-norm"], "positions": "rotary"})
+    assert not zoo_runner.is_done(old, "no-norm", 0, 5)
+
+
 def test_seeds_differ_and_step_zero_is_the_seeds_init(tiny_zoo):
     out = tiny_zoo[0]
     m0, m1 = interp.zoo.load(out / "pre-ln"), interp.zoo.load(out / "pre-ln.seed1")

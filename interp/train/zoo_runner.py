@@ -49,10 +49,24 @@ def is_done(out: Path, strategy: str, seed: int, steps: int) -> bool:
     p = Path(out) / model_name(strategy, seed) / "config.json"
     if not p.is_file():
         return False
-    t = json.loads(p.read_text()).get("training", {})
+    saved = json.loads(p.read_text())
+    t = saved.get("training", {})
     cfg, _ = exception_config(strategy, zoo_train_config(steps, seed=seed))
     return (t.get("status") == "done" and t.get("seed") == seed and t.get("strategy") == strategy
-            and t.get("config") == json.loads(json.dumps(cfg.to_dict())))
+            and t.get("config") == json.loads(json.dumps(cfg.to_dict()))
+            and _preset_matches(strategy, saved.get("config", {})))
+
+
+def _preset_matches(strategy: str, model_cfg: dict) -> bool:
+    """Whether a saved model config has every field its preset sets now (a field saved before it existed counts
+    as its default): a preset changed since training (e.g. MDLM's rotary positions) makes the model stale."""
+    import dataclasses
+
+    from interp.zoo import STRATEGIES
+    from interp.zoo.config import ZooConfig
+    defaults = {f.name: f.default for f in dataclasses.fields(ZooConfig)}
+    preset = json.loads(json.dumps(STRATEGIES.get(strategy, {})))
+    return all(model_cfg.get(k, defaults.get(k)) == v for k, v in preset.items())
 
 
 def held(runs: Path) -> set[str]:
