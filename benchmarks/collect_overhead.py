@@ -200,6 +200,9 @@ def main() -> None:
     ap.add_argument("--memory-models", default="smollm2-135m,zoo",
                     help="models whose peak RSS is measured (fresh subprocesses; '' for none)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results alone")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other models' rows already in benchmarks/results/collect_overhead.json (each row "
+                         "records the command that measured it)")
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "MODEL", "SCALE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     import torch
@@ -211,13 +214,19 @@ def main() -> None:
     from record import write_result
     from timing import load_info
     rows = {}
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "collect_overhead.json")
+    if a.merge and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        rows = {k: {"command": old.get("command"), "date": old.get("date"), **v} for k, v in old["results"].items()}
     for name in a.models.split(","):
         before = load_info()
         t = timing(name, a.batch, a.seq, a.repeats, a.time_batches)
         row = {"tokens_per_batch": a.batch * a.seq, "timed_batches": a.time_batches, "repeats": a.repeats,
                **{f"{k}/plain (cpu, median)": v["median"] for k, v in t["ratio_cpu"].items()},
                **{f"{k}/plain (wall, median)": v["median"] for k, v in t["ratio_wall"].items()},
-               "nnsight": have_nnsight(), "timing": t, "load_before": before, "load_after": load_info()}
+               "nnsight": have_nnsight(), "timing": t, "load_before": before, "load_after": load_info(),
+               "command": " ".join(["python", "benchmarks/collect_overhead.py", *sys.argv[1:]])}
         if name in a.memory_models.split(","):
             rss = {}
             for mode in ("plain", "collect", "tl_cache"):
