@@ -272,6 +272,20 @@ def test_rule_flips_and_straddle_is_inconclusive(key):
         assert r["lo"] <= c.rule.threshold <= r["hi"] or c.rule.op == "within"
 
 
+def test_models_that_learned_nothing_are_not_compared():
+    """Two MDLMs whose bound sits at the unigram cross-entropy (a context-free predictor's bound, from the shipped
+    manifest) would 'match' each other; the comparison is not testable and the reason names the stuck model."""
+    from interp.analysis.diffusion import _unigram_xent
+    base = _unigram_xent()
+    if base is None:
+        pytest.skip("no shipped zoo manifest")
+    c = CLAIMS["tdln_matches_adaln"]
+    tables = _mdlm_nelbo(c, [0.0] * len(SEEDS))
+    tables["mdlm_seq"]["nelbo"] += base - 3.0  # both models at the unigram level
+    r = {r["model"]: r for r in evaluate_claim(c, tables)}[c.zoo[0]]
+    assert r["verdict"] == NOT_TESTABLE and "did not learn" in r["reason"], r
+
+
 def test_every_claim_is_not_testable_without_numbers():
     cards = pd.concat([zoo_cards(g) for g in {g for c in CLAIMS.values() for g in c.zoo + ((c.reference,) if c.reference else ())}]
                       + [real_cards()])

@@ -24,6 +24,19 @@ def _seq_nelbo(t, model: str) -> np.ndarray:
     return rows.sort_values("seq")["nelbo"].to_numpy(dtype=float)
 
 
+def _unigram_xent() -> float | None:
+    """Held-out cross-entropy of the zoo's training unigram (data/zoo/manifest.json), the MDLM bound of a model that
+    ignores the context: with the linear schedule E_t[(1/t)·E|masked|·H]/L = H. None when no manifest is shipped."""
+    import json
+
+    from interp.data import DATA_DIR
+    p = DATA_DIR / "zoo" / "manifest.json"
+    try:
+        return float(json.loads(p.read_text())["baselines_nats_per_token"]["unigram_xent_val"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 @metric("mdlm_nelbo", "held-out MDLM bound E_t[(1/t)·Σ_masked CE]/L on the validation books (midpoint rule over "
         "10 values of t); with a reference, the difference", "MDLM (Sahoo et al. 2024) eq. 10, linear schedule",
         "nats/token")
@@ -31,6 +44,11 @@ def mdlm_nelbo(t, subject: Subject, ref: Subject | None = None):
     """Held-out NELBO of subject (minus reference)."""
     models = subject.models + (ref.models if ref else ())
     arrays = {m: _seq_nelbo(t, m) for m in models}
+    base = _unigram_xent()
+    stuck = [m for m, a in arrays.items() if base is not None and not a.mean() < base]
+    if ref is not None and stuck:  # equal losses of models that learned nothing say nothing about conditioning
+        raise NotTestable(f"{', '.join(stuck)} did not learn: held-out bound not below the unigram cross-entropy "
+                          f"{base:.3f} nats/token (a context-free predictor's bound)")
     n = {len(a) for a in arrays.values()}
     n_seqs = n.pop() if len(n) == 1 else 0
 
