@@ -13,7 +13,8 @@ from interp.collect.massive import _AblationRun
 from interp.collect.objective import is_causal, loss_terms
 from interp.collect.variants import run_variants
 
-PLACEMENTS = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm", "pre-rmsnorm", "powernorm"]
+PLACEMENTS = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm", "pre-rmsnorm", "powernorm",
+              "td-ln", "mdlm-tdln", "mdlm-adaln", "mdlm-ln"]  # the last four keep per-forward conditioning state
 LENGTHS = (9, 4, 7)
 
 

@@ -10,7 +10,8 @@ tiled tokens, with each block's `forward` swapped for one that
   - writes the variants that start at this block into their rows,
   - runs the block only on the rows of variants that have started (variants are ordered by depth, so those
     rows are a leading slice of the batch: a view, and every batch-shaped argument the model passes to the
-    block — attention mask, rotary tables, position ids, relative-position bias — is sliced the same way),
+    block — attention mask, rotary tables, position ids, relative-position bias — is sliced the same way, and
+    so is per-forward state the model sets on the block's modules: the zoo's conditioning and rotary positions),
   - leaves the other rows untouched.
 Blocks before the first start run on no rows at all. The embedding, the masks and the model's tail (final
 norm, unembedding, soft-capping, whatever the model does) run on all rows as the model itself does them, so
@@ -52,6 +53,26 @@ def _slice(obj, rows: int, batch: int):
     return obj
 
 
+@contextlib.contextmanager
+def _sliced_state(layer: nn.Module, rows: int, batch: int) -> Iterator[None]:
+    """Within the block, per-forward tensors the model set on the block's modules as plain attributes (not
+    parameters or buffers) whose leading dimension is the tiled batch are cut to their first `rows` rows, like the
+    block's arguments: the zoo's conditioning (adaLN `cond`, the norms' `cond` and `token_mask`) and rotary
+    positions. Restored afterwards."""
+    saved = []
+    if rows < batch:
+        for m in layer.modules():
+            for k, v in list(vars(m).items()):
+                if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == batch:
+                    saved.append((m, k, v))
+                    setattr(m, k, v[:rows])
+    try:
+        yield
+    finally:
+        for m, k, v in saved:
+            setattr(m, k, v)
+
+
 _TUPLE: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()  # block -> returns a tuple
 
 
@@ -81,7 +102,9 @@ def _swapped(layers: nn.ModuleList, starts: Sequence[int], xs: Sequence[torch.Te
                 for k in begin:
                     hidden[k * b:(k + 1) * b] = xs[k].to(hidden.dtype)
             if active:
-                out = orig(_slice(hidden, active, K * b), *_slice(args, active, K * b), **_slice(kwargs, active, K * b))
+                with _sliced_state(layer, active, K * b):
+                    out = orig(_slice(hidden, active, K * b), *_slice(args, active, K * b),
+                               **_slice(kwargs, active, K * b))
                 h = out[0] if isinstance(out, tuple) else out
                 _TUPLE[layer] = isinstance(out, tuple)
                 if active < K * b:
