@@ -31,7 +31,8 @@ def tiny(strategy: str, seed: int = 0):
         m.embed.weight[9, 3], m.embed.weight[9, 5] = 9.0, -12.0
         m.embed.weight[:, 11] += 8.0
         m.embed.weight[20:40, 4] = 1e-8  # flushed to zero by fp16 (|x| ≤ 2^-25) once the position embedding...
-        m.pos_embed.weight[:, 4] = 0.0   # ... adds nothing there
+        if hasattr(m, "pos_embed"):  # ... adds nothing there (rotary models have no position embedding)
+            m.pos_embed.weight[:, 4] = 0.0
     return m
 
 
