@@ -161,7 +161,10 @@ class ResidualStats(Collector):
         acc = self._acc[r]
         acc.fill(0.0)
         self._sc64[r] = kernels.moments(x, acc)
-        torch.aminmax(x, out=(self._mm[r, 0], self._mm[r, 1]))
+        if x.dtype == self._mm.dtype:
+            torch.aminmax(x, out=(self._mm[r, 0], self._mm[r, 1]))
+        else:  # a float64 model: the kernel reads it as it is; min / max land in the float32 buffer
+            self._mm[r] = torch.stack(torch.aminmax(x))
         return r
 
     def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
