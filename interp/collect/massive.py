@@ -21,16 +21,9 @@ from interp.collect.objective import is_causal, loss_terms
 FIELDS = ("tk_depth", "tk_seq_pos", "tk_dim", "tk_token", "tk_value", "tk_median")
 
 
-SAMPLE, BRACKET = 4096, 128  # sample size; half-width of the bracket around the sample median, in sample ranks
-_PICKS: dict = {}  # n -> the fixed sample positions for rows of length n
-
-
-def _pick(n: int) -> np.ndarray:
-    if n not in _PICKS:
-        if len(_PICKS) > 256:
-            _PICKS.clear()
-        _PICKS[n] = torch.randint(0, n, (SAMPLE,), generator=torch.Generator().manual_seed(0)).numpy()
-    return _PICKS[n]
+# sample size, half-width of the bracket around the sample median (in sample ranks), fixed sample positions: the
+# fused kernels' own (interp.collect.kernels), so both paths sample the same values
+SAMPLE, BRACKET, _pick = kernels.SAMPLE, kernels.HALF, kernels._pick
 
 
 def _lower_median_np(a: np.ndarray) -> float:
