@@ -83,8 +83,7 @@ def test_a_changed_model_is_caught(one_thread):
     want = FROZEN_VALUES[("pre-ln", 0)]
     model = build("pre-ln", seed=0, **SIZE)
     with torch.no_grad():
-        model.blocks[5].mlp.fc_out.weight.mul_(1.001) if hasattr(model.blocks[5].mlp, "fc_out") else \
-            next(model.blocks[5].mlp.parameters()).mul_(1.001)
+        model.blocks[5].mlp.down.weight.mul_(1.001)
     g = torch.Generator().manual_seed(7)
     x, y = torch.randint(0, 4096, (2, 128), generator=g), torch.randint(0, 4096, (2, 128), generator=g)
     model.train()
