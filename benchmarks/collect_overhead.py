@@ -38,7 +38,7 @@ def have_nnsight() -> bool:
 
 def site_names(m) -> list[str]:
     """The hooks the forward collectors read on `m` (what the other tools are asked to capture)."""
-    from interp.collect.driver import default_collectors
+    from interp.collectors.driver import default_collectors
     names = []
     for c in default_collectors():
         c.bind(m)

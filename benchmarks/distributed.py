@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import interp  # noqa: E402
-from interp.collect import Results, default_collectors  # noqa: E402
-from interp.collect.distributed import state_bytes  # noqa: E402
+from interp.collectors import Results, default_collectors  # noqa: E402
+from interp.collectors.distributed import state_bytes  # noqa: E402
 from record import write_result  # noqa: E402
 
 

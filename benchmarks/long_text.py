@@ -20,7 +20,7 @@ VARIANT = r"""
 import json, resource, sys, time
 from interp.tokenize import load_tokenizer
 from interp.data import TOKENIZER_PATH
-from interp.collect.stream import text_windows
+from interp.collectors.stream import text_windows
 tok = load_tokenizer(TOKENIZER_PATH)
 text = open(sys.argv[2], encoding="utf-8").read()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -69,7 +69,7 @@ def main() -> None:
     from record import write_result
     write_result("long_text", {"text_mb": a.mb, **{f"{k}_{m}": v[m] for k, v in rows.items()
                                                    for m in ("seconds", "rss_growth_mb", "tokens")}, **ratios},
-                 threads=1, description="one-line text tokenized whole vs in pieces (interp.collect.stream."
+                 threads=1, description="one-line text tokenized whole vs in pieces (interp.collectors.stream."
                                         "text_windows), each in its own process")
 
 

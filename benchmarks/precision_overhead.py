@@ -25,7 +25,7 @@ def measure(name: str, batch: int, seq: int, n_batches: int, repeats: int) -> di
     import torch
 
     import interp
-    from interp.collect import Precision, default_collectors
+    from interp.collectors import Precision, default_collectors
     model = interp.zoo.build("pre-ln") if name == "zoo" else interp.load_model(name)
     model.eval()
     vocab = model.card.extra.get("d_vocab") or getattr(model.cfg, "d_vocab", 4096)

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 def skip_direct(model, tokens, am):
     """Skip-one-block losses with one full forward per block (hooks keep resid_pre, replace resid_post)."""
-    from interp.collect.objective import loss_terms
+    from interp.collectors.objective import loss_terms
     out = []
     with __import__("torch").no_grad():
         model(tokens, attention_mask=am)
@@ -38,8 +38,8 @@ def skip_direct(model, tokens, am):
 
 def ablate_direct(col, model, data, batch_size):
     """Massive ablation with one full forward per mode (the hook edits the stream inside it)."""
-    from interp.collect.driver import run_batches
-    from interp.collect.massive import _AblationRun
+    from interp.collectors.driver import run_batches
+    from interp.collectors.massive import _AblationRun
     depth, dims, mean = col.ablation_target()
     out = []
     for mode in ("none", "zero", "mean"):
@@ -56,7 +56,7 @@ def measure(name: str, texts: list[str], repeats: int) -> dict:
     from timing import interleaved, load_info
 
     import interp
-    from interp.collect import LayerEffect, MassiveActivations, collect
+    from interp.collectors import LayerEffect, MassiveActivations, collect
     model = interp.load_model(name).eval()
     tok = model.tokenizer
     seq = ([tok.bos_id] if tok.add_bos and tok.bos_id is not None else []) + list(tok.encode(texts[0]))

@@ -24,9 +24,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "LayerSites": ("interp.sites", "LayerSites"),
     "load_model": ("interp.models", "load_model"),        # real trained models, offline
     "available_models": ("interp.models", "available_models"),
-    "collect": ("interp.collect", None),                  # a package you can call: interp.collect(model, data, ...)
-    "collectors": ("interp.collect", None),               # interp.collectors.ResidualStats() reads better
-    "Results": ("interp.collect", "Results"),
+    "collect": ("interp.collectors.api", "collect"),      # interp.collect(model, data, ...) -> Results
+    "collectors": ("interp.collectors", None),            # interp.collectors.ResidualStats(), ...
+    "Results": ("interp.collectors", "Results"),
     "attribution": ("interp.attribution", None),          # DLA with measured error, logit lens
     "surgery": ("interp.surgery", None),                  # LN removal, Pre-LN -> RMSNorm / CRMSNorm conversion
     "report": ("interp.report", None),                    # the HTML comparison report
@@ -36,9 +36,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 }
 
 if TYPE_CHECKING:
-    from interp import attribution, collect, data, norms, report, surgery, tl, train, zoo  # noqa: F401
+    from interp import attribution, collectors, data, norms, report, surgery, tl, train, zoo  # noqa: F401
     from interp.card import ModelCard  # noqa: F401
-    from interp.collect import Results  # noqa: F401
+    from interp.collectors import Results  # noqa: F401
     from interp.models import available_models, load_model  # noqa: F401
     from interp.sites import LayerSites, SiteMap  # noqa: F401
     from interp.zoo import STRATEGIES  # noqa: F401

@@ -32,7 +32,7 @@ def _failing(run_batches, after: int, mode: str):
 @contextlib.contextmanager
 def fail_after(after: int, mode: str = "raise"):
     """Within the block, collections in this process fail once `after` batches are done."""
-    import interp.collect.sharded as sharded
+    import interp.collectors.sharded as sharded
     real = sharded.run_batches
     sharded.run_batches = _failing(real, after, mode)
     try:
@@ -45,7 +45,7 @@ def install(spec: str) -> None:
     """Install the fault `spec` ("<rank>:<after>[:mode]") in this process if it is that rank (RANK, default 0)."""
     rank, after, *mode = spec.split(":")
     if int(rank) == int(os.environ.get("RANK", "0")):
-        import interp.collect.sharded as sharded
+        import interp.collectors.sharded as sharded
         sharded.run_batches = _failing(sharded.run_batches, int(after), mode[0] if mode else "raise")
 
 

@@ -17,7 +17,7 @@ from interp.analysis.sequences import SequenceStats
 from interp.analysis.subjects import Subject
 from interp.analysis.timing import speedup_from
 from interp.analysis.training_logs import spike_count
-from interp.collect import LayerEffect, ResidualStats, collect
+from interp.collectors import LayerEffect, ResidualStats, collect
 
 TINY = {"n_layers": 3, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 16, "d_vocab": 128}
 

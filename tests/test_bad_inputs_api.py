@@ -7,8 +7,8 @@ import torch
 
 import interp
 from interp.cli import main
-from interp.collect.batches import TEXT_CHUNK, encode_bounded
-from interp.collect.stream import text_windows
+from interp.collectors.batches import TEXT_CHUNK, encode_bounded
+from interp.collectors.stream import text_windows
 from interp.data import TOKENIZER_PATH
 from interp.tokenize import HFTokenizer, load_tokenizer
 

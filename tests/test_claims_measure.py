@@ -10,8 +10,8 @@ import torch
 
 from interp import zoo
 from interp.analysis.ablation import ablation_per_sequence
-from interp.collect import MassiveActivations, collect
-from interp.collect.grads import GradNorms
+from interp.collectors import MassiveActivations, collect
+from interp.collectors.grads import GradNorms
 from interp.surgery.fuse_unified import fuse_unified
 
 TINY = {"n_layers": 3, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 16, "d_vocab": 128}

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from interp import zoo
 from interp.analysis.skip import skip_per_sequence
-from interp.collect import LayerEffect, collect
+from interp.collectors import LayerEffect, collect
 from interp.report.claims import CLAIMS, INCONCLUSIVE, REPRODUCED, evaluate_claim
 
 TINY = {"n_layers": 4, "d_model": 16, "n_heads": 2, "d_mlp": 32, "n_ctx": 16, "d_vocab": 128}

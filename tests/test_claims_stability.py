@@ -113,8 +113,8 @@ def test_attn_logits_flow_from_collect_to_the_report_table():
     import torch
 
     import interp.zoo as zoo
-    from interp.collect import collect
-    from interp.collect.attn_logits import for_model
+    from interp.collectors import collect
+    from interp.collectors.attn_logits import for_model
     from interp.report.inputs import tables_from_results
     size = dict(n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=97)
     toks = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(0))

@@ -7,7 +7,7 @@ import pytest
 
 from interp.analysis.intervals import Estimate, bootstrap_interval, t_interval, welch_interval
 from interp.analysis.stats import t_quantile
-from interp.report.claims.verdict import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Rule, verdict
+from interp.report.claims.rules import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Rule, verdict
 
 
 @pytest.mark.parametrize("df, q", [(1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042), (1000, 1.962)])

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import interp.zoo as zoo
-from interp.collect import collect
-from interp.collect.attn_logits import AttnLogits
+from interp.collectors import collect
+from interp.collectors.attn_logits import AttnLogits
 
 SIZE = dict(n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=24, d_vocab=512)
 

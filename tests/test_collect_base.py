@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 import interp
 import interp.zoo as zoo
-from interp.collect import (GradNorms, LayerEffect, MassiveActivations, NonFiniteError, NormScales,
+from interp.collectors import (GradNorms, LayerEffect, MassiveActivations, NonFiniteError, NormScales,
                             ResidualStats, Results, collect)
-from interp.collect.batches import to_sequences
+from interp.collectors.batches import to_sequences
 
 
 def make_collectors():

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 import interp.zoo as zoo
-from interp.collect import GradNorms, LayerEffect, MassiveActivations, NormScales, ResidualStats, collect
+from interp.collectors import GradNorms, LayerEffect, MassiveActivations, NormScales, ResidualStats, collect
 
 DOC = (Path(__file__).parent.parent / "docs" / "results.md").read_text()
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import interp.zoo as zoo
-from interp.collect import LayerEffect, collect
+from interp.collectors import LayerEffect, collect
 
 PLACEMENTS = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm"]
 LENGTHS = (8, 4, 6)

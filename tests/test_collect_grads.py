@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import interp.zoo as zoo
-from interp.collect import GradNorms, collect
+from interp.collectors import GradNorms, collect
 
 PLACEMENTS = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm"]
 LENGTHS = (8, 5, 6)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp.collect import kernels
+from interp.collectors import kernels
 
 pytestmark = pytest.mark.skipif(not kernels.ENABLED, reason="numba not installed")
 
@@ -41,7 +41,7 @@ def test_abs_median_equals_torch_median(n):
 
 
 def test_angular_matches_float64():
-    from interp.collect.effect import angular
+    from interp.collectors.effect import angular
     g = torch.Generator().manual_seed(1)
     a, b = torch.randn(3, 5, 16, generator=g), torch.randn(3, 5, 16, generator=g)
     b[0, 0] = a[0, 0] * 2  # parallel: angle 0
@@ -55,7 +55,7 @@ def test_angular_matches_float64():
 def test_torch_form_matches_brute_force(strategy, monkeypatch):
     """With the kernels off (as on a GPU), the residual, massive and angle tables still match brute force."""
     import interp.zoo as zoo
-    from interp.collect import LayerEffect, MassiveActivations, ResidualStats, collect
+    from interp.collectors import LayerEffect, MassiveActivations, ResidualStats, collect
     from test_collect_residual import brute, padded_tokens
     model = zoo.build(strategy, n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=512)
     toks, mask = padded_tokens(vocab=512)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import interp.zoo as zoo
-from interp.collect import MassiveActivations, collect
+from interp.collectors import MassiveActivations, collect
 
 PLACEMENTS = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm"]
 LENGTHS = (9, 5, 7, 3)
@@ -134,7 +134,7 @@ def test_ablation_without_massive_is_a_clear_error():
 
 @pytest.mark.parametrize("n", [16385, 40000, 100001])
 def test_lower_median_equals_torch_median(n):
-    from interp.collect.massive import lower_median
+    from interp.collectors.massive import lower_median
     g = torch.Generator().manual_seed(n)
     cases = [torch.randn(n, generator=g).abs(), torch.randint(0, 5, (n,), generator=g).float(),  # many ties
              torch.sort(torch.rand(n, generator=g)).values,  # sorted: the strided sample is biased

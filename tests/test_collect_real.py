@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import interp
-from interp.collect import GradNorms, LayerEffect, MassiveActivations, NormScales, ResidualStats, collect
-from interp.collect.objective import probe
-from interp.collect.scales import scale_sites
+from interp.collectors import GradNorms, LayerEffect, MassiveActivations, NormScales, ResidualStats, collect
+from interp.collectors.objective import probe
+from interp.collectors.scales import scale_sites
 from interp.tokenize import batch_encode
 from test_collect_residual import brute as residual_brute
 

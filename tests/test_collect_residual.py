@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import interp.zoo as zoo
-from interp.collect import ResidualStats, collect
-from interp.collect.residual import residual_sites
+from interp.collectors import ResidualStats, collect
+from interp.collectors.residual import residual_sites
 
 PLACEMENTS = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm"]
 

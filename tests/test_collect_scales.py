@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import interp.zoo as zoo
-from interp.collect import NormScales, collect
-from interp.collect.scales import QUANTILES, scale_sites
+from interp.collectors import NormScales, collect
+from interp.collectors.scales import QUANTILES, scale_sites
 
 STRATEGIES = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm", "pre-rmsnorm", "powernorm"]
 

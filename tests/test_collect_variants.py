@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from interp import zoo
-from interp.collect import LayerEffect, MassiveActivations, collect
-from interp.collect.massive import _AblationRun
-from interp.collect.objective import is_causal, loss_terms
-from interp.collect.variants import run_variants
+from interp.collectors import LayerEffect, MassiveActivations, collect
+from interp.collectors.massive import _AblationRun
+from interp.collectors.objective import is_causal, loss_terms
+from interp.collectors.variants import run_variants
 
 PLACEMENTS = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm", "pre-rmsnorm", "powernorm",
               "td-ln", "mdlm-tdln", "mdlm-adaln", "mdlm-ln"]  # the last four keep per-forward conditioning state
@@ -112,7 +112,7 @@ def test_batched_ablation_equals_one_forward_per_mode(strategy):
         _, dims, mean = col.ablation_target(depth)
         for mode in ("none", "zero", "mean"):
             probe = _AblationRun(col, col.hooks_[depth], dims, mean, mode)
-            from interp.collect.driver import run_batches
+            from interp.collectors.driver import run_batches
             run_batches(model, (toks, mask), [probe], 3, progress=False)
             assert ab.loc[mode, "loss"] == pytest.approx(probe.loss_sum / probe.n, rel=1e-6), (depth, mode)
             assert ab.loc[mode, "n_replaced"] == probe.replaced

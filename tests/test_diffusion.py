@@ -3,7 +3,7 @@ with them; the fixed-noise-level wrapper against masks and conditioning seen ins
 import pytest
 import torch
 
-import interp.collect as C
+import interp.collectors as C
 from interp.diffusion import at_noise_level, collect_over_t, norm_motion, norm_params_over_t
 from interp.zoo import build
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import interp
-from interp.collect import GradNorms, LayerEffect, MassiveActivations, NormScales, ResidualStats, Results, collect
-from interp.collect import sharded
-from interp.collect.stream import TokenFile
+from interp.collectors import GradNorms, LayerEffect, MassiveActivations, NormScales, ResidualStats, Results, collect
+from interp.collectors import sharded
+from interp.collectors.stream import TokenFile
 from interp.device import resolve_device, resolve_dtype
 
 import faults  # noqa: E402  (tests/faults.py)

@@ -10,7 +10,7 @@ import pytest
 
 import interp
 from interp.cli import main
-from interp.collect import Results
+from interp.collectors import Results
 from interp.outputs import MARKER, OutputRefused, atomic_write_bytes, check_dir_target, marker_kind
 
 N_CTX = 16

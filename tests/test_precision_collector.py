@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import interp
-from interp.collect import Precision, collect
-from interp.collect.residual import residual_sites
+from interp.collectors import Precision, collect
+from interp.collectors.residual import residual_sites
 
 KW = {"n_layers": 4, "d_model": 32, "n_heads": 4, "d_mlp": 64, "n_ctx": 16, "d_vocab": 256}
 STRATEGIES = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm", "pre-rmsnorm", "dyt", "pre-rmsnorm-qk",
@@ -37,7 +37,7 @@ def tiny(strategy: str, seed: int = 0):
 
 
 def padded(model, data):
-    from interp.collect.batches import batches
+    from interp.collectors.batches import batches
     return next(batches(data, len(data), 0, "right"))
 
 

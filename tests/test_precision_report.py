@@ -9,8 +9,8 @@ import torch
 
 import interp
 from interp.analysis.intervals import welch_interval
-from interp.collect import Precision, collect
-from interp.collect.residual import residual_sites
+from interp.collectors import Precision, collect
+from interp.collectors.residual import residual_sites
 from interp.precision import precision_runs
 from interp.report.claims import CLAIMS, INCONCLUSIVE, evaluate_claim
 
@@ -26,7 +26,7 @@ def measured(strategy: str, seed: int, name: str, boost: float = 1.0):
     res = collect(m, DATA, [Precision()], batch_size=3, progress=False)
     sites = [s[3] for s in residual_sites(m.sites)]
     with torch.no_grad():
-        from interp.collect.batches import batches
+        from interp.collectors.batches import batches
         tokens, mask = next(batches(DATA, 3, 0, "right"))
         _, cache = m.run_with_cache(tokens, attention_mask=mask, names_filter=sites)
     peak = max(cache[h][mask].abs().max().item() for h in sites)

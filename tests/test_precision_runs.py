@@ -21,7 +21,7 @@ DATA = [[5, 17, 33, 2, 90, 41, 7], [8, 3, 250, 11], [60, 61, 62, 63, 64, 65, 66,
 
 
 def batch(data):
-    from interp.collect.batches import batches
+    from interp.collectors.batches import batches
     return next(batches(data, len(data), 0, "right"))
 
 
@@ -175,7 +175,7 @@ def test_cli_saves_what_the_report_shows(tmp_path, capsys):
     d, out = str(interp.data.DATA_DIR / "zoo" / "pre-ln"), tmp_path / "pre-ln-precision"
     args = ["precision", d, "--texts", "2", "--chars", "200", "--run-tokens", "64", "-q", "-o", str(out)]
     assert main(args) == 0
-    from interp.collect.results import Results
+    from interp.collectors.results import Results
     saved = Results.load(out)
     assert set(saved.tables) == {"precision", "precision_outliers", "precision_runs"}
     assert list(saved["precision_runs"]["format"]) == ["bf16", "fp16", "int8"]

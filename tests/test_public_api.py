@@ -7,14 +7,10 @@ import pkgutil
 import types
 from pathlib import Path
 
-import pytest
 
 import interp
 
 ROOT = Path(interp.__file__).resolve().parent
-# Shadows still to remove, each an xfail that turns into a failure (strict) once it is gone
-PENDING = {"interp.report.claims.evaluate": "the claims registry's evaluate() lives in claims/evaluate.py",
-           "interp.report.claims.verdict": "the claims registry's verdict() lives in claims/verdict.py"}
 
 
 def shadows() -> list[str]:
@@ -32,17 +28,9 @@ def shadows() -> list[str]:
 
 
 def test_no_function_shadows_its_module():
-    assert sorted(set(shadows()) - set(PENDING)) == []
+    assert shadows() == []
 
 
-@pytest.mark.parametrize("name", sorted(PENDING))
-@pytest.mark.xfail(strict=True, reason="pending rename (see PENDING)")
-def test_pending_shadow_is_gone(name):
-    assert name not in shadows()
-
-
-@pytest.mark.xfail(strict=True, reason="interp/collect/ moves to interp/collectors/, then interp.collect is "
-                                       "interp.collectors.api.collect")
 def test_collect_is_a_plain_function():
     assert isinstance(interp.collect, types.FunctionType)
 

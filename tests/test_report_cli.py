@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import interp
-import interp.collect as C
+import interp.collectors as C
 from interp.report import tables_from_results
 
 STRATS = ["pre-ln", "peri-ln", "post-ln", "no-norm"]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import interp
-from interp.collect import MassiveActivations, ResidualStats
-from interp.collect.stream import TokenFile
+from interp.collectors import MassiveActivations, ResidualStats
+from interp.collectors.stream import TokenFile
 from interp.data import TOKENIZER_PATH
 from interp.fingerprint import DataChanged, sha256_model, sha256_tensors
 from interp.tokenize import load_tokenizer

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from interp.collect import NormScales, ResidualStats, collect
+from interp.collectors import NormScales, ResidualStats, collect
 from interp.zoo import STRATEGIES, ZooConfig, build, load
 
 SMALL = dict(n_layers=4, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=97)

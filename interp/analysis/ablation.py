@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from interp.collect.massive import MODES, MassiveActivations
+from interp.collectors.massive import MODES, MassiveActivations
 
 
 def ablation_per_sequence(massive: MassiveActivations, model, data, batch_size: int = 8) -> dict[str, pd.DataFrame]:

@@ -58,9 +58,9 @@ def _tokens_per_step(directory: Path) -> int:
 
 def measure_step(model, tokens: torch.Tensor, batch_size: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-sequence stream rows, per-block gradient rows) of one model on `tokens`, in one pass with backward."""
-    import interp.collect as C
+    import interp.collectors as C
     from interp.analysis.sequences import SequenceStats
-    from interp.collect.grads import GradNorms
+    from interp.collectors.grads import GradNorms
     seq, grads = SequenceStats(max_sequences=max(1, len(tokens))), GradNorms()
     res = C.collect(model, tokens, collectors=[seq, grads], batch_size=batch_size, progress=False)
     g = res.tables["grad_norms"]

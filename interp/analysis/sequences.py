@@ -22,9 +22,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from interp.collect.base import F64, Collector
-from interp.collect.effect import angular, last_real
-from interp.collect.objective import is_causal
+from interp.collectors.base import F64, Collector
+from interp.collectors.effect import angular, last_real
+from interp.collectors.objective import is_causal
 
 STREAM_KEYS = ("n", "s1", "s2", "sabs", "top1", "median", "ang")
 

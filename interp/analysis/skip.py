@@ -2,7 +2,7 @@
 so that a single seed gets a bootstrap interval over sequences like every other claim.
 
 Skipping block ℓ = its output replaced by its input (the stream at depth ℓ + 1 := the stream at depth ℓ), the
-same intervention as `interp.collect.LayerEffect(skip=True)`; the later blocks run on the edited stream.
+same intervention as `interp.collectors.LayerEffect(skip=True)`; the later blocks run on the edited stream.
   seq_skip  model, seq, layer, loss_delta: mean next-token CE of sequence `seq` with block `layer` skipped −
             the intact mean CE of that sequence (nats/token)
 """

@@ -10,7 +10,7 @@
                    loss, ℓ0 the loss at initialization (a diverged run counts as ℓ0); subject − reference,
                    Welch over seeds.
   max_attn_logit   log10 of the largest |q·k|/√d_head over layers and heads of a trained model on held-out text
-                   (interp.collect.attn_logits), mean over seeds; subject − reference, Welch over seeds.
+                   (interp.collectors.attn_logits), mean over seeds; subject − reference, Welch over seeds.
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def lr_sensitivity(t, subject: Subject, ref: Subject | None = None) -> Estimate:
 
 
 def _top_logit(t, models: tuple[str, ...]) -> list[float]:
-    rows = need(t, "attn_logits", models, "attention-logit table (interp.collect.attn_logits)")
+    rows = need(t, "attn_logits", models, "attention-logit table (interp.collectors.attn_logits)")
     top = rows.groupby("model")["max_abs_logit"].max()
     return [math.log10(float(top[m])) for m in models if m in top.index]
 

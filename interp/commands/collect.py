@@ -25,7 +25,7 @@ ERROR_DIR_ENV = "INTERP_ERROR_DIR"
 
 def collector_classes() -> dict:
     """Collector name -> class, for every collector `interp.collect` exports."""
-    import interp.collect as C
+    import interp.collectors as C
     out = {}
     for n in C.__all__:
         obj = getattr(C, n)
@@ -60,7 +60,7 @@ def _lines(path: Path):
 def open_data(spec: str, token_dtype: str | None = None):
     """A token file (.npy / .bin) or text file (one text per non-empty line) as a stream; else a corpus name
     for interp.data.load_corpus ('kjv', 'austen', a folder, 'hf:NAME'), one text per book."""
-    from interp.collect.stream import TokenFile
+    from interp.collectors.stream import TokenFile
     p = Path(spec)
     if p.suffix in (".npy", ".bin"):
         return TokenFile(p, dtype=token_dtype)
@@ -131,7 +131,7 @@ def check_args(a: argparse.Namespace) -> None:
         raise ValueError(f"--token-dtype applies to raw .bin token files only; {p.name} is not one")
     from interp.device import resolve_dtype
     resolve_dtype(a.dtype)
-    from interp.collect.results import KIND
+    from interp.collectors.results import KIND
     from interp.outputs import check_dir_target
     check_dir_target(a.out, KIND, a.force)  # refuse a protected -o before any work (interp/outputs.py)
     if a.state_dir is not None and Path(a.state_dir).exists() and not Path(a.state_dir).is_dir():
@@ -148,7 +148,7 @@ def run(a: argparse.Namespace) -> None:
         launch(a)
         return
     import interp
-    from interp.collect.sharded import collect_sharded
+    from interp.collectors.sharded import collect_sharded
     rank = int(os.environ.get("RANK", "0"))
     try:
         model = interp.load_model(a.model, dtype=a.dtype, device="cpu")  # placed on its rank's device below
@@ -158,7 +158,7 @@ def run(a: argparse.Namespace) -> None:
                               state_dir=a.state_dir, checkpoint_every=a.checkpoint_every, out=a.out,
                               force=a.force)
     except BaseException as e:
-        from interp.collect.distributed import RankFailed
+        from interp.collectors.distributed import RankFailed
         errs = os.environ.get(ERROR_DIR_ENV)
         if errs and worker:
             line = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -71,7 +71,7 @@ def run(a: argparse.Namespace) -> None:
     if a.linear not in LINEAR_MODES:
         raise ValueError(f"--linear must be one of {', '.join(LINEAR_MODES)} (got {a.linear})")
     if a.out:
-        from interp.collect.results import KIND
+        from interp.collectors.results import KIND
         from interp.outputs import check_dir_target
         check_dir_target(a.out, KIND, a.force)  # refuse a protected -o before any work (interp/outputs.py)
     import torch

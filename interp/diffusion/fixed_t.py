@@ -45,8 +45,8 @@ def at_noise_level(model: nn.Module, t: float, seed: int = 0) -> Iterator[nn.Mod
 def collect_over_t(model: nn.Module, data, ts: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
                    collectors=None, seed: int = 0, **kwargs) -> dict[float, object]:
     """t → `Results` of `interp.collect` at that noise level (default collectors: residual statistics and
-    massive activations); `kwargs` go to `interp.collect.collect` (batch_size, max_tokens, progress ...)."""
-    from interp.collect import MassiveActivations, ResidualStats, collect
+    massive activations); `kwargs` go to `interp.collectors.collect` (batch_size, max_tokens, progress ...)."""
+    from interp.collectors import MassiveActivations, ResidualStats, collect
     out = {}
     for t in ts:
         cols = collectors() if callable(collectors) else [ResidualStats(), MassiveActivations()]

@@ -4,7 +4,7 @@
     runs = precision_runs(model, texts)          # loss / top-1 agreement in bf16, fp16, int8 vs fp32
     verdicts(res["precision"], runs)             # one row per model: fp16-safe? where does it overflow?
 
-The per-site statistics come from the `interp.collectors.Precision` collector (interp/collect/precision.py).
+The per-site statistics come from the `interp.collectors.Precision` collector (interp/collectors/precision.py).
 """
 from __future__ import annotations
 

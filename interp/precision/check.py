@@ -31,7 +31,7 @@ class PrecisionCheck:
     def results(self):
         """A `Results` holding every table (the runs too, when there are any): `.save(dir)` writes what
         `interp report DIR` reads."""
-        from interp.collect.results import Results
+        from interp.collectors.results import Results
         c = self.collected
         tables = {k: v for k, v in self.tables().items() if k != "precision_runs" or len(v)}
         return Results(tables=tables, card=c.card, meta=dict(c.meta), states=c.states)
@@ -42,8 +42,8 @@ def check(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batch_size: i
           progress: bool = False) -> PrecisionCheck:
     """Collect site statistics on `data` (at most `max_tokens`) and run `formats` end to end on the first
     `run_tokens` tokens (None: all); `formats=()` skips the runs."""
-    import interp.collect as C
-    from interp.collect import Precision
+    import interp.collectors as C
+    from interp.collectors import Precision
     res = C.collect(model, data, [Precision()], batch_size=batch_size, max_tokens=max_tokens, progress=progress)
     runs = pd.DataFrame()
     if formats:

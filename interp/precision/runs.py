@@ -166,7 +166,7 @@ def precision_runs(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batc
                    progress: bool = True) -> pd.DataFrame:
     """One row per format (see COLUMNS, documented in docs/results.md): `model` (fp32) against itself in each
     format on `data` (what interp.collect takes). watch=False skips locating the first non-finite value."""
-    from interp.collect.batches import batches, model_context, to_sequences
+    from interp.collectors.batches import batches, model_context, to_sequences
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise ValueError(f"unknown precision format(s) {unknown or formats}; choose from {', '.join(FORMATS)}")

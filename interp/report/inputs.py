@@ -75,7 +75,7 @@ def merge_tables(*many: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 def load_dirs(paths: Iterable[str | Path]) -> list[Any]:
     """Load every saved `Results` under each path (the path itself, or its immediate subdirectories)."""
-    from interp.collect.results import INDEX, Results
+    from interp.collectors.results import INDEX, Results
     out = []
     for p in map(Path, paths):
         if not p.exists():

@@ -71,7 +71,7 @@ def forward_collectors() -> list:
     """One pass, every token: residual statistics, massive activations, angular distance (n = 1, 2, 4), norm
     scales, per-sequence numbers, precision safety per site."""
     from interp.analysis.sequences import SequenceStats  # per-sequence numbers: the claims' bootstrap
-    from interp.collect import LayerEffect, MassiveActivations, NormScales, Precision, ResidualStats
+    from interp.collectors import LayerEffect, MassiveActivations, NormScales, Precision, ResidualStats
     return [ResidualStats(), MassiveActivations(), LayerEffect(ns=(1, 2, 4), skip=False), NormScales(),
             SequenceStats(), Precision()]
 
@@ -79,8 +79,8 @@ def forward_collectors() -> list:
 def costly_collectors(grads: bool = True) -> list:
     """Costly passes, run on a subset of the sample: the skip-one-block loss (one extra forward per block) and
     gradient norms (a backward per batch)."""
-    from interp.collect import LayerEffect
-    from interp.collect.grads import GradNorms
+    from interp.collectors import LayerEffect
+    from interp.collectors.grads import GradNorms
     return [LayerEffect(ns=(1,), skip=True)] + ([GradNorms()] if grads else [])
 
 
@@ -88,10 +88,10 @@ def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: in
                 costly_items: int) -> tuple:
     """Collect every table on `data` (the costly ones on its first `costly_items` items); for causal LMs also
     the massive-activation ablation. Returns (Results, extra canonical tables)."""
-    import interp.collect as C
+    import interp.collectors as C
     from interp.analysis.ablation import ablation_per_sequence
     name = model.card.name
-    from interp.collect.attn_logits import for_model as attn_logit_collectors
+    from interp.collectors.attn_logits import for_model as attn_logit_collectors
     cols = forward_collectors() + attn_logit_collectors(model)  # + AttnLogits where q, k are hooked
     t = time.perf_counter()
     res = C.collect(model, data, collectors=cols, batch_size=batch_size, progress=False)

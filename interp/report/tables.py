@@ -54,7 +54,7 @@ TABLES: dict[str, dict[str, str]] = {
               "seed": "sweep seed (init and data order)", "first_loss": "training CE at the first step (nats)",
               "max_attn_logit": "largest |q·k|/√d_head of the trained run on the first validation batch"},
     "attn_logits": {"model": "", "layer": "block", "head": "attention head",
-                    "max_abs_logit": "max |q·k|/√d_head over counted query-key pairs (interp.collect.attn_logits)",
+                    "max_abs_logit": "max |q·k|/√d_head over counted query-key pairs (interp.collectors.attn_logits)",
                     "rms_logit": "root mean square of q·k/√d_head over the same pairs"},
     "ln_removal": {"model": "", "ce_original": "CE before (nats)", "ce_vanilla": "CE after a vanilla fine-tune",
                    "ce_lnfree": "CE after LN removal with the same fine-tuning budget"},

@@ -10,7 +10,7 @@ loss or gradient became non-finite, or the mean loss of the last 10 % of steps i
 step's loss), loss_spikes (count, see interp.train.trainer), first_loss, final_loss (mean training loss over
 the last 10 % of steps; NaN when it stopped on a non-finite value), max_grad_norm, max_attn_logit (the
 largest |q·k|/√d_head of the trained model on the first validation batch, over layers and heads, as
-interp.collect.attn_logits measures it; NaN when the weights are not finite), wall_s.
+interp.collectors.attn_logits measures it; NaN when the weights are not finite), wall_s.
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
 @torch.no_grad()
 def max_attn_logit(model, tokens: torch.Tensor) -> float:
     """max |q·k|/√d_head over layers, heads and causal pairs of `tokens` [b, t] (NaN for non-finite weights)."""
-    from interp.collect.attn_logits import AttnLogits
-    from interp.collect.base import Batch
+    from interp.collectors.attn_logits import AttnLogits
+    from interp.collectors.base import Batch
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         return float("nan")
     c = AttnLogits().bind(model)

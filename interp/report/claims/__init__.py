@@ -1,13 +1,13 @@
 """The seed papers' claims, each judged by that paper's own metric, per model, with a 95 % interval.
 
-    interp.report.claims.evaluate(tables)   # -> one row per claim × subject (columns: evaluate.COLUMNS)
+    interp.report.claims.evaluate(tables)   # -> one row per claim × subject (columns: claims.COLUMNS)
 
 How a claim is judged (one shared path for every claim):
   1. its metric (`interp.analysis.registry.METRICS[claim.metric]`) returns an `Estimate` for each subject:
      value, 95 % interval (t over seeds; Welch for a difference; a percentile bootstrap over held-out
      sequences for a single model; exact for counts), or raises `NotTestable` with a reason in words;
-  2. `verdict.verdict(estimate, claim.rule)` gives reproduced / not reproduced / inconclusive / not testable
-     here (see `interp.report.claims.verdict`): an interval that straddles the boundary is inconclusive.
+  2. `verdict(estimate, claim.rule)` (interp.report.claims.rules) gives reproduced / not reproduced / inconclusive / not testable
+     here (see `interp.report.claims.rules`): an interval that straddles the boundary is inconclusive.
 Zoo strategies are subjects with all their seeds pooled; each real model is a subject of its own, labelled
 "not controlled: different data and size". Nothing is ever pooled across subjects.
 
@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import interp.analysis  # noqa: F401  (registers the metrics)
 from interp.report.claims import entries  # noqa: F401  (registers the claims)
-from interp.report.claims.evaluate import COLUMNS, evaluate, evaluate_claim
+from interp.report.claims.evaluation import COLUMNS, evaluate, evaluate_claim
 from interp.report.claims.registry import CLAIMS, Claim, register
-from interp.report.claims.verdict import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, VERDICTS, Rule, verdict
+from interp.report.claims.rules import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, VERDICTS, Rule, verdict
 
 THRESHOLDS = {k: c.rule.threshold for k, c in CLAIMS.items()}  # claim key -> its rule's boundary
 

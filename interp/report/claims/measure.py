@@ -36,10 +36,10 @@ def _config(d: Path) -> dict:
 
 def grads_at_init(dirs: list[Path], tokens: torch.Tensor, batch_size: int = 8) -> pd.DataFrame:
     """grads_init rows (model, layer, target, grad_norm) for the step-0 model of each zoo dir in INIT_STRATEGIES."""
-    import interp.collect as C
+    import interp.collectors as C
     import interp.zoo
     from interp.analysis.subjects import group_of, seed_of
-    from interp.collect.grads import GradNorms
+    from interp.collectors.grads import GradNorms
     from interp.report.inputs import ADAPTERS
     frames = []
     for d in dirs:

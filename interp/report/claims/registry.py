@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 
 @dataclass(frozen=True)

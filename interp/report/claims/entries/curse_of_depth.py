@@ -1,6 +1,6 @@
 """The Curse of Depth in Large Language Models (Sun et al. 2025) and its fix, LayerNorm Scaling (LNS)."""
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 PAPER = "Curse of Depth / LayerNorm Scaling (Sun et al. 2025)"
 

@@ -1,6 +1,6 @@
 """DeepNet: Scaling Transformers to 1,000 Layers (Wang et al. 2022) — DeepNorm, x = LN(α·x + F(x))."""
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 PAPER = "DeepNet (Wang et al. 2022)"
 

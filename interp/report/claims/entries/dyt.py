@@ -1,6 +1,6 @@
 """Transformers without Normalization: Dynamic Tanh (Zhu et al. 2025)."""
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 PAPER = "DyT (Zhu et al. 2025)"
 

@@ -1,6 +1,6 @@
 """Transformers don't need LayerNorm at inference time (Baroni et al. 2025; Heimersheim 2024)."""
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 PAPER = "LN-free GPT-2 (Baroni et al. 2025)"
 

@@ -1,6 +1,6 @@
 """Massive Activations in Large Language Models (Sun et al. 2024)."""
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 PAPER = "Massive Activations (Sun et al. 2024)"
 

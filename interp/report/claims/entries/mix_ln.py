@@ -1,6 +1,6 @@
 """Mix-LN: Unleashing the Power of Deeper Layers by Combining Pre-LN and Post-LN (Li et al. 2024)."""
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 PAPER = "Mix-LN (Li et al. 2024)"
 _claims = []

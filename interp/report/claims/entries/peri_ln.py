@@ -1,6 +1,6 @@
 """Peri-LN: Revisiting Normalization Layer in the Transformer Architecture (Kim et al. 2025)."""
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 PAPER = "Peri-LN (Kim et al. 2025)"
 

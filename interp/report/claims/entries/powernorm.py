@@ -1,6 +1,6 @@
 """PowerNorm: Rethinking Batch Normalization in Transformers (Shen et al. 2020)."""
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 PAPER = "PowerNorm (Shen et al. 2020)"
 

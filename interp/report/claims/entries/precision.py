@@ -1,7 +1,7 @@
 """fp16 headroom per normalization strategy: the practitioner's question behind the massive-activation and
 Peri-LN papers' remarks on low precision (neither paper measures fp16 itself, so there is no paper number)."""
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 register(
     Claim("fp16_headroom", "Massive Activations (Sun et al. 2024); Peri-LN (Kim et al. 2025)",

@@ -1,7 +1,7 @@
 """QK-norm: RMS/LayerNorm of each head's queries and keys before q·k (Dehghani et al. 2023, ViT-22B;
 Wortsman et al. 2023, small-scale proxies for training instabilities; used by OLMo-2, Qwen3, Gemma-3)."""
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 PAPER = "QK-norm (Dehghani et al. 2023; Wortsman et al. 2023)"
 QK = ("pre-rmsnorm-qk", "reordered")

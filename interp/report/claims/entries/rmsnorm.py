@@ -1,6 +1,6 @@
 """Pre-RMSNorm and Pre-CRMSNorm Transformers: Equivalent and Efficient Pre-LN Transformers (Jiang et al. 2023)."""
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 PAPER = "Pre-RMSNorm / Pre-CRMSNorm (Jiang et al. 2023)"
 

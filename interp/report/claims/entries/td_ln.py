@@ -4,7 +4,7 @@ diffusion model and is not a subject here)."""
 import math
 
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 PAPER = "TD-LN / DiMR (Liu et al. 2024)"
 

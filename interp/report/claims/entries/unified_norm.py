@@ -1,7 +1,7 @@
 """Unified Normalization for Accelerating and Stabilizing Transformers (Yang et al. 2022)."""
 from interp.report.claims.entries.powernorm import FLUCTUATION_NOISE
 from interp.report.claims.registry import Claim, register
-from interp.report.claims.verdict import Rule
+from interp.report.claims.rules import Rule
 
 PAPER = "Unified Normalization (Yang et al. 2022)"
 

@@ -6,7 +6,7 @@ of block 0, ℓ = output of block ℓ-1) and depth ℓ+n, averaged over all real
 token of each sequence (Mix-LN's measure). With `skip=True`, each block ℓ in turn is skipped (its output
 replaced by its input): the mean next-token loss increase for causal LMs; for encoders (no LM head) the mean
 cosine distance between the mean-pooled final states with and without the block. The skipped forwards share
-the intact run's stream up to block ℓ and run batched (`interp.collect.variants`): blocks ℓ+1.. only.
+the intact run's stream up to block ℓ and run batched (`interp.collectors.variants`): blocks ℓ+1.. only.
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from interp.collect import kernels
-from interp.collect.base import F64, Collector
-from interp.collect.objective import is_causal, loss_terms
-from interp.collect.variants import chunks, run_variants
+from interp.collectors import kernels
+from interp.collectors.base import F64, Collector
+from interp.collectors.objective import is_causal, loss_terms
+from interp.collectors.variants import chunks, run_variants
 
 
 def angular(a: torch.Tensor, b: torch.Tensor, a_norm: torch.Tensor | None = None,

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.collect.base import F64, Collector
+from interp.collectors.base import F64, Collector
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 

@@ -31,7 +31,7 @@ from torch import nn
 def layer_list(model) -> nn.ModuleList:
     """The model's blocks as the modules its forward loops over (zoo: `blocks`; wrapped transformers models:
     their own layer list): the first `nn.ModuleList` of `n_layers` modules that all hold parameters."""
-    from interp.collect.grads import block_parameters
+    from interp.collectors.grads import block_parameters
     L = model.sites.n_layers
     block_parameters(model, L)  # raises the clear error when there is no such list
     for _, m in model.named_modules():

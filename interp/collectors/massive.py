@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.collect import kernels
-from interp.collect.base import F64, Collector, NonFiniteError, TopK
-from interp.collect.objective import is_causal, loss_terms
+from interp.collectors import kernels
+from interp.collectors.base import F64, Collector, NonFiniteError, TopK
+from interp.collectors.objective import is_causal, loss_terms
 
 FIELDS = ("tk_depth", "tk_seq_pos", "tk_dim", "tk_token", "tk_value", "tk_median")
 
 
 # sample size, half-width of the bracket around the sample median (in sample ranks), fixed sample positions: the
-# fused kernels' own (interp.collect.kernels), so both paths sample the same values
+# fused kernels' own (interp.collectors.kernels), so both paths sample the same values
 SAMPLE, BRACKET, _pick = kernels.SAMPLE, kernels.HALF, kernels._pick
 
 
@@ -318,8 +318,8 @@ class MassiveActivations(Collector):
                       max_tokens: int | None = None, progress: bool = False) -> dict:
         """Per mode ("none", "zero", "mean"): the summed next-token CE and predicted tokens of every sequence
         of `data`, and the elements replaced. One intact forward per batch gives "none" and the stream at
-        `depth`; the two edited streams run from `depth` on only, batched (`interp.collect.variants`)."""
-        from interp.collect.driver import run_batches
+        `depth`; the two edited streams run from `depth` on only, batched (`interp.collectors.variants`)."""
+        from interp.collectors.driver import run_batches
         if not is_causal(model):
             raise ValueError(f"massive-activation ablation compares LM losses; {model.card.name} is an encoder")
         depth, dims, mean = self.ablation_target(depth)
@@ -395,7 +395,7 @@ class _AblationBatched(Collector):
         self._x = x.detach()
 
     def end_batch(self, model, batch, output):
-        from interp.collect.variants import run_variants
+        from interp.collectors.variants import run_variants
         self.per_seq["none"] += seq_ce(model, output, batch)
         variants = []
         for mode in ("zero", "mean"):

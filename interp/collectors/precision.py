@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.collect.base import F64, Collector
-from interp.collect.residual import residual_sites, site_widths
+from interp.collectors.base import F64, Collector
+from interp.collectors.residual import residual_sites, site_widths
 from interp.precision.formats import BF16_MAX, FP16_FLUSH, FP16_MAX, FP16_OVERFLOW, INT8_MAX, seq_index
 
 # columns of state "sums" [S, K]; every one merges by addition

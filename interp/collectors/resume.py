@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from interp.collect.base import Collector
+from interp.collectors.base import Collector
 from interp.outputs import atomic_write
 
 # fingerprint keys in words, for the one-line refusal

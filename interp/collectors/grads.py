@@ -1,7 +1,7 @@
 """Gradient norms per layer (the Mix-LN paper's measure), over the batches of the run.
 
 Objective: the summed next-token cross-entropy of the batch (encoders: the fixed random probe of
-`interp.collect.objective`). Two measures per block ℓ:
+`interp.collectors.objective`). Two measures per block ℓ:
   - param: ‖∇_θℓ mean-loss‖₂ over all parameters of block ℓ (the gradient of the batch's *mean* loss,
     i.e. the summed-loss gradient / number of loss terms), averaged over batches. It depends on the batch
     (composition and size), like any training-time gradient norm; it is not padding-invariant.
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.collect.base import F64, Collector
+from interp.collectors.base import F64, Collector
 
 
 def block_parameters(model, n_layers: int) -> list[list[torch.nn.Parameter]]:
@@ -64,7 +64,7 @@ class GradNorms(Collector):
             st["tok_max"][j] = torch.maximum(st["tok_max"][j], sq.max().sqrt())
 
     def end_batch(self, model, batch, output):
-        from interp.collect.objective import is_causal
+        from interp.collectors.objective import is_causal
         am = batch.attention_mask
         n_terms = int((am[:, :-1] & am[:, 1:]).sum()) if is_causal(model) else len(am)
         st = self.state

@@ -9,15 +9,15 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from interp.collect.base import Batch, Collector, NonFiniteError
-from interp.collect.batches import batches, model_context, to_sequences
-from interp.collect.objective import loss_terms, objective_name
-from interp.collect.results import Results
+from interp.collectors.base import Batch, Collector, NonFiniteError
+from interp.collectors.batches import batches, model_context, to_sequences
+from interp.collectors.objective import loss_terms, objective_name
+from interp.collectors.results import Results
 
 
 def default_collectors() -> list[Collector]:
     """The forward-only collectors (no backward, no extra passes): what `collect` runs by default."""
-    from interp.collect import LayerEffect, MassiveActivations, NormScales, ResidualStats
+    from interp.collectors import LayerEffect, MassiveActivations, NormScales, ResidualStats
     return [ResidualStats(), MassiveActivations(), LayerEffect(skip=False), NormScales()]
 
 

@@ -155,7 +155,7 @@ if ENABLED:
     @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
     def _angular(a, b, out, bn):  # pragma: no cover - compiled
         """a, b [n, w]: out[t] = arccos(cos(a_t, b_t)) / π and bn[t] = ‖b_t‖, in float64 (a zero vector counts
-        as orthogonal, as `interp.collect.effect.angular` does)."""
+        as orthogonal, as `interp.collectors.effect.angular` does)."""
         n, w = a.shape
         for t in range(n):
             ra, rb = a[t], b[t]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.collect.base import F64, Collector
+from interp.collectors.base import F64, Collector
 
 
 def qk_hooks(model) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.collect.batches import (TEXT_CHUNK, check_max_tokens, encode_bounded, fit_context, split_text,
+from interp.collectors.batches import (TEXT_CHUNK, check_max_tokens, encode_bounded, fit_context, split_text,
                                     to_sequences, token_ids)
 
 BIN_DTYPES = {"uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64}

@@ -10,7 +10,7 @@ from interp.analysis.intervals import NotTestable
 from interp.analysis.registry import METRICS
 from interp.analysis.subjects import Subject, real_subjects, zoo_subject
 from interp.report.claims.registry import CLAIMS, Claim
-from interp.report.claims.verdict import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, verdict
+from interp.report.claims.rules import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, verdict
 
 COLUMNS = ["claim", "paper", "section", "statement", "model", "reference", "control", "value", "lo", "hi",
            "interval", "n", "paper_value", "metric", "definition", "rule", "rule_reason", "verdict", "reason"]

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
-from interp.collect.base import Collector
+from interp.collectors.base import Collector
 
 ERR_LEN = 400  # bytes of each rank's error message shared with the others
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.collect import kernels
-from interp.collect.base import F64, Collector
+from interp.collectors import kernels
+from interp.collectors.base import F64, Collector
 
 # state key -> merge rule; S = number of sites, d = d_model. Few keys, so a hook does few tensor ops.
 RULES = {
@@ -48,7 +48,7 @@ def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] 
     """The per-batch contributions of rows x [n, d] to (sums, maxima, dim_sums) in float64; None when n = 0.
     The reference form of what `ResidualStats` folds in off CPU (the same float32 partial sums, written into a
     per-batch buffer): every sum over one batch runs in float32 with torch's cascade summation and is added
-    to the float64 state. On CPU the collector accumulates in float64 in one pass (`interp.collect.kernels`)."""
+    to the float64 state. On CPU the collector accumulates in float64 in one pass (`interp.collectors.kernels`)."""
     if x.shape[0] == 0:
         return None
     x = x.float() if x.dtype not in (torch.float32, torch.float64) else x
@@ -65,7 +65,7 @@ class ResidualStats(Collector):
     """Per layer and site: mean, variance, RMS, token-norm mean / max, max |x|, kurtosis; per-dim mean square.
 
     Each distinct tensor of a batch is read once, in its hook, while the model has just written it (it is
-    still in cache): its partial sums (CPU: float64 from one fused pass, `interp.collect.kernels`; elsewhere
+    still in cache): its partial sums (CPU: float64 from one fused pass, `interp.collectors.kernels`; elsewhere
     float32 from torch reductions) go into a per-batch buffer row, sites that see the same tensor point at the
     same row, and `end_batch` adds the buffer to the float64 state in one operation per key."""
 

@@ -14,13 +14,13 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from interp.collect import distributed as D
-from interp.collect.base import Collector
-from interp.collect.batches import check_max_tokens, model_context, model_vocab
-from interp.collect.driver import check_collectors, check_measured, run_batches
-from interp.collect.resume import Checkpoint
-from interp.collect.results import KIND as RESULTS_KIND, Results
-from interp.collect.stream import TokenFile, is_stream, shard_batches
+from interp.collectors import distributed as D
+from interp.collectors.base import Collector
+from interp.collectors.batches import check_max_tokens, model_context, model_vocab
+from interp.collectors.driver import check_collectors, check_measured, run_batches
+from interp.collectors.resume import Checkpoint
+from interp.collectors.results import KIND as RESULTS_KIND, Results
+from interp.collectors.stream import TokenFile, is_stream, shard_batches
 from interp.device import model_device, place, resolve_device
 from interp.fingerprint import StreamDigest, sha256_file, sha256_model
 from interp.outputs import check_dir_target
