@@ -112,6 +112,33 @@ def test_batch_statistic_fluctuation_is_logged_for_powernorm():
                         rel_tol=1e-6)
 
 
+@pytest.mark.parametrize("strategy,buf", [("powernorm", "running_phi"), ("unified-norm", "running_var")])
+def test_running_statistic_fluctuation_is_logged_for_batch_statistic_norms(strategy, buf):
+    model = _model(strategy)   # statistics warm-up of 3 steps: steps 3.. move the running buffer by EMA only
+    cfg = TrainConfig(steps=5, batch_size=4, seq_len=16, warmup=1, eval_every=2)
+    snap = {}
+
+    def record(trainer):   # runs before step s: the buffers as step s − 1 left them
+        for n, m in model.named_modules():
+            if hasattr(m, buf):
+                snap[(trainer.step - 1, n)] = getattr(m, buf).detach().double().clone()
+
+    res = Trainer(model, _batches(), cfg, val=_batches(), callbacks=[record], progress=False).run()
+    sites = [n for n, m in model.named_modules() if hasattr(m, buf)]
+    for n in sites:
+        snap[(cfg.steps - 1, n)] = getattr(model.get_submodule(n), buf).detach().double()
+    lay = res.layers[res.layers.metric.str.startswith("rstat_")]
+    assert sorted(set(lay.site)) == sorted(sites) and len(lay) == 2 * cfg.steps * len(sites)
+    for n in sites:
+        got = lay[lay.site == n].pivot(index="step", columns="metric", values="value")
+        assert math.isnan(got.loc[0, "rstat_x2_rel_change"])   # no previous value at the first step
+        for s in range(cfg.steps):
+            assert math.isclose(got.loc[s, "rstat_x2_mean"], float(snap[(s, n)].mean()), rel_tol=1e-12)
+        for s in range(1, cfg.steps):
+            want = float((snap[(s, n)] - snap[(s - 1, n)]).norm() / snap[(s - 1, n)].norm())
+            assert want > 0 and math.isclose(got.loc[s, "rstat_x2_rel_change"], want, rel_tol=1e-9)
+
+
 def test_a_loss_jump_is_flagged_as_a_spike():
     from interp.train import lm_loss
 

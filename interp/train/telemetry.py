@@ -4,7 +4,11 @@ Parameters are grouped by layer from their names: `blocks.{l}.` / `h.{l}.` / `la
 embeddings (names containing `embed`, `wte`, `wpe`) → "embed", everything else (final norm, unembedding) →
 "final". Batch-statistic norms (PowerNorm, Unified) expose `last_x2`, the per-channel second moment of the
 latest training batch; we log its mean and its relative change from the previous step, ‖x²ₜ − x²ₜ₋₁‖/‖x²ₜ₋₁‖
-(the fluctuation of batch statistics that the PowerNorm paper measures).
+(the fluctuation of batch statistics that the PowerNorm paper measures). They also keep a running second
+moment, the buffer their inference forward divides by (RUNNING_BUFFERS: PowerNorm's running ψ² `running_phi`,
+Unified Norm's running σ² `running_var`); we log it the same way, its mean and its relative change over the
+step, ‖Rₜ − Rₜ₋₁‖/‖Rₜ₋₁‖ with Rₜ the buffer after step t's forward (the steadiness PowerNorm §3–4 claims for
+it). The first step logged by a Telemetry (step 0, or the first after a resume) has no previous value: NaN.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import re
 import torch
 from torch import nn
 
+RUNNING_BUFFERS = ("running_phi", "running_var")   # a batch-statistic norm's running second moment, by class
 _LAYER = re.compile(r"(?:^|\.)(?:blocks|h|layers|layer)\.(\d+)\.")
 
 
@@ -33,6 +38,7 @@ class Telemetry:
                                                                                   int(g) if g.isdigit() else 0))
         self.bstat = [(n, m) for n, m in model.named_modules() if hasattr(m, "last_x2")]
         self.prev_x2: dict[str, torch.Tensor] = {}
+        self.prev_running: dict[str, torch.Tensor] = {}
         self._before: list[torch.Tensor] | None = None
 
     @torch.no_grad()
@@ -76,4 +82,21 @@ class Telemetry:
             rel = float((x2 - prev).norm() / prev.norm().clamp_min(1e-30)) if prev is not None else float("nan")
             self.prev_x2[n] = x2.clone()
             out.append((n, group_of(n), float(x2.mean()), rel))
+        return out
+
+    @torch.no_grad()
+    def running_stats(self) -> list[tuple[str, str, float, float]]:
+        """[(norm name, group, mean of the running x², its relative change over the step)] for batch-statistic
+        norms, read after the step's forward has updated the running buffer (RUNNING_BUFFERS)."""
+        out = []
+        for n, m in self.bstat:
+            buf = next((getattr(m, b) for b in RUNNING_BUFFERS if isinstance(getattr(m, b, None), torch.Tensor)),
+                       None)
+            if buf is None or m.last_x2 is None:
+                continue
+            r = buf.detach().double()
+            prev = self.prev_running.get(n)
+            rel = float((r - prev).norm() / prev.norm().clamp_min(1e-30)) if prev is not None else float("nan")
+            self.prev_running[n] = r.clone()
+            out.append((n, group_of(n), float(r.mean()), rel))
         return out
