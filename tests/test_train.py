@@ -139,6 +139,44 @@ def test_running_statistic_fluctuation_is_logged_for_batch_statistic_norms(strat
             assert want > 0 and math.isclose(got.loc[s, "rstat_x2_rel_change"], want, rel_tol=1e-9)
 
 
+@pytest.mark.parametrize("strategy", ["powernorm", "unified-norm"])
+def test_the_divisor_statistic_is_logged_for_batch_statistic_norms(strategy):
+    """dstat: the second moment the training forward divides by, rebuilt here from the norms' definitions
+    (statistics warm-up of 3 steps; Unified's window is 4): PowerNorm divides by the batch ψ² in warm-up, then
+    by the running ψ² as the previous step left it; Unified by the batch σ² up to its window, then by the
+    geometric mean of the last 4 batch statistics."""
+    model = _model(strategy)
+    cfg = TrainConfig(steps=8, batch_size=4, seq_len=16, warmup=1, eval_every=100)
+    x2, run = {}, {}
+
+    def record(trainer):   # before step s: step s − 1's batch statistic and the buffer it left
+        for n, m in model.named_modules():
+            if getattr(m, "last_x2", None) is not None:
+                x2[(trainer.step - 1, n)] = m.last_x2.double().clone()
+                run[(trainer.step - 1, n)] = getattr(m, "running_phi", getattr(m, "running_var", None)).double().clone()
+
+    res = Trainer(model, _batches(), cfg, callbacks=[record], progress=False).run()
+    sites = [n for n, m in model.named_modules() if hasattr(m, "last_divisor")]
+    for n in sites:
+        x2[(cfg.steps - 1, n)] = model.get_submodule(n).last_x2.double()
+
+    def divisor(s, n):
+        it = s + 1
+        if strategy == "powernorm":
+            return x2[(s, n)] if it <= 3 else run[(s - 1, n)]
+        return x2[(s, n)] if it <= 4 else torch.stack([x2[(s - k, n)] for k in range(4)]).log().mean(0).exp()
+
+    lay = res.layers[res.layers.metric.str.startswith("dstat_")]
+    assert sorted(set(lay.site)) == sorted(sites) and len(lay) == 2 * cfg.steps * len(sites)
+    for n in sites:
+        got = lay[lay.site == n].pivot(index="step", columns="metric", values="value")
+        assert math.isnan(got.loc[0, "dstat_x2_rel_change"])
+        for s in range(1, cfg.steps):
+            d, p = divisor(s, n), divisor(s - 1, n)
+            assert math.isclose(got.loc[s, "dstat_x2_mean"], float(d.mean()), rel_tol=1e-6)
+            assert math.isclose(got.loc[s, "dstat_x2_rel_change"], float((d - p).norm() / p.norm()), rel_tol=1e-5)
+
+
 def test_a_loss_jump_is_flagged_as_a_spike():
     from interp.train import lm_loss
 

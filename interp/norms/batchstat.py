@@ -15,7 +15,10 @@ Unified:    σ²_c = mean over real tokens of x_c²; after warm-up the divisor i
             Outlier filtration (off for NLP in the reference code) is not implemented.
 
 In eval mode both divide by their running statistic only. `last_x2` holds the latest batch statistic [d]
-so the training loop can log its fluctuation (the PowerNorm paper's measure).
+so the training loop can log its fluctuation (the PowerNorm paper's measure), and `last_divisor` the second
+moment the latest training forward divided by [d] (PowerNorm: ψ² in warm-up, then the running ψ² as it stood
+before the step; Unified: σ² in warm-up, then the window's geometric mean), so it can log how much steadier
+that is. Both are plain attributes, not buffers: they are not saved and do not enter the computation.
 """
 from __future__ import annotations
 
@@ -70,6 +73,7 @@ class PowerNorm(Norm):
         self.register_buffer("ema_gz", torch.zeros(d))
         self.register_buffer("iters", torch.zeros((), dtype=torch.long))
         self.last_x2: torch.Tensor | None = None
+        self.last_divisor: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         x = self.hook_in(x)
@@ -84,6 +88,7 @@ class PowerNorm(Norm):
         x2 = _masked_second_moment(x, self.token_mask)  # [d]
         self.last_x2 = x2
         phi = x2 if it <= self.warmup_iters else self.running_phi.clone()
+        self.last_divisor = phi
         with torch.no_grad():
             if it < self.warmup_iters:
                 self.running_phi.mul_((it - 1) / it).add_(x2 / it)
@@ -132,6 +137,7 @@ class UnifiedNorm(Norm):
         self.register_buffer("buffer_gz", torch.zeros(window, d))
         self.register_buffer("iters", torch.zeros((), dtype=torch.long))
         self.last_x2: torch.Tensor | None = None
+        self.last_divisor: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         x = self.hook_in(x)
@@ -148,6 +154,7 @@ class UnifiedNorm(Norm):
                 var = x2
             else:  # geometric mean of the window, computed in log space
                 var = self.buffer_x2.clamp_min(1e-30).log().mean(0).exp()
+            self.last_divisor = var
             r = (var + self.eps).sqrt() / (self.running_var + self.eps).sqrt()
             r = torch.ones_like(r) if it <= max(1000, self.warmup_iters) else r.clamp(0.2, 5.0)
             self.running_var.mul_(self.momentum).add_((1 - self.momentum) * var)

@@ -8,7 +8,10 @@ latest training batch; we log its mean and its relative change from the previous
 moment, the buffer their inference forward divides by (RUNNING_BUFFERS: PowerNorm's running ψ² `running_phi`,
 Unified Norm's running σ² `running_var`); we log it the same way, its mean and its relative change over the
 step, ‖Rₜ − Rₜ₋₁‖/‖Rₜ₋₁‖ with Rₜ the buffer after step t's forward (the steadiness PowerNorm §3–4 claims for
-it). The first step logged by a Telemetry (step 0, or the first after a resume) has no previous value: NaN.
+it). And `last_divisor`, the second moment the training forward divided by (PowerNorm: the batch ψ² in its
+statistics warm-up, then the running ψ² as it stood before the step; Unified: the batch σ² in warm-up, then
+the geometric mean of the last `window` batch statistics, its "fluctuation smoothing"), logged the same way.
+The first step logged by a Telemetry (step 0, or the first after a resume) has no previous value: NaN.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class Telemetry:
         self.bstat = [(n, m) for n, m in model.named_modules() if hasattr(m, "last_x2")]
         self.prev_x2: dict[str, torch.Tensor] = {}
         self.prev_running: dict[str, torch.Tensor] = {}
+        self.prev_divisor: dict[str, torch.Tensor] = {}
         self._before: list[torch.Tensor] | None = None
 
     @torch.no_grad()
@@ -88,15 +92,26 @@ class Telemetry:
     def running_stats(self) -> list[tuple[str, str, float, float]]:
         """[(norm name, group, mean of the running x², its relative change over the step)] for batch-statistic
         norms, read after the step's forward has updated the running buffer (RUNNING_BUFFERS)."""
+        def running(m):
+            return next((getattr(m, b) for b in RUNNING_BUFFERS if isinstance(getattr(m, b, None), torch.Tensor)),
+                        None)
+        return self._changes(running, self.prev_running)
+
+    @torch.no_grad()
+    def divisor_stats(self) -> list[tuple[str, str, float, float]]:
+        """[(norm name, group, mean of the divisor x², its relative change from the previous step)] for
+        batch-statistic norms that expose `last_divisor` (the second moment their training forward divided by)."""
+        return self._changes(lambda m: getattr(m, "last_divisor", None), self.prev_divisor)
+
+    def _changes(self, get, prev_of: dict[str, torch.Tensor]) -> list[tuple[str, str, float, float]]:
         out = []
         for n, m in self.bstat:
-            buf = next((getattr(m, b) for b in RUNNING_BUFFERS if isinstance(getattr(m, b, None), torch.Tensor)),
-                       None)
-            if buf is None or m.last_x2 is None:
+            v = get(m)
+            if v is None or m.last_x2 is None:
                 continue
-            r = buf.detach().double()
-            prev = self.prev_running.get(n)
-            rel = float((r - prev).norm() / prev.norm().clamp_min(1e-30)) if prev is not None else float("nan")
-            self.prev_running[n] = r.clone()
-            out.append((n, group_of(n), float(r.mean()), rel))
+            v = v.detach().double()
+            prev = prev_of.get(n)
+            rel = float((v - prev).norm() / prev.norm().clamp_min(1e-30)) if prev is not None else float("nan")
+            prev_of[n] = v.clone()
+            out.append((n, group_of(n), float(v.mean()), rel))
         return out

@@ -8,8 +8,9 @@ Log frames (tidy, saved with every checkpoint as parquet):
           update, every `eval_every` steps; NaN elsewhere), tokens_per_s, epoch.
   layers: one row per update × group × metric — step, group ("embed", "0".."L-1", "final"), site (parameter
           group, or the batch-statistic norm's module name), metric ∈ {grad_norm, update_ratio, bstat_x2_mean,
-          bstat_x2_rel_change, rstat_x2_mean, rstat_x2_rel_change}, value (bstat: the batch's second moment,
-          rstat: the norm's running second moment after the step; see interp.train.telemetry).
+          bstat_x2_rel_change, rstat_x2_mean, rstat_x2_rel_change, dstat_x2_mean, dstat_x2_rel_change}, value
+          (bstat: the batch's second moment, rstat: the norm's running second moment after the step, dstat: the
+          second moment the training forward divided by; see interp.train.telemetry).
 A loss spike is a loss above mean + `spike_sigma`·std of the previous `spike_window` losses and 10 % above
 their mean. A non-finite loss or gradient stops the run before the update is applied, and weights (or
 batch-statistic buffers) that turn non-finite in an update stop it right after: nothing is saved after either,
@@ -280,10 +281,12 @@ class Trainer:
                     self.layer_rows.append(dict(step=self.step, group=g, site=name, metric="bstat_x2_mean", value=m))
                     self.layer_rows.append(dict(step=self.step, group=g, site=name, metric="bstat_x2_rel_change",
                                                 value=rel))
-                for name, g, m, rel in self.tel.running_stats():
-                    self.layer_rows.append(dict(step=self.step, group=g, site=name, metric="rstat_x2_mean", value=m))
-                    self.layer_rows.append(dict(step=self.step, group=g, site=name, metric="rstat_x2_rel_change",
-                                                value=rel))
+                for kind, stats in (("rstat", self.tel.running_stats()), ("dstat", self.tel.divisor_stats())):
+                    for name, g, m, rel in stats:
+                        self.layer_rows.append(dict(step=self.step, group=g, site=name, metric=f"{kind}_x2_mean",
+                                                    value=m))
+                        self.layer_rows.append(dict(step=self.step, group=g, site=name, metric=f"{kind}_x2_rel_change",
+                                                    value=rel))
             self.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{ntok / dt:,.0f}")
