@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from interp import zoo
 from interp.analysis.effectiveness import deep_shallow_log_ratio
 from interp.analysis.gradients import cv, late_early
+from interp.analysis.intervals import NotTestable
 from interp.analysis.growth import fit_exponential, fit_linear, growth_figures, pooled_variance
 from interp.analysis.ln_free import ln_removal_cost
 from interp.analysis.massive import has_massive
@@ -112,6 +113,67 @@ def test_spike_count_brute_force():
     g[[120, 250, 251, 390]] *= 20
     spikes = sum(g[i] > 3 * np.median(g[i - 50:i]) for i in range(50, len(g)))
     assert spike_count(g) == (spikes, 350)
+
+
+def _stat_log(tmp, name, x2, running=None, divisor=None, norm="powernorm", warmup=20):
+    """A zoo model directory whose training log holds the batch statistics x2 [T, d] of one norm and, when given,
+    its running / divisor statistics, as relative step changes (the telemetry's definition, NaN at step 0)."""
+    import json
+    d = tmp / name
+    d.mkdir()
+    T = len(x2)
+    pd.DataFrame({"step": np.arange(T), "grad_norm": np.ones(T)}).to_parquet(d / "steps.parquet")
+    (d / "config.json").write_text(json.dumps({"config": {"norm": norm, "d_model": x2.shape[1],
+                                                          "norm_kwargs": {"warmup_iters": warmup}}}))
+    rows = []
+    for metric, v in (("bstat", x2), ("rstat", running), ("dstat", divisor)):
+        if v is not None:
+            rel = np.r_[np.nan, np.linalg.norm(np.diff(v, axis=0), axis=1) / np.linalg.norm(v[:-1], axis=1)]
+            rows += [{"step": t, "group": "0", "site": "blocks.0.ln1", "metric": f"{metric}_x2_rel_change",
+                      "value": r} for t, r in enumerate(rel)]
+    pd.DataFrame(rows).to_parquet(d / "layers.parquet")
+
+
+def test_steadiness_of_an_ema_and_a_window_against_their_noise_and_drift_limits(tmp_path):
+    """A batch statistic that is i.i.d. noise around a fixed value: PowerNorm's EMA (α = 0.9) moves (1−α)/√(1+α)
+    as much per step and Unified's 4-step geometric mean 1/4 as much; a statistic that only drifts: both move as
+    much as the batch statistic. Steps before the warm-up (20 + window + 1, and 10 % of the run) are not counted."""
+    from interp.analysis.registry import METRICS
+    from interp.analysis.training_logs import read_logs
+    rng, T, a = np.random.default_rng(0), 1500, 0.9
+
+    def ema(x):
+        r, out = x[0].copy(), np.empty_like(x)
+        for t in range(len(x)):
+            r = a * r + (1 - a) * x[t]
+            out[t] = r
+        return out
+
+    def window(x, m=4):
+        return np.stack([np.exp(np.log(x[max(0, t - m + 1):t + 1]).mean(0)) for t in range(len(x))])
+
+    noise = 1 + 0.05 * rng.standard_normal((T, 64))
+    drift = (1 + 0.002 * np.arange(T))[:, None] * (1 + 1e-5 * rng.standard_normal((T, 64)))
+    noise[:150] *= rng.lognormal(0, 3, (150, 1))   # wild early steps, all before the counted ones
+    _stat_log(tmp_path, "powernorm", noise, running=ema(noise))
+    _stat_log(tmp_path, "powernorm.seed1", drift, running=ema(drift))
+    _stat_log(tmp_path, "powernorm.seed2", noise)                        # trained before rstat was logged
+    _stat_log(tmp_path, "unified-norm", noise, running=ema(window(noise)), divisor=window(noise), norm="unified")
+    logs = read_logs(tmp_path)
+    st = logs["log_steadiness"].set_index("model")
+    assert st.loc["powernorm", "steps"] == T - 150 and st.loc["unified-norm", "steps"] == T - 150
+    assert "powernorm.seed2" not in st.index and math.isnan(st.loc["powernorm", "divisor"])
+    rstat, dstat = METRICS["rstat_steadiness"].fn, METRICS["dstat_steadiness"].fn
+    iid = rstat(logs, Subject("powernorm", ("powernorm",)))
+    assert iid.value == pytest.approx((1 - a) / math.sqrt(1 + a), rel=0.05)
+    assert rstat(logs, Subject("powernorm", ("powernorm.seed1",))).value == pytest.approx(1.0, rel=0.05)
+    assert dstat(logs, Subject("unified-norm", ("unified-norm",))).value == pytest.approx(0.25, rel=0.05)
+    both = rstat(logs, Subject("powernorm", ("powernorm", "powernorm.seed1", "powernorm.seed2")))
+    assert both.n == 2 and "powernorm.seed2 left out" in both.detail and both.lo < both.value < both.hi
+    with pytest.raises(NotTestable, match="running-statistic telemetry"):
+        rstat(logs, Subject("powernorm", ("powernorm.seed2",)))
+    with pytest.raises(NotTestable, match="divisor-statistic telemetry"):
+        dstat(logs, Subject("powernorm", ("powernorm.seed2",)))
 
 
 def test_gradient_and_depth_summaries_brute_force():

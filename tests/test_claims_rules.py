@@ -101,6 +101,12 @@ def _bstat(c, vals):
     return {"cards": zoo_cards(*c.zoo), "log_bstat": pd.DataFrame(rows)}
 
 
+def _steadiness(c, vals, column):   # per seed: the smoothed statistic moves v times as much as the batch's
+    rows = [{"model": c.zoo[0] + s, "site": f"blocks.{k}.ln1", "steps": 1800, "batch": b, "running": math.nan,
+             "divisor": math.nan, column: b * v} for s, v in zip(SEEDS, vals) for k, b in enumerate((0.05, 0.1, 0.2))]
+    return {"cards": zoo_cards(c.zoo[0]), "log_steadiness": pd.DataFrame(rows)}
+
+
 def _growth_shape(c, vals):
     rows = []
     for s, v in zip(SEEDS, vals):  # v > 0: an exponential profile, v < 0: a linear one
@@ -224,7 +230,9 @@ MAKERS = {"stable_lr_steps": _stable_lr, "lr_sensitivity": _lr_sensitivity, "max
           "bstat_fluctuation": _bstat, "growth_shape": _growth_shape, "speedup": _speedup,
           "equivalence_error": _equivalence, "ln_removal_cost": _ln_removal, "massive_fraction": _massive,
           "ablation_delta": _ablation, "fp16_headroom": _fp16_headroom, "variance_rise": _variance_rise,
-          "cond_param_ratio": _cond_param_ratio, "mdlm_nelbo": _mdlm_nelbo}
+          "cond_param_ratio": _cond_param_ratio, "mdlm_nelbo": _mdlm_nelbo,
+          "rstat_steadiness": lambda c, v: _steadiness(c, v, "running"),
+          "dstat_steadiness": lambda c, v: _steadiness(c, v, "divisor")}
 
 
 def _sides(c):
@@ -245,6 +253,8 @@ def _sides(c):
         return [-0.5, -0.55, -0.45], [0.5, 0.55, 0.45], [-0.9, 0.0, 0.9]
     if c.metric == "speedup":
         return [0.3], [-0.3], [0.6, -0.6]
+    if c.metric in ("rstat_steadiness", "dstat_steadiness"):   # a ratio of two movements: positive, ≈ 1 at most
+        return [0.2, 0.25, 0.15], [0.95, 1.0, 0.9], [0.2, t, 1.2]
     step = max(abs(t), 0.5)
     if r.op == "within":
         return [0.0, 0.0, 0.0], [t + step] * 3, [t - t / 2, t + t / 2, t]

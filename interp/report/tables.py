@@ -80,6 +80,11 @@ TABLES: dict[str, dict[str, str]] = {
                    "spikes": "steps with grad norm > 3× the median of the previous 50"},
     "log_bstat": {"model": "", "site": "batch-statistic norm (module name)",
                   "fluctuation": "median over steps after the LR warm-up of bstat_x2_rel_change"},
+    "log_steadiness": {"model": "", "site": "batch-statistic norm (module name)",
+                       "steps": "steps counted (after 10 % of the run and the norm's statistics warm-up and window)",
+                       "batch": "median over those steps of bstat_x2_rel_change",
+                       "running": "the same of rstat_x2_rel_change (the running second moment; NaN if not logged)",
+                       "divisor": "the same of dstat_x2_rel_change (the statistic divided by; NaN if not logged)"},
     # weights along training (interp.analysis.dynamics; every column in docs/results.md, "Training dynamics")
     "dynamics": {"model": "", "step": "training step (0 = the seed's init)", "tokens": "training tokens seen",
                  "depth": "stream depth", "variance": "as in stream", "top1": "max |x|, mean over sequences",

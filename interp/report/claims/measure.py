@@ -9,6 +9,7 @@
   entropy_neurons  the original pre-ln's entropy-neuron candidates measured in it, in its LN-free model and in
                the vanilla control, per seed (`interp.analysis.entropy_neurons`)
   log_spikes, log_bstat   gradient spikes and batch-statistic fluctuation from the shipped training logs
+  log_steadiness          running / divisor statistics' step changes beside the batch statistics' (same logs)
   seed_plan    how many seeds of each zoo strategy the zoo's manifest plans (`seeds`), so a verdict can wait for
                seeds that are still training (`interp.report.claims.evaluate`)
   seq_skip     skip-one-block loss per held-out sequence (`interp.analysis.skip`) of every seed of the strategies
