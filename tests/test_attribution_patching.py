@@ -18,7 +18,8 @@ import interp
 import interp.data
 from interp import zoo
 from interp.collectors import LayerEffect, MassiveActivations, collect
-from interp.collectors.attribution_patching import MassiveAttribution, SkipAttribution, agreement, beside_exact
+from interp.collectors.attribution_patching import (MassiveAttribution, SkipAttribution, agreement, beside_exact,
+                                                    skip_first_order)
 from interp.collectors.batches import model_context, to_sequences
 from interp.collectors.massive import edit_massive
 
@@ -146,6 +147,21 @@ def test_skip_estimate_against_exact_skip_losses(name, min_rho):
     assert table["increase_first_order"].idxmax() == table["increase"].idxmax()  # the most harmful block
     assert (table["error"] < 0).all(), table  # an underestimate everywhere
     assert a["mean_abs_error"] < 0.3, a
+
+
+@pytest.mark.parametrize("strategy", ["pre-ln", "post-ln", "peri-ln"])
+def test_skip_first_order_equals_the_collector_and_restores_the_weights(strategy):
+    """The stream-only backward (weights frozen) gives the collector's numbers, and leaves requires_grad as it was."""
+    model = zoo.build(strategy, n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=32, d_vocab=256,
+                      dtype=torch.float64).eval()
+    model.blocks[1].mlp.up.weight.requires_grad_(False)  # a frozen weight stays frozen, the others trainable
+    toks, mask = padded(256)
+    fast = skip_first_order(model, (toks, mask), batch_size=2)
+    ref = collect(model, (toks, mask), [SkipAttribution()], batch_size=2, progress=False)["skip_attribution"]
+    np.testing.assert_allclose(fast["increase_first_order"], ref["increase_first_order"], rtol=1e-9, atol=1e-12)
+    assert fast["base"].iloc[0] == ref["base"].iloc[0]
+    assert [n for n, p in model.named_parameters() if not p.requires_grad] == ["blocks.1.mlp.up.weight"]
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_beside_exact_matches_layer_effect_table():

@@ -24,6 +24,9 @@ measured error on real models is in docs/collectors.md. Losses are the mean next
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import torch
@@ -163,6 +166,42 @@ class MassiveAttribution(Collector):
                              "dims": " ".join(map(str, self.dims.tolist())),
                              "n_replaced": st["replaced"].astype(np.int64), "base": st["base_sum"][0] / n,
                              "loss_delta_first_order": st["est_sum"] / n})
+
+
+class _StreamLeaf(Collector):
+    """Makes the stream at depth 0 a leaf that requires grad, so that with the weights frozen the backward
+    computes the gradients along the stream only (no weight gradients: about half a backward's work)."""
+
+    name = "stream_leaf"
+    needs_grad = True
+
+    def hooks(self, model):
+        return [(model.sites.stream()[0], lambda x, hook: x.detach().requires_grad_(True))]
+
+
+@contextlib.contextmanager
+def _weights_frozen(model) -> Iterator[None]:
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def skip_first_order(model, data, batch_size: int = 8, max_tokens: int | None = None,
+                     progress: bool = False) -> pd.DataFrame:
+    """`SkipAttribution`'s table for `data` (as `interp.collect` takes it), from one forward and one backward
+    per batch that computes the gradients along the stream only (the weights are frozen during the run and
+    their `requires_grad` restored after). Inside `interp.collect`, `SkipAttribution` shares the backward of
+    other gradient collectors (`GradNorms`) instead."""
+    from interp.collectors.driver import run_batches
+    col = SkipAttribution().bind(model)
+    with _weights_frozen(model):
+        run_batches(model, data, [_StreamLeaf().bind(model), col], batch_size, max_tokens, progress=progress)
+    return col.result()
 
 
 def beside_exact(estimate: pd.DataFrame, exact: pd.DataFrame) -> pd.DataFrame:
