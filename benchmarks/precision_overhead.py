@@ -4,8 +4,10 @@ On the same random tokens (`--batches` batches of `--batch` × `--seq`), the two
 times in one process (fair on a shared CPU); the ratio of the best times is the overhead. Writes
 benchmarks/results/precision_overhead.json (one record per model).
 The CPU-time ratio (process_time, median) is kept too: it is less sensitive to other processes on the machine.
-Most robust on a shared machine: `ratio_hook_cpu` = 1 + (CPU seconds spent inside the Precision collector's hooks
-during a run, thread_time) / (CPU seconds of the run without it), medians over the repeats.
+Most robust to other load: `ratio_hook_cpu` = 1 + (CPU seconds spent inside the Precision collector's hooks
+during a run, thread_time) / (CPU seconds of the run without it), medians over the repeats; `ratio_hook_cpu_per_repeat`
+and its min / max / iqr give the spread (each repeat's hook seconds over the same repeat's baseline CPU seconds), and
+`load_before` / `load_after` how busy the machine was.
 Run: .venv/bin/python benchmarks/precision_overhead.py [--models smollm2-135m] [--threads 1]
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ def measure(name: str, batch: int, seq: int, n_batches: int, repeats: int) -> di
 
     import interp
     from interp.collectors import Precision, default_collectors
+    from timing import load_info, summary
     model = interp.zoo.build("pre-ln") if name == "zoo" else interp.load_model(name)
     model.eval()
     vocab = model.card.extra.get("d_vocab") or getattr(model.cfg, "d_vocab", 4096)
@@ -50,6 +53,7 @@ def measure(name: str, batch: int, seq: int, n_batches: int, repeats: int) -> di
     times: dict[str, list[float]] = {k: [] for k in runs}
     cpu: dict[str, list[float]] = {k: [] for k in runs}
     hooks: list[float] = []
+    before = load_info()
     with torch.no_grad():
         for f in runs.values():
             f()  # warm-up
@@ -65,6 +69,7 @@ def measure(name: str, batch: int, seq: int, n_batches: int, repeats: int) -> di
     best = {k: min(v) for k, v in times.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    per_repeat = summary([1 + h / c for h, c in zip(hooks, cpu["collect"])])
     return {"model": name, "tokens_per_run": n_batches * batch * seq, "batch": batch, "seq": seq,
             "repeats": repeats, "threads": torch.get_num_threads(),
             "collect_s_best": best["collect"], "collect_precision_s_best": best["collect+precision"],
@@ -73,7 +78,11 @@ def measure(name: str, batch: int, seq: int, n_batches: int, repeats: int) -> di
             "ratio_cpu_median": cpu_med["collect+precision"] / cpu_med["collect"],
             "precision_hook_cpu_s_median": statistics.median(hooks),
             "ratio_hook_cpu": 1 + statistics.median(hooks) / cpu_med["collect"],
-            "ratios_per_repeat": [b / a for a, b in zip(times["collect"], times["collect+precision"])]}
+            "ratio_hook_cpu_min": per_repeat["min"], "ratio_hook_cpu_max": per_repeat["max"],
+            "ratio_hook_cpu_iqr": per_repeat["iqr"], "ratio_hook_cpu_per_repeat": per_repeat["samples"],
+            "collect_cpu_s_median": cpu_med["collect"],
+            "ratios_per_repeat": [b / a for a, b in zip(times["collect"], times["collect+precision"])],
+            "load_before": before, "load_after": load_info()}
 
 
 def main() -> None:

@@ -178,3 +178,52 @@ def test_matches_brute_force_on_smollm2():
     data = [t[m].tolist() for t, m in zip(tokens, mask)]
     res = check_against_brute(model, data, batch_size=2)
     assert (res["precision"]["abs_max"] > 100).any()  # SmolLM2's massive activations
+
+
+def fmt_edges() -> list[float]:
+    """Values at the edges of fp16 / bf16 rounding: the overflow threshold, flush-to-zero, subnormal ties,
+    mantissa ties (to even), carries into the exponent, fp32 subnormals."""
+    f32 = lambda v: float(np.float32(v))
+    return [65504.0, f32(np.nextafter(np.float32(65520), np.float32(0))), 65520.0, -7e4, 2.0 ** -25,
+            f32(np.nextafter(np.float32(2.0 ** -25), np.float32(1))), 1.5 * 2.0 ** -24, 2.5 * 2.0 ** -24, -3e-8,
+            2.0 ** -14, f32(2.0 ** -14 - 2.0 ** -26), 1e-40, 1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, 1 + 2.0 ** -8,
+            1 + 3 * 2.0 ** -8, -2047.5, 2047.75, 3.0e38, 1e-5, 0.0]
+
+
+def test_fused_kernel_rounds_as_the_casts_do():
+    """The fused kernel's fp16 / bf16 rounding errors, overflow and flush counts, one edge value at a time and on
+    values spread over 47 binades, against .half() / .bfloat16() of the same float32 values, to 1e-6 relative with
+    no absolute slack (float64 squares: an fp32 subnormal's error or a 3e38 value's counts too)."""
+    from interp.collectors import precision_kernels as pk
+    if not pk.ENABLED:
+        pytest.skip("numba missing: the torch form runs")
+
+    def brute(x):
+        h = x.half()
+        fin = torch.isfinite(h)
+        d16 = (h.double() - x.double())[fin]
+        return {pk.ERR_FP16: float((d16 ** 2).sum()), pk.ERR_BF16: float(((x.bfloat16().double() - x.double()) ** 2).sum()),
+                pk.N_FP16_OVERFLOW: float((~fin).sum()), pk.N_FP16_FLUSH: float(((h == 0) & (x != 0)).sum()),
+                pk.SUM_SQ_FP16_FINITE: float((x.double()[fin] ** 2).sum())}
+
+    def fused(x):
+        rows = np.arange(x.shape[0])
+        return pk.site_stats(x, rows, np.zeros_like(rows), 1, 6.0)[0]
+
+    for v in fmt_edges():
+        x = torch.tensor([[v, 0.0, 0.5, -0.25]], dtype=torch.float32)
+        got, ref = fused(x), brute(x)
+        for slot, r in ref.items():
+            assert got[slot] == pytest.approx(r, rel=1e-6, abs=0), (v, slot)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randint(0, 2, (64, 300), generator=g) * 2 - 1) * 2.0 ** (torch.rand(64, 300, generator=g) * 47 - 30)
+    got, ref = fused(x.float()), brute(x.float())
+    for slot, r in ref.items():
+        assert got[slot] == pytest.approx(r, rel=1e-6, abs=0), slot
+
+
+def test_torch_form_matches_brute_force(monkeypatch):
+    """Without the fused kernel (GPU tensors, float64 models, numba missing) the torch form gives the same tables."""
+    import interp.collectors.precision as mod
+    monkeypatch.setattr(mod.pk, "usable", lambda x: False)
+    check_against_brute(tiny("peri-ln"), seqs(5, 4), batch_size=4)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.collectors import precision_kernels as pk
 from interp.collectors.base import F64, Collector
 from interp.collectors.residual import residual_sites, site_widths
 from interp.precision.formats import BF16_MAX, FP16_FLUSH, FP16_MAX, FP16_OVERFLOW, INT8_MAX, seq_index
@@ -75,12 +76,19 @@ class Precision(Collector):
     def begin_batch(self, batch) -> None:
         super().begin_batch(batch)
         self._seq = seq_index(batch.mask)  # [n] the sequence of each counted position
+        # for the fused kernel: the counted positions as rows of x [b·t, ...] and their sequences
+        mask = batch.mask.cpu()
+        self._rows = np.flatnonzero(mask.reshape(-1).numpy())
+        self._rows_seq = self._rows // max(mask.shape[1], 1)
 
     def _hook(self, x: torch.Tensor, hook) -> None:
         last, version, st = self._last
         if x is not last or x._version != version:  # the same tensor under another hook name: reuse its stats
-            rows = self.batch.select(x.detach())
-            st = self.stats(rows.reshape(rows.shape[0], -1) if rows.dim() > 2 else rows)  # per-head: one row per token
+            if pk.usable(x):  # one fused pass over x (CPU float32)
+                st = self.fused_stats(x.detach())
+            else:
+                rows = self.batch.select(x.detach())
+                st = self.stats(rows.reshape(rows.shape[0], -1) if rows.dim() > 2 else rows)  # per-head: a row per token
             self._last = (x, x._version, st)
         if st is None:
             return
@@ -104,6 +112,27 @@ class Precision(Collector):
             buf = self._buf = (*(torch.empty(numel, dtype=r.dtype, **kw) for _ in range(3)),
                                torch.empty(numel, dtype=torch.float16, **kw), torch.empty(numel, dtype=torch.bfloat16, **kw))
         return tuple(b[:numel].view(r.shape) for b in buf)
+
+    def fused_stats(self, x: torch.Tensor):
+        """`stats` of x [b, t, ...]'s counted positions (one row per token), by the fused kernel
+        (`precision_kernels.site_stats`): the same sums, one read of x."""
+        n = self._rows.size
+        if n == 0:
+            return None
+        x2 = x.reshape(x.shape[0] * x.shape[1], -1)
+        v, hits = pk.site_stats(x2, self._rows, self._rows_seq, x.shape[0], self.alpha)
+        out = np.zeros(len(FIELDS))
+        out[K["n_tokens"]], out[K["n_values"]] = n, n * x2.shape[1]
+        for f, slot in (("sum_sq", pk.SUM_SQ), ("sum_sq_fp16_finite", pk.SUM_SQ_FP16_FINITE),
+                        ("n_fp16_overflow", pk.N_FP16_OVERFLOW), ("n_fp16_flush", pk.N_FP16_FLUSH),
+                        ("err_fp16", pk.ERR_FP16), ("err_bf16", pk.ERR_BF16),
+                        ("err_int8_tensor", pk.ERR_INT8_TENSOR), ("err_int8_token", pk.ERR_INT8_TOKEN),
+                        ("tokrel_int8_tensor", pk.TOKREL_INT8_TENSOR), ("tokrel_int8_token", pk.TOKREL_INT8_TOKEN),
+                        ("n_outlier_values", pk.N_OUTLIER_VALUES)):
+            out[K[f]] = v[slot]
+        amax = v[pk.ABS_MAX]
+        counts = torch.from_numpy(hits) if amax >= self.alpha else None  # as `stats`: hits only past α
+        return torch.from_numpy(out), torch.tensor(amax, dtype=F64), counts
 
     def stats(self, r: torch.Tensor):
         """(sums [K] float64, max |x|, tokens with |x_j| ≥ α per dim [d] or None) of rows r [n, d].
