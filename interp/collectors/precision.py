@@ -31,6 +31,13 @@ FIELDS = ("n_tokens", "n_values", "sum_sq", "n_fp16_overflow", "n_fp16_flush", "
           "sum_sq_fp16_finite")
 K = {f: i for i, f in enumerate(FIELDS)}
 TINY = 1e-30
+# where the fused kernel's slots go in FIELDS
+_FUSED = {"sum_sq": pk.SUM_SQ, "sum_sq_fp16_finite": pk.SUM_SQ_FP16_FINITE, "n_fp16_overflow": pk.N_FP16_OVERFLOW,
+          "n_fp16_flush": pk.N_FP16_FLUSH, "err_fp16": pk.ERR_FP16, "err_bf16": pk.ERR_BF16,
+          "err_int8_tensor": pk.ERR_INT8_TENSOR, "err_int8_token": pk.ERR_INT8_TOKEN,
+          "tokrel_int8_tensor": pk.TOKREL_INT8_TENSOR, "tokrel_int8_token": pk.TOKREL_INT8_TOKEN,
+          "n_outlier_values": pk.N_OUTLIER_VALUES}
+_FUSED_FIELDS, _FUSED_SLOTS = np.array([K[f] for f in _FUSED]), np.array(list(_FUSED.values()))
 
 
 class Precision(Collector):
@@ -93,15 +100,29 @@ class Precision(Collector):
         if st is None:
             return
         sums, amax, counts = st
+        if isinstance(sums, np.ndarray) and self.state["sums"].device.type == "cpu":  # fused form: numpy in place
+            S, M, H = self.state["sums"].numpy(), self.state["abs_max"].numpy(), self.state["dim_hits"].numpy()
+            for i in self.rows_of[hook.name]:
+                S[i] += sums
+                M[i] = max(M[i], amax) if amax == amax else amax  # NaN propagates, as torch.maximum does
+                if counts is not None:
+                    self._check_width(hook, i, len(counts))
+                    H[i, :len(counts)] += counts
+            return
+        if isinstance(sums, np.ndarray):
+            sums, amax = torch.from_numpy(sums), torch.tensor(amax, dtype=F64)
+            counts = None if counts is None else torch.from_numpy(counts)
         for i in self.rows_of[hook.name]:
             self.state["sums"][i] += sums
             self.state["abs_max"][i] = torch.maximum(self.state["abs_max"][i], amax)
             if counts is not None:
-                w = len(counts)
-                if w != self.widths[i]:
-                    raise ValueError(f"{hook.name} carries {w} values per token, the site map says "
-                                     f"{self.widths[i]}; declare its width in LayerSites.norm_widths")
-                self.state["dim_hits"][i, :w] += counts
+                self._check_width(hook, i, len(counts))
+                self.state["dim_hits"][i, :len(counts)] += counts
+
+    def _check_width(self, hook, i: int, w: int) -> None:
+        if w != self.widths[i]:
+            raise ValueError(f"{hook.name} carries {w} values per token, the site map says "
+                             f"{self.widths[i]}; declare its width in LayerSites.norm_widths")
 
     def _scratch(self, r: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Work buffers shaped like r [n, d]: three in r's dtype, one fp16, one bf16. Reused by every site of a
@@ -115,7 +136,8 @@ class Precision(Collector):
 
     def fused_stats(self, x: torch.Tensor):
         """`stats` of x [b, t, ...]'s counted positions (one row per token), by the fused kernel
-        (`precision_kernels.site_stats`): the same sums, one read of x."""
+        (`precision_kernels.site_stats`): the same sums, one read of x, as numpy (sums [K], max |x| as a float,
+        hits [d] or None)."""
         n = self._rows.size
         if n == 0:
             return None
@@ -123,16 +145,9 @@ class Precision(Collector):
         v, hits = pk.site_stats(x2, self._rows, self._rows_seq, x.shape[0], self.alpha)
         out = np.zeros(len(FIELDS))
         out[K["n_tokens"]], out[K["n_values"]] = n, n * x2.shape[1]
-        for f, slot in (("sum_sq", pk.SUM_SQ), ("sum_sq_fp16_finite", pk.SUM_SQ_FP16_FINITE),
-                        ("n_fp16_overflow", pk.N_FP16_OVERFLOW), ("n_fp16_flush", pk.N_FP16_FLUSH),
-                        ("err_fp16", pk.ERR_FP16), ("err_bf16", pk.ERR_BF16),
-                        ("err_int8_tensor", pk.ERR_INT8_TENSOR), ("err_int8_token", pk.ERR_INT8_TOKEN),
-                        ("tokrel_int8_tensor", pk.TOKREL_INT8_TENSOR), ("tokrel_int8_token", pk.TOKREL_INT8_TOKEN),
-                        ("n_outlier_values", pk.N_OUTLIER_VALUES)):
-            out[K[f]] = v[slot]
-        amax = v[pk.ABS_MAX]
-        counts = torch.from_numpy(hits) if amax >= self.alpha else None  # as `stats`: hits only past α
-        return torch.from_numpy(out), torch.tensor(amax, dtype=F64), counts
+        out[_FUSED_FIELDS] = v[_FUSED_SLOTS]
+        amax = float(v[pk.ABS_MAX])
+        return out, amax, (hits if amax >= self.alpha else None)  # as `stats`: hits only past α
 
     def stats(self, r: torch.Tensor):
         """(sums [K] float64, max |x|, tokens with |x_j| ≥ α per dim [d] or None) of rows r [n, d].
