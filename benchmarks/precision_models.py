@@ -64,7 +64,7 @@ def main() -> None:
         missing = [k for k in keep if k not in prev["results"]]
         if missing:
             raise SystemExit(f"--keep {','.join(missing)}: not in {old}")
-        kept = {k: {**prev["results"][k], "carried_over": prev["results"][k].get("carried_over", prev["date"])}
+        kept = {k: {**prev["results"][k], "carried_over": prev["results"][k].get("carried_over") or prev["date"]}
                 for k in keep}
     import torch
 
