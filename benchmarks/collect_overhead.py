@@ -9,7 +9,8 @@ per-round ratios; CPU seconds of the process, which a busy neighbour disturbs le
   tl_cache  TransformerLens: TransformerBridge.run_with_cache (the zoo: its own run_with_cache) of the same
             sites the collectors read (names_filter), no statistics computed
   nnsight   nnsight's trace with .save() of the same tensors (norm inputs in place of their scales, which
-            the models compute internally), when nnsight is installed (a dev extra)
+            the models compute internally), when nnsight is installed (a dev extra); on its own copy of the
+            model, since tracing wraps every module of the model it is given (4 % slower plain forwards)
   peak RSS  of a fresh subprocess doing only that, at 1× and 10× the batches (`--mem-batches`).
 Run: .venv/bin/python benchmarks/collect_overhead.py [--models zoo,smollm2-135m,qwen2.5-0.5b] [--repeats 5]
 """
@@ -79,10 +80,11 @@ def load(name: str):
         m = interp.zoo.build("pre-ln", **ZOO).eval()
         sites = site_names(m)
         fns = {"plain": lambda t: m(t), "tl_cache": lambda t: m.run_with_cache(t, names_filter=sites)}
-        if have_nnsight():
+        if have_nnsight():  # on its own copy: nnsight wraps every module it traces, which slows later forwards
+            import copy
             parts = [("hook_resid_pre", "output"), ("ln1.hook_in", "output"), ("hook_attn_out", "output"),
                      ("ln2.hook_in", "output"), ("hook_mlp_out", "output"), ("hook_resid_post", "output")]
-            fns["nnsight"] = nnsight_saver(m, "blocks", parts, None)
+            fns["nnsight"] = nnsight_saver(copy.deepcopy(m), "blocks", parts, None)
         return m, fns
     from transformers import AutoModelForCausalLM, AutoTokenizer
     m = interp.load_model(name).eval()
@@ -104,7 +106,8 @@ def load(name: str):
     if have_nnsight():
         parts = [("", "input"), ("input_layernorm", "input"), ("self_attn", "output"),
                  ("post_attention_layernorm", "input"), ("mlp", "output"), ("", "output")]
-        saver = nnsight_saver(plain, "model.layers", parts, "model.norm")
+        own = AutoModelForCausalLM.from_pretrained(d, attn_implementation="sdpa", dtype=torch.float32).eval()
+        saver = nnsight_saver(own, "model.layers", parts, "model.norm")  # not `plain`: nnsight wraps its modules
         fns["nnsight"] = lambda t: saver(t, use_cache=False)
     return m, fns
 

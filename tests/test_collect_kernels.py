@@ -14,15 +14,43 @@ def test_moments_match_float64():
     for n, w in ((1, 7), (5, 33), (130, 64)):  # row counts around the kernel's four-row blocks
         x = torch.randn(n, w, generator=g) * 3
         x[0, 0] = 3000.0  # an outlier
-        acc = np.zeros((4, w + 3))
-        norms, top = kernels.moments(x, acc)
+        x[-1, -1] = -4000.0
+        acc = np.zeros((6, w + 3))
+        acc[4], acc[5] = np.inf, -np.inf
+        norms, top, lo, hi = kernels.moments(x, acc)
         d = x.double()
         for k in range(4):
             np.testing.assert_allclose(acc[k, :w], (d ** (k + 1)).sum(0).numpy(), rtol=1e-12, atol=1e-9)
-        assert not acc[:, w:].any()
+        assert not acc[:4, w:].any()
+        assert np.array_equal(acc[4, :w], d.amin(0).numpy()) and np.array_equal(acc[5, :w], d.amax(0).numpy())
         tok2 = (d ** 2).sum(1)
         assert norms == pytest.approx(tok2.sqrt().sum().item(), rel=1e-12)
         assert top == pytest.approx(tok2.max().item(), rel=1e-12)
+        assert (lo, hi) == (x.min().item(), x.max().item())
+
+
+def test_row_scales_match_float64():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 9, 3, 40, generator=g) * 5 + 2
+    d = x.double()
+    ln = (d.var(-1, unbiased=False) + 1e-5).sqrt()
+    rms = (d.pow(2).mean(-1) + 1e-6).sqrt()
+    torch.testing.assert_close(kernels.row_scales(x, True, 1e-5), ln.float(), rtol=1e-7, atol=0)
+    torch.testing.assert_close(kernels.row_scales(x, False, 1e-6), rms.float(), rtol=1e-7, atol=0)
+    assert kernels.row_scales(x[..., 1:], True, 1e-5).shape == (2, 9, 3)  # a non-contiguous view
+
+
+@pytest.mark.parametrize("n", [1000, 65536])
+def test_abs_medians_token_maxima(n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(3, n // 16, 16, generator=g)
+    x[1, 2, 5] = -1e4
+    x[2, 0, 3] = float("nan")
+    med, tmax = kernels.abs_medians(x.reshape(3, -1), 16)
+    assert torch.equal(med[:2], torch.stack([torch.median(v.abs()) for v in x[:2].reshape(2, -1)]))
+    assert torch.isnan(med[2])
+    ref = x.abs().amax(-1)
+    assert torch.equal(tmax[:2], ref[:2]) and torch.equal(tmax[2, 1:], ref[2, 1:]) and torch.isnan(tmax[2, 0])
 
 
 @pytest.mark.parametrize("n", [100, 16385, 65536, 100001])

@@ -95,6 +95,7 @@ class Collector:
         self.rules: dict[str, str] = {}
         self.topk: dict[str, TopK] = {}
         self.model = None
+        self._card: tuple | None = None  # (model, its card), see `card`
 
     # --- set-up ---------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -104,7 +105,26 @@ class Collector:
     def bind(self, model) -> "Collector":
         """Allocate the state for `model` (shapes from its site map). Subclasses call `_add` for each key."""
         self.model = model
+        if getattr(self, "_card", None) is not None and self._card[0] is not model:
+            self._card = None
         return self
+
+    def use_card(self, model, card) -> None:
+        """Hand the collector `model`'s card before `bind`, so that a run reads `model.card` once, not once per
+        collector and table (a model's card counts its parameters, a walk over every module)."""
+        self._card = (model, card)
+
+    @property
+    def card(self):
+        """The bound model's card, read once (or handed over by `use_card`)."""
+        if getattr(self, "_card", None) is None or self._card[0] is not self.model:
+            self._card = (self.model, self.model.card)
+        return self._card[1]
+
+    @property
+    def model_name(self) -> str:
+        """The bound model's name ("" when unbound): the tables' model column."""
+        return self.card.name if self.model is not None else ""
 
     def _add(self, key: str, tensor: torch.Tensor, rule: str) -> None:
         if rule not in ("sum", "max", "min") and not rule.startswith("topk:"):
@@ -156,6 +176,8 @@ class Collector:
     def check_finite(self, where: str = "") -> None:
         """Raise NonFiniteError when a sum or extremum is NaN/inf, naming the site when the collector can."""
         for k, v in self.state.items():
+            if bool(torch.isfinite(v).all()):  # the common case, in two passes over small tensors
+                continue
             rule = self.rules[k]
             bad = torch.isnan(v) | (torch.isinf(v) if rule == "sum" else
                                     (v == torch.inf) if rule == "max" else (v == -torch.inf) if rule == "min"

@@ -37,6 +37,29 @@ def gated(fn, live: list[bool]):
     return hook
 
 
+@contextlib.contextmanager
+def attached(model, fwd: list, bwd: list):
+    """`model.hooks(fwd_hooks=fwd, bwd_hooks=bwd)`, but on exit only the hook points it used are reset (the
+    HookedRootModule resets every hook point of the model, hundreds of module setattrs: ms per run)."""
+    points = getattr(model, "mod_dict", None)
+    if points is None or not all(isinstance(n, str) and n in points for n, _ in fwd + bwd):
+        with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
+            yield
+        return
+    model.context_level += 1
+    level, used = model.context_level, {}
+    try:
+        for hooks, direction in ((fwd, "fwd"), (bwd, "bwd")):
+            for name, fn in hooks:
+                used[name] = points[name]
+                used[name].add_hook(fn, dir=direction, level=level)
+        yield
+    finally:
+        for hp in used.values():
+            hp.remove_hooks("both", including_permanent=False, level=level)
+        model.context_level -= 1
+
+
 def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 8,
                 max_tokens: int | None = None, exclude_first: bool = False, overflow: str = "split",
                 progress: bool = True) -> dict:
@@ -50,13 +73,14 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
     bwd = [(name, gated(fn, live)) for c in collectors for name, fn in c.bwd_hooks(model)]
     grad = any(c.needs_grad for c in collectors)
     device = next(iter(model.parameters())).device
-    modes = [(m, m.training) for m in model.modules()]  # restored module by module (a wrapper may differ)
-    model.eval()
+    training = [m for m in model.modules() if m.training]  # set back after the run (a wrapper may differ)
+    for m in training:  # model.eval() module by module, only where needed: a walk of setattrs costs ms
+        m.training = False
     n_tok, t0 = 0, time.perf_counter()
     bar = tqdm(total=sum(map(len, seqs)), unit="tok", desc="collect", disable=not progress, leave=False)
     hooked = contextlib.ExitStack()
     try:
-        hooked.enter_context(model.hooks(fwd_hooks=fwd, bwd_hooks=bwd))  # once per run: registering costs ms
+        hooked.enter_context(attached(model, fwd, bwd))  # once per run: registering costs ms
         for i, (tokens, am) in enumerate(batches(seqs, batch_size, pad_id, side)):
             tokens, am = tokens.to(device), am.to(device)  # the model's device (interp.device)
             mask = am & ~first_mask(am) if exclude_first else am
@@ -90,8 +114,8 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
         bar.close()
         if grad:
             model.zero_grad(set_to_none=True)
-        for m, mode in modes:
-            m.training = mode
+        for m in training:
+            m.training = True
     return {"n_tokens": n_tok, "n_sequences": len(seqs), "n_batches": -(-len(seqs) // batch_size),
             "batch_size": batch_size, "exclude_first": exclude_first, "overflow": overflow,
             "seconds": time.perf_counter() - t0}
@@ -125,7 +149,9 @@ def collect(model, data, collectors: Sequence[Collector] | None = None, batch_si
     from every statistic. max_tokens caps the tokens read (the last sequence is cut to fit).
     """
     collectors = check_collectors(collectors)
+    card = model.card  # read once: a model's card walks its parameters
     for c in collectors:
+        c.use_card(model, card)
         c.bind(model)
     meta = run_batches(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, progress)
     check_measured(meta["n_tokens"], meta["n_sequences"], exclude_first)
@@ -133,4 +159,4 @@ def collect(model, data, collectors: Sequence[Collector] | None = None, batch_si
     tables: dict = {}
     for c in collectors:
         tables.update(c.tables())
-    return Results(tables=tables, card=model.card, meta=meta, states={c.name: c.state_dict() for c in collectors})
+    return Results(tables=tables, card=card, meta=meta, states={c.name: c.state_dict() for c in collectors})

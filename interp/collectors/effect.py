@@ -154,7 +154,7 @@ class LayerEffect(Collector):
     def result(self) -> pd.DataFrame:
         st = {k: v.numpy() for k, v in self.state.items()}
         rows = []
-        name = self.model.card.name if self.model is not None else ""
+        name = self.model_name
         D = len(self.hooks_)
         for i, n in enumerate(self.ns):
             for l in range(D - n):
@@ -171,7 +171,7 @@ class LayerEffect(Collector):
         n = max(st["skip_n"][0], 1)
         base = st["base_sum"][0] / n if causal else 0.0
         skipped = st["skip_sum"] / n
-        return pd.DataFrame({"model": self.model.card.name, "layer": np.arange(len(skipped)),
+        return pd.DataFrame({"model": self.model_name, "layer": np.arange(len(skipped)),
                              "metric": "next_token_ce" if causal else "pooled_cosine_distance",
                              "base": base, "skipped": skipped, "increase": skipped - base})
 

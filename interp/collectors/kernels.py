@@ -37,10 +37,12 @@ def as_array(x: torch.Tensor) -> np.ndarray:
 if ENABLED:
     @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
     def _moments(x, acc):  # pragma: no cover - compiled
-        """x [n, w]: acc[0..3, :w] += Σx, Σx², Σx³, Σx⁴ per dim (float64); returns (Σ_t ‖x_t‖, max_t ‖x_t‖²).
-        Four rows at a time (each accumulator is loaded and stored once per four rows)."""
+        """x [n, w]: acc[0..3, :w] += Σx, Σx², Σx³, Σx⁴ per dim (float64), acc[4, :w] / acc[5, :w] = running min /
+        max per dim; returns (Σ_t ‖x_t‖, max_t ‖x_t‖², min x, max x) over acc's running min / max. Four rows at
+        a time (each accumulator is loaded and stored once per four rows); min / max are per-dim selects, which
+        vectorise as the sums do, reduced over the w dims once at the end."""
         n, w = x.shape
-        a1, a2, a3, a4 = acc[0], acc[1], acc[2], acc[3]
+        a1, a2, a3, a4, lo, hi = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
         norms, top = 0.0, 0.0
         t = 0
         while t + 3 < n:
@@ -53,6 +55,14 @@ if ENABLED:
                 a2[j] += (p2 + q2) + (u2 + v2)
                 a3[j] += (p2 * p + q2 * q) + (u2 * u + v2 * v)
                 a4[j] += (p2 * p2 + q2 * q2) + (u2 * u2 + v2 * v2)
+                m1 = p if p < q else q
+                m2 = u if u < v else v
+                m1 = m1 if m1 < m2 else m2
+                lo[j] = m1 if m1 < lo[j] else lo[j]
+                M1 = p if p > q else q
+                M2 = u if u > v else v
+                M1 = M1 if M1 > M2 else M2
+                hi[j] = M1 if M1 > hi[j] else hi[j]
                 s0 += p2
                 s1 += q2
                 s2 += u2
@@ -70,11 +80,35 @@ if ENABLED:
                 a2[j] += v2
                 a3[j] += v2 * v
                 a4[j] += v2 * v2
+                lo[j] = v if v < lo[j] else lo[j]
+                hi[j] = v if v > hi[j] else hi[j]
                 s += v2
             norms += math.sqrt(s)
             top = max(top, s)
             t += 1
-        return norms, top
+        mn, mx = np.inf, -np.inf
+        for j in range(w):
+            mn = min(mn, lo[j])
+            mx = max(mx, hi[j])
+        return norms, top, mn, mx
+
+    @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+    def _row_scales(x, centre, eps, out):  # pragma: no cover - compiled
+        """x [n, w]: out[t] = sqrt(mean_j (x_tj − μ_t)² + eps) with μ_t the row mean (centre, LayerNorm) or 0
+        (RMSNorm), the mean and the squares summed in float64; each row is read twice while it is in cache."""
+        n, w = x.shape
+        for t in range(n):
+            row = x[t]
+            mu = 0.0
+            if centre:
+                for j in range(w):
+                    mu += np.float64(row[j])
+                mu /= w
+            s = 0.0
+            for j in range(w):
+                v = np.float64(row[j]) - mu
+                s += v * v
+            out[t] = math.sqrt(s / w + eps)
 
     @njit(cache=True, nogil=True, error_model="numpy")
     def _select(a, k):  # pragma: no cover - compiled
@@ -108,13 +142,52 @@ if ENABLED:
         return a[k]
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _abs_median_bits(u, pick, half, buf):  # pragma: no cover - compiled
+    def _count(u, lo, hi, d, tmax):  # pragma: no cover - compiled
+        """(values of |u| below lo, up to hi, NaN) for bits u; tmax[r] = max |u| bits of u[r·d : r·d + d] when
+        tmax is not empty. Row slices keep both loops vectorised."""
+        M, INF = np.uint32(0x7FFFFFFF), np.uint32(0x7F800000)
+        below, upto, nan = 0, 0, 0
+        if tmax.size:
+            for r in range(u.size // d):
+                row = u[r * d: r * d + d]
+                top = np.uint32(0)
+                for j in range(d):
+                    b = row[j] & M
+                    below += b < lo
+                    upto += b <= hi
+                    nan += b > INF
+                    top = max(top, b)
+                tmax[r] = top
+        else:
+            for i in range(u.size):
+                b = u[i] & M
+                below += b < lo
+                upto += b <= hi
+                nan += b > INF
+        return below, upto, nan
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _inside(u, lo, hi, buf):  # pragma: no cover - compiled
+        """Copy the |u| bits in [lo, hi] into buf (which must hold one more than their count); returns the count.
+        Branch-free: every value is stored, the count advances only for those inside."""
+        M = np.uint32(0x7FFFFFFF)
+        width = np.uint32(hi - lo)
+        c = 0
+        for i in range(u.size):
+            b = u[i] & M
+            buf[c] = b
+            c += np.uint32(b - lo) <= width
+        return c
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _abs_median_bits(u, pick, half, buf, d, tmax):  # pragma: no cover - compiled
         """Lower median of |v| for float32 v given as its bits u (uint32), returned as bits; 0xFFFFFFFF when v
         holds a NaN. |v|'s bits (sign cleared) order as |v| does, so the work is integer. A fixed sample brackets
         the median (its ranks half ± `half`); one vectorised pass counts the values below and up to the bracket;
-        a second copies the few inside into `buf` (one rarely taken branch) and a selection finds the median
-        there. A bracket that misses it (or overflows buf) selects on all of |v|."""
-        M, INF = np.uint32(0x7FFFFFFF), np.uint32(0x7F800000)
+        a second copies the few inside into `buf` and a selection finds the median there. A bracket that misses
+        it (or overflows buf) selects on all of |v|. The counting pass also writes tmax[i] = the largest |v|
+        bits of each run of d values (a token's max |x|) when tmax is not empty."""
+        M = np.uint32(0x7FFFFFFF)
         n = u.size
         k = (n - 1) // 2
         m = pick.size
@@ -123,23 +196,12 @@ if ENABLED:
             s[i] = u[pick[i]] & M
         lo = _select(s, m // 2 - half)
         hi = _select(s, m // 2 + half)
-        below, upto, nan = 0, 0, 0
-        for i in range(n):
-            b = u[i] & M
-            below += b < lo
-            upto += b <= hi
-            nan += b > INF
+        below, upto, nan = _count(u, lo, hi, d, tmax)
         if nan:
             return np.uint32(0xFFFFFFFF)
         j, inside = k - below, upto - below
-        if 0 <= j < inside <= buf.size:
-            width = np.uint32(hi - lo)
-            c = 0
-            for i in range(n):
-                b = u[i] & M
-                if np.uint32(b - lo) <= width:
-                    buf[c] = b
-                    c += 1
+        if 0 <= j < inside < buf.size:
+            _inside(u, lo, hi, buf)
             return _select(buf[:inside], j)
         full = np.empty(n, dtype=np.uint32)
         for i in range(n):
@@ -147,10 +209,10 @@ if ENABLED:
         return _select(full, k)
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _abs_median_rows(u, pick, half, buf, out):  # pragma: no cover - compiled
-        """`_abs_median_bits` of each row of u [r, n] into out [r]."""
+    def _abs_median_rows(u, pick, half, buf, out, d, tmax):  # pragma: no cover - compiled
+        """`_abs_median_bits` of each row of u [r, n] into out [r]; tmax [r, n // d] (or empty: [r, 0])."""
         for r in range(u.shape[0]):
-            out[r] = _abs_median_bits(u[r], pick, half, buf)
+            out[r] = _abs_median_bits(u[r], pick, half, buf, d, tmax[r])
 
     @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
     def _angular(a, b, out, bn):  # pragma: no cover - compiled
@@ -172,6 +234,7 @@ if ENABLED:
             out[t] = math.acos(min(max(c, -1.0), 1.0)) / math.pi
 
 
+_NONE = np.empty(0, dtype=np.uint32)  # no per-token maxima wanted
 SAMPLE, HALF = 4096, 128  # median sample size; half-width of its bracket, in sample ranks (±4 sd of the rank)
 _PICKS: dict = {}
 
@@ -185,10 +248,20 @@ def _pick(n: int) -> np.ndarray:
     return _PICKS[n]
 
 
-def moments(x: torch.Tensor, acc: np.ndarray) -> tuple[float, float]:
-    """Rows x [n, w] (`usable`): acc [4, ≥w] float64 += Σx, Σx², Σx³, Σx⁴ per dim; returns (Σ_t ‖x_t‖, max_t
-    ‖x_t‖²) in float64 (a NaN row shows in the sums, not in the max)."""
+def moments(x: torch.Tensor, acc: np.ndarray) -> tuple[float, float, float, float]:
+    """Rows x [n, w] (`usable`): acc [6, ≥w] float64: rows 0-3 += Σx, Σx², Σx³, Σx⁴ per dim, rows 4 / 5 the
+    running min / max per dim (start them at +inf / -inf); returns (Σ_t ‖x_t‖, max_t ‖x_t‖², min x, max x) in
+    float64 (a NaN row shows in the sums, not in the max, min or max)."""
     return _moments(as_array(x), acc)
+
+
+def row_scales(x: torch.Tensor, centre: bool, eps: float) -> torch.Tensor:
+    """sqrt(mean((x − mean(x))²) + eps) (centre: LayerNorm) or sqrt(mean(x²) + eps) (RMSNorm) of each row of
+    x [..., w] (`usable`), in float64 rounded to float32 -> [...]: a norm's scale in one pass, no temporaries."""
+    a = as_array(x).reshape(-1, x.shape[-1])
+    out = np.empty(len(a), dtype=np.float32)
+    _row_scales(a, centre, float(eps), out)
+    return torch.from_numpy(out).view(x.shape[:-1])
 
 
 def abs_median(v: torch.Tensor) -> float:
@@ -200,21 +273,27 @@ def abs_median(v: torch.Tensor) -> float:
     if n <= 16384:
         b = np.abs(a)
         return float("nan") if np.isnan(b.max()) else float(np.partition(b, (n - 1) // 2)[(n - 1) // 2])
-    bits = _abs_median_bits(a.view(np.uint32), _pick(n), HALF, np.empty(max(n // 8, 4 * HALF), dtype=np.uint32))
+    bits = _abs_median_bits(a.view(np.uint32), _pick(n), HALF, np.empty(max(n // 8, 4 * HALF), dtype=np.uint32), 1,
+                            _NONE)
     return float(np.array([bits], dtype=np.uint32).view(np.float32)[0]) if bits != 0xFFFFFFFF else float("nan")
 
 
-def abs_medians(x: torch.Tensor) -> torch.Tensor:
-    """`abs_median` of each row of x [r, n] (CPU) -> float32 [r]."""
+def abs_medians(x: torch.Tensor, d: int | None = None):
+    """`abs_median` of each row of x [r, n] (CPU) -> float32 [r]; with d: (medians, the max |x| of each run of d
+    values of a row, float32 [r, n // d]), the maxima taken in the medians' counting pass (exact: bits order
+    as |x| does; NaN where a run holds one)."""
     a = as_array(x if x.dtype == torch.float32 else x.float()).reshape(x.shape[0], -1)
     r, n = a.shape
     if n <= 16384:
-        return torch.tensor([abs_median(torch.from_numpy(row)) for row in a], dtype=torch.float32)
+        med = torch.tensor([abs_median(torch.from_numpy(row)) for row in a], dtype=torch.float32)
+        return med if d is None else (med, torch.from_numpy(np.abs(a.reshape(r, n // d, d)).max(-1)))
     out = np.empty(r, dtype=np.uint32)
-    _abs_median_rows(a.view(np.uint32), _pick(n), HALF, np.empty(max(n // 8, 4 * HALF), dtype=np.uint32), out)
+    tmax = np.empty((r, n // d if d else 0), dtype=np.uint32)
+    _abs_median_rows(a.view(np.uint32), _pick(n), HALF, np.empty(max(n // 8, 4 * HALF), dtype=np.uint32), out,
+                     d or 1, tmax)
     med = out.view(np.float32).copy()
     med[out == 0xFFFFFFFF] = np.nan
-    return torch.from_numpy(med)
+    return torch.from_numpy(med) if d is None else (torch.from_numpy(med), torch.from_numpy(tmax.view(np.float32)))
 
 
 def angular(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

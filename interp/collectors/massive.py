@@ -110,7 +110,7 @@ class MassiveActivations(Collector):
     def bind(self, model):
         super().bind(model)
         self.hooks_ = model.sites.stream()
-        D, d = len(self.hooks_), model.card.d_model
+        D, d = len(self.hooks_), self.card.d_model
         self.depth_of = {h: i for i, h in enumerate(self.hooks_)}
         self._add("n_seq", torch.zeros(D), "sum")             # sequences seen per depth
         self._add("n_massive", torch.zeros(D), "sum")         # massive activations per depth
@@ -159,10 +159,14 @@ class MassiveActivations(Collector):
         x = x.detach()
         if self.median_scope == "token":
             return self._hook_token_scope(j, x)
-        med = seq_abs_medians(x, b.mask).to(x.device)  # [b] float32
-        tokmax = x.float().abs().amax(-1)  # [b, t] max |x| per token
-        if not b.full:
-            tokmax.masked_fill_(~b.mask, -1.0)
+        if b.full and kernels.ENABLED and x.device.type == "cpu":  # max |x| per token from the medians' pass
+            med, tokmax = kernels.abs_medians(x.reshape(x.shape[0], -1), x.shape[2])
+            tokmax = tokmax.view(x.shape[:2])
+        else:
+            med = seq_abs_medians(x, b.mask).to(x.device)  # [b] float32
+            tokmax = x.float().abs().amax(-1)  # [b, t] max |x| per token
+            if not b.full:
+                tokmax.masked_fill_(~b.mask, -1.0)
         # the top-K |x| of a sequence lie in its K tokens of largest max |x|: select those first (cheap), then
         # the top-K of their K × d values (equal values: same multiset of top values as a full top-K)
         K, d = max(3, self.k), x.shape[2]
@@ -248,7 +252,7 @@ class MassiveActivations(Collector):
 
     # --- tables ---------------------------------------------------------------------------------------
     def _model_name(self) -> str:
-        return self.model.card.name if self.model is not None else ""
+        return self.model_name
 
     def result(self) -> pd.DataFrame:
         st = {k: v.numpy() for k, v in self.state.items()}

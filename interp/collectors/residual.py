@@ -74,7 +74,7 @@ class ResidualStats(Collector):
     def bind(self, model) -> "ResidualStats":
         super().bind(model)
         self.sites = residual_sites(model.sites)
-        S, d = len(self.sites), model.card.d_model
+        S, d = len(self.sites), self.card.d_model
         self.widths = site_widths(model.sites, d)  # per-dim sums of site i fill dim_sums[i, :, :widths[i]]
         self._add("sums", torch.zeros(S, 4), "sum")
         self._add("maxima", torch.zeros(S, 2), "max")
@@ -96,9 +96,9 @@ class ResidualStats(Collector):
         self._src = [-1] * S        # site -> buffer row holding its tensor's partial sums (-1: not seen)
         self._rows = 0              # buffer rows used
         self._fused = kernels.ENABLED and dev.type == "cpu"  # one fused float64 pass per tensor (kernels)
-        if self._fused:  # float64 buffers: Σ‖x_t‖, max ‖x_t‖²; Σx, Σx², Σx³, Σx⁴ per dimension; min x, max x
-            if getattr(self, "_acc", None) is None or self._acc.shape != (S, 4, d):
-                self._sc64, self._acc, self._mm = np.empty((S, 2)), np.empty((S, 4, d)), torch.empty(S, 2)
+        if self._fused:  # float64 buffers: Σ‖x_t‖, max ‖x_t‖², min x, max x; Σx, Σx², Σx³, Σx⁴, min, max per dim
+            if getattr(self, "_acc", None) is None or self._acc.shape != (S, 6, d):
+                self._sc64, self._acc = np.empty((S, 4)), np.empty((S, 6, d))
         else:
             self._sc = torch.empty(S, 6, device=dev)      # Σx³, Σx⁴, Σ‖x_t‖, max ‖x_t‖², min x, max x
             self._dim = torch.zeros(S, 2, d, device=dev)  # Σx, Σx² per dimension (zero past a narrower site's width)
@@ -153,18 +153,16 @@ class ResidualStats(Collector):
 
     def _moments_fused(self, x: torch.Tensor) -> int:
         """The kernel form of `_moments` (CPU): one pass accumulating in float64 (kernels.moments), min / max
-        by torch.aminmax."""
+        included."""
         if not kernels.usable(x):
             x = x.float()
         r = self._rows
         self._rows += 1
         acc = self._acc[r]
-        acc.fill(0.0)
+        acc[:4].fill(0.0)
+        acc[4].fill(np.inf)
+        acc[5].fill(-np.inf)
         self._sc64[r] = kernels.moments(x, acc)
-        if x.dtype == self._mm.dtype:
-            torch.aminmax(x, out=(self._mm[r, 0], self._mm[r, 1]))
-        else:  # a float64 model: the kernel reads it as it is; min / max land in the float32 buffer
-            self._mm[r] = torch.stack(torch.aminmax(x))
         return r
 
     def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +171,7 @@ class ResidualStats(Collector):
         if not self._fused:
             return self._sc[:R].to(F64), self._dim[:R].to(F64)
         acc = torch.from_numpy(self._acc[:R])
-        sc = torch.cat([acc[:, 2:4].sum(-1), torch.from_numpy(self._sc64[:R]), self._mm[:R].to(F64)], 1)
+        sc = torch.cat([acc[:, 2:4].sum(-1), torch.from_numpy(self._sc64[:R])], 1)
         return sc.to(self.state["sums"].device), acc[:, :2].to(self.state["sums"].device)
 
     def end_batch(self, model, batch, output) -> None:
@@ -215,7 +213,7 @@ class ResidualStats(Collector):
         with np.errstate(invalid="ignore", divide="ignore"):
             tok_mean = sums[:, 3] / m["n"]
         return pd.DataFrame({
-            "model": self.model.card.name if self.model is not None else "",
+            "model": self.model_name,
             "layer": [s[0] for s in self.sites], "site": [s[1] for s in self.sites],
             "kind": [s[2] for s in self.sites], "hook": [s[3] for s in self.sites],
             "n_tokens": m["n"].astype(np.int64), "mean": m["m1"], "var": m["var"], "rms": np.sqrt(m["m2"]),
@@ -233,7 +231,7 @@ class ResidualStats(Collector):
         S, d = s1.shape
         keep = (np.arange(d)[None, :] < np.asarray(self.widths)[:, None]).ravel()  # each site's own width
         return pd.DataFrame({
-            "model": self.model.card.name if self.model is not None else "",
+            "model": self.model_name,
             "layer": np.repeat(np.array([s[0] for s in self.sites]), d)[keep],
             "site": np.repeat(np.array([s[1] for s in self.sites], dtype=object), d)[keep],
             "dim": np.tile(np.arange(d), S)[keep], "mean": s1.ravel()[keep], "mean_square": s2.ravel()[keep]})
@@ -250,7 +248,7 @@ class ResidualStats(Collector):
             idx = [at.get((l, site)) for l in range(L)]
             if None not in idx:
                 series[site] = idx
-        name = self.model.card.name if self.model is not None else ""
+        name = self.model_name
         rows = []
         for key, idx in series.items():
             v = var[idx]

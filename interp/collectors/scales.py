@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.collectors import kernels
 from interp.collectors.base import F64, Collector
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -28,12 +29,15 @@ def _rms_norm_scale(m, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def scale_from_input(model, hook: str):
-    """(hook_in name, fn(x) -> scale) when `hook` is the hook_scale of a zoo LayerNorm / RMSNorm, else None.
+    """(hook_in name, fn(x, w) -> scale, centre, eps) when `hook` is the hook_scale of a zoo LayerNorm / RMSNorm or
+    of a wrapped transformers norm (`NormHooks`: RMSNorm, Gemma's RMSNorm, LayerNorm), else None.
 
-    Those norms run a fused kernel unless hook_scale is observed; recomputing the scale from hook_in with the
-    very ops of their hooked path keeps the forward on that kernel (8x cheaper than the hooked path on CPU; a
-    one-pass var_mean is slower still). The fused kernel rounds differently, so later layers see activations
-    that differ from a hooked run's at float rounding (~1e-7 relative), as in any unhooked forward."""
+    Those norms compute no scale unless hook_scale is observed (the zoo's run a fused kernel then); reading
+    hook_in instead keeps the forward on its unhooked path (8x cheaper than the hooked path on CPU). On CPU the
+    scale is recomputed from hook_in in one float64 pass (`kernels.row_scales`, rounded to float32); elsewhere
+    `fn` uses the very ops of the hooked path. Unhooked kernels round differently, so later layers see
+    activations that differ from a hooked run's at float rounding (~1e-7 relative), as in any unhooked forward."""
+    from interp.models.norm_hooks import NormHooks
     from interp.norms.tokenwise import LayerNorm, RMSNorm
     path, _, leaf = hook.rpartition(".")
     if leaf != "hook_scale" or not path:
@@ -42,8 +46,10 @@ def scale_from_input(model, hook: str):
         m = model.get_submodule(path)
     except AttributeError:
         return None
+    if isinstance(m, NormHooks) and m.kind in ("rmsnorm", "rmsnorm1p", "layernorm"):
+        return f"{path}.hook_in", lambda x, w: m.scale(x), m.kind == "layernorm", m.eps
     fn = {LayerNorm: _layer_norm_scale, RMSNorm: _rms_norm_scale}.get(type(m))
-    return None if fn is None else (f"{path}.hook_in", lambda x, w: fn(m, x, w))
+    return None if fn is None else (f"{path}.hook_in", lambda x, w: fn(m, x, w), type(m) is LayerNorm, m.eps)
 
 
 def scale_sites(sites) -> list[tuple[int, str, str]]:
@@ -87,12 +93,17 @@ class NormScales(Collector):
             if src is None:
                 out.append((h, self._hook))
             else:
-                out.append((src[0], self._from_input(self.row_of[h], src[1])))
+                out.append((src[0], self._from_input(self.row_of[h], *src[1:])))
         return out
 
-    def _from_input(self, i: int, fn):
+    def _from_input(self, i: int, fn, centre: bool, eps: float):
         def hook(x: torch.Tensor, hook) -> None:
             x = x.detach()
+            if kernels.usable(x) and x.dim() >= 2 and tuple(x.shape[:2]) == tuple(self.batch.mask.shape):
+                v = kernels.row_scales(self.batch.select(x), centre, eps).reshape(-1)  # real tokens only
+                if v.numel():
+                    self._pending.append((i, v))
+                return
             if x.dtype != torch.float32:  # the work tensor is float32; other dtypes take the plain ops
                 w = torch.empty_like(x)
             else:
@@ -167,7 +178,7 @@ class NormScales(Collector):
     def result(self) -> pd.DataFrame:
         st = {k: v.cpu().numpy() for k, v in self.state.items()}
         df = pd.DataFrame({
-            "model": self.model.card.name if self.model is not None else "",
+            "model": self.model_name,
             "layer": [s[0] for s in self.sites], "norm": [s[1] for s in self.sites],
             "hook": [s[2] for s in self.sites], "n": st["n"].astype(np.int64),
             "mean": st["sum"] / np.maximum(st["n"], 1), "min": st["min"], "max": st["max"]})
@@ -183,7 +194,7 @@ class NormScales(Collector):
         edges = 10.0 ** (self.lo + (np.arange(self.nb + 3) - 1) / self.bpd)
         lo = np.where(j == 0, 0.0, edges[j])
         hi = np.where(j == self.nb + 1, np.inf, edges[j + 1])
-        return pd.DataFrame({"model": self.model.card.name if self.model is not None else "",
+        return pd.DataFrame({"model": self.model_name,
                              "layer": [self.sites[i][0] for i in s], "norm": [self.sites[i][1] for i in s],
                              "bin_lo": lo, "bin_hi": hi, "count": h[s, j].astype(np.int64)})
 
