@@ -176,6 +176,11 @@ class ZooModel(TransformerLensNative):
         if cfg.objective == "mdlm":  # [MASK] (id d_vocab): an input-only embedding; the output has d_vocab logits
             self.mask_embed = nn.Parameter(torch.empty(cfg.d_model).normal_(std=cfg.init_std))
         self.apply(self._init)
+        if cfg.attn_local_init:  # q and k biases = c: rotary attention starts local (ZooConfig docstring)
+            w = cfg.d_attn or cfg.d_model
+            with torch.no_grad():
+                for blk in self.blocks:
+                    blk.attn.qkv.bias[:2 * w].fill_(cfg.attn_local_init)
         if cfg.deepnorm:
             self._deepnorm_init(cfg.deepnorm_beta)
         if cfg.tie_embeddings:
