@@ -62,8 +62,10 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=RTOL, abs_tol=1e-7)
+def _close(a: float, b: float, scale: float = 1e-3) -> bool:
+    """Equal to RTOL relative, or to RTOL × `scale` absolute (the size of the values compared side by side: a
+    logit near 0 among logits of 0.3 carries float32 rounding of the others' size, which varies across CPUs)."""
+    return math.isclose(a, b, rel_tol=RTOL, abs_tol=RTOL * scale)
 
 
 @pytest.mark.skipif(not torch.__version__.startswith(TORCH), reason=f"values recorded with torch {TORCH}")
@@ -75,7 +77,8 @@ def test_existing_presets_compute_what_they_did(name, seed, one_thread):
     bad = [k for k in want["grads"] if not _close(got["grads"][k], want["grads"][k])]
     assert not bad, f"{name} seed {seed}: training gradients differ from before at {bad[:3]}"
     assert _close(got["logits_norm"], want["logits_norm"]), f"{name} seed {seed}: eval logits differ from before"
-    assert all(_close(a, b) for a, b in zip(got["logits"], want["logits"])), f"{name} seed {seed}: logits differ"
+    scale = max(abs(v) for v in want["logits"])
+    assert all(_close(a, b, scale) for a, b in zip(got["logits"], want["logits"])), f"{name} seed {seed}: logits differ"
 
 
 def test_a_changed_model_is_caught(one_thread):
