@@ -3,6 +3,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -15,8 +16,11 @@ STRATS = ["pre-ln", "peri-ln", "post-ln", "no-norm"]
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "interp.cli", "report", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    """`interp report ARGS` in an empty working directory (the default output, report/index.html, is relative: a
+    report the repository's own `make report` left there must not decide what these tests see)."""
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-m", "interp.cli", "report", *map(str, args)], capture_output=True,
+                              text=True, timeout=300, cwd=cwd, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
 
 
 @pytest.fixture(scope="module")
