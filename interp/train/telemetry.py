@@ -76,17 +76,7 @@ class Telemetry:
     @torch.no_grad()
     def batch_stats(self) -> list[tuple[str, str, float, float]]:
         """[(norm name, group, mean of x², relative change from the previous step)] for batch-statistic norms."""
-        out = []
-        for n, m in self.bstat:
-            x2 = m.last_x2
-            if x2 is None:
-                continue
-            x2 = x2.detach().double()
-            prev = self.prev_x2.get(n)
-            rel = float((x2 - prev).norm() / prev.norm().clamp_min(1e-30)) if prev is not None else float("nan")
-            self.prev_x2[n] = x2.clone()
-            out.append((n, group_of(n), float(x2.mean()), rel))
-        return out
+        return self._changes(lambda m: m.last_x2, self.prev_x2)
 
     @torch.no_grad()
     def running_stats(self) -> list[tuple[str, str, float, float]]:

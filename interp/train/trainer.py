@@ -277,11 +277,8 @@ class Trainer:
                 for g, v in ur_layers.items():
                     self.layer_rows.append(dict(step=self.step, group=g, site="params", metric="update_ratio",
                                                 value=v))
-                for name, g, m, rel in self.tel.batch_stats():
-                    self.layer_rows.append(dict(step=self.step, group=g, site=name, metric="bstat_x2_mean", value=m))
-                    self.layer_rows.append(dict(step=self.step, group=g, site=name, metric="bstat_x2_rel_change",
-                                                value=rel))
-                for kind, stats in (("rstat", self.tel.running_stats()), ("dstat", self.tel.divisor_stats())):
+                for kind, stats in (("bstat", self.tel.batch_stats()), ("rstat", self.tel.running_stats()),
+                                    ("dstat", self.tel.divisor_stats())):
                     for name, g, m, rel in stats:
                         self.layer_rows.append(dict(step=self.step, group=g, site=name, metric=f"{kind}_x2_mean",
                                                     value=m))
