@@ -52,6 +52,30 @@ def test_per_sequence_ablation_pools_to_the_collectors_ablation():
     assert per["seq"].nunique() == 6
 
 
+def test_ablation_reusing_the_collectors_losses_matches_and_stops_the_intact_forward_at_the_depth():
+    """With the SequenceStats losses of the main pass as the "none" arm, the intact forward runs only up to the
+    ablation depth: the last block sees the two edited variants of each batch and never the intact batch alone."""
+    from interp.analysis.sequences import SequenceStats
+    m = zoo.build("pre-ln", seed=0, **TINY).eval()
+    toks = torch.randint(0, 128, (6, 12), generator=torch.Generator().manual_seed(1))
+    ma = MassiveActivations(abs_threshold=0.05, ratio=3.0)
+    res = collect(m, toks, [ma, SequenceStats()], batch_size=3, progress=False)
+    ref = ma.ablation(m, toks, batch_size=3).set_index("intervention")["loss"]   # the collector's own runs
+    rows = []
+    h = m.blocks[-1].register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[0]))
+    try:
+        out = ablation_per_sequence(ma, m, toks, batch_size=3, seq_loss=res.tables["seq_loss"])
+    finally:
+        h.remove()
+    assert rows == [6, 6]   # two batches of 3 sequences, each run as 2 edited variants only
+    pooled = out["ablation"].set_index("ablation")["loss"]
+    for mode in ("none", "zero", "mean"):
+        assert pooled[mode] == pytest.approx(ref[mode], rel=1e-6)
+    full = ablation_per_sequence(ma, m, toks, batch_size=3)["seq_ablation"]
+    np.testing.assert_allclose(out["seq_ablation"]["loss"], full["loss"], rtol=1e-9)
+    assert out["seq_ablation"][["seq", "ablation", "n_pred"]].equals(full[["seq", "ablation", "n_pred"]])
+
+
 def test_grads_at_init_rebuild_the_seeded_model(tmp_path):
     from interp.report.claims.measure import grads_at_init
     for name, seed in (("pre-ln", 0), ("pre-ln.seed2", 2)):

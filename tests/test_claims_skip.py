@@ -1,6 +1,6 @@
-"""Skip-one-block loss per sequence: it pools to the LayerEffect collector's skip table (an independent
-implementation: batched variants from the intact stream), a hand-written skip forward gives the same per-sequence
-value, and a single seed gets a bootstrap interval over sequences in the skip claim."""
+"""Skip-one-block loss per sequence: it pools to the LayerEffect collector's skip table, a hand-written skip
+forward (the model's own blocks in a loop, one left out: the independent reference) gives the same per-sequence
+value for every block, and a single seed gets a bootstrap interval over sequences in the skip claim."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,17 +33,18 @@ def test_per_sequence_skip_equals_a_hand_written_skip():
     m = zoo.build("pre-ln", seed=1, **TINY).eval()
     toks = torch.randint(0, 128, (2, 10), generator=torch.Generator().manual_seed(1))
     per = skip_per_sequence(m, toks)
-    with torch.no_grad():   # the model's own pieces, block 2 left out of the loop
-        h = m.embed(toks) + m.pos_embed(torch.arange(10))
-        for i, b in enumerate(m.blocks):
-            if i != 2:
-                h = b(h, None)
-        logits, full = m.unembed(m.ln_final(h)), m(toks)
     ce = lambda lg: F.cross_entropy(lg[:, :-1].flatten(0, 1).double(), toks[:, 1:].flatten(),
                                     reduction="none").view(2, -1).mean(1)
-    want = (ce(logits) - ce(full)).numpy()
-    got = per[per.layer == 2].sort_values("seq")["loss_delta"].to_numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    for skipped in range(4):
+        with torch.no_grad():   # the model's own pieces, one block left out of the loop
+            h = m.embed(toks) + m.pos_embed(torch.arange(10))
+            for i, b in enumerate(m.blocks):
+                if i != skipped:
+                    h = b(h, None)
+            logits, full = m.unembed(m.ln_final(h)), m(toks)
+        want = (ce(logits) - ce(full)).numpy()
+        got = per[per.layer == skipped].sort_values("seq")["loss_delta"].to_numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
 def _cards(*groups, seeds=("",)):

@@ -234,3 +234,19 @@ def test_encoder_runs_compare_hidden_states():
         ref = hf(input_ids=tokens, attention_mask=mask.long()).last_hidden_state[mask].double()
         low = hf.to(torch.bfloat16)(input_ids=tokens, attention_mask=mask.long()).last_hidden_state[mask].double()
     assert runs.loc["bf16", "loss"] == pytest.approx(((low - ref).norm() / ref.norm()).item(), rel=1e-4)
+
+
+def test_low_precision_twin_keeps_ties_and_leaves_the_original_alone():
+    """The twin is cast while it is copied: tied weights stay one tensor, its values are the fp32 weights rounded
+    (what .to(dtype) of a deep copy gives), the tokenizer is shared and the fp32 model is unchanged."""
+    from interp.precision.lowp import clone
+    m = interp.zoo.build("pre-ln", seed=0, tie_embeddings=True, **KW).eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    for dtype in (torch.bfloat16, torch.float16):
+        twin = clone(m, dtype)
+        ref = copy.deepcopy(m).to(dtype)
+        assert twin.unembed.weight is twin.embed.weight and twin.embed.weight is not m.embed.weight
+        for (k, a), (_, b) in zip(twin.state_dict().items(), ref.state_dict().items()):
+            assert a.dtype == b.dtype and torch.equal(a, b), k
+        assert twin.tokenizer is m.tokenizer
+    assert all(torch.equal(v, m.state_dict()[k]) and v.dtype == m.state_dict()[k].dtype for k, v in before.items())

@@ -21,24 +21,27 @@ def _seq_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def skip_per_sequence(model, tokens: torch.Tensor, batch_size: int = 8) -> pd.DataFrame:
-    """seq_skip rows of a causal LM on `tokens` [n, t] (every position real): one forward per block and batch."""
+    """seq_skip rows of a causal LM on `tokens` [n, t] (every position real): per batch, one intact forward keeps
+    the stream at every depth, and the skipped variants run from depth ℓ + 1 on only, stacked along the batch
+    (`interp.collectors.variants.run_variants`, as `LayerEffect(skip=True)` does)."""
+    from interp.collectors.variants import chunks, run_variants
     stream = model.sites.stream()
     L, rows = len(stream) - 1, []
     for start in range(0, len(tokens), batch_size):
         x = tokens[start:start + batch_size]
-        base = _seq_ce(model(x), x)
-        for layer in range(L):
-            kept: dict[str, torch.Tensor] = {}
+        am = torch.ones_like(x, dtype=torch.bool)
+        kept: dict[str, torch.Tensor] = {}
 
-            def keep(act, hook):
-                kept["x"] = act
-                return act
+        def keep(act, hook):
+            kept[hook.name] = act.detach()
 
-            def replace(act, hook):
-                return kept["x"]
-
-            out = model.run_with_hooks(x, fwd_hooks=[(stream[layer], keep), (stream[layer + 1], replace)])
-            delta = (_seq_ce(out, x) - base).tolist()
-            rows += [{"model": model.card.name, "seq": start + i, "layer": layer, "loss_delta": d}
-                     for i, d in enumerate(delta)]
+        logits = model.run_with_hooks(x, attention_mask=am, fwd_hooks=[(name, keep) for name in stream])
+        base = _seq_ce(logits, x)
+        per = logits[0].numel() * logits.element_size() * len(x)  # bytes of one variant's output
+        for group in chunks(L, per):  # skipping block l: the stream at depth l + 1 is the stream at depth l
+            outs = run_variants(model, x, am, [(layer + 1, kept[stream[layer]]) for layer in group])
+            for layer, out in zip(group, outs):
+                delta = (_seq_ce(out, x) - base).tolist()
+                rows += [{"model": model.card.name, "seq": start + i, "layer": layer, "loss_delta": d}
+                         for i, d in enumerate(delta)]
     return pd.DataFrame(rows, columns=["model", "seq", "layer", "loss_delta"])

@@ -2,6 +2,7 @@
 
     interp report runs/pre-ln runs/smollm2 -o report/index.html    # from `interp collect` outputs
     interp report --default                                         # the main job (what `make report` runs)
+    interp report --default --full                                  # + Qwen2.5-0.5B and MPNet (`make report-full`)
 """
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.full and not args.default:
+        raise ValueError("--full adds the reach models to the main job: use it with --default")
     if args.default:
         from interp.report.main_job import run_default
-        run_default(out=args.output, small=args.small, force=args.force)
+        run_default(out=args.output, small=args.small, force=args.force, full=args.full)
         return
     from interp.report.marker import check_report_target
     check_report_target(args.output, args.force)  # before loading anything
@@ -37,5 +40,7 @@ def register(sub) -> None:
     p.add_argument("--default", action="store_true",
                    help="run the main job: collect on the shipped zoo + packaged real models, then report")
     p.add_argument("--small", action="store_true", help="with --default: a few sequences only (a smoke run)")
+    p.add_argument("--full", action="store_true",
+                   help="with --default: also the reach models Qwen2.5-0.5B and MPNet (~130 CPU s more)")
     p.add_argument("--force", action="store_true", help="replace an earlier interp report at -o")
     p.set_defaults(func=run)

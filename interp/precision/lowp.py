@@ -30,15 +30,31 @@ def _strip_hooks(hf: nn.Module, ids: set[int]) -> None:
                     del d[k]
 
 
+def _cast_memo(module: nn.Module, dtype: torch.dtype) -> dict[int, object]:
+    """A deepcopy memo that hands every floating-point parameter and buffer of `module` over already cast to
+    `dtype` (tied weights stay tied): the copy never holds a second full-precision set of weights."""
+    memo: dict[int, object] = {}
+    for t in [*module.parameters(), *module.buffers()]:
+        if id(t) not in memo and t.is_floating_point():
+            new = t.detach().to(dtype, copy=True)
+            memo[id(t)] = nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
+    return memo
+
+
 def clone(model, dtype: torch.dtype):
-    """A copy of `model` cast to `dtype`, in eval mode, with its own hook points (the original is untouched)."""
+    """A copy of `model` cast to `dtype`, in eval mode, with its own hook points (the original is untouched;
+    the tokenizer is shared)."""
     from interp.models.hooked import HookedHF
     if isinstance(model, HookedHF):  # rebuild the wrapper: the copied hooks would still fire the original's points
-        hf = copy.deepcopy(model.hf)
+        hf = copy.deepcopy(model.hf, _cast_memo(model.hf, dtype))
         _strip_hooks(hf, {h.id for h in model._handles})
         twin = type(model)(hf.to(dtype), model.tokenizer, **model._info)
     else:
-        twin = copy.deepcopy(model).to(dtype)
+        memo = _cast_memo(model, dtype)
+        tok = getattr(model, "tokenizer", None)
+        if tok is not None:
+            memo[id(tok)] = tok
+        twin = copy.deepcopy(model, memo).to(dtype)
     return twin.eval()
 
 

@@ -54,18 +54,29 @@ def _is_lm(model) -> bool:
     return getattr(model.card, "objective", "causal_lm") == "causal_lm"
 
 
-def _compare(model, acc: _Acc, out: torch.Tensor, ref: torch.Tensor, tokens: torch.Tensor, am: torch.Tensor) -> None:
-    """Fold one batch's output `out` of a format into `acc`, against the fp32 output `ref`."""
-    finite_pos = torch.isfinite(out).reshape(*out.shape[:2], -1).all(-1)  # [b, t]
+def _finite_positions(out: torch.Tensor) -> torch.Tensor:
+    """[b, t] bool: every value of out[b, t] is finite."""
+    return torch.isfinite(out).reshape(*out.shape[:2], -1).all(-1)
+
+
+def _compare(model, acc: _Acc, out: torch.Tensor, ref: torch.Tensor, tokens: torch.Tensor, am: torch.Tensor,
+             finite_pos: torch.Tensor | None = None, ref_top: torch.Tensor | None = None) -> None:
+    """Fold one batch's output `out` of a format into `acc`, against the fp32 output `ref`. `finite_pos`
+    (`_finite_positions(out)`) and, for LMs, `ref_top` (ref.argmax(-1)) may be passed when already computed."""
+    finite_pos = _finite_positions(out) if finite_pos is None else finite_pos  # [b, t]
     if _is_lm(model):
         pair = am[:, :-1] & am[:, 1:]
         ok = finite_pos[:, :-1][pair]
-        logits, target = out[:, :-1][pair].float(), tokens[:, 1:][pair]
+        target = tokens[:, 1:][pair]
         acc.n_bad += int((~ok).sum())
         acc.n += int(pair.sum())
-        if bool(ok.any()):
-            acc.loss_sum += float(F.cross_entropy(logits[ok], target[ok], reduction="sum"))
-        same = (logits.argmax(-1) == ref[:, :-1][pair].argmax(-1)) & ok
+        if bool(ok.any()):  # CE in fp32 on the format's logits (upcast exactly), non-finite positions left out
+            logits = out[:, :-1][pair].float()
+            all_ok = bool(ok.all())
+            acc.loss_sum += float(F.cross_entropy(logits if all_ok else logits[ok], target if all_ok else target[ok],
+                                                  reduction="sum"))
+        ref_top = ref.argmax(-1) if ref_top is None else ref_top
+        same = (out.argmax(-1)[:, :-1][pair] == ref_top[:, :-1][pair]) & ok  # argmax is unchanged by the upcast
         acc.agree += int(same.sum())
         acc.n_agree += int(pair.sum())
     else:
@@ -200,6 +211,7 @@ def precision_runs(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batc
                 l, n = _reference_loss(model, ref, tokens, am)
                 loss32, n32 = loss32 + l, n32 + n
                 ref_mask.mask = am
+                ref_top = ref.argmax(-1) if _is_lm(model) else None  # fp32 top-1, shared by every format
                 for fmt, acc in accs.items():
                     if acc.error:
                         continue
@@ -211,7 +223,8 @@ def precision_runs(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batc
                             with int8_linear_inputs(model, "tensor" if fmt == "int8" else "token", ref_mask):
                                 out = model(tokens, attention_mask=am)
                         acc.seconds += time.perf_counter() - t0
-                        if fmt in twins and watch and not acc.watch.done and not bool(torch.isfinite(out).all()):
+                        fin = _finite_positions(out)
+                        if fmt in twins and watch and not acc.watch.done and not bool(fin.all()):
                             acc.watch.start_batch(tokens, am, i)  # rerun this batch watched: where did it start?
                             with watching(twins[fmt], acc.watch):
                                 twins[fmt](tokens, attention_mask=am)
@@ -219,7 +232,7 @@ def precision_runs(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batc
                     except (RuntimeError, NotImplementedError) as e:
                         acc.error = f"{fmt} forward failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                         continue
-                    _compare(model, acc, out, ref, tokens, am)
+                    _compare(model, acc, out, ref, tokens, am, fin, ref_top)
                 bar.update(int(am.sum()))
     finally:
         bar.close()

@@ -15,7 +15,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-REAL_MODELS = ("smollm2-135m", "gemma-3-270m", "qwen2.5-0.5b", "mpnet-base", "minilm-l6")  # small: last only
+# The default job's real models: the subjects of the claims' real-model rows, one per placement the zoo lacks at
+# scale (SmolLM2: Pre-RMSNorm, Gemma-3: Peri-LN with QK-norm, MiniLM: Post-LN encoder); --small keeps the last only.
+REAL_MODELS = ("smollm2-135m", "gemma-3-270m", "minilm-l6")
+# The reach models, measured with `full` (`interp report --default --full`, `make report-full`): a larger
+# Pre-RMSNorm LM and a second Post-LN encoder; they add rows to the same tables and claims, no new kind of evidence.
+REACH_MODELS = ("qwen2.5-0.5b", "mpnet-base")
 
 
 class Progress:
@@ -115,7 +120,9 @@ def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: in
     if ablate and model.card.objective != "encoder":
         try:
             t = time.perf_counter()
-            extra = ablation_per_sequence(massive, model, data, batch_size=batch_size)  # + per-sequence losses
+            # + per-sequence losses; "none" is the forward collectors' own seq_loss (same data, same batches)
+            extra = ablation_per_sequence(massive, model, data, batch_size=batch_size,
+                                          seq_loss=res.tables.get("seq_loss"))
             log(f"{name}: massive-activation ablation (none / zero / mean) in {time.perf_counter() - t:.1f} s")
         except ValueError as e:
             log(f"{name}: no ablation ({str(e).splitlines()[0]})")
@@ -190,6 +197,14 @@ def zoo_task(d: Path, ctx: JobContext) -> tuple[list, list, list[str]]:
     res, extra = collect_one(model, tokens, log, ctx.results_dir, batch_size=8, ablate=False,
                              costly_items=max(1, len(tokens) // 2))
     extras = [extra]
+    from interp.analysis.subjects import group_of
+    from interp.report.claims.measure import skip_groups
+    if group_of(d.name) in skip_groups() and model.card.objective == "causal_lm":  # a skip claim's subject
+        from interp.analysis.skip import skip_per_sequence
+        t = time.perf_counter()
+        extras.append({"seq_skip": skip_per_sequence(model, tokens)})
+        log(f"{model.card.name}: skip-one-block loss per sequence on {tokens.numel()} tokens in "
+            f"{time.perf_counter() - t:.1f} s")
     from interp.precision.job import job_runs
     t = time.perf_counter()
     extras.append(job_runs(model, tokens[:4], log))  # bf16 / fp16 / int8 end to end, 512 tokens
@@ -237,10 +252,12 @@ def real_task(name: str, ctx: JobContext) -> tuple[list, list, list[str]]:
 
 
 def claims_task(zoo_dir: Path, dirs: list[Path], ctx: JobContext) -> tuple[list, list, list[str]]:
-    """The claims' own measurements on the zoo (step-0 gradients, timing, entropy neurons, training logs)."""
+    """The claims' own measurements on the zoo (step-0 gradients, timing, entropy neurons, training logs); the
+    per-sequence skip losses are measured in the zoo models' own tasks (`zoo_task`), on the model already loaded."""
     from interp.report.claims.measure import claim_tables
     log = Progress(ctx.t0)
-    return [], [claim_tables(zoo_dir, dirs, ctx.zoo_tokens, max(1, len(ctx.zoo_tokens) // 2), log)], log.lines
+    return [], [claim_tables(zoo_dir, dirs, ctx.zoo_tokens, max(1, len(ctx.zoo_tokens) // 2), log, skips=False)], \
+        log.lines
 
 
 def dynamics_task(dirs: list[Path], ctx: JobContext) -> tuple[list, list, list[str]]:
@@ -250,15 +267,27 @@ def dynamics_task(dirs: list[Path], ctx: JobContext) -> tuple[list, list, list[s
     return [], [training_dynamics(dirs, ctx.zoo_tokens[:max(2, len(ctx.zoo_tokens) // 2)], log=log)], log.lines
 
 
-# Relative cost of each real model's task (measured: biggest first keeps both workers busy to the end)
-REAL_COST = {"qwen2.5-0.5b": 5, "gemma-3-270m": 4, "smollm2-135m": 2, "mpnet-base": 1, "minilm-l6": 0.5}
+# CPU seconds of each task that is not a zoo model's (measured, one thread): the tasks are handed to the workers
+# longest first (a zoo model's task is ~2 s), which keeps both workers busy to the end
+TASK_COST = {"qwen2.5-0.5b": 110, "gemma-3-270m": 80, "smollm2-135m": 30, "claims": 15, "mpnet-base": 12,
+             "dynamics": 10, "minilm-l6": 2.5}
+ZOO_TASK_COST = 2.5
+
+
+def longest_first(labels: list[tuple[str, ...]]) -> list[int]:
+    """Indices of the task labels ("real", name) / ("claims",) / ("dynamics",) / ("zoo", name) in the order the
+    workers take them: by TASK_COST (a zoo model: ZOO_TASK_COST), longest first, ties in the given order."""
+    return sorted(range(len(labels)), key=lambda i: -TASK_COST.get(labels[i][-1] if labels[i][0] != "zoo" else "",
+                                                                   ZOO_TASK_COST))
 
 
 def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_dir: Path | None = None,
-                real_models: tuple[str, ...] = REAL_MODELS, force: bool = False, workers: int | None = None) -> Path:
+                real_models: tuple[str, ...] | None = None, force: bool = False, workers: int | None = None,
+                full: bool = False) -> Path:
     """Run the main job and write the report; returns its path (printed at the end). An existing report at
     `out` is replaced only with `force` (checked before any work). The models are measured by `workers`
-    processes (default: `job_pool.default_workers()`, INTERP_JOB_WORKERS), one thread each."""
+    processes (default: `job_pool.default_workers()`, INTERP_JOB_WORKERS), one thread each. The real models
+    are REAL_MODELS, plus REACH_MODELS with `full`, unless `real_models` names them."""
     import interp
     import interp.data
     import interp.report
@@ -280,17 +309,22 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     if not dirs:
         log(f"no trained zoo in {zoo_dir}: run `interp train --zoo`; the zoo sections will say so")
     dirs = dirs[:3] if small else dirs
+    if real_models is None:
+        real_models = REAL_MODELS + (REACH_MODELS if full else ())
     reals = list(real_models[-1:] if small else real_models)
     workers = default_workers() if workers is None else workers
     # one thread per worker: two threads per process fall 2-4x behind one as soon as another process competes for
     # the cores (INTERP_THREADS=2 with INTERP_JOB_WORKERS=1 suits a machine with nothing else running)
     threads = int(os.environ.get("INTERP_THREADS", "1"))
     torch.set_num_threads(threads)
-    labelled = ([(("real", n), (real_task, (n, ctx))) for n in sorted(reals, key=lambda n: -REAL_COST.get(n, 1))]
+    labelled = ([(("real", n), (real_task, (n, ctx))) for n in reals]
                 + [(("claims",), (claims_task, (zoo_dir, dirs, ctx)))]
                 + [(("dynamics",), (dynamics_task, (dirs, ctx)))]
                 + [(("zoo", d.name), (zoo_task, (d, ctx))) for d in dirs])
-    log(f"{len(labelled)} tasks ({len(reals)} real models, {len(dirs)} zoo models, the claims' measurements) on "
+    # longest first (stable: zoo models in name order); results still come back in this list's order
+    order = longest_first([label for label, _ in labelled])
+    log(f"{len(labelled)} tasks ({len(reals)} real models: {', '.join(reals) or 'none'}; {len(dirs)} zoo models; "
+        f"the claims' measurements; training dynamics) on "
         f"{workers} worker process(es), {threads} thread(s) each")
     lines: list[str] = []
 
@@ -300,8 +334,9 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         print(line, flush=True)  # on stdout too: benchmarks/main_job.py reads each task's CPU seconds from it
         lines.append(line)
 
-    done = run_tasks([t for _, t in labelled], workers, on_done=finished, threads=threads)
-    by = {label: value for (label, _), value in zip(labelled, done)}
+    done = run_tasks([labelled[i][1] for i in order], workers, threads=threads,
+                     on_done=lambda j, value, cpu: finished(order[j], value, cpu))
+    by = {labelled[i][0]: value for i, value in zip(order, done)}
     ordered = ([by["zoo", d.name] for d in dirs] + [by["real", n] for n in reals] + [by["claims",]] + [by["dynamics",]])
     results = [r for value in ordered for r in value[0]]
     extras = [e for value in ordered for e in value[1]]

@@ -13,7 +13,8 @@
   seed_plan    how many seeds of each zoo strategy the zoo's manifest plans (`seeds`), so a verdict can wait for
                seeds that are still training (`interp.report.claims.evaluate`)
   seq_skip     skip-one-block loss per held-out sequence (`interp.analysis.skip`) of every seed of the strategies
-               the skip_deep_shallow claims name (subjects and references)
+               the skip_deep_shallow claims name (subjects and references); the main job measures it in each
+               zoo model's own task instead (`claim_tables(..., skips=False)`)
 The seq_stats collector (`interp.analysis.sequences.SequenceStats`) rides the main forward pass; the
 per-sequence massive-activation ablation replaces the pooled one (`interp.analysis.ablation`).
 """
@@ -120,8 +121,9 @@ def skips_per_sequence(dirs: list[Path], tokens: torch.Tensor) -> pd.DataFrame:
 
 
 def claim_tables(zoo_dir: Path, dirs: list[Path], tokens: torch.Tensor, grad_items: int,
-                 log: Callable[[str], None]) -> dict[str, pd.DataFrame]:
-    """Every table of the module docstring that can be measured here; each step logs what it did."""
+                 log: Callable[[str], None], skips: bool = True) -> dict[str, pd.DataFrame]:
+    """Every table of the module docstring that can be measured here; each step logs what it did. skips=False
+    leaves seq_skip out (the main job measures it in each zoo model's own task)."""
     from interp.analysis.training_logs import read_logs
     out: dict[str, pd.DataFrame] = {}
     plan = seed_plan(zoo_dir)
@@ -145,12 +147,13 @@ def claim_tables(zoo_dir: Path, dirs: list[Path], tokens: torch.Tensor, grad_ite
         out["entropy_neurons"] = en
     log(f"claims: entropy neurons of {en['model'].nunique() if not en.empty else 0} LN-removal models in "
         f"{time.perf_counter() - t:.1f} s")
-    t = time.perf_counter()
-    sk = skips_per_sequence(dirs, tokens)
-    if not sk.empty:
-        out["seq_skip"] = sk
-    log(f"claims: skip-one-block loss per sequence of {sk['model'].nunique() if not sk.empty else 0} models in "
-        f"{time.perf_counter() - t:.1f} s")
+    if skips:
+        t = time.perf_counter()
+        sk = skips_per_sequence(dirs, tokens)
+        if not sk.empty:
+            out["seq_skip"] = sk
+        log(f"claims: skip-one-block loss per sequence of {sk['model'].nunique() if not sk.empty else 0} models in "
+            f"{time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     out.update(read_logs(zoo_dir, [d.name for d in dirs]))
     log(f"claims: gradient spikes and batch-statistic fluctuation read from the training logs in "
