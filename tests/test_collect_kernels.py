@@ -29,6 +29,48 @@ def test_moments_match_float64():
         assert (lo, hi) == (x.min().item(), x.max().item())
 
 
+def test_moments_token_sums_and_init():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(11, 24, generator=g) * 4 + 1
+    acc = np.full((6, 30), 7.0)  # stale values: init resets the first w columns
+    tok = np.empty((11, 2))
+    kernels.moments(x, acc, tok, init=True)
+    d = x.double()
+    np.testing.assert_allclose(acc[0, :24], d.sum(0).numpy(), rtol=1e-12, atol=1e-9)
+    assert np.array_equal(acc[4, :24], d.amin(0).numpy()) and (acc[:, 24:] == 7.0).all()
+    np.testing.assert_allclose(tok, torch.stack([d.sum(1), (d * d).sum(1)], 1).numpy(), rtol=1e-12)
+
+
+def test_scales_from_sums_match_float64():
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(13, 40, generator=g) * 5 + 2
+    d = x.double()
+    tok = torch.stack([d.sum(1), (d * d).sum(1)], 1).numpy()
+    ln = (d.var(-1, unbiased=False) + 1e-5).sqrt().float()
+    rms = (d.pow(2).mean(-1) + 1e-6).sqrt().float()
+    torch.testing.assert_close(kernels.scales_from_sums(tok, 40, True, 1e-5), ln, rtol=1e-7, atol=0)
+    torch.testing.assert_close(kernels.scales_from_sums(tok, 40, False, 1e-6), rms, rtol=1e-7, atol=0)
+    big = torch.stack([d.sum(1) + 40 * 1e5, ((d + 1e5) ** 2).sum(1)], 1).numpy()  # mean ≫ spread: refused
+    assert kernels.scales_from_sums(big, 40, True, 1e-5) is None
+
+
+@pytest.mark.parametrize("b,t,d", [(2, 12, 16), (3, 300, 64)])  # the short (≤ 16384 per sequence) and long forms
+def test_stream_depth_matches_brute_force(b, t, d):
+    g = torch.Generator().manual_seed(t)
+    x = torch.randn(b, t, d, generator=g)
+    x[0, 3, 5], x[-1, 7, 1] = 500.0, -700.0
+    x[0, 10, :4], x[0, 11, 2] = 2.5, -2.5  # ties: the smaller (token, dim) first
+    k = 20
+    med, tmax, tv, tp, td, tx = kernels.stream_depth(x, k)
+    a = x.abs().reshape(b, -1)
+    assert torch.equal(med, a.median(1).values) and torch.equal(tmax, x.abs().amax(-1))
+    for r in range(b):
+        order = sorted(range(t * d), key=lambda i: (-a[r, i].item(), i))[:k]
+        assert tv[r].tolist() == a[r, order].tolist()
+        assert (tp[r] * d + td[r]).tolist() == order
+        assert tx[r].tolist() == x.reshape(b, -1)[r, order].tolist()
+
+
 def test_row_scales_match_float64():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 9, 3, 40, generator=g) * 5 + 2

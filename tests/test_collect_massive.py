@@ -11,13 +11,13 @@ PLACEMENTS = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm"]
 LENGTHS = (9, 5, 7, 3)
 
 
-def data(vocab=512, seed=0):
+def data(vocab=512, seed=0, padded=True):
     g = torch.Generator().manual_seed(seed)
     toks = torch.randint(1, vocab, (len(LENGTHS), max(LENGTHS)), generator=g)
     toks[:, 0] = 0  # a "BOS" that carries the massive activation below
     mask = torch.zeros_like(toks, dtype=torch.bool)
     for i, n in enumerate(LENGTHS):
-        mask[i, :n] = True
+        mask[i, :n if padded else None] = True
     return toks, mask
 
 
@@ -61,9 +61,10 @@ def brute(model, toks, mask, thr, ratio, k):
 
 @pytest.mark.parametrize("strategy", PLACEMENTS)
 @pytest.mark.parametrize("thr,ratio", [(100.0, 1000.0), (0.05, 3.0)])
-def test_massive_matches_brute_force(strategy, thr, ratio):
+@pytest.mark.parametrize("padded", [True, False])  # unpadded batches take the one-call CPU kernel path
+def test_massive_matches_brute_force(strategy, thr, ratio, padded):
     model = model_with_massive(strategy)
-    toks, mask = data()
+    toks, mask = data(padded=padded)
     col = MassiveActivations(abs_threshold=thr, ratio=ratio, top_k=10)
     res = collect(model, (toks, mask), [col], batch_size=3, progress=False)
     ref, top, dims = brute(model, toks, mask, thr, ratio, 10)
@@ -85,6 +86,8 @@ def test_massive_matches_brute_force(strategy, thr, ratio):
         assert d.loc[key, "mean_value"] == pytest.approx(v / c, rel=1e-5)
     if thr == 100.0 and strategy != "post-ln":  # the injected value survives in the stream
         assert df.n_massive.iloc[0] == len(LENGTHS) * 2 and set(res["massive_dims"].dim) == {5, 9}
+    if not padded:  # every candidate is distinct here: the whole top-k list, with where each value sits
+        assert list(zip(t.depth, t.position, t.dim)) == [c[1:] for c in top]
 
 
 def test_token_median_scope():

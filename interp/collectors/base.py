@@ -39,6 +39,9 @@ class Batch:
     def __post_init__(self) -> None:
         self.full = bool(self.mask.all())
         self.n_tokens = int(self.mask.sum())
+        # (tensor, its version, float64 (Σx, Σx²) of each of its selected rows [n, 2]) of the last tensor
+        # ResidualStats read on CPU: what NormScales takes a norm's scale from when it hooks the same tensor
+        self.stats: tuple | None = None
 
     def select(self, x: torch.Tensor) -> torch.Tensor:
         """The masked positions of x [b, t, ...] as rows [n, ...] (a view when nothing is masked)."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
+import platform
 import time
 from typing import Sequence
 
@@ -21,6 +24,31 @@ def default_collectors() -> list[Collector]:
     return [ResidualStats(), MassiveActivations(), LayerEffect(skip=False), NormScales()]
 
 
+_HEAP_KEPT = False
+
+
+def keep_heap() -> None:
+    """Once per process, on glibc: keep freed heap memory up to 256 MB instead of returning it to the system at
+    every free (M_TRIM_THRESHOLD), and serve allocations under 32 MB from the heap (M_MMAP_THRESHOLD, the top
+    of glibc's own adaptive range). A collector's small allocations between a batch's forward and the next
+    otherwise leave the freed forward temporaries at the top of the heap, which glibc then hands back and the
+    next forward faults in again, page by page (~30 MB per batch of 512 tokens on the zoo model: a tenth of the
+    forward's CPU time). Peak memory is unchanged; the process keeps up to 256 MB of freed heap for reuse.
+    INTERP_KEEP_HEAP=0 leaves malloc as it is."""
+    global _HEAP_KEPT
+    if _HEAP_KEPT:
+        return
+    _HEAP_KEPT = True
+    if os.environ.get("INTERP_KEEP_HEAP", "1") == "0" or platform.libc_ver()[0] != "glibc":
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # pragma: no cover - glibc always has it
+        return
+    mallopt(-3, 32 << 20)   # M_MMAP_THRESHOLD
+    mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+
+
 def first_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """True at the first real token of each row (handles left padding)."""
     first = attention_mask.long().argmax(1)
@@ -35,6 +63,31 @@ def gated(fn, live: list[bool]):
         if live[0]:
             return fn(x, hook)
     return hook
+
+
+def gated_all(fns: list, live: list[bool]):
+    """The hooks fns of one hook point as one gated hook: each in turn, in the order given, and each sees
+    what the one before returned (as separate hooks would); a hook point dispatches one hook instead of many."""
+    if len(fns) == 1:
+        return gated(fns[0], live)
+
+    def hook(x, hook):
+        if live[0]:
+            changed = False
+            for fn in fns:
+                out = fn(x, hook)
+                if out is not None:
+                    x, changed = out, True
+            return x if changed else None
+    return hook
+
+
+def merged(hooks: list, live: list[bool]) -> list:
+    """[(name, fn)] -> one gated hook per hook name (first appearance order), calling its fns in order."""
+    by: dict = {}
+    for name, fn in hooks:
+        by.setdefault(name, []).append(fn)
+    return [(name, gated_all(fns, live)) for name, fns in by.items()]
 
 
 @contextlib.contextmanager
@@ -69,10 +122,12 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
     tok = getattr(model, "tokenizer", None)
     pad_id, side = (tok.pad_id, tok.padding_side) if tok is not None else (0, "right")
     live = [False]  # hooks act only during a batch's own forward (and backward), not in end_batch's extra passes
-    fwd = [(name, gated(fn, live)) for c in collectors for name, fn in c.hooks(model)]
+    fwd = merged([(name, fn) for c in collectors for name, fn in c.hooks(model)], live)
     bwd = [(name, gated(fn, live)) for c in collectors for name, fn in c.bwd_hooks(model)]
     grad = any(c.needs_grad for c in collectors)
     device = next(iter(model.parameters())).device
+    if device.type == "cpu":
+        keep_heap()
     training = [m for m in model.modules() if m.training]  # set back after the run (a wrapper may differ)
     for m in training:  # model.eval() module by module, only where needed: a walk of setattrs costs ms
         m.training = False

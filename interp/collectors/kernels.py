@@ -36,18 +36,24 @@ def as_array(x: torch.Tensor) -> np.ndarray:
 
 if ENABLED:
     @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
-    def _moments(x, acc):  # pragma: no cover - compiled
+    def _moments(x, acc, tok, init):  # pragma: no cover - compiled
         """x [n, w]: acc[0..3, :w] += Σx, Σx², Σx³, Σx⁴ per dim (float64), acc[4, :w] / acc[5, :w] = running min /
-        max per dim; returns (Σ_t ‖x_t‖, max_t ‖x_t‖², min x, max x) over acc's running min / max. Four rows at
-        a time (each accumulator is loaded and stored once per four rows); min / max are per-dim selects, which
-        vectorise as the sums do, reduced over the w dims once at the end."""
+        max per dim (with init: acc[:, :w] starts at 0 / +inf / -inf); tok [n, 2] (unless empty) = (Σ_j x_tj,
+        Σ_j x_tj²) per row; returns (Σ_t ‖x_t‖, max_t ‖x_t‖², min x, max x) over acc's running min / max. Four
+        rows at a time (each accumulator is loaded and stored once per four rows); min / max are per-dim
+        selects, which vectorise as the sums do, reduced over the w dims once at the end."""
         n, w = x.shape
         a1, a2, a3, a4, lo, hi = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
+        if init:
+            for j in range(w):
+                a1[j], a2[j], a3[j], a4[j], lo[j], hi[j] = 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf
+        keep = tok.shape[0] > 0
         norms, top = 0.0, 0.0
         t = 0
         while t + 3 < n:
             r0, r1, r2, r3 = x[t], x[t + 1], x[t + 2], x[t + 3]
             s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
+            m0, m1_, m2_, m3 = 0.0, 0.0, 0.0, 0.0
             for j in range(w):
                 p, q, u, v = np.float64(r0[j]), np.float64(r1[j]), np.float64(r2[j]), np.float64(r3[j])
                 p2, q2, u2, v2 = p * p, q * q, u * u, v * v
@@ -67,12 +73,19 @@ if ENABLED:
                 s1 += q2
                 s2 += u2
                 s3 += v2
+                m0 += p
+                m1_ += q
+                m2_ += u
+                m3 += v
             norms += (math.sqrt(s0) + math.sqrt(s1)) + (math.sqrt(s2) + math.sqrt(s3))
             top = max(top, s0, s1, s2, s3)
+            if keep:
+                tok[t, 0], tok[t, 1], tok[t + 1, 0], tok[t + 1, 1] = m0, s0, m1_, s1
+                tok[t + 2, 0], tok[t + 2, 1], tok[t + 3, 0], tok[t + 3, 1] = m2_, s2, m3, s3
             t += 4
         while t < n:
             row = x[t]
-            s = 0.0
+            s, m = 0.0, 0.0
             for j in range(w):
                 v = np.float64(row[j])
                 v2 = v * v
@@ -83,8 +96,11 @@ if ENABLED:
                 lo[j] = v if v < lo[j] else lo[j]
                 hi[j] = v if v > hi[j] else hi[j]
                 s += v2
+                m += v
             norms += math.sqrt(s)
             top = max(top, s)
+            if keep:
+                tok[t, 0], tok[t, 1] = m, s
             t += 1
         mn, mx = np.inf, -np.inf
         for j in range(w):
@@ -214,6 +230,48 @@ if ENABLED:
         for r in range(u.shape[0]):
             out[r] = _abs_median_bits(u[r], pick, half, buf, d, tmax[r])
 
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _top_bits(u, tmax, d, k, tv, tp, td):  # pragma: no cover - compiled
+        """The k largest |v| of one sequence u [t·d] (float32 bits, token-major) as (|v| bits, token, dim) into
+        tv / tp / td [k], largest first, equal values by smaller (token, dim) first; tmax [t] holds each token's
+        max |v| bits, so a token that cannot enter the buffer is skipped unread. Integer compares on bits order
+        as |v| does (NaN above inf). Returns the number of entries (k, or t·d when fewer)."""
+        M = np.uint32(0x7FFFFFFF)
+        c = 0
+        for t in range(tmax.size):
+            if c == k and tmax[t] <= tv[k - 1]:
+                continue  # nothing in this token beats the k-th value (a tie loses: larger (token, dim))
+            row = u[t * d: t * d + d]
+            for j in range(d):
+                b = row[j] & M
+                if c == k and b <= tv[k - 1]:
+                    continue
+                i = c if c < k else k - 1  # the slot freed: the end of the buffer
+                while i > 0 and tv[i - 1] < b:  # keep earlier arrivals first among equals
+                    tv[i], tp[i], td[i] = tv[i - 1], tp[i - 1], td[i - 1]
+                    i -= 1
+                tv[i], tp[i], td[i] = b, t, j
+                if c < k:
+                    c += 1
+        return c
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _stream_depth(u, pick, half, buf, d, k, med, tmax, tv, tp, td, tx):  # pragma: no cover - compiled
+        """Per sequence r of u [b, t·d] (float32 bits): the lower median of |v| (`_abs_median_bits`, bits, into
+        med [r]), each token's max |v| (tmax [r, t]) and the k largest |v| with token, dim and signed bits
+        (tv / tp / td / tx [r, k], `_top_bits`)."""
+        for r in range(u.shape[0]):
+            med[r] = _abs_median_bits(u[r], pick, half, buf, d, tmax[r])
+        _top_rows(u, tmax, d, k, tv, tp, td, tx)
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _top_rows(u, tmax, d, k, tv, tp, td, tx):  # pragma: no cover - compiled
+        """`_top_bits` of each sequence r of u [b, t·d], with the signed bits of each entry in tx [r, k]."""
+        for r in range(u.shape[0]):
+            _top_bits(u[r], tmax[r], d, k, tv[r], tp[r], td[r])
+            for i in range(k):
+                tx[r, i] = u[r, tp[r, i] * d + td[r, i]]
+
     @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
     def _angular(a, b, out, bn):  # pragma: no cover - compiled
         """a, b [n, w]: out[t] = arccos(cos(a_t, b_t)) / π and bn[t] = ‖b_t‖, in float64 (a zero vector counts
@@ -248,11 +306,31 @@ def _pick(n: int) -> np.ndarray:
     return _PICKS[n]
 
 
-def moments(x: torch.Tensor, acc: np.ndarray) -> tuple[float, float, float, float]:
+_NO_TOK = np.empty((0, 2))
+
+
+def moments(x: torch.Tensor, acc: np.ndarray, tok: np.ndarray | None = None,
+            init: bool = False) -> tuple[float, float, float, float]:
     """Rows x [n, w] (`usable`): acc [6, ≥w] float64: rows 0-3 += Σx, Σx², Σx³, Σx⁴ per dim, rows 4 / 5 the
-    running min / max per dim (start them at +inf / -inf); returns (Σ_t ‖x_t‖, max_t ‖x_t‖², min x, max x) in
-    float64 (a NaN row shows in the sums, not in the max, min or max)."""
-    return _moments(as_array(x), acc)
+    running min / max per dim (start them at +inf / -inf, or pass init=True: acc[:, :w] is reset first);
+    tok [n, 2] float64, when given, receives each row's (Σx, Σx²); returns (Σ_t ‖x_t‖, max_t ‖x_t‖², min x,
+    max x) in float64 (a NaN row shows in the sums, not in the max, min or max)."""
+    return _moments(as_array(x), acc, _NO_TOK if tok is None else tok, init)
+
+
+def scales_from_sums(tok: np.ndarray, w: int, centre: bool, eps: float) -> torch.Tensor:
+    """Norm scales from per-row float64 sums tok [n, 2] = (Σx, Σx²) over w values (`moments`'s tok):
+    sqrt(Σx²/w − (Σx/w)² + eps) (centre: LayerNorm) or sqrt(Σx²/w + eps) (RMSNorm), in float64 rounded to float32
+    -> [n]; None when a row's mean is so large against its spread (mean² > 2¹⁶ · variance) that the one-pass
+    variance could lose float32 digits: then `row_scales` (two passes per row) must be used."""
+    m2 = tok[:, 1] / w
+    if centre:
+        mu = tok[:, 0] / w
+        var = m2 - mu * mu
+        if not bool(np.all(mu * mu <= 65536.0 * var)):
+            return None
+        m2 = var
+    return torch.from_numpy(np.sqrt(m2 + eps).astype(np.float32))
 
 
 def row_scales(x: torch.Tensor, centre: bool, eps: float) -> torch.Tensor:
@@ -294,6 +372,34 @@ def abs_medians(x: torch.Tensor, d: int | None = None):
     med = out.view(np.float32).copy()
     med[out == 0xFFFFFFFF] = np.nan
     return torch.from_numpy(med) if d is None else (torch.from_numpy(med), torch.from_numpy(tmax.view(np.float32)))
+
+
+def stream_depth(x: torch.Tensor, k: int):
+    """For x [b, t, d] (`usable`, every position real): per sequence the lower median of |x| (float32 [b]),
+    each token's max |x| (float32 [b, t]) and the k largest |x| over its tokens × dims (k ≤ t·d), largest
+    first, ties by smaller (token, dim): (|x| float32 [b, k], token long [b, k], dim long [b, k], signed x
+    float32 [b, k]); one compiled call. The medians and maxima are `abs_medians(x.reshape(b, -1), d)`'s
+    (NaN where a sequence holds one; then its top k are those of its non-NaN |x| ranked with NaN highest)."""
+    b, t, d = x.shape
+    a = as_array(x if x.dtype == torch.float32 else x.float()).reshape(b, t * d)
+    n = t * d
+    u = a.view(np.uint32)
+    tv, tx = np.empty((b, k), dtype=np.uint32), np.empty((b, k), dtype=np.uint32)
+    tp, td = np.empty((b, k), dtype=np.int64), np.empty((b, k), dtype=np.int64)
+    if n <= 16384:  # short sequences: the medians' small form (`abs_medians`), then the top k
+        m, tm = abs_medians(x.reshape(b, -1), d)
+        tmax = np.ascontiguousarray(tm.numpy()).view(np.uint32)
+        _top_rows(u, tmax, d, k, tv, tp, td, tx)
+    else:
+        med = np.empty(b, dtype=np.uint32)
+        tmax = np.empty((b, t), dtype=np.uint32)
+        _stream_depth(u, _pick(n), HALF, np.empty(max(n // 8, 4 * HALF), dtype=np.uint32), d, k, med, tmax,
+                      tv, tp, td, tx)
+        m = med.view(np.float32).copy()
+        m[med == 0xFFFFFFFF] = np.nan
+        m = torch.from_numpy(m)
+    return (m, torch.from_numpy(tmax.view(np.float32)), torch.from_numpy(tv.view(np.float32)),
+            torch.from_numpy(tp), torch.from_numpy(td), torch.from_numpy(tx.view(np.float32)))
 
 
 def angular(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -159,17 +159,18 @@ class MassiveActivations(Collector):
         x = x.detach()
         if self.median_scope == "token":
             return self._hook_token_scope(j, x)
-        if b.full and kernels.ENABLED and x.device.type == "cpu":  # max |x| per token from the medians' pass
-            med, tokmax = kernels.abs_medians(x.reshape(x.shape[0], -1), x.shape[2])
-            tokmax = tokmax.view(x.shape[:2])
-        else:
-            med = seq_abs_medians(x, b.mask).to(x.device)  # [b] float32
-            tokmax = x.float().abs().amax(-1)  # [b, t] max |x| per token
-            if not b.full:
-                tokmax.masked_fill_(~b.mask, -1.0)
+        K, d = max(3, self.k), x.shape[2]
+        if b.full and kernels.ENABLED and x.device.type == "cpu":  # one compiled call: medians, maxima, top K
+            med, tokmax, topv, pos, dim, xval = kernels.stream_depth(x, min(K, x.shape[1] * d))
+            hits = self._massive(x, tokmax, med) if float(topv[:, 0].max()) > self.abs_threshold else None
+            self._depth.append((j, med, topv, pos, dim, xval, hits))
+            return
+        med = seq_abs_medians(x, b.mask).to(x.device)  # [b] float32
+        tokmax = x.float().abs().amax(-1)  # [b, t] max |x| per token
+        if not b.full:
+            tokmax.masked_fill_(~b.mask, -1.0)
         # the top-K |x| of a sequence lie in its K tokens of largest max |x|: select those first (cheap), then
         # the top-K of their K × d values (equal values: same multiset of top values as a full top-K)
-        K, d = max(3, self.k), x.shape[2]
         tv, ti = tokmax.topk(min(K, tokmax.shape[1]), dim=1)  # [b, ≤K]
         cand = x.gather(1, ti[..., None].expand(-1, -1, d)).float().abs_()  # [b, ≤K, d]
         if not b.full:

@@ -84,6 +84,7 @@ class ResidualStats(Collector):
             self.rows_of.setdefault(hook, []).append(i)
         self._last: tuple = (None, -1, -1)
         self._work: torch.Tensor | None = None
+        self._checked: dict[str, int] = {}  # hook -> width already checked against the site map
         return self
 
     def hooks(self, model):
@@ -110,15 +111,18 @@ class ResidualStats(Collector):
             rows = self.batch.select(x.detach())
             if rows.dim() > 2:  # per-head tensors (QK-norm inputs [b, t, h, d_head]): one vector per token
                 rows = rows.reshape(rows.shape[0], -1)
-            row = self._moments(rows)
+            row = self._moments(rows, x)
             self._last = (x, x._version, row)
         if row < 0:
             return
         w = x.shape[-1] if x.dim() <= 3 else x[0, 0].numel()
+        if self._checked.get(hook.name) != w:  # each hook's width is checked once per run
+            for i in self.rows_of[hook.name]:
+                if w != self.widths[i] and w != self.state["dim_sums"].shape[-1]:
+                    raise ValueError(f"{hook.name} carries {w} values per token, the site map says "
+                                     f"{self.widths[i]}; declare its width in LayerSites.norm_widths")
+            self._checked[hook.name] = w
         for i in self.rows_of[hook.name]:
-            if w != self.widths[i] and w != self.state["dim_sums"].shape[-1]:
-                raise ValueError(f"{hook.name} carries {w} values per token, the site map says {self.widths[i]}; "
-                                 "declare its width in LayerSites.norm_widths")
             self._src[i] = row
 
     def _scratch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,12 +133,13 @@ class ResidualStats(Collector):
             self._work = torch.empty(2 * n, device=x.device)
         return self._work[:n].view(x.shape), self._work[n: 2 * n].view(x.shape)
 
-    def _moments(self, x: torch.Tensor) -> int:
-        """Write the partial sums of rows x [n, w] into the next buffer row; -1 when n = 0."""
+    def _moments(self, x: torch.Tensor, src: torch.Tensor | None = None) -> int:
+        """Write the partial sums of rows x [n, w] into the next buffer row; -1 when n = 0. src: the hooked
+        tensor the rows come from (the CPU form leaves its per-token sums in `batch.stats` for other collectors)."""
         if x.shape[0] == 0:
             return -1
         if self._fused:
-            return self._moments_fused(x)
+            return self._moments_fused(x, src)
         if x.dtype != torch.float32:
             x = x.float()
         r, sc, dim, w = self._rows, self._sc, self._dim, x.shape[1]
@@ -151,18 +156,21 @@ class ResidualStats(Collector):
         torch.aminmax(x, out=(sc[r, 4], sc[r, 5]))
         return r
 
-    def _moments_fused(self, x: torch.Tensor) -> int:
+    def _moments_fused(self, x: torch.Tensor, src: torch.Tensor | None = None) -> int:
         """The kernel form of `_moments` (CPU): one pass accumulating in float64 (kernels.moments), min / max
-        included."""
+        included. The pass also yields each token's float64 (Σx, Σx²), which it leaves in `batch.stats` as
+        (src, src's version, sums [n, 2]) when src is [b, t, w]: NormScales takes a norm's scale from them
+        instead of reading the same tensor again."""
         if not kernels.usable(x):
             x = x.float()
         r = self._rows
         self._rows += 1
-        acc = self._acc[r]
-        acc[:4].fill(0.0)
-        acc[4].fill(np.inf)
-        acc[5].fill(-np.inf)
-        self._sc64[r] = kernels.moments(x, acc)
+        if src is not None and src.dim() == 3:
+            tok = np.empty((x.shape[0], 2))
+            self._sc64[r] = kernels.moments(x, self._acc[r], tok, True)
+            self.batch.stats = (src, src._version, tok)
+        else:
+            self._sc64[r] = kernels.moments(x, self._acc[r], None, True)
         return r
 
     def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,6 +185,7 @@ class ResidualStats(Collector):
     def end_batch(self, model, batch, output) -> None:
         """Add the batch's partial sums to the float64 state: one indexed operation per state key."""
         self._last = (None, -1, -1)  # release the last activation
+        batch.stats = None
         sites = [i for i, r in enumerate(self._src) if r >= 0]
         if not sites:
             return

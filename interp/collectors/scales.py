@@ -98,6 +98,14 @@ class NormScales(Collector):
 
     def _from_input(self, i: int, fn, centre: bool, eps: float):
         def hook(x: torch.Tensor, hook) -> None:
+            st = self.batch.stats  # the per-token sums ResidualStats just took of this very tensor, if it did
+            if (st is not None and st[0] is x and st[1] == x._version and x.dim() == 3 and kernels.usable(x)
+                    and len(st[2]) == self.batch.n_tokens):
+                v = kernels.scales_from_sums(st[2], x.shape[-1], centre, eps)
+                if v is not None:
+                    if v.numel():
+                        self._pending.append((i, v))
+                    return
             x = x.detach()
             if kernels.usable(x) and x.dim() >= 2 and tuple(x.shape[:2]) == tuple(self.batch.mask.shape):
                 v = kernels.row_scales(self.batch.select(x), centre, eps).reshape(-1)  # real tokens only
