@@ -40,6 +40,7 @@ def logit_lens(model: HookedModel, tokens: torch.Tensor, target=None, scale: str
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens, names_filter=names)
         final_lp = logits.log_softmax(-1)
+        final_p = final_lp.exp()  # for KL(final ‖ lens), once
         b, t, vocab = logits.shape
         if target is None:
             tgt = logits.argmax(-1)
@@ -49,8 +50,8 @@ def logit_lens(model: HookedModel, tokens: torch.Tensor, target=None, scale: str
             tgt = target.long()
         else:
             tgt = torch.full((b, t), resolve_token(model, target))
-        frames = []
-        for layer, name in enumerate(sites.stream()):
+        cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("target_logprob", "target_rank", "kl_to_final")}
+        for name in sites.stream():
             x = cache[name]
             if scale == "recomputed":
                 normed = model.apply_final_norm(x)
@@ -61,15 +62,17 @@ def logit_lens(model: HookedModel, tokens: torch.Tensor, target=None, scale: str
             lens = normed @ model.W_U + (model.b_U if model.b_U is not None else 0)
             lp = lens.log_softmax(-1)
             tl = lens.gather(-1, tgt[..., None])
-            rank = (lens > tl).sum(-1)
-            kl = (final_lp.exp() * (final_lp - lp)).sum(-1)
-            tlp = lp.gather(-1, tgt[..., None])[..., 0]
-            bb, pp = torch.meshgrid(torch.arange(b), torch.arange(t), indexing="ij")
-            frames.append(pd.DataFrame(dict(layer=layer, batch=bb.flatten().numpy(), pos=pp.flatten().numpy(),
-                                            target=tgt.flatten().numpy(), target_prob=tlp.exp().flatten().numpy(),
-                                            target_logprob=tlp.flatten().numpy(), target_rank=rank.flatten().numpy(),
-                                            kl_to_final=kl.flatten().numpy())))
-    df = pd.concat(frames, ignore_index=True)
+            cols["target_rank"].append((lens > tl).sum(-1))
+            cols["kl_to_final"].append((final_p * (final_lp - lp)).sum(-1))
+            cols["target_logprob"].append(lp.gather(-1, tgt[..., None])[..., 0])
+        n_layers = len(cols["kl_to_final"])
+        bb, pp = torch.meshgrid(torch.arange(b), torch.arange(t), indexing="ij")
+        tlp = torch.stack(cols["target_logprob"]).flatten()
+        df = pd.DataFrame(dict(layer=torch.arange(n_layers).repeat_interleave(b * t).numpy(),
+                               batch=bb.flatten().repeat(n_layers).numpy(), pos=pp.flatten().repeat(n_layers).numpy(),
+                               target=tgt.flatten().repeat(n_layers).numpy(), target_prob=tlp.exp().numpy(),
+                               target_logprob=tlp.numpy(), target_rank=torch.stack(cols["target_rank"]).flatten().numpy(),
+                               kl_to_final=torch.stack(cols["kl_to_final"]).flatten().numpy()))
     df.insert(0, "model", model.card.name)
     df["scale"] = scale
     return df
