@@ -159,3 +159,27 @@ def test_ablation_depth_is_where_the_largest_massive_dim_appears():
     col.state["dim_count"][3:, 6] = 4                     # ... then in every sequence from depth 3, at -2e4
     col.state["dim_value_sum"][3:, 6] = 4 * -2e4
     assert col.appearance_depth() == 3
+
+
+def test_long_sequences_match_brute_force():
+    """Sequences of more than 16384 values per depth: the CPU kernel's sampled-bracket medians and its top-k
+    buffers (written per batch, folded in at end_batch) against the brute force."""
+    m = zoo.build("pre-ln", n_layers=2, d_model=64, n_heads=4, d_mlp=128, n_ctx=300, d_vocab=512)
+    with torch.no_grad():
+        m.embed.weight[0, 5] = 3000.0
+    g = torch.Generator().manual_seed(4)
+    toks = torch.randint(1, 512, (3, 280), generator=g)
+    toks[:, 0] = 0
+    mask = torch.ones_like(toks, dtype=torch.bool)
+    res = collect(m, (toks, mask), [MassiveActivations(top_k=10)], batch_size=2, progress=False)
+    ref, top, dims = brute(m, toks, mask, 100.0, 1000.0, 10)
+    df = res["massive"]
+    for j, r in enumerate(ref):
+        row = df.iloc[j]
+        assert row.n_massive == r["n_massive"] and row.frac_sequences == pytest.approx(r["frac"])
+        for col_, key in [("top1_mean", "top1"), ("top2_mean", "top2"), ("top3_mean", "top3"),
+                          ("median_mean", "median"), ("top1_max", "top1max")]:
+            assert row[col_] == pytest.approx(r[key], rel=1e-6), (j, col_)
+    t = res["massive_top"]
+    np.testing.assert_allclose(t["abs"].to_numpy(), [c[0] for c in top], rtol=1e-6)
+    assert df.n_massive.sum() > 0 and len(res["massive_dims"]) == len(dims)

@@ -21,6 +21,9 @@ from interp.collectors.objective import is_causal, loss_terms
 from interp.collectors.variants import chunks, run_variants
 
 
+NP = {torch.float32: np.float32, torch.float64: np.float64}
+
+
 def angular(a: torch.Tensor, b: torch.Tensor, a_norm: torch.Tensor | None = None,
             b_norm: torch.Tensor | None = None) -> torch.Tensor:
     """arccos(cos(a, b)) / π along the last dim, float64 (a zero vector counts as orthogonal); the norms
@@ -64,6 +67,8 @@ class LayerEffect(Collector):
             self._add("base_sum", torch.zeros(1), "sum")   # Σ loss terms of the intact model (causal LMs)
             self._add("skip_n", torch.zeros(1), "sum")     # loss terms (or sequences) counted
         self._work: dict[int, torch.Tensor] = {}
+        self._ring: kernels.AngularRing | None = None
+        self._ring_on = False
         return self
 
     def hooks(self, model):
@@ -74,6 +79,7 @@ class LayerEffect(Collector):
         self._buf: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # depth -> (h float64, ‖h‖ per token)
         self._ang: list[tuple[int, int, torch.Tensor]] = []  # (offset index, depth, d [b, t]) folded in at end_batch
         self._stream: dict[int, torch.Tensor] = {}  # depth -> intact stream (skip=True only)
+        self._ring_on = False  # this batch's angles are in self._ring (the CPU kernel's per-batch state)
 
     def _h64(self, x: torch.Tensor, j: int) -> torch.Tensor:
         """x as float64 in a work tensor reused across batches (one per depth still needed: max(ns) + 1)."""
@@ -87,8 +93,14 @@ class LayerEffect(Collector):
         j = self.depth_of[hook.name]
         if self.skip:
             self._stream[j] = x.detach()  # the intact stream at depth j: where the skip variants start
-        if kernels.usable(x):
-            return self._hook_fused(x.detach(), j)
+        if kernels.usable(x) and x.dim() == 3:  # CPU: one compiled call per depth into per-batch buffers
+            r, shape = self._ring, (len(self.hooks_), x.shape[0] * x.shape[1], x.shape[2], NP[x.dtype])
+            if r is None or r.shape != shape:
+                r = self._ring = kernels.AngularRing(*shape[:3], self.ns, shape[3])
+            if not self._ring_on:
+                r.seen[:] = False
+                self._ring_on = True
+            return kernels.angular_ring(x.detach(), j, r)
         h = self._h64(x.detach(), j)
         hn = torch.linalg.vector_norm(h, dim=-1)  # computed once per depth, used by both pairs it enters
         self._buf[j] = (h, hn)
@@ -115,11 +127,21 @@ class LayerEffect(Collector):
 
     def _fold(self, batch) -> None:
         """Add the batch's angular distances to the state: all (offset, depth) pairs in one pass."""
-        if not self._ang:
-            return
         st, mask = self.state, batch.mask
-        ang = torch.stack([a for _, _, a in self._ang])  # [m, b, t]
-        flat = torch.tensor([i * st["ang_sum"].shape[1] + l for i, l, _ in self._ang], device=ang.device)
+        if self._ring_on:  # the kernel's: every (offset, depth) pair whose both depths were seen
+            self._ring_on = False
+            seen, D = self._ring.seen, len(self.hooks_)
+            pairs = [(i, l) for i, n in enumerate(self.ns) for l in range(D - n) if seen[l] and seen[l + n]]
+            if not pairs:
+                return
+            ii, ll = (torch.tensor(v) for v in zip(*pairs))
+            ang = torch.from_numpy(self._ring.out)[ii, ll].view(len(pairs), *mask.shape)  # [m, b, t]
+        elif not self._ang:
+            return
+        else:
+            pairs = [(i, l) for i, l, _ in self._ang]
+            ang = torch.stack([a for _, _, a in self._ang])  # [m, b, t]
+        flat = torch.tensor([i * st["ang_sum"].shape[1] + l for i, l in pairs], device=ang.device)
         tot = ang.sum((1, 2)) if batch.full else (ang * mask).sum((1, 2))
         rows = torch.arange(len(mask), device=mask.device)[mask.any(1)]
         last = ang[:, rows, last_real(mask)[rows]].sum(1)

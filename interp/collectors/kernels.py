@@ -127,6 +127,20 @@ if ENABLED:
             out[t] = math.sqrt(s / w + eps)
 
     @njit(cache=True, nogil=True, error_model="numpy")
+    def _scales_from_sums(tok, w, centre, eps, out):  # pragma: no cover - compiled
+        """out[t] = sqrt(Σx²/w − (Σx/w)² + eps) (centre) or sqrt(Σx²/w + eps) from tok[t] = (Σx, Σx²), float64
+        rounded to float32; False (out unfinished) at a row whose mean² exceeds 2¹⁶ · its one-pass variance."""
+        for t in range(tok.shape[0]):
+            m2 = tok[t, 1] / w
+            if centre:
+                mu = tok[t, 0] / w
+                m2 = m2 - mu * mu
+                if not mu * mu <= 65536.0 * m2:  # also False for NaN
+                    return False
+            out[t] = math.sqrt(m2 + eps)
+        return True
+
+    @njit(cache=True, nogil=True, error_model="numpy")
     def _select(a, k):  # pragma: no cover - compiled
         """The k-th smallest (0-based) of a 1-D array, which it reorders (Hoare quickselect, median of 3)."""
         lo, hi = 0, a.size - 1
@@ -265,6 +279,16 @@ if ENABLED:
         _top_rows(u, tmax, d, k, tv, tp, td, tx)
 
     @njit(cache=True, nogil=True, error_model="numpy")
+    def _stream_depth_at(u, pick, half, buf, d, k, j, med, tmax, tv, tp, td, tx, tvf):  # pragma: no cover
+        """`_stream_depth` of u [b, t·d] into row j of med [D, b], tmax [D, b, t], tv / tp / td / tx [D, b, k];
+        returns the largest |v| of all b sequences as a float (tvf: tv's float32 view)."""
+        _stream_depth(u, pick, half, buf, d, k, med[j], tmax[j], tv[j], tp[j], td[j], tx[j])
+        top = tvf[j, 0, 0]
+        for r in range(1, u.shape[0]):
+            top = max(top, tvf[j, r, 0])
+        return top
+
+    @njit(cache=True, nogil=True, error_model="numpy")
     def _top_rows(u, tmax, d, k, tv, tp, td, tx):  # pragma: no cover - compiled
         """`_top_bits` of each sequence r of u [b, t·d], with the signed bits of each entry in tx [r, k]."""
         for r in range(u.shape[0]):
@@ -290,6 +314,21 @@ if ENABLED:
             bn[t] = nb
             c = d / max(na * nb, 1e-300)
             out[t] = math.acos(min(max(c, -1.0), 1.0)) / math.pi
+
+
+if ENABLED:
+    @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+    def _angular_ring(x, ring, ns, j, seen, out, bn):  # pragma: no cover - compiled
+        """x [n, w] is the stream at depth j: for each offset ns[i] whose depth l = j − ns[i] was seen, out[i, l] =
+        `_angular`(stream at l, x), the stream at l read from ring[l % R] (R = ring.shape[0] > max(ns)); then x is
+        copied into ring[j % R] and seen[j] set."""
+        R = ring.shape[0]
+        for i in range(ns.size):
+            l = j - ns[i]
+            if l >= 0 and seen[l]:
+                _angular(ring[l % R], x, out[i, l], bn)
+        ring[j % R, :, :] = x
+        seen[j] = True
 
 
 _NONE = np.empty(0, dtype=np.uint32)  # no per-token maxima wanted
@@ -318,19 +357,13 @@ def moments(x: torch.Tensor, acc: np.ndarray, tok: np.ndarray | None = None,
     return _moments(as_array(x), acc, _NO_TOK if tok is None else tok, init)
 
 
-def scales_from_sums(tok: np.ndarray, w: int, centre: bool, eps: float) -> torch.Tensor:
+def scales_from_sums(tok: np.ndarray, w: int, centre: bool, eps: float) -> torch.Tensor | None:
     """Norm scales from per-row float64 sums tok [n, 2] = (Σx, Σx²) over w values (`moments`'s tok):
     sqrt(Σx²/w − (Σx/w)² + eps) (centre: LayerNorm) or sqrt(Σx²/w + eps) (RMSNorm), in float64 rounded to float32
     -> [n]; None when a row's mean is so large against its spread (mean² > 2¹⁶ · variance) that the one-pass
     variance could lose float32 digits: then `row_scales` (two passes per row) must be used."""
-    m2 = tok[:, 1] / w
-    if centre:
-        mu = tok[:, 0] / w
-        var = m2 - mu * mu
-        if not bool(np.all(mu * mu <= 65536.0 * var)):
-            return None
-        m2 = var
-    return torch.from_numpy(np.sqrt(m2 + eps).astype(np.float32))
+    out = np.empty(len(tok), dtype=np.float32)
+    return torch.from_numpy(out) if _scales_from_sums(tok, float(w), centre, float(eps), out) else None
 
 
 def row_scales(x: torch.Tensor, centre: bool, eps: float) -> torch.Tensor:
@@ -400,6 +433,50 @@ def stream_depth(x: torch.Tensor, k: int):
         m = torch.from_numpy(m)
     return (m, torch.from_numpy(tmax.view(np.float32)), torch.from_numpy(tv.view(np.float32)),
             torch.from_numpy(tp), torch.from_numpy(td), torch.from_numpy(tx.view(np.float32)))
+
+
+class DepthBuffers:
+    """Per-batch outputs of `stream_depth_into` for D depths of b sequences × t tokens, k top values each:
+    med [D, b], tmax [D, b, t], tv / tx [D, b, k] (float32 bits: |x| and signed x), tp / td [D, b, k] (token, dim)."""
+
+    def __init__(self, D: int, b: int, t: int, d: int, k: int):
+        self.shape = (D, b, t, d, k)
+        self.med, self.tmax = np.empty((D, b), dtype=np.uint32), np.empty((D, b, t), dtype=np.uint32)
+        self.tv, self.tx = np.empty((D, b, k), dtype=np.uint32), np.empty((D, b, k), dtype=np.uint32)
+        self.tp, self.td = np.empty((D, b, k), dtype=np.int64), np.empty((D, b, k), dtype=np.int64)
+        self.tvf = self.tv.view(np.float32)
+        n = t * d
+        self.pick, self.buf = _pick(n), np.empty(max(n // 8, 4 * HALF), dtype=np.uint32)
+
+    def floats(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.view(np.float32))
+
+
+def stream_depth_into(x: torch.Tensor, j: int, out: DepthBuffers) -> float:
+    """`stream_depth(x, k)` written into row j of `out` (x [b, t, d] `usable`, t·d > 16384, the shape `out` was
+    made for); returns the largest |x|. One compiled call, no allocation."""
+    b, t, d = x.shape
+    a = x.detach().numpy() if x.is_contiguous() and x.dtype == torch.float32 else as_array(x.float())
+    return _stream_depth_at(a.reshape(b, t * d).view(np.uint32), out.pick, HALF, out.buf, d, out.shape[4], j,
+                            out.med, out.tmax, out.tv, out.tp, out.td, out.tx, out.tvf)
+
+
+class AngularRing:
+    """Per-batch state of `angular_ring` for D depths of n rows × w values: the last R streams (float32 or
+    float64, x's dtype), which depths were seen, and the angular distances out [len(ns), D, n] (float64)."""
+
+    def __init__(self, D: int, n: int, w: int, ns: tuple[int, ...], dtype):
+        self.shape = (D, n, w, dtype)
+        self.ns = np.asarray(ns, dtype=np.int64)
+        self.ring = np.empty((max(ns) + 1, n, w), dtype=dtype)
+        self.out, self.bn = np.empty((len(ns), D, n)), np.empty(n)
+        self.seen = np.zeros(D, dtype=np.bool_)
+
+
+def angular_ring(x: torch.Tensor, j: int, st: AngularRing) -> None:
+    """x [..., w] (`usable`) is the stream at depth j: the angular distances to the depths j − n seen before it
+    (into st.out), then x kept for the depths after it. One compiled call."""
+    _angular_ring(as_array(x).reshape(-1, x.shape[-1]), st.ring, st.ns, j, st.seen, st.out, st.bn)
 
 
 def angular(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -121,6 +121,7 @@ class MassiveActivations(Collector):
         self._add("dim_count", torch.zeros(D, d), "sum")      # massive activations per (depth, dim)
         self._add("dim_value_sum", torch.zeros(D, d), "sum")  # Σ of their signed values
         self._add_topk("top", TopK(self.k, "tk_abs", FIELDS))
+        self._bufs: kernels.DepthBuffers | None = None  # the CPU kernel's per-batch outputs (reused)
         return self
 
     def hooks(self, model):
@@ -153,6 +154,7 @@ class MassiveActivations(Collector):
         self._first = batch.attention_mask.long().argmax(1)  # left padding: positions count from the first real token
         self._cand: list[dict[str, torch.Tensor]] = []  # top-k candidates of each depth, folded in at end_batch
         self._depth: list[tuple] = []  # per depth: (depth, median, top values, positions, dims, values, hits)
+        self._fast: list[tuple] = []  # (depth, hits) of depths whose results are in self._bufs
 
     def _hook(self, x: torch.Tensor, hook) -> None:
         j, b = self.depth_of[hook.name], self.batch
@@ -160,6 +162,18 @@ class MassiveActivations(Collector):
         if self.median_scope == "token":
             return self._hook_token_scope(j, x)
         K, d = max(3, self.k), x.shape[2]
+        if b.full and kernels.ENABLED and x.device.type == "cpu" and x.dim() == 3 and x.shape[1] * d > 16384:
+            # one compiled call into per-batch buffers: medians, token maxima, top K (folded in at end_batch)
+            nb, t = x.shape[:2]
+            out = self._bufs
+            if out is None or out.shape != (len(self.hooks_), nb, t, d, K):
+                out = self._bufs = kernels.DepthBuffers(len(self.hooks_), nb, t, d, K)
+            top = kernels.stream_depth_into(x, j, out)
+            hits = None
+            if top > self.abs_threshold:
+                hits = self._massive(x, out.floats(out.tmax[j]), out.floats(out.med[j]))
+            self._fast.append((j, hits))
+            return
         if b.full and kernels.ENABLED and x.device.type == "cpu":  # one compiled call: medians, maxima, top K
             med, tokmax, topv, pos, dim, xval = kernels.stream_depth(x, min(K, x.shape[1] * d))
             hits = self._massive(x, tokmax, med) if float(topv[:, 0].max()) > self.abs_threshold else None
@@ -209,6 +223,8 @@ class MassiveActivations(Collector):
         """Fold the batch's per-depth results into the state at once: sums, maxima, the massive counts and the
         top-k candidates (the top-k selection does not depend on arrival order, so this equals folding them in
         depth by depth)."""
+        if self._fast:
+            self._fold_buffers(batch)
         if self._depth:
             self._fold(batch)
         self._depth = []
@@ -217,18 +233,29 @@ class MassiveActivations(Collector):
                                                  for f in self.topk["top"].keys()})
         self._cand = []
 
-    def _fold(self, batch) -> None:
+    def _fold_buffers(self, batch) -> None:
+        """`_fold` for the depths the kernel wrote into self._bufs (CPU, unpadded batch)."""
+        out, fast, self._fast = self._bufs, self._fast, []
+        idx = np.array([j for j, _ in fast])
+        whole = len(idx) == out.shape[0] and bool((idx == np.arange(len(idx))).all())
+        pick = (lambda a: a) if whole else (lambda a: a[idx])
+        self._fold(batch, [(j, None, None, None, None, None, hits) for j, hits in fast],
+                   (out.floats(pick(out.med)), out.floats(pick(out.tv)), torch.from_numpy(pick(out.tp)),
+                    torch.from_numpy(pick(out.td)), out.floats(pick(out.tx))))
+
+    def _fold(self, batch, depth: list | None = None, stacked: tuple | None = None) -> None:
+        depth = self._depth if depth is None else depth
         st, rows, dev = self.state, self._rows, self.state["n_seq"].device
-        D, d = len(self._depth), st["dim_count"].shape[1]
-        js = torch.tensor([e[0] for e in self._depth], device=dev)
-        med, topv, pos, dim, xval = (torch.stack([e[i] for e in self._depth]) for i in range(1, 6))  # [D', b(, K)]
+        D, d = len(depth), st["dim_count"].shape[1]
+        js = torch.tensor([e[0] for e in depth], device=dev)
+        med, topv, pos, dim, xval = stacked or (torch.stack([e[i] for e in depth]) for i in range(1, 6))  # [D', b(, K)]
         st["n_seq"].index_add_(0, js, self._n_rows.to(F64).expand(D))
         st["median_sum"].index_add_(0, js, med[:, rows].to(F64).sum(1))
         top = topv[:, rows, :3].to(F64)
         st["top3_sum"][:, : top.shape[2]].index_add_(0, js, top.sum(1))
         if top.shape[1]:
             st["top1_max"][js] = torch.maximum(st["top1_max"][js], top[:, :, 0].amax(1))
-        hits = [(e[0], e[6]) for e in self._depth if e[6] is not None and len(e[6][0])]
+        hits = [(e[0], e[6]) for e in depth if e[6] is not None and len(e[6][0])]
         if hits:
             hj = torch.cat([torch.full((len(h[0]),), j, device=dev) for j, h in hits])
             seq, hd, hv = (torch.cat([h[i] for _, h in hits]) for i in range(3))
@@ -244,7 +271,7 @@ class MassiveActivations(Collector):
             "tk_abs": topv[valid], "tk_depth": jj[valid], "tk_seq_pos": (pos - self._first[None, :, None])[valid],
             "tk_dim": dim[valid],
             "tk_token": batch.tokens[bi[valid], pos[valid]], "tk_value": xval[valid],
-            "tk_median": (torch.stack([e[7] for e in self._depth]) if len(self._depth[0]) > 7
+            "tk_median": (torch.stack([e[7] for e in depth]) if len(depth[0]) > 7
                           else med[:, :, None].expand_as(topv))[valid]})
 
     def describe(self, key, bad):
