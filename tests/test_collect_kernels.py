@@ -32,12 +32,13 @@ def test_moments_match_float64():
 def test_moments_token_sums_and_init():
     g = torch.Generator().manual_seed(5)
     x = torch.randn(11, 24, generator=g) * 4 + 1
-    acc = np.full((6, 30), 7.0)  # stale values: init resets the first w columns
+    acc = np.full((6, 30), 7.0)  # stale values (an earlier, wider site): init resets every column
     tok = np.empty((11, 2))
     kernels.moments(x, acc, tok, init=True)
     d = x.double()
     np.testing.assert_allclose(acc[0, :24], d.sum(0).numpy(), rtol=1e-12, atol=1e-9)
-    assert np.array_equal(acc[4, :24], d.amin(0).numpy()) and (acc[:, 24:] == 7.0).all()
+    assert np.array_equal(acc[4, :24], d.amin(0).numpy())
+    assert (acc[:4, 24:] == 0).all() and (acc[4, 24:] == np.inf).all() and (acc[5, 24:] == -np.inf).all()
     np.testing.assert_allclose(tok, torch.stack([d.sum(1), (d * d).sum(1)], 1).numpy(), rtol=1e-12)
 
 

@@ -351,9 +351,16 @@ _NO_TOK = np.empty((0, 2))
 def moments(x: torch.Tensor, acc: np.ndarray, tok: np.ndarray | None = None,
             init: bool = False) -> tuple[float, float, float, float]:
     """Rows x [n, w] (`usable`): acc [6, ≥w] float64: rows 0-3 += Σx, Σx², Σx³, Σx⁴ per dim, rows 4 / 5 the
-    running min / max per dim (start them at +inf / -inf, or pass init=True: acc[:, :w] is reset first);
+    running min / max per dim (start them at +inf / -inf, or pass init=True: all of acc is reset first, the
+    columns past w too, which a narrower site leaves at 0 / +inf / -inf: a caller that folds the whole row
+    never reads what an earlier, wider site or the allocation left there);
     tok [n, 2] float64, when given, receives each row's (Σx, Σx²); returns (Σ_t ‖x_t‖, max_t ‖x_t‖², min x,
     max x) in float64 (a NaN row shows in the sums, not in the max, min or max)."""
+    if init and acc.shape[1] > x.shape[1]:
+        w = x.shape[1]
+        acc[:4, w:] = 0.0
+        acc[4, w:] = np.inf
+        acc[5, w:] = -np.inf
     return _moments(as_array(x), acc, _NO_TOK if tok is None else tok, init)
 
 
