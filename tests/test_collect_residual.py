@@ -38,9 +38,12 @@ def brute(model, toks, mask, exclude_first=False):
 
 
 @pytest.mark.parametrize("strategy", PLACEMENTS)
-def test_residual_matches_brute_force(strategy):
+@pytest.mark.parametrize("padded", [True, False])  # unpadded batches: the CPU kernel reads the tensor in place
+def test_residual_matches_brute_force(strategy, padded):
     model = zoo.build(strategy, n_layers=4, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=512)
     toks, mask = padded_tokens(vocab=512)
+    if not padded:
+        mask[:] = True
     res = collect(model, (toks, mask), [ResidualStats()], batch_size=3, progress=False)
     ref = brute(model, toks, mask)
     df = res["residual"].set_index(["layer", "site"])

@@ -11,14 +11,16 @@ STRATEGIES = ["pre-ln", "post-ln", "peri-ln", "mix-ln", "lns", "no-norm", "pre-r
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("with_residual", [False, True])  # with ResidualStats: scales from its per-token sums
-def test_norm_scales_match_cache(strategy, with_residual):
+@pytest.mark.parametrize("with_residual,padded", [(False, True), (True, True), (True, False)])
+def test_norm_scales_match_cache(strategy, with_residual, padded):
+    """with_residual: the scales come from ResidualStats' per-token sums of the same tensor."""
     model = zoo.build(strategy, n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=24, d_vocab=512).eval()
     g = torch.Generator().manual_seed(2)
     toks = torch.randint(0, 512, (4, 20), generator=g)
     mask = torch.ones_like(toks, dtype=torch.bool)
-    mask[1, 12:] = False
-    mask[3, 5:] = False
+    if padded:
+        mask[1, 12:] = False
+        mask[3, 5:] = False
     res = collect(model, (toks, mask), [ResidualStats(), NormScales()] if with_residual else [NormScales()],
                   batch_size=4, progress=False)
     df = res["norm_scales"]

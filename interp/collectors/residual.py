@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from interp.collectors import kernels
-from interp.collectors.base import F64, Collector
+from interp.collectors.base import F64, Collector, str_column
 
 # state key -> merge rule; S = number of sites, d = d_model. Few keys, so a hook does few tensor ops.
 RULES = {
@@ -85,6 +85,7 @@ class ResidualStats(Collector):
         self._last: tuple = (None, -1, -1)
         self._work: torch.Tensor | None = None
         self._checked: dict[str, int] = {}  # hook -> width already checked against the site map
+        self._tok: np.ndarray | None = None  # per-token (Σx, Σx²) of each buffer row (unpadded CPU batches)
         return self
 
     def hooks(self, model):
@@ -108,22 +109,41 @@ class ResidualStats(Collector):
     def _hook(self, x: torch.Tensor, hook) -> None:
         last, version, row = self._last
         if x is not last or x._version != version:  # a new tensor (not the one the previous site saw)
-            rows = self.batch.select(x.detach())
-            if rows.dim() > 2:  # per-head tensors (QK-norm inputs [b, t, h, d_head]): one vector per token
-                rows = rows.reshape(rows.shape[0], -1)
-            row = self._moments(rows, x)
+            if self._fused and self.batch.full and x.dim() == 3 and kernels.usable(x):
+                row = self._moments_whole(x)
+            else:
+                rows = self.batch.select(x.detach())
+                if rows.dim() > 2:  # per-head tensors (QK-norm inputs [b, t, h, d_head]): one vector per token
+                    rows = rows.reshape(rows.shape[0], -1)
+                row = self._moments(rows, x)
             self._last = (x, x._version, row)
         if row < 0:
             return
+        name = hook.name
         w = x.shape[-1] if x.dim() <= 3 else x[0, 0].numel()
-        if self._checked.get(hook.name) != w:  # each hook's width is checked once per run
-            for i in self.rows_of[hook.name]:
+        if self._checked.get(name) != w:  # each hook's width is checked once per run
+            for i in self.rows_of[name]:
                 if w != self.widths[i] and w != self.state["dim_sums"].shape[-1]:
-                    raise ValueError(f"{hook.name} carries {w} values per token, the site map says "
+                    raise ValueError(f"{name} carries {w} values per token, the site map says "
                                      f"{self.widths[i]}; declare its width in LayerSites.norm_widths")
-            self._checked[hook.name] = w
-        for i in self.rows_of[hook.name]:
+            self._checked[name] = w
+        for i in self.rows_of[name]:
             self._src[i] = row
+
+    def _moments_whole(self, x: torch.Tensor) -> int:
+        """`_moments_fused` for an unpadded batch's [b, t, w] float tensor (every token counted): its rows read in
+        place, the per-token sums written into a per-batch buffer."""
+        n = x.shape[0] * x.shape[1]
+        if n == 0:
+            return -1
+        r = self._rows
+        self._rows = r + 1
+        tok = self._tok
+        if tok is None or tok.shape[1] != n:
+            tok = self._tok = np.empty((len(self._src), n, 2))
+        self._sc64[r] = kernels.moments(x.reshape(n, x.shape[2]), self._acc[r], tok[r], True)
+        self.batch.stats = (x, x._version, tok[r])
+        return r
 
     def _scratch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two float32 work tensors shaped like x, reused from batch to batch: a fresh allocation of this size
@@ -239,10 +259,11 @@ class ResidualStats(Collector):
         s1, s2 = ds[:, 0] / n, ds[:, 1] / n
         S, d = s1.shape
         keep = (np.arange(d)[None, :] < np.asarray(self.widths)[:, None]).ravel()  # each site's own width
+        rows = np.repeat(np.arange(S), d)[keep]
         return pd.DataFrame({
-            "model": self.model_name,
-            "layer": np.repeat(np.array([s[0] for s in self.sites]), d)[keep],
-            "site": np.repeat(np.array([s[1] for s in self.sites], dtype=object), d)[keep],
+            "model": str_column([self.model_name], np.zeros(len(rows))),
+            "layer": np.array([s[0] for s in self.sites])[rows],
+            "site": str_column([s[1] for s in self.sites], rows),
             "dim": np.tile(np.arange(d), S)[keep], "mean": s1.ravel()[keep], "mean_square": s2.ravel()[keep]})
 
     def growth(self) -> pd.DataFrame:

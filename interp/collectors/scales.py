@@ -169,31 +169,29 @@ class NormScales(Collector):
         """[sites, len(qs)] quantiles from the histograms (linear in log space inside a bin), clamped to the
         exact [min, max]; an under- or overflow bin gives the exact extremum; NaN for a site with no values."""
         h = self.state["hist"].cpu().numpy()
-        lo_, hi_ = self.state["min"].cpu().numpy(), self.state["max"].cpu().numpy()
+        lo_, hi_ = self.state["min"].cpu().numpy()[:, None], self.state["max"].cpu().numpy()[:, None]
         c = np.cumsum(h, axis=1)
-        n = c[:, -1]
-        out = np.full((len(h), len(qs)), np.nan)
-        for s in np.nonzero(n > 0)[0]:
-            target = np.asarray(qs) * n[s]
-            j = np.searchsorted(c[s], target, side="left")
-            before = np.where(j > 0, c[s][np.maximum(j - 1, 0)], 0.0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                frac = np.where(h[s][j] > 0, (target - before) / h[s][j], 0.0)
-            val = np.clip(10 ** (self.lo + (j - 1 + frac) / self.bpd), lo_[s], hi_[s])
-            out[s] = np.where(j == 0, lo_[s], np.where(j == self.nb + 1, hi_[s], val))
+        n = c[:, -1:]
+        target = np.asarray(qs, dtype=float)[None, :] * n  # [S, Q]
+        j = (c[:, None, :] < target[:, :, None]).sum(-1)  # searchsorted(c[s], target[s], "left") per site
+        before = np.where(j > 0, np.take_along_axis(c, np.maximum(j - 1, 0), 1), 0.0)
+        hj = np.take_along_axis(h, np.minimum(j, h.shape[1] - 1), 1)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            frac = np.where(hj > 0, (target - before) / np.where(hj > 0, hj, 1.0), 0.0)
+            val = np.clip(10 ** (self.lo + (j - 1 + frac) / self.bpd), lo_, hi_)
+        out = np.where(j == 0, lo_, np.where(j == self.nb + 1, hi_, val))
+        out[n[:, 0] <= 0] = np.nan
         return out
 
     def result(self) -> pd.DataFrame:
         st = {k: v.cpu().numpy() for k, v in self.state.items()}
-        df = pd.DataFrame({
+        qv = self.quantiles()
+        return pd.DataFrame({
             "model": self.model_name,
             "layer": [s[0] for s in self.sites], "norm": [s[1] for s in self.sites],
             "hook": [s[2] for s in self.sites], "n": st["n"].astype(np.int64),
-            "mean": st["sum"] / np.maximum(st["n"], 1), "min": st["min"], "max": st["max"]})
-        qv = self.quantiles()
-        for k, q in enumerate(QUANTILES):
-            df[f"q{round(q * 100):02d}"] = qv[:, k]
-        return df
+            "mean": st["sum"] / np.maximum(st["n"], 1), "min": st["min"], "max": st["max"],
+            **{f"q{round(q * 100):02d}": qv[:, k] for k, q in enumerate(QUANTILES)}})
 
     def hist(self) -> pd.DataFrame:
         """Non-empty histogram bins per site: [bin_lo, bin_hi) in scale units and the count."""
