@@ -39,3 +39,38 @@ def test_tasks_go_to_the_workers_longest_first():
         return max(w)
     assert makespan(order) <= makespan(range(len(labels)))
     assert run_tasks([(pow, (2, k)) for k in order], workers=1) == [2 ** k for k in order]
+
+
+def test_deferred_templates_write_what_plotly_writes():
+    """Figures built inside deferred_templates() (render_html) and written by figure_html give plotly's own HTML for
+    the same figures built the usual way: _style's plotly_white, a template set by update_layout after traces
+    (subplots), and no template at all (plotly's default)."""
+    import re
+
+    import pandas as pd
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from interp.report import figures as F
+
+    df = pd.DataFrame({"model": ["a", "a", "b", "b"], "depth": [0, 1, 0, 1], "variance": [1.0, 2.0, 1.5, 4.0]})
+
+    def build():
+        styled = F._style(F._lines(df, "depth", "variance", {}), "t", "x", "y", log_y=True)
+        sub = make_subplots(rows=1, cols=2)
+        sub.add_trace(go.Scatter(x=[0, 1], y=[1, 2]), row=1, col=2)
+        sub.update_xaxes(title_text="x")
+        sub.update_layout(template="plotly_white", height=300)
+        plain = go.Figure(go.Bar(x=["a"], y=[1]))
+        plain.update_layout(title="plain")
+        return [styled, sub, plain]
+
+    def html(fig, write):
+        h = write(fig, full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+        return re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "ID", h)
+
+    want = [html(f, lambda f, **kw: f.to_html(**kw)) for f in build()]
+    with F.deferred_templates():
+        got = [html(f, F.figure_html) for f in build()]
+    assert got == want
+    assert '"template"' in want[2] and go.Figure().to_dict()["layout"].get("template") is not None  # restored

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from interp.report.figures import Colors, label
+from interp.report.figures import Colors, apply_template, label
 
 INTRO = ("The zoo models that keep weights along training (seed 0 of pre-ln, post-ln, peri-ln, mix-ln and lns), "
          "measured at each kept step on the same held-out sequences: step 0 is the seed's initialisation, the last "
@@ -47,7 +47,8 @@ def _panels(df: pd.DataFrame, x: str, y: str, title: str, xlab: str, ylab: str, 
         fig.update_xaxes(title_text=xlab if i == (len(models) + 1) // 2 else "", row=1, col=i)
     fig.update_yaxes(type="log" if log_y else "linear")
     fig.update_yaxes(title_text=ylab, row=1, col=1)
-    fig.update_layout(template="plotly_white", title={"text": title}, height=400,
+    apply_template(fig)
+    fig.update_layout(title={"text": title}, height=400,
                       margin={"l": 60, "r": 20, "t": 80, "b": 50}, legend={"title": "training step"})
     return fig
 

@@ -267,10 +267,21 @@ def dynamics_task(dirs: list[Path], ctx: JobContext) -> tuple[list, list, list[s
     return [], [training_dynamics(dirs, ctx.zoo_tokens[:max(2, len(ctx.zoo_tokens) // 2)], log=log)], log.lines
 
 
+def logs_task(zoo_dir: Path, ctx: JobContext) -> tuple[list, list, list[str]]:
+    """The training logs and the LR sweep shipped in data/ (read, not measured), read on a worker."""
+    from interp.report.inputs import from_zoo_dir
+    log = Progress(ctx.t0)
+    shipped = from_zoo_dir(zoo_dir)
+    sweep = sweep_table(zoo_dir.parent / "sweep")
+    for what, df in (("training logs", shipped.get("training")), ("LR sweep", sweep)):
+        log(f"{what}: {'read from data/' if df is not None else 'not shipped in data/ — its section says so'}")
+    return [], [shipped, {"sweep": sweep} if sweep is not None else {}], log.lines
+
+
 # CPU seconds of each task that is not a zoo model's (measured, one thread): the tasks are handed to the workers
 # longest first (a zoo model's task is ~2 s), which keeps both workers busy to the end
 TASK_COST = {"qwen2.5-0.5b": 110, "gemma-3-270m": 80, "smollm2-135m": 30, "claims": 15, "mpnet-base": 12,
-             "dynamics": 10, "minilm-l6": 2.5}
+             "dynamics": 10, "minilm-l6": 2.5, "logs": 2}
 ZOO_TASK_COST = 2.5
 
 
@@ -291,7 +302,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     import interp
     import interp.data
     import interp.report
-    from interp.report.inputs import from_zoo_dir, merge_tables, tables_from_results
+    from interp.report.inputs import merge_tables, tables_from_results
     from interp.report.job_pool import default_workers, run_tasks
 
     log = Progress()
@@ -320,11 +331,12 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     labelled = ([(("real", n), (real_task, (n, ctx))) for n in reals]
                 + [(("claims",), (claims_task, (zoo_dir, dirs, ctx)))]
                 + [(("dynamics",), (dynamics_task, (dirs, ctx)))]
+                + [(("logs",), (logs_task, (zoo_dir, ctx)))]
                 + [(("zoo", d.name), (zoo_task, (d, ctx))) for d in dirs])
     # longest first (stable: zoo models in name order); results still come back in this list's order
     order = longest_first([label for label, _ in labelled])
     log(f"{len(labelled)} tasks ({len(reals)} real models: {', '.join(reals) or 'none'}; {len(dirs)} zoo models; "
-        f"the claims' measurements; training dynamics) on "
+        f"the claims' measurements; training dynamics; the shipped logs) on "
         f"{workers} worker process(es), {threads} thread(s) each")
     lines: list[str] = []
 
@@ -337,15 +349,12 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     done = run_tasks([labelled[i][1] for i in order], workers, threads=threads,
                      on_done=lambda j, value, cpu: finished(order[j], value, cpu))
     by = {labelled[i][0]: value for i, value in zip(order, done)}
-    ordered = ([by["zoo", d.name] for d in dirs] + [by["real", n] for n in reals] + [by["claims",]] + [by["dynamics",]])
+    ordered = ([by["zoo", d.name] for d in dirs] + [by["real", n] for n in reals] + [by["claims",]] + [by["dynamics",]]
+               + [by["logs",]])
     results = [r for value in ordered for r in value[0]]
     extras = [e for value in ordered for e in value[1]]
     log.lines = sorted(log.lines + lines, key=lambda x: float(x[1:x.index(" s]")]))
-    shipped = from_zoo_dir(zoo_dir)
-    sweep = sweep_table(zoo_dir.parent / "sweep")
-    for what, df in (("training logs", shipped.get("training")), ("LR sweep", sweep)):
-        log(f"{what}: {'read from data/' if df is not None else 'not shipped in data/ — its section says so'}")
-    extra_tables = merge_tables(*extras, shipped, {"sweep": sweep} if sweep is not None else {})
+    extra_tables = merge_tables(*extras)  # the last task's extras: the shipped training logs and LR sweep
     t = time.perf_counter()
     tables = merge_tables(tables_from_results(results), extra_tables)
     if "cards" not in tables:

@@ -66,8 +66,8 @@ def _table(df: pd.DataFrame, caption: str = "", swatches: dict[str, str] | None 
 
 
 def _fig_html(fig: go.Figure | None) -> list[str]:
-    return [] if fig is None else [fig.to_html(full_html=False, include_plotlyjs=False,
-                                               config={"displaylogo": False, "responsive": True})]
+    return [] if fig is None else [F.figure_html(fig, full_html=False, include_plotlyjs=False,
+                                                 config={"displaylogo": False, "responsive": True})]
 
 
 def _section(sid: str, title: str, intro: str, need: dict[str, str], t: dict, figs=(), tables=(), notes=()):
@@ -99,6 +99,12 @@ def render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str 
                 run_log: list[str] | None = None, claims: pd.DataFrame | None = None) -> str:
     """The report's HTML for `tables` (canonical names, see interp.report.tables); `claims`: the claims table
     when already evaluated on these tables (interp.report.claims.evaluate)."""
+    with F.deferred_templates():  # the same figures without plotly validating a template for each (figures.py)
+        return _render_html(tables, sources, title, run_log, claims)
+
+
+def _render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str, run_log: list[str] | None,
+                 claims: pd.DataFrame | None) -> str:
     from interp.report.shareable import public_frame, shareable
     tables, sources, run_log = shareable(tables, sources, run_log)  # no path of this machine in the file
     claims = None if claims is None else public_frame(claims)
