@@ -9,9 +9,11 @@ def run(args: argparse.Namespace) -> None:
     import torch
     from pathlib import Path
     from interp.train import zoo_runner
-    from interp.train.zoo import ZOO_DIR
+    from interp.train.zoo import ZOO_DIR, ZOO_STEPS
     from interp.zoo import STRATEGIES
     torch.set_num_threads(args.threads)
+    if args.steps is None:
+        args.steps = ZOO_STEPS
     if not args.zoo and not args.strategies:
         raise ValueError("say what to train: --zoo (every strategy and seed of the plan) or one or more strategy names")
     for s in args.strategies:
@@ -36,15 +38,15 @@ def run(args: argparse.Namespace) -> None:
         zoo_runner.work(args.workers, out, Path(args.runs), args.steps, names, n_seeds=args.seeds)
 
 
-def register(sub) -> None:
-    from interp.train.zoo import ZOO_STEPS
+def register(sub) -> None:  # no interp.train import here: every `interp` command builds this parser (torch: ~4 s)
     p = sub.add_parser("train", help="train the zoo (every strategy × seed, one recipe) on the KJV; resumable")
     p.add_argument("strategies", nargs="*", help="strategy names (default with --zoo: the whole plan)")
     p.add_argument("--zoo", action="store_true", help="train every strategy and seed of the plan "
                                                       "(interp.train.zoo_runner.ZOO_SEEDS)")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 of each named strategy (default: the plan's)")
     p.add_argument("--workers", type=int, default=1, help="parallel training processes, one thread each (default 1)")
-    p.add_argument("--steps", type=int, default=ZOO_STEPS, help=f"updates per model (default {ZOO_STEPS})")
+    p.add_argument("--steps", type=int, default=None,
+                   help="updates per model (default: the zoo recipe's, interp.train.zoo.ZOO_STEPS)")
     p.add_argument("--out", default=None, help="where the checkpoints go (default data/zoo)")
     p.add_argument("--runs", default="out/zoo-runs", help="resumable training state (default out/zoo-runs)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
