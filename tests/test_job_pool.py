@@ -25,3 +25,14 @@ def test_worker_count_from_the_environment(monkeypatch):
     monkeypatch.setenv("INTERP_JOB_WORKERS", "0")
     with pytest.raises(ValueError, match="at least 1"):
         default_workers()
+
+
+def test_a_task_pool_stays_up_for_work_submitted_after_the_tasks():
+    from interp.report.job_pool import task_pool
+    tasks = [(operator.mul, (i, 3)) for i in range(5)]
+    with task_pool(2) as pool:
+        assert run_tasks(tasks, workers=2, pool=pool) == [0, 3, 6, 9, 12]
+        later = pool.submit(pow, 3, 4)                     # e.g. the claims, while the parent renders
+        assert later.result() == 81
+    with task_pool(1) as inline:                           # one worker: no pool, tasks run in this process
+        assert inline is None and run_tasks(tasks, workers=1, pool=inline) == [0, 3, 6, 9, 12]

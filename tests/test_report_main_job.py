@@ -74,3 +74,30 @@ def test_deferred_templates_write_what_plotly_writes():
         got = [html(f, F.figure_html) for f in build()]
     assert got == want
     assert '"template"' in want[2] and go.Figure().to_dict()["layout"].get("template") is not None  # restored
+
+
+def test_render_takes_the_claims_late_and_places_them_first():
+    """render_html with claims given as a function (the main job evaluates them on a worker meanwhile) writes the
+    same page as with the evaluated table, the claims section first, and calls the function once."""
+    import re
+
+    import pandas as pd
+
+    from interp.report import render_html
+    from interp.report.claims import evaluate
+    cards = pd.DataFrame([{"model": "pre-ln", "family": "zoo", "strategy": "pre-ln", "placement": "pre",
+                           "norm_kind": "layernorm", "n_layers": 2, "d_model": 8}])
+    stream = pd.DataFrame({"model": "pre-ln", "depth": [0, 1, 2], "variance": [1.0, 2.0, 4.0]})
+    tables = {"cards": cards, "stream": stream}
+    claims = evaluate(tables)
+    calls = []
+
+    def late():
+        calls.append(1)
+        return claims
+
+    norm = lambda h: re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d{4}-\d\d-\d\d \d\d:\d\d UTC",
+                            "X", h)
+    now, later = render_html(tables, ["t"], claims=claims), render_html(tables, ["t"], claims=late)
+    assert norm(now) == norm(later) and calls == [1]
+    assert later.index('id="claims"') < later.index('id="models"')

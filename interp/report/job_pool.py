@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import Any
 
@@ -39,24 +40,37 @@ def _timed(fn: Callable, args: tuple) -> tuple[Any, float]:
     return fn(*args), time.process_time() - t
 
 
+@contextmanager
+def task_pool(workers: int, threads: int = 1) -> Iterator[ProcessPoolExecutor | None]:
+    """`workers` worker processes (spawned, `threads` torch threads each) for `run_tasks(..., pool=)` and for
+    work submitted after it (`pool.submit`); None with one worker (then everything runs in this process)."""
+    if workers <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        yield pool
+
+
 def run_tasks(tasks: Sequence[Task], workers: int, on_done: Callable[[int, Any, float], None] | None = None,
-              threads: int = 1) -> list[Any]:
-    """Run `tasks` (submitted in the order given: put the biggest first) on `workers` processes; returns their
-    values in the same order. `on_done(i, value, cpu_seconds)` is called as each finishes (in this process)."""
+              threads: int = 1, pool: ProcessPoolExecutor | None = None) -> list[Any]:
+    """Run `tasks` (submitted in the order given: put the biggest first) on `workers` processes (or on `pool`,
+    from `task_pool`, which stays up for later work); returns their values in the same order.
+    `on_done(i, value, cpu_seconds)` is called as each finishes (in this process)."""
     out: list[Any] = [None] * len(tasks)
-    if workers <= 1 or len(tasks) <= 1:
+    if pool is None and (workers <= 1 or len(tasks) <= 1):
         for i, (fn, args) in enumerate(tasks):
             out[i], cpu = _timed(fn, args)
             if on_done:
                 on_done(i, out[i], cpu)
         return out
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads,)) as pool:
-        futures = {pool.submit(_timed, fn, args): i for i, (fn, args) in enumerate(tasks)}
-        from concurrent.futures import as_completed
-        for f in as_completed(futures):
-            i = futures[f]
-            out[i], cpu = f.result()  # a task's exception is raised here, with its traceback
-            if on_done:
-                on_done(i, out[i], cpu)
+    if pool is None:
+        with task_pool(min(workers, len(tasks)), threads) as own:
+            return run_tasks(tasks, workers, on_done, threads, own)
+    futures = {pool.submit(_timed, fn, args): i for i, (fn, args) in enumerate(tasks)}
+    for f in as_completed(futures):
+        i = futures[f]
+        out[i], cpu = f.result()  # a task's exception is raised here, with its traceback
+        if on_done:
+            on_done(i, out[i], cpu)
     return out

@@ -303,7 +303,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     import interp.data
     import interp.report
     from interp.report.inputs import merge_tables, tables_from_results
-    from interp.report.job_pool import default_workers, run_tasks
+    from interp.report.job_pool import default_workers, run_tasks, task_pool
 
     log = Progress()
     out = Path(out)
@@ -346,26 +346,32 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         print(line, flush=True)  # on stdout too: benchmarks/main_job.py reads each task's CPU seconds from it
         lines.append(line)
 
-    done = run_tasks([labelled[i][1] for i in order], workers, threads=threads,
-                     on_done=lambda j, value, cpu: finished(order[j], value, cpu))
-    by = {labelled[i][0]: value for i, value in zip(order, done)}
-    ordered = ([by["zoo", d.name] for d in dirs] + [by["real", n] for n in reals] + [by["claims",]] + [by["dynamics",]]
-               + [by["logs",]])
-    results = [r for value in ordered for r in value[0]]
-    extras = [e for value in ordered for e in value[1]]
-    log.lines = sorted(log.lines + lines, key=lambda x: float(x[1:x.index(" s]")]))
-    extra_tables = merge_tables(*extras)  # the last task's extras: the shipped training logs and LR sweep
-    t = time.perf_counter()
-    tables = merge_tables(tables_from_results(results), extra_tables)
-    if "cards" not in tables:
-        raise RuntimeError("no model could be collected: no zoo in data/zoo and no packaged real model loaded")
-    from interp.outputs import atomic_write_text
-    from interp.report.claims.measure import ln_removal_measured, write_claims
-    tables.update(ln_removal_measured(tables))  # CE of pre-ln / -vanilla / -lnfree on this run's held-out tokens
-    claims = write_claims(tables, out.parent / "claims.json")
-    log(f"claims evaluated in {time.perf_counter() - t:.1f} s: {out.parent / 'claims.json'}")
-    path = atomic_write_text(out, interp.report.render_html(
-        tables, sources=[f"{len(results)} models measured in this run"], run_log=log.lines, claims=claims))
+    with task_pool(min(workers, len(labelled)), threads) as pool:
+        done = run_tasks([labelled[i][1] for i in order], workers, threads=threads, pool=pool,
+                         on_done=lambda j, value, cpu: finished(order[j], value, cpu))
+        by = {labelled[i][0]: value for i, value in zip(order, done)}
+        ordered = ([by["zoo", d.name] for d in dirs] + [by["real", n] for n in reals] + [by["claims",]]
+                   + [by["dynamics",]] + [by["logs",]])
+        results = [r for value in ordered for r in value[0]]
+        extras = [e for value in ordered for e in value[1]]
+        log.lines = sorted(log.lines + lines, key=lambda x: float(x[1:x.index(" s]")]))
+        extra_tables = merge_tables(*extras)  # the last task's extras: the shipped training logs and LR sweep
+        t = time.perf_counter()
+        tables = merge_tables(tables_from_results(results), extra_tables)
+        if "cards" not in tables:
+            raise RuntimeError("no model could be collected: no zoo in data/zoo and no packaged real model loaded")
+        from interp.outputs import atomic_write_text
+        from interp.report.claims.measure import ln_removal_measured, write_claims
+        tables.update(ln_removal_measured(tables))  # CE of pre-ln / -vanilla / -lnfree on this run's held-out tokens
+        claims_file = out.parent / "claims.json"
+        if pool is not None:  # the claims are evaluated on a worker while this process renders the other sections
+            claims = pool.submit(write_claims, tables, claims_file).result
+            log(f"claims: evaluated on a worker while the report renders ({claims_file})")
+        else:
+            claims = write_claims(tables, claims_file)
+            log(f"claims evaluated in {time.perf_counter() - t:.1f} s: {claims_file}")
+        path = atomic_write_text(out, interp.report.render_html(
+            tables, sources=[f"{len(results)} models measured in this run"], run_log=log.lines, claims=claims))
     size = path.stat().st_size / 1e6
     log(f"report written in {time.perf_counter() - t:.1f} s: {size:.1f} MB")
     import resource

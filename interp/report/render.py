@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 import math
 import re
 from pathlib import Path
@@ -96,9 +97,10 @@ def _claims_section(claims: pd.DataFrame, t: dict) -> dict:
 
 
 def render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str = "interp: normalization report",
-                run_log: list[str] | None = None, claims: pd.DataFrame | None = None) -> str:
+                run_log: list[str] | None = None, claims: pd.DataFrame | Callable[[], pd.DataFrame] | None = None) -> str:
     """The report's HTML for `tables` (canonical names, see interp.report.tables); `claims`: the claims table
-    when already evaluated on these tables (interp.report.claims.evaluate)."""
+    when already evaluated on these tables (interp.report.claims.evaluate), or a function that returns it (called
+    once the other sections are rendered: the main job evaluates the claims on a worker meanwhile)."""
     with F.deferred_templates():  # the same figures without plotly validating a template for each (figures.py)
         return _render_html(tables, sources, title, run_log, claims)
 
@@ -107,14 +109,13 @@ def _render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str
                  claims: pd.DataFrame | None) -> str:
     from interp.report.shareable import public_frame, shareable
     tables, sources, run_log = shareable(tables, sources, run_log)  # no path of this machine in the file
-    claims = None if claims is None else public_frame(claims)
+    pending = claims if callable(claims) else None
+    claims = None if claims is None or pending is not None else public_frame(claims)
     t = complete(tables)
     colors = model_colors(t)
     cards = t.get("cards", pd.DataFrame(columns=["model"]))
-    claims = _claims.evaluate(t) if claims is None else claims
     collect = "run interp collect"
     S = []
-    S.append(_claims_section(claims, t))
     S.append(_section("models", "Models", "What was measured: one row per model card.",
                       {"cards": "no model cards"}, t, tables=[_table(cards, swatches=colors)] if len(cards) else []))
     growth = t.get("growth")
@@ -179,6 +180,9 @@ def _render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str
                                           else None,
                                           _table(eq, "Pre-LN → RMSNorm / CRMSNorm (float64)") if eq is not None
                                           and not eq.empty else None) if x]))
+    if pending is not None:
+        claims = public_frame(pending())
+    S.insert(0, _claims_section(_claims.evaluate(t) if claims is None else claims, t))  # first on the page
     if run_log:
         S.append(_section("run", "How this report was made", "The main job's log, step by step.", {}, t,
                           notes=run_log))
