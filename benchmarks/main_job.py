@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 STEP = re.compile(r"^\[\s*([\d.]+) s\] (.+?): (.+) in ([\d.]+) s")
 TASK = re.compile(r"^\[\s*([\d.]+) s\] task (.+): ([\d.]+) s CPU$")
 DONE = re.compile(r"main job done in ([\d.]+) s wall")
+PLAN = re.compile(r"^\[\s*[\d.]+ s\] \d+ tasks \(")  # which real models and how many zoo models were measured
 
 
 def report_command(clone: Path, venv: Path, small: bool) -> list[str]:
@@ -58,7 +59,8 @@ def run_make(clone: Path, venv: Path, cache: Path, small: bool = False) -> dict:
             steps.append({"at_s": float(m.group(1)), "model": m.group(2), "step": m.group(3),
                           "seconds": float(m.group(4))})
     job = DONE.search(p.stdout)
-    return {"wall_s": wall, "job_wall_s": float(job.group(1)) if job else None,
+    plan = next((line.split("] ", 1)[1] for line in p.stdout.splitlines() if PLAN.match(line)), None)
+    return {"wall_s": wall, "job_wall_s": float(job.group(1)) if job else None, "plan": plan,
             "cpu_s": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime),
             "peak_rss_gb_per_process": r1.ru_maxrss / 1e6, "load_before": before, "load_after": load_info(),
             "task_cpu_s": tasks, "steps": steps, "log_tail": p.stdout.splitlines()[-8:]}
@@ -114,7 +116,7 @@ def main() -> None:
             out[label] = r
             print(label, {k: v for k, v in r.items() if k not in ("steps", "log_tail")}, flush=True)
     out["commit"] = commit
-    out["budget_s"] = {"warm": 120, "cold": 240}
+    out["budget_s"] = {"warm": 120, "cold": 240}  # make report: the default real models (make report-full adds two)
     if not (a.no_write or a.small):
         print(write_result("main_job", out, threads=1, description=__doc__.split("\n")[0]))
 
