@@ -110,21 +110,6 @@ class LayerEffect(Collector):
                 self._ang.append((i, j - n, angular(prev[0], h, prev[1], hn)))  # [b, t]
         self._buf.pop(j - self.ns[-1], None)  # keep only the depths still needed
 
-    def _hook_fused(self, x: torch.Tensor, j: int) -> None:
-        """CPU form: keep a copy of x in its own dtype (a work tensor per depth still needed) and take each
-        angle in one float64 pass over both tensors (`kernels.angular`), no float64 copy of the stream."""
-        slot = j % (self.ns[-1] + 1)
-        w = self._work.get(slot)
-        if w is None or w.shape != x.shape or w.dtype != x.dtype:
-            w = self._work[slot] = torch.empty_like(x)
-        h = w.copy_(x)
-        self._buf[j] = (h, None)
-        for i, n in enumerate(self.ns):
-            prev = self._buf.get(j - n)
-            if prev is not None:
-                self._ang.append((i, j - n, kernels.angular(prev[0], h)[0]))  # [b, t]
-        self._buf.pop(j - self.ns[-1], None)
-
     def _fold(self, batch) -> None:
         """Add the batch's angular distances to the state: all (offset, depth) pairs in one pass."""
         st, mask = self.state, batch.mask
