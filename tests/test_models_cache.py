@@ -78,3 +78,37 @@ def test_failed_build_leaves_no_entry(root, monkeypatch):
     with pytest.raises(ValueError, match="could not load"):
         C.dequantized(C.content_key("m", [f]), gguf_path=f)
     assert sorted(p.name for p in C.cache_root().iterdir()) == [C.INDEX]  # only the hash index
+
+
+def test_one_gguf_parse_hands_out_one_reader_per_file_and_restores_gguf(tmp_path):
+    """Inside one_gguf_parse, every gguf.GGUFReader(path) of a file (transformers makes three, the completeness
+    check one more) is the same reader, parsed once; it reads what a fresh reader reads; outside, gguf is as it was."""
+    import gguf
+    import numpy as np
+    path = tmp_path / "t.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny")
+    w.add_tensor("token_embd.weight", np.arange(32, dtype=np.float32).reshape(4, 8))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    original, parses = gguf.GGUFReader, []
+
+    class Counting(original):
+        def __init__(self, *a, **k):
+            parses.append(a)
+            super().__init__(*a, **k)
+
+    gguf.GGUFReader = Counting
+    try:
+        with C.one_gguf_parse():
+            a, b = gguf.GGUFReader(str(path)), gguf.GGUFReader(path)
+            assert a is b and len(parses) == 1
+            assert C.gguf_architecture(path) == "llama" and len(parses) == 1
+        assert gguf.GGUFReader is Counting
+    finally:
+        gguf.GGUFReader = original
+    fresh = original(str(path))
+    np.testing.assert_array_equal(a.tensors[0].data, fresh.tensors[0].data)
+    assert a.tensors[0].name == fresh.tensors[0].name and set(a.fields) == set(fresh.fields)

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -133,8 +134,9 @@ def dequantized(key: str, gguf_path: Path | None = None, parts: Sequence[Path] =
     tmp = temp_dir(dest)
     try:
         src = gguf_path if gguf_path is not None else concatenate(parts, tmp / "joined.gguf", expected_sha256)
-        gguf_architecture(src)
-        _dequantize(src, tmp)
+        with one_gguf_parse():
+            gguf_architecture(src)
+            _dequantize(src, tmp)
         (tmp / "joined.gguf").unlink(missing_ok=True)
         (tmp / READY).write_text(f"dequantized to float32 from {gguf_path or [str(p) for p in parts]}\n"
                                  f"at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -142,6 +144,29 @@ def dequantized(key: str, gguf_path: Path | None = None, parts: Sequence[Path] =
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+@contextmanager
+def one_gguf_parse():
+    """Within the block, `gguf.GGUFReader(path)` parses each file once and hands the same reader out again.
+    transformers parses a GGUF afresh for its config, its tokenizer and its weights, and the completeness check
+    once more: four parses of the metadata, which for Gemma-3's 262k-token vocabulary is ~25 s of Python each.
+    The readers only read (mode "r"); they are dropped when the block ends."""
+    import gguf
+    original, readers = gguf.GGUFReader, {}
+
+    def reader(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+        readers.clear()
 
 
 def _dequantize(src: Path, out: Path) -> None:
