@@ -4,7 +4,7 @@ import sys
 import tempfile
 
 from interp.report.job_pool import run_tasks
-from interp.report.main_job import REACH_MODELS, REAL_MODELS, TASK_COST, ZOO_TASK_COST, longest_first
+from interp.report.main_job import REACH_MODELS, REAL_MODELS, longest_first, task_cost
 
 
 def test_default_models_are_the_claims_real_subjects_and_full_adds_the_reach_models():
@@ -24,18 +24,18 @@ def test_full_without_default_is_a_one_line_error():
 
 def test_tasks_go_to_the_workers_longest_first():
     labels = ([("zoo", "a"), ("real", "minilm-l6"), ("zoo", "b"), ("dynamics",), ("real", "gemma-3-270m"),
-               ("claims",), ("real", "smollm2-135m")])
+               ("claims",), ("real", "smollm2-135m"), ("zoo", "lns.seed1")])
     order = longest_first(labels)
-    costs = [TASK_COST.get(labels[i][-1], ZOO_TASK_COST) if labels[i][0] != "zoo" else ZOO_TASK_COST for i in order]
+    costs = [task_cost(labels[i]) for i in order]
     assert costs == sorted(costs, reverse=True)           # brute-force check of the order
     assert [labels[i] for i in order][0] == ("real", "gemma-3-270m")
     zoo = [labels[i] for i in order if labels[i][0] == "zoo"]
-    assert zoo == [("zoo", "a"), ("zoo", "b")]             # ties keep the given order
+    assert zoo == [("zoo", "lns.seed1"), ("zoo", "a"), ("zoo", "b")]   # a skip claim's subject first; ties in order
     # on two workers, the simulated finish time of longest-first is no later than that of the given order
     def makespan(seq):
         w = [0.0, 0.0]
         for i in seq:
-            w[w.index(min(w))] += TASK_COST.get(labels[i][-1], ZOO_TASK_COST) if labels[i][0] != "zoo" else ZOO_TASK_COST
+            w[w.index(min(w))] += task_cost(labels[i])
         return max(w)
     assert makespan(order) <= makespan(range(len(labels)))
     assert run_tasks([(pow, (2, k)) for k in order], workers=1) == [2 ** k for k in order]

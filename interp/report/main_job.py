@@ -285,11 +285,21 @@ TASK_COST = {"qwen2.5-0.5b": 110, "gemma-3-270m": 80, "smollm2-135m": 30, "claim
 ZOO_TASK_COST = 2.5
 
 
+def task_cost(label: tuple[str, ...]) -> float:
+    """Expected CPU seconds of a task: TASK_COST; a zoo model ZOO_TASK_COST, twice that for the subjects of a skip
+    claim (their task also measures the skip-one-block loss per sequence)."""
+    if label[0] != "zoo":
+        return TASK_COST.get(label[-1], ZOO_TASK_COST)
+    from interp.analysis.subjects import group_of
+    from interp.report.claims.measure import skip_groups
+    return ZOO_TASK_COST * (2 if group_of(label[1]) in skip_groups() else 1)
+
+
 def longest_first(labels: list[tuple[str, ...]]) -> list[int]:
-    """Indices of the task labels ("real", name) / ("claims",) / ("dynamics",) / ("zoo", name) in the order the
-    workers take them: by TASK_COST (a zoo model: ZOO_TASK_COST), longest first, ties in the given order."""
-    return sorted(range(len(labels)), key=lambda i: -TASK_COST.get(labels[i][-1] if labels[i][0] != "zoo" else "",
-                                                                   ZOO_TASK_COST))
+    """Indices of the task labels ("real", name) / ("claims",) / ("dynamics",) / ("logs",) / ("zoo", name) in the
+    order the workers take them: by `task_cost`, longest first, ties in the given order."""
+    costs = [task_cost(label) for label in labels]
+    return sorted(range(len(labels)), key=lambda i: -costs[i])
 
 
 def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_dir: Path | None = None,
