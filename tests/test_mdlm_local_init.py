@@ -1,6 +1,6 @@
 """attn_local_init: MDLM models built with it start with local attention (ZooConfig docstring says why).
 
-Reference: the content-independent logit that q = k = c·1 gives under RoPE, computed here from RoPE's definition
+The MDLM presets set c = 1.0. Reference: the content-independent logit that q = k = c·1 gives under RoPE, computed here from RoPE's definition
 (pair k of a head rotated by δ·base^(−k/half)): (c²/√d_head)·Σ_k 2·cos(δ·θ_k). Its softmax over the keys predicts
 how much of a query's attention falls within two positions of it; the model at init (content terms from
 N(0, 0.02²) weights are small) must match that prediction, and without the init attention is uniform."""
@@ -12,7 +12,6 @@ import torch
 from interp.zoo import build
 from interp.zoo.config import ZooConfig
 
-C = 1.5
 T, SIZE = 128, dict(n_layers=2, d_model=64, n_heads=4, d_mlp=128, n_ctx=128, d_vocab=256)
 
 
@@ -48,15 +47,17 @@ def first_layer_pattern(model) -> torch.Tensor:
 @pytest.mark.parametrize("strategy", ["mdlm-ln", "mdlm-tdln", "mdlm-adaln", "mdlm-uncond"])
 def test_mdlm_presets_start_with_local_attention(strategy):
     torch.manual_seed(0)
-    model = build(strategy, seed=0, **SIZE, attn_local_init=C).eval()
-    ref = reference_mass(C, model.cfg.d_head)
-    assert ref > 6 * 5 / T, "the reference itself: far more mass within two positions than uniform attention"
+    model = build(strategy, seed=0, **SIZE).eval()
+    c = model.cfg.attn_local_init
+    assert c > 0, f"{strategy}: the preset sets no local-attention init"
+    ref = reference_mass(c, model.cfg.d_head)
+    assert ref > 3 * 5 / T, "the reference itself: far more mass within two positions than uniform attention"
     got = near_mass(first_layer_pattern(model))
     assert abs(got - ref) < 0.1, f"{strategy}: attention within |δ| ≤ 2 is {got:.3f}; RoPE reference {ref:.3f}"
 
 
 def test_without_the_init_attention_starts_uniform():
-    model = build("mdlm-ln", seed=0, **SIZE).eval()  # the preset (attn_local_init 0)
+    model = build("mdlm-ln", seed=0, **SIZE, attn_local_init=0.0).eval()
     got = near_mass(first_layer_pattern(model))
     assert abs(got - 5 / T) < 0.02, f"attention within |δ| ≤ 2 is {got:.3f}; uniform is {5 / T:.3f}"
 
