@@ -204,7 +204,7 @@ def test_the_browser_check_sees_stderr_and_figures(lab, browser):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_jupyterlab(path, lab, browser):
     if path.stem == "06_time_conditioning" and not (ROOT / "data" / "zoo" / "mdlm-tdln").is_dir():
-        pytest.skip("data/zoo/mdlm-* are not shipped (the MDLM zoo is being retrained); notebook 06 needs them")
+        pytest.skip("data/zoo/mdlm-* are absent; notebook 06 needs them")
     url, work = lab
     stderr, shown, drawn = run_in_lab(browser, url, work / path.name, work)
     assert not stderr, f"{path.name} wrote to stderr:\n" + "\n---\n".join(stderr)
