@@ -33,12 +33,11 @@ def _none_from(seq_loss: pd.DataFrame | None, n_seqs: int) -> list[tuple[float, 
 def _runs_from_depth(massive: MassiveActivations, model, seqs: list, none: list[tuple[float, int]],
                      batch_size: int) -> dict:
     """`massive.ablation_runs` with the "none" arm given: per batch, the intact forward up to the depth only, then
-    the zero and mean edits from the depth on (one batched forward), exactly as `_AblationBatched` runs them."""
-    from interp.collectors.base import Batch, NonFiniteError
+    the zero and mean edits from the depth on (`run_edits`, as `_AblationBatched` runs them)."""
+    from interp.collectors.base import Batch
     from interp.collectors.batches import batches
     from interp.collectors.driver import attached
-    from interp.collectors.massive import edit_massive, seq_ce
-    from interp.collectors.variants import run_variants
+    from interp.collectors.massive import run_edits
     depth, dims, mean = massive.ablation_target(None)
     hook = massive.hooks_[depth]
     tok = getattr(model, "tokenizer", None)
@@ -62,17 +61,7 @@ def _runs_from_depth(massive: MassiveActivations, model, seqs: list, none: list[
                     model(tokens, attention_mask=am)
             except _Stop:
                 pass
-            x = kept.pop("x")
-            variants = []
-            for mode in ("zero", "mean"):
-                edited, n = edit_massive(massive, x, am, dims, mean, mode)
-                variants.append((depth, edited))
-                replaced[mode] += n
-            for mode, out in zip(("zero", "mean"), run_variants(model, tokens, am, variants)):
-                try:
-                    per_seq[mode] += seq_ce(model, out, batch)
-                except NonFiniteError as e:
-                    raise NonFiniteError(f"{e} with {mode}-ablation at {hook}") from None
+            run_edits(massive, model, kept.pop("x"), batch, depth, dims, mean, per_seq, replaced)
             n_tok += int(am.sum())
     return {"depth": depth, "dims": dims, "n_tokens": n_tok, "per_seq": per_seq, "replaced": replaced}
 

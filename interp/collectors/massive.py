@@ -427,19 +427,26 @@ class _AblationBatched(Collector):
         self._x = x.detach()
 
     def end_batch(self, model, batch, output):
-        from interp.collectors.variants import run_variants
         self.per_seq["none"] += seq_ce(model, output, batch)
-        variants = []
-        for mode in ("zero", "mean"):
-            x, n = edit_massive(self.src, self._x, batch.attention_mask, self.dims, self.mean, mode)
-            variants.append((self.depth, x))
-            self.replaced[mode] += n
+        run_edits(self.src, model, self._x, batch, self.depth, self.dims, self.mean, self.per_seq, self.replaced)
         self._x = None
-        for mode, out in zip(("zero", "mean"), run_variants(model, batch.tokens, batch.attention_mask, variants)):
-            try:
-                self.per_seq[mode] += seq_ce(model, out, batch)
-            except NonFiniteError as e:
-                raise NonFiniteError(f"{e} with {mode}-ablation at {self.src.hooks_[self.depth]}") from None
+
+
+def run_edits(src: MassiveActivations, model, x: torch.Tensor, batch, depth: int, dims: torch.Tensor,
+              mean: torch.Tensor, per_seq: dict, replaced: dict) -> None:
+    """The zero and mean edits of the stream x at `depth`, run from that depth on as two batched variants; each
+    sequence's (Σ CE, predicted tokens) is appended to per_seq[mode] and the elements replaced counted."""
+    from interp.collectors.variants import run_variants
+    variants = []
+    for mode in ("zero", "mean"):
+        edited, n = edit_massive(src, x, batch.attention_mask, dims, mean, mode)
+        variants.append((depth, edited))
+        replaced[mode] += n
+    for mode, out in zip(("zero", "mean"), run_variants(model, batch.tokens, batch.attention_mask, variants)):
+        try:
+            per_seq[mode] += seq_ce(model, out, batch)
+        except NonFiniteError as e:
+            raise NonFiniteError(f"{e} with {mode}-ablation at {src.hooks_[depth]}") from None
 
 
 class _AblationRun(Collector):
