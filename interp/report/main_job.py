@@ -197,9 +197,7 @@ def zoo_task(d: Path, ctx: JobContext) -> tuple[list, list, list[str]]:
     res, extra = collect_one(model, tokens, log, ctx.results_dir, batch_size=8, ablate=False,
                              costly_items=max(1, len(tokens) // 2))
     extras = [extra]
-    from interp.analysis.subjects import group_of
-    from interp.report.claims.measure import skip_groups
-    if group_of(d.name) in skip_groups() and model.card.objective == "causal_lm":  # a skip claim's subject
+    if skip_subject(d.name) and model.card.objective == "causal_lm":
         from interp.analysis.skip import skip_per_sequence
         t = time.perf_counter()
         extras.append({"seq_skip": skip_per_sequence(model, tokens)})
@@ -290,9 +288,14 @@ def task_cost(label: tuple[str, ...]) -> float:
     claim (their task also measures the skip-one-block loss per sequence)."""
     if label[0] != "zoo":
         return TASK_COST.get(label[-1], ZOO_TASK_COST)
+    return ZOO_TASK_COST * (2 if skip_subject(label[1]) else 1)
+
+
+def skip_subject(name: str) -> bool:
+    """Whether zoo model `name` is a subject of a skip claim (its task also measures the per-sequence skip losses)."""
     from interp.analysis.subjects import group_of
     from interp.report.claims.measure import skip_groups
-    return ZOO_TASK_COST * (2 if group_of(label[1]) in skip_groups() else 1)
+    return group_of(name) in skip_groups()
 
 
 def longest_first(labels: list[tuple[str, ...]]) -> list[int]:
@@ -365,7 +368,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         results = [r for value in ordered for r in value[0]]
         extras = [e for value in ordered for e in value[1]]
         log.lines = sorted(log.lines + lines, key=lambda x: float(x[1:x.index(" s]")]))
-        extra_tables = merge_tables(*extras)  # the last task's extras: the shipped training logs and LR sweep
+        extra_tables = merge_tables(*extras)  # the logs task's extras included: shipped training logs, LR sweep
         t = time.perf_counter()
         tables = merge_tables(tables_from_results(results), extra_tables)
         if "cards" not in tables:
