@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - numba is a dependency; the torch forms
 
 # reassociation lets float64 sums over a row vectorise; no finite-math flags, so NaN and inf propagate
 FAST = {"reassoc", "contract"}
+SMALL = 16384  # up to this many values per row, a median selects on all of them (no sampled bracket)
 
 
 def usable(x: torch.Tensor) -> bool:
@@ -216,10 +217,17 @@ if ENABLED:
         the median (its ranks half ± `half`); one vectorised pass counts the values below and up to the bracket;
         a second copies the few inside into `buf` and a selection finds the median there. A bracket that misses
         it (or overflows buf) selects on all of |v|. The counting pass also writes tmax[i] = the largest |v|
-        bits of each run of d values (a token's max |x|) when tmax is not empty."""
+        bits of each run of d values (a token's max |x|) when tmax is not empty. Up to SMALL values (buf must
+        hold them all): the counting pass for NaN and tmax, then a selection on every |v| in buf."""
         M = np.uint32(0x7FFFFFFF)
         n = u.size
         k = (n - 1) // 2
+        if n <= SMALL:
+            if _count(u, M, M, d, tmax)[2]:
+                return np.uint32(0xFFFFFFFF)
+            for i in range(n):
+                buf[i] = u[i] & M
+            return _select(buf[:n], k)
         m = pick.size
         s = np.empty(m, dtype=np.uint32)
         for i in range(m):
@@ -331,7 +339,7 @@ if ENABLED:
         seen[j] = True
 
 
-_NONE = np.empty(0, dtype=np.uint32)  # no per-token maxima wanted
+_NO_PICK = np.empty(0, dtype=np.int64)  # no sample: rows of up to SMALL values
 SAMPLE, HALF = 4096, 128  # median sample size; half-width of its bracket, in sample ranks (±4 sd of the rank)
 _PICKS: dict = {}
 
@@ -382,18 +390,18 @@ def row_scales(x: torch.Tensor, centre: bool, eps: float) -> torch.Tensor:
     return torch.from_numpy(out).view(x.shape[:-1])
 
 
+def _median_inputs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sample positions, work buffer) for `_abs_median_bits` on rows of n values: up to SMALL, a buffer that
+    holds the whole row; above, the bracket's (an eighth of the row, at least four bracket widths)."""
+    if n <= SMALL:
+        return _NO_PICK, np.empty(max(n, 1), dtype=np.uint32)
+    return _pick(n), np.empty(max(n // 8, 4 * HALF), dtype=np.uint32)
+
+
 def abs_median(v: torch.Tensor) -> float:
     """torch.median(v.float().abs()) (the lower median) of a CPU tensor's values, exactly; NaN if v holds one.
-    Large v: a sampled bracket and two integer passes over float32 bits (see `_abs_median_bits`), no sort and
-    no |v| copy."""
-    a = as_array(v if v.dtype == torch.float32 else v.float()).reshape(-1)
-    n = a.size
-    if n <= 16384:
-        b = np.abs(a)
-        return float("nan") if np.isnan(b.max()) else float(np.partition(b, (n - 1) // 2)[(n - 1) // 2])
-    bits = _abs_median_bits(a.view(np.uint32), _pick(n), HALF, np.empty(max(n // 8, 4 * HALF), dtype=np.uint32), 1,
-                            _NONE)
-    return float(np.array([bits], dtype=np.uint32).view(np.float32)[0]) if bits != 0xFFFFFFFF else float("nan")
+    Integer work on the float32 bits (see `_abs_median_bits`): no sort and, for large v, no |v| copy."""
+    return float(abs_medians(v.reshape(1, -1))[0])
 
 
 def abs_medians(x: torch.Tensor, d: int | None = None):
@@ -402,44 +410,27 @@ def abs_medians(x: torch.Tensor, d: int | None = None):
     as |x| does; NaN where a run holds one)."""
     a = as_array(x if x.dtype == torch.float32 else x.float()).reshape(x.shape[0], -1)
     r, n = a.shape
-    if n <= 16384:
-        med = torch.tensor([abs_median(torch.from_numpy(row)) for row in a], dtype=torch.float32)
-        return med if d is None else (med, torch.from_numpy(np.abs(a.reshape(r, n // d, d)).max(-1)))
+    if n == 0:
+        raise ValueError("the median of |x| over no values is undefined; pass rows with at least one value")
     out = np.empty(r, dtype=np.uint32)
     tmax = np.empty((r, n // d if d else 0), dtype=np.uint32)
-    _abs_median_rows(a.view(np.uint32), _pick(n), HALF, np.empty(max(n // 8, 4 * HALF), dtype=np.uint32), out,
-                     d or 1, tmax)
-    med = out.view(np.float32).copy()
-    med[out == 0xFFFFFFFF] = np.nan
-    return torch.from_numpy(med) if d is None else (torch.from_numpy(med), torch.from_numpy(tmax.view(np.float32)))
+    pick, buf = _median_inputs(n)
+    _abs_median_rows(a.view(np.uint32), pick, HALF, buf, out, d or 1, tmax)
+    med = torch.from_numpy(out.view(np.float32))  # 0xFFFFFFFF (a NaN in the row) reads as NaN
+    return med if d is None else (med, torch.from_numpy(tmax.view(np.float32)))
 
 
 def stream_depth(x: torch.Tensor, k: int):
     """For x [b, t, d] (`usable`, every position real): per sequence the lower median of |x| (float32 [b]),
-    each token's max |x| (float32 [b, t]) and the k largest |x| over its tokens × dims (k ≤ t·d), largest
+    each token's max |x| (float32 [b, t]) and the k largest |x| over its tokens × dims (1 ≤ k ≤ t·d), largest
     first, ties by smaller (token, dim): (|x| float32 [b, k], token long [b, k], dim long [b, k], signed x
-    float32 [b, k]); one compiled call. The medians and maxima are `abs_medians(x.reshape(b, -1), d)`'s
-    (NaN where a sequence holds one; then its top k are those of its non-NaN |x| ranked with NaN highest)."""
-    b, t, d = x.shape
-    a = as_array(x if x.dtype == torch.float32 else x.float()).reshape(b, t * d)
-    n = t * d
-    u = a.view(np.uint32)
-    tv, tx = np.empty((b, k), dtype=np.uint32), np.empty((b, k), dtype=np.uint32)
-    tp, td = np.empty((b, k), dtype=np.int64), np.empty((b, k), dtype=np.int64)
-    if n <= 16384:  # short sequences: the medians' small form (`abs_medians`), then the top k
-        m, tm = abs_medians(x.reshape(b, -1), d)
-        tmax = np.ascontiguousarray(tm.numpy()).view(np.uint32)
-        _top_rows(u, tmax, d, k, tv, tp, td, tx)
-    else:
-        med = np.empty(b, dtype=np.uint32)
-        tmax = np.empty((b, t), dtype=np.uint32)
-        _stream_depth(u, _pick(n), HALF, np.empty(max(n // 8, 4 * HALF), dtype=np.uint32), d, k, med, tmax,
-                      tv, tp, td, tx)
-        m = med.view(np.float32).copy()
-        m[med == 0xFFFFFFFF] = np.nan
-        m = torch.from_numpy(m)
-    return (m, torch.from_numpy(tmax.view(np.float32)), torch.from_numpy(tv.view(np.float32)),
-            torch.from_numpy(tp), torch.from_numpy(td), torch.from_numpy(tx.view(np.float32)))
+    float32 [b, k]); `stream_depth_into` on buffers for one depth. The medians and maxima are
+    `abs_medians(x.reshape(b, -1), d)`'s (NaN where a sequence holds one; then its top k are those of its
+    non-NaN |x| ranked with NaN highest)."""
+    out = DepthBuffers(1, *x.shape, k)
+    stream_depth_into(x, 0, out)
+    return (out.floats(out.med[0]), out.floats(out.tmax[0]), out.floats(out.tv[0]), torch.from_numpy(out.tp[0]),
+            torch.from_numpy(out.td[0]), out.floats(out.tx[0]))
 
 
 class DepthBuffers:
@@ -447,21 +438,23 @@ class DepthBuffers:
     med [D, b], tmax [D, b, t], tv / tx [D, b, k] (float32 bits: |x| and signed x), tp / td [D, b, k] (token, dim)."""
 
     def __init__(self, D: int, b: int, t: int, d: int, k: int):
+        if not 1 <= k <= t * d:
+            raise ValueError(f"k = {k} top values per sequence of {t} × {d} values; it must be in 1..{t * d}")
         self.shape = (D, b, t, d, k)
         self.med, self.tmax = np.empty((D, b), dtype=np.uint32), np.empty((D, b, t), dtype=np.uint32)
         self.tv, self.tx = np.empty((D, b, k), dtype=np.uint32), np.empty((D, b, k), dtype=np.uint32)
         self.tp, self.td = np.empty((D, b, k), dtype=np.int64), np.empty((D, b, k), dtype=np.int64)
         self.tvf = self.tv.view(np.float32)
-        n = t * d
-        self.pick, self.buf = _pick(n), np.empty(max(n // 8, 4 * HALF), dtype=np.uint32)
+        self.pick, self.buf = _median_inputs(t * d)
 
     def floats(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.view(np.float32))
 
 
 def stream_depth_into(x: torch.Tensor, j: int, out: DepthBuffers) -> float:
-    """`stream_depth(x, k)` written into row j of `out` (x [b, t, d] `usable`, t·d > 16384, the shape `out` was
-    made for); returns the largest |x|. One compiled call, no allocation."""
+    """The medians, token maxima and top k of x [b, t, d] (CPU, every position real, the shape `out` was made
+    for) written into row j of `out` (see `stream_depth`); returns the largest |x|. One compiled call, no
+    allocation."""
     b, t, d = x.shape
     a = x.detach().numpy() if x.is_contiguous() and x.dtype == torch.float32 else as_array(x.float())
     return _stream_depth_at(a.reshape(b, t * d).view(np.uint32), out.pick, HALF, out.buf, d, out.shape[4], j,

@@ -162,22 +162,17 @@ class MassiveActivations(Collector):
         if self.median_scope == "token":
             return self._hook_token_scope(j, x)
         K, d = max(3, self.k), x.shape[2]
-        if b.full and kernels.ENABLED and x.device.type == "cpu" and x.dim() == 3 and x.shape[1] * d > 16384:
+        if b.full and kernels.ENABLED and x.device.type == "cpu" and x.dim() == 3:
             # one compiled call into per-batch buffers: medians, token maxima, top K (folded in at end_batch)
             nb, t = x.shape[:2]
             out = self._bufs
-            if out is None or out.shape != (len(self.hooks_), nb, t, d, K):
-                out = self._bufs = kernels.DepthBuffers(len(self.hooks_), nb, t, d, K)
+            if out is None or out.shape != (len(self.hooks_), nb, t, d, min(K, t * d)):
+                out = self._bufs = kernels.DepthBuffers(len(self.hooks_), nb, t, d, min(K, t * d))
             top = kernels.stream_depth_into(x, j, out)
             hits = None
             if top > self.abs_threshold:
                 hits = self._massive(x, out.floats(out.tmax[j]), out.floats(out.med[j]))
             self._fast.append((j, hits))
-            return
-        if b.full and kernels.ENABLED and x.device.type == "cpu":  # one compiled call: medians, maxima, top K
-            med, tokmax, topv, pos, dim, xval = kernels.stream_depth(x, min(K, x.shape[1] * d))
-            hits = self._massive(x, tokmax, med) if float(topv[:, 0].max()) > self.abs_threshold else None
-            self._depth.append((j, med, topv, pos, dim, xval, hits))
             return
         med = seq_abs_medians(x, b.mask).to(x.device)  # [b] float32
         tokmax = x.float().abs().amax(-1)  # [b, t] max |x| per token

@@ -85,7 +85,7 @@ class ResidualStats(Collector):
         self._last: tuple = (None, -1, -1)
         self._work: torch.Tensor | None = None
         self._checked: dict[str, int] = {}  # hook -> width already checked against the site map
-        self._tok: np.ndarray | None = None  # per-token (Σx, Σx²) of each buffer row (unpadded CPU batches)
+        self._tok: np.ndarray | None = None  # per-token (Σx, Σx²) of each buffer row (CPU)
         return self
 
     def hooks(self, model):
@@ -109,13 +109,10 @@ class ResidualStats(Collector):
     def _hook(self, x: torch.Tensor, hook) -> None:
         last, version, row = self._last
         if x is not last or x._version != version:  # a new tensor (not the one the previous site saw)
-            if self._fused and self.batch.full and x.dim() == 3 and kernels.usable(x):
-                row = self._moments_whole(x)
-            else:
-                rows = self.batch.select(x.detach())
-                if rows.dim() > 2:  # per-head tensors (QK-norm inputs [b, t, h, d_head]): one vector per token
-                    rows = rows.reshape(rows.shape[0], -1)
-                row = self._moments(rows, x)
+            rows = self.batch.select(x.detach())  # a view of x when every token counts
+            if rows.dim() > 2:  # per-head tensors (QK-norm inputs [b, t, h, d_head]): one vector per token
+                rows = rows.reshape(rows.shape[0], -1)
+            row = self._moments(rows, x)
             self._last = (x, x._version, row)
         if row < 0:
             return
@@ -129,21 +126,6 @@ class ResidualStats(Collector):
             self._checked[name] = w
         for i in self.rows_of[name]:
             self._src[i] = row
-
-    def _moments_whole(self, x: torch.Tensor) -> int:
-        """`_moments_fused` for an unpadded batch's [b, t, w] float tensor (every token counted): its rows read in
-        place, the per-token sums written into a per-batch buffer."""
-        n = x.shape[0] * x.shape[1]
-        if n == 0:
-            return -1
-        r = self._rows
-        self._rows = r + 1
-        tok = self._tok
-        if tok is None or tok.shape[1] != n:
-            tok = self._tok = np.empty((len(self._src), n, 2))
-        self._sc64[r] = kernels.moments(x.reshape(n, x.shape[2]), self._acc[r], tok[r], True)
-        self.batch.stats = (x, x._version, tok[r])
-        return r
 
     def _scratch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two float32 work tensors shaped like x, reused from batch to batch: a fresh allocation of this size
@@ -178,19 +160,21 @@ class ResidualStats(Collector):
 
     def _moments_fused(self, x: torch.Tensor, src: torch.Tensor | None = None) -> int:
         """The kernel form of `_moments` (CPU): one pass accumulating in float64 (kernels.moments), min / max
-        included. The pass also yields each token's float64 (Σx, Σx²), which it leaves in `batch.stats` as
-        (src, src's version, sums [n, 2]) when src is [b, t, w]: NormScales takes a norm's scale from them
-        instead of reading the same tensor again."""
+        included. The pass also yields each token's float64 (Σx, Σx²), which it writes into a per-batch buffer
+        and leaves in `batch.stats` as (src, src's version, sums [n, 2]) when src is [b, t, w]: NormScales takes
+        a norm's scale from them instead of reading the same tensor again."""
         if not kernels.usable(x):
             x = x.float()
         r = self._rows
         self._rows += 1
+        tok = None
         if src is not None and src.dim() == 3:
-            tok = np.empty((x.shape[0], 2))
-            self._sc64[r] = kernels.moments(x, self._acc[r], tok, True)
+            n, buf = x.shape[0], self._tok
+            if buf is None or buf.shape[1] < n:
+                buf = self._tok = np.empty((len(self._src), n, 2))
+            tok = buf[r, :n]
             self.batch.stats = (src, src._version, tok)
-        else:
-            self._sc64[r] = kernels.moments(x, self._acc[r], None, True)
+        self._sc64[r] = kernels.moments(x, self._acc[r], tok, True)
         return r
 
     def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
