@@ -247,6 +247,19 @@ def test_padding_and_mask_leave_real_tokens_unchanged():
     torch.testing.assert_close(model(left, attention_mask=mask.flip(1))[:, 3:], model(a), atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["pre-ln", "mdlm-ln"])
+def test_all_real_mask_matches_the_masked_path(name):
+    """An all-True attention mask takes SDPA's own causal (MDLM: full) attention; the same logits as the explicit
+    [b, 1, t, t] mask of a batch with one padding position in front."""
+    model = build(name, **SMALL).eval()
+    a = torch.randint(0, 97, (2, 6))
+    ones = torch.ones(2, 6, dtype=torch.bool)
+    left = torch.cat([torch.zeros(2, 1, dtype=torch.long), a], 1)
+    mask = torch.cat([torch.zeros(2, 1, dtype=torch.bool), ones], 1)
+    torch.testing.assert_close(model(a, attention_mask=ones), model(left, attention_mask=mask)[:, 1:],
+                               atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["peri-ln", "powernorm", "td-ln"])
 def test_save_load_round_trip_gives_identical_logits(tmp_path, name):
     model = _randomize(build(name, **SMALL)).eval()

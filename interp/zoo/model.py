@@ -210,10 +210,11 @@ class ZooModel(TransformerLensNative):
         b, t = tokens.shape
         if t > self.cfg.n_ctx:
             raise ValueError(f"sequence of {t} tokens is longer than the context of {self.cfg.n_ctx}")
-        if attention_mask is None:  # plain causal attention (SDPA's is_causal)
-            pos, mask = torch.arange(t, device=tokens.device), None
-        else:  # keys must be real tokens; a query always sees itself so no row is empty
+        if attention_mask is not None:
             attention_mask = attention_mask.bool()
+        if attention_mask is None or bool(attention_mask.all()):  # every token real: SDPA's own causal (or full)
+            pos, mask = torch.arange(t, device=tokens.device), None  # attention, no [b, 1, t, t] mask (~5 % faster)
+        else:  # keys must be real tokens; a query always sees itself so no row is empty
             pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             causal = torch.ones(t, t, dtype=torch.bool, device=tokens.device)
             causal = causal.tril() if self.cfg.objective != "mdlm" else causal  # MDLM: bidirectional
