@@ -1,6 +1,6 @@
-"""What fp16 costs on this CPU: forward time of SmolLM2 (and a zoo model) in fp32, bf16, fp16 with nn.Linear as a
-GPU GEMM does it (fp16 operands, fp32 accumulation, emulated by upcasting: interp.precision.lowp's default) and
-fp16 with torch's own CPU fp16 GEMM, on the same tokens, interleaved repeats in one process (benchmarks/timing.py):
+"""What fp16 costs on this CPU: forward time of SmolLM2 (and a zoo model) in fp32, and in bf16 and fp16 each two
+ways: nn.Linear as a GPU GEMM does it (operands in the format, fp32 accumulation, emulated by upcasting:
+interp.precision.lowp's default) and torch's own CPU bf16 / fp16 GEMM, on the same tokens, interleaved repeats in one process (benchmarks/timing.py):
 per variant the median and minimum of its wall and CPU seconds, and its CPU-time ratio to fp32 per round (median, min,
 max); the machine's load before and after. Writes benchmarks/results/fp16_cost.json.
 Run: .venv/bin/python benchmarks/fp16_cost.py [--models smollm2-135m,zoo] [--tokens 64] [--repeats 3]
@@ -23,7 +23,8 @@ def measure(name: str, n_tokens: int, repeats: int) -> dict:
     model = (interp.zoo.build("pre-ln") if name == "zoo" else interp.load_model(name)).eval()
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(10, 4000, (1, n_tokens), generator=g)
-    variants = {"fp32": model, "bf16": low_precision(model, "bf16")[0],
+    variants = {"fp32": model, "bf16": low_precision(model, "bf16", linear="native")[0],
+                "bf16_fp32_accumulate": low_precision(model, "bf16")[0],
                 "fp16_fp32_accumulate": low_precision(model, "fp16")[0],
                 "fp16_native": low_precision(model, "fp16", linear="native")[0]}
     with torch.no_grad():

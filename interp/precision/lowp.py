@@ -1,12 +1,13 @@
 """A low-precision twin of a hooked model: the same weights cast to bf16 or fp16, hooks and card intact.
 
-fp16 on this CPU: torch's fp16 matrix multiply runs ~30× slower than fp32 (1.42 s vs 0.048 s for a
-1024×576 @ 576×1536 product, one thread), while every other op (norms, softmax, SDPA, GELU, adds) runs natively
-in fp16 at fp32 speed. So by default each `nn.Linear` of the fp16 twin computes as a GPU fp16 GEMM does: fp16
-inputs and fp16 weights, products accumulated in fp32, the result rounded to fp16 — emulated by upcasting, which
-gives the same values (up to the order of the fp32 sum) ~8× faster here. `linear="native"` uses torch's own fp16
-GEMM instead. Runs say which one was used (`fp32_ops`); nothing else is kept in fp32 by this module (a
-model's own code may upcast, e.g. transformers' RMSNorm computes in fp32).
+On a CPU without fp16 / bf16 matrix units, torch's low-precision matrix multiply is slow: fp16 ~30× slower
+than fp32 (1.42 s vs 0.048 s for a 1024×576 @ 576×1536 product, one thread), bf16 ~3×, while every other op
+(norms, softmax, SDPA, GELU, adds) runs natively at about fp32 speed. So by default each `nn.Linear` of the twin
+computes as a GPU fp16 / bf16 GEMM does: inputs and weights in the format, products accumulated in fp32, the
+result rounded to the format — emulated by upcasting (a product of two fp16 or bf16 numbers is exact in fp32),
+which gives the same values up to the order of the fp32 sum. `linear="native"` uses torch's own low-precision
+GEMM instead. Runs say which one was used (`fp32_ops`); nothing else is kept in fp32 by this module (a model's
+own code may upcast, e.g. transformers' RMSNorm computes in fp32).
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 LINEAR_MODES = ("fp32-accumulate", "native")
-FP32_ACCUMULATE_NOTE = ("nn.Linear: fp16 inputs and weights, products accumulated in fp32 and rounded to fp16 "
-                        "(GPU GEMM semantics, emulated by upcasting: torch's CPU fp16 GEMM is much slower)")
+FP32_ACCUMULATE_NOTE = ("nn.Linear: {fmt} inputs and weights, products accumulated in fp32 and rounded to {fmt} "
+                        "(GPU GEMM semantics, emulated by upcasting: torch's CPU {fmt} GEMM is much slower)")
 
 
 def _strip_hooks(hf: nn.Module, ids: set[int]) -> None:
@@ -73,12 +74,12 @@ def low_precision(model, fmt: str, linear: str = "fp32-accumulate") -> tuple[obj
         raise ValueError(f"unknown linear mode {linear!r}; choose one of {', '.join(LINEAR_MODES)}")
     twin = clone(model, torch.bfloat16 if fmt == "bf16" else torch.float16)
     notes: list[str] = []
-    if fmt == "fp16" and linear == "fp32-accumulate":
+    if linear == "fp32-accumulate":
         n = 0
         for mod in twin.modules():
             if isinstance(mod, nn.Linear):
                 mod.forward = _fp32_accumulate(mod)
                 n += 1
         if n:
-            notes.append(FP32_ACCUMULATE_NOTE)
+            notes.append(FP32_ACCUMULATE_NOTE.format(fmt=fmt))
     return twin, notes
