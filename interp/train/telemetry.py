@@ -39,39 +39,57 @@ class Telemetry:
         self.params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.groups = sorted({group_of(n) for n, _ in self.params}, key=lambda g: (not g.isdigit(), g != "embed",
                                                                                   int(g) if g.isdigit() else 0))
+        # parameters by group (groups in order of first appearance, as logged), each group one contiguous run of a
+        # flat vector
+        order = list(dict.fromkeys(group_of(n) for n, _ in self.params))
+        self._by_group = [(g, [p for n, p in self.params if group_of(n) == g]) for g in order]
+        self._flat = [p for _, ps in self._by_group for p in ps]
+        self._lengths = torch.tensor([sum(p.numel() for p in ps) for _, ps in self._by_group])
         self.bstat = [(n, m) for n, m in model.named_modules() if hasattr(m, "last_x2")]
         self.prev_x2: dict[str, torch.Tensor] = {}
         self.prev_running: dict[str, torch.Tensor] = {}
         self.prev_divisor: dict[str, torch.Tensor] = {}
-        self._before: list[torch.Tensor] | None = None
+        self._before: torch.Tensor | None = None
+
+    @staticmethod
+    def _cat64(tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The tensors flattened into one float64 vector (float32 values are exact in float64)."""
+        return torch.cat([t.detach().reshape(-1) for t in tensors]).double()
 
     @torch.no_grad()
     def grad_norms(self) -> tuple[float, dict[str, float]]:
-        """(global L2 norm of all gradients, {group: L2 norm}); non-finite values propagate as nan/inf."""
-        sq: dict[str, torch.Tensor] = {}
-        for n, p in self.params:
-            if p.grad is not None:
-                g = group_of(n)
-                sq[g] = sq.get(g, torch.zeros((), dtype=torch.float64)) + p.grad.double().pow(2).sum()
-        total = sum(sq.values(), torch.zeros((), dtype=torch.float64))
-        return float(total.sqrt()), {g: float(v.sqrt()) for g, v in sq.items()}
+        """(global L2 norm of all gradients, {group: L2 norm}); non-finite values propagate as nan/inf.
+
+        Squares summed in float64 over one flat vector per step (a handful of kernels, one sync), not per
+        parameter."""
+        grads, lengths, groups = [], [], []
+        for g, ps in self._by_group:
+            have = [p.grad for p in ps if p.grad is not None]
+            if have:
+                grads += have
+                lengths.append(sum(t.numel() for t in have))
+                groups.append(g)
+        if not grads:
+            return 0.0, {}
+        sq = torch.segment_reduce(self._cat64(grads).square(), "sum", lengths=torch.tensor(lengths))
+        vals = torch.cat([sq, sq.sum()[None]]).sqrt().tolist()
+        return vals[-1], dict(zip(groups, vals[:-1]))
 
     @torch.no_grad()
     def before_update(self) -> None:
-        self._before = [p.detach().clone() for _, p in self.params]
+        self._before = self._cat64(self._flat)
 
     @torch.no_grad()
     def update_ratios(self) -> tuple[float, dict[str, float]]:
-        """‖Δθ‖ / ‖θ‖ over all parameters and per group, for the update just applied."""
-        du: dict[str, float] = {}
-        w: dict[str, float] = {}
-        for (n, p), old in zip(self.params, self._before or []):
-            g = group_of(n)
-            du[g] = du.get(g, 0.0) + float((p.double() - old.double()).pow(2).sum())
-            w[g] = w.get(g, 0.0) + float(old.double().pow(2).sum())
-        self._before = None
-        ratio = {g: (du[g] / w[g]) ** 0.5 if w[g] > 0 else float("nan") for g in du}
-        return (sum(du.values()) / max(sum(w.values()), 1e-30)) ** 0.5, ratio
+        """‖Δθ‖ / ‖θ‖ over all parameters and per group, for the update just applied (float64)."""
+        old, self._before = self._before, None
+        if old is None or not self._flat:
+            return 0.0, {}
+        du = torch.segment_reduce((self._cat64(self._flat) - old).square(), "sum", lengths=self._lengths)
+        w = torch.segment_reduce(old.square(), "sum", lengths=self._lengths)
+        du_l, w_l = du.tolist(), w.tolist()
+        ratio = {g: (a / b) ** 0.5 if b > 0 else float("nan") for (g, _), a, b in zip(self._by_group, du_l, w_l)}
+        return (sum(du_l) / max(sum(w_l), 1e-30)) ** 0.5, ratio
 
     @torch.no_grad()
     def batch_stats(self) -> list[tuple[str, str, float, float]]:

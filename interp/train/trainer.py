@@ -35,6 +35,7 @@ from torch import nn
 from interp.data.batches import Batch, TokenBatches
 from interp.train.checkpoint import (check_fingerprint, check_run_dir, latest, load_checkpoint, run_fingerprint,
                                      save_checkpoint)
+from interp.train.fast import CompiledLoss, adamw
 from interp.train.schedule import lr_at
 from interp.train.telemetry import Telemetry
 
@@ -120,7 +121,11 @@ class Trainer:
                  run_dir: str | Path | None = None, resume: bool = True, meta: dict | None = None,
                  callbacks: Sequence[Callable[["Trainer"], None]] = (), progress: bool = True,
                  loss_fn: Callable[[nn.Module, Batch, bool], torch.Tensor] = lm_loss, desc: str = "train",
-                 snapshots: Sequence[int] = ()):
+                 snapshots: Sequence[int] = (), fused: bool = True, compile: bool = False):
+        """`fused`: the fused AdamW kernel (same update as the for-loop one, rounded differently); `compile`:
+        the training loss forward and backward compiled with torch.compile where valid (interp.train.fast;
+        elsewhere, and without a C++ compiler, eager with a one-line note). Neither is part of the config: a
+        run may resume with either."""
         cfg.check()
         self.model, self.train, self.cfg, self.val = model, train, cfg, val
         self.snapshots = sorted(set(snapshots))  # steps whose weights are kept in run_dir/snapshots/
@@ -130,8 +135,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
         other = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                      {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+        self.opt = adamw([{"params": decay, "weight_decay": cfg.weight_decay},
+                          {"params": other, "weight_decay": 0.0}], fused, lr=cfg.lr, betas=cfg.betas)
+        self.train_loss = CompiledLoss(loss_fn, model, enabled=compile)
         self.tel = Telemetry(model)
         self.step, self.rows, self.layer_rows, self.evals = 0, [], [], []
         self.last_ckpt: int | None = None
@@ -245,7 +251,7 @@ class Trainer:
                 g["lr"] = lr
             t0 = time.perf_counter()
             batch = self.train.batch(self.step)
-            loss_t = self.loss_fn(model, batch, self.use_cond)
+            loss_t = self.train_loss(model, batch, self.use_cond)
             loss = float(loss_t.detach())
             if not math.isfinite(loss):
                 status, msg = "nan", self._stop("the training loss", loss)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import resource
 import shutil
 import time
@@ -27,6 +28,9 @@ from interp.zoo import build
 ZOO_SIZE = dict(n_layers=12, d_model=64, n_heads=4, d_mlp=256, n_ctx=128, d_vocab=4096)
 ZOO_STEPS = 2000           # × 8 × 128 tokens = 2.05 M tokens per model
 ZOO_DIR = DATA_DIR / "zoo"
+# Runs at least this long compile their training step (interp.train.fast): compiling costs ~20-40 CPU s cold,
+# repaid by the cheaper step only over hundreds of steps.
+COMPILE_MIN_STEPS = 500
 # Fractions of the run whose weights are kept (step 0 is rebuilt from the seed; the last is the model itself).
 SNAPSHOT_FRACTIONS = (0.0, 0.1, 0.3, 1.0)
 # Strategies whose seed-0 snapshots are shipped in data/zoo/<name>/checkpoints/ (the training-dynamics view of
@@ -110,13 +114,15 @@ def _loss_fn(model):
 
 def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, run_dir: Path,
               size: dict | None = None, seed: int = 0, progress: bool = True, norm_kwargs: dict | None = None,
-              exception: dict | None = None, ship_snapshots: bool = False) -> dict:
+              exception: dict | None = None, ship_snapshots: bool = False, compile: bool | None = None) -> dict:
     """Train one strategy from init `seed` (resuming `run_dir` if it holds a checkpoint), save it to `out_dir`.
 
     `cfg.seed` orders the data; the zoo uses the same value for both. `exception` is a ZOO_EXCEPTIONS entry:
     its `model_kwargs` go to `build`; unembed_bias_init="log_unigram" sets b_U to the add-one smoothed log
-    unigram frequencies of the training tokens (needs unembed_bias=True). Returns the training record (also
-    saved in config.json)."""
+    unigram frequencies of the training tokens (needs unembed_bias=True). `compile`: compile the training step
+    where valid (interp.train.fast; same math, float32 rounding aside); None: for runs of at least
+    COMPILE_MIN_STEPS steps, unless INTERP_COMPILE=0.
+    Returns the training record (also saved in config.json)."""
     from interp.outputs import check_dir_target
     check_dir_target(out_dir, "checkpoint", force=True)  # an earlier zoo checkpoint or nothing: refused before training
     exception = exception or {}
@@ -140,7 +146,8 @@ def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, ru
     snaps = sorted({round(f * cfg.steps) for f in SNAPSHOT_FRACTIONS})
     t0, c0 = time.time(), _cpu_s()
     trainer = Trainer(model, train, cfg, val=val, run_dir=run_dir, meta=meta, progress=progress,
-                      desc=model_name(strategy, seed), loss_fn=_loss_fn(model), snapshots=snaps)
+                      desc=model_name(strategy, seed), loss_fn=_loss_fn(model), snapshots=snaps,
+                      compile=_compile_default(cfg.steps) if compile is None else compile)
     res = trainer.run()
     cost = _add_cost(run_dir, time.time() - t0, _cpu_s() - c0)
     shipped = [s for s in snaps if 0 < s < cfg.steps] if ship_snapshots else []
@@ -151,6 +158,8 @@ def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, ru
            "loss_spikes": int(res.steps.spike.sum()) if len(res.steps) else 0,
            "train_wall_s": round(res.wall_s, 1), "job_wall_s": round(cost["wall_s"], 1),
            "job_cpu_s": round(cost["cpu_s"], 1), "started_at": cost["started_at"], "finished_at": cost["finished_at"],
+           "fast_step": {"fused_adamw": bool(trainer.opt.defaults.get("fused")),
+                         "compiled": trainer.train_loss.compiled},
            "norm_kwargs": nk, "n_params": sum(p.numel() for p in model.parameters()), "evals": res.evals,
            "train_config": cfg.to_dict(), "init_sha256": init_sha,
            "checkpoints": [{"step": s, "tokens": s * cfg.batch_size * cfg.seq_len,
@@ -174,6 +183,10 @@ def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, ru
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
     return rec
+
+
+def _compile_default(steps: int) -> bool:
+    return steps >= COMPILE_MIN_STEPS and os.environ.get("INTERP_COMPILE", "1") != "0"
 
 
 def _cpu_s() -> float:
