@@ -70,14 +70,26 @@ def lookup(doc: Any, path: str, name: str) -> Any:
 
 
 # --- tables ---------------------------------------------------------------------------------------------
+DETAIL = ("timing", "load_before", "load_after")  # raw repeats and machine load: kept in the JSON, not on the page
+
+
 def flat(row: dict, prefix: str = "") -> dict:
     out: dict = {}
     for k, v in row.items():
+        if k in DETAIL or (isinstance(v, list) and len(v) > 8):
+            continue
         if isinstance(v, dict):
             out.update(flat(v, f"{prefix}{k}/"))
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def depth(v: Any) -> int:
+    """How deeply dicts nest in `v` (0: not a dict; the DETAIL keys left out)."""
+    if not isinstance(v, dict):
+        return 0
+    return 1 + max((depth(x) for k, x in v.items() if k not in DETAIL), default=0)
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -93,7 +105,8 @@ def render_value(v: Any, title: str | None, level: int) -> list[str]:
     head = [f"{'#' * level} {title}", ""] if title else []
     if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
         return head + table(v) + [""]
-    if isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
+    if isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()) and \
+            max(depth(x) for x in v.values()) <= 2:  # rows of a table; deeper nesting gets a section per key
         return head + table([{"name": k, **x} for k, x in v.items()]) + [""]
     if isinstance(v, dict):
         scalars = {k: x for k, x in v.items() if not isinstance(x, (dict, list)) or
@@ -119,7 +132,8 @@ def benchmarks_block() -> list[str]:
         where = (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores" if m else "machine not recorded")
         out += [f"### {d['benchmark']}", "", d.get("description", ""), "",
                 f"`{d.get('command', '?')}` · {d.get('date', 'date not recorded')} · torch {d.get('torch', '?')} · "
-                f"{d.get('threads', '?')} thread(s) · {where} · source `benchmarks/results/{f.name}`", ""]
+                f"{d.get('threads', '?')} thread(s) · {where} · source `benchmarks/results/{f.name}` (with every "
+                "repeat's time and the machine's load)", ""]
         out += render_value(d["results"], None, 3)
     return out
 
