@@ -143,3 +143,17 @@ def test_torch_form_matches_brute_force(strategy, monkeypatch):
     for name in ("massive", "layer_effect"):  # the brute-force tests of these tables run the kernel form
         a, b = on[name].select_dtypes("number"), off[name].select_dtypes("number")
         np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_massive_hits_match_brute_force():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 40, 16, generator=g)
+    x[0, 3, 5], x[0, 3, 6], x[2, 39, 0], x[1, 0, 15] = 500.0, -150.0, -2e4, 99.0
+    med = x.abs().reshape(3, -1).median(1).values
+    x[2, 7, 2] = 1000.0 * float(med[2])  # exactly ratio · median: massive when above the threshold (≥)
+    med[1] = float("nan")  # a sequence with a NaN median has none
+    tmax = x.abs().amax(-1)
+    seq, tok, dim = kernels.massive_hits(x, tmax, med, 100.0, 1000.0)
+    a = x.abs()
+    ref = ((a > 100.0) & (a >= 1000.0 * med[:, None, None])).nonzero()
+    assert torch.equal(torch.stack([seq, tok, dim], 1), ref) and len(ref) >= 2

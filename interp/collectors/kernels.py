@@ -304,6 +304,26 @@ if ENABLED:
             for i in range(k):
                 tx[r, i] = u[r, tp[r, i] * d + td[r, i]]
 
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _hits(a, tmax, med, thr, ratio, seq, tok, dim):  # pragma: no cover - compiled
+        """(sequence, token, dim) of every value of a [b, t, d] with |v| > thr and |v| ≥ ratio · med[sequence]
+        (float32 compares, ratio · med rounded to float32), in row-major order, into seq / tok / dim as far as
+        they hold; returns how many there are. Only tokens whose max |v| (tmax [b, t]) passes thr are read."""
+        b, t, d = a.shape
+        c, cap = 0, seq.size
+        for r in range(b):
+            lim = ratio * med[r]
+            for i in range(t):
+                if tmax[r, i] > thr:
+                    row = a[r, i]
+                    for j in range(d):
+                        v = abs(row[j])
+                        if v > thr and v >= lim:
+                            if c < cap:
+                                seq[c], tok[c], dim[c] = r, i, j
+                            c += 1
+        return c
+
     @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
     def _angular(a, b, out, bn):  # pragma: no cover - compiled
         """a, b [n, w]: out[t] = arccos(cos(a_t, b_t)) / π and bn[t] = ‖b_t‖, in float64 (a zero vector counts
@@ -335,7 +355,11 @@ if ENABLED:
             l = j - ns[i]
             if l >= 0 and seen[l]:
                 _angular(ring[l % R], x, out[i, l], bn)
-        ring[j % R, :, :] = x
+        dst = ring[j % R]
+        n, w = x.shape
+        for t in range(n):  # element loops: a slice assignment (ring[j % R] = x) copies ~3x slower
+            for i in range(w):
+                dst[t, i] = x[t, i]
         seen[j] = True
 
 
@@ -459,6 +483,22 @@ def stream_depth_into(x: torch.Tensor, j: int, out: DepthBuffers) -> float:
     a = x.detach().numpy() if x.is_contiguous() and x.dtype == torch.float32 else as_array(x.float())
     return _stream_depth_at(a.reshape(b, t * d).view(np.uint32), out.pick, HALF, out.buf, d, out.shape[4], j,
                             out.med, out.tmax, out.tv, out.tp, out.td, out.tx, out.tvf)
+
+
+def massive_hits(x: torch.Tensor, tmax: torch.Tensor, med: torch.Tensor, thr: float, ratio: float):
+    """(sequence, token, dim) long tensors of the values of x [b, t, d] (CPU) with |x| > thr and |x| ≥ ratio · med
+    per sequence, compared in float32 as torch compares a float32 tensor with Python scalars; tmax [b, t] and
+    med [b] float32 are each token's max |x| and each sequence's median (`stream_depth_into`'s)."""
+    a = x.detach().numpy() if x.is_contiguous() and x.dtype == torch.float32 else as_array(x.float())
+    tm, md = as_array(tmax), as_array(med)
+    thr32, ratio32 = np.float32(thr), np.float32(ratio)
+    cap = 256
+    while True:
+        seq, tok, dim = (np.empty(cap, dtype=np.int64) for _ in range(3))
+        c = _hits(a, tm, md, thr32, ratio32, seq, tok, dim)
+        if c <= cap:
+            return torch.from_numpy(seq[:c]), torch.from_numpy(tok[:c]), torch.from_numpy(dim[:c])
+        cap = c
 
 
 class AngularRing:

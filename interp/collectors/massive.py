@@ -170,8 +170,10 @@ class MassiveActivations(Collector):
                 out = self._bufs = kernels.DepthBuffers(len(self.hooks_), nb, t, d, min(K, t * d))
             top = kernels.stream_depth_into(x, j, out)
             hits = None
-            if top > self.abs_threshold:
-                hits = self._massive(x, out.floats(out.tmax[j]), out.floats(out.med[j]))
+            if top > self.abs_threshold:  # the massive values: one compiled scan of the tokens that can hold one
+                seq, tok, dim = kernels.massive_hits(x, out.floats(out.tmax[j]), out.floats(out.med[j]),
+                                                     self.abs_threshold, self.ratio)
+                hits = (seq, dim, x[seq, tok, dim])
             self._fast.append((j, hits))
             return
         med = seq_abs_medians(x, b.mask).to(x.device)  # [b] float32
