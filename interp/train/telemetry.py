@@ -32,6 +32,17 @@ def group_of(name: str) -> str:
     return "embed" if any(k in name for k in ("embed", "wte", "wpe")) else "final"
 
 
+def _spans(lengths: list[int]) -> list[tuple[int, int]]:
+    """[(start, end)] of consecutive runs of `lengths` elements."""
+    ends = [sum(lengths[:i + 1]) for i in range(len(lengths))]
+    return [(e - n, e) for n, e in zip(lengths, ends)]
+
+
+def _group_squares(v: torch.Tensor, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """Sum of squares of each run `spans` of the vector v: [len(spans)], in v's dtype."""
+    return torch.stack([torch.dot(v[a:b], v[a:b]) for a, b in spans])
+
+
 class Telemetry:
     """Collects per-group gradient norms and update ratios, and batch-statistic norm fluctuation, per step."""
 
@@ -44,7 +55,7 @@ class Telemetry:
         order = list(dict.fromkeys(group_of(n) for n, _ in self.params))
         self._by_group = [(g, [p for n, p in self.params if group_of(n) == g]) for g in order]
         self._flat = [p for _, ps in self._by_group for p in ps]
-        self._lengths = torch.tensor([sum(p.numel() for p in ps) for _, ps in self._by_group])
+        self._spans = _spans([sum(p.numel() for p in ps) for _, ps in self._by_group])
         self.bstat = [(n, m) for n, m in model.named_modules() if hasattr(m, "last_x2")]
         self.prev_x2: dict[str, torch.Tensor] = {}
         self.prev_running: dict[str, torch.Tensor] = {}
@@ -60,7 +71,7 @@ class Telemetry:
     def grad_norms(self) -> tuple[float, dict[str, float]]:
         """(global L2 norm of all gradients, {group: L2 norm}); non-finite values propagate as nan/inf.
 
-        Squares summed in float64 over one flat vector per step (a handful of kernels, one sync), not per
+        Squares summed in float64 over one flat vector per step (one dot product per group, one sync), not per
         parameter."""
         grads, lengths, groups = [], [], []
         for g, ps in self._by_group:
@@ -71,7 +82,7 @@ class Telemetry:
                 groups.append(g)
         if not grads:
             return 0.0, {}
-        sq = torch.segment_reduce(self._cat64(grads).square(), "sum", lengths=torch.tensor(lengths))
+        sq = _group_squares(self._cat64(grads), _spans(lengths))
         vals = torch.cat([sq, sq.sum()[None]]).sqrt().tolist()
         return vals[-1], dict(zip(groups, vals[:-1]))
 
@@ -85,9 +96,8 @@ class Telemetry:
         old, self._before = self._before, None
         if old is None or not self._flat:
             return 0.0, {}
-        du = torch.segment_reduce((self._cat64(self._flat) - old).square(), "sum", lengths=self._lengths)
-        w = torch.segment_reduce(old.square(), "sum", lengths=self._lengths)
-        du_l, w_l = du.tolist(), w.tolist()
+        du_l = _group_squares(self._cat64(self._flat).sub_(old), self._spans).tolist()
+        w_l = _group_squares(old, self._spans).tolist()
         ratio = {g: (a / b) ** 0.5 if b > 0 else float("nan") for (g, _), a, b in zip(self._by_group, du_l, w_l)}
         return (sum(du_l) / max(sum(w_l), 1e-30)) ** 0.5, ratio
 
