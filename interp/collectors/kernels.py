@@ -232,8 +232,9 @@ if ENABLED:
         s = np.empty(m, dtype=np.uint32)
         for i in range(m):
             s[i] = u[pick[i]] & M
-        lo = _select(s, m // 2 - half)
-        hi = _select(s, m // 2 + half)
+        a = m // 2 - half
+        lo = _select(s, a)  # leaves s partitioned at a: the upper rank lies in s[a + 1:]
+        hi = _select(s[a + 1:], 2 * half - 1)
         below, upto, nan = _count(u, lo, hi, d, tmax)
         if nan:
             return np.uint32(0xFFFFFFFF)
