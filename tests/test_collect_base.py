@@ -176,3 +176,22 @@ def test_collect_restores_each_module_mode(model):
     collect(model, seqs(2, 2), [ResidualStats()], progress=False)
     assert model.training and not model.blocks[0].training and model.blocks[1].training
     model.eval()
+
+
+def test_topk_update_in_chunks_equals_a_brute_force_sort():
+    """Rows folded in chunk by chunk (those below every kept value are dropped before the sort) leave the k rows
+    a sort of all rows by (value descending, fields ascending) ranks first; ties and a NaN included."""
+    from interp.collectors.base import TopK
+    g = torch.Generator().manual_seed(0)
+    n, k = 300, 7
+    rows = {"v": torch.randint(0, 12, (n,), generator=g).double(), "a": torch.randint(0, 3, (n,), generator=g).double(),
+            "b": torch.arange(n, dtype=torch.float64)}
+    rows["v"][200] = float("nan")
+    buf = TopK(k, "v", ("a", "b"))
+    state = buf.empty()
+    for s in range(0, n, 40):
+        buf.update(state, {f: r[s: s + 40] for f, r in rows.items()})
+    key = lambda i: (-float("inf") if np.isnan(rows["v"][i]) else -rows["v"][i].item(), rows["a"][i].item(), i)
+    order = sorted(range(n), key=key)[:k]
+    assert state["b"].tolist() == order
+    assert np.isnan(state["v"][0]) and state["v"][1:].tolist() == rows["v"][order[1:]].tolist()

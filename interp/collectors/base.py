@@ -83,7 +83,12 @@ class TopK:
         return out
 
     def update(self, state: dict[str, torch.Tensor], rows: dict[str, torch.Tensor]) -> None:
-        """Fold new candidate rows into the buffer held in `state`, in place."""
+        """Fold new candidate rows into the buffer held in `state`, in place. A row whose value lies below every
+        value the buffer holds cannot enter it (k rows rank above it) and is dropped before the sort."""
+        v, held = rows[self.value], state[self.value]
+        keep = (v >= torch.where(held.isnan(), torch.inf, held).min()) | v.isnan()  # NaN ranks above every value
+        if not bool(keep.all()):
+            rows = {f: rows[f][keep] for f in self.keys()}
         merged = self.select({f: torch.cat([state[f], rows[f].to(F64)]) for f in self.keys()})
         state.update(merged)
 
