@@ -306,6 +306,36 @@ if ENABLED:
                 tx[r, i] = u[r, tp[r, i] * d + td[r, i]]
 
     @njit(cache=True, nogil=True, error_model="numpy")
+    def _max_nan(a, b):  # pragma: no cover - compiled
+        """max(a, b), NaN when either is NaN (torch.maximum)."""
+        return a if (a > b or a != a) else b
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _fold_moments(src, n, acc, sc, sums, maxima, dim_sums):  # pragma: no cover - compiled
+        """ResidualStats' batch fold: for each site i with a buffer row r = src[i] ≥ 0 (`moments`' acc [R, 6, d]
+        and its returns sc [R, 4]): sums[i] += (n, Σ_j acc[r, 2], Σ_j acc[r, 3], sc[r, 0]); maxima[i] = max(maxima[i],
+        (sqrt(sc[r, 1]), max(−sc[r, 2], sc[r, 3]))) (NaN propagates); dim_sums[i, :2] += acc[r, :2]."""
+        w = dim_sums.shape[2]
+        for i in range(src.size):
+            r = src[i]
+            if r < 0:
+                continue
+            a = acc[r]
+            s3, s4 = 0.0, 0.0
+            for j in range(w):
+                s3 += a[2, j]
+                s4 += a[3, j]
+            sums[i, 0] += n
+            sums[i, 1] += s3
+            sums[i, 2] += s4
+            sums[i, 3] += sc[r, 0]
+            maxima[i, 0] = _max_nan(maxima[i, 0], math.sqrt(sc[r, 1]))
+            maxima[i, 1] = _max_nan(maxima[i, 1], _max_nan(-sc[r, 2], sc[r, 3]))
+            for j in range(w):
+                dim_sums[i, 0, j] += a[0, j]
+                dim_sums[i, 1, j] += a[1, j]
+
+    @njit(cache=True, nogil=True, error_model="numpy")
     def _hits(a, tmax, med, thr, ratio, seq, tok, dim):  # pragma: no cover - compiled
         """(sequence, token, dim) of every value of a [b, t, d] with |v| > thr and |v| ≥ ratio · med[sequence]
         (float32 compares, ratio · med rounded to float32), in row-major order, into seq / tok / dim as far as
@@ -484,6 +514,18 @@ def stream_depth_into(x: torch.Tensor, j: int, out: DepthBuffers) -> float:
     a = x.detach().numpy() if x.is_contiguous() and x.dtype == torch.float32 else as_array(x.float())
     return _stream_depth_at(a.reshape(b, t * d).view(np.uint32), out.pick, HALF, out.buf, d, out.shape[4], j,
                             out.med, out.tmax, out.tv, out.tp, out.td, out.tx, out.tvf)
+
+
+def fold_moments(src, n: int, acc: np.ndarray, sc: np.ndarray, sums: torch.Tensor, maxima: torch.Tensor,
+                 dim_sums: torch.Tensor) -> bool:
+    """Add a batch's `moments` buffers to ResidualStats' float64 state in one compiled call (see `_fold_moments`);
+    src: the buffer row of each site (-1: not seen). False (nothing done) unless the state tensors are contiguous
+    CPU float64, which the call updates in place."""
+    st = (sums, maxima, dim_sums)
+    if not all(t.device.type == "cpu" and t.dtype == torch.float64 and t.is_contiguous() for t in st):
+        return False
+    _fold_moments(np.asarray(src, dtype=np.int64), float(n), acc, sc, *(t.numpy() for t in st))
+    return True
 
 
 def massive_hits(x: torch.Tensor, tmax: torch.Tensor, med: torch.Tensor, thr: float, ratio: float):

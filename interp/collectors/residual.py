@@ -190,10 +190,13 @@ class ResidualStats(Collector):
         """Add the batch's partial sums to the float64 state: one indexed operation per state key."""
         self._last = (None, -1, -1)  # release the last activation
         batch.stats = None
+        st = self.state
+        if self._fused and kernels.fold_moments(self._src, batch.n_tokens, self._acc, self._sc64, st["sums"],
+                                                 st["maxima"], st["dim_sums"]):
+            return
         sites = [i for i, r in enumerate(self._src) if r >= 0]
         if not sites:
             return
-        st = self.state
         dev = st["sums"].device
         idx = torch.tensor(sites, device=dev)
         src = torch.tensor([self._src[i] for i in sites], device=dev)
