@@ -1,10 +1,19 @@
-"""Training-step time of the zoo's pre-LN model (hooks idle) vs a plain minimal PyTorch GPT of identical size.
+"""Training-step time of the zoo: the step as the zoo runner runs it, before and after the cheaper step, per
+strategy, and the zoo's pre-LN model (hooks idle) vs a plain minimal PyTorch GPT of identical size.
 
-Both: same widths, tied embeddings, learned positions, biases, GELU MLP, causal SDPA, AdamW, same batch.
-Steps alternate between the two models so that load from other processes hits both alike; we report the
-median of each and their ratio (goal: zoo / plain ≤ 1.10).
+per_strategy: the zoo recipe's Trainer (batch 8 x 128, telemetry and per-layer logging on, eval every 400 steps)
+timed from one loop iteration to the next, in two variants run in one process: "old" (the eager loss, the
+for-loop AdamW and the per-parameter telemetry this repository used before; OldTelemetry below is that
+code) and "new" (interp.train.fast: fused AdamW, the loss compiled where valid, the flat-vector telemetry).
+Chunks of steps alternate between the two (the first variant alternates too) so that load hits both alike;
+per repeat the median step, then the median and spread over repeats. Compilation is timed cold (a fresh
+inductor cache): the first steps' CPU time above the steady step. eval / save: one validation pass (16
+batches) and one checkpoint save with 1000 steps of logs. projected_job_cpu_s: 2000 steps + 6 evals + 9 saves
+(+ compilation for "new"), one job alone on one thread. plain_vs_zoo: the zoo's pre-LN and a nanoGPT of
+the same size, bare steps (no telemetry), eager and for-loop AdamW, alternating (goal: zoo / plain ≤ 1.10).
 
-    python benchmarks/train_step.py [--steps 20] [--batch 8] [--threads 1]   # benchmarks/results/train_step.json
+    python benchmarks/train_step.py [--strategies pre-ln,powernorm] [--repeats 5] [--chunk 6] [--threads 1]
+    # default: every strategy of the zoo plan
 """
 from __future__ import annotations
 
@@ -60,13 +69,7 @@ def step_time(model, opt, x, y) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=1)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+def plain_vs_zoo(steps: int, batch: int) -> dict:
     import interp
     from interp.train.zoo import ZOO_SIZE
     zoo = interp.zoo.build("pre-ln", **ZOO_SIZE)
@@ -75,21 +78,197 @@ def main() -> None:
     n_zoo, n_plain = (sum(p.numel() for p in m.parameters()) for m in (zoo, plain))
     assert n_zoo == n_plain, f"sizes differ: zoo {n_zoo} vs plain {n_plain}"
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, ZOO_SIZE["d_vocab"], (a.batch, ZOO_SIZE["n_ctx"] + 1), generator=g)
+    x = torch.randint(0, ZOO_SIZE["d_vocab"], (batch, ZOO_SIZE["n_ctx"] + 1), generator=g)
     x, y = x[:, :-1], x[:, 1:]
     opts = {m: torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (zoo, plain)}
     times: dict = {zoo: [], plain: []}
-    for i in range(a.steps + 3):          # 3 warm-up steps each, then alternate
+    for i in range(steps + 3):          # 3 warm-up steps each, then alternate
         for m in ((zoo, plain) if i % 2 else (plain, zoo)):
             t = step_time(m, opts[m], x, y)
             if i >= 3:
                 times[m].append(t)
     tz, tp = statistics.median(times[zoo]), statistics.median(times[plain])
-    out = {"params": n_zoo, "batch": a.batch, "seq": ZOO_SIZE["n_ctx"], "steps": a.steps,
-           "zoo_pre_ln_ms": tz * 1e3, "plain_gpt_ms": tp * 1e3, "ratio": tz / tp}
-    print(f"params {n_zoo:,} (both); batch {a.batch}x{ZOO_SIZE['n_ctx']}; {a.threads} thread(s); "
-          f"median of {a.steps} steps each")
     print(f"zoo pre-ln {tz * 1e3:.1f} ms/step   plain GPT {tp * 1e3:.1f} ms/step   ratio {tz / tp:.3f} (goal ≤ 1.10)")
+    return {"params": n_zoo, "batch": batch, "seq": ZOO_SIZE["n_ctx"], "steps": steps,
+            "zoo_pre_ln_ms": tz * 1e3, "plain_gpt_ms": tp * 1e3, "ratio": tz / tp}
+
+
+class OldTelemetry:
+    """The per-parameter telemetry the zoo was trained with (one kernel chain and one sync per parameter)."""
+
+    @staticmethod
+    def install(tel) -> None:
+        from interp.train.telemetry import group_of
+
+        @torch.no_grad()
+        def grad_norms():
+            sq: dict = {}
+            for n, p in tel.params:
+                if p.grad is not None:
+                    g = group_of(n)
+                    sq[g] = sq.get(g, torch.zeros((), dtype=torch.float64)) + p.grad.double().pow(2).sum()
+            total = sum(sq.values(), torch.zeros((), dtype=torch.float64))
+            return float(total.sqrt()), {g: float(v.sqrt()) for g, v in sq.items()}
+
+        @torch.no_grad()
+        def before_update():
+            tel._before = [p.detach().clone() for _, p in tel.params]
+
+        @torch.no_grad()
+        def update_ratios():
+            du, w = {}, {}
+            for (n, p), old in zip(tel.params, tel._before or []):
+                g = group_of(n)
+                du[g] = du.get(g, 0.0) + float((p.double() - old.double()).pow(2).sum())
+                w[g] = w.get(g, 0.0) + float(old.double().pow(2).sum())
+            tel._before = None
+            ratio = {g: (du[g] / w[g]) ** 0.5 if w[g] > 0 else float("nan") for g in du}
+            return (sum(du.values()) / max(sum(w.values()), 1e-30)) ** 0.5, ratio
+
+        tel.grad_norms, tel.before_update, tel.update_ratios = grad_norms, before_update, update_ratios
+
+
+def _zoo_trainer(strategy: str, variant: str, stamps: list):
+    """The zoo runner's Trainer for `strategy` (seed 0, recipe and exceptions as trained) on random tokens."""
+    import interp
+    from interp.data import TokenBatches
+    from interp.train import Trainer
+    from interp.train.zoo import ZOO_SIZE, _loss_fn, exception_config, zoo_norm_kwargs, zoo_train_config
+    cfg, exc = exception_config(strategy, zoo_train_config())
+    nk = zoo_norm_kwargs(strategy, cfg.steps, cfg.warmup)
+    model = interp.zoo.build(strategy, seed=0, **ZOO_SIZE, **((exc or {}).get("model_kwargs") or {}),
+                             **({"norm_kwargs": nk} if nk else {}))
+    g = torch.Generator().manual_seed(0)
+    stream = torch.randint(1, ZOO_SIZE["d_vocab"], (400_000,), generator=g)
+    train = TokenBatches(stream[:300_000], cfg.seq_len, cfg.batch_size, 0, seed=0)
+    val = TokenBatches(stream[300_000:], cfg.seq_len, cfg.batch_size, 0, shuffle=False)
+    stamp = lambda tr: stamps.append((tr.step, time.perf_counter(), time.process_time()))
+    new = variant == "new"
+    tr = Trainer(model, train, cfg, val=val, progress=False, loss_fn=_loss_fn(model), callbacks=[stamp],
+                 fused=new, compile=new)
+    if not new:
+        OldTelemetry.install(tr.tel)
+    return tr
+
+
+def _spread(xs: list[float]) -> dict:
+    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "iqr": q[2] - q[0]}
+
+
+def per_strategy(strategy: str, repeats: int, chunk: int, warm: int = 3) -> dict:
+    import tempfile
+    from pathlib import Path
+    torch._dynamo.reset()   # as in the zoo runner's fresh process per job: no recompile limit from earlier models
+    stamps = {v: [] for v in ("old", "new")}
+    trs = {v: _zoo_trainer(strategy, v, stamps[v]) for v in ("old", "new")}
+    first_cpu = {}
+    for v, tr in trs.items():   # warm-up (includes the step-0 eval, and compilation for "new")
+        c0 = time.process_time()
+        tr.run(until=warm)
+        first_cpu[v] = time.process_time() - c0
+    per = {v: {"ms": [], "cpu_s": []} for v in trs}
+    for r in range(repeats):
+        for v in (("old", "new") if r % 2 == 0 else ("new", "old")):
+            tr, st = trs[v], stamps[v]
+            st.clear()
+            tr.run(until=tr.step + chunk + 1)
+            wall = [b[1] - a[1] for a, b in zip(st, st[1:])]
+            cpu = [b[2] - a[2] for a, b in zip(st, st[1:])]
+            per[v]["ms"].append(statistics.median(wall) * 1e3)
+            per[v]["cpu_s"].append(statistics.median(cpu))
+    row = {"compiled": bool(trs["new"].train_loss.compiled)}
+    for v in trs:
+        row[f"{v}_ms"] = _spread(per[v]["ms"])
+        row[f"{v}_cpu_s"] = _spread(per[v]["cpu_s"])
+    ratios = [a / b for a, b in zip(per["old"]["cpu_s"], per["new"]["cpu_s"])]
+    row["cpu_speedup"] = _spread(ratios)
+    for v, tr in trs.items():
+        step_cpu = row[f"{v}_cpu_s"]["median"]
+        c0 = time.process_time()
+        tr.evaluate()
+        ev = time.process_time() - c0
+        with tempfile.TemporaryDirectory() as d:
+            tr.run_dir = Path(d)
+            n = max(1, len(tr.rows))
+            tr.rows, tr.layer_rows = tr.rows * (1000 // n), tr.layer_rows * (1000 // n)
+            c0 = time.process_time()
+            tr.save()
+            sv = time.process_time() - c0
+            tr.run_dir = None
+        compile_s = max(0.0, first_cpu[v] - warm * step_cpu - ev)   # the step-0 eval ran in the warm-up
+        row[f"{v}_eval_cpu_s"], row[f"{v}_save_cpu_s"] = ev, sv
+        if v == "new":
+            row["compile_cpu_s"] = compile_s
+        row[f"{v}_projected_job_cpu_s"] = (2000 * step_cpu + 6 * ev + 9 * sv + (compile_s if v == "new" else 0.0))
+    print(f"{strategy:<16} old {row['old_ms']['median']:6.1f} ms {row['old_cpu_s']['median'] * 1e3:6.1f} CPU ms | "
+          f"new {row['new_ms']['median']:6.1f} ms {row['new_cpu_s']['median'] * 1e3:6.1f} CPU ms "
+          f"(compiled {row['compiled']}, compile {row.get('compile_cpu_s', 0):.0f} CPU s) | "
+          f"speedup {row['cpu_speedup']['median']:.2f} | job {row['old_projected_job_cpu_s']:.0f} -> "
+          f"{row['new_projected_job_cpu_s']:.0f} CPU s", flush=True)
+    return row
+
+
+def projection(rows: dict) -> dict:
+    """The zoo's CPU hours: each shipped model's recorded job CPU (data/zoo/manifest.json) and the same scaled by
+    its strategy's measured speedup (strategies not measured: the median speedup of the measured ones; the LN
+    removal jobs, which do not use the compiled step: unscaled), and from the measured steps alone."""
+    import json
+
+    from interp.train.zoo import ZOO_DIR
+    m = json.loads((ZOO_DIR / "manifest.json").read_text())["models"]
+    med = statistics.median(r["cpu_speedup"]["median"] for r in rows.values())
+    rec = scaled = alone = 0.0
+    n = {"causal_lm": 0, "mdlm": 0, "lnfree": 0}
+    for r in m.values():
+        cpu = r.get("job_cpu_s") or 0.0
+        rec += cpu
+        if "source" in r or r.get("steps") != 2000:   # LN removal and its controls (one job per seed)
+            scaled += cpu
+            alone += cpu
+            n["lnfree"] += 1
+            continue
+        n[r.get("objective", "causal_lm")] += 1
+        row = rows.get(r["strategy"])
+        scaled += cpu / (row["cpu_speedup"]["median"] if row else med)
+        alone += row["new_projected_job_cpu_s"] if row else cpu / med
+    return {"models": n, "recorded_cpu_h": rec / 3600, "scaled_by_measured_speedup_cpu_h": scaled / 3600,
+            "from_measured_steps_cpu_h": alone / 3600, "median_speedup_for_unmeasured": med,
+            "note": "recorded: two jobs at once on the 2 cores; from_measured_steps: one job alone (unmeasured "
+                    "strategies: recorded / median speedup; LN removal jobs as recorded)"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("--steps", type=int, default=20, help="plain_vs_zoo: steps per model")
+    ap.add_argument("--batch", type=int, default=8, help="plain_vs_zoo: batch size")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--strategies", default=None, help="comma-separated (default: every strategy of the zoo plan)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--chunk", type=int, default=6, help="steps per repeat and variant")
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--update", action="store_true", help="keep the recorded rows of strategies not measured now")
+    a = ap.parse_args()
+    import os
+    import tempfile
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-cold-")   # compilation timed cold
+    torch.set_num_threads(a.threads)
+    from interp.train.zoo_runner import ZOO_SEEDS
+    names = a.strategies.split(",") if a.strategies is not None else list(ZOO_SEEDS)
+    rows = {s: per_strategy(s, a.repeats, a.chunk) for s in names if s}
+    if a.update:
+        import json
+
+        from record import RESULTS
+        old = json.loads((RESULTS / "train_step.json").read_text())["results"].get("per_strategy", {})
+        rows = {**old, **rows}
+    out = {"repeats": a.repeats, "steps_per_repeat": a.chunk, "per_strategy": rows}
+    if rows:
+        out["projection"] = projection(rows)
+        print(out["projection"])
+    out["plain_vs_zoo"] = plain_vs_zoo(a.steps, a.batch)
+    if a.no_write:
+        return
     from record import write_result
     write_result("train_step", out, threads=a.threads, description=__doc__.split("\n\n")[0].replace("\n", " "))
 

@@ -33,7 +33,8 @@ def why_not_compiled(model: nn.Module) -> str | None:
     """Why `model`'s training step cannot be compiled here (one phrase), or None when it can."""
     kinds = sorted({type(m).__name__ for m in model.modules() if hasattr(m, "last_x2")})
     if kinds:
-        return f"{' and '.join(kinds)} update their statistics in a custom backward; training eagerly"
+        return (f"batch-statistic norms ({', '.join(kinds)}) update their statistics in a custom backward; "
+                "training eagerly")
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
         get_cpp_compiler()
@@ -72,6 +73,8 @@ class CompiledLoss:
             return self._fn(model, batch, use_cond)
         self._first = False
         rng = torch.get_rng_state()
+        from torch._dynamo.utils import counters
+        graphs = counters["stats"]["unique_graphs"]
         try:
             out = self._fn(model, batch, use_cond)
         except Exception as e:  # noqa: BLE001 - any compiler failure: train eagerly instead
@@ -82,5 +85,10 @@ class CompiledLoss:
             torch.set_rng_state(rng)
             self.compiled = False
             return self.loss_fn(model, batch, use_cond)
+        if counters["stats"]["unique_graphs"] == graphs:  # dynamo ran it eagerly (e.g. its recompile limit)
+            print("interp train: not compiled: torch.compile made no graph (a process that compiled many models "
+                  "reaches dynamo's recompile limit); training eagerly", file=sys.stderr)
+            self._fn = None
+            return out
         self.compiled = True
         return out
