@@ -74,7 +74,7 @@ class CompiledLoss:
         self._first = False
         rng = torch.get_rng_state()
         from torch._dynamo.utils import counters
-        graphs = counters["stats"]["unique_graphs"]
+        tried, ok = counters["frames"]["total"], counters["frames"]["ok"]
         try:
             out = self._fn(model, batch, use_cond)
         except Exception as e:  # noqa: BLE001 - any compiler failure: train eagerly instead
@@ -85,9 +85,11 @@ class CompiledLoss:
             torch.set_rng_state(rng)
             self.compiled = False
             return self.loss_fn(model, batch, use_cond)
-        if counters["stats"]["unique_graphs"] == graphs:  # dynamo ran it eagerly (e.g. its recompile limit)
-            print("interp train: not compiled: torch.compile made no graph (a process that compiled many models "
-                  "reaches dynamo's recompile limit); training eagerly", file=sys.stderr)
+        # dynamo tried to compile and compiled nothing (e.g. its recompile limit, reached by a process that compiled
+        # many models): it ran eagerly. No attempt at all is a hit on code compiled for an earlier model.
+        if counters["frames"]["total"] > tried and counters["frames"]["ok"] == ok:
+            print("interp train: not compiled: torch.compile compiled nothing (dynamo's recompile limit?); "
+                  "training eagerly", file=sys.stderr)
             self._fn = None
             return out
         self.compiled = True
