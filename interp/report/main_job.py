@@ -203,7 +203,8 @@ def zoo_task(d: Path, ctx: JobContext) -> tuple[list, list, list[str]]:
         extras.append({"seq_skip": skip_per_sequence(model, tokens)})
         log(f"{model.card.name}: skip-one-block loss per sequence on {tokens.numel()} tokens in "
             f"{time.perf_counter() - t:.1f} s")
-    first_seed = ".seed" not in d.name  # the strategy's views (precision runs, DLA) come from seed 0; the other
+    from interp.analysis.subjects import seed_of
+    first_seed = seed_of(d.name) == 0  # the strategy's views (precision runs, DLA) come from seed 0; the other
     if first_seed:                       # seeds feed the claims' intervals (and the conversion check, over seeds)
         from interp.precision.job import job_runs
         t = time.perf_counter()
