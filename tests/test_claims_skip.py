@@ -29,6 +29,22 @@ def test_per_sequence_skip_pools_to_the_collectors_skip_table():
         assert pooled[layer] == pytest.approx(ref[layer], rel=1e-5, abs=1e-7)
 
 
+def test_pooled_skip_table_equals_the_collectors_on_the_first_items():
+    torch.set_num_threads(1)
+    from interp.analysis.skip import pooled_skip_table
+    m = zoo.build("post-ln", seed=2, **TINY).eval()
+    toks = torch.randint(0, 128, (6, 12), generator=torch.Generator().manual_seed(4))
+    ref = collect(m, toks[:4], [LayerEffect(ns=(1,), skip=True)], batch_size=2,
+                  progress=False).tables["layer_skip"].set_index("layer")
+    got = pooled_skip_table(skip_per_sequence(m, toks, batch_size=4), items=4).set_index("layer")
+    assert list(got.columns) == list(ref.columns) and list(got.index) == list(ref.index)
+    assert (got["metric"] == ref["metric"]).all() and (got["model"] == ref["model"]).all()
+    for col in ("base", "skipped", "increase"):
+        np.testing.assert_allclose(got[col].to_numpy(), ref[col].to_numpy(), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="one model"):
+        pooled_skip_table(skip_per_sequence(m, toks, batch_size=4), items=0)
+
+
 def test_per_sequence_skip_equals_a_hand_written_skip():
     m = zoo.build("pre-ln", seed=1, **TINY).eval()
     toks = torch.randint(0, 128, (2, 10), generator=torch.Generator().manual_seed(1))
@@ -43,8 +59,9 @@ def test_per_sequence_skip_equals_a_hand_written_skip():
                     h = b(h, None)
             logits, full = m.unembed(m.ln_final(h)), m(toks)
         want = (ce(logits) - ce(full)).numpy()
-        got = per[per.layer == skipped].sort_values("seq")["loss_delta"].to_numpy()
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        got = per[per.layer == skipped].sort_values("seq")
+        np.testing.assert_allclose(got["loss_delta"].to_numpy(), want, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(got["base"].to_numpy(), ce(full).numpy(), rtol=1e-5, atol=1e-7)
 
 
 def _cards(*groups, seeds=("",)):

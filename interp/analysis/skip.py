@@ -3,8 +3,8 @@ so that a single seed gets a bootstrap interval over sequences like every other 
 
 Skipping block ℓ = its output replaced by its input (the stream at depth ℓ + 1 := the stream at depth ℓ), the
 same intervention as `interp.collectors.LayerEffect(skip=True)`; the later blocks run on the edited stream.
-  seq_skip  model, seq, layer, loss_delta: mean next-token CE of sequence `seq` with block `layer` skipped −
-            the intact mean CE of that sequence (nats/token)
+  seq_skip  model, seq, layer, loss_delta, base: mean next-token CE of sequence `seq` with block `layer` skipped −
+            the intact mean CE of that sequence (nats/token); base is that intact mean CE
 """
 from __future__ import annotations
 
@@ -37,11 +37,27 @@ def skip_per_sequence(model, tokens: torch.Tensor, batch_size: int = 8) -> pd.Da
 
         logits = model.run_with_hooks(x, attention_mask=am, fwd_hooks=[(name, keep) for name in stream])
         base = _seq_ce(logits, x)
+        base_l = base.tolist()
         per = logits[0].numel() * logits.element_size() * len(x)  # bytes of one variant's output
         for group in chunks(L, per):  # skipping block l: the stream at depth l + 1 is the stream at depth l
             outs = run_variants(model, x, am, [(layer + 1, kept[stream[layer]]) for layer in group])
             for layer, out in zip(group, outs):
                 delta = (_seq_ce(out, x) - base).tolist()
-                rows += [{"model": model.card.name, "seq": start + i, "layer": layer, "loss_delta": d}
-                         for i, d in enumerate(delta)]
-    return pd.DataFrame(rows, columns=["model", "seq", "layer", "loss_delta"])
+                rows += [(start + i, layer, d, b) for i, (d, b) in enumerate(zip(delta, base_l))]
+    df = pd.DataFrame(rows, columns=["seq", "layer", "loss_delta", "base"])
+    df.insert(0, "model", model.card.name)  # card once: it counts the parameters
+    return df
+
+
+def pooled_skip_table(seq_skip: pd.DataFrame, items: int) -> pd.DataFrame:
+    """`LayerEffect(skip=True)`'s layer_skip table (model, layer, metric, base, skipped, increase) of one model,
+    pooled from its seq_skip rows of sequences 0 .. items-1. Every sequence predicts as many tokens (skip_per_sequence
+    takes unpadded tokens), so the mean over sequences of per-sequence mean CE is the mean over tokens."""
+    sub = seq_skip[seq_skip["seq"] < items]
+    if sub.empty or sub["model"].nunique() != 1:
+        raise ValueError(f"pooled_skip_table needs the seq_skip rows of one model with sequences below {items}")
+    g = sub.groupby("layer")
+    base = sub.drop_duplicates("seq")["base"].mean()
+    inc = g["loss_delta"].mean()
+    return pd.DataFrame({"model": sub["model"].iloc[0], "layer": inc.index.to_numpy(), "metric": "next_token_ce",
+                         "base": base, "skipped": base + inc.to_numpy(), "increase": inc.to_numpy()})

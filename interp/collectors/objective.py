@@ -31,7 +31,12 @@ def loss_terms(model, output: torch.Tensor, tokens: torch.Tensor, attention_mask
     real tokens), ⟨r, pooled⟩ per sequence [b] for encoders."""
     if is_causal(model):
         pair = attention_mask[:, :-1] & attention_mask[:, 1:]
-        return F.cross_entropy(output[:, :-1][pair].float(), tokens[:, 1:][pair], reduction="none")
+        # every position's CE on the logits as they are (no copy of the [b, t, vocab] logits selected by a mask:
+        # 160 MB for Gemma-3's 262k vocabulary), the last position and unpaired ones ignored, then the pairs kept
+        tgt = torch.full_like(tokens, -100)
+        tgt[:, :-1] = tokens[:, 1:].masked_fill(~pair, -100)
+        ce = F.cross_entropy(output.flatten(0, 1).float(), tgt.flatten(), reduction="none", ignore_index=-100)
+        return ce.view(tokens.shape)[:, :-1][pair]
     m = attention_mask.to(output.dtype).unsqueeze(-1)
     pooled = (output * m).sum(1) / m.sum(1).clamp(min=1)
     return pooled @ probe(output.shape[-1]).to(output.device, output.dtype)

@@ -57,8 +57,9 @@ def _tensors(obj) -> list[torch.Tensor]:
 class Watch:
     """Collects the first non-finite hook and module of a run, batch by batch (`batch` set before each forward)."""
 
-    tokens: torch.Tensor | None = None
-    mask: torch.Tensor | None = None
+    # not in repr: TransformerLens names every hook it adds by the hook's repr (a bound method's includes this)
+    tokens: torch.Tensor | None = field(default=None, repr=False)
+    mask: torch.Tensor | None = field(default=None, repr=False)
     batch: int = 0
     hook: Event | None = None
     module: Event | None = None

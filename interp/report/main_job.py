@@ -81,18 +81,19 @@ def forward_collectors() -> list:
             SequenceStats(), Precision()]
 
 
-def costly_collectors(grads: bool = True) -> list:
-    """Costly passes, run on a subset of the sample: the skip-one-block loss (one extra forward per block) and
+def costly_collectors(grads: bool = True, skip: bool = True) -> list:
+    """Costly passes, run on a subset of the sample: the skip-one-block loss (the skipped blocks' forwards) and
     gradient norms (a backward per batch)."""
     from interp.collectors import LayerEffect
     from interp.collectors.grads import GradNorms
-    return [LayerEffect(ns=(1,), skip=True)] + ([GradNorms()] if grads else [])
+    return ([LayerEffect(ns=(1,), skip=True)] if skip else []) + ([GradNorms()] if grads else [])
 
 
 def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: int, ablate: bool,
-                costly_items: int) -> tuple:
+                costly_items: int, layer_skip: pd.DataFrame | None = None) -> tuple:
     """Collect every table on `data` (the costly ones on its first `costly_items` items); for causal LMs also
-    the massive-activation ablation. Returns (Results, extra canonical tables)."""
+    the massive-activation ablation. A given `layer_skip` table (pooled from the per-sequence skip losses of the
+    same items) stands in for the costly pass's own skip forwards. Returns (Results, extra canonical tables)."""
     import interp.collectors as C
     from interp.analysis.ablation import ablation_per_sequence
     name = model.card.name
@@ -101,20 +102,25 @@ def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: in
     t = time.perf_counter()
     res = C.collect(model, data, collectors=cols, batch_size=batch_size, progress=False)
     log(f"{name}: forward collectors on {res.meta.get('n_tokens', '?')} tokens in {time.perf_counter() - t:.1f} s")
-    t, sub = time.perf_counter(), data[:costly_items]
+    t, sub, skip = time.perf_counter(), data[:costly_items], layer_skip is None
     try:
-        extra_res = C.collect(model, sub, collectors=costly_collectors(), batch_size=batch_size, progress=False)
+        extra_res = C.collect(model, sub, collectors=costly_collectors(skip=skip), batch_size=batch_size,
+                              progress=False)
     except (ValueError, NotImplementedError, RuntimeError) as e:  # a collector that cannot run on this model
         log(f"{name}: gradient norms unavailable ({str(e).splitlines()[0]})")
-        extra_res = C.collect(model, sub, collectors=costly_collectors(grads=False), batch_size=batch_size,
-                              progress=False)
+        extra_res = (C.collect(model, sub, collectors=costly_collectors(grads=False), batch_size=batch_size,
+                               progress=False) if skip else None)
+    got = dict(extra_res.tables) if extra_res is not None else {}
+    if not skip:
+        got["layer_skip"] = layer_skip
     for k in ("layer_skip", "grad_norms"):
-        if k in extra_res.tables:
-            res.tables[k] = extra_res.tables[k]
-    res.meta["costly_pass"] = {"items": len(sub), "n_tokens": extra_res.meta.get("n_tokens"),
-                               "tables": [k for k in ("layer_skip", "grad_norms") if k in extra_res.tables]}
-    log(f"{name}: skip-one-block losses + gradient norms on {extra_res.meta.get('n_tokens', '?')} tokens "
-        f"in {time.perf_counter() - t:.1f} s")
+        if k in got:
+            res.tables[k] = got[k]
+    n_tok = extra_res.meta.get("n_tokens") if extra_res is not None else None
+    res.meta["costly_pass"] = {"items": len(sub), "n_tokens": n_tok,
+                               "tables": [k for k in ("layer_skip", "grad_norms") if k in got]}
+    log(f"{name}: {'skip-one-block losses + ' if skip else ''}gradient norms on {n_tok or '?'} tokens "
+        f"in {time.perf_counter() - t:.1f} s{'' if skip else ' (skip losses pooled from the per-sequence pass)'}")
     extra = {}
     massive = cols[1]
     if ablate and model.card.objective != "encoder":
@@ -193,16 +199,18 @@ def zoo_task(d: Path, ctx: JobContext) -> tuple[list, list, list[str]]:
     t = time.perf_counter()
     model = interp.zoo.load(d).eval()
     log(f"{model.card.name}: loaded in {time.perf_counter() - t:.1f} s")
-    tokens = ctx.zoo_tokens
-    res, extra = collect_one(model, tokens, log, ctx.results_dir, batch_size=8, ablate=False,
-                             costly_items=max(1, len(tokens) // 2))
-    extras = [extra]
-    if skip_subject(d.name) and model.card.objective == "causal_lm":
-        from interp.analysis.skip import skip_per_sequence
+    tokens, costly, extras, layer_skip = ctx.zoo_tokens, max(1, len(ctx.zoo_tokens) // 2), [], None
+    if skip_subject(d.name) and model.card.objective == "causal_lm":  # per sequence; the costly pass's skip
+        from interp.analysis.skip import pooled_skip_table, skip_per_sequence  # table pools its first items
         t = time.perf_counter()
-        extras.append({"seq_skip": skip_per_sequence(model, tokens)})
+        seq_skip = skip_per_sequence(model, tokens)
+        extras.append({"seq_skip": seq_skip})
+        layer_skip = pooled_skip_table(seq_skip, costly)
         log(f"{model.card.name}: skip-one-block loss per sequence on {tokens.numel()} tokens in "
             f"{time.perf_counter() - t:.1f} s")
+    res, extra = collect_one(model, tokens, log, ctx.results_dir, batch_size=8, ablate=False,
+                             costly_items=costly, layer_skip=layer_skip)
+    extras.append(extra)
     from interp.analysis.subjects import seed_of
     first_seed = seed_of(d.name) == 0  # the strategy's views (precision runs, DLA) come from seed 0; the other
     if first_seed:                       # seeds feed the claims' intervals (and the conversion check, over seeds)

@@ -68,7 +68,8 @@ TABLES: dict[str, dict[str, str]] = {
                      "loss": "mean next-token CE of the sequence (nats/token)", "n_pred": "predicted tokens"},
     "seed_plan": {"model": "zoo strategy", "seeds": "seeds the zoo's manifest plans for it"},
     "seq_skip": {"model": "", "seq": "held-out sequence", "layer": "block skipped (output := input)",
-                 "loss_delta": "mean next-token CE of the sequence with the block skipped − intact (nats/token)"},
+                 "loss_delta": "mean next-token CE of the sequence with the block skipped − intact (nats/token)",
+                 "base": "intact mean next-token CE of the sequence (nats/token)"},
     "grads_init": {"model": "the trained model whose step-0 weights these are", "layer": "block",
                    "target": "params", "grad_norm": "L2 norm of the block's CE gradient at initialization"},
     "timing": {"model": "model the variants come from", "variant": "pre-ln / pre-rmsnorm / pre-crmsnorm / "
