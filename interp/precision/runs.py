@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from interp.precision.formats import FP16_MAX, FP16_OVERFLOW
 from interp.precision.int8 import MaskRef, int8_linear_inputs
 from interp.precision.lowp import low_precision
-from interp.precision.watch import Watch, layer_of, watching
+from interp.precision.watch import Found, Watch, layer_of, watching
 
 FORMATS = ("bf16", "fp16", "int8", "int8-token")
 DEFAULT_FORMATS = ("bf16", "fp16", "int8")
@@ -108,17 +108,21 @@ def fp32_value(model, batch: tuple, name: str, kind: str, row: int, pos: int, di
         y = y[0] if isinstance(y, (tuple, list)) else y
         v = y.detach()[row, pos].reshape(-1).double()
         got["v"], got["m"] = float(v[dim]) if dim >= 0 else float("nan"), float(v.abs().max())
+        raise Found  # the rest of the forward is not needed
 
     with torch.no_grad():
-        if kind == "hook":
-            with model.hooks(fwd_hooks=[(name, lambda x, hook: grab(x))]):
-                model(tokens, attention_mask=am)
-        else:
-            h = model.get_submodule(name).register_forward_hook(lambda m, a, y: grab(y))
-            try:
-                model(tokens, attention_mask=am)
-            finally:
-                h.remove()
+        try:
+            if kind == "hook":
+                with model.hooks(fwd_hooks=[(name, lambda x, hook: grab(x))]):
+                    model(tokens, attention_mask=am)
+            else:
+                h = model.get_submodule(name).register_forward_hook(lambda m, a, y: grab(y))
+                try:
+                    model(tokens, attention_mask=am)
+                finally:
+                    h.remove()
+        except Found:
+            pass
     return got.get("v", float("nan")), got.get("m", float("nan"))
 
 
@@ -227,7 +231,7 @@ def precision_runs(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batc
                         fin = _finite_positions(out)
                         if fmt in twins and watch and not acc.watch.done and not bool(fin.all()):
                             acc.watch.start_batch(tokens, am, i)  # rerun this batch watched: where did it start?
-                            with watching(twins[fmt], acc.watch):
+                            with watching(twins[fmt], acc.watch, stop=True):  # ends at the first overflow
                                 twins[fmt](tokens, attention_mask=am)
                             acc.batches[i] = (tokens, am)
                     except (RuntimeError, NotImplementedError) as e:

@@ -53,6 +53,10 @@ def _tensors(obj) -> list[torch.Tensor]:
     return []
 
 
+class Found(Exception):
+    """Raised from a hook to end a forward whose answer is already known (`watching(..., stop=True)`)."""
+
+
 @dataclass
 class Watch:
     """Collects the first non-finite hook and module of a run, batch by batch (`batch` set before each forward)."""
@@ -64,6 +68,7 @@ class Watch:
     hook: Event | None = None
     module: Event | None = None
     _first: torch.Tensor | None = field(default=None, repr=False)
+    stop: bool = field(default=False, repr=False)  # raise Found once both firsts are known (nothing later counts)
 
     def start_batch(self, tokens: torch.Tensor, mask: torch.Tensor, index: int) -> None:
         self.tokens, self.mask, self.batch = tokens, mask, index
@@ -109,6 +114,11 @@ class Watch:
     def on_hook(self, x: torch.Tensor, hook) -> None:
         if self.hook is None and x.is_floating_point() and self.real_bad(x.detach()):
             self.hook = self.locate(hook.name, x)
+            self._stop_if_done()
+
+    def _stop_if_done(self) -> None:
+        if self.stop and self.done:
+            raise Found
 
     def on_module(self, name: str):
         def fn(mod, args, out):
@@ -118,19 +128,28 @@ class Watch:
                 if self.real_bad(y.detach()):
                     fin = all(bool(torch.isfinite(a).all()) for a in _tensors(args))
                     self.module = self.locate(name, y, fin)
+                    self._stop_if_done()
                     return
         return fn
 
 
 @contextmanager
-def watching(model, watch: Watch):
-    """Attach `watch` to every watchable hook point (TransformerLens hooks) and every other module of `model`."""
+def watching(model, watch: Watch, stop: bool = False):
+    """Attach `watch` to every watchable hook point (TransformerLens hooks) and every other module of `model`.
+    With `stop`, the forward ends (Found, caught here) as soon as the first non-finite hook and module are known:
+    the rest of the forward cannot change them."""
+    watch.stop = stop
     names = [n for n in model.hook_dict if not n.endswith(UNWATCHED)]
     handles = [m.register_forward_hook(watch.on_module(n)) for n, m in model.named_modules()
                if n and not isinstance(m, HookPoint) and not isinstance(m, nn.ModuleList)]
     try:
         with model.hooks(fwd_hooks=[(n, watch.on_hook) for n in names]):
-            yield watch
+            try:
+                yield watch
+            except Found:
+                if not stop:
+                    raise
     finally:
+        watch.stop = False
         for h in handles:
             h.remove()
