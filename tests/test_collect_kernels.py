@@ -157,3 +157,23 @@ def test_massive_hits_match_brute_force():
     a = x.abs()
     ref = ((a > 100.0) & (a >= 1000.0 * med[:, None, None])).nonzero()
     assert torch.equal(torch.stack([seq, tok, dim], 1), ref) and len(ref) >= 2
+
+
+def test_massive_hits_into_appends_and_grows():
+    """Depth after depth into one small buffer (which must grow), each depth's entries as nonzero orders them,
+    the values x's own (float64 x: not rounded through float32)."""
+    g = torch.Generator().manual_seed(6)
+    out = kernels.HitBuffers(4)
+    got, refs = [], []
+    for dtype in (torch.float32, torch.float64, torch.float32):
+        x = torch.randn(2, 30, 8, generator=g, dtype=torch.float64).to(dtype)
+        x[0, :5, 3], x[1, 29, :4] = 3000.0 + 1e-9, -2500.0 + 1e-9  # 9 values each time: the buffer grows
+        a = x.abs().float()
+        med, tmax = a.reshape(2, -1).median(1).values, a.amax(-1)
+        got.append(kernels.massive_hits_into(x, tmax, med, 100.0, 1000.0, out))
+        idx = ((a > 100.0) & (a >= 1000.0 * med[:, None, None])).nonzero()
+        refs.append((idx, x[idx[:, 0], idx[:, 1], idx[:, 2]].double()))
+    assert [c for _, c in got] == [len(i) for i, _ in refs] == [9, 9, 9] and out.n == 27
+    for (start, c), (idx, val) in zip(got, refs):
+        seq, tok, dim, v = out.tensors(start, c)
+        assert torch.equal(torch.stack([seq, tok, dim], 1), idx) and torch.equal(v, val)

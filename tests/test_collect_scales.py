@@ -41,3 +41,24 @@ def test_norm_scales_match_cache(strategy, with_residual, padded):
             assert abs(np.log10(got) - np.log10(ref)) <= 0.01 + 1e-9, (hook, q, got, ref)
     h = res["norm_scales_hist"]
     assert h.groupby(["layer", "norm"])["count"].sum().sum() == df.n.sum()
+
+
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_norm_scales_over_batches_of_different_sizes(with_residual):
+    """Batches of 3, 3 and 1 sequences with different padding (the CPU kernels' per-batch scale buffer is reused
+    and outgrown): the same values as hook_scale in run_with_cache."""
+    model = zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=24, d_vocab=512).eval()
+    g = torch.Generator().manual_seed(3)
+    toks = torch.randint(0, 512, (7, 20), generator=g)
+    mask = torch.ones_like(toks, dtype=torch.bool)
+    mask[0, 4:], mask[1, 9:], mask[5, 15:] = False, False, False  # batch 1 holds fewer real tokens than batch 2
+    res = collect(model, (toks, mask), [ResidualStats(), NormScales()] if with_residual else [NormScales()],
+                  batch_size=3, progress=False)
+    df = res["norm_scales"]
+    _, cache = model.run_with_cache(toks, attention_mask=mask)
+    for i, (_layer, _norm, hook) in enumerate(scale_sites(model.sites)):
+        v = cache[hook][mask].reshape(-1).double().numpy()
+        row = df.iloc[i]
+        assert row.n == len(v)
+        assert row["mean"] == pytest.approx(v.mean(), rel=1e-6)
+        assert row["min"] == pytest.approx(v.min(), rel=1e-6) and row["max"] == pytest.approx(v.max(), rel=1e-6)

@@ -336,12 +336,13 @@ if ENABLED:
                 dim_sums[i, 1, j] += a[1, j]
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _hits(a, tmax, med, thr, ratio, seq, tok, dim):  # pragma: no cover - compiled
-        """(sequence, token, dim) of every value of a [b, t, d] with |v| > thr and |v| ≥ ratio · med[sequence]
-        (float32 compares, ratio · med rounded to float32), in row-major order, into seq / tok / dim as far as
-        they hold; returns how many there are. Only tokens whose max |v| (tmax [b, t]) passes thr are read."""
+    def _hits(a, tmax, med, thr, ratio, seq, tok, dim, val, start):  # pragma: no cover - compiled
+        """(sequence, token, dim, value) of every value of a [b, t, d] with |v| > thr and |v| ≥ ratio · med[sequence]
+        (float32 compares, ratio · med rounded to float32), in row-major order, into seq / tok / dim / val from
+        index `start` on as far as they hold; returns how many there are. Only tokens whose max |v| (tmax [b, t])
+        passes thr are read."""
         b, t, d = a.shape
-        c, cap = 0, seq.size
+        c, cap = 0, seq.size - start
         for r in range(b):
             lim = ratio * med[r]
             for i in range(t):
@@ -351,7 +352,8 @@ if ENABLED:
                         v = abs(row[j])
                         if v > thr and v >= lim:
                             if c < cap:
-                                seq[c], tok[c], dim[c] = r, i, j
+                                k = start + c
+                                seq[k], tok[k], dim[k], val[k] = r, i, j, row[j]
                             c += 1
         return c
 
@@ -427,20 +429,23 @@ def moments(x: torch.Tensor, acc: np.ndarray, tok: np.ndarray | None = None,
     return _moments(as_array(x), acc, _NO_TOK if tok is None else tok, init)
 
 
-def scales_from_sums(tok: np.ndarray, w: int, centre: bool, eps: float) -> torch.Tensor | None:
+def scales_from_sums(tok: np.ndarray, w: int, centre: bool, eps: float,
+                     out: np.ndarray | None = None) -> torch.Tensor | None:
     """Norm scales from per-row float64 sums tok [n, 2] = (Σx, Σx²) over w values (`moments`'s tok):
     sqrt(Σx²/w − (Σx/w)² + eps) (centre: LayerNorm) or sqrt(Σx²/w + eps) (RMSNorm), in float64 rounded to float32
-    -> [n]; None when a row's mean is so large against its spread (mean² > 2¹⁶ · variance) that the one-pass
-    variance could lose float32 digits: then `row_scales` (two passes per row) must be used."""
-    out = np.empty(len(tok), dtype=np.float32)
+    -> [n] (into out, float32 [n], when given); None when a row's mean is so large against its spread
+    (mean² > 2¹⁶ · variance) that the one-pass variance could lose float32 digits: then `row_scales` (two passes
+    per row) must be used."""
+    out = np.empty(len(tok), dtype=np.float32) if out is None else out
     return torch.from_numpy(out) if _scales_from_sums(tok, float(w), centre, float(eps), out) else None
 
 
-def row_scales(x: torch.Tensor, centre: bool, eps: float) -> torch.Tensor:
+def row_scales(x: torch.Tensor, centre: bool, eps: float, out: np.ndarray | None = None) -> torch.Tensor:
     """sqrt(mean((x − mean(x))²) + eps) (centre: LayerNorm) or sqrt(mean(x²) + eps) (RMSNorm) of each row of
-    x [..., w] (`usable`), in float64 rounded to float32 -> [...]: a norm's scale in one pass, no temporaries."""
+    x [..., w] (`usable`), in float64 rounded to float32 -> [...] (into out, float32 with one value per row, when
+    given): a norm's scale in one pass, no temporaries."""
     a = as_array(x).reshape(-1, x.shape[-1])
-    out = np.empty(len(a), dtype=np.float32)
+    out = np.empty(len(a), dtype=np.float32) if out is None else out
     _row_scales(a, centre, float(eps), out)
     return torch.from_numpy(out).view(x.shape[:-1])
 
@@ -528,20 +533,61 @@ def fold_moments(src, n: int, acc: np.ndarray, sc: np.ndarray, sums: torch.Tenso
     return True
 
 
-def massive_hits(x: torch.Tensor, tmax: torch.Tensor, med: torch.Tensor, thr: float, ratio: float):
-    """(sequence, token, dim) long tensors of the values of x [b, t, d] (CPU) with |x| > thr and |x| ≥ ratio · med
-    per sequence, compared in float32 as torch compares a float32 tensor with Python scalars; tmax [b, t] and
-    med [b] float32 are each token's max |x| and each sequence's median (`stream_depth_into`'s)."""
+class HitBuffers:
+    """Where `massive_hits_into` writes a batch's massive values, depth after depth: (sequence, token, dim) int64 and
+    the value (float64) of each, `n` used. Kept from batch to batch (`clear` starts a batch), grown only when a
+    batch holds more: the values of a batch are never allocated while its forward runs, where small allocations
+    that live until the batch ends would sit between the forward's temporaries and fragment the heap."""
+
+    def __init__(self, cap: int = 4096):
+        self.seq, self.tok, self.dim = (np.empty(cap, dtype=np.int64) for _ in range(3))
+        self.val = np.empty(cap)
+        self.n = 0
+
+    def clear(self) -> None:
+        self.n = 0
+
+    def grow(self, need: int) -> None:
+        cap = max(need, 2 * self.seq.size)
+        for k in ("seq", "tok", "dim", "val"):
+            old = getattr(self, k)
+            new = np.empty(cap, dtype=old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, k, new)
+
+    def tensors(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sequence, token, dim, value) tensors of entries start .. start + count (views of the buffers)."""
+        s = slice(start, start + count)
+        return tuple(torch.from_numpy(a[s]) for a in (self.seq, self.tok, self.dim, self.val))
+
+
+def massive_hits_into(x: torch.Tensor, tmax: torch.Tensor, med: torch.Tensor, thr: float, ratio: float,
+                      out: HitBuffers) -> tuple[int, int]:
+    """Append to `out` (sequence, token, dim, value) of the values of x [b, t, d] (CPU) with |x| > thr and
+    |x| ≥ ratio · med per sequence, compared in float32 as torch compares a float32 tensor with Python scalars, in
+    row-major order (as nonzero); tmax [b, t] and med [b] float32 are each token's max |x| and each sequence's
+    median (`stream_depth_into`'s). The value is x's own, in float64. Returns (first entry, count)."""
     a = x.detach().numpy() if x.is_contiguous() and x.dtype == torch.float32 else as_array(x.float())
     tm, md = as_array(tmax), as_array(med)
     thr32, ratio32 = np.float32(thr), np.float32(ratio)
-    cap = 256
+    start = out.n
     while True:
-        seq, tok, dim = (np.empty(cap, dtype=np.int64) for _ in range(3))
-        c = _hits(a, tm, md, thr32, ratio32, seq, tok, dim)
-        if c <= cap:
-            return torch.from_numpy(seq[:c]), torch.from_numpy(tok[:c]), torch.from_numpy(dim[:c])
-        cap = c
+        c = _hits(a, tm, md, thr32, ratio32, out.seq, out.tok, out.dim, out.val, start)
+        if start + c <= out.seq.size:
+            break
+        out.grow(start + c)
+    out.n = start + c
+    if c and x.dtype not in (torch.float32, torch.float16, torch.bfloat16):  # x.float() rounded the values
+        seq, tok, dim, _ = out.tensors(start, c)
+        out.val[start: start + c] = x.detach()[seq, tok, dim].double().numpy()
+    return start, c
+
+
+def massive_hits(x: torch.Tensor, tmax: torch.Tensor, med: torch.Tensor, thr: float, ratio: float):
+    """(sequence, token, dim) long tensors of `massive_hits_into`'s values, in a buffer of their own."""
+    out = HitBuffers(256)
+    start, c = massive_hits_into(x, tmax, med, thr, ratio, out)
+    return out.tensors(start, c)[:3]
 
 
 class AngularRing:

@@ -122,6 +122,7 @@ class MassiveActivations(Collector):
         self._add("dim_value_sum", torch.zeros(D, d), "sum")  # Σ of their signed values
         self._add_topk("top", TopK(self.k, "tk_abs", FIELDS))
         self._bufs: kernels.DepthBuffers | None = None  # the CPU kernel's per-batch outputs (reused)
+        self._hitbuf = kernels.HitBuffers()  # the CPU kernel's massive values of a batch (reused)
         return self
 
     def hooks(self, model):
@@ -154,7 +155,8 @@ class MassiveActivations(Collector):
         self._first = batch.attention_mask.long().argmax(1)  # left padding: positions count from the first real token
         self._cand: list[dict[str, torch.Tensor]] = []  # top-k candidates of each depth, folded in at end_batch
         self._depth: list[tuple] = []  # per depth: (depth, median, top values, positions, dims, values, hits)
-        self._fast: list[tuple] = []  # (depth, hits) of depths whose results are in self._bufs
+        self._fast: list[tuple] = []  # (depth, first, count) of depths whose results are in self._bufs, self._hitbuf
+        self._hitbuf.clear()
 
     def _hook(self, x: torch.Tensor, hook) -> None:
         j, b = self.depth_of[hook.name], self.batch
@@ -169,12 +171,11 @@ class MassiveActivations(Collector):
             if out is None or out.shape != (len(self.hooks_), nb, t, d, min(K, t * d)):
                 out = self._bufs = kernels.DepthBuffers(len(self.hooks_), nb, t, d, min(K, t * d))
             top = kernels.stream_depth_into(x, j, out)
-            hits = None
+            first = count = 0
             if top > self.abs_threshold:  # the massive values: one compiled scan of the tokens that can hold one
-                seq, tok, dim = kernels.massive_hits(x, out.floats(out.tmax[j]), out.floats(out.med[j]),
-                                                     self.abs_threshold, self.ratio)
-                hits = (seq, dim, x[seq, tok, dim])
-            self._fast.append((j, hits))
+                first, count = kernels.massive_hits_into(x, out.floats(out.tmax[j]), out.floats(out.med[j]),
+                                                         self.abs_threshold, self.ratio, self._hitbuf)
+            self._fast.append((j, first, count))
             return
         med = seq_abs_medians(x, b.mask).to(x.device)  # [b] float32
         tokmax = x.float().abs().amax(-1)  # [b, t] max |x| per token
@@ -231,12 +232,16 @@ class MassiveActivations(Collector):
         self._cand = []
 
     def _fold_buffers(self, batch) -> None:
-        """`_fold` for the depths the kernel wrote into self._bufs (CPU, unpadded batch)."""
+        """`_fold` for the depths the kernel wrote into self._bufs and self._hitbuf (CPU, unpadded batch)."""
         out, fast, self._fast = self._bufs, self._fast, []
-        idx = np.array([j for j, _ in fast])
+        idx = np.array([j for j, _, _ in fast])
         whole = len(idx) == out.shape[0] and bool((idx == np.arange(len(idx))).all())
         pick = (lambda a: a) if whole else (lambda a: a[idx])
-        self._fold(batch, [(j, None, None, None, None, None, hits) for j, hits in fast],
+        depth = []
+        for j, first, count in fast:
+            seq, _, dim, val = self._hitbuf.tensors(first, count)
+            depth.append((j, None, None, None, None, None, (seq, dim, val) if count else None))
+        self._fold(batch, depth,
                    (out.floats(pick(out.med)), out.floats(pick(out.tv)), torch.from_numpy(pick(out.tp)),
                     torch.from_numpy(pick(out.td)), out.floats(pick(out.tx))))
 

@@ -84,6 +84,7 @@ class NormScales(Collector):
         self._add("max", torch.full((S,), -torch.inf), "max")  # largest scale
         self._add("hist", torch.zeros(S, self.nb + 2), "sum")  # counts per log10 bin; [0] under, [-1] over
         self._work: torch.Tensor | None = None  # float32 work tensor for scales recomputed from hook_in
+        self._rowbuf: np.ndarray | None = None  # [S, n] float32: the CPU kernels' scales of a batch, per site (reused)
         return self
 
     def hooks(self, model):
@@ -101,16 +102,19 @@ class NormScales(Collector):
             st = self.batch.stats  # the per-token sums ResidualStats just took of this very tensor, if it did
             if (st is not None and st[0] is x and st[1] == x._version and x.dim() == 3 and kernels.usable(x)
                     and len(st[2]) == self.batch.n_tokens):
-                v = kernels.scales_from_sums(st[2], x.shape[-1], centre, eps)
+                out = self._row(i, len(st[2]))
+                v = kernels.scales_from_sums(st[2], x.shape[-1], centre, eps, out)
                 if v is not None:
                     if v.numel():
-                        self._pending.append((i, v))
+                        self._pending.append((i, v if out is None else len(out)))
                     return
             x = x.detach()
             if kernels.usable(x) and x.dim() >= 2 and tuple(x.shape[:2]) == tuple(self.batch.mask.shape):
-                v = kernels.row_scales(self.batch.select(x), centre, eps).reshape(-1)  # real tokens only
+                rows = self.batch.select(x)  # real tokens only
+                out = self._row(i, rows[..., 0].numel())
+                v = kernels.row_scales(rows, centre, eps, out).reshape(-1)
                 if v.numel():
-                    self._pending.append((i, v))
+                    self._pending.append((i, v if out is None else len(out)))
                 return
             if x.dtype != torch.float32:  # the work tensor is float32; other dtypes take the plain ops
                 w = torch.empty_like(x)
@@ -130,9 +134,25 @@ class NormScales(Collector):
     def _hook(self, x: torch.Tensor, hook) -> None:
         self._fold(self.row_of[hook.name], x)
 
+    def _row(self, i: int, n: int) -> np.ndarray | None:
+        """Row i of the batch's scale buffer, n values, for a CPU kernel to write site i's scales into (None when
+        it has no room, or site i already wrote there in this batch: then the kernel allocates). The scales then
+        live until end_batch in memory allocated before the forward, not in small allocations made while the
+        forward's temporaries come and go, which would fragment the heap."""
+        buf = self._rowbuf
+        if buf is None or n > buf.shape[1] or self._rowused[i]:
+            return None
+        self._rowused[i] = True
+        return buf[i, :n]
+
     def begin_batch(self, batch) -> None:
         super().begin_batch(batch)
-        self._pending: list[tuple[int, torch.Tensor]] = []  # (site, scale values) of this batch
+        self._pending: list[tuple[int, torch.Tensor | int]] = []  # (site, scale values or n in self._rowbuf[site])
+        S, n = len(self.sites), batch.n_tokens
+        if kernels.ENABLED and self.state["n"].device.type == "cpu":
+            if self._rowbuf is None or self._rowbuf.shape[1] < n:
+                self._rowbuf, self._rowused = np.empty((S, n), dtype=np.float32), np.zeros(S, dtype=np.bool_)
+            self._rowused[:] = False
 
     def _fold(self, i: int, x: torch.Tensor) -> None:
         v = self._values(x).float()
@@ -142,6 +162,7 @@ class NormScales(Collector):
     def end_batch(self, model, batch, output) -> None:
         """Fold every site's scales of the batch at once: one [sites, n] pass per value count, not one per site."""
         pend, self._pending = self._pending, []
+        pend = [(i, torch.from_numpy(self._rowbuf[i, :v]) if isinstance(v, int) else v) for i, v in pend]
         st, nb = self.state, self.nb
         for n in sorted({v.numel() for _, v in pend}):
             rows = [(i, v) for i, v in pend if v.numel() == n]
