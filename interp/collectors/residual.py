@@ -17,6 +17,7 @@ RULES = {
     "maxima": "max",    # [S, 2]    max ‖x_t‖₂, max |x|
     "dim_sums": "sum",  # [S, 2, d] Σ x and Σ x² per dimension
 }
+FLOATS = (torch.float32, torch.float64)  # what the CPU kernels read in place
 
 
 def residual_sites(sites) -> list[tuple[int, str, str, str]]:
@@ -61,6 +62,18 @@ def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] 
     return sums, maxima, torch.stack([x.sum(0), x2.sum(0)]).to(F64)
 
 
+def log_slope(v: np.ndarray) -> float:
+    """Least-squares slope of ln v[j] against j over the j with v[j] > 0 (NaN with fewer than two): np.polyfit's
+    degree-1 fit, in closed form (Σ (j − j̄)(y − ȳ) / Σ (j − j̄)²)."""
+    ok = v > 0
+    if ok.sum() < 2:
+        return float("nan")
+    j = np.flatnonzero(ok).astype(float)
+    y = np.log(v[ok])
+    j -= j.mean()
+    return float((j * (y - y.mean())).sum() / (j * j).sum())
+
+
 class ResidualStats(Collector):
     """Per layer and site: mean, variance, RMS, token-norm mean / max, max |x|, kurtosis; per-dim mean square.
 
@@ -73,9 +86,10 @@ class ResidualStats(Collector):
 
     def bind(self, model) -> "ResidualStats":
         super().bind(model)
-        self.sites = residual_sites(model.sites)
+        sites = model.sites  # a model builds its site map on each read
+        self.sites, self.n_layers = residual_sites(sites), len(sites.layers)
         S, d = len(self.sites), self.card.d_model
-        self.widths = site_widths(model.sites, d)  # per-dim sums of site i fill dim_sums[i, :, :widths[i]]
+        self.widths = site_widths(sites, d)  # per-dim sums of site i fill dim_sums[i, :, :widths[i]]
         self._add("sums", torch.zeros(S, 4), "sum")
         self._add("maxima", torch.zeros(S, 2), "max")
         self._add("dim_sums", torch.zeros(S, 2, max(self.widths, default=d)), "sum")
@@ -105,14 +119,18 @@ class ResidualStats(Collector):
             self._sc = torch.empty(S, 6, device=dev)      # Σx³, Σx⁴, Σ‖x_t‖, max ‖x_t‖², min x, max x
             self._dim = torch.zeros(S, 2, d, device=dev)  # Σx, Σx² per dimension (zero past a narrower site's width)
         self._last = (None, -1, -1)
+        self._direct = self._fused and batch.full  # tensors as wide as the state: read in place (`_direct_moments`)
+        self._d = d
 
     def _hook(self, x: torch.Tensor, hook) -> None:
         last, version, row = self._last
         if x is not last or x._version != version:  # a new tensor (not the one the previous site saw)
-            rows = self.batch.select(x.detach())  # a view of x when every token counts
-            if rows.dim() > 2:  # per-head tensors (QK-norm inputs [b, t, h, d_head]): one vector per token
-                rows = rows.reshape(rows.shape[0], -1)
-            row = self._moments(rows, x)
+            row = self._direct_moments(x) if self._direct else None
+            if row is None:
+                rows = self.batch.select(x.detach())  # a view of x when every token counts
+                if rows.dim() > 2:  # per-head tensors (QK-norm inputs [b, t, h, d_head]): one vector per token
+                    rows = rows.reshape(rows.shape[0], -1)
+                row = self._moments(rows, x)
             self._last = (x, x._version, row)
         if row < 0:
             return
@@ -175,6 +193,24 @@ class ResidualStats(Collector):
             tok = buf[r, :n]
             self.batch.stats = (src, src._version, tok)
         self._sc64[r] = kernels.moments(x, self._acc[r], tok, True)
+        return r
+
+    def _direct_moments(self, x: torch.Tensor) -> int | None:
+        """`_moments_fused` of x [b, t, d] (an unpadded batch) read in place through numpy, without the torch views
+        and checks of the general path (a few µs each, at every site of every batch); None (nothing done) unless x
+        is a contiguous CPU float32 / float64 tensor as wide as the state."""
+        if (x.dim() != 3 or x.dtype not in FLOATS or not x.is_cpu or not x.is_contiguous()
+                or x.shape[2] != self._d or x.shape[0] * x.shape[1] == 0):
+            return None
+        a = x.detach().numpy()
+        a = a.reshape(-1, a.shape[2])
+        r, n, buf = self._rows, a.shape[0], self._tok
+        self._rows += 1
+        if buf is None or buf.shape[1] < n:
+            buf = self._tok = np.empty((len(self._src), n, 2))
+        tok = buf[r, :n]
+        self.batch.stats = (x, x._version, tok)
+        self._sc64[r] = kernels._moments(a, self._acc[r], tok, True)  # acc[r] is as wide as a: all of it reset
         return r
 
     def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,31 +287,28 @@ class ResidualStats(Collector):
             "model": str_column([self.model_name], np.zeros(len(rows))),
             "layer": np.array([s[0] for s in self.sites])[rows],
             "site": str_column([s[1] for s in self.sites], rows),
-            "dim": np.tile(np.arange(d), S)[keep], "mean": s1.ravel()[keep], "mean_square": s2.ravel()[keep]})
+            "dim": np.tile(np.arange(d), S)[keep], "mean": s1.ravel()[keep], "mean_square": s2.ravel()[keep]},
+            copy=False)  # every column is a fresh array
 
     def growth(self) -> pd.DataFrame:
         """Per series (the stream at depths 1..L, the block outputs; each norm's input over layers): slope of
         ln(var) per step (least squares) and var(last) / var(first) — the growth figures of docs/results.md
         (`interp.analysis.growth` defines them once; depth 0, the embedding, is not part of the stream series)."""
         var = self._pooled()["var"]
-        L = len(self.model.sites.layers)
+        L = self.n_layers
         at = {(l, site): i for i, (l, site, _, _) in enumerate(self.sites)}
         series = {"stream": [at[(l, "resid_post")] for l in range(L)]}
         for site in dict.fromkeys(s[1] for s in self.sites if s[2] == "norm_input" and s[1] != "norm_in:final"):
             idx = [at.get((l, site)) for l in range(L)]
             if None not in idx:
                 series[site] = idx
-        name = self.model_name
-        rows = []
-        for key, idx in series.items():
-            v = var[idx]
-            depth = np.arange(len(v), dtype=float)
-            ok = v > 0
-            slope = float(np.polyfit(depth[ok], np.log(v[ok]), 1)[0]) if ok.sum() >= 2 else np.nan
-            rows.append({"model": name, "series": key, "n_points": len(v),
-                         "slope_log_var": slope, "var_first": v[0], "var_last": v[-1],
-                         "ratio_last_first": v[-1] / v[0] if v[0] > 0 else np.nan})
-        return pd.DataFrame(rows)
+        v = var[np.array(list(series.values()), dtype=np.int64).reshape(len(series), L)]  # [series, L]
+        slopes = np.array([log_slope(row) for row in v])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(v[:, 0] > 0, v[:, -1] / v[:, 0], np.nan)
+        return pd.DataFrame({"model": self.model_name, "series": list(series),
+                             "n_points": np.full(len(v), L, dtype=np.int64), "slope_log_var": slopes,
+                             "var_first": v[:, 0], "var_last": v[:, -1], "ratio_last_first": ratio})
 
     def tables(self):
         return {"residual": self.result(), "residual_dims": self.dims(), "residual_growth": self.growth()}
