@@ -169,8 +169,11 @@ def angular_heatmap(t: dict, colors: Colors) -> list[go.Figure]:
     figs = [_style(fig, "Angular distance between consecutive layers (n = 1, last token)", "layer ℓ",
                    "model", height=120 + 28 * len(piv))]
     if "n" in a and a["n"].nunique() > 1:
+        from interp.analysis.subjects import group_of
         for model, g in a.groupby("model", sort=False):
-            p = g.pivot_table(index="layer", columns="n", values="distance", aggfunc="mean")
+            if group_of(model) != model:  # per-model views show a strategy's seed 0 (other seeds feed intervals)
+                continue
+            p = g.groupby(["layer", "n"])["distance"].mean().unstack("n")
             f = go.Figure(go.Heatmap(z=p.to_numpy(dtype=float).T, x=p.index, y=p.columns, colorscale="Magma",
                                      zmin=0, colorbar=dict(title="arccos(cos)/π")))
             figs.append(_style(f, label(f"{model}: angular distance h_ℓ → h_ℓ+n"), "layer ℓ", "n (layers ahead)",

@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 _SEG = r"[^\s/\"'<>|,;()\[\]{}]+"                 # one path component
@@ -63,8 +64,21 @@ def public_frame(df: pd.DataFrame) -> pd.DataFrame:
     """A copy of `df` whose text cells (and text inside dict / list cells) went through `public_text`."""
     out = df.copy()
     for col in out.columns:
-        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
-            out[col] = out[col].map(_public_value)
+        s = out[col]
+        if not (s.dtype == object or pd.api.types.is_string_dtype(s)):
+            continue
+        try:  # each distinct value once (a column of model names repeats a few values thousands of times)
+            codes, uniques = pd.factorize(s)
+        except TypeError:  # unhashable cells (dicts, lists): one at a time
+            out[col] = s.map(_public_value)
+            continue
+        vals = np.empty(len(uniques), dtype=object)
+        for i, u in enumerate(uniques):  # element by element: a tuple cell must stay one cell
+            vals[i] = _public_value(u)
+        new = s.to_numpy(dtype=object, copy=True)
+        real = codes >= 0  # missing cells (None / NaN) stay as they are
+        new[real] = vals[codes[real]]
+        out[col] = pd.Series(new, index=s.index, name=s.name, dtype=s.dtype)
     return out
 
 
