@@ -71,11 +71,17 @@ class TopK:
 
     def select(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The top k of `rows` (1-D float64 tensors of equal length) under the total order above."""
-        order = torch.arange(len(rows[self.value]))
-        for f in reversed(self.fields):  # lexicographic sort by stable sorts, least significant key first
-            order = order[torch.sort(rows[f][order], stable=True).indices]
-        order = order[torch.sort(rows[self.value][order], descending=True, stable=True).indices]
-        order = order[: self.k]
+        v = rows[self.value]
+        if v.device.type == "cpu":  # one numpy lexsort (the last key leads): NaN first, value descending, fields
+            vn = v.numpy()
+            order = torch.from_numpy(np.lexsort([*(rows[f].numpy() for f in reversed(self.fields)), -vn,
+                                                 ~np.isnan(vn)])[: self.k])
+        else:
+            order = torch.arange(len(v), device=v.device)
+            for f in reversed(self.fields):  # lexicographic sort by stable sorts, least significant key first
+                order = order[torch.sort(rows[f][order], stable=True).indices]
+            order = order[torch.sort(v[order], descending=True, stable=True).indices]
+            order = order[: self.k]
         out = {f: rows[f][order] for f in self.keys()}
         if len(order) < self.k:  # pad with empty slots
             pad = self.empty()
