@@ -336,6 +336,28 @@ if ENABLED:
                 dim_sums[i, 1, j] += a[1, j]
 
     @njit(cache=True, nogil=True, error_model="numpy")
+    def _fold_scales(buf, sites, counts, n, s, mn, mx, hist, lo, bpd, nb):  # pragma: no cover - compiled
+        """NormScales' batch fold: for each r, site i = sites[r] with scales v = buf[i, :counts[r]] (float32):
+        n[i] += counts[r]; s[i] += Σ v (float64); mn[i] / mx[i] = running min / max (NaN propagates); hist[i, b] += 1
+        per value, b = clamp(floor((log10 v − lo) · bpd), −1, nb) + 1 with v ≤ 0 or NaN in bin 0 (`NormScales`' bins)."""
+        for r in range(sites.size):
+            i, c = sites[r], counts[r]
+            row, h = buf[i], hist[i]
+            tot, lo_, hi_ = 0.0, mn[i], mx[i]
+            for j in range(c):
+                v = np.float64(row[j])
+                tot += v
+                lo_ = v if (v < lo_ or v != v) else lo_
+                hi_ = v if (v > hi_ or v != v) else hi_
+                p = -1.0
+                if v > 0:
+                    p = min(max(math.floor((math.log10(v) - lo) * bpd), -1.0), nb)
+                h[int(p) + 1] += 1.0
+            n[i] += c
+            s[i] += tot
+            mn[i], mx[i] = lo_, hi_
+
+    @njit(cache=True, nogil=True, error_model="numpy")
     def _hits(a, tmax, med, thr, ratio, seq, tok, dim, val, start):  # pragma: no cover - compiled
         """(sequence, token, dim, value) of every value of a [b, t, d] with |v| > thr and |v| ≥ ratio · med[sequence]
         (float32 compares, ratio · med rounded to float32), in row-major order, into seq / tok / dim / val from
@@ -519,6 +541,18 @@ def stream_depth_into(x: torch.Tensor, j: int, out: DepthBuffers) -> float:
     a = x.detach().numpy() if x.is_contiguous() and x.dtype == torch.float32 else as_array(x.float())
     return _stream_depth_at(a.reshape(b, t * d).view(np.uint32), out.pick, HALF, out.buf, d, out.shape[4], j,
                             out.med, out.tmax, out.tv, out.tp, out.td, out.tx, out.tvf)
+
+
+def fold_scales(buf: np.ndarray, sites, counts, state: dict[str, torch.Tensor], lo: float, bpd: float, nb: int) -> bool:
+    """Add a batch's norm scales, site sites[r]'s in buf[sites[r], :counts[r]] (float32), to NormScales' float64 state
+    (n, sum, min, max, hist) in one compiled call (`_fold_scales`). False (nothing done) unless every state tensor
+    is contiguous CPU float64, which the call updates in place."""
+    st = [state[k] for k in ("n", "sum", "min", "max", "hist")]
+    if not all(t.device.type == "cpu" and t.dtype == torch.float64 and t.is_contiguous() for t in st):
+        return False
+    _fold_scales(buf, np.asarray(sites, dtype=np.int64), np.asarray(counts, dtype=np.int64), *(t.numpy() for t in st),
+                 float(lo), float(bpd), float(nb))
+    return True
 
 
 def fold_moments(src, n: int, acc: np.ndarray, sc: np.ndarray, sums: torch.Tensor, maxima: torch.Tensor,

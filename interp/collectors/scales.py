@@ -162,6 +162,9 @@ class NormScales(Collector):
     def end_batch(self, model, batch, output) -> None:
         """Fold every site's scales of the batch at once: one [sites, n] pass per value count, not one per site."""
         pend, self._pending = self._pending, []
+        if pend and all(isinstance(v, int) for _, v in pend) and kernels.fold_scales(
+                self._rowbuf, [i for i, _ in pend], [v for _, v in pend], self.state, self.lo, self.bpd, self.nb):
+            return  # every site's scales in the row buffer: one compiled pass
         pend = [(i, torch.from_numpy(self._rowbuf[i, :v]) if isinstance(v, int) else v) for i, v in pend]
         st, nb = self.state, self.nb
         for n in sorted({v.numel() for _, v in pend}):
