@@ -113,6 +113,8 @@ class LayerEffect(Collector):
     def _fold(self, batch) -> None:
         """Add the batch's angular distances to the state: all (offset, depth) pairs in one pass."""
         st, mask = self.state, batch.mask
+        if self._ring_on and self._fold_numpy(batch):
+            return
         if self._ring_on:  # the kernel's: every (offset, depth) pair whose both depths were seen
             self._ring_on = False
             seen, D = self._ring.seen, len(self.hooks_)
@@ -135,6 +137,28 @@ class LayerEffect(Collector):
         st["ang_last_sum"].view(-1).index_add_(0, flat, last)
         st["ang_last_n"].view(-1).index_add_(0, flat, torch.full_like(tot, float(len(rows))))
         self._ang = []
+
+    def _fold_numpy(self, batch) -> bool:
+        """`_fold` of the kernel's angles in numpy on the float64 CPU state, in place (the same sums, without a
+        dozen small torch operations); False (nothing done) unless the state is contiguous on CPU and the batch
+        unpadded (every token counts; each sequence's last token is its last position)."""
+        st = self.state
+        if not batch.full or not all(st[k].device.type == "cpu" and st[k].is_contiguous()
+                                     for k in ("ang_sum", "ang_n", "ang_last_sum", "ang_last_n")):
+            return False
+        self._ring_on = False
+        seen, ns = self._ring.seen, np.asarray(self.ns)
+        D, (b, t) = len(self.hooks_), batch.mask.shape
+        ang = self._ring.out.reshape(len(ns), D, b, t)  # [offset, depth, b, t]
+        for i, n in enumerate(self.ns):
+            ok = np.flatnonzero(seen[: D - n] & seen[n:D]) if n < D else np.zeros(0, dtype=np.int64)
+            if ok.size:
+                a = ang[i, ok]  # [m, b, t]
+                st["ang_sum"].numpy()[i, ok] += a.sum((1, 2))
+                st["ang_n"].numpy()[i, ok] += float(batch.n_tokens)
+                st["ang_last_sum"].numpy()[i, ok] += a[:, :, t - 1].sum(1)
+                st["ang_last_n"].numpy()[i, ok] += float(b)
+        return True
 
     def end_batch(self, model, batch, output) -> None:
         self._buf = {}
@@ -160,16 +184,17 @@ class LayerEffect(Collector):
 
     def result(self) -> pd.DataFrame:
         st = {k: v.numpy() for k, v in self.state.items()}
-        rows = []
-        name = self.model_name
         D = len(self.hooks_)
-        for i, n in enumerate(self.ns):
-            for l in range(D - n):
-                rows.append({"model": name, "n": n, "depth": l, "depth_to": l + n,
-                             "angular_all": st["ang_sum"][i, l] / st["ang_n"][i, l] if st["ang_n"][i, l] else np.nan,
-                             "angular_last": (st["ang_last_sum"][i, l] / st["ang_last_n"][i, l]
-                                              if st["ang_last_n"][i, l] else np.nan)})
-        return pd.DataFrame(rows)
+        ii = np.concatenate([np.full(max(D - n, 0), i, dtype=np.int64) for i, n in enumerate(self.ns)])
+        ll = np.concatenate([np.arange(D - n, dtype=np.int64) for n in self.ns])
+        nn = np.asarray(self.ns, dtype=np.int64)[ii]
+
+        def mean(s, c):
+            s, c = st[s][ii, ll], st[c][ii, ll]
+            return np.divide(s, c, out=np.full(len(s), np.nan), where=c != 0)
+        return pd.DataFrame({"model": self.model_name, "n": nn, "depth": ll, "depth_to": ll + nn,
+                             "angular_all": mean("ang_sum", "ang_n"),
+                             "angular_last": mean("ang_last_sum", "ang_last_n")})
 
     def skip_table(self) -> pd.DataFrame:
         """Per block: the metric with the block skipped, the intact metric and the increase."""
