@@ -185,8 +185,11 @@ def skip_bars(t: dict, colors: Colors) -> go.Figure | None:
     s = t.get("skip")
     if s is None or s.empty:
         return None
+    from interp.analysis.subjects import group_of
     fig = go.Figure()
     for model, g in s.groupby("model", sort=False):
+        if group_of(model) != model:  # a strategy's seed 0 (the main job measures other seeds' only for claims)
+            continue
         g = g.sort_values("layer")
         fig.add_trace(go.Bar(x=g["layer"], y=g["loss_delta"], name=label(model), marker_color=_c(colors, model)))
     fig.update_layout(barmode="group")

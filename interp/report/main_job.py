@@ -90,10 +90,11 @@ def costly_collectors(grads: bool = True, skip: bool = True) -> list:
 
 
 def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: int, ablate: bool,
-                costly_items: int, layer_skip: pd.DataFrame | None = None) -> tuple:
+                costly_items: int, layer_skip: pd.DataFrame | None = None, skip: bool = True) -> tuple:
     """Collect every table on `data` (the costly ones on its first `costly_items` items); for causal LMs also
     the massive-activation ablation. A given `layer_skip` table (pooled from the per-sequence skip losses of the
-    same items) stands in for the costly pass's own skip forwards. Returns (Results, extra canonical tables)."""
+    same items) stands in for the costly pass's own skip forwards; skip=False measures no skip losses at all.
+    Returns (Results, extra canonical tables)."""
     import interp.collectors as C
     from interp.analysis.ablation import ablation_per_sequence
     name = model.card.name
@@ -102,16 +103,16 @@ def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: in
     t = time.perf_counter()
     res = C.collect(model, data, collectors=cols, batch_size=batch_size, progress=False)
     log(f"{name}: forward collectors on {res.meta.get('n_tokens', '?')} tokens in {time.perf_counter() - t:.1f} s")
-    t, sub, skip = time.perf_counter(), data[:costly_items], layer_skip is None
+    t, sub, own_skip = time.perf_counter(), data[:costly_items], skip and layer_skip is None
     try:
-        extra_res = C.collect(model, sub, collectors=costly_collectors(skip=skip), batch_size=batch_size,
+        extra_res = C.collect(model, sub, collectors=costly_collectors(skip=own_skip), batch_size=batch_size,
                               progress=False)
     except (ValueError, NotImplementedError, RuntimeError) as e:  # a collector that cannot run on this model
         log(f"{name}: gradient norms unavailable ({str(e).splitlines()[0]})")
         extra_res = (C.collect(model, sub, collectors=costly_collectors(grads=False), batch_size=batch_size,
-                               progress=False) if skip else None)
+                               progress=False) if own_skip else None)
     got = dict(extra_res.tables) if extra_res is not None else {}
-    if not skip:
+    if layer_skip is not None:
         got["layer_skip"] = layer_skip
     for k in ("layer_skip", "grad_norms"):
         if k in got:
@@ -119,8 +120,9 @@ def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: in
     n_tok = extra_res.meta.get("n_tokens") if extra_res is not None else None
     res.meta["costly_pass"] = {"items": len(sub), "n_tokens": n_tok,
                                "tables": [k for k in ("layer_skip", "grad_norms") if k in got]}
-    log(f"{name}: {'skip-one-block losses + ' if skip else ''}gradient norms on {n_tok or '?'} tokens "
-        f"in {time.perf_counter() - t:.1f} s{'' if skip else ' (skip losses pooled from the per-sequence pass)'}")
+    how = "" if own_skip or not skip else " (skip losses pooled from the per-sequence pass)"
+    log(f"{name}: {'skip-one-block losses + ' if own_skip else ''}gradient norms on {n_tok or '?'} tokens "
+        f"in {time.perf_counter() - t:.1f} s{how}")
     extra = {}
     massive = cols[1]
     if ablate and model.card.objective != "encoder":
@@ -199,8 +201,12 @@ def zoo_task(d: Path, ctx: JobContext) -> tuple[list, list, list[str]]:
     t = time.perf_counter()
     model = interp.zoo.load(d).eval()
     log(f"{model.card.name}: loaded in {time.perf_counter() - t:.1f} s")
+    from interp.analysis.subjects import seed_of
+    first_seed = seed_of(d.name) == 0  # the strategy's views (precision runs, DLA, skip bars) come from seed 0; the
+    # other seeds feed the claims' intervals (and the conversion check, over seeds)
     tokens, costly, extras, layer_skip = ctx.zoo_tokens, max(1, len(ctx.zoo_tokens) // 2), [], None
-    if skip_subject(d.name) and model.card.objective == "causal_lm":  # per sequence; the costly pass's skip
+    subject = skip_subject(d.name) and model.card.objective == "causal_lm"
+    if subject:  # per sequence; the costly pass's skip
         from interp.analysis.skip import pooled_skip_table, skip_per_sequence  # table pools its first items
         t = time.perf_counter()
         seq_skip = skip_per_sequence(model, tokens)
@@ -209,11 +215,9 @@ def zoo_task(d: Path, ctx: JobContext) -> tuple[list, list, list[str]]:
         log(f"{model.card.name}: skip-one-block loss per sequence on {tokens.numel()} tokens in "
             f"{time.perf_counter() - t:.1f} s")
     res, extra = collect_one(model, tokens, log, ctx.results_dir, batch_size=8, ablate=False,
-                             costly_items=costly, layer_skip=layer_skip)
+                             costly_items=costly, layer_skip=layer_skip, skip=first_seed or subject)
     extras.append(extra)
-    from interp.analysis.subjects import seed_of
-    first_seed = seed_of(d.name) == 0  # the strategy's views (precision runs, DLA) come from seed 0; the other
-    if first_seed:                       # seeds feed the claims' intervals (and the conversion check, over seeds)
+    if first_seed:
         from interp.precision.job import job_runs
         t = time.perf_counter()
         extras.append(job_runs(model, tokens[:4], log))  # bf16 / fp16 / int8 end to end, 512 tokens

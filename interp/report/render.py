@@ -150,7 +150,8 @@ def _render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str
     from interp.report.dynamics import section as dynamics_section
     S.append(dynamics_section(t, colors, _section, _table))
     S.append(_section("depth", "Layer effectiveness",
-                      "Angular distance between residual streams and the loss when a block is skipped.",
+                      "Angular distance between residual streams and the loss when a block is skipped (per-model "
+                      "figures: each zoo strategy's seed 0).",
                       {"angular": "angular distances", "skip": "layer-skip losses"}, t,
                       figs=[F.angular_heatmap(t, colors), F.skip_bars(t, colors)]))
     S.append(_section("norm-scales", "Norm scales", "How much each norm divides by, per layer.",
