@@ -42,6 +42,26 @@ def test_moments_token_sums_and_init():
     np.testing.assert_allclose(tok, torch.stack([d.sum(1), (d * d).sum(1)], 1).numpy(), rtol=1e-12)
 
 
+def test_moments_at_reads_a_tensor_by_address():
+    """moments_at on a float32 tensor's memory, into row r of shared buffers that hold stale values: the float64
+    sums, per-dim extrema, per-token sums and returns of the tensor, other rows untouched."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 9, 16, generator=g) * 3
+    x[1, 4, 3] = -5000.0
+    acc, tok, sc = np.full((3, 6, 16), 7.0), np.full((3, 20, 2), 7.0), np.full((3, 4), 7.0)
+    kernels.moments_at(x.data_ptr(), 18, 16, acc, tok, sc, 1)
+    d = x.reshape(18, 16).double()
+    for k in range(4):
+        np.testing.assert_allclose(acc[1, k], (d ** (k + 1)).sum(0).numpy(), rtol=1e-12, atol=1e-9)
+    assert np.array_equal(acc[1, 4], d.amin(0).numpy()) and np.array_equal(acc[1, 5], d.amax(0).numpy())
+    np.testing.assert_allclose(tok[1, :18], torch.stack([d.sum(1), (d * d).sum(1)], 1).numpy(), rtol=1e-12)
+    tok2 = (d * d).sum(1)
+    np.testing.assert_allclose(sc[1], [tok2.sqrt().sum().item(), tok2.max().item(), -5000.0, d.max().item()],
+                               rtol=1e-12)
+    assert (acc[[0, 2]] == 7.0).all() and (tok[[0, 2]] == 7.0).all() and (tok[1, 18:] == 7.0).all()
+    assert (sc[[0, 2]] == 7.0).all()
+
+
 def test_scales_from_sums_match_float64():
     g = torch.Generator().manual_seed(6)
     x = torch.randn(13, 40, generator=g) * 5 + 2

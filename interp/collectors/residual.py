@@ -199,18 +199,21 @@ class ResidualStats(Collector):
         """`_moments_fused` of x [b, t, d] (an unpadded batch) read in place through numpy, without the torch views
         and checks of the general path (a few µs each, at every site of every batch); None (nothing done) unless x
         is a contiguous CPU float32 / float64 tensor as wide as the state."""
-        if (x.dim() != 3 or x.dtype not in FLOATS or not x.is_cpu or not x.is_contiguous()
-                or x.shape[2] != self._d or x.shape[0] * x.shape[1] == 0):
+        if x.dim() != 3 or x.dtype not in FLOATS or not x.is_cpu or not x.is_contiguous():
             return None
-        a = x.detach().numpy()
-        a = a.reshape(-1, a.shape[2])
-        r, n, buf = self._rows, a.shape[0], self._tok
+        b, t, w = x.shape
+        n = b * t
+        if w != self._d or n == 0:
+            return None
+        r, buf = self._rows, self._tok
         self._rows += 1
         if buf is None or buf.shape[1] < n:
             buf = self._tok = np.empty((len(self._src), n, 2))
-        tok = buf[r, :n]
-        self.batch.stats = (x, x._version, tok)
-        self._sc64[r] = kernels._moments(a, self._acc[r], tok, True)  # acc[r] is as wide as a: all of it reset
+        self.batch.stats = (x, x._version, buf[r, :n])
+        if x.dtype is torch.float32:  # the kernel reads x's memory through its address: no array object made
+            kernels.moments_at(x.data_ptr(), n, w, self._acc, buf, self._sc64, r)
+        else:  # acc[r] is as wide as x: all of it reset
+            self._sc64[r] = kernels._moments(x.detach().numpy().reshape(n, w), self._acc[r], buf[r, :n], True)
         return r
 
     def _buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
