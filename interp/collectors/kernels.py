@@ -121,6 +121,17 @@ if ENABLED:
             return builder.inttoptr(args[0], context.get_value_type(ptr))
         return ptr(addr), codegen
 
+    @intrinsic
+    def _u32_ptr(typingctx, addr):  # pragma: no cover - compiled
+        """The uint32 pointer at the integer address addr (a float32 tensor's data_ptr(), its values as bits)."""
+        if not isinstance(addr, types.Integer):
+            return None
+        ptr = types.CPointer(types.uint32)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(ptr))
+        return ptr(addr), codegen
+
     @njit(cache=True, nogil=True, error_model="numpy")
     def moments_at(addr, n, w, acc, tok, sc, r):  # pragma: no cover - compiled
         """`_moments` (init) of the contiguous float32 rows [n, w] at address addr (a live tensor's data_ptr(), which
@@ -316,6 +327,13 @@ if ENABLED:
         for r in range(1, u.shape[0]):
             top = max(top, tvf[j, r, 0])
         return top
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _stream_depth_addr(addr, b, n, pick, half, buf, d, k, j, med, tmax, tv, tp, td, tx, tvf):  # pragma: no cover
+        """`_stream_depth_at` of the contiguous float32 tensor [b, n / d, d] at address addr (its data_ptr(), kept
+        alive by the caller), read as bits [b, n]: no array object made per call."""
+        return _stream_depth_at(carray(_u32_ptr(addr), (b, n)), pick, half, buf, d, k, j, med, tmax, tv, tp, td, tx,
+                                tvf)
 
     @njit(cache=True, nogil=True, error_model="numpy")
     def _top_rows(u, tmax, d, k, tv, tp, td, tx):  # pragma: no cover - compiled
@@ -558,7 +576,10 @@ def stream_depth_into(x: torch.Tensor, j: int, out: DepthBuffers) -> float:
     for) written into row j of `out` (see `stream_depth`); returns the largest |x|. One compiled call, no
     allocation."""
     b, t, d = x.shape
-    a = x.detach().numpy() if x.is_contiguous() and x.dtype == torch.float32 else as_array(x.float())
+    if x.dtype is torch.float32 and x.is_contiguous():  # read by address: no array object made
+        return _stream_depth_addr(x.data_ptr(), b, t * d, out.pick, HALF, out.buf, d, out.shape[4], j, out.med,
+                                  out.tmax, out.tv, out.tp, out.td, out.tx, out.tvf)
+    a = as_array(x.float())
     return _stream_depth_at(a.reshape(b, t * d).view(np.uint32), out.pick, HALF, out.buf, d, out.shape[4], j,
                             out.med, out.tmax, out.tv, out.tp, out.td, out.tx, out.tvf)
 
