@@ -456,6 +456,12 @@ if ENABLED:
         seen[j] = True
 
 
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _angular_ring_addr(addr, n, w, ring, ns, j, seen, out, bn):  # pragma: no cover - compiled
+        """`_angular_ring` of the contiguous float32 rows [n, w] at address addr (a live tensor's data_ptr())."""
+        _angular_ring(carray(_f32_ptr(addr), (n, w)), ring, ns, j, seen, out, bn)
+
+
 _NO_PICK = np.empty(0, dtype=np.int64)  # no sample: rows of up to SMALL values
 SAMPLE, HALF = 4096, 128  # median sample size; half-width of its bracket, in sample ranks (±4 sd of the rank)
 _PICKS: dict = {}
@@ -679,8 +685,12 @@ class AngularRing:
 
 def angular_ring(x: torch.Tensor, j: int, st: AngularRing) -> None:
     """x [..., w] (`usable`) is the stream at depth j: the angular distances to the depths j − n seen before it
-    (into st.out), then x kept for the depths after it. One compiled call."""
-    _angular_ring(as_array(x).reshape(-1, x.shape[-1]), st.ring, st.ns, j, st.seen, st.out, st.bn)
+    (into st.out), then x kept for the depths after it. One compiled call (a contiguous float32 x read by address)."""
+    w = x.shape[-1]
+    if x.dtype is torch.float32 and x.is_contiguous():
+        _angular_ring_addr(x.data_ptr(), x.numel() // w if w else 0, w, st.ring, st.ns, j, st.seen, st.out, st.bn)
+        return
+    _angular_ring(as_array(x).reshape(-1, w), st.ring, st.ns, j, st.seen, st.out, st.bn)
 
 
 def angular(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
