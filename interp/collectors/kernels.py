@@ -110,27 +110,21 @@ if ENABLED:
             mx = max(mx, hi[j])
         return norms, top, mn, mx
 
-    @intrinsic
-    def _f32_ptr(typingctx, addr):  # pragma: no cover - compiled
-        """The float32 pointer at the integer address addr (a contiguous float32 tensor's data_ptr())."""
-        if not isinstance(addr, types.Integer):
-            return None
-        ptr = types.CPointer(types.float32)
+    def _pointer_at(elem):
+        """An intrinsic giving the `elem` pointer at an integer address (a contiguous tensor's data_ptr())."""
+        @intrinsic
+        def ptr_at(typingctx, addr):  # pragma: no cover - compiled
+            if not isinstance(addr, types.Integer):
+                return None
+            ptr = types.CPointer(elem)
 
-        def codegen(context, builder, signature, args):
-            return builder.inttoptr(args[0], context.get_value_type(ptr))
-        return ptr(addr), codegen
+            def codegen(context, builder, signature, args):
+                return builder.inttoptr(args[0], context.get_value_type(ptr))
+            return ptr(addr), codegen
+        return ptr_at
 
-    @intrinsic
-    def _u32_ptr(typingctx, addr):  # pragma: no cover - compiled
-        """The uint32 pointer at the integer address addr (a float32 tensor's data_ptr(), its values as bits)."""
-        if not isinstance(addr, types.Integer):
-            return None
-        ptr = types.CPointer(types.uint32)
-
-        def codegen(context, builder, signature, args):
-            return builder.inttoptr(args[0], context.get_value_type(ptr))
-        return ptr(addr), codegen
+    _f32_ptr = _pointer_at(types.float32)  # a contiguous float32 tensor's values
+    _u32_ptr = _pointer_at(types.uint32)   # a float32 tensor's values as bits
 
     @njit(cache=True, nogil=True, error_model="numpy")
     def moments_at(addr, n, w, acc, tok, sc, r):  # pragma: no cover - compiled
