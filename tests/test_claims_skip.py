@@ -93,3 +93,11 @@ def test_paired_against_a_reference_with_one_seed_each():
     (row,) = evaluate_claim(c, {"cards": _cards("lns", "pre-ln"), "seq_skip": pd.DataFrame(rows)})
     assert row["verdict"] == REPRODUCED and "(paired)" in row["interval"]
     assert row["value"] == pytest.approx(0.6, abs=0.05)
+
+
+def test_first_seeds_keeps_names_without_a_seed_suffix():
+    from interp.analysis.subjects import first_seeds
+    names = ["pre-ln", "pre-ln.seed1", "pre-ln.seed12", "smollm2-135m", "mdlm-tdln.seed2", "a.seedling", "post-ln"]
+    df = pd.DataFrame({"model": names, "v": range(len(names))})
+    want = [m for m in names if not (".seed" in m and m.rsplit(".seed", 1)[1].isdigit())]  # hand-written rule
+    assert first_seeds(df)["model"].tolist() == want == ["pre-ln", "smollm2-135m", "a.seedling", "post-ln"]

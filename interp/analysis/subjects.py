@@ -42,6 +42,12 @@ def seed_of(model: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def first_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of seed-0 zoo models and of real models (names without a `.seed<k>` suffix): what a per-model view
+    shows, since a strategy's other seeds feed the claims' intervals."""
+    return df[df["model"].map(lambda m: _SEED.search(m) is None)]
+
+
 def zoo_subject(cards: pd.DataFrame | None, group: str) -> Subject | None:
     """The subject pooling every zoo model of `group` in `cards` (None when there is none)."""
     if cards is None or cards.empty:

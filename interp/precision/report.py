@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from interp.analysis.subjects import group_of
+from interp.analysis.subjects import first_seeds, group_of
 from interp.precision.formats import FP16_MAX
 from interp.precision.verdict import verdicts
 from interp.report.figures import Colors, _c, _style, label
@@ -28,11 +28,6 @@ INTRO = ("Would each model survive fp16, bf16 and int8? From the same fp32 pass 
          "the profile figures show seed 0.")
 
 
-def _seed0(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of seed-0 zoo models and of real models (names without a .seed<k> suffix)."""
-    return df[df["model"].map(lambda m: group_of(m) == m)]
-
-
 def layer_headroom(p: pd.DataFrame) -> pd.DataFrame:
     """Per model and block: the fp16 headroom of its tightest site (65504 / max |x| over the block's sites)."""
     g = p.groupby(["model", "layer"], sort=False)["abs_max"].max().reset_index()
@@ -44,7 +39,7 @@ def headroom_profile(t: dict, colors: Colors) -> go.Figure | None:
     p = t.get("precision")
     if p is None or p.empty:
         return None
-    h = layer_headroom(_seed0(p))
+    h = layer_headroom(first_seeds(p))
     fig = go.Figure()
     for model, g in h.groupby("model", sort=False):
         g = g.sort_values("layer")
@@ -112,7 +107,7 @@ def int8_profile(t: dict, colors: Colors) -> go.Figure | None:
     p = t.get("precision")
     if p is None or p.empty:
         return None
-    s = _seed0(p[p["site"] == "resid_post"])
+    s = first_seeds(p[p["site"] == "resid_post"])
     m = t.get("massive")
     massive = set()
     if m is not None and not m.empty:

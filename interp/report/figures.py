@@ -169,10 +169,8 @@ def angular_heatmap(t: dict, colors: Colors) -> list[go.Figure]:
     figs = [_style(fig, "Angular distance between consecutive layers (n = 1, last token)", "layer ℓ",
                    "model", height=120 + 28 * len(piv))]
     if "n" in a and a["n"].nunique() > 1:
-        from interp.analysis.subjects import group_of
-        for model, g in a.groupby("model", sort=False):
-            if group_of(model) != model:  # per-model views show a strategy's seed 0 (other seeds feed intervals)
-                continue
+        from interp.analysis.subjects import first_seeds
+        for model, g in first_seeds(a).groupby("model", sort=False):  # per model: a strategy's seed 0
             p = g.groupby(["layer", "n"])["distance"].mean().unstack("n")
             f = go.Figure(go.Heatmap(z=p.to_numpy(dtype=float).T, x=p.index, y=p.columns, colorscale="Magma",
                                      zmin=0, colorbar=dict(title="arccos(cos)/π")))
@@ -185,11 +183,9 @@ def skip_bars(t: dict, colors: Colors) -> go.Figure | None:
     s = t.get("skip")
     if s is None or s.empty:
         return None
-    from interp.analysis.subjects import group_of
+    from interp.analysis.subjects import first_seeds
     fig = go.Figure()
-    for model, g in s.groupby("model", sort=False):
-        if group_of(model) != model:  # a strategy's seed 0 (the main job measures other seeds' only for claims)
-            continue
+    for model, g in first_seeds(s).groupby("model", sort=False):  # a strategy's seed 0, as in every per-model view
         g = g.sort_values("layer")
         fig.add_trace(go.Bar(x=g["layer"], y=g["loss_delta"], name=label(model), marker_color=_c(colors, model)))
     fig.update_layout(barmode="group")
