@@ -12,6 +12,8 @@ per-round ratios; CPU seconds of the process, which a busy neighbour disturbs le
             the models compute internally), when nnsight is installed (a dev extra); on its own copy of the
             model, since tracing wraps every module of the model it is given (4 % slower plain forwards)
   peak RSS  of a fresh subprocess doing only that, at 1× and 10× the batches (`--mem-batches`).
+Each median ratio comes with its 95 % bootstrap interval over the rounds; the goal (collect / plain ≤ 1.10, CPU) is
+judged on that interval: met, not met, or inconclusive when it straddles 1.10 (`timing.goal_verdict`).
 Run: .venv/bin/python benchmarks/collect_overhead.py [--models zoo,smollm2-135m,qwen2.5-0.5b] [--repeats 5]
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ZOO = {"n_layers": 12, "d_model": 256, "n_heads": 4, "d_mlp": 1024, "n_ctx": 512, "d_vocab": 4096}
 MODES = ("plain", "collect", "tl_cache", "nnsight")
+GOAL = 1.10  # collect / plain, CPU: issue 15's goal, fixed before any run
 
 
 def have_nnsight() -> bool:
@@ -215,7 +218,7 @@ def main() -> None:
         print(json.dumps(work(mode, name, int(scale), a.batch, a.seq)))
         return
     from record import write_result
-    from timing import load_info
+    from timing import goal_verdict, load_info
     rows = {}
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "collect_overhead.json")
     if a.merge and os.path.exists(path):
@@ -227,6 +230,8 @@ def main() -> None:
         t = timing(name, a.batch, a.seq, a.repeats, a.time_batches)
         row = {"tokens_per_batch": a.batch * a.seq, "timed_batches": a.time_batches, "repeats": a.repeats,
                **{f"{k}/plain (cpu, median)": v["median"] for k, v in t["ratio_cpu"].items()},
+               "collect/plain (cpu, 95% CI)": t["ratio_cpu"]["collect"]["ci95"],
+               f"goal ≤ {GOAL} (on the CI)": goal_verdict(t["ratio_cpu"]["collect"]["ci95"], GOAL),
                **{f"{k}/plain (wall, median)": v["median"] for k, v in t["ratio_wall"].items()},
                "nnsight": have_nnsight(), "timing": t, "load_before": before, "load_after": load_info(),
                "command": " ".join(["python", "benchmarks/collect_overhead.py", *sys.argv[1:]])}

@@ -1,6 +1,8 @@
 """Interleaved timing, robust to other load on the machine: every candidate runs once per round, rounds repeat,
 and each candidate's times are summarised by median and spread, in wall seconds and in CPU seconds of the
-process (CPU time is what a busy neighbour disturbs least). Ratios are taken per round, then summarised.
+process (CPU time is what a busy neighbour disturbs least). Ratios are taken per round, then summarised, each
+median with a 95 % percentile bootstrap over the rounds (the rounds are the paired unit, as in
+`interp.analysis.timing`); `goal_verdict` judges a goal on that interval, never on the median alone.
 
     from timing import interleaved, load_info   # a script in benchmarks/ has this folder on sys.path
 """
@@ -11,6 +13,8 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 
 def summary(xs: list[float]) -> dict:
     """median, min, max, interquartile range and the samples themselves."""
@@ -19,11 +23,28 @@ def summary(xs: list[float]) -> dict:
             "samples": [round(x, 6) for x in xs]}
 
 
+def median_ci(xs: list[float]) -> list[float]:
+    """95 % percentile-bootstrap interval of the median of xs (resampling the rounds; NaN with fewer than 2)."""
+    from interp.analysis.intervals import bootstrap_interval
+    a = np.asarray(xs, dtype=float)
+    lo, hi = bootstrap_interval(lambda idx: float(np.median(a[idx])), len(a))
+    return [round(lo, 6), round(hi, 6)]
+
+
+def goal_verdict(ci: list[float], goal: float) -> str:
+    """A ≤ goal judged on the interval: "met" (all of it ≤ goal), "not met" (all of it above), "inconclusive"
+    (it straddles the goal, or there is no interval)."""
+    lo, hi = ci
+    if not (lo == lo and hi == hi):
+        return "inconclusive"
+    return "met" if hi <= goal else "not met" if lo > goal else "inconclusive"
+
+
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, baseline: str, warmup: int = 1) -> dict:
     """Run each of `fns` once per round for `repeats` rounds (after `warmup` untimed rounds).
 
     Returns {"wall_s": {name: summary}, "cpu_s": {...}, "ratio_wall": {name: summary of name / baseline per
-    round}, "ratio_cpu": {...}, "repeats": repeats}."""
+    round, with "ci95" (`median_ci`)}, "ratio_cpu": {...}, "repeats": repeats}."""
     for _ in range(warmup):
         for f in fns.values():
             f()
@@ -38,7 +59,11 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, baseline: st
     out = {"repeats": repeats, "baseline": baseline,
            "wall_s": {k: summary(v) for k, v in wall.items()}, "cpu_s": {k: summary(v) for k, v in cpu.items()}}
     for name, d in (("ratio_wall", wall), ("ratio_cpu", cpu)):
-        out[name] = {k: summary([a / b for a, b in zip(d[k], d[baseline])]) for k in fns if k != baseline}
+        out[name] = {}
+        for k in fns:
+            if k != baseline:
+                r = [a / b for a, b in zip(d[k], d[baseline])]
+                out[name][k] = {**summary(r), "ci95": median_ci(r)}
     return out
 
 
