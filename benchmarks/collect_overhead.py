@@ -231,7 +231,7 @@ def main() -> None:
         row = {"tokens_per_batch": a.batch * a.seq, "timed_batches": a.time_batches, "repeats": a.repeats,
                **{f"{k}/plain (cpu, median)": v["median"] for k, v in t["ratio_cpu"].items()},
                "collect/plain (cpu, 95% CI)": t["ratio_cpu"]["collect"]["ci95"],
-               f"goal ≤ {GOAL} (on the CI)": goal_verdict(t["ratio_cpu"]["collect"]["ci95"], GOAL),
+               f"goal ≤ {GOAL:.2f} (on the CI)": goal_verdict(t["ratio_cpu"]["collect"]["ci95"], GOAL),
                **{f"{k}/plain (wall, median)": v["median"] for k, v in t["ratio_wall"].items()},
                "nnsight": have_nnsight(), "timing": t, "load_before": before, "load_after": load_info(),
                "command": " ".join(["python", "benchmarks/collect_overhead.py", *sys.argv[1:]])}

@@ -19,6 +19,10 @@ try:
     ENABLED = True
 except ImportError:  # pragma: no cover - numba is a dependency; the torch forms stay correct without it
     ENABLED = False
+from interp.collectors.simd import LANES, VECTOR
+
+if ENABLED:
+    from interp.collectors.simd import scan_bracket
 
 # reassociation lets float64 sums over a row vectorise; no finite-math flags, so NaN and inf propagate
 FAST = {"reassoc", "contract"}
@@ -240,7 +244,8 @@ if ENABLED:
         """Lower median of |v| for float32 v given as its bits u (uint32), returned as bits; 0xFFFFFFFF when v
         holds a NaN. |v|'s bits (sign cleared) order as |v| does, so the work is integer. A fixed sample brackets
         the median (its ranks half ± `half`); one vectorised pass counts the values below and up to the bracket;
-        a second copies the few inside into `buf` and a selection finds the median there. A bracket that misses
+        a second copies the few inside into `buf` and a selection finds the median there (on AVX-512 one pass
+        does both: `simd.scan_bracket`). A bracket that misses
         it (or overflows buf) selects on all of |v|. The counting pass also writes tmax[i] = the largest |v|
         bits of each run of d values (a token's max |x|) when tmax is not empty. Up to SMALL values (buf must
         hold them all): the counting pass for NaN and tmax, then a selection on every |v| in buf."""
@@ -260,13 +265,21 @@ if ENABLED:
         a = m // 2 - half
         lo = _select(s, a)  # leaves s partitioned at a: the upper rank lies in s[a + 1:]
         hi = _select(s[a + 1:], 2 * half - 1)
-        below, upto, nan = _count(u, lo, hi, d, tmax)
-        if nan:
-            return np.uint32(0xFFFFFFFF)
-        j, inside = k - below, upto - below
-        if 0 <= j < inside < buf.size:
-            _inside(u, lo, hi, buf)
-            return _select(buf[:inside], j)
+        if VECTOR and (tmax.size == 0 or d % LANES == 0):  # counts and copy in one vector pass (simd.py)
+            below, upto, nan, inside, fits = scan_bracket(u, lo, hi, buf, d, tmax)
+            if nan:
+                return np.uint32(0xFFFFFFFF)
+            j = k - below
+            if fits and 0 <= j < inside:
+                return _select(buf[:inside], j)
+        else:
+            below, upto, nan = _count(u, lo, hi, d, tmax)
+            if nan:
+                return np.uint32(0xFFFFFFFF)
+            j, inside = k - below, upto - below
+            if 0 <= j < inside < buf.size:
+                _inside(u, lo, hi, buf)
+                return _select(buf[:inside], j)
         full = np.empty(n, dtype=np.uint32)
         for i in range(n):
             full[i] = u[i] & M
