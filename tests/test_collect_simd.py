@@ -63,3 +63,12 @@ def test_scalar_passes_match_numpy(d):
     buf = np.empty(len(inside) + 1, np.uint32)
     assert kernels._inside(x.view(np.uint32), LO, HI, buf) == len(inside)
     assert np.array_equal(buf[:len(inside)], inside) and np.array_equal(tm, tmax)
+
+
+def test_median_of_a_strided_row_takes_the_scalar_passes():
+    # bits read with a stride are not what the vector pass reads (it takes the address of a contiguous row)
+    x = np.random.default_rng(5).standard_normal(2 * 40000).astype(np.float32)
+    u = x.view(np.uint32)[::2]
+    pick, buf = kernels._median_inputs(u.size)
+    med = kernels._abs_median_bits(u, pick, kernels.HALF, buf, 1, np.empty(0, np.uint32))
+    assert np.uint32(med).view(np.float32) == np.sort(np.abs(x[::2]))[(u.size - 1) // 2]

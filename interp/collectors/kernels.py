@@ -244,9 +244,9 @@ if ENABLED:
         """Lower median of |v| for float32 v given as its bits u (uint32), returned as bits; 0xFFFFFFFF when v
         holds a NaN. |v|'s bits (sign cleared) order as |v| does, so the work is integer. A fixed sample brackets
         the median (its ranks half ± `half`); one vectorised pass counts the values below and up to the bracket;
-        a second copies the few inside into `buf` and a selection finds the median there (on AVX-512 one pass
-        does both: `simd.scan_bracket`). A bracket that misses
-        it (or overflows buf) selects on all of |v|. The counting pass also writes tmax[i] = the largest |v|
+        a second copies the few inside into `buf` and a selection finds the median there (on AVX-512, with u
+        contiguous, one pass does both: `simd.scan_bracket`). A bracket that misses it (or overflows buf)
+        selects on all of |v|. The counting pass also writes tmax[i] = the largest |v|
         bits of each run of d values (a token's max |x|) when tmax is not empty. Up to SMALL values (buf must
         hold them all): the counting pass for NaN and tmax, then a selection on every |v| in buf."""
         M = np.uint32(0x7FFFFFFF)
@@ -265,7 +265,7 @@ if ENABLED:
         a = m // 2 - half
         lo = _select(s, a)  # leaves s partitioned at a: the upper rank lies in s[a + 1:]
         hi = _select(s[a + 1:], 2 * half - 1)
-        if VECTOR and (tmax.size == 0 or d % LANES == 0):  # counts and copy in one vector pass (simd.py)
+        if VECTOR and u.flags.c_contiguous and (tmax.size == 0 or d % LANES == 0):  # one vector pass (simd.py)
             below, upto, nan, inside, fits = scan_bracket(u, lo, hi, buf, d, tmax)
             if nan:
                 return np.uint32(0xFFFFFFFF)
