@@ -7,8 +7,9 @@ Per model, in a fresh subprocess: the hooked model (`interp.load_model`) and the
 transformers alone (same attention implementation, no hooks anywhere) run the same [1, tokens] batch, in
 alternating order (A B B A ...) so that load from other processes hits both alike. Each pair gives a ratio
 hooked / plain of CPU time (process_time; one thread, so other processes barely disturb it) and of wall time;
-reported: the median ratio and its spread (min, max over pairs), the ratio of the fastest runs (other processes
-only ever add time), and the median times; also the load time. Goal: median CPU-time ratio ≤ 1.05.
+reported: the median ratio, its 95 % bootstrap interval over the pairs and its spread (min, max), the ratio of the
+fastest runs (other processes only ever add time), and the median times; also the load time. Goal: median
+CPU-time ratio ≤ 1.05, judged on its interval (met / not met / inconclusive, `timing.goal_verdict`).
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ with torch.no_grad():
 def summary(d, k):
     r = [a / b for a, b in zip(d["hooked"], d["plain"])]
     return {f"{k}_ratio_median": statistics.median(r), f"{k}_ratio_min": min(r), f"{k}_ratio_max": max(r),
+            f"{k}_ratios": r,
             f"{k}_ratio_of_minima": min(d["hooked"]) / min(d["plain"]),
             f"{k}_hooked_median_ms": 1e3 * statistics.median(d["hooked"]),
             f"{k}_plain_median_ms": 1e3 * statistics.median(d["plain"])}
@@ -65,6 +67,16 @@ def child(name: str, repeats: int, tokens: int, threads: int) -> dict:
     return json.loads(next(l for l in r.stdout.splitlines() if l.startswith("RESULT"))[7:])
 
 
+GOAL = 1.05
+
+
+def judged(res: dict) -> dict:
+    """res with the CPU ratio's 95 % interval over the pairs and the goal's verdict on it."""
+    from timing import goal_verdict, median_ci
+    ci = median_ci(res["cpu_ratios"])
+    return {**res, "cpu_ratio_ci95": ci, f"goal ≤ {GOAL:.2f} (on the CI)": goal_verdict(ci, GOAL)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15, help="pairs of forwards per model")
@@ -72,24 +84,28 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", default=",".join(MODELS))
     a = ap.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     results = {}
     for name in a.models.split(","):
         res = child(name, a.repeats, a.tokens, a.threads)
-        results[name] = {"repeats": a.repeats, "tokens": a.tokens, **res}
         if "error" in res:
+            results[name] = {"repeats": a.repeats, "tokens": a.tokens, **res}
             print(f"{name}: not measured ({res['error']})", flush=True)
             continue
-        print(f"{name:<14} hooked / plain: CPU time {res['cpu_ratio_median']:.3f} "
-              f"[{res['cpu_ratio_min']:.3f}, {res['cpu_ratio_max']:.3f}] (of minima {res['cpu_ratio_of_minima']:.3f})"
+        res = results[name] = {"repeats": a.repeats, "tokens": a.tokens, **judged(res)}
+        lo, hi = res["cpu_ratio_ci95"]
+        print(f"{name:<14} hooked / plain: CPU time {res['cpu_ratio_median']:.3f} [95 % CI {lo:.3f}, {hi:.3f}; "
+              f"{res[f'goal ≤ {GOAL:.2f} (on the CI)']}] range [{res['cpu_ratio_min']:.3f}, {res['cpu_ratio_max']:.3f}] "
+              f"(of minima {res['cpu_ratio_of_minima']:.3f})"
               f"  wall {res['wall_ratio_median']:.3f} [{res['wall_ratio_min']:.3f}, {res['wall_ratio_max']:.3f}]  "
-              f"({res['cpu_plain_median_ms']:.0f} ms plain; goal ≤ 1.05; outputs equal: {res['outputs_equal']})",
+              f"({res['cpu_plain_median_ms']:.0f} ms plain; outputs equal: {res['outputs_equal']})",
               flush=True)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from record import write_result
     path = write_result("models_speed", results, threads=a.threads, description=(
         "Unobserved forward of each real model through interp's hooks vs the same checkpoint in plain "
         f"transformers: [1, {a.tokens}] tokens, {a.repeats} alternating pairs, ratio hooked/plain per pair "
-        "(median, min, max) in CPU time and wall time; goal: median ≤ 1.05"))
+        "(median, 95 % bootstrap interval over the pairs, min, max) in CPU time and wall time; goal: median CPU ratio "
+        "≤ 1.05, judged on the interval"))
     print(f"written: {path}")
 
 

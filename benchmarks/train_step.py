@@ -10,10 +10,14 @@ per repeat the median step, then the median and spread over repeats. Compilation
 inductor cache): the first steps' CPU time above the steady step. eval / save: one validation pass (16
 batches) and one checkpoint save with 1000 steps of logs. projected_job_cpu_s: 2000 steps + 6 evals + 9 saves
 (+ compilation for "new"), one job alone on one thread. plain_vs_zoo: the zoo's pre-LN and a nanoGPT of
-the same size, bare steps (no telemetry), eager and for-loop AdamW, alternating (goal: zoo / plain ≤ 1.10).
+the same size, bare steps (no telemetry), eager and for-loop AdamW, alternating (goal: zoo / plain CPU time per
+step ≤ 1.10, judged on the 95 % bootstrap interval of the per-pair ratio). breakdown: where the pre-LN step's CPU
+time goes (torch.profiler, self time per part) and the floor it sets for the zoo: the shipped plan's steps at the
+matrix-product and attention time alone.
 
     python benchmarks/train_step.py [--strategies pre-ln,powernorm] [--repeats 5] [--chunk 6] [--threads 1]
-    # default: every strategy of the zoo plan
+    # default: every strategy of the zoo plan; --strategies "" --update: only the breakdown and plain_vs_zoo,
+    # the per-strategy rows kept (per_strategy_carried_over: the date each was measured)
 """
 from __future__ import annotations
 
@@ -60,18 +64,25 @@ class PlainGPT(nn.Module):
         return self.head(self.ln_f(x))
 
 
-def step_time(model, opt, x, y) -> float:
-    t0 = time.perf_counter()
+def step_time(model, opt, x, y) -> tuple[float, float]:
+    """One bare training step: (wall seconds, CPU seconds)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+PLAIN_GOAL = 1.10
 
 
 def plain_vs_zoo(steps: int, batch: int) -> dict:
+    """The zoo's pre-LN against nanoGPT of the same size, steps alternating; the goal (zoo / plain CPU time per
+    step ≤ 1.10) judged on the 95 % bootstrap interval of the per-pair ratio's median."""
     import interp
     from interp.train.zoo import ZOO_SIZE
+    from timing import goal_verdict, median_ci
     zoo = interp.zoo.build("pre-ln", **ZOO_SIZE)
     torch.manual_seed(0)
     plain = PlainGPT(**ZOO_SIZE)
@@ -81,16 +92,26 @@ def plain_vs_zoo(steps: int, batch: int) -> dict:
     x = torch.randint(0, ZOO_SIZE["d_vocab"], (batch, ZOO_SIZE["n_ctx"] + 1), generator=g)
     x, y = x[:, :-1], x[:, 1:]
     opts = {m: torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (zoo, plain)}
-    times: dict = {zoo: [], plain: []}
+    wall: dict = {zoo: [], plain: []}
+    cpu: dict = {zoo: [], plain: []}
     for i in range(steps + 3):          # 3 warm-up steps each, then alternate
         for m in ((zoo, plain) if i % 2 else (plain, zoo)):
-            t = step_time(m, opts[m], x, y)
+            w, c = step_time(m, opts[m], x, y)
             if i >= 3:
-                times[m].append(t)
-    tz, tp = statistics.median(times[zoo]), statistics.median(times[plain])
-    print(f"zoo pre-ln {tz * 1e3:.1f} ms/step   plain GPT {tp * 1e3:.1f} ms/step   ratio {tz / tp:.3f} (goal ≤ 1.10)")
+                wall[m].append(w)
+                cpu[m].append(c)
+    tz, tp = statistics.median(wall[zoo]), statistics.median(wall[plain])
+    ratios = [a / b for a, b in zip(cpu[zoo], cpu[plain])]
+    ci = median_ci(ratios)
+    verdict = goal_verdict(ci, PLAIN_GOAL)
+    print(f"zoo pre-ln {tz * 1e3:.1f} ms/step   plain GPT {tp * 1e3:.1f} ms/step   CPU ratio "
+          f"{statistics.median(ratios):.3f} [95 % CI {ci[0]:.3f}, {ci[1]:.3f}] (goal ≤ {PLAIN_GOAL:.2f}: {verdict})")
     return {"params": n_zoo, "batch": batch, "seq": ZOO_SIZE["n_ctx"], "steps": steps,
-            "zoo_pre_ln_ms": tz * 1e3, "plain_gpt_ms": tp * 1e3, "ratio": tz / tp}
+            "zoo_pre_ln_ms": tz * 1e3, "plain_gpt_ms": tp * 1e3, "ratio": tz / tp,
+            "zoo_pre_ln_cpu_ms": statistics.median(cpu[zoo]) * 1e3,
+            "plain_gpt_cpu_ms": statistics.median(cpu[plain]) * 1e3,
+            "cpu_ratio_median": statistics.median(ratios), "cpu_ratio_ci95": ci,
+            f"goal ≤ {PLAIN_GOAL:.2f} (on the CI)": verdict, "cpu_ratios": [round(r, 6) for r in ratios]}
 
 
 class OldTelemetry:
@@ -209,6 +230,69 @@ def per_strategy(strategy: str, repeats: int, chunk: int, warm: int = 3) -> dict
     return row
 
 
+MATMUL = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::dot", "aten::mv", "aten::addmv"}
+COPIES = {"aten::copy_", "aten::cat", "aten::fill_", "aten::zero_", "aten::clone", "aten::index_put_"}
+
+
+def category(op: str) -> str:
+    """The part of a training step a profiled op belongs to (self CPU time is summed per part)."""
+    if op in MATMUL:
+        return "matrix products"
+    if op.startswith("aten::_scaled_dot_product"):
+        return "attention (SDPA)"
+    if op.startswith("## Call CompiledFxGraph"):
+        return "compiled element-wise code"
+    if "adamw" in op.lower() or op.startswith("Optimizer."):
+        return "optimizer"
+    if op in COPIES:
+        return "copies and fills"
+    return "other (dispatch, autograd, telemetry)"
+
+
+def breakdown(strategy: str, steps: int) -> dict:
+    """Where one step of the zoo runner's (new) step goes: self CPU ms per step of each part (torch.profiler over
+    `steps` steps after warm-up), the unprofiled step beside it, and the zoo's floor: the CPU hours the shipped
+    plan (data/zoo/manifest.json: every model's steps) would take if a step cost only its matrix products and
+    attention as measured here, everything else free."""
+    import json
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from interp.train.zoo import ZOO_DIR
+    torch._dynamo.reset()
+    stamps: list = []
+    tr = _zoo_trainer(strategy, "new", stamps)
+    tr.run(until=4)                                   # step-0 eval and compilation
+    stamps.clear()
+    tr.run(until=tr.step + steps + 1)
+    plain_ms = statistics.median(b[2] - a[2] for a, b in zip(stamps, stamps[1:])) * 1e3
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        tr.run(until=tr.step + steps)
+    parts: dict[str, float] = {}
+    for e in prof.key_averages():
+        parts[category(e.key)] = parts.get(category(e.key), 0.0) + e.self_cpu_time_total / 1e3 / steps
+    total = sum(parts.values())
+    floor_ms = parts.get("matrix products", 0.0) + parts.get("attention (SDPA)", 0.0)
+    models = json.loads((ZOO_DIR / "manifest.json").read_text())["models"]
+    n_steps = sum(int(r.get("steps") or 0) for r in models.values())
+    out = {"strategy": strategy, "steps_profiled": steps, "step_cpu_ms_unprofiled": plain_ms,
+           "step_cpu_ms_profiled": total,
+           "parts_cpu_ms_per_step": {k: round(v, 3) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
+           "parts_share": {k: round(v / total, 4) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
+           "floor_ms_per_step": floor_ms, "floor_share_of_step": floor_ms / plain_ms, "plan_models": len(models), "plan_steps": n_steps,
+           "plan_floor_cpu_h": n_steps * floor_ms / 1e3 / 3600,
+           "note": "floor: every step of the shipped plan at this strategy's matrix-product and attention time, all "
+                   "other work free (a lower bound: MDLM's bidirectional attention and the extra norms of other "
+                   "strategies only add); profiling adds its own cost to the small ops, so the parts sum above "
+                   "the unprofiled step; absolute times follow the machine's speed at the time of the run, "
+                   "floor_share_of_step does not"}
+    print(f"{strategy}: {plain_ms:.1f} CPU ms/step unprofiled; " + ", ".join(
+        f"{k} {v:.1f}" for k, v in out["parts_cpu_ms_per_step"].items()) +
+        f" ms; floor {floor_ms:.1f} ms/step -> {out['plan_floor_cpu_h']:.2f} CPU h for {len(models)} models "
+        f"({n_steps} steps)", flush=True)
+    return out
+
+
 def projection(rows: dict) -> dict:
     """The zoo's CPU hours: each shipped model's recorded job CPU (data/zoo/manifest.json) and the same scaled by
     its strategy's measured speedup (strategies not measured: the median speedup of the measured ones; the LN
@@ -248,6 +332,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=6, help="steps per repeat and variant")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--update", action="store_true", help="keep the recorded rows of strategies not measured now")
+    ap.add_argument("--breakdown-steps", type=int, default=10, help="steps profiled for the step's breakdown")
     a = ap.parse_args()
     import os
     import tempfile
@@ -256,16 +341,26 @@ def main() -> None:
     from interp.train.zoo_runner import ZOO_SEEDS
     names = a.strategies.split(",") if a.strategies is not None else list(ZOO_SEEDS)
     rows = {s: per_strategy(s, a.repeats, a.chunk) for s in names if s}
+    carried: dict = {}
     if a.update:
         import json
 
         from record import RESULTS
-        old = json.loads((RESULTS / "train_step.json").read_text())["results"].get("per_strategy", {})
+        prev = json.loads((RESULTS / "train_step.json").read_text())
+        old = prev["results"].get("per_strategy", {})
+        carried = {s: prev["results"].get("per_strategy_carried_over", {}).get(s, prev["date"])
+                   for s in old if s not in rows}
         rows = {**old, **rows}
     out = {"repeats": a.repeats, "steps_per_repeat": a.chunk, "per_strategy": rows}
+    if carried:
+        out["per_strategy_carried_over"] = carried    # strategy -> date of the run that measured its row
     if rows:
         out["projection"] = projection(rows)
         print(out["projection"])
+    out["breakdown"] = breakdown("pre-ln", a.breakdown_steps)
+    if rows:  # the floor's share of the step applied to the projection (both at one machine speed)
+        out["breakdown"]["plan_floor_cpu_h_at_projection_speed"] = (
+            out["breakdown"]["floor_share_of_step"] * out["projection"]["from_measured_steps_cpu_h"])
     out["plain_vs_zoo"] = plain_vs_zoo(a.steps, a.batch)
     if a.no_write:
         return
