@@ -62,3 +62,26 @@ def test_norm_scales_over_batches_of_different_sizes(with_residual):
         assert row.n == len(v)
         assert row["mean"] == pytest.approx(v.mean(), rel=1e-6)
         assert row["min"] == pytest.approx(v.min(), rel=1e-6) and row["max"] == pytest.approx(v.max(), rel=1e-6)
+
+
+def test_norm_scales_when_the_mean_dwarfs_the_spread():
+    """A LayerNorm input whose mean is ~1e4 times its spread: the one-pass variance from ResidualStats' per-token
+    sums would lose every float32 digit, so the collector must take the two-pass kernel. Reference: the scale
+    computed in float64 from the cached norm input (two passes), as LayerNorm defines it."""
+    model = zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=24, d_vocab=512).eval()
+    with torch.no_grad():
+        model.embed.weight.add_(300.0)  # every token's embedding shifted by one large constant
+    g = torch.Generator().manual_seed(4)
+    toks = torch.randint(0, 512, (3, 16), generator=g)
+    mask = torch.ones_like(toks, dtype=torch.bool)
+    res = collect(model, (toks, mask), [ResidualStats(), NormScales()], batch_size=3, progress=False)
+    df = res["norm_scales"].set_index(["layer", "norm"])
+    _, cache = model.run_with_cache(toks, attention_mask=mask)
+    x = cache["blocks.0.ln1.hook_in"].double()
+    mu = x.mean(-1, keepdim=True)
+    assert float((mu ** 2 / ((x - mu) ** 2).mean(-1, keepdim=True)).min()) > 2.0 ** 16  # the case under test
+    ref = (((x - mu) ** 2).mean(-1) + model.blocks[0].ln1.eps).sqrt().reshape(-1).numpy()
+    row = df.loc[(0, "ln1")]
+    assert row.n == len(ref)
+    assert row["mean"] == pytest.approx(ref.mean(), rel=1e-6)
+    assert row["min"] == pytest.approx(ref.min(), rel=1e-6) and row["max"] == pytest.approx(ref.max(), rel=1e-6)

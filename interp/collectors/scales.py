@@ -98,24 +98,18 @@ class NormScales(Collector):
         return out
 
     def _from_input(self, i: int, fn, centre: bool, eps: float):
-        eps64 = float(eps)
-
         def hook(x: torch.Tensor, hook) -> None:
             st = self.batch.stats  # the per-token sums ResidualStats just took of this very tensor, if it did
             if (st is not None and st[0] is x and st[1] == x._version and x.dim() == 3 and kernels.usable(x)
                     and len(st[2]) == self.batch.n_tokens):
-                out = self._row(i, len(st[2]))
-                if out is not None:  # straight into the row buffer: no tensor made
-                    if kernels._scales_from_sums(st[2], float(x.shape[-1]), centre, eps64, out):
-                        if len(out):
-                            self._pending.append((i, len(out)))
-                        return
-                    self._rowused[i] = False  # a row the one-pass variance cannot take: the two-pass kernel below
-                v = None if out is not None else kernels.scales_from_sums(st[2], x.shape[-1], centre, eps, out)
+                out = self._row(i, len(st[2]))  # straight into the row buffer when there is one
+                v = kernels.scales_from_sums(st[2], x.shape[-1], centre, eps, out)
                 if v is not None:
                     if v.numel():
                         self._pending.append((i, v if out is None else len(out)))
                     return
+                if out is not None:  # a row the one-pass variance cannot take: the two-pass kernel below
+                    self._rowused[i] = False
             x = x.detach()
             if kernels.usable(x) and x.dim() >= 2 and tuple(x.shape[:2]) == tuple(self.batch.mask.shape):
                 rows = self.batch.select(x)  # real tokens only
