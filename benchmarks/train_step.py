@@ -279,7 +279,8 @@ def breakdown(strategy: str, steps: int) -> dict:
            "step_cpu_ms_profiled": total,
            "parts_cpu_ms_per_step": {k: round(v, 3) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
            "parts_share": {k: round(v / total, 4) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
-           "floor_ms_per_step": floor_ms, "floor_share_of_step": floor_ms / plain_ms, "plan_models": len(models), "plan_steps": n_steps,
+           "floor_ms_per_step": floor_ms, "floor_share_of_step": floor_ms / plain_ms,
+           "plan_models": len(models), "plan_steps": n_steps,
            "plan_floor_cpu_h": n_steps * floor_ms / 1e3 / 3600,
            "note": "floor: every step of the shipped plan at this strategy's matrix-product and attention time, all "
                    "other work free (a lower bound: MDLM's bidirectional attention and the extra norms of other "
