@@ -8,8 +8,9 @@ Most robust to other load: `ratio_hook_cpu` = 1 + (CPU seconds spent inside the 
 during a run, thread_time) / (CPU seconds of the run without it), medians over the repeats; `ratio_hook_cpu_per_repeat`
 and its min / max / iqr give the spread (each repeat's hook seconds over the same repeat's baseline CPU seconds), and
 `load_before` / `load_after` how busy the machine was. The goal (≤ 1.10 on smollm2-135m) is judged on the 95 %
-bootstrap interval of the per-repeat `ratio_hook_cpu` median (`timing.median_ci`, `timing.goal_verdict`): met, not
-met, or inconclusive when the interval straddles 1.10.
+bootstrap interval of the per-repeat median (`timing.median_ci`, `timing.goal_verdict`: met, not met, or
+inconclusive when the interval straddles 1.10), twice: on `ratio_hook_cpu` (the hooks' own time) and on the whole
+run's CPU ratio (`ratio_cpu_ci95`), which also holds what the collector costs outside its hooks.
 Run: .venv/bin/python benchmarks/precision_overhead.py [--models smollm2-135m] [--threads 1]
 """
 from __future__ import annotations
@@ -76,6 +77,7 @@ def measure(name: str, batch: int, seq: int, n_batches: int, repeats: int) -> di
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     per_repeat = summary([1 + h / c for h, c in zip(hooks, cpu["collect"])])
     ci = median_ci(per_repeat["samples"])
+    cpu_ci = median_ci([b / a for a, b in zip(cpu["collect"], cpu["collect+precision"])])
     return {"model": name, "tokens_per_run": n_batches * batch * seq, "batch": batch, "seq": seq,
             "repeats": repeats, "threads": torch.get_num_threads(),
             "collect_s_best": best["collect"], "collect_precision_s_best": best["collect+precision"],
@@ -88,7 +90,7 @@ def measure(name: str, batch: int, seq: int, n_batches: int, repeats: int) -> di
             "ratio_hook_cpu_iqr": per_repeat["iqr"], "ratio_hook_cpu_per_repeat": per_repeat["samples"],
             "ratio_hook_cpu_per_repeat_median": per_repeat["median"], "ratio_hook_cpu_ci95": ci,
             f"goal ≤ {GOAL:.2f} (on the CI)": goal_verdict(ci, GOAL),
-            "ratio_cpu_ci95": median_ci([b / a for a, b in zip(cpu["collect"], cpu["collect+precision"])]),
+            "ratio_cpu_ci95": cpu_ci, f"goal ≤ {GOAL:.2f}, whole run (on the CI)": goal_verdict(cpu_ci, GOAL),
             "collect_cpu_s_median": cpu_med["collect"],
             "ratios_per_repeat": [b / a for a, b in zip(times["collect"], times["collect+precision"])],
             "load_before": before, "load_after": load_info()}
