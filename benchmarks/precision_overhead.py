@@ -115,8 +115,8 @@ def main() -> None:
     path = write_result("precision_overhead", rows, threads=a.threads, description=(
         "interp.collect with every default collector, with and without the Precision collector, on the same "
         "random tokens, interleaved repeats in one process; goal: <= 1.10 on smollm2-135m, judged on the 95 % bootstrap "
-        "interval of the per-repeat ratio_hook_cpu median (ratio_hook_cpu: the collector's own CPU time over the "
-        "run's, robust to other load; ratio_best / ratio_median: wall clock)"))
+        "interval of the per-repeat median of ratio_hook_cpu (the collector's own CPU time over the run's, robust "
+        "to other load) and of the whole run's CPU ratio; ratio_best / ratio_median: wall clock"))
     print(f"wrote {path}")
 
 
