@@ -65,9 +65,10 @@ def test_norm_scales_over_batches_of_different_sizes(with_residual):
 
 
 def test_norm_scales_when_the_mean_dwarfs_the_spread():
-    """A LayerNorm input whose mean is ~1e4 times its spread: the one-pass variance from ResidualStats' per-token
-    sums would lose every float32 digit, so the collector must take the two-pass kernel. Reference: the scale
-    computed in float64 from the cached norm input (two passes), as LayerNorm defines it."""
+    """A LayerNorm input whose mean is ~1e4 times its spread: the collector refuses the one-pass variance from
+    ResidualStats' per-token sums (mean² > 2¹⁶ · variance, where it could lose float32 digits) and takes the
+    two-pass kernel. Reference: the scale computed in float64 from the cached norm input (two passes), as
+    LayerNorm defines it."""
     model = zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=24, d_vocab=512).eval()
     with torch.no_grad():
         model.embed.weight.add_(300.0)  # every token's embedding shifted by one large constant
