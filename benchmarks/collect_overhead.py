@@ -218,7 +218,7 @@ def main() -> None:
         print(json.dumps(work(mode, name, int(scale), a.batch, a.seq)))
         return
     from record import write_result
-    from timing import goal_verdict, load_info
+    from timing import goal_key, goal_verdict, load_info
     rows = {}
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "collect_overhead.json")
     if a.merge and os.path.exists(path):
@@ -231,7 +231,7 @@ def main() -> None:
         row = {"tokens_per_batch": a.batch * a.seq, "timed_batches": a.time_batches, "repeats": a.repeats,
                **{f"{k}/plain (cpu, median)": v["median"] for k, v in t["ratio_cpu"].items()},
                "collect/plain (cpu, 95% CI)": t["ratio_cpu"]["collect"]["ci95"],
-               f"goal ≤ {GOAL:.2f} (on the CI)": goal_verdict(t["ratio_cpu"]["collect"]["ci95"], GOAL),
+               goal_key(GOAL): goal_verdict(t["ratio_cpu"]["collect"]["ci95"], GOAL),
                **{f"{k}/plain (wall, median)": v["median"] for k, v in t["ratio_wall"].items()},
                "nnsight": have_nnsight(), "timing": t, "load_before": before, "load_after": load_info(),
                "command": " ".join(["python", "benchmarks/collect_overhead.py", *sys.argv[1:]])}

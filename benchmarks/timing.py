@@ -31,6 +31,11 @@ def median_ci(xs: list[float]) -> list[float]:
     return [round(lo, 6), round(hi, 6)]
 
 
+def goal_key(goal: float, what: str = "") -> str:
+    """The results-file key of a goal's verdict, e.g. "goal ≤ 1.10 (on the CI)" (what: ", whole run" ...)."""
+    return f"goal ≤ {goal:.2f}{what} (on the CI)"
+
+
 def goal_verdict(ci: list[float], goal: float) -> str:
     """A ≤ goal judged on the interval: "met" (all of it ≤ goal), "not met" (all of it above), "inconclusive"
     (it straddles the goal, or there is no interval)."""

@@ -82,7 +82,7 @@ def plain_vs_zoo(steps: int, batch: int) -> dict:
     step ≤ 1.10) judged on the 95 % bootstrap interval of the per-pair ratio's median."""
     import interp
     from interp.train.zoo import ZOO_SIZE
-    from timing import goal_verdict, median_ci
+    from timing import goal_key, goal_verdict, median_ci
     zoo = interp.zoo.build("pre-ln", **ZOO_SIZE)
     torch.manual_seed(0)
     plain = PlainGPT(**ZOO_SIZE)
@@ -111,7 +111,7 @@ def plain_vs_zoo(steps: int, batch: int) -> dict:
             "zoo_pre_ln_cpu_ms": statistics.median(cpu[zoo]) * 1e3,
             "plain_gpt_cpu_ms": statistics.median(cpu[plain]) * 1e3,
             "cpu_ratio_median": statistics.median(ratios), "cpu_ratio_ci95": ci,
-            f"goal ≤ {PLAIN_GOAL:.2f} (on the CI)": verdict, "cpu_ratios": [round(r, 6) for r in ratios]}
+            goal_key(PLAIN_GOAL): verdict, "cpu_ratios": [round(r, 6) for r in ratios]}
 
 
 class OldTelemetry:
