@@ -60,8 +60,9 @@ def test_per_sequence_skip_equals_a_hand_written_skip():
             logits, full = m.unembed(m.ln_final(h)), m(toks)
         want = (ce(logits) - ce(full)).numpy()
         got = per[per.layer == skipped].sort_values("seq")
-        np.testing.assert_allclose(got["loss_delta"].to_numpy(), want, rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(got["base"].to_numpy(), ce(full).numpy(), rtol=1e-5, atol=1e-7)
+        # each token's CE is taken in float32 (as LayerEffect takes it): a sequence's mean is good to ~1e-6 nats
+        np.testing.assert_allclose(got["loss_delta"].to_numpy(), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got["base"].to_numpy(), ce(full).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def _cards(*groups, seeds=("",)):
