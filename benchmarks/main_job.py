@@ -1,10 +1,11 @@
 """The main job's budget: `make report` from a fresh clone, cold (every GGUF dequantized into an empty model
 cache) then warm (the same cache), with the per-step breakdown the job logs.
 
-For each run: wall seconds, CPU seconds of the job and its workers, peak RSS, the machine's load before and
-after, every "<model>: <step> in <s> s" line of the run log and every task's CPU seconds. From the task CPU
-seconds it also projects the wall time on two otherwise idle cores (the tasks scheduled biggest first on two
-workers, plus the serial part) for this zoo and for a zoo of `--zoo-size` models (the mean zoo task repeated).
+For each run: wall seconds, CPU seconds of the job and its workers, peak RSS, the machine's load and the CPU's
+speed (`timing.cpu_probe`: one fixed forward's CPU seconds) before and after, every "<model>: <step> in <s> s" line
+of the run log and every task's CPU seconds. From the task CPU seconds it also projects the wall time on two
+otherwise idle cores (the tasks scheduled biggest first on two workers, plus the serial part) for this zoo and for
+a zoo of `--zoo-size` models (the mean zoo task repeated).
 Run: .venv/bin/python benchmarks/main_job.py [--repo /work/main] [--zoo-size 50] [--skip-cold] [--small]
 (on an otherwise idle machine: the wall times are the point; --small checks the plumbing in a few minutes)
 """
@@ -41,8 +42,9 @@ def report_command(clone: Path, venv: Path, small: bool) -> list[str]:
 
 def run_make(clone: Path, venv: Path, cache: Path, small: bool = False) -> dict:
     """`make report` in `clone` with the model cache at `cache`; its log parsed."""
-    from timing import load_info
+    from timing import cpu_probe, load_info
     env = {**os.environ, "INTERP_CACHE": str(cache), "PYTHONPATH": str(clone)}
+    probe_before = cpu_probe()
     before, r0 = load_info(), resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(report_command(clone, venv, small), env=env, capture_output=True, text=True, check=False,
@@ -63,6 +65,7 @@ def run_make(clone: Path, venv: Path, cache: Path, small: bool = False) -> dict:
     return {"wall_s": wall, "job_wall_s": float(job.group(1)) if job else None, "plan": plan,
             "cpu_s": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime),
             "peak_rss_gb_per_process": r1.ru_maxrss / 1e6, "load_before": before, "load_after": load_info(),
+            "cpu_probe_s": {"before": probe_before, "after": cpu_probe()},
             "task_cpu_s": tasks, "steps": steps, "log_tail": p.stdout.splitlines()[-8:]}
 
 

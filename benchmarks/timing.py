@@ -72,6 +72,31 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, baseline: st
     return out
 
 
+def cpu_probe(rounds: int = 9) -> dict:
+    """CPU seconds of one fixed reference workload: a forward of the zoo's default pre-LN model (random init, seed
+    0) on 32 × 128 fixed tokens, 1 thread; `summary` of `rounds` after one untimed round. Recorded before and after a
+    run judged in absolute seconds, it separates a slow phase of the CPU from slower code (this machine's CPU has
+    run the same code ~1.7× slower for stretches of the day)."""
+    import torch
+
+    import interp
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        m = interp.zoo.build("pre-ln", seed=0).eval()
+        x = torch.randint(0, m.cfg.d_vocab, (32, 128), generator=torch.Generator().manual_seed(0))
+        cpu = []
+        with torch.no_grad():
+            for i in range(rounds + 1):
+                c0 = time.process_time()
+                m(x)
+                if i:
+                    cpu.append(time.process_time() - c0)
+    finally:
+        torch.set_num_threads(threads)
+    return summary(cpu)
+
+
 def load_info() -> dict:
     """How busy the machine was: load averages and the processes running (state R) other than this one."""
     running = 0

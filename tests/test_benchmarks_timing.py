@@ -66,3 +66,28 @@ def test_interleaved_ratios_carry_their_interval():
     r = out["ratio_cpu"]["b"]
     assert len(r["samples"]) == 6 and r["ci95"][0] <= r["median"] <= r["ci95"][1]
     assert "a" not in out["ratio_cpu"]
+
+
+def test_cpu_probe_times_rounds_of_one_forward_and_restores_threads(monkeypatch):
+    import torch
+
+    import interp
+    from timing import cpu_probe
+    calls = []
+    build = interp.zoo.build
+
+    def counting_build(*a, **k):  # count the probe's forwards through the model it builds
+        m = build(*a, **k)
+        m.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape))
+        return m
+    monkeypatch.setattr(interp.zoo, "build", counting_build)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = cpu_probe(rounds=3)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert calls == [torch.Size([32, 128])] * 4  # one untimed round, then the three timed ones
+    assert len(out["samples"]) == 3 and all(s > 0 for s in out["samples"])
+    assert out["min"] <= out["median"] <= out["max"]
