@@ -75,8 +75,8 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, baseline: st
 def cpu_probe(rounds: int = 9) -> dict:
     """CPU seconds of one fixed reference workload: a forward of the zoo's default pre-LN model (random init, seed
     0) on 32 × 128 fixed tokens, 1 thread; `summary` of `rounds` after one untimed round. Recorded before and after a
-    run judged in absolute seconds, it separates a slow phase of the CPU from slower code (this machine's CPU has
-    run the same code ~1.7× slower for stretches of the day)."""
+    run judged in absolute seconds, it separates a slow phase of the CPU from slower code (a shared CPU can run the
+    same code ~1.7× slower for hours)."""
     import torch
 
     import interp
