@@ -169,6 +169,7 @@ def test_massive_hits_match_brute_force():
     g = torch.Generator().manual_seed(5)
     x = torch.randn(3, 40, 16, generator=g)
     x[0, 3, 5], x[0, 3, 6], x[2, 39, 0], x[1, 0, 15] = 500.0, -150.0, -2e4, 99.0
+    x[2, :, 1] = 150.0  # every token of sequence 2 passes the threshold; only those at ≥ ratio · median hold a hit
     med = x.abs().reshape(3, -1).median(1).values
     x[2, 7, 2] = 1000.0 * float(med[2])  # exactly ratio · median: massive when above the threshold (≥)
     med[1] = float("nan")  # a sequence with a NaN median has none

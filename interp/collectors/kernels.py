@@ -407,13 +407,14 @@ if ENABLED:
         """(sequence, token, dim, value) of every value of a [b, t, d] with |v| > thr and |v| ≥ ratio · med[sequence]
         (float32 compares, ratio · med rounded to float32), in row-major order, into seq / tok / dim / val from
         index `start` on as far as they hold; returns how many there are. Only tokens whose max |v| (tmax [b, t])
-        passes thr are read."""
+        passes both tests are read: a token whose largest |v| misses either holds no value that passes it (in deep
+        layers of a model with massive activations nearly every token passes thr alone, few pass ratio · med)."""
         b, t, d = a.shape
         c, cap = 0, seq.size - start
         for r in range(b):
             lim = ratio * med[r]
             for i in range(t):
-                if tmax[r, i] > thr:
+                if tmax[r, i] > thr and tmax[r, i] >= lim:
                     row = a[r, i]
                     for j in range(d):
                         v = abs(row[j])
