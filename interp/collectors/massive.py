@@ -195,9 +195,9 @@ class MassiveActivations(Collector):
         self._depth.append((j, med, topv, pos, dim, xval, hits))
 
     def _massive(self, x: torch.Tensor, tokmax: torch.Tensor, med: torch.Tensor) -> tuple:
-        """(sequence, dim, value) of the massive activations at one depth: only tokens whose max |x| passes the
-        threshold can hold one."""
-        s, t = (tokmax > self.abs_threshold).nonzero(as_tuple=True)  # few tokens
+        """(sequence, dim, value) of the massive activations at one depth: only tokens whose max |x| passes both the
+        threshold and ratio · median can hold one (as in `kernels.massive_hits_into`)."""
+        s, t = ((tokmax > self.abs_threshold) & (tokmax >= self.ratio * med[:, None])).nonzero(as_tuple=True)
         rows = x[s, t].float().abs()  # [m, d]
         hit = ((rows > self.abs_threshold) & (rows >= self.ratio * med[s][:, None])).nonzero()  # [h, 2]
         seq, dim = s[hit[:, 0]], hit[:, 1]
