@@ -70,8 +70,13 @@ def test_growth_figures_and_shape_sides():
 
 # ---- the per-sequence collector ----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "torch"])
 @pytest.mark.parametrize("strategy", ["pre-ln", "peri-ln", "post-ln"])
-def test_sequence_stats_match_residual_stats_layer_effect_and_brute_force(strategy):
+def test_sequence_stats_match_residual_stats_layer_effect_and_brute_force(strategy, compiled, monkeypatch):
+    from interp.collectors import seq_kernels
+    if compiled and not seq_kernels.kernels.ENABLED:
+        pytest.skip("numba missing: no compiled pass")
+    monkeypatch.setattr(seq_kernels, "usable", lambda x, real=seq_kernels.usable: compiled and real(x))
     model = zoo.build(strategy, **TINY).eval()
     toks, mask = padded()
     res = collect(model, (toks, mask), [SequenceStats(), ResidualStats(), LayerEffect(ns=(1,), skip=False)],

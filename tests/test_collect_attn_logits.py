@@ -7,6 +7,7 @@ import torch
 
 import interp.zoo as zoo
 from interp.collectors import collect
+from interp.collectors import attn_kernels
 from interp.collectors.attn_logits import AttnLogits
 
 SIZE = dict(n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=24, d_vocab=512)
@@ -40,8 +41,12 @@ def brute_force(model, toks, mask):
     return n, mx, sq, qm, km
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "torch"])
 @pytest.mark.parametrize("strategy", ["pre-ln", "pre-rmsnorm-qk", "reordered", "deepnorm"])
-def test_attn_logits_match_brute_force(strategy):
+def test_attn_logits_match_brute_force(strategy, compiled, monkeypatch):
+    if compiled and not attn_kernels.ENABLED:
+        pytest.skip("numba missing: no compiled pass")
+    monkeypatch.setattr(attn_kernels, "ENABLED", compiled and attn_kernels.ENABLED)
     model = zoo.build(strategy, seed=1, **SIZE, init_std=0.2).eval()
     toks, mask = _data()
     df = collect(model, (toks, mask), [AttnLogits(head_chunk=3)], batch_size=4, progress=False)["attn_logits"]
@@ -128,3 +133,30 @@ def test_bidirectional_models_count_every_real_key():
     _, cache = model.run_with_cache(toks[:1])
     top = max(cache[f"blocks.{l}.attn.hook_attn_scores"][0].abs().max().item() for l in range(3))
     assert df.max_abs_logit.max() >= top * (1 - 1e-5)  # sequence 0 is unpadded: its logits are among those counted
+
+
+@pytest.mark.skipif(not attn_kernels.ENABLED, reason="numba missing: no compiled pass")
+@pytest.mark.parametrize("causal", [True, False])
+def test_compiled_scores_with_shared_key_heads_match_float64_brute_force(causal):
+    """Grouped-query keys (6 query heads, 2 key heads), padded keys and uncounted queries: every attended pair."""
+    g = torch.Generator().manual_seed(3)
+    b, t, H, Hk, dh = 3, 9, 6, 2, 5
+    q, k = torch.randn(b, t, H, dh, generator=g) * 3, torch.randn(b, t, Hk, dh, generator=g) * 3
+    km = torch.rand(b, t, generator=g) > 0.3
+    qm = km & (torch.rand(b, t, generator=g) > 0.3)
+    n = 0
+    sq, mx = np.zeros(H), np.zeros(H)
+    for r in range(b):
+        for i in range(t):
+            for j in range(t):
+                if not (qm[r, i] and km[r, j] and (j <= i or not causal)):
+                    continue
+                n += 1
+                for h in range(H):
+                    s = float(q[r, i, h].double() @ k[r, j, h // (H // Hk)].double()) / math.sqrt(dh)
+                    sq[h] += s * s
+                    mx[h] = max(mx[h], abs(s))
+    pairs, got_sq, got_mx = attn_kernels.score_moments(q, k, qm, km, causal)
+    assert pairs == n > 0
+    np.testing.assert_allclose(got_sq, sq, rtol=1e-5)
+    np.testing.assert_allclose(got_mx, mx, rtol=1e-5)

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from interp.collectors import seq_kernels
 from interp.collectors.base import F64, Collector
 from interp.collectors.effect import angular, last_real
 from interp.collectors.objective import is_causal
@@ -73,12 +74,35 @@ class SequenceStats(Collector):
 
     def _hook(self, x: torch.Tensor, hook) -> None:
         j, st, b = self.depth_of[hook.name], self.state, self.batch
-        h = x.detach().to(F64)
-        m = b.mask.to(F64).unsqueeze(-1)                         # [b, t, 1]
-        hm = h * m
-        d = h.shape[-1]
+        x = x.detach()
+        d = x.shape[-1]
         sl = self._slots
         st["n"][sl, j] += (b.mask.sum(1).to(F64) * d).cpu()
+        if seq_kernels.usable(x):  # one compiled pass for the sums; medians and maxima from the median pass
+            sums, top, med = seq_kernels.row_stats(x, b.mask)
+            st["s1"][sl, j] += sums[:, 0]
+            st["s2"][sl, j] += sums[:, 1]
+            st["sabs"][sl, j] += sums[:, 2]
+            has = self._has
+            st["top1"][sl[has], j] = torch.maximum(st["top1"][sl[has], j], top[has].to(F64))
+            st["median"][sl[has], j] += med[has].to(F64)
+        else:
+            self._torch_sums(x, j)
+        h = x.to(F64)
+        rows = torch.arange(len(h), device=h.device)
+        self._buf[j] = h[rows, self._last]                           # the last counted token [b, d]
+        has = self._has.to(h.device)
+        for lo in (j - 1, j):                                         # pairs (j−1, j) and (j, j+1), whichever fired
+            if lo in self._buf and lo + 1 in self._buf:
+                ang = angular(self._buf[lo], self._buf[lo + 1])
+                st["ang"][sl, lo] += torch.where(has, ang, torch.zeros_like(ang)).cpu()
+
+    def _torch_sums(self, x: torch.Tensor, j: int) -> None:
+        """The torch form of `seq_kernels.row_stats` (other devices and dtypes): float64 sums, kthvalue medians."""
+        st, b, sl = self.state, self.batch, self._slots
+        h = x.to(F64)
+        m = b.mask.to(F64).unsqueeze(-1)                         # [b, t, 1]
+        hm = h * m
         st["s1"][sl, j] += hm.sum((1, 2)).cpu()
         st["s2"][sl, j] += (hm * h).sum((1, 2)).cpu()
         a = h.abs()
@@ -89,17 +113,10 @@ class SequenceStats(Collector):
             v = a[r][b.mask[r]].reshape(-1)
             st["top1"][sl[r], j] = torch.maximum(st["top1"][sl[r], j], v.max().cpu())
             st["median"][sl[r], j] += torch.kthvalue(v, (v.numel() + 1) // 2).values.cpu()
-        rows = torch.arange(len(h), device=h.device)
-        self._buf[j] = h[rows, self._last]                           # the last counted token [b, d]
-        has = self._has.to(h.device)
-        for lo in (j - 1, j):                                         # pairs (j−1, j) and (j, j+1), whichever fired
-            if lo in self._buf and lo + 1 in self._buf:
-                ang = angular(self._buf[lo], self._buf[lo + 1])
-                st["ang"][sl, lo] += torch.where(has, ang, torch.zeros_like(ang)).cpu()
 
     def end_batch(self, model, batch, output) -> None:
         self._buf = {}
-        if not is_causal(model):
+        if not is_causal(self.card):
             return
         pair = (batch.attention_mask[:, :-1] & batch.attention_mask[:, 1:])
         for r in range(len(output)):  # row by row: a real LM's logits [t, vocab] are large
@@ -115,7 +132,7 @@ class SequenceStats(Collector):
         """seq_stream: one row per sequence × depth (columns: see the module docstring)."""
         seqs, D = self._seqs(), len(self.hooks_)
         st = {k: self.state[k].numpy()[seqs] for k in STREAM_KEYS}
-        out = pd.DataFrame({"model": self.model.card.name if self.model is not None else "",
+        out = pd.DataFrame({"model": self.model_name,
                             "seq": np.repeat(seqs, D), "depth": np.tile(np.arange(D), len(seqs))})
         for k in STREAM_KEYS:
             out[k] = st[k].reshape(-1)
@@ -126,7 +143,7 @@ class SequenceStats(Collector):
         """seq_loss: one row per sequence: summed next-token CE and predicted tokens (causal LMs only)."""
         seqs = self._seqs()
         n = self.state["loss_n"].numpy()[seqs]
-        out = pd.DataFrame({"model": self.model.card.name if self.model is not None else "", "seq": seqs,
+        out = pd.DataFrame({"model": self.model_name, "seq": seqs,
                             "loss_sum": self.state["loss_sum"].numpy()[seqs], "n_pred": n})
         return out[out["n_pred"] > 0].reset_index(drop=True)
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from interp.collectors import attn_kernels
 from interp.collectors.base import F64, Collector
 
 
@@ -56,7 +57,7 @@ class AttnLogits(Collector):
                                 ("qmax", "max", 0.0), ("kmax", "max", 0.0)):
             self._add(key, torch.full((L, H), fill), rule)
         self.layer_of = {h: (l, i) for l, pair in enumerate(self.pairs) for i, h in enumerate(pair)}
-        self.causal = model.card.objective == "causal_lm"  # encoders and masked diffusion attend both ways
+        self.causal = self.card.objective == "causal_lm"  # encoders and masked diffusion attend both ways
         return self
 
     @staticmethod
@@ -88,19 +89,31 @@ class AttnLogits(Collector):
 
     def _fold(self, l: int, q: torch.Tensor, k: torch.Tensor) -> None:  # q [b, t, h, dh], k [b, t, h_kv, dh]
         q, k = q.float(), k.float()
-        H, dh = q.shape[2], q.shape[3]
+        H = q.shape[2]
+        qm, km = self.batch.mask.to(q.device), self.batch.attention_mask.to(q.device).bool()
+        st = self.state
+        qmax = q.norm(dim=-1).masked_fill(~qm[..., None], 0).amax((0, 1))  # [h]
+        kmax = k.norm(dim=-1).masked_fill(~km[..., None], 0).amax((0, 1))  # [h_kv]: a shared key head serves
+        st["qmax"][l] = torch.maximum(st["qmax"][l], qmax.to(F64))         # H / h_kv query heads
+        st["kmax"][l] = torch.maximum(st["kmax"][l], kmax.repeat_interleave(H // k.shape[2]).to(F64))
+        if attn_kernels.usable(q, k):  # one compiled pass, no [b, h, t, t] scores
+            pairs, sq, mx = attn_kernels.score_moments(q, k, qm, km, self.causal)
+            st["n"][l] += float(pairs)
+            st["sq"][l] += torch.from_numpy(sq)
+            st["max"][l] = torch.maximum(st["max"][l], torch.from_numpy(mx).to(F64))
+        else:
+            self._fold_scores(l, q, k, qm, km)
+
+    def _fold_scores(self, l: int, q: torch.Tensor, k: torch.Tensor, qm: torch.Tensor, km: torch.Tensor) -> None:
+        """The torch form of `attn_kernels.score_moments`: the scores of `head_chunk` heads at a time."""
+        H, dh, t = q.shape[2], q.shape[3], q.shape[1]
         if k.shape[2] != H:  # grouped-query attention: each key head serves H / h_kv query heads
             k = k.repeat_interleave(H // k.shape[2], dim=2)
-        b, t = q.shape[:2]
-        qm, km = self.batch.mask.to(q.device), self.batch.attention_mask.to(q.device).bool()
         valid = qm[:, :, None] & km[:, None, :]  # [b, t(query), t(key)]
         if self.causal:
             valid = valid & torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
         st = self.state
         st["n"][l] += float(valid.sum())
-        qn, kn = q.norm(dim=-1), k.norm(dim=-1)  # [b, t, h]
-        st["qmax"][l] = torch.maximum(st["qmax"][l], qn.masked_fill(~qm[..., None], 0).amax((0, 1)).to(F64))
-        st["kmax"][l] = torch.maximum(st["kmax"][l], kn.masked_fill(~km[..., None], 0).amax((0, 1)).to(F64))
         v = valid[:, None]
         for h0 in range(0, H, self.head_chunk):
             s = torch.einsum("bqhd,bkhd->bhqk", q[:, :, h0:h0 + self.head_chunk], k[:, :, h0:h0 + self.head_chunk])
@@ -120,7 +133,7 @@ class AttnLogits(Collector):
         with np.errstate(invalid="ignore", divide="ignore"):
             rms = np.sqrt(st["sq"] / st["n"])
         return pd.DataFrame({
-            "model": self.model.card.name if self.model is not None else "",
+            "model": self.model_name,
             "layer": np.repeat(np.arange(L), H), "head": np.tile(np.arange(H), L),
             "n_pairs": st["n"].ravel().astype(np.int64), "max_abs_logit": st["max"].ravel(),
             "rms_logit": rms.ravel(), "max_q_norm": st["qmax"].ravel(), "max_k_norm": st["kmax"].ravel(),
@@ -135,16 +148,16 @@ class AttnLogits(Collector):
 
     def layers(self) -> pd.DataFrame:
         """One row per layer: logits counted (pairs × heads), the largest over heads, the RMS pooled over heads,
-        the largest norms and bound."""
-        df = self.result()
-        df["sq"] = df["rms_logit"] ** 2 * df["n_pairs"]
-        g = df.groupby(["model", "layer"], sort=True)
-        out = g.agg(n_logits=("n_pairs", "sum"), max_abs_logit=("max_abs_logit", "max"), sq=("sq", "sum"),
-                    max_q_norm=("max_q_norm", "max"), max_k_norm=("max_k_norm", "max"),
-                    norm_bound=("norm_bound", "max")).reset_index()
+        the largest norms and bound (NaN heads skipped in the maxima, as pandas' max does)."""
+        st = {k: v.cpu().numpy() for k, v in self.state.items()}
+        n, top = st["n"].sum(1), np.fmax.reduce
         with np.errstate(invalid="ignore", divide="ignore"):
-            out.insert(4, "rms_logit", np.sqrt(out.pop("sq") / out["n_logits"]))
-        return out
+            rms = np.sqrt(st["sq"].sum(1) / n)
+        return pd.DataFrame({
+            "model": self.model_name, "layer": np.arange(len(n)), "n_logits": n.astype(np.int64),
+            "max_abs_logit": top(st["max"], axis=1), "rms_logit": rms, "max_q_norm": top(st["qmax"], axis=1),
+            "max_k_norm": top(st["kmax"], axis=1),
+            "norm_bound": top(st["qmax"] * st["kmax"], axis=1) / math.sqrt(self._d_head())})
 
     def tables(self):
         return {"attn_logits": self.result(), "attn_logits_layers": self.layers()}

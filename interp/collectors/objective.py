@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from interp.card import ModelCard
+
 _PROBES: dict[int, torch.Tensor] = {}
 
 
@@ -22,8 +24,10 @@ def probe(d: int) -> torch.Tensor:
 
 
 def is_causal(model) -> bool:
-    """Whether the model predicts the next token; encoders and masked-diffusion (MDLM) models take the probe."""
-    return getattr(model.card, "objective", "causal_lm") not in ("encoder", "mdlm")
+    """Whether the model predicts the next token; encoders and masked-diffusion (MDLM) models take the probe.
+    `model` may be its `ModelCard` instead (a collector's card, read once: a model's card walks its parameters)."""
+    card = model if isinstance(model, ModelCard) else model.card
+    return getattr(card, "objective", "causal_lm") not in ("encoder", "mdlm")
 
 
 def loss_terms(model, output: torch.Tensor, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

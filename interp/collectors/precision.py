@@ -65,8 +65,8 @@ class Precision(Collector):
         self.families = list(dict.fromkeys(s[1] for s in self.sites if s[0] < L))
         self.family_of = [self.families.index(s[1]) if s[0] < L else -1 for s in self.sites]
         S = len(self.sites)
-        self.widths = site_widths(model.sites, model.card.d_model)  # values per token (QK-norm inputs: h·d_head)
-        d = max(self.widths, default=model.card.d_model)  # site i's dims fill [:widths[i]] of the per-dim state
+        self.widths = site_widths(model.sites, self.card.d_model)  # values per token (QK-norm inputs: h·d_head)
+        d = max(self.widths, default=self.card.d_model)  # site i's dims fill [:widths[i]] of the per-dim state
         self._add("sums", torch.zeros(S, len(FIELDS)), "sum")
         self._add("abs_max", torch.zeros(S), "max")
         self._add("dim_hits", torch.zeros(S, d), "sum")  # tokens with |x_j| ≥ threshold
@@ -206,7 +206,7 @@ class Precision(Collector):
 
     # --- tables ---------------------------------------------------------------------------------------
     def _model_name(self) -> str:
-        return self.model.card.name if self.model is not None else ""
+        return self.model_name
 
     def _family(self, f: int) -> tuple[list[int], np.ndarray, np.ndarray]:
         """(site rows, per-layer hit fraction [layers, d], pooled hit fraction [d]) of site family f."""
