@@ -26,15 +26,26 @@ from interp.zoo.conditioning import TimeEmbedding
 from interp.zoo.config import ZooConfig
 
 
-def rotate(x: torch.Tensor, pos: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
-    """RoPE (Su et al. 2021) in the half-split layout (GPT-NeoX, MDLM's DiT): channel k and k + dh/2 of each head
-    form a pair rotated by pos·base^(−k/(dh/2)). x [b, t, h, dh]; pos [t] or [b, t] (positions) → [b, t, h, dh]."""
-    half = x.shape[-1] // 2
-    inv = base ** (-torch.arange(half, dtype=torch.float64, device=x.device) / half)
-    ang = (pos.to(torch.float64)[..., None] * inv).to(x.dtype)  # [t, half] or [b, t, half]
+def rope_tables(pos: torch.Tensor, d_head: int, dtype: torch.dtype,
+                base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE's (C, S) [t or b, t, 1, d_head] for `rotate`: C = [cos, cos], S = [−sin, sin] of pos·base^(−k/(d_head/2)),
+    angles rounded to `dtype` and cos / sin taken there. One pair serves q and k of every layer of a forward."""
+    half = d_head // 2
+    inv = base ** (-torch.arange(half, dtype=torch.float64, device=pos.device) / half)
+    ang = (pos.to(torch.float64)[..., None] * inv).to(dtype)  # [t, half] or [b, t, half]
     cos, sin = ang.cos()[..., None, :], ang.sin()[..., None, :]  # broadcast over heads
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+    return torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)
+
+
+def rotate(x: torch.Tensor, pos: torch.Tensor, base: float = 10_000.0,
+           tables: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """RoPE (Su et al. 2021) in the half-split layout (GPT-NeoX, MDLM's DiT): channel k and k + dh/2 of each head
+    form a pair rotated by pos·base^(−k/(dh/2)). x [b, t, h, dh]; pos [t] or [b, t] (positions) → [b, t, h, dh].
+    As x·C + swap(x)·S on whole heads (`rope_tables`, or `tables` when given): per half x1·cos − x2·sin and
+    x2·cos + x1·sin, the same roundings as the pairwise form."""
+    half = x.shape[-1] // 2
+    c, s = tables if tables is not None else rope_tables(pos, x.shape[-1], x.dtype, base)
+    return x * c + torch.cat([x[..., half:], x[..., :half]], -1) * s
 
 
 class Attention(nn.Module):
@@ -59,6 +70,7 @@ class Attention(nn.Module):
             self.q_norm, self.k_norm = RMSNorm(cfg.d_head, eps=cfg.norm_eps), RMSNorm(cfg.d_head, eps=cfg.norm_eps)
         self.rotary = cfg.positions == "rotary"
         self.positions: torch.Tensor | None = None  # rotary: [t] or [b, t], set by the model before a forward
+        self.rope: tuple[torch.Tensor, torch.Tensor] | None = None  # rotary: `rope_tables` of those positions
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         b, t, _ = x.shape
@@ -66,10 +78,12 @@ class Attention(nn.Module):
         if self.qk_norm:  # QK-norm: q, k [b, t, h, dh] each divided by its RMS over dh
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary:  # RoPE on q, k (after QK-norm, as Qwen3 / OLMo-2 do)
-            pos = self.positions
+            pos, cs = self.positions, self.rope
             if pos is None or pos.shape[-1] != t:  # called on its own: positions 0..t-1
-                pos = torch.arange(t, device=x.device)
-            q, k = rotate(q, pos), rotate(k, pos)
+                pos, cs = torch.arange(t, device=x.device), None
+            if cs is None or cs[0].dtype != q.dtype:
+                cs = rope_tables(pos, self.d_head, q.dtype)
+            q, k = rotate(q, pos, tables=cs), rotate(k, pos, tables=cs)
         return self.attend(q, k, v, mask)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -224,8 +238,9 @@ class ZooModel(TransformerLensNative):
             n.token_mask, n.cond = attention_mask, cond
         emb = self.embed(tokens) if self.cfg.objective != "mdlm" else self._embed_masked(tokens)
         if self.cfg.positions == "rotary":  # positions enter q·k in every attention; no embedding (zeros)
+            cs = rope_tables(pos, self.cfg.d_head, emb.dtype)  # once per forward, for every layer
             for block in self.blocks:
-                block.attn.positions = pos
+                block.attn.positions, block.attn.rope = pos, cs
             x = self.hook_embed(emb) + self.hook_pos_embed(torch.zeros_like(emb))
         else:
             x = self.hook_embed(emb) + self.hook_pos_embed(self.pos_embed(pos).expand(b, t, -1))
