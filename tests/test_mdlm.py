@@ -45,14 +45,17 @@ def _brute_terms(model, x0, t, masked):
     return torch.tensor(out, dtype=torch.float64)
 
 
+@pytest.mark.parametrize("masked_only", [False, True], ids=["all-logits", "masked-logits"])
 @pytest.mark.parametrize("name", ["mdlm-tdln", "mdlm-adaln", "mdlm-ln"])
-def test_terms_match_brute_force_with_one_over_t_on_masked_positions_only(name):
+def test_terms_match_brute_force_with_one_over_t_on_masked_positions_only(name, masked_only):
     model, batch = _model(name).eval(), _batch()
     t = torch.tensor([0.05, 0.3, 0.5, 0.9, 1.0])
     g = torch.Generator().manual_seed(4)
     masked = torch.rand(batch.x.shape, generator=g) < t[:, None]
     masked[:, 0] = False
-    got = mdlm_terms(model, batch.x, t, masked).double()
+    masked[0] = False  # a sequence with nothing masked: its term is 0
+    with torch.no_grad():
+        got = mdlm_terms(model, batch.x, t, masked, masked_only=masked_only).double()
     torch.testing.assert_close(got, _brute_terms(model, batch.x, t, masked), rtol=1e-5, atol=1e-6)
 
 

@@ -64,14 +64,23 @@ def sample_masks(x0: torch.Tensor, t: torch.Tensor, mask_id: int,
 
 
 def mdlm_terms(model: nn.Module, x0: torch.Tensor, t: torch.Tensor, masked: torch.Tensor,
-               use_cond: bool = True) -> torch.Tensor:
-    """Per sequence (1/t)·Σ_{masked i} −log p_θ(x0_i | z_t, t), nats [b]; cond = t when `use_cond`."""
+               use_cond: bool = True, masked_only: bool = False) -> torch.Tensor:
+    """Per sequence (1/t)·Σ_{masked i} −log p_θ(x0_i | z_t, t), nats [b]; cond = t when `use_cond`. `masked_only`
+    (no gradient needed): logits at the masked positions only, from the model's `final_hidden` when it has one
+    (the unembedding and softmax of the unmasked positions, which the sum never reads, are skipped)."""
     mask_id = check_mdlm(model)
     t = check_t(t).to(x0.device)
     z = x0.masked_fill(masked, mask_id)
-    logits = model(z, cond=t) if use_cond else model(z)  # [b, T, d_vocab]: [MASK] is never an output
-    ce = F.cross_entropy(logits.flatten(0, 1).float(), x0.flatten(), reduction="none").view(x0.shape)
-    ce_masked = (ce * masked).sum(1)                    # 0 where nothing is masked
+    kw = {"cond": t} if use_cond else {}
+    if masked_only and hasattr(model, "final_hidden"):
+        rows, pos = masked.nonzero(as_tuple=True)
+        logits = model.unembed(model.final_hidden(z, **kw)[rows, pos])  # [n masked, d_vocab]
+        ce = F.cross_entropy(logits.float(), x0[rows, pos], reduction="none")
+        ce_masked = torch.zeros(x0.shape[0], dtype=ce.dtype, device=ce.device).index_add_(0, rows, ce)
+    else:
+        logits = model(z, **kw)  # [b, T, d_vocab]: [MASK] is never an output
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), x0.flatten(), reduction="none").view(x0.shape)
+        ce_masked = (ce * masked).sum(1)                # 0 where nothing is masked
     return ce_masked / t.clamp(min=1e-12)               # t = 0 masks nothing: its term is 0, not 0/0
 
 
@@ -164,7 +173,7 @@ def mdlm_eval(model: nn.Module, batches: Iterable[Batch], n_t: int = 10, extra_t
             term = torch.zeros(x0.shape[0], dtype=torch.float64)
             for _ in range(n_draws):
                 _, masked = sample_masks(x0, tt, model.cfg.mask_id, gen)
-                term += mdlm_terms(model, x0, tt, masked, use_cond).double().cpu() / n_draws
+                term += mdlm_terms(model, x0, tt, masked, use_cond, masked_only=True).double().cpu() / n_draws
                 n_masked += int(masked.sum())
                 n_pos += masked[:, PREFIX:].numel()
             terms.append(term / (x0.shape[1] - PREFIX))

@@ -221,6 +221,12 @@ class ZooModel(TransformerLensNative):
                 cond: torch.Tensor | None = None) -> torch.Tensor:
         """tokens [b, t] long; attention_mask [b, t] bool (True = real token); cond [b] for conditioned models (TD-LN,
         t-embedding; unset: 0). An MDLM model (objective "mdlm") also takes [MASK] = `cfg.mask_id` in `tokens`."""
+        return self.unembed(self.final_hidden(tokens, attention_mask, cond))  # [b, t, vocab]
+
+    def final_hidden(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                     cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The forward up to the unembedding: the stream after the final norm [b, t, d] (`forward`'s arguments), for
+        callers that need logits at a few positions only (`unembed` of those rows)."""
         b, t = tokens.shape
         if t > self.cfg.n_ctx:
             raise ValueError(f"sequence of {t} tokens is longer than the context of {self.cfg.n_ctx}")
@@ -250,7 +256,7 @@ class ZooModel(TransformerLensNative):
             x = block(x, mask)
         if self.cfg.final_norm:
             x = self.ln_final(x)
-        return self.unembed(x)  # [b, t, vocab]
+        return x
 
     def _embed_masked(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token embeddings [b, t, d] with [MASK] (id d_vocab) read from `mask_embed`."""
