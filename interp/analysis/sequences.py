@@ -88,10 +88,9 @@ class SequenceStats(Collector):
             st["median"][sl[has], j] += med[has].to(F64)
         else:
             self._torch_sums(x, j)
-        h = x.to(F64)
-        rows = torch.arange(len(h), device=h.device)
-        self._buf[j] = h[rows, self._last]                           # the last counted token [b, d]
-        has = self._has.to(h.device)
+        rows = torch.arange(len(x), device=x.device)
+        self._buf[j] = x[rows, self._last].to(F64)                   # the last counted token [b, d]
+        has = self._has.to(x.device)
         for lo in (j - 1, j):                                         # pairs (j−1, j) and (j, j+1), whichever fired
             if lo in self._buf and lo + 1 in self._buf:
                 ang = angular(self._buf[lo], self._buf[lo + 1])

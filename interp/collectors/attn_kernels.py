@@ -1,11 +1,10 @@
-"""One compiled pass for `AttnLogits` on CPU: the attended logits q·k/√d_head of a layer, never stored.
+"""One compiled fold for `AttnLogits` on CPU: the attended logits q·k/√d_head of a layer, read once.
 
-The torch form builds the [b, heads, t, t] score tensor and reads it five times (scale, mask, square, float64
-sum, |max|). Here each query's row of scores is computed into a t-long buffer (the products summed over
-d_head in order, in float32, as a float32 matrix product does; scaled by 1/√d_head, within an ulp of torch's
-division) and folded into Σ s² (float64) and max |s| of
-its head over the attended keys only (causal: keys up to the query) before the next row: no t × t
-temporaries. Keys of grouped-query attention are read from their shared head, not repeated.
+The torch form scales the [b, heads, t, t] score tensor, masks it, squares it, sums it in float64 and takes
+its |max|: five passes and as many temporaries. Here the raw scores come from one batched product (a key head
+shared by a group of query heads is broadcast to it, not repeated) and one numba pass folds each counted
+query's attended keys (causal: up to the query) into Σ s² (float64) and max |s| per head, with s scaled by
+1/√d_head in float32 (within an ulp of torch's division).
 """
 from __future__ import annotations
 

@@ -70,7 +70,8 @@ class Attention(nn.Module):
             self.q_norm, self.k_norm = RMSNorm(cfg.d_head, eps=cfg.norm_eps), RMSNorm(cfg.d_head, eps=cfg.norm_eps)
         self.rotary = cfg.positions == "rotary"
         self.positions: torch.Tensor | None = None  # rotary: [t] or [b, t], set by the model before a forward
-        self.rope: tuple[torch.Tensor, torch.Tensor] | None = None  # rotary: `rope_tables` of those positions
+        self.rope_c: torch.Tensor | None = None  # rotary: `rope_tables` of those positions, set with them (plain
+        self.rope_s: torch.Tensor | None = None  # tensors, so that code slicing per-forward state slices these too)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         b, t, _ = x.shape
@@ -78,10 +79,10 @@ class Attention(nn.Module):
         if self.qk_norm:  # QK-norm: q, k [b, t, h, dh] each divided by its RMS over dh
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary:  # RoPE on q, k (after QK-norm, as Qwen3 / OLMo-2 do)
-            pos, cs = self.positions, self.rope
+            pos, cs = self.positions, (self.rope_c, self.rope_s)
             if pos is None or pos.shape[-1] != t:  # called on its own: positions 0..t-1
-                pos, cs = torch.arange(t, device=x.device), None
-            if cs is None or cs[0].dtype != q.dtype:
+                pos = torch.arange(t, device=x.device)
+            if cs[0] is None or cs[0].dtype != q.dtype or cs[0].shape[:-2] != pos.shape:  # not the tables of pos
                 cs = rope_tables(pos, self.d_head, q.dtype)
             q, k = rotate(q, pos, tables=cs), rotate(k, pos, tables=cs)
         return self.attend(q, k, v, mask)
@@ -244,9 +245,9 @@ class ZooModel(TransformerLensNative):
             n.token_mask, n.cond = attention_mask, cond
         emb = self.embed(tokens) if self.cfg.objective != "mdlm" else self._embed_masked(tokens)
         if self.cfg.positions == "rotary":  # positions enter q·k in every attention; no embedding (zeros)
-            cs = rope_tables(pos, self.cfg.d_head, emb.dtype)  # once per forward, for every layer
+            c, s = rope_tables(pos, self.cfg.d_head, emb.dtype)  # once per forward, for every layer
             for block in self.blocks:
-                block.attn.positions, block.attn.rope = pos, cs
+                block.attn.positions, block.attn.rope_c, block.attn.rope_s = pos, c, s
             x = self.hook_embed(emb) + self.hook_pos_embed(torch.zeros_like(emb))
         else:
             x = self.hook_embed(emb) + self.hook_pos_embed(self.pos_embed(pos).expand(b, t, -1))
