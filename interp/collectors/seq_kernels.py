@@ -41,7 +41,8 @@ def usable(x: torch.Tensor) -> bool:
 
 def row_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For x [b, t, d] (`usable`) over each row's positions where mask [b, t]: ((Σx, Σx², Σ|x|) float64 [b, 3],
-    max |x| float32 [b], lower median of |x| float32 [b]); rows without a counted position give 0 everywhere."""
+    max |x| float32 [b], lower median of |x| float32 [b]); rows without a counted position give 0 everywhere. A NaN
+    in a row makes its sums, max and median NaN (torch's kthvalue would rank it last instead)."""
     x = x.detach()
     b, t, d = x.shape
     sums = np.empty((b, 3))
