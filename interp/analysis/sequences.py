@@ -83,9 +83,9 @@ class SequenceStats(Collector):
             st["s1"][sl, j] += sums[:, 0]
             st["s2"][sl, j] += sums[:, 1]
             st["sabs"][sl, j] += sums[:, 2]
-            has = self._has
-            st["top1"][sl[has], j] = torch.maximum(st["top1"][sl[has], j], top[has].to(F64))
-            st["median"][sl[has], j] += med[has].to(F64)
+            rows = sl[self._has]
+            st["top1"][rows, j] = torch.maximum(st["top1"][rows, j], top[self._has].to(F64))
+            st["median"][rows, j] += med[self._has].to(F64)
         else:
             self._torch_sums(x, j)
         rows = torch.arange(len(x), device=x.device)

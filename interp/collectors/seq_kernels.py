@@ -48,10 +48,10 @@ def row_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.
     sums = np.empty((b, 3))
     m = mask.bool()
     _row_sums(kernels.as_array(x), kernels.as_array(m), sums)
-    top, med = torch.zeros(b), torch.zeros(b)
     if bool(m.all()):
         md, tmax = kernels.abs_medians(x.reshape(b, -1), d)
         return torch.from_numpy(sums), tmax.amax(1), md
+    top, med = torch.zeros(b), torch.zeros(b)
     for r in range(b):
         if bool(m[r].any()):
             md, tmax = kernels.abs_medians(x[r][m[r]].reshape(1, -1), d)

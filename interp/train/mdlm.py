@@ -65,9 +65,10 @@ def sample_masks(x0: torch.Tensor, t: torch.Tensor, mask_id: int,
 
 def mdlm_terms(model: nn.Module, x0: torch.Tensor, t: torch.Tensor, masked: torch.Tensor,
                use_cond: bool = True, masked_only: bool = False) -> torch.Tensor:
-    """Per sequence (1/t)·Σ_{masked i} −log p_θ(x0_i | z_t, t), nats [b]; cond = t when `use_cond`. `masked_only`
-    (no gradient needed): logits at the masked positions only, from the model's `final_hidden` when it has one
-    (the unembedding and softmax of the unmasked positions, which the sum never reads, are skipped)."""
+    """Per sequence (1/t)·Σ_{masked i} −log p_θ(x0_i | z_t, t), nats [b]; cond = t when `use_cond`. `masked_only`:
+    logits at the masked positions only, from the model's `final_hidden` when it has one (the unembedding and
+    softmax of the unmasked positions, which the sum never reads, are skipped; the shapes then depend on the
+    mask, so the compiled training step keeps the full form)."""
     mask_id = check_mdlm(model)
     t = check_t(t).to(x0.device)
     z = x0.masked_fill(masked, mask_id)

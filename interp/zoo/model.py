@@ -28,8 +28,9 @@ from interp.zoo.config import ZooConfig
 
 def rope_tables(pos: torch.Tensor, d_head: int, dtype: torch.dtype,
                 base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE's (C, S) [t or b, t, 1, d_head] for `rotate`: C = [cos, cos], S = [−sin, sin] of pos·base^(−k/(d_head/2)),
-    angles rounded to `dtype` and cos / sin taken there. One pair serves q and k of every layer of a forward."""
+    """RoPE's (C, S) for `rotate`, [t, 1, d_head] or [b, t, 1, d_head] as pos is [t] or [b, t]: C = [cos, cos],
+    S = [−sin, sin] of pos·base^(−k/(d_head/2)), angles rounded to `dtype` and cos / sin taken there. One pair
+    serves q and k of every layer of a forward."""
     half = d_head // 2
     inv = base ** (-torch.arange(half, dtype=torch.float64, device=pos.device) / half)
     ang = (pos.to(torch.float64)[..., None] * inv).to(dtype)  # [t, half] or [b, t, half]
