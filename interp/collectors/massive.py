@@ -321,14 +321,11 @@ class MassiveActivations(Collector):
         return f"at {self.hooks_[i]} (depth {i})" if key in ("top3_sum", "median_sum", "top1_max") else f"in {key!r}"
 
     # --- tables ---------------------------------------------------------------------------------------
-    def _model_name(self) -> str:
-        return self.model_name
-
     def result(self) -> pd.DataFrame:
         st = {k: v.numpy() for k, v in self.state.items()}
         n = np.maximum(st["n_seq"], 1)
         return pd.DataFrame({
-            "model": self._model_name(), "depth": np.arange(len(self.hooks_)), "hook": self.hooks_,
+            "model": self.model_name, "depth": np.arange(len(self.hooks_)), "hook": self.hooks_,
             "n_sequences": st["n_seq"].astype(np.int64), "n_massive": st["n_massive"].astype(np.int64),
             "frac_sequences": st["seq_with"] / n,
             "top1_mean": st["top3_sum"][:, 0] / n, "top2_mean": st["top3_sum"][:, 1] / n,
@@ -343,7 +340,7 @@ class MassiveActivations(Collector):
         ids = st["tk_token"][ok].astype(np.int64)
         depth = st["tk_depth"][ok].astype(np.int64)
         return pd.DataFrame({
-            "model": self._model_name(), "rank": np.arange(ok.sum()), "depth": depth,
+            "model": self.model_name, "rank": np.arange(ok.sum()), "depth": depth,
             "hook": [self.hooks_[i] for i in depth], "position": st["tk_seq_pos"][ok].astype(np.int64),
             "token_id": ids, "token": [tok.decode([i]) if tok is not None else str(i) for i in ids],
             "dim": st["tk_dim"][ok].astype(np.int64), "value": st["tk_value"][ok], "abs": st["tk_abs"][ok],
@@ -355,7 +352,7 @@ class MassiveActivations(Collector):
         c, s = self.state["dim_count"].numpy(), self.state["dim_value_sum"].numpy()
         depth, dim = np.nonzero(c)
         n = np.maximum(self.state["n_seq"].numpy(), 1)
-        return pd.DataFrame({"model": self._model_name(), "depth": depth, "dim": dim,
+        return pd.DataFrame({"model": self.model_name, "depth": depth, "dim": dim,
                              "count": c[depth, dim].astype(np.int64), "per_sequence": c[depth, dim] / n[depth],
                              "mean_value": s[depth, dim] / c[depth, dim]})
 

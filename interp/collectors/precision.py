@@ -205,9 +205,6 @@ class Precision(Collector):
         return f"at {self.sites[i][3]} (layer {self.sites[i][0]}, {self.sites[i][1]})"
 
     # --- tables ---------------------------------------------------------------------------------------
-    def _model_name(self) -> str:
-        return self.model_name
-
     def _family(self, f: int) -> tuple[list[int], np.ndarray, np.ndarray]:
         """(site rows, per-layer hit fraction [layers, d], pooled hit fraction [d]) of site family f."""
         rows = [i for i, g in enumerate(self.family_of) if g == f]
@@ -235,7 +232,7 @@ class Precision(Collector):
             rel = lambda f: np.sqrt(col(f) / col("sum_sq"))
             frac = lambda f: col(f) / col("n_values")
             return pd.DataFrame({
-                "model": self._model_name(),
+                "model": self.model_name,
                 "layer": [x[0] for x in self.sites], "site": [x[1] for x in self.sites],
                 "kind": [x[2] for x in self.sites], "hook": [x[3] for x in self.sites],
                 "n_tokens": col("n_tokens").astype(np.int64), "abs_max": mx,
@@ -250,7 +247,7 @@ class Precision(Collector):
 
     def outliers(self) -> pd.DataFrame:
         """One row per LLM.int8() outlier feature: its site family, dim, and how many layers / hidden states it hits."""
-        feats, rows, name = self.outlier_mask(), [], self._model_name()  # card is costly on real models: once
+        feats, rows, name = self.outlier_mask(), [], self.model_name  # card is costly on real models: once
         for f, fam in enumerate(self.families):
             idx, per_layer, pooled = self._family(f)
             for j in np.nonzero(feats[f])[0]:
