@@ -121,7 +121,9 @@ def test_abs_median_equals_torch_median(n):
     g = torch.Generator().manual_seed(n)
     cases = [torch.randn(n, generator=g), torch.randint(-4, 5, (n,), generator=g).float(),  # many ties
              torch.sort(torch.randn(n, generator=g)).values,  # sorted
-             torch.cat([torch.zeros(n // 2), torch.full((n - n // 2,), -1e4)])]
+             torch.cat([torch.zeros(n // 2), torch.full((n - n // 2,), -1e4)]),
+             torch.randn(n, generator=g) * 10.0 ** torch.randint(-40, 38, (n,), generator=g),  # wide, subnormals
+             torch.where(torch.rand(n, generator=g) < 0.3, float("inf"), torch.randn(n, generator=g))]  # infs
     for v in cases:
         assert kernels.abs_median(v) == torch.median(v.abs()).item()
     rows = torch.stack(cases)
@@ -129,6 +131,24 @@ def test_abs_median_equals_torch_median(n):
     v = cases[0].clone()
     v[n // 3] = float("nan")
     assert np.isnan(kernels.abs_median(v)) and torch.isnan(kernels.abs_medians(v[None]))[0]
+
+
+@pytest.mark.skipif(not kernels.ENABLED, reason="numba not installed")
+@pytest.mark.parametrize("n", [1, 2, 64, 65, 2049, 40000])
+def test_kth_matches_sorting(n):
+    """The radix select (`_kth`) against a sort, on spreads from one value to the whole uint32 range."""
+    rng = np.random.default_rng(n)
+    cases = [rng.integers(0, 2 ** 32, n, dtype=np.uint64).astype(np.uint32),     # the whole range
+             np.full(n, 7, dtype=np.uint32),                                       # all equal
+             rng.integers(5, 7, n).astype(np.uint32),                              # two values
+             np.concatenate([np.zeros(n // 2), np.full(n - n // 2, 2 ** 32 - 1)]).astype(np.uint32),
+             (rng.integers(0, 2 ** 11, n) << 20).astype(np.uint32),                # one value per bin, bins apart
+             rng.integers(1000, 1000 + 3 * n, n).astype(np.uint32)]                # narrow
+    for v in cases:
+        ref = np.sort(v)
+        for k in sorted({0, n // 2, (n - 1) // 2, n - 1}):
+            assert kernels._kth_any(v.copy(), k) == ref[k]
+            assert kernels._kth(v.copy(), k, ref[0], ref[-1]) == ref[k]
 
 
 def test_angular_matches_float64():

@@ -26,6 +26,7 @@ if ENABLED:
 
 # reassociation lets float64 sums over a row vectorise; no finite-math flags, so NaN and inf propagate
 FAST = {"reassoc", "contract"}
+RADIX_BITS = 11  # bins of a radix-select round (`_kth`): 2048, a 16 KB histogram
 SMALL = 16384  # up to this many values per row, a median selects on all of them (no sampled bracket)
 
 
@@ -240,12 +241,56 @@ if ENABLED:
         return c
 
     @njit(cache=True, nogil=True, error_model="numpy")
+    def _kth(a, k, lo, hi):  # pragma: no cover - compiled
+        """The k-th smallest (0-based) of the uint32 array a, all of whose values lie in [lo, hi]; overwrites a.
+        Radix select: a histogram of (v − lo) >> s in ≤ 2048 bins finds the bin holding rank k; that bin's values
+        are packed to the front of a (in place: the write index never passes the read index, branch-free) and
+        searched the same way, 11 bits narrower each round (at most 3 rounds for 32 bits). Two linear passes a
+        round, where quickselect's data-dependent branches mispredict on every other value; `_select` finishes
+        a bin of a few values."""
+        hist = np.empty(1 << RADIX_BITS, dtype=np.int64)
+        n, k, lo, hi = a.size, np.int64(k), np.int64(lo), np.int64(hi)
+        while True:
+            if lo == hi:
+                return np.uint32(lo)
+            if n <= 64:
+                return _select(a[:n], k)
+            s = 0
+            while ((hi - lo) >> s) >= (1 << RADIX_BITS):
+                s += 1
+            hist[: ((hi - lo) >> s) + 1] = 0
+            for i in range(n):
+                hist[(np.int64(a[i]) - lo) >> s] += 1
+            b, c = 0, np.int64(0)
+            while c + hist[b] <= k:
+                c += hist[b]
+                b += 1
+            k -= c
+            blo = lo + (np.int64(b) << s)
+            bhi = min(hi, blo + (np.int64(1) << s) - 1)
+            w, m = bhi - blo, 0
+            for i in range(n):
+                v = a[i]
+                a[m] = v
+                m += np.uint64(np.int64(v) - blo) <= np.uint64(w)
+            n, lo, hi = m, blo, bhi
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _kth_any(a, k):  # pragma: no cover - compiled
+        """`_kth` of a with its range taken in one pass (min and max)."""
+        lo, hi = a[0], a[0]
+        for i in range(1, a.size):
+            lo = min(lo, a[i])
+            hi = max(hi, a[i])
+        return _kth(a, k, lo, hi)
+
+    @njit(cache=True, nogil=True, error_model="numpy")
     def _abs_median_bits(u, pick, half, buf, d, tmax):  # pragma: no cover - compiled
         """Lower median of |v| for float32 v given as its bits u (uint32), returned as bits; 0xFFFFFFFF when v
         holds a NaN. |v|'s bits (sign cleared) order as |v| does, so the work is integer. A fixed sample brackets
         the median (its ranks half ± `half`); one vectorised pass counts the values below and up to the bracket;
         a second copies the few inside into `buf` and a selection finds the median there (on AVX-512, with u
-        contiguous, one pass does both: `simd.scan_bracket`). A bracket that misses it (or overflows buf)
+        contiguous, one pass does both: `simd.scan_bracket`). Selections are radix selects (`_kth`). A bracket that misses it (or overflows buf)
         selects on all of |v|. The counting pass also writes tmax[i] = the largest |v|
         bits of each run of d values (a token's max |x|) when tmax is not empty. Up to SMALL values (buf must
         hold them all): the counting pass for NaN and tmax, then a selection on every |v| in buf."""
@@ -257,21 +302,22 @@ if ENABLED:
                 return np.uint32(0xFFFFFFFF)
             for i in range(n):
                 buf[i] = u[i] & M
-            return _select(buf[:n], k)
+            return _kth_any(buf[:n], k)
         m = pick.size
         s = np.empty(m, dtype=np.uint32)
         for i in range(m):
             s[i] = u[pick[i]] & M
         a = m // 2 - half
-        lo = _select(s, a)  # leaves s partitioned at a: the upper rank lies in s[a + 1:]
-        hi = _select(s[a + 1:], 2 * half - 1)
+        s2 = s.copy()  # `_kth` overwrites what it reads: one copy per rank
+        lo = _kth_any(s, a)
+        hi = _kth_any(s2, a + 2 * half)
         if VECTOR and u.flags.c_contiguous and (tmax.size == 0 or d % LANES == 0):  # one vector pass (simd.py)
             below, upto, nan, inside, fits = scan_bracket(u, lo, hi, buf, d, tmax)
             if nan:
                 return np.uint32(0xFFFFFFFF)
             j = k - below
             if fits and 0 <= j < inside:
-                return _select(buf[:inside], j)
+                return _kth(buf[:inside], j, lo, hi)
         else:
             below, upto, nan = _count(u, lo, hi, d, tmax)
             if nan:
@@ -279,11 +325,11 @@ if ENABLED:
             j, inside = k - below, upto - below
             if 0 <= j < inside < buf.size:
                 _inside(u, lo, hi, buf)
-                return _select(buf[:inside], j)
+                return _kth(buf[:inside], j, lo, hi)
         full = np.empty(n, dtype=np.uint32)
         for i in range(n):
             full[i] = u[i] & M
-        return _select(full, k)
+        return _kth_any(full, k)
 
     @njit(cache=True, nogil=True, error_model="numpy")
     def _abs_median_rows(u, pick, half, buf, out, d, tmax):  # pragma: no cover - compiled
