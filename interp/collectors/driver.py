@@ -7,10 +7,12 @@ import ctypes
 import os
 import platform
 import time
+from collections import Counter
 from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformer_lens.hook_points import HookPoint
 
 from interp.collectors.base import Batch, Collector, NonFiniteError
 from interp.collectors.batches import batches, model_context, to_sequences
@@ -90,24 +92,49 @@ def merged(hooks: list, live: list[bool]) -> list:
     return [(name, gated_all(fns, live)) for name, fns in by.items()]
 
 
+def direct(hp, fn) -> bool:
+    """Attach the forward hook fn to the hook point hp as its own `forward` (an instance attribute), where
+    PyTorch's module call takes its fast path: no hook dispatch (~20 µs a call, 70+ calls a batch on a 12-layer
+    model). Only on a plain HookPoint with nothing else attached and no conversion (a bridge's); False (nothing
+    done) otherwise, and the caller registers fn as a PyTorch hook. `interp.norms.base.observed` counts it."""
+    if type(hp) is not HookPoint or hp.hook_conversion is not None or "forward" in hp.__dict__ \
+            or hp._forward_hooks or hp._forward_pre_hooks:
+        return False
+
+    def forward(x):
+        out = fn(x, hook=hp)
+        return x if out is None else out
+    hp.forward = forward
+    return True
+
+
 @contextlib.contextmanager
 def attached(model, fwd: list, bwd: list):
     """`model.hooks(fwd_hooks=fwd, bwd_hooks=bwd)`, but on exit only the hook points it used are reset (the
-    HookedRootModule resets every hook point of the model, hundreds of module setattrs: ms per run)."""
+    HookedRootModule resets every hook point of the model, hundreds of module setattrs: ms per run). A hook
+    point with one forward hook of this call and nothing else attached runs it directly (`direct`)."""
     points = getattr(model, "mod_dict", None)
     if points is None or not all(isinstance(n, str) and n in points for n, _ in fwd + bwd):
         with model.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
             yield
         return
     model.context_level += 1
-    level, used = model.context_level, {}
+    level, used, direct_on = model.context_level, {}, []
+    once = {n for n, c in Counter(n for n, _ in fwd).items() if c == 1}
     try:
-        for hooks, direction in ((fwd, "fwd"), (bwd, "bwd")):
-            for name, fn in hooks:
+        for name, fn in fwd:
+            if name in once and direct(points[name], fn):
+                direct_on.append(points[name])
+            else:
                 used[name] = points[name]
-                used[name].add_hook(fn, dir=direction, level=level)
+                used[name].add_hook(fn, dir="fwd", level=level)
+        for name, fn in bwd:
+            used[name] = points[name]
+            used[name].add_hook(fn, dir="bwd", level=level)
         yield
     finally:
+        for hp in direct_on:
+            del hp.forward
         for hp in used.values():
             hp.remove_hooks("both", including_permanent=False, level=level)
         model.context_level -= 1

@@ -12,10 +12,12 @@ import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
+from interp.norms.base import observed as base_observed
+
 
 def observed(hp: HookPoint) -> bool:
-    """Whether anything (a forward or a backward hook) is attached to `hp`."""
-    return bool(hp._forward_hooks or hp._backward_hooks)
+    """Whether anything (a forward or a backward hook) is attached to `hp` (`interp.norms.base.observed`)."""
+    return base_observed(hp)
 
 
 def fire(hp: HookPoint, x: torch.Tensor) -> torch.Tensor:

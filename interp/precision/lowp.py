@@ -16,6 +16,7 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformer_lens.hook_points import HookPoint
 
 LINEAR_MODES = ("fp32-accumulate", "native")
 FP32_ACCUMULATE_NOTE = ("nn.Linear: {fmt} inputs and weights, products accumulated in fp32 and rounded to {fmt} "
@@ -56,6 +57,9 @@ def clone(model, dtype: torch.dtype):
         if tok is not None:
             memo[id(tok)] = tok
         twin = copy.deepcopy(model, memo).to(dtype)
+        for m in twin.modules():  # a hook run as a point's own forward (collectors.driver.direct) is not copied
+            if isinstance(m, HookPoint):
+                m.__dict__.pop("forward", None)
     return twin.eval()
 
 
