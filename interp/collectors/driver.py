@@ -105,6 +105,7 @@ def direct(hp, fn) -> bool:
         out = fn(x, hook=hp)
         return x if out is None else out
     hp.forward = forward
+    hp._interp_direct = True  # what `observed` reads: another tool may set a module's forward too (nnsight does)
     return True
 
 
@@ -134,7 +135,7 @@ def attached(model, fwd: list, bwd: list):
         yield
     finally:
         for hp in direct_on:
-            del hp.forward
+            del hp.forward, hp._interp_direct
         for hp in used.values():
             hp.remove_hooks("both", including_permanent=False, level=level)
         model.context_level -= 1

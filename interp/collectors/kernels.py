@@ -494,19 +494,35 @@ if ENABLED:
 if ENABLED:
     @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
     def _angular_ring(x, ring, ns, j, seen, out, bn):  # pragma: no cover - compiled
-        """x [n, w] is the stream at depth j: for each offset ns[i] whose depth l = j − ns[i] was seen, out[i, l] =
-        `_angular`(stream at l, x), the stream at l read from ring[l % R] (R = ring.shape[0] > max(ns)); then x is
-        copied into ring[j % R] and seen[j] set."""
+        """x [n, w] is the stream at depth j: copied into ring[j % R] with its row norms (float64) into bn[j % R]
+        (R = ring.shape[0] > max(ns)) in one pass, then for each offset ns[i] whose depth l = j − ns[i] was
+        seen, out[i, l] = arccos(cos(stream at l, x)) / π per row, from the stream and norms kept at l: each
+        depth's norms are taken once, where `_angular` takes both sides' at every pair (a zero vector counts as
+        orthogonal, as there)."""
         R = ring.shape[0]
+        n, w = x.shape
+        dst, xn = ring[j % R], bn[j % R]
+        for t in range(n):  # element loops: a slice assignment (ring[j % R] = x) copies ~3x slower
+            row, d_ = x[t], dst[t]
+            s = 0.0
+            for i in range(w):
+                v = row[i]
+                d_[i] = v
+                f = np.float64(v)
+                s += f * f
+            xn[t] = math.sqrt(s)
         for i in range(ns.size):
             l = j - ns[i]
-            if l >= 0 and seen[l]:
-                _angular(ring[l % R], x, out[i, l], bn)
-        dst = ring[j % R]
-        n, w = x.shape
-        for t in range(n):  # element loops: a slice assignment (ring[j % R] = x) copies ~3x slower
-            for i in range(w):
-                dst[t, i] = x[t, i]
+            if l < 0 or not seen[l]:
+                continue
+            src, an, o = ring[l % R], bn[l % R], out[i, l]
+            for t in range(n):
+                a, b = src[t], dst[t]
+                dot = 0.0
+                for k in range(w):
+                    dot += np.float64(a[k]) * np.float64(b[k])
+                c = dot / max(an[t] * xn[t], 1e-300)
+                o[t] = math.acos(min(max(c, -1.0), 1.0)) / math.pi
         seen[j] = True
 
 
@@ -727,13 +743,14 @@ def massive_hits(x: torch.Tensor, tmax: torch.Tensor, med: torch.Tensor, thr: fl
 
 class AngularRing:
     """Per-batch state of `angular_ring` for D depths of n rows × w values: the last R streams (float32 or
-    float64, x's dtype), which depths were seen, and the angular distances out [len(ns), D, n] (float64)."""
+    float64, x's dtype) and their row norms bn [R, n], which depths were seen, and the angular distances out
+    [len(ns), D, n] (float64)."""
 
     def __init__(self, D: int, n: int, w: int, ns: tuple[int, ...], dtype):
         self.shape = (D, n, w, dtype)
         self.ns = np.asarray(ns, dtype=np.int64)
         self.ring = np.empty((max(ns) + 1, n, w), dtype=dtype)
-        self.out, self.bn = np.empty((len(ns), D, n)), np.empty(n)
+        self.out, self.bn = np.empty((len(ns), D, n)), np.empty((max(ns) + 1, n))  # bn: the ring's row norms
         self.seen = np.zeros(D, dtype=np.bool_)
 
 

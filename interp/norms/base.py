@@ -15,7 +15,7 @@ from transformer_lens.hook_points import HookPoint
 def observed(*hooks: HookPoint) -> bool:
     """Whether any forward or backward hook is attached to one of `hooks` (else fast paths may skip them), a
     hook run as the point's own forward (`interp.collectors.driver.direct`) included."""
-    return any(h._forward_hooks or h._backward_hooks or h._forward_pre_hooks or "forward" in h.__dict__
+    return any(h._forward_hooks or h._backward_hooks or h._forward_pre_hooks or "_interp_direct" in h.__dict__
                for h in hooks)
 
 

@@ -59,7 +59,8 @@ def clone(model, dtype: torch.dtype):
         twin = copy.deepcopy(model, memo).to(dtype)
         for m in twin.modules():  # a hook run as a point's own forward (collectors.driver.direct) is not copied
             if isinstance(m, HookPoint):
-                m.__dict__.pop("forward", None)
+                if m.__dict__.pop("_interp_direct", None):
+                    m.__dict__.pop("forward", None)
     return twin.eval()
 
 
