@@ -290,10 +290,10 @@ if ENABLED:
         holds a NaN. |v|'s bits (sign cleared) order as |v| does, so the work is integer. A fixed sample brackets
         the median (its ranks half ± `half`); one vectorised pass counts the values below and up to the bracket;
         a second copies the few inside into `buf` and a selection finds the median there (on AVX-512, with u
-        contiguous, one pass does both: `simd.scan_bracket`). Selections are radix selects (`_kth`). A bracket that misses it (or overflows buf)
-        selects on all of |v|. The counting pass also writes tmax[i] = the largest |v|
-        bits of each run of d values (a token's max |x|) when tmax is not empty. Up to SMALL values (buf must
-        hold them all): the counting pass for NaN and tmax, then a selection on every |v| in buf."""
+        contiguous, one pass does both: `simd.scan_bracket`). A bracket that misses it (or overflows buf)
+        selects on all of |v|. Every selection is a radix select (`_kth`). The counting pass also writes tmax[i]
+        = the largest |v| bits of each run of d values (a token's max |x|) when tmax is not empty. Up to SMALL
+        values (buf must hold them all): the counting pass for NaN and tmax, then a selection on every |v| in buf."""
         M = np.uint32(0x7FFFFFFF)
         n = u.size
         k = (n - 1) // 2
