@@ -276,12 +276,18 @@ if ENABLED:
             n, lo, hi = m, blo, bhi
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _kth_any(a, k):  # pragma: no cover - compiled
-        """`_kth` of a with its range taken in one pass (min and max)."""
+    def _range(a):  # pragma: no cover - compiled
+        """(min, max) of a non-empty array in one pass."""
         lo, hi = a[0], a[0]
         for i in range(1, a.size):
             lo = min(lo, a[i])
             hi = max(hi, a[i])
+        return lo, hi
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _kth_any(a, k):  # pragma: no cover - compiled
+        """`_kth` of a over its own range."""
+        lo, hi = _range(a)
         return _kth(a, k, lo, hi)
 
     @njit(cache=True, nogil=True, error_model="numpy")
@@ -309,8 +315,9 @@ if ENABLED:
             s[i] = u[pick[i]] & M
         a = m // 2 - half
         s2 = s.copy()  # `_kth` overwrites what it reads: one copy per rank
-        lo = _kth_any(s, a)
-        hi = _kth_any(s2, a + 2 * half)
+        slo, shi = _range(s)
+        lo = _kth(s, a, slo, shi)
+        hi = _kth(s2, a + 2 * half, slo, shi)
         if VECTOR and u.flags.c_contiguous and (tmax.size == 0 or d % LANES == 0):  # one vector pass (simd.py)
             below, upto, nan, inside, fits = scan_bracket(u, lo, hi, buf, d, tmax)
             if nan:
