@@ -478,6 +478,12 @@ if ENABLED:
                             c += 1
         return c
 
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _angle(dot, na, nb):  # pragma: no cover - compiled
+        """arccos(dot / (na · nb)) / π, the cosine clamped to [−1, 1]; a zero norm counts as orthogonal."""
+        c = dot / max(na * nb, 1e-300)
+        return math.acos(min(max(c, -1.0), 1.0)) / math.pi
+
     @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
     def _angular(a, b, out, bn):  # pragma: no cover - compiled
         """a, b [n, w]: out[t] = arccos(cos(a_t, b_t)) / π and bn[t] = ‖b_t‖, in float64 (a zero vector counts
@@ -494,8 +500,7 @@ if ENABLED:
                 nb += y * y
             na, nb = math.sqrt(na), math.sqrt(nb)
             bn[t] = nb
-            c = d / max(na * nb, 1e-300)
-            out[t] = math.acos(min(max(c, -1.0), 1.0)) / math.pi
+            out[t] = _angle(d, na, nb)
 
 
 if ENABLED:
@@ -528,8 +533,7 @@ if ENABLED:
                 dot = 0.0
                 for k in range(w):
                     dot += np.float64(a[k]) * np.float64(b[k])
-                c = dot / max(an[t] * xn[t], 1e-300)
-                o[t] = math.acos(min(max(c, -1.0), 1.0)) / math.pi
+                o[t] = _angle(dot, an[t], xn[t])
         seen[j] = True
 
 
