@@ -72,7 +72,13 @@ def test_schedule_is_linear_warmup_then_cosine_to_min():
     assert math.isclose(lr_at(110, peak, warm, total), 0.1 * peak)
 
 
-def test_logged_grad_norms_and_update_ratios_match_direct_computation():
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "torch"])
+def test_logged_grad_norms_and_update_ratios_match_direct_computation(compiled, monkeypatch):
+    """Both forms of the telemetry (compiled passes reading in place, flat float64 vectors) against float64 sums
+    taken parameter by parameter."""
+    from interp.train import telemetry_kernels
+    if not compiled:
+        monkeypatch.setattr(telemetry_kernels, "usable", lambda tensors: False)
     model = _model()
     seen = {}
 

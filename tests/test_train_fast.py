@@ -103,10 +103,14 @@ def test_a_compiler_failure_on_the_first_step_falls_back_to_the_eager_step(monke
     assert res.steps.loss.tolist() == _run("pre-ln", fused=False, compile=False)[1].steps.loss.tolist()
 
 
-def test_flat_telemetry_skips_missing_gradients_like_a_per_parameter_sum():
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernels", "torch"])
+def test_flat_telemetry_skips_missing_gradients_like_a_per_parameter_sum(compiled, monkeypatch):
     import math
 
+    from interp.train import telemetry_kernels
     from interp.train.telemetry import Telemetry, group_of
+    if not compiled:
+        monkeypatch.setattr(telemetry_kernels, "usable", lambda tensors: False)
     model = _model("pre-ln")
     x = STREAM[:64].view(4, 16)
     model(x).logsumexp(-1).mean().backward()

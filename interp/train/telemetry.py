@@ -15,10 +15,14 @@ The first step logged by a Telemetry (step 0, or the first after a resume) has n
 """
 from __future__ import annotations
 
+import math
 import re
 
+import numpy as np
 import torch
 from torch import nn
+
+from interp.train import telemetry_kernels as TK
 
 RUNNING_BUFFERS = ("running_phi", "running_var")   # a batch-statistic norm's running second moment, by class
 _LAYER = re.compile(r"(?:^|\.)(?:blocks|h|layers|layer)\.(\d+)\.")
@@ -56,6 +60,9 @@ class Telemetry:
         self._by_group = [(g, [p for n, p in self.params if group_of(n) == g]) for g in order]
         self._flat = [p for _, ps in self._by_group for p in ps]
         self._spans = _spans([sum(p.numel() for p in ps) for _, ps in self._by_group])
+        self._gid = np.array([k for k, (_, ps) in enumerate(self._by_group) for _ in ps], dtype=np.int64)
+        self._old: np.ndarray | None = None  # the weights before the update (float32, `telemetry_kernels` form)
+        self._have_old = False                # whether _old holds them (reused from step to step)
         self.bstat = [(n, m) for n, m in model.named_modules() if hasattr(m, "last_x2")]
         self.prev_x2: dict[str, torch.Tensor] = {}
         self.prev_running: dict[str, torch.Tensor] = {}
@@ -71,8 +78,18 @@ class Telemetry:
     def grad_norms(self) -> tuple[float, dict[str, float]]:
         """(global L2 norm of all gradients, {group: L2 norm}); non-finite values propagate as nan/inf.
 
-        Squares summed in float64 over one flat vector per step (one dot product per group, one sync), not per
-        parameter."""
+        Squares summed in float64: on CPU by one compiled pass reading every gradient in place
+        (`telemetry_kernels`), elsewhere over one flat float64 vector (one dot product per group, one sync)."""
+        if TK.usable(self._flat):
+            have = [(p.grad, k) for p, k in zip(self._flat, self._gid) if p.grad is not None]
+            if not have:
+                return 0.0, {}
+            if TK.usable([g for g, _ in have]):
+                sq = TK.group_squares([g for g, _ in have], np.array([k for _, k in have], dtype=np.int64),
+                                      len(self._by_group))
+                present = sorted({int(k) for _, k in have})  # groups in order of first appearance, as below
+                return (math.sqrt(sum(sq[k] for k in present)),
+                        {self._by_group[k][0]: math.sqrt(sq[k]) for k in present})
         grads, lengths, groups = [], [], []
         for g, ps in self._by_group:
             have = [p.grad for p in ps if p.grad is not None]
@@ -88,16 +105,32 @@ class Telemetry:
 
     @torch.no_grad()
     def before_update(self) -> None:
+        """Keep the weights as they are before the update (for `update_ratios`)."""
+        if TK.usable(self._flat):
+            n = int(sum(p.numel() for p in self._flat))
+            if self._old is None or self._old.shape[0] != n:
+                self._old = np.empty(n, dtype=np.float32)
+            TK.gather(self._flat, self._old)
+            self._before, self._have_old = None, True
+            return
+        self._have_old = False
         self._before = self._cat64(self._flat)
 
     @torch.no_grad()
     def update_ratios(self) -> tuple[float, dict[str, float]]:
         """‖Δθ‖ / ‖θ‖ over all parameters and per group, for the update just applied (float64)."""
-        old, self._before = self._before, None
+        if self._have_old and TK.usable(self._flat):
+            du, w = TK.delta_squares(self._flat, self._old, self._gid, len(self._by_group))
+            self._have_old = False
+            return self._ratios(du.tolist(), w.tolist())
+        old, self._before, self._have_old = self._before, None, False
         if old is None or not self._flat:
             return 0.0, {}
-        du_l = _group_squares(self._cat64(self._flat).sub_(old), self._spans).tolist()
-        w_l = _group_squares(old, self._spans).tolist()
+        return self._ratios(_group_squares(self._cat64(self._flat).sub_(old), self._spans).tolist(),
+                            _group_squares(old, self._spans).tolist())
+
+    def _ratios(self, du_l: list[float], w_l: list[float]) -> tuple[float, dict[str, float]]:
+        """(‖Δθ‖ / ‖θ‖ overall, per group) from each group's Σ Δθ² and Σ θ²."""
         ratio = {g: (a / b) ** 0.5 if b > 0 else float("nan") for (g, _), a, b in zip(self._by_group, du_l, w_l)}
         return (sum(du_l) / max(sum(w_l), 1e-30)) ** 0.5, ratio
 
