@@ -18,6 +18,11 @@ with the shipped model of the same strategy and seed: the re-run repeats the rec
 order, so only float rounding differs (another CPU, the compiled step, the order of sums), and how far that moves
 a 2000-step run is set beside the spread between seeds. The CPU probe (`timing.cpu_probe`) taken at summary time
 places the machine.
+
+--claims runs the main job (`interp.report.main_job.run_default`) twice, on the shipped zoo and on the re-trained
+one (<work>/claims-shipped, <work>/claims-retrained; the learning-rate sweep is not re-trained, both read
+data/sweep), and the summary then counts the claims' verdicts that stay the same: on the zoo's subjects, a claim
+whose verdict flips when only float rounding changed rests on nothing firmer than that rounding.
 """
 from __future__ import annotations
 
@@ -49,6 +54,36 @@ def train(work: Path) -> None:
            "TOKENIZERS_PARALLELISM": "false", "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor")}
     subprocess.run([sys.executable, "-m", "interp.train.zoo_runner", "--workers", "2", "--out", str(work / "zoo"),
                     "--runs", str(work / "runs")], cwd=repo, env=env, check=True)
+
+
+def claims(work: Path, shipped_dir: Path) -> None:
+    """The main job on the shipped and on the re-trained zoo, each writing its claims.json (see --claims)."""
+    sweep = work / "sweep"
+    if not sweep.exists():
+        sweep.symlink_to(shipped_dir.parent / "sweep")
+    for tag, zoo in (("shipped", shipped_dir), ("retrained", work / "zoo")):
+        code = ("from pathlib import Path; from interp.report.main_job import run_default; "
+                f"run_default(Path({str(work / f'claims-{tag}' / 'index.html')!r}), zoo_dir=Path({str(zoo)!r}))")
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def compare_claims(work: Path, strategies: set[str]) -> dict | None:
+    """Verdicts of the two main jobs' claims.json side by side, keyed by (claim, model); None unless both exist.
+    Zoo rows: a model label that names a zoo strategy (its first word); the real models' rows do not depend on
+    the zoo and are counted apart."""
+    files = [work / f"claims-{tag}" / "claims.json" for tag in ("shipped", "retrained")]
+    if not all(f.is_file() for f in files):
+        return None
+    a, b = ({(r["claim"], r["model"]): r for r in json.loads(f.read_text())} for f in files)
+    zoo = [k for k in a if k in b and k[1].split(" ")[0] in strategies]
+    flips = [{"claim": k[0], "model": k[1], "shipped": a[k]["verdict"], "retrained": b[k]["verdict"],
+              "value_shipped": a[k]["value"], "interval_shipped": [a[k]["lo"], a[k]["hi"]],
+              "value_retrained": b[k]["value"], "interval_retrained": [b[k]["lo"], b[k]["hi"]]}
+             for k in zoo if a[k]["verdict"] != b[k]["verdict"]]
+    other = [k for k in a if k in b and k not in set(zoo)]
+    return {"zoo_rows": len(zoo), "zoo_rows_same_verdict": len(zoo) - len(flips),
+            "other_rows": len(other), "other_rows_same_verdict": sum(a[k]["verdict"] == b[k]["verdict"] for k in other),
+            "only_in_one": len(set(a) ^ set(b)), "flips": flips}
 
 
 def _seed_spread(models: dict) -> dict[str, float]:
@@ -111,6 +146,7 @@ def summarise(work: Path, shipped_dir: Path) -> dict:
                             "median_seed_sd": statistics.median(spread.values()),
                             "median_abs_over_seed_sd": statistics.median(rel), "max_abs_over_seed_sd": max(rel),
                             "models": len(changes)},
+        "claims": compare_claims(work, {r["strategy"] for r in shipped.values() if "strategy" in r}),
         "cpu_probe_s": cpu_probe(),
         "per_model": rows,
     }
@@ -121,11 +157,14 @@ def main() -> None:
     ap.add_argument("--work", default="out/zoo-retrain", help="folder of the clone, the runs and the re-trained zoo")
     ap.add_argument("--train", action="store_true", help="train (or resume) the plan; hours of both cores")
     ap.add_argument("--shipped", default=str(ROOT / "data" / "zoo"))
+    ap.add_argument("--claims", action="store_true", help="run the main job on both zoos and compare verdicts")
     ap.add_argument("--no-write", action="store_true", help="print the summary, write nothing")
     a = ap.parse_args()
     work = Path(a.work).resolve()
     if a.train:
         train(work)
+    if a.claims:
+        claims(work, Path(a.shipped).resolve())
     res = summarise(work, Path(a.shipped))
     print(f"zoo re-trained: {res['models']} models, {res['cpu_hours']:.2f} CPU h (goal <= {GOAL_CPU_H}: "
           f"{res['verdict']}), elapsed {res['elapsed_wall_s'] / 3600:.2f} h with 2 workers; final val loss vs "

@@ -71,3 +71,22 @@ def test_an_incomplete_re_run_is_refused_in_one_line(zoos):
         Z.summarise(zoos / "work", zoos / "shipped")
     with pytest.raises(SystemExit, match="no .*manifest.json; train first"):
         Z.summarise(zoos / "nowhere", zoos / "shipped")
+
+
+def test_claims_compare_verdicts_by_claim_and_model(zoos):
+    def row(claim, model, verdict, value=0.5):
+        return {"claim": claim, "model": model, "verdict": verdict, "value": value, "lo": 0.4, "hi": 0.6}
+    assert Z.compare_claims(zoos / "work", {"pre-ln", "dyt"}) is None       # no main job run yet
+    for tag, rows in (("shipped", [row("a", "pre-ln", "reproduced"), row("b", "pre-ln (seed 1)", "inconclusive"),
+                                   row("a", "SmolLM2-135M", "reproduced"), row("c", "dyt", "reproduced")]),
+                      ("retrained", [row("a", "pre-ln", "reproduced"), row("b", "pre-ln (seed 1)", "reproduced", 0.7),
+                                     row("a", "SmolLM2-135M", "reproduced")])):
+        (zoos / "work" / f"claims-{tag}").mkdir()
+        (zoos / "work" / f"claims-{tag}" / "claims.json").write_text(json.dumps(rows))
+    res = Z.compare_claims(zoos / "work", {"pre-ln", "dyt"})
+    assert (res["zoo_rows"], res["zoo_rows_same_verdict"]) == (2, 1)        # ("c", "dyt") is in one file only
+    assert (res["other_rows"], res["other_rows_same_verdict"], res["only_in_one"]) == (1, 1, 1)
+    assert res["flips"] == [{"claim": "b", "model": "pre-ln (seed 1)", "shipped": "inconclusive",
+                             "retrained": "reproduced", "value_shipped": 0.5, "interval_shipped": [0.4, 0.6],
+                             "value_retrained": 0.7, "interval_retrained": [0.4, 0.6]}]
+    assert Z.summarise(zoos / "work", zoos / "shipped")["claims"] == res
