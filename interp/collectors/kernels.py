@@ -44,64 +44,62 @@ def as_array(x: torch.Tensor) -> np.ndarray:
 if ENABLED:
     @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
     def _moments(x, acc, tok, init):  # pragma: no cover - compiled
-        """x [n, w]: acc[0..3, :w] += Σx, Σx², Σx³, Σx⁴ per dim (float64), acc[4, :w] / acc[5, :w] = running min /
-        max per dim (with init: acc[:, :w] starts at 0 / +inf / -inf); tok [n, 2] (unless empty) = (Σ_j x_tj,
-        Σ_j x_tj²) per row; returns (Σ_t ‖x_t‖, max_t ‖x_t‖², min x, max x) over acc's running min / max. Four
-        rows at a time (each accumulator is loaded and stored once per four rows); min / max are per-dim
-        selects, which vectorise as the sums do, reduced over the w dims once at the end."""
+        """x [n, w]: acc[0..3, :w] += Σx, Σx², Σx³, Σx⁴ per dim (float64), acc[4, :w] = running max |x| per dim
+        (with init: acc[:, :w] starts at 0); tok [n, 2] (unless empty) = (Σ_j x_tj, Σ_j x_tj²) per row; returns
+        (Σ_t ‖x_t‖, max_t ‖x_t‖², max |x|). Four rows at a time (each accumulator is loaded and stored once per four
+        rows). |x| and its per-dim max stay in x's own precision (exact, and twice the lanes of float64 for
+        float32), reduced over the w dims once at the end."""
         n, w = x.shape
-        a1, a2, a3, a4, lo, hi = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
+        a1, a2, a3, a4 = acc[0], acc[1], acc[2], acc[3]
+        top_abs = np.empty(w, x.dtype)
         if init:
             for j in range(w):
-                a1[j], a2[j], a3[j], a4[j], lo[j], hi[j] = 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf
+                a1[j], a2[j], a3[j], a4[j], top_abs[j] = 0.0, 0.0, 0.0, 0.0, 0.0
+        else:
+            for j in range(w):
+                top_abs[j] = acc[4, j]
         keep = tok.shape[0] > 0
         norms, top = 0.0, 0.0
         t = 0
         while t + 3 < n:
             r0, r1, r2, r3 = x[t], x[t + 1], x[t + 2], x[t + 3]
             s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
-            m0, m1_, m2_, m3 = 0.0, 0.0, 0.0, 0.0
+            m0, m1, m2, m3 = 0.0, 0.0, 0.0, 0.0
             for j in range(w):
+                b = max(max(abs(r0[j]), abs(r1[j])), max(abs(r2[j]), abs(r3[j])))
+                top_abs[j] = b if b > top_abs[j] else top_abs[j]
                 p, q, u, v = np.float64(r0[j]), np.float64(r1[j]), np.float64(r2[j]), np.float64(r3[j])
                 p2, q2, u2, v2 = p * p, q * q, u * u, v * v
                 a1[j] += (p + q) + (u + v)
                 a2[j] += (p2 + q2) + (u2 + v2)
                 a3[j] += (p2 * p + q2 * q) + (u2 * u + v2 * v)
                 a4[j] += (p2 * p2 + q2 * q2) + (u2 * u2 + v2 * v2)
-                m1 = p if p < q else q
-                m2 = u if u < v else v
-                m1 = m1 if m1 < m2 else m2
-                lo[j] = m1 if m1 < lo[j] else lo[j]
-                M1 = p if p > q else q
-                M2 = u if u > v else v
-                M1 = M1 if M1 > M2 else M2
-                hi[j] = M1 if M1 > hi[j] else hi[j]
                 s0 += p2
                 s1 += q2
                 s2 += u2
                 s3 += v2
                 m0 += p
-                m1_ += q
-                m2_ += u
+                m1 += q
+                m2 += u
                 m3 += v
             norms += (math.sqrt(s0) + math.sqrt(s1)) + (math.sqrt(s2) + math.sqrt(s3))
             top = max(top, s0, s1, s2, s3)
             if keep:
-                tok[t, 0], tok[t, 1], tok[t + 1, 0], tok[t + 1, 1] = m0, s0, m1_, s1
-                tok[t + 2, 0], tok[t + 2, 1], tok[t + 3, 0], tok[t + 3, 1] = m2_, s2, m3, s3
+                tok[t, 0], tok[t, 1], tok[t + 1, 0], tok[t + 1, 1] = m0, s0, m1, s1
+                tok[t + 2, 0], tok[t + 2, 1], tok[t + 3, 0], tok[t + 3, 1] = m2, s2, m3, s3
             t += 4
         while t < n:
             row = x[t]
             s, m = 0.0, 0.0
             for j in range(w):
+                b = abs(row[j])
+                top_abs[j] = b if b > top_abs[j] else top_abs[j]
                 v = np.float64(row[j])
                 v2 = v * v
                 a1[j] += v
                 a2[j] += v2
                 a3[j] += v2 * v
                 a4[j] += v2 * v2
-                lo[j] = v if v < lo[j] else lo[j]
-                hi[j] = v if v > hi[j] else hi[j]
                 s += v2
                 m += v
             norms += math.sqrt(s)
@@ -109,11 +107,11 @@ if ENABLED:
             if keep:
                 tok[t, 0], tok[t, 1] = m, s
             t += 1
-        mn, mx = np.inf, -np.inf
+        mx = 0.0
         for j in range(w):
-            mn = min(mn, lo[j])
-            mx = max(mx, hi[j])
-        return norms, top, mn, mx
+            acc[4, j] = top_abs[j]
+            mx = max(mx, acc[4, j])
+        return norms, top, mx
 
     def _pointer_at(elem):
         """An intrinsic giving the `elem` pointer at an integer address (a contiguous tensor's data_ptr())."""
@@ -134,10 +132,10 @@ if ENABLED:
     @njit(cache=True, nogil=True, error_model="numpy")
     def moments_at(addr, n, w, acc, tok, sc, r):  # pragma: no cover - compiled
         """`_moments` (init) of the contiguous float32 rows [n, w] at address addr (a live tensor's data_ptr(), which
-        the caller keeps alive; w = acc.shape[2]) into acc[r], tok[r, :n] and sc[r] = its four returns: one compiled
+        the caller keeps alive; w = acc.shape[2]) into acc[r], tok[r, :n] and sc[r] = its three returns: one compiled
         call on the caller's buffers, no array object made per tensor (in a forward hook each costs µs)."""
         s = _moments(carray(_f32_ptr(addr), (n, w)), acc[r], tok[r, :n], True)  # C-contiguous views: vectorised
-        sc[r, 0], sc[r, 1], sc[r, 2], sc[r, 3] = s[0], s[1], s[2], s[3]
+        sc[r, 0], sc[r, 1], sc[r, 2] = s[0], s[1], s[2]
 
     @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
     def _row_scales(x, centre, eps, out):  # pragma: no cover - compiled
@@ -411,8 +409,8 @@ if ENABLED:
     @njit(cache=True, nogil=True, error_model="numpy")
     def _fold_moments(src, n, acc, sc, sums, maxima, dim_sums):  # pragma: no cover - compiled
         """ResidualStats' batch fold: for each site i with a buffer row r = src[i] ≥ 0 (`moments`' acc [R, 6, d]
-        and its returns sc [R, 4]): sums[i] += (n, Σ_j acc[r, 2], Σ_j acc[r, 3], sc[r, 0]); maxima[i] = max(maxima[i],
-        (sqrt(sc[r, 1]), max(−sc[r, 2], sc[r, 3]))) (NaN propagates); dim_sums[i, :2] += acc[r, :2]."""
+        and its returns sc [R, 3]): sums[i] += (n, Σ_j acc[r, 2], Σ_j acc[r, 3], sc[r, 0]); maxima[i] = max(maxima[i],
+        (sqrt(sc[r, 1]), sc[r, 2])) (NaN propagates); dim_sums[i, :2] += acc[r, :2]."""
         w = dim_sums.shape[2]
         for i in range(src.size):
             r = src[i]
@@ -428,7 +426,7 @@ if ENABLED:
             sums[i, 2] += s4
             sums[i, 3] += sc[r, 0]
             maxima[i, 0] = _max_nan(maxima[i, 0], math.sqrt(sc[r, 1]))
-            maxima[i, 1] = _max_nan(maxima[i, 1], _max_nan(-sc[r, 2], sc[r, 3]))
+            maxima[i, 1] = _max_nan(maxima[i, 1], sc[r, 2])
             for j in range(w):
                 dim_sums[i, 0, j] += a[0, j]
                 dim_sums[i, 1, j] += a[1, j]
@@ -561,18 +559,14 @@ _NO_TOK = np.empty((0, 2))
 
 
 def moments(x: torch.Tensor, acc: np.ndarray, tok: np.ndarray | None = None,
-            init: bool = False) -> tuple[float, float, float, float]:
-    """Rows x [n, w] (`usable`): acc [6, ≥w] float64: rows 0-3 += Σx, Σx², Σx³, Σx⁴ per dim, rows 4 / 5 the
-    running min / max per dim (start them at +inf / -inf, or pass init=True: all of acc is reset first, the
-    columns past w too, which a narrower site leaves at 0 / +inf / -inf: a caller that folds the whole row
-    never reads what an earlier, wider site or the allocation left there);
-    tok [n, 2] float64, when given, receives each row's (Σx, Σx²); returns (Σ_t ‖x_t‖, max_t ‖x_t‖², min x,
-    max x) in float64 (a NaN row shows in the sums, not in the max, min or max)."""
+            init: bool = False) -> tuple[float, float, float]:
+    """Rows x [n, w] (`usable`): acc [5, ≥w] float64: rows 0-3 += Σx, Σx², Σx³, Σx⁴ per dim, row 4 the running
+    max |x| per dim (start it at 0, or pass init=True: all of acc is reset first, the columns past w too, which a
+    narrower site leaves at 0: a caller that folds the whole row never reads what an earlier, wider site or the
+    allocation left there); tok [n, 2] float64, when given, receives each row's (Σx, Σx²); returns (Σ_t ‖x_t‖,
+    max_t ‖x_t‖², max |x|) in float64 (a NaN row shows in the sums, not in the maxima)."""
     if init and acc.shape[1] > x.shape[1]:
-        w = x.shape[1]
-        acc[:4, w:] = 0.0
-        acc[4, w:] = np.inf
-        acc[5, w:] = -np.inf
+        acc[:, x.shape[1]:] = 0.0
     return _moments(as_array(x), acc, _NO_TOK if tok is None else tok, init)
 
 

@@ -112,9 +112,9 @@ class ResidualStats(Collector):
         self._src = [-1] * S        # site -> buffer row holding its tensor's partial sums (-1: not seen)
         self._rows = 0              # buffer rows used
         self._fused = kernels.ENABLED and dev.type == "cpu"  # one fused float64 pass per tensor (kernels)
-        if self._fused:  # float64 buffers: Σ‖x_t‖, max ‖x_t‖², min x, max x; Σx, Σx², Σx³, Σx⁴, min, max per dim
-            if getattr(self, "_acc", None) is None or self._acc.shape != (S, 6, d):
-                self._sc64, self._acc = np.empty((S, 4)), np.empty((S, 6, d))
+        if self._fused:  # float64 buffers: Σ‖x_t‖, max ‖x_t‖², max |x|; Σx, Σx², Σx³, Σx⁴, max |x| per dim
+            if getattr(self, "_acc", None) is None or self._acc.shape != (S, 5, d):
+                self._sc64, self._acc = np.empty((S, 3)), np.empty((S, 5, d))
         else:
             self._sc = torch.empty(S, 6, device=dev)      # Σx³, Σx⁴, Σ‖x_t‖, max ‖x_t‖², min x, max x
             self._dim = torch.zeros(S, 2, d, device=dev)  # Σx, Σx² per dimension (zero past a narrower site's width)
@@ -177,7 +177,7 @@ class ResidualStats(Collector):
         return r
 
     def _moments_fused(self, x: torch.Tensor, src: torch.Tensor | None = None) -> int:
-        """The kernel form of `_moments` (CPU): one pass accumulating in float64 (kernels.moments), min / max
+        """The kernel form of `_moments` (CPU): one pass accumulating in float64 (kernels.moments), max |x|
         included. The pass also yields each token's float64 (Σx, Σx²), which it writes into a per-batch buffer
         and leaves in `batch.stats` as (src, src's version, sums [n, 2]) when src is [b, t, w]: NormScales takes
         a norm's scale from them instead of reading the same tensor again."""
@@ -222,7 +222,8 @@ class ResidualStats(Collector):
         if not self._fused:
             return self._sc[:R].to(F64), self._dim[:R].to(F64)
         acc = torch.from_numpy(self._acc[:R])
-        sc = torch.cat([acc[:, 2:4].sum(-1), torch.from_numpy(self._sc64[:R])], 1)
+        sc64 = torch.from_numpy(self._sc64[:R])  # Σ‖x_t‖, max ‖x_t‖², max |x|: as (…, min, max) = (…, -max|x|, max|x|)
+        sc = torch.cat([acc[:, 2:4].sum(-1), sc64[:, :2], -sc64[:, 2:], sc64[:, 2:]], 1)
         return sc.to(self.state["sums"].device), acc[:, :2].to(self.state["sums"].device)
 
     def end_batch(self, model, batch, output) -> None:
