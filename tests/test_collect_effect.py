@@ -55,3 +55,64 @@ def test_layer_effect_matches_brute_force(strategy):
 def test_bad_offsets():
     with pytest.raises(ValueError, match="positive"):
         LayerEffect(ns=(0,))
+
+
+def _stream_reference(model, toks, pre=None):
+    """Each stream hook's tensor as the hook saw it (cloned there), from a forward with the same pre-hooks."""
+    seen = {}
+    hooks = [(h, lambda x, hook: seen.__setitem__(hook.name, x.detach().clone())) for h in model.sites.stream()]
+    model.run_with_hooks(toks, fwd_hooks=hooks)
+    return [seen[h] for h in model.sites.stream()]
+
+
+def _check_angles(model, res, toks, ns=(1, 2)):
+    df = res["layer_effect"].set_index(["n", "depth"])
+    stream = _stream_reference(model, toks)
+    for n in ns:
+        for l in range(len(stream) - n):
+            a = ang(stream[l], stream[l + n])
+            assert df.loc[(n, l), "angular_all"] == pytest.approx(a.mean().item(), rel=1e-9, abs=1e-12)
+            assert df.loc[(n, l), "angular_last"] == pytest.approx(a[:, -1].mean().item(), rel=1e-9, abs=1e-12)
+
+
+def _writes_in_place(model, when):
+    """Pre-hooks that add 1 in place to the stream entering blocks 1.. (after the stream hook saw it) while
+    when() holds: a model that changes its stream tensor between two depths' hooks."""
+    def pre(module, args):
+        if when():
+            args[0].add_(1.0)
+    for blk in model.blocks[1:]:
+        blk.register_forward_pre_hook(pre)
+
+
+def test_layer_effect_reads_streams_in_place_after_the_first_batch():
+    """Unpadded CPU float32 batches: the first batch copies each stream and checks that none changed before the
+    next depth's hook; the later ones read the earlier stream where it lies (row norms from ResidualStats' sums).
+    Angles over all batches equal float64 brute force from the cached streams."""
+    from interp.collectors import ResidualStats
+    model = zoo.build("pre-ln", n_layers=4, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=512).eval()
+    toks = torch.randint(0, 512, (8, 12), generator=torch.Generator().manual_seed(3))
+    for cs in ([ResidualStats(), LayerEffect(ns=(1, 2), skip=False)], [LayerEffect(ns=(1, 2), skip=False)]):
+        res = collect(model, toks, cs, batch_size=2, progress=False)
+        assert cs[-1]._by_ref is True
+        _check_angles(model, res, toks)
+
+
+def test_layer_effect_keeps_copying_for_a_model_that_writes_its_stream_in_place():
+    model = zoo.build("pre-ln", n_layers=4, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=512).eval()
+    _writes_in_place(model, lambda: True)
+    toks = torch.randint(0, 512, (8, 12), generator=torch.Generator().manual_seed(4))
+    le = LayerEffect(ns=(1, 2), skip=False)
+    res = collect(model, toks, [le], batch_size=2, progress=False)
+    assert le._by_ref is False
+    _check_angles(model, res, toks)
+
+
+def test_layer_effect_refuses_a_stream_written_in_place_only_after_the_first_batch():
+    model = zoo.build("pre-ln", n_layers=4, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=512).eval()
+    calls = [0]
+    model.register_forward_pre_hook(lambda m, args: calls.__setitem__(0, calls[0] + 1))
+    _writes_in_place(model, lambda: calls[0] >= 2)
+    toks = torch.randint(0, 512, (8, 12), generator=torch.Generator().manual_seed(5))
+    with pytest.raises(RuntimeError, match="in place after its hook"):
+        collect(model, toks, [LayerEffect(skip=False)], batch_size=2, progress=False)

@@ -69,6 +69,11 @@ class LayerEffect(Collector):
         self._work: dict[int, torch.Tensor] = {}
         self._ring: kernels.AngularRing | None = None
         self._ring_on = False
+        # CPU: read the earlier depth's stream where it lies (no copy) once the first batch showed that the model
+        # leaves each stream tensor unchanged until the next depth's hook; None: not yet known
+        self._by_ref: bool | None = None
+        self._refs: dict[int, tuple[torch.Tensor, int]] = {}  # depth -> (stream tensor, its _version at the hook)
+        self._ref_ok = True
         return self
 
     def hooks(self, model):
@@ -80,6 +85,7 @@ class LayerEffect(Collector):
         self._ang: list[tuple[int, int, torch.Tensor]] = []  # (offset index, depth, d [b, t]) folded in at end_batch
         self._stream: dict[int, torch.Tensor] = {}  # depth -> intact stream (skip=True only)
         self._ring_on = False  # this batch's angles are in self._ring (the CPU kernel's per-batch state)
+        self._refs = {}
 
     def _h64(self, x: torch.Tensor, j: int) -> torch.Tensor:
         """x as float64 in a work tensor reused across batches (one per depth still needed: max(ns) + 1)."""
@@ -100,7 +106,17 @@ class LayerEffect(Collector):
             if not self._ring_on:
                 r.seen[:] = False
                 self._ring_on = True
-            return kernels.angular_ring(x.detach(), j, r)
+            if self._by_ref and x.dtype is torch.float32 and x.is_contiguous():
+                st = self.batch.stats  # the per-token Σx² ResidualStats just took of this very tensor, if it did
+                sq = st[2][:, 1] if st is not None and st[0] is x and st[1] == x._version and \
+                    len(st[2]) == shape[1] else None
+                kernels.angular_by_ref(x, j, r, self._kept(j, strict=True), sq)
+            else:
+                kernels.angular_ring(x.detach(), j, r)
+                if self._by_ref is None:
+                    self._kept(j, strict=False)
+            self._refs[j] = (x, x._version)
+            return None
         h = self._h64(x.detach(), j)
         hn = torch.linalg.vector_norm(h, dim=-1)  # computed once per depth, used by both pairs it enters
         self._buf[j] = (h, hn)
@@ -109,6 +125,28 @@ class LayerEffect(Collector):
             if prev is not None:
                 self._ang.append((i, j - n, angular(prev[0], h, prev[1], hn)))  # [b, t]
         self._buf.pop(j - self.ns[-1], None)  # keep only the depths still needed
+
+    def _kept(self, j: int, strict: bool) -> dict[int, torch.Tensor]:
+        """The stream tensors of the depths j − n kept from earlier hooks, after checking that none was written in
+        place since its hook: in the first batch (strict=False) a change only turns reading by reference off for
+        the run; later (strict=True) it is an error, since the copy that would have kept the old values was not
+        made. Drops the depths no longer needed."""
+        out = {}
+        for n in self.ns:
+            kept = self._refs.get(j - n)
+            if kept is None:
+                continue
+            x, version = kept
+            if x._version != version:
+                if strict:
+                    raise RuntimeError(f"layer_effect: the model wrote the stream at {self.hooks_[j - n]} in place "
+                                       "after its hook, which it did not in the first batch, so this batch's angles "
+                                       "are lost; collect LayerEffect for this model off CPU or in float64, where "
+                                       "each stream is copied")
+                self._ref_ok = False
+            out[j - n] = x
+        self._refs.pop(j - self.ns[-1], None)
+        return out
 
     def _fold(self, batch) -> None:
         """Add the batch's angular distances to the state: all (offset, depth) pairs in one pass."""
@@ -162,6 +200,9 @@ class LayerEffect(Collector):
 
     def end_batch(self, model, batch, output) -> None:
         self._buf = {}
+        if self._refs and self._by_ref is None:  # the first batch decides: by reference when nothing changed
+            self._by_ref = self._ref_ok
+        self._refs = {}
         self._fold(batch)
         if not self.skip:
             return

@@ -541,6 +541,32 @@ if ENABLED:
         _angular_ring(carray(_f32_ptr(addr), (n, w)), ring, ns, j, seen, out, bn)
 
 
+if ENABLED:
+    @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+    def _angular_pair_at(a_addr, b_addr, n, w, an, bn, out):  # pragma: no cover - compiled
+        """out[t] = arccos(cos(a_t, b_t)) / π for the contiguous float32 rows [n, w] at addresses a_addr and b_addr
+        (live tensors' data_ptr()), from their float64 row norms an, bn: one pass of float64 dot products."""
+        a, b = carray(_f32_ptr(a_addr), (n, w)), carray(_f32_ptr(b_addr), (n, w))
+        for t in range(n):
+            ra, rb = a[t], b[t]
+            dot = 0.0
+            for k in range(w):
+                dot += np.float64(ra[k]) * np.float64(rb[k])
+            out[t] = _angle(dot, an[t], bn[t])
+
+    @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+    def _row_norms_at(addr, n, w, out):  # pragma: no cover - compiled
+        """out[t] = ‖x_t‖ (float64) of the contiguous float32 rows [n, w] at address addr."""
+        x = carray(_f32_ptr(addr), (n, w))
+        for t in range(n):
+            r = x[t]
+            s = 0.0
+            for k in range(w):
+                f = np.float64(r[k])
+                s += f * f
+            out[t] = math.sqrt(s)
+
+
 _NO_PICK = np.empty(0, dtype=np.int64)  # no sample: rows of up to SMALL values
 SAMPLE, HALF = 4096, 128  # median sample size; half-width of its bracket, in sample ranks (±4 sd of the rank)
 _PICKS: dict = {}
@@ -767,6 +793,26 @@ def angular_ring(x: torch.Tensor, j: int, st: AngularRing) -> None:
         _angular_ring_addr(x.data_ptr(), x.numel() // w if w else 0, w, st.ring, st.ns, j, st.seen, st.out, st.bn)
         return
     _angular_ring(as_array(x).reshape(-1, w), st.ring, st.ns, j, st.seen, st.out, st.bn)
+
+
+def angular_by_ref(x: torch.Tensor, j: int, st: AngularRing, prev: dict, sq: np.ndarray | None = None) -> None:
+    """`angular_ring` without the copy: x [b, t, w] (contiguous float32) is the stream at depth j, and prev maps
+    each earlier depth still needed to its tensor, which the caller keeps alive and unchanged (its `_version`
+    checked); x's row norms come from sq (each row's float64 Σx², when another pass already took it) or one pass.
+    The angles read both tensors where they lie (float64 dot products), into st.out as `angular_ring` does."""
+    w = x.shape[-1]
+    n = x.numel() // w if w else 0
+    R = st.bn.shape[0]
+    xn = st.bn[j % R]
+    if sq is not None:
+        np.sqrt(sq, out=xn)
+    else:
+        _row_norms_at(x.data_ptr(), n, w, xn)
+    for i in range(st.ns.size):
+        l = j - int(st.ns[i])
+        if l >= 0 and st.seen[l]:
+            _angular_pair_at(prev[l].data_ptr(), x.data_ptr(), n, w, st.bn[l % R], xn, st.out[i, l])
+    st.seen[j] = True
 
 
 def angular(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
