@@ -106,15 +106,17 @@ class LayerEffect(Collector):
             if not self._ring_on:
                 r.seen[:] = False
                 self._ring_on = True
-            if self._by_ref and x.dtype is torch.float32 and x.is_contiguous():
+            if self._by_ref is False or x.dtype is not torch.float32:
+                return kernels.angular_ring(x.detach(), j, r)
+            if self._by_ref:
                 st = self.batch.stats  # the per-token Σx² ResidualStats just took of this very tensor, if it did
                 sq = st[2][:, 1] if st is not None and st[0] is x and st[1] == x._version and \
                     len(st[2]) == shape[1] else None
+                x = x if x.is_contiguous() else x.contiguous()  # (a strided stream: read from our own copy)
                 kernels.angular_by_ref(x, j, r, self._kept(j, strict=True), sq)
-            else:
+            else:  # the first batch: copy, and watch the tensors for writes in place
                 kernels.angular_ring(x.detach(), j, r)
-                if self._by_ref is None:
-                    self._kept(j, strict=False)
+                self._kept(j, strict=False)
             self._refs[j] = (x, x._version)
             return None
         h = self._h64(x.detach(), j)

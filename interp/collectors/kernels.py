@@ -408,7 +408,7 @@ if ENABLED:
 
     @njit(cache=True, nogil=True, error_model="numpy")
     def _fold_moments(src, n, acc, sc, sums, maxima, dim_sums):  # pragma: no cover - compiled
-        """ResidualStats' batch fold: for each site i with a buffer row r = src[i] ≥ 0 (`moments`' acc [R, 6, d]
+        """ResidualStats' batch fold: for each site i with a buffer row r = src[i] ≥ 0 (`moments`' acc [R, 5, d]
         and its returns sc [R, 3]): sums[i] += (n, Σ_j acc[r, 2], Σ_j acc[r, 3], sc[r, 0]); maxima[i] = max(maxima[i],
         (sqrt(sc[r, 1]), sc[r, 2])) (NaN propagates); dim_sums[i, :2] += acc[r, :2]."""
         w = dim_sums.shape[2]
