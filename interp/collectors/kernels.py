@@ -503,6 +503,18 @@ if ENABLED:
 
 if ENABLED:
     @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+    def _pair_angles(a, b, an, bn, out):  # pragma: no cover - compiled
+        """out[t] = arccos(cos(a_t, b_t)) / π for rows a, b [n, w], from their float64 row norms an, bn: one pass of
+        float64 dot products."""
+        n, w = a.shape
+        for t in range(n):
+            ra, rb = a[t], b[t]
+            dot = 0.0
+            for k in range(w):
+                dot += np.float64(ra[k]) * np.float64(rb[k])
+            out[t] = _angle(dot, an[t], bn[t])
+
+    @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
     def _angular_ring(x, ring, ns, j, seen, out, bn):  # pragma: no cover - compiled
         """x [n, w] is the stream at depth j: copied into ring[j % R] with its row norms (float64) into bn[j % R]
         (R = ring.shape[0] > max(ns)) in one pass, then for each offset ns[i] whose depth l = j − ns[i] was
@@ -525,13 +537,7 @@ if ENABLED:
             l = j - ns[i]
             if l < 0 or not seen[l]:
                 continue
-            src, an, o = ring[l % R], bn[l % R], out[i, l]
-            for t in range(n):
-                a, b = src[t], dst[t]
-                dot = 0.0
-                for k in range(w):
-                    dot += np.float64(a[k]) * np.float64(b[k])
-                o[t] = _angle(dot, an[t], xn[t])
+            _pair_angles(ring[l % R], dst, bn[l % R], xn, out[i, l])
         seen[j] = True
 
 
@@ -540,19 +546,11 @@ if ENABLED:
         """`_angular_ring` of the contiguous float32 rows [n, w] at address addr (a live tensor's data_ptr())."""
         _angular_ring(carray(_f32_ptr(addr), (n, w)), ring, ns, j, seen, out, bn)
 
-
-if ENABLED:
-    @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
+    @njit(cache=True, nogil=True, error_model="numpy")
     def _angular_pair_at(a_addr, b_addr, n, w, an, bn, out):  # pragma: no cover - compiled
-        """out[t] = arccos(cos(a_t, b_t)) / π for the contiguous float32 rows [n, w] at addresses a_addr and b_addr
-        (live tensors' data_ptr()), from their float64 row norms an, bn: one pass of float64 dot products."""
-        a, b = carray(_f32_ptr(a_addr), (n, w)), carray(_f32_ptr(b_addr), (n, w))
-        for t in range(n):
-            ra, rb = a[t], b[t]
-            dot = 0.0
-            for k in range(w):
-                dot += np.float64(ra[k]) * np.float64(rb[k])
-            out[t] = _angle(dot, an[t], bn[t])
+        """`_pair_angles` of the contiguous float32 rows [n, w] at addresses a_addr and b_addr (live tensors'
+        data_ptr())."""
+        _pair_angles(carray(_f32_ptr(a_addr), (n, w)), carray(_f32_ptr(b_addr), (n, w)), an, bn, out)
 
     @njit(cache=True, nogil=True, fastmath=FAST, error_model="numpy")
     def _row_norms_at(addr, n, w, out):  # pragma: no cover - compiled
