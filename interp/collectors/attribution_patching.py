@@ -55,9 +55,10 @@ class SkipAttribution(Collector):
     def bind(self, model):
         _causal_only(model, "SkipAttribution")
         super().bind(model)
-        self.hooks_ = model.sites.stream()
+        sites = model.sites  # a model builds its site map on each read
+        self.hooks_ = sites.stream()
         self.depth_of = {h: i for i, h in enumerate(self.hooks_)}
-        L = model.sites.n_layers
+        L = sites.n_layers
         self._add("est_sum", torch.zeros(L), "sum")   # Σ over batches of ∇_{h_{ℓ+1}}L · (h_ℓ − h_{ℓ+1})
         self._add("base_sum", torch.zeros(1), "sum")  # Σ loss terms of the intact model
         self._add("n", torch.zeros(1), "sum")         # loss terms counted

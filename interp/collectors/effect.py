@@ -55,8 +55,10 @@ class LayerEffect(Collector):
 
     def bind(self, model):
         super().bind(model)
-        self.hooks_ = model.sites.stream()
-        D, L = len(self.hooks_), model.sites.n_layers
+        sites = model.sites  # a model builds its site map on each read
+        self.hooks_ = sites.stream()
+        D, L = len(self.hooks_), sites.n_layers
+        self.n_layers = L
         self.depth_of = {h: i for i, h in enumerate(self.hooks_)}
         self._add("ang_sum", torch.zeros(len(self.ns), D), "sum")       # Σ over tokens of d(ℓ, ℓ+n), [n, ℓ]
         self._add("ang_n", torch.zeros(len(self.ns), D), "sum")         # tokens counted
@@ -215,7 +217,7 @@ class LayerEffect(Collector):
             st["base_sum"] += base.sum()
         st["skip_n"] += base.numel() if causal else len(base)
         stream, self._stream = self._stream, {}
-        L = model.sites.n_layers
+        L = self.n_layers
         per = output[0].numel() * output.element_size() * len(am)  # bytes of one variant's output
         for group in chunks(L, per):  # skipping block l: the stream at depth l + 1 is the stream at depth l
             outs = run_variants(model, batch.tokens, am, [(l + 1, stream[l]) for l in group])

@@ -37,8 +37,9 @@ class GradNorms(Collector):
 
     def bind(self, model):
         super().bind(model)
-        self.hooks_ = model.sites.stream()
-        D, L = len(self.hooks_), model.sites.n_layers
+        sites = model.sites  # a model builds its site map on each read
+        self.hooks_ = sites.stream()
+        D, L = len(self.hooks_), sites.n_layers
         self.depth_of = {h: i for i, h in enumerate(self.hooks_)}
         self.params = block_parameters(model, L)
         self._add("n_batches", torch.zeros(1), "sum")    # batches with a backward pass

@@ -60,12 +60,13 @@ class Precision(Collector):
 
     def bind(self, model) -> Precision:
         super().bind(model)
-        self.sites = residual_sites(model.sites)
-        L = model.sites.n_layers
+        sites = model.sites  # a model builds its site map on each read
+        self.sites = residual_sites(sites)
+        L = sites.n_layers
         self.families = list(dict.fromkeys(s[1] for s in self.sites if s[0] < L))
         self.family_of = [self.families.index(s[1]) if s[0] < L else -1 for s in self.sites]
         S = len(self.sites)
-        self.widths = site_widths(model.sites, self.card.d_model)  # values per token (QK-norm inputs: h·d_head)
+        self.widths = site_widths(sites, self.card.d_model)  # values per token (QK-norm inputs: h·d_head)
         d = max(self.widths, default=self.card.d_model)  # site i's dims fill [:widths[i]] of the per-dim state
         self._add("sums", torch.zeros(S, len(FIELDS)), "sum")
         self._add("abs_max", torch.zeros(S), "max")
