@@ -57,7 +57,7 @@ def test_bad_offsets():
         LayerEffect(ns=(0,))
 
 
-def _stream_reference(model, toks, pre=None):
+def _stream_reference(model, toks):
     """Each stream hook's tensor as the hook saw it (cloned there), from a forward with the same pre-hooks."""
     seen = {}
     hooks = [(h, lambda x, hook: seen.__setitem__(hook.name, x.detach().clone())) for h in model.sites.stream()]
