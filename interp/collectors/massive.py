@@ -274,7 +274,13 @@ class MassiveActivations(Collector):
             np.add.at(s["seq_with"], pairs // b, 1.0)
             np.add.at(s["dim_count"].reshape(-1), hj * d + dim, 1.0)
             np.add.at(s["dim_value_sum"].reshape(-1), hj * d + dim, val)
-        valid = tv >= 0  # a NaN top value is no candidate (as in `_fold`)
+        # a NaN top value is no candidate (as in `_fold`), nor is one below every value the top-k buffer holds (it
+        # could not enter: `TopK.update` drops it too), which leaves few rows to build once the buffer has filled
+        held = st["tk_abs"].numpy()
+        floor = float(np.min(np.where(np.isnan(held), np.inf, held))) if held.size else -np.inf
+        valid = tv >= max(0.0, floor)
+        if not valid.any():
+            return True
         pos = out.tp[js][valid]
         shape = tv.shape
         self._cand.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (
