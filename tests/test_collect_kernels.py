@@ -98,11 +98,28 @@ def test_stream_depth_matches_brute_force(b, t, d):
     med, tmax, tv, tp, td, tx = kernels.stream_depth(x, k)
     a = x.abs().reshape(b, -1)
     assert torch.equal(med, a.median(1).values) and torch.equal(tmax, x.abs().amax(-1))
+    check_top(x, k, tv, tp, td, tx)
+
+
+def check_top(x, k, tv, tp, td, tx):
+    """The k largest |x| of each sequence, ties by smaller (token, dim), against a sort of every value."""
+    b, t, d = x.shape
+    a = x.abs().reshape(b, -1)
     for r in range(b):
         order = sorted(range(t * d), key=lambda i: (-a[r, i].item(), i))[:k]
         assert tv[r].tolist() == a[r, order].tolist()
         assert (tp[r] * d + td[r]).tolist() == order
         assert tx[r].tolist() == x.reshape(b, -1)[r, order].tolist()
+
+
+@pytest.mark.parametrize("k", [1, 5, 20, 40])
+def test_stream_depth_top_with_tied_token_maxima(k):
+    """Values on a coarse grid: many tokens share their max with the k-th largest token max (the kernel reads only
+    tokens whose max reaches it), and many values tie with the k-th largest value."""
+    g = torch.Generator().manual_seed(k)
+    x = (torch.randn(2, 40, 32, generator=g) * 2).round() / 2
+    *_, tv, tp, td, tx = kernels.stream_depth(x, k)
+    check_top(x, k, tv, tp, td, tx)
 
 
 def test_row_scales_match_float64():

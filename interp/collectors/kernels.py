@@ -347,11 +347,17 @@ if ENABLED:
         """The k largest |v| of one sequence u [t·d] (float32 bits, token-major) as (|v| bits, token, dim) into
         tv / tp / td [k], largest first, equal values by smaller (token, dim) first; tmax [t] holds each token's
         max |v| bits, so a token that cannot enter the buffer is skipped unread. Integer compares on bits order
-        as |v| does (NaN above inf). Returns the number of entries (k, or t·d when fewer)."""
+        as |v| does (NaN above inf). Returns the number of entries (k, or t·d when fewer).
+        Only tokens whose max reaches the k-th largest token max (tau) are read: k tokens each hold a value ≥ tau, so
+        the k-th largest value is ≥ tau and a token whose max lies below tau holds no entry."""
         M = np.uint32(0x7FFFFFFF)
+        nt = tmax.size
+        tau = np.uint32(0)
+        if k < nt:
+            tau = _select(tmax.copy(), nt - k)  # the k-th largest token max
         c = 0
-        for t in range(tmax.size):
-            if c == k and tmax[t] <= tv[k - 1]:
+        for t in range(nt):
+            if tmax[t] < tau or (c == k and tmax[t] <= tv[k - 1]):
                 continue  # nothing in this token beats the k-th value (a tie loses: larger (token, dim))
             row = u[t * d: t * d + d]
             for j in range(d):
