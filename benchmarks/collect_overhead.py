@@ -12,6 +12,9 @@ per-round ratios; CPU seconds of the process, which a busy neighbour disturbs le
             the models compute internally), when nnsight is installed (a dev extra); on its own copy of the
             model, since tracing wraps every module of the model it is given (4 % slower plain forwards)
   peak RSS  of a fresh subprocess doing only that, at 1× and 10× the batches (`--mem-batches`).
+With --long-batches N, a second set of interleaved rounds (after the first, which it leaves as it was) times plain
+and collect over --time-batches and over N batches, which splits a collect's cost into the ratio of each further
+batch and a fixed cost per run (binding the collectors, building the tables).
 Each median ratio comes with its 95 % bootstrap interval over the rounds; the goal (collect / plain ≤ 1.10, CPU) is
 judged on that interval: met, not met, or inconclusive when it straddles 1.10 (`timing.goal_verdict`).
 Run: .venv/bin/python benchmarks/collect_overhead.py [--models zoo,smollm2-135m,qwen2.5-0.5b] [--repeats 5]
@@ -173,25 +176,54 @@ def work(mode: str, name: str, scale: int, batch: int, seq: int) -> dict:
             "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def timing(name: str, batch: int, seq: int, repeats: int, n_batches: int) -> dict:
-    """Every mode over the same `n_batches` batches, interleaved (see timing.interleaved)."""
+def timing(name: str, batch: int, seq: int, repeats: int, n_batches: int, long_batches: int = 0) -> dict:
+    """Every mode over the same `n_batches` batches, interleaved (see timing.interleaved); with long_batches >
+    n_batches, then a second interleaved set of plain and collect over n_batches and over long_batches batches
+    (`split`, see `per_batch`), apart from the first so that the first set's rounds stay as they were."""
     import torch
     from timing import interleaved
 
     import interp
     m, fns = load(name)
-    toks = batches(n_batches, batch, seq, vocab_of(name))
-    allt = torch.cat(toks)
-    def each(f):
+    toks = batches(max(n_batches, long_batches), batch, seq, vocab_of(name))
+    def each(f, n=n_batches):
         def run():
-            for t in toks:
+            for t in toks[:n]:
                 f(t)  # the output (and any cache) is dropped before the next batch
         return run
 
-    runs = {"plain": each(fns["plain"]), "collect": lambda: interp.collect(m, allt, batch_size=batch, progress=False)}
+    def gather(n):
+        allt = torch.cat(toks[:n])
+        return lambda: interp.collect(m, allt, batch_size=batch, progress=False)
+
+    runs = {"plain": each(fns["plain"]), "collect": gather(n_batches)}
     runs.update({k: each(fns[k]) for k in MODES[2:] if k in fns})
     with torch.no_grad():
-        return interleaved(runs, repeats, baseline="plain")
+        out = interleaved(runs, repeats, baseline="plain")
+        if long_batches > n_batches:
+            out["split"] = interleaved({"plain": runs["plain"], "collect": runs["collect"],
+                                        "plain_long": each(fns["plain"], long_batches),
+                                        "collect_long": gather(long_batches)}, repeats, baseline="plain")
+    return out
+
+
+def per_batch(t: dict, n: int, n_long: int) -> dict:
+    """A collect's cost split, per round, from runs over n and n_long batches (CPU seconds): the overhead of each
+    further batch over its plain forward, as collect / plain of those batches, and the fixed cost of a run (binding
+    the collectors, building the tables: what the n-batch ratio carries on top of the per-batch overhead), in ms.
+    Medians with their 95 % bootstrap intervals over the rounds."""
+    import numpy as np
+    from timing import median_ci
+    c = {k: t["split"]["cpu_s"][k]["samples"] for k in ("plain", "collect", "plain_long", "collect_long")}
+    ratio, fixed = [], []
+    for p, col, pl, cl in zip(c["plain"], c["collect"], c["plain_long"], c["collect_long"]):
+        ratio.append((cl - col) / (pl - p))
+        fixed.append(1e3 * ((col - p) - n * ((cl - pl) - (col - p)) / (n_long - n)))
+    return {"batches_long": n_long,
+            "collect/plain per further batch (cpu, median)": float(np.median(ratio)),
+            "collect/plain per further batch (cpu, 95% CI)": median_ci(ratio),
+            "fixed cost per run (cpu ms, median)": float(np.median(fixed)),
+            "fixed cost per run (cpu ms, 95% CI)": median_ci(fixed)}
 
 
 def main() -> None:
@@ -201,6 +233,9 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--time-batches", type=int, default=4)
+    ap.add_argument("--long-batches", type=int, default=0,
+                    help="also time plain and collect over this many batches (> --time-batches) and split a collect's "
+                         "cost into a per-batch ratio and a fixed cost per run (0: not measured)")
     ap.add_argument("--mem-batches", type=int, default=10, help="the larger run of the memory check (× 1 batch)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--memory-models", default="smollm2-135m,zoo",
@@ -227,12 +262,14 @@ def main() -> None:
         rows = {k: {"command": old.get("command"), "date": old.get("date"), **v} for k, v in old["results"].items()}
     for name in a.models.split(","):
         before = load_info()
-        t = timing(name, a.batch, a.seq, a.repeats, a.time_batches)
+        t = timing(name, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)
+        split = per_batch(t, a.time_batches, a.long_batches) if a.long_batches > a.time_batches else {}
         row = {"tokens_per_batch": a.batch * a.seq, "timed_batches": a.time_batches, "repeats": a.repeats,
                **{f"{k}/plain (cpu, median)": v["median"] for k, v in t["ratio_cpu"].items()},
                "collect/plain (cpu, 95% CI)": t["ratio_cpu"]["collect"]["ci95"],
                goal_key(GOAL): goal_verdict(t["ratio_cpu"]["collect"]["ci95"], GOAL),
                **{f"{k}/plain (wall, median)": v["median"] for k, v in t["ratio_wall"].items()},
+               **split,
                "nnsight": have_nnsight(), "timing": t, "load_before": before, "load_after": load_info(),
                "command": " ".join(["python", "benchmarks/collect_overhead.py", *sys.argv[1:]])}
         if name in a.memory_models.split(","):

@@ -1,0 +1,42 @@
+"""benchmarks/collect_overhead.py: the split of a collect's cost into a per-batch ratio and a fixed cost per run.
+
+The reference is constructed timings: each round's plain forward costs b seconds a batch, a collect r · b a batch
+plus a fixed F, over n and over N batches; the split must give back r and F in every round.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from collect_overhead import per_batch  # noqa: E402
+
+
+def rounds(b: np.ndarray, r: float, fixed_s: float, n: int, n_long: int) -> dict:
+    times = {"plain": n * b, "collect": n * b * r + fixed_s, "plain_long": n_long * b,
+             "collect_long": n_long * b * r + fixed_s}
+    return {"split": {"cpu_s": {k: {"samples": list(v)} for k, v in times.items()}}}
+
+
+@pytest.mark.parametrize("n,n_long", [(4, 8), (2, 10)])
+def test_per_batch_recovers_ratio_and_fixed_cost(n, n_long):
+    b = np.random.default_rng(n).uniform(0.07, 0.09, 15)  # a batch's plain forward, varying from round to round
+    out = per_batch(rounds(b, 1.085, 0.008, n, n_long), n, n_long)
+    assert out["collect/plain per further batch (cpu, median)"] == pytest.approx(1.085, rel=1e-9)
+    assert out["fixed cost per run (cpu ms, median)"] == pytest.approx(8.0, rel=1e-6)
+    lo, hi = out["fixed cost per run (cpu ms, 95% CI)"]
+    assert lo == pytest.approx(8.0, abs=1e-5) and hi == pytest.approx(8.0, abs=1e-5)
+    assert out["batches_long"] == n_long
+
+
+def test_per_batch_sees_a_fixed_cost_the_whole_run_ratio_hides():
+    # the same whole-run ratio (1.11 over 4 batches) from two different splits: no fixed cost, or 3 ms of it
+    b = np.full(9, 0.08)
+    flat = per_batch(rounds(b, 1.11, 0.0, 4, 8), 4, 8)
+    fixed = per_batch(rounds(b, 1.11 - 0.003 / (4 * 0.08), 0.003, 4, 8), 4, 8)
+    assert flat["collect/plain per further batch (cpu, median)"] == pytest.approx(1.11)
+    assert fixed["collect/plain per further batch (cpu, median)"] == pytest.approx(1.1006, abs=1e-4)
+    assert fixed["fixed cost per run (cpu ms, median)"] == pytest.approx(3.0, rel=1e-6)
