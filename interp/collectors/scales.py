@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from interp.collectors import kernels
-from interp.collectors.base import F64, Collector
+from interp.collectors.base import F64, Collector, str_column
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
@@ -199,7 +199,8 @@ class NormScales(Collector):
         c = np.cumsum(h, axis=1)
         n = c[:, -1:]
         target = np.asarray(qs, dtype=float)[None, :] * n  # [S, Q]
-        j = (c[:, None, :] < target[:, :, None]).sum(-1)  # searchsorted(c[s], target[s], "left") per site
+        j = np.stack([np.searchsorted(c[s], target[s], "left") for s in range(len(c))]) if len(c) else \
+            np.zeros(target.shape, dtype=np.int64)  # per site: how many cumulative counts lie below each target
         before = np.where(j > 0, np.take_along_axis(c, np.maximum(j - 1, 0), 1), 0.0)
         hj = np.take_along_axis(h, np.minimum(j, h.shape[1] - 1), 1)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -226,9 +227,10 @@ class NormScales(Collector):
         edges = 10.0 ** (self.lo + (np.arange(self.nb + 3) - 1) / self.bpd)
         lo = np.where(j == 0, 0.0, edges[j])
         hi = np.where(j == self.nb + 1, np.inf, edges[j + 1])
-        return pd.DataFrame({"model": self.model_name,
-                             "layer": [self.sites[i][0] for i in s], "norm": [self.sites[i][1] for i in s],
-                             "bin_lo": lo, "bin_hi": hi, "count": h[s, j].astype(np.int64)})
+        return pd.DataFrame({"model": str_column([self.model_name], np.zeros(len(s))),
+                             "layer": np.array([site[0] for site in self.sites], dtype=np.int64)[s],
+                             "norm": str_column([site[1] for site in self.sites], s),
+                             "bin_lo": lo, "bin_hi": hi, "count": h[s, j].astype(np.int64)}, copy=False)
 
     def tables(self):
         return {"norm_scales": self.result(), "norm_scales_hist": self.hist()}
