@@ -15,7 +15,9 @@ per-round ratios; CPU seconds of the process, which a busy neighbour disturbs le
 With --long-batches N, a second set of interleaved rounds (after the first, which it leaves as it was) times plain
 and collect over --time-batches and over N batches, which splits a collect's cost into the ratio of each further
 batch and a fixed cost per run (binding the collectors, building the tables).
-Each median ratio comes with its 95 % bootstrap interval over the rounds; the goal (collect / plain ≤ 1.10, CPU) is
+With --processes P, the rounds run in P fresh processes, one after another, and each interval resamples the
+processes as well as their rounds (`timing.median_ci_grouped`): whole re-runs of the benchmark differ by more than
+one process's interval says. Each median ratio comes with its 95 % bootstrap interval over the rounds; the goal (collect / plain ≤ 1.10, CPU) is
 judged on that interval: met, not met, or inconclusive when it straddles 1.10 (`timing.goal_verdict`).
 Run: .venv/bin/python benchmarks/collect_overhead.py [--models zoo,smollm2-135m,qwen2.5-0.5b] [--repeats 5]
 """
@@ -244,7 +246,11 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true",
                     help="keep the other models' rows already in benchmarks/results/collect_overhead.json (each row "
                          "records the command that measured it)")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="run the timed rounds in this many fresh processes, one after another (--repeats rounds each), "
+                         "and judge the goal on an interval that resamples the processes too (timing.median_ci_grouped)")
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "MODEL", "SCALE"), help=argparse.SUPPRESS)
+    ap.add_argument("--timing-worker", metavar="MODEL", help=argparse.SUPPRESS)
     a = ap.parse_args()
     import torch
     torch.set_num_threads(a.threads)
@@ -252,8 +258,11 @@ def main() -> None:
         mode, name, scale = a.worker
         print(json.dumps(work(mode, name, int(scale), a.batch, a.seq)))
         return
+    if a.timing_worker:
+        print(json.dumps(timing(a.timing_worker, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)))
+        return
     from record import write_result
-    from timing import goal_key, goal_verdict, load_info
+    from timing import goal_key, goal_verdict, load_info, pooled
     rows = {}
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "collect_overhead.json")
     if a.merge and os.path.exists(path):
@@ -262,11 +271,25 @@ def main() -> None:
         rows = {k: {"command": old.get("command"), "date": old.get("date"), **v} for k, v in old["results"].items()}
     for name in a.models.split(","):
         before = load_info()
-        t = timing(name, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)
+        if a.processes > 1:
+            runs = []
+            for _ in range(a.processes):
+                cmd = [sys.executable, __file__, "--timing-worker", name, "--batch", str(a.batch), "--seq", str(a.seq),
+                       "--repeats", str(a.repeats), "--time-batches", str(a.time_batches),
+                       "--long-batches", str(a.long_batches), "--threads", str(a.threads)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                runs.append(json.loads(out))
+            t = pooled(runs)
+        else:
+            t = timing(name, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)
         split = per_batch(t, a.time_batches, a.long_batches) if a.long_batches > a.time_batches else {}
-        row = {"tokens_per_batch": a.batch * a.seq, "timed_batches": a.time_batches, "repeats": a.repeats,
+        row = {"tokens_per_batch": a.batch * a.seq, "timed_batches": a.time_batches, "repeats": t["repeats"],
+               "processes": a.processes,
                **{f"{k}/plain (cpu, median)": v["median"] for k, v in t["ratio_cpu"].items()},
                "collect/plain (cpu, 95% CI)": t["ratio_cpu"]["collect"]["ci95"],
+               **({"collect/plain (cpu, median of each process)": t["ratio_cpu"]["collect"]["per_process_median"],
+                   "collect/plain (cpu, 95% CI over rounds alone)": t["ratio_cpu"]["collect"]["ci95_rounds"]}
+                  if a.processes > 1 else {}),
                goal_key(GOAL): goal_verdict(t["ratio_cpu"]["collect"]["ci95"], GOAL),
                **{f"{k}/plain (wall, median)": v["median"] for k, v in t["ratio_wall"].items()},
                **split,

@@ -8,6 +8,7 @@ median with a 95 % percentile bootstrap over the rounds (the rounds are the pair
 """
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -29,6 +30,44 @@ def median_ci(xs: list[float]) -> list[float]:
     a = np.asarray(xs, dtype=float)
     lo, hi = bootstrap_interval(lambda idx: float(np.median(a[idx])), len(a))
     return [round(lo, 6), round(hi, 6)]
+
+
+def median_ci_grouped(groups: list[list[float]], n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """95 % interval of the median of all rounds of several processes, by a two-level percentile bootstrap: resample
+    the processes with replacement, then the rounds within each one drawn, and take the median of what was drawn.
+    A process's rounds share its state (memory layout, what else ran), so rounds are not independent across processes
+    and a one-level interval over the pooled rounds is too narrow when processes differ. One process: `median_ci`."""
+    gs = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    if len(gs) < 2:
+        return median_ci(list(gs[0])) if gs else [math.nan, math.nan]
+    rng = np.random.default_rng(seed)
+    meds = np.empty(n_boot)
+    for b in range(n_boot):
+        drawn = [gs[i] for i in rng.integers(0, len(gs), len(gs))]
+        meds[b] = np.median(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in drawn]))
+    return [round(float(np.quantile(meds, 0.025)), 6), round(float(np.quantile(meds, 0.975)), 6)]
+
+
+def pooled(runs: list[dict]) -> dict:
+    """`interleaved`'s output for several processes that each ran it (same fns, baseline, rounds): samples pooled in
+    process order, so rounds stay paired; every ratio's "ci95" from `median_ci_grouped` over the processes, with each
+    process's own median ratio ("per_process_median") and the one-level interval over the pooled rounds ("ci95_rounds")
+    beside it. A "split" entry (a second interleaved set) is pooled the same way."""
+    first = runs[0]
+    out = {"repeats": sum(r["repeats"] for r in runs), "processes": len(runs), "baseline": first["baseline"]}
+    for unit in ("wall_s", "cpu_s"):
+        out[unit] = {k: summary([x for r in runs for x in r[unit][k]["samples"]]) for k in first[unit]}
+    for name, unit in (("ratio_wall", "wall_s"), ("ratio_cpu", "cpu_s")):
+        out[name] = {}
+        for k in first[name]:
+            groups = [[a / b for a, b in zip(r[unit][k]["samples"], r[unit][first["baseline"]]["samples"])]
+                      for r in runs]
+            flat = [x for g in groups for x in g]
+            out[name][k] = {**summary(flat), "ci95": median_ci_grouped(groups), "ci95_rounds": median_ci(flat),
+                            "per_process_median": [round(statistics.median(g), 6) for g in groups]}
+    if "split" in first:
+        out["split"] = pooled([r["split"] for r in runs])
+    return out
 
 
 def goal_key(goal: float, what: str = "") -> str:

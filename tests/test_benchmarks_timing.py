@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from timing import goal_verdict, interleaved, median_ci  # noqa: E402
+from timing import goal_verdict, interleaved, median_ci, median_ci_grouped, pooled  # noqa: E402
 
 
 def exact_bootstrap_quantile(xs: list[float], q: float) -> float:
@@ -37,6 +37,44 @@ def test_median_ci_is_the_exact_bootstrap_interval(n):
     assert hi == pytest.approx(exact_bootstrap_quantile(xs, 0.975), abs=1e-6)
     s = sorted(xs)
     assert (lo, hi) == pytest.approx((s[1], s[5]) if n == 7 else (s[2], s[8]), abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [7, 11])
+def test_grouped_interval_of_one_round_per_process_is_the_exact_bootstrap(n):
+    # one round per process: resampling processes, then the one round each holds, is the one-level bootstrap of
+    # the values, whose exact percentiles are the order statistics found above
+    xs = list(np.random.default_rng(n).uniform(0.9, 1.4, n))
+    lo, hi = median_ci_grouped([[x] for x in xs])
+    assert lo == pytest.approx(exact_bootstrap_quantile(xs, 0.025), abs=1e-6)
+    assert hi == pytest.approx(exact_bootstrap_quantile(xs, 0.975), abs=1e-6)
+
+
+def test_grouped_interval_widens_when_processes_differ():
+    # five processes whose rounds sit at 1.095 ... 1.115 with little spread inside each: the rounds alone give a
+    # narrow interval that misses how far another process lands; resampling the processes covers the spread
+    rng = np.random.default_rng(0)
+    groups = [list(c + rng.normal(0, 0.001, 9)) for c in (1.095, 1.10, 1.105, 1.11, 1.115)]
+    flat = [x for g in groups for x in g]
+    lo1, hi1 = median_ci(flat)
+    lo, hi = median_ci_grouped(groups)
+    assert lo < lo1 and hi > hi1
+    assert lo <= 1.10 and hi >= 1.11
+    same = [list(1.105 + rng.normal(0, 0.001, 9)) for _ in range(5)]  # processes alike: about the one-level width
+    lo2, hi2 = median_ci_grouped(same)
+    assert hi2 - lo2 < 0.5 * (hi - lo)
+
+
+def test_pooled_keeps_rounds_paired_and_reports_each_process():
+    def run(plain, other):
+        return {"repeats": len(plain), "baseline": "a", "wall_s": {"a": {"samples": plain}, "b": {"samples": other}},
+                "cpu_s": {"a": {"samples": plain}, "b": {"samples": other}},
+                "ratio_wall": {"b": {}}, "ratio_cpu": {"b": {}}}
+    out = pooled([run([1.0, 2.0, 1.0], [1.1, 2.2, 1.1]), run([1.0, 1.0, 4.0], [1.2, 1.2, 4.8])])
+    r = out["ratio_cpu"]["b"]
+    assert out["repeats"] == 6 and out["processes"] == 2
+    assert r["samples"] == pytest.approx([1.1] * 3 + [1.2] * 3)  # each round over its own baseline round
+    assert r["per_process_median"] == pytest.approx([1.1, 1.2]) and r["median"] == pytest.approx(1.15)
+    assert out["cpu_s"]["a"]["samples"] == [1.0, 2.0, 1.0, 1.0, 1.0, 4.0]
 
 
 def test_median_ci_needs_two_rounds():
