@@ -17,8 +17,9 @@ and collect over --time-batches and over N batches, which splits a collect's cos
 batch and a fixed cost per run (binding the collectors, building the tables).
 With --processes P, the rounds run in P fresh processes, one after another, and each interval resamples the
 processes as well as their rounds (`timing.median_ci_grouped`): whole re-runs of the benchmark differ by more than
-one process's interval says. Each median ratio comes with its 95 % bootstrap interval over the rounds; the goal (collect / plain ≤ 1.10, CPU) is
-judged on that interval: met, not met, or inconclusive when it straddles 1.10 (`timing.goal_verdict`).
+one process's interval says. Each median ratio comes with its 95 % bootstrap interval over the rounds; the goal
+(collect / plain ≤ 1.10, CPU) is judged on that interval: met, not met, or inconclusive when it straddles 1.10
+(`timing.goal_verdict`).
 Run: .venv/bin/python benchmarks/collect_overhead.py [--models zoo,smollm2-135m,qwen2.5-0.5b] [--repeats 5]
 """
 from __future__ import annotations

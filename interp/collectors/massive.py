@@ -278,7 +278,7 @@ class MassiveActivations(Collector):
         # could not enter: `TopK.update` drops it too), which leaves few rows to build once the buffer has filled
         held = st["tk_abs"].numpy()
         floor = float(np.min(np.where(np.isnan(held), np.inf, held))) if held.size else -np.inf
-        valid = tv >= max(0.0, floor)
+        valid = tv >= np.float64(max(0.0, floor))  # compared in float64, as TopK.update compares
         if not valid.any():
             return True
         pos = out.tp[js][valid]
