@@ -253,6 +253,10 @@ def main() -> None:
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "MODEL", "SCALE"), help=argparse.SUPPRESS)
     ap.add_argument("--timing-worker", metavar="MODEL", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.processes < 1:
+        ap.error(f"--processes {a.processes}: give 1 or more processes")
+    if a.long_batches and a.long_batches <= a.time_batches:
+        ap.error(f"--long-batches {a.long_batches} must exceed --time-batches {a.time_batches} (or be 0: no split)")
     import torch
     torch.set_num_threads(a.threads)
     if a.worker:

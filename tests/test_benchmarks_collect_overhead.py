@@ -40,3 +40,12 @@ def test_per_batch_sees_a_fixed_cost_the_whole_run_ratio_hides():
     assert flat["collect/plain per further batch (cpu, median)"] == pytest.approx(1.11)
     assert fixed["collect/plain per further batch (cpu, median)"] == pytest.approx(1.1006, abs=1e-4)
     assert fixed["fixed cost per run (cpu ms, median)"] == pytest.approx(3.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [(["--processes", "0"], "--processes 0"),
+                                           (["--long-batches", "3"], "must exceed --time-batches 4")])
+def test_bad_arguments_fail_with_one_line(args, message):
+    import subprocess
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "collect_overhead.py"
+    r = subprocess.run([sys.executable, str(script), *args, "--no-write"], capture_output=True, text=True)
+    assert r.returncode == 2 and message in r.stderr.strip().splitlines()[-1]
