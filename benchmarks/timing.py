@@ -37,15 +37,16 @@ def median_ci_grouped(groups: list[list[float]], n_boot: int = 1000, seed: int =
     the processes with replacement, then the rounds within each one drawn, and take the median of what was drawn.
     A process's rounds share its state (memory layout, what else ran), so rounds are not independent across processes
     and a one-level interval over the pooled rounds is too narrow when processes differ. One process: `median_ci`."""
+    from interp.analysis.intervals import bootstrap_interval
     gs = [np.asarray(g, dtype=float) for g in groups if len(g)]
     if len(gs) < 2:
         return median_ci(list(gs[0])) if gs else [math.nan, math.nan]
-    rng = np.random.default_rng(seed)
-    meds = np.empty(n_boot)
-    for b in range(n_boot):
-        drawn = [gs[i] for i in rng.integers(0, len(gs), len(gs))]
-        meds[b] = np.median(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in drawn]))
-    return [round(float(np.quantile(meds, 0.025)), 6), round(float(np.quantile(meds, 0.975)), 6)]
+    rng = np.random.default_rng(seed)  # the rounds' draws; bootstrap_interval draws the processes (idx)
+
+    def median_of(idx: np.ndarray) -> float:
+        return float(np.median(np.concatenate([gs[i][rng.integers(0, len(gs[i]), len(gs[i]))] for i in idx])))
+    lo, hi = bootstrap_interval(median_of, len(gs), n_boot=n_boot, seed=seed)
+    return [round(lo, 6), round(hi, 6)]
 
 
 def pooled(runs: list[dict]) -> dict:
