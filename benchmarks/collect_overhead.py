@@ -25,6 +25,7 @@ Run: .venv/bin/python benchmarks/collect_overhead.py [--models zoo,smollm2-135m,
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
 import json
 import os
@@ -210,6 +211,24 @@ def timing(name: str, batch: int, seq: int, repeats: int, n_batches: int, long_b
     return out
 
 
+def row_key(model: str, machine: str) -> str:
+    """A results row's name: one row per model and CPU, so a merge keeps what other CPUs measured (a ratio belongs
+    to the CPU it ran on: the plain forward and the collectors' passes speed up differently on different ones)."""
+    return f"{model} on {machine}"
+
+
+def kept_rows(old: dict) -> dict:
+    """The rows of a results file read back for `--merge`, keyed by `row_key`. A row written before rows named
+    their CPU, model, date and command takes them from the file (the key was the model's name alone)."""
+    m = old.get("machine") or {}
+    was = f"{m.get('cpu', '?')} ({m['isa']})" if m.get("isa") else m.get("cpu", "?")
+    rows = {}
+    for k, v in old["results"].items():
+        v = {"model": k.split(" on ")[0], "machine": was, "command": old.get("command"), "date": old.get("date"), **v}
+        rows[row_key(v["model"], v["machine"])] = v
+    return rows
+
+
 def per_batch(t: dict, n: int, n_long: int) -> dict:
     """A collect's cost split, per round, from runs over n and n_long batches (CPU seconds): the overhead of each
     further batch over its plain forward, as collect / plain of those batches, and the fixed cost of a run (binding
@@ -245,8 +264,8 @@ def main() -> None:
                     help="models whose peak RSS is measured (fresh subprocesses; '' for none)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results alone")
     ap.add_argument("--merge", action="store_true",
-                    help="keep the other models' rows already in benchmarks/results/collect_overhead.json (each row "
-                         "records the command that measured it)")
+                    help="keep the rows already in benchmarks/results/collect_overhead.json of other models or other CPUs "
+                         "(each row records its CPU, date and the command that measured it)")
     ap.add_argument("--processes", type=int, default=1,
                     help="run the timed rounds in this many fresh processes, one after another (--repeats rounds each), "
                          "and judge the goal on an interval that resamples the processes too (timing.median_ci_grouped)")
@@ -266,14 +285,14 @@ def main() -> None:
     if a.timing_worker:
         print(json.dumps(timing(a.timing_worker, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)))
         return
-    from record import write_result
+    from record import machine_name, write_result
     from timing import goal_key, goal_verdict, load_info, pooled
-    rows = {}
+    rows, here = {}, machine_name()
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "collect_overhead.json")
     if a.merge and os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        rows = {k: {"command": old.get("command"), "date": old.get("date"), **v} for k, v in old["results"].items()}
+        rows = kept_rows(old)
     for name in a.models.split(","):
         before = load_info()
         if a.processes > 1:
@@ -288,7 +307,8 @@ def main() -> None:
         else:
             t = timing(name, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)
         split = per_batch(t, a.time_batches, a.long_batches) if a.long_batches > a.time_batches else {}
-        row = {"tokens_per_batch": a.batch * a.seq, "timed_batches": a.time_batches, "repeats": t["repeats"],
+        row = {"model": name, "machine": here, "date": datetime.datetime.now(datetime.timezone.utc)
+               .replace(microsecond=0).isoformat(), "tokens_per_batch": a.batch * a.seq, "timed_batches": a.time_batches, "repeats": t["repeats"],
                "processes": a.processes,
                **{f"{k}/plain (cpu, median)": v["median"] for k, v in t["ratio_cpu"].items()},
                "collect/plain (cpu, 95% CI)": t["ratio_cpu"]["collect"]["ci95"],
@@ -315,7 +335,7 @@ def main() -> None:
                         "rss collect/plain 1x": rss["collect", 1]["peak_rss_mb"] / rss["plain", 1]["peak_rss_mb"],
                         f"rss collect {big}x/1x": rss["collect", big]["peak_rss_mb"] / rss["collect", 1]["peak_rss_mb"],
                         f"rss tl_cache/plain {big}x": rss["tl_cache", big]["peak_rss_mb"] / rss["plain", big]["peak_rss_mb"]})
-        rows[name] = row
+        rows[row_key(name, here)] = row
         print(name, json.dumps({k: v for k, v in row.items() if k != "timing"}, indent=1), flush=True)
         if not a.no_write:  # after each model: a long run interrupted later keeps what it measured
             print(write_result("collect_overhead", rows, threads=a.threads, description=__doc__.split("\n")[0]))

@@ -12,6 +12,8 @@ Run: .venv/bin/python benchmarks/main_job.py [--repo /work/main] [--zoo-size 50]
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import re
 import resource
@@ -100,7 +102,7 @@ def main() -> None:
     ap.add_argument("--small", action="store_true",
                     help="dry run: the job's smoke run (3 zoo models, MiniLM) instead of make report; implies --no-write")
     a = ap.parse_args()
-    from record import write_result
+    from record import RESULTS, machine_name, write_result
     venv = (a.venv or a.repo / ".venv").resolve()
     out = {}
     with tempfile.TemporaryDirectory(prefix="interp-main-job-") as tmp:
@@ -120,8 +122,27 @@ def main() -> None:
             print(label, {k: v for k, v in r.items() if k not in ("steps", "log_tail")}, flush=True)
     out["commit"] = commit
     out["budget_s"] = {"warm": 120, "cold": 240}  # make report: the default real models (make report-full adds two)
+    out["command"] = " ".join(["python", "benchmarks/main_job.py", *sys.argv[1:]])
+    out["date"] = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     if not (a.no_write or a.small):
-        print(write_result("main_job", out, threads=1, description=__doc__.split("\n")[0]))
+        path = RESULTS / "main_job.json"
+        old = json.loads(path.read_text()) if path.exists() else None
+        print(write_result("main_job", by_cpu(old, machine_name(), out), threads=1,
+                           description=__doc__.split("\n")[0]))
+
+
+def by_cpu(old: dict | None, here: str, run: dict) -> dict:
+    """The results to write: one entry per CPU, this run's replacing only this CPU's (seconds judged against a
+    fixed budget belong to the CPU that ran them). A file written before entries named their CPU becomes the
+    entry of the CPU its machine record names."""
+    if old is None:
+        return {here: run}
+    res = old["results"]
+    if "warm" in res:  # the earlier form: one run, its CPU in the file's machine record
+        m = old.get("machine") or {}
+        was = f"{m.get('cpu', '?')} ({m['isa']})" if m.get("isa") else m.get("cpu", "?")
+        res = {was: {**res, "date": old.get("date"), "command": old.get("command")}}
+    return {**res, here: run}
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     from record import write_result            # a script in benchmarks/ has this folder on sys.path
     write_result("train_step", results, threads=1, description="...")
 
-The file holds {"benchmark", "description", "machine": {"cpu", "cores", "platform"}, "threads", "torch",
+The file holds {"benchmark", "description", "machine": {"cpu", "isa", "cores", "platform"}, "threads", "torch",
 "python", "date" (UTC, ISO 8601), "command", "results"}. `results` is any JSON: a flat dict, a list of flat dicts
 (one table row each) or a dict of flat dicts (one row per key). `docs/numbers_from_json.py` renders every file into
 docs/benchmarks.md (write_result re-renders the pages), and the docs quote numbers only through it, so the JSON is
@@ -34,12 +34,32 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The widest vector instructions the CPU offers, from /proc/cpuinfo's flags ("AVX-512 + AMX", "AVX-512",
+    "AVX2", ...; "" where unknown): two CPUs of one model name can differ in them, and kernel speeds follow them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                f = set(line.split(":", 1)[1].split())
+                wide = "AVX-512" if "avx512f" in f else "AVX2" if "avx2" in f else "AVX" if "avx" in f else "SSE"
+                return wide + (" + AMX" if "amx_tile" in f else "")
+    except OSError:
+        pass
+    return ""
+
+
+def machine_name() -> str:
+    """One line naming the CPU a measurement ran on: model name and vector instructions."""
+    isa = cpu_isa()
+    return f"{cpu_model()} ({isa})" if isa else cpu_model()
+
+
 def provenance(threads: int) -> dict[str, Any]:
     """Where, when and with what a number was measured."""
     import torch
     argv = [Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix() if sys.argv[0].endswith(".py") and
             Path(sys.argv[0]).resolve().is_relative_to(ROOT) else Path(sys.argv[0]).name] + sys.argv[1:]
-    return {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(terse=True)},
+    return {"machine": {"cpu": cpu_model(), "isa": cpu_isa(), "cores": os.cpu_count(), "platform": platform.platform(terse=True)},
             "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
             "command": " ".join(["python", *argv])}

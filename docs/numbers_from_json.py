@@ -129,7 +129,8 @@ def benchmarks_block() -> list[str]:
     for f in files:
         d = json.loads(f.read_text())
         m = d.get("machine") or {}
-        where = (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores" if m else "machine not recorded")
+        where = (f"{m.get('cpu', '?')}{' (' + m['isa'] + ')' if m.get('isa') else ''}, {m.get('cores', '?')} cores"
+                 if m else "machine not recorded")
         out += [f"### {d['benchmark']}", "", d.get("description", ""), "",
                 f"`{d.get('command', '?')}` · {d.get('date', 'date not recorded')} · torch {d.get('torch', '?')} · "
                 f"{d.get('threads', '?')} thread(s) · {where} · source `benchmarks/results/{f.name}` (with every "

@@ -1,4 +1,5 @@
-"""benchmarks/collect_overhead.py: the split of a collect's cost into a per-batch ratio and a fixed cost per run.
+"""benchmarks/collect_overhead.py: the split of a collect's cost into a per-batch ratio and a fixed cost per run,
+and rows that keep the CPU they were measured on through a merge.
 
 The reference is constructed timings: each round's plain forward costs b seconds a batch, a collect r · b a batch
 plus a fixed F, over n and over N batches; the split must give back r and F in every round.
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from collect_overhead import per_batch  # noqa: E402
+from collect_overhead import kept_rows, per_batch, row_key  # noqa: E402
 
 
 def rounds(b: np.ndarray, r: float, fixed_s: float, n: int, n_long: int) -> dict:
@@ -49,3 +50,18 @@ def test_bad_arguments_fail_with_one_line(args, message):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "collect_overhead.py"
     r = subprocess.run([sys.executable, str(script), *args, "--no-write"], capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr.strip().splitlines()[-1]
+
+
+def test_merge_keeps_each_cpu_row_apart():
+    """A file written before rows named their CPU: its rows take the file's CPU; a row that names its own keeps it.
+    One model measured on two CPUs gives two rows, and re-measuring on one CPU replaces only that CPU's row."""
+    old = {"machine": {"cpu": "Old CPU"}, "command": "python old", "date": "2026-01-01",
+           "results": {"zoo": {"collect/plain (cpu, median)": 1.2},
+                       row_key("zoo", "New CPU (AVX2)"): {"model": "zoo", "machine": "New CPU (AVX2)", "date": "d2",
+                                                         "collect/plain (cpu, median)": 1.05}}}
+    rows = kept_rows(old)
+    assert set(rows) == {"zoo on Old CPU", "zoo on New CPU (AVX2)"}
+    assert rows["zoo on Old CPU"]["machine"] == "Old CPU" and rows["zoo on Old CPU"]["date"] == "2026-01-01"
+    assert rows["zoo on New CPU (AVX2)"]["date"] == "d2" and rows["zoo on New CPU (AVX2)"]["model"] == "zoo"
+    rows[row_key("zoo", "New CPU (AVX2)")] = {"collect/plain (cpu, median)": 1.04}
+    assert rows["zoo on Old CPU"]["collect/plain (cpu, median)"] == 1.2 and len(rows) == 2
