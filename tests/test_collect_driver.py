@@ -92,3 +92,22 @@ def test_a_low_precision_twin_made_while_attached_has_no_direct_hook():
     assert no_direct(twin) and no_direct(m)
     with torch.no_grad():
         torch.testing.assert_close(twin(t).float(), m(t), rtol=1e-4, atol=1e-4)  # the twin is the intact model
+
+
+def test_collect_reads_the_site_map_once_and_a_later_bind_reads_it_again(monkeypatch):
+    """One collect builds the model's site map once for all its collectors (each used to rebuild it); the map it
+    handed over serves only that run's bind, so a collector bound again later sees the model's map as it is then."""
+    import interp
+    from interp.collectors import ResidualStats
+    m = zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=16, d_vocab=50).eval()
+    reads = []
+    cls = type(m)
+    prop = cls.sites
+    monkeypatch.setattr(cls, "sites", property(lambda self: reads.append(1) or prop.fget(self)))
+    c = ResidualStats()
+    interp.collect(m, torch.randint(0, 50, (2, 8)), progress=False)
+    assert len(reads) == 1
+    interp.collect(m, torch.randint(0, 50, (2, 8)), collectors=[c], progress=False)
+    assert len(reads) == 2
+    c.bind(m)
+    assert len(reads) == 3

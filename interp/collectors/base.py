@@ -124,10 +124,18 @@ class Collector:
             self._card = None
         return self
 
-    def use_card(self, model, card) -> None:
-        """Hand the collector `model`'s card before `bind`, so that a run reads `model.card` once, not once per
-        collector and table (a model's card counts its parameters, a walk over every module)."""
+    def use_card(self, model, card, sites=None) -> None:
+        """Hand the collector `model`'s card (and its site map, when given) before `bind`, so that a run reads
+        `model.card` and `model.sites` once, not once per collector and table (a model's card counts its
+        parameters, a walk over every module; a site map is rebuilt on each read)."""
         self._card = (model, card)
+        self._sites = (model, sites) if sites is not None else None
+
+    def site_map(self, model):
+        """`model.sites`, or the site map `use_card` handed over for this model; a handed-over map serves one
+        `bind` (a later bind reads the model again, which may have changed in between)."""
+        given, self._sites = getattr(self, "_sites", None), None
+        return given[1] if given is not None and given[0] is model else model.sites
 
     @property
     def card(self):

@@ -233,8 +233,9 @@ def collect(model, data, collectors: Sequence[Collector] | None = None, batch_si
     """
     collectors = check_collectors(collectors)
     card = model.card  # read once: a model's card walks its parameters
+    sites = model.sites if hasattr(type(model), "sites") else None  # and its site map, rebuilt on each read
     for c in collectors:
-        c.use_card(model, card)
+        c.use_card(model, card, sites)
         c.bind(model)
     meta = run_batches(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, progress)
     check_measured(meta["n_tokens"], meta["n_sequences"], exclude_first)

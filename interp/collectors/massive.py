@@ -109,7 +109,7 @@ class MassiveActivations(Collector):
 
     def bind(self, model):
         super().bind(model)
-        self.hooks_ = model.sites.stream()
+        self.hooks_ = self.site_map(model).stream()
         D, d = len(self.hooks_), self.card.d_model
         self.depth_of = {h: i for i, h in enumerate(self.hooks_)}
         self._add("n_seq", torch.zeros(D), "sum")             # sequences seen per depth

@@ -60,7 +60,7 @@ class Precision(Collector):
 
     def bind(self, model) -> Precision:
         super().bind(model)
-        sites = model.sites  # a model builds its site map on each read
+        sites = self.site_map(model)  # a model builds its site map on each read
         self.sites = residual_sites(sites)
         L = sites.n_layers
         self.families = list(dict.fromkeys(s[1] for s in self.sites if s[0] < L))

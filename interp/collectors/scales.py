@@ -75,7 +75,7 @@ class NormScales(Collector):
 
     def bind(self, model):
         super().bind(model)
-        self.sites = scale_sites(model.sites)
+        self.sites = scale_sites(self.site_map(model))
         S = len(self.sites)
         self.row_of = {h: i for i, (_, _, h) in enumerate(self.sites)}
         self._add("n", torch.zeros(S), "sum")                  # scale values seen
