@@ -307,8 +307,9 @@ def main() -> None:
         else:
             t = timing(name, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)
         split = per_batch(t, a.time_batches, a.long_batches) if a.long_batches > a.time_batches else {}
-        row = {"model": name, "machine": here, "date": datetime.datetime.now(datetime.timezone.utc)
-               .replace(microsecond=0).isoformat(), "tokens_per_batch": a.batch * a.seq, "timed_batches": a.time_batches, "repeats": t["repeats"],
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+        row = {"model": name, "machine": here, "date": now, "tokens_per_batch": a.batch * a.seq,
+               "timed_batches": a.time_batches, "repeats": t["repeats"],
                "processes": a.processes,
                **{f"{k}/plain (cpu, median)": v["median"] for k, v in t["ratio_cpu"].items()},
                "collect/plain (cpu, 95% CI)": t["ratio_cpu"]["collect"]["ci95"],

@@ -59,7 +59,8 @@ def provenance(threads: int) -> dict[str, Any]:
     import torch
     argv = [Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix() if sys.argv[0].endswith(".py") and
             Path(sys.argv[0]).resolve().is_relative_to(ROOT) else Path(sys.argv[0]).name] + sys.argv[1:]
-    return {"machine": {"cpu": cpu_model(), "isa": cpu_isa(), "cores": os.cpu_count(), "platform": platform.platform(terse=True)},
+    return {"machine": {"cpu": cpu_model(), "isa": cpu_isa(), "cores": os.cpu_count(),
+                        "platform": platform.platform(terse=True)},
             "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
             "command": " ".join(["python", *argv])}
