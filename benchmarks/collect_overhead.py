@@ -220,8 +220,8 @@ def row_key(model: str, machine: str) -> str:
 def kept_rows(old: dict) -> dict:
     """The rows of a results file read back for `--merge`, keyed by `row_key`. A row written before rows named
     their CPU, model, date and command takes them from the file (the key was the model's name alone)."""
-    m = old.get("machine") or {}
-    was = f"{m.get('cpu', '?')} ({m['isa']})" if m.get("isa") else m.get("cpu", "?")
+    from record import machine_label
+    was = machine_label(old.get("machine") or {})
     rows = {}
     for k, v in old["results"].items():
         v = {"model": k.split(" on ")[0], "machine": was, "command": old.get("command"), "date": old.get("date"), **v}

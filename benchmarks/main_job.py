@@ -139,9 +139,8 @@ def by_cpu(old: dict | None, here: str, run: dict) -> dict:
         return {here: run}
     res = old["results"]
     if "warm" in res:  # the earlier form: one run, its CPU in the file's machine record
-        m = old.get("machine") or {}
-        was = f"{m.get('cpu', '?')} ({m['isa']})" if m.get("isa") else m.get("cpu", "?")
-        res = {was: {**res, "date": old.get("date"), "command": old.get("command")}}
+        from record import machine_label
+        res = {machine_label(old.get("machine") or {}): {**res, "date": old.get("date"), "command": old.get("command")}}
     return {**res, here: run}
 
 

@@ -48,10 +48,15 @@ def cpu_isa() -> str:
     return ""
 
 
+def machine_label(machine: dict) -> str:
+    """One line naming the CPU of a machine record ({"cpu", "isa"}): model name and vector instructions."""
+    cpu, isa = machine.get("cpu", "?"), machine.get("isa")
+    return f"{cpu} ({isa})" if isa else cpu
+
+
 def machine_name() -> str:
-    """One line naming the CPU a measurement ran on: model name and vector instructions."""
-    isa = cpu_isa()
-    return f"{cpu_model()} ({isa})" if isa else cpu_model()
+    """`machine_label` of the CPU this process runs on."""
+    return machine_label({"cpu": cpu_model(), "isa": cpu_isa()})
 
 
 def provenance(threads: int) -> dict[str, Any]:
