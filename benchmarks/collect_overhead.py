@@ -25,7 +25,6 @@ Run: .venv/bin/python benchmarks/collect_overhead.py [--models zoo,smollm2-135m,
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
@@ -285,7 +284,7 @@ def main() -> None:
     if a.timing_worker:
         print(json.dumps(timing(a.timing_worker, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)))
         return
-    from record import machine_name, write_result
+    from record import machine_name, utc_now, write_result
     from timing import goal_key, goal_verdict, load_info, pooled
     rows, here = {}, machine_name()
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "collect_overhead.json")
@@ -307,8 +306,7 @@ def main() -> None:
         else:
             t = timing(name, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)
         split = per_batch(t, a.time_batches, a.long_batches) if a.long_batches > a.time_batches else {}
-        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-        row = {"model": name, "machine": here, "date": now, "tokens_per_batch": a.batch * a.seq,
+        row = {"model": name, "machine": here, "date": utc_now(), "tokens_per_batch": a.batch * a.seq,
                "timed_batches": a.time_batches, "repeats": t["repeats"],
                "processes": a.processes,
                **{f"{k}/plain (cpu, median)": v["median"] for k, v in t["ratio_cpu"].items()},

@@ -12,7 +12,6 @@ Run: .venv/bin/python benchmarks/main_job.py [--repo /work/main] [--zoo-size 50]
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -102,7 +101,7 @@ def main() -> None:
     ap.add_argument("--small", action="store_true",
                     help="dry run: the job's smoke run (3 zoo models, MiniLM) instead of make report; implies --no-write")
     a = ap.parse_args()
-    from record import RESULTS, machine_name, write_result
+    from record import RESULTS, machine_name, utc_now, write_result
     venv = (a.venv or a.repo / ".venv").resolve()
     out = {}
     with tempfile.TemporaryDirectory(prefix="interp-main-job-") as tmp:
@@ -123,7 +122,7 @@ def main() -> None:
     out["commit"] = commit
     out["budget_s"] = {"warm": 120, "cold": 240}  # make report: the default real models (make report-full adds two)
     out["command"] = " ".join(["python", "benchmarks/main_job.py", *sys.argv[1:]])
-    out["date"] = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    out["date"] = utc_now()
     if not (a.no_write or a.small):
         path = RESULTS / "main_job.json"
         old = json.loads(path.read_text()) if path.exists() else None

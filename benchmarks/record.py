@@ -59,6 +59,11 @@ def machine_name() -> str:
     return machine_label({"cpu": cpu_model(), "isa": cpu_isa()})
 
 
+def utc_now() -> str:
+    """The current UTC time to the second, ISO 8601: how every results file and row dates itself."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
 def provenance(threads: int) -> dict[str, Any]:
     """Where, when and with what a number was measured."""
     import torch
@@ -67,7 +72,7 @@ def provenance(threads: int) -> dict[str, Any]:
     return {"machine": {"cpu": cpu_model(), "isa": cpu_isa(), "cores": os.cpu_count(),
                         "platform": platform.platform(terse=True)},
             "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+            "date": utc_now(),
             "command": " ".join(["python", *argv])}
 
 

@@ -55,7 +55,7 @@ class SkipAttribution(Collector):
     def bind(self, model):
         _causal_only(model, "SkipAttribution")
         super().bind(model)
-        sites = self.site_map(model)  # a model builds its site map on each read
+        sites = self.site_map(model)  # the map `collect` handed over, or built now
         self.hooks_ = sites.stream()
         self.depth_of = {h: i for i, h in enumerate(self.hooks_)}
         L = sites.n_layers

@@ -55,7 +55,7 @@ class LayerEffect(Collector):
 
     def bind(self, model):
         super().bind(model)
-        sites = self.site_map(model)  # a model builds its site map on each read
+        sites = self.site_map(model)  # the map `collect` handed over, or built now
         self.hooks_ = sites.stream()
         D, L = len(self.hooks_), sites.n_layers
         self.n_layers = L

@@ -37,7 +37,7 @@ class GradNorms(Collector):
 
     def bind(self, model):
         super().bind(model)
-        sites = self.site_map(model)  # a model builds its site map on each read
+        sites = self.site_map(model)  # the map `collect` handed over, or built now
         self.hooks_ = sites.stream()
         D, L = len(self.hooks_), sites.n_layers
         self.depth_of = {h: i for i, h in enumerate(self.hooks_)}

@@ -60,7 +60,7 @@ class Precision(Collector):
 
     def bind(self, model) -> Precision:
         super().bind(model)
-        sites = self.site_map(model)  # a model builds its site map on each read
+        sites = self.site_map(model)  # the map `collect` handed over, or built now
         self.sites = residual_sites(sites)
         L = sites.n_layers
         self.families = list(dict.fromkeys(s[1] for s in self.sites if s[0] < L))

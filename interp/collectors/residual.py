@@ -86,7 +86,7 @@ class ResidualStats(Collector):
 
     def bind(self, model) -> "ResidualStats":
         super().bind(model)
-        sites = self.site_map(model)  # a model builds its site map on each read
+        sites = self.site_map(model)  # the map `collect` handed over, or built now
         self.sites, self.n_layers = residual_sites(sites), len(sites.layers)
         S, d = len(self.sites), self.card.d_model
         self.widths = site_widths(sites, d)  # per-dim sums of site i fill dim_sums[i, :, :widths[i]]
