@@ -59,6 +59,23 @@ def machine_name() -> str:
     return machine_label({"cpu": cpu_model(), "isa": cpu_isa()})
 
 
+def row_key(model: str, machine: str) -> str:
+    """A results row's name: one row per model and CPU, so a merge keeps what other CPUs measured (a ratio belongs
+    to the CPU it ran on: the plain forward and the collectors' passes speed up differently on different ones)."""
+    return f"{model} on {machine}"
+
+
+def kept_rows(old: dict) -> dict:
+    """The rows of a results file read back for `--merge`, keyed by `row_key`. A row written before rows named
+    their CPU, model, date and command takes them from the file (the key was the model's name alone)."""
+    was = machine_label(old.get("machine") or {})
+    rows = {}
+    for k, v in old["results"].items():
+        v = {"model": k.split(" on ")[0], "machine": was, "command": old.get("command"), "date": old.get("date"), **v}
+        rows[row_key(v["model"], v["machine"])] = v
+    return rows
+
+
 def utc_now() -> str:
     """The current UTC time to the second, ISO 8601: how every results file and row dates itself."""
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()

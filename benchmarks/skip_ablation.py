@@ -18,7 +18,8 @@ estimates are compared with the exact values (mean / max absolute error in nats 
 The forward is also split by CPU time into embedding, blocks and tail (final norm, unembedding, loss), which
 gives the lower bound of any exact skip-one-block method: 1 + (L − 1)/2 · blocks share + L · tail share
 forwards (the intact forward, Σ_ℓ (L − 1 − ℓ) block forwards, one tail per skipped block).
-Run: .venv/bin/python benchmarks/skip_ablation.py [--models smollm2-135m,gemma-3-270m] [--repeats 5] [--no-direct]
+Results keep one row per model and CPU (`--merge` keeps the other rows of the file).
+Run: .venv/bin/python benchmarks/skip_ablation.py [--models smollm2-135m,gemma-3-270m] [--repeats 5] [--no-direct] [--merge]
 """
 from __future__ import annotations
 
@@ -190,19 +191,28 @@ def main() -> None:
     ap.add_argument("--no-direct", action="store_true",
                     help="leave out the one-forward-per-variant forms (the slowest candidates)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results alone")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows already in benchmarks/results/skip_ablation.json of other models or other "
+                         "CPUs (each row records its CPU, date and the command that measured it)")
     a = ap.parse_args()
+    import json
+
     import torch
     torch.set_num_threads(a.threads)
-    from record import write_result
+    from record import RESULTS, kept_rows, machine_name, row_key, utc_now, write_result
 
     import interp.data
     texts = interp.data.heldout_texts(8, 600)  # the main job's sample for real models
-    rows = {}
+    path, here = RESULTS / "skip_ablation.json", machine_name()
+    rows = kept_rows(json.loads(path.read_text())) if a.merge and path.is_file() else {}
     for name in a.models.split(","):
-        rows[name] = measure(name, texts, a.repeats, direct=not a.no_direct)
-        print(name, {k: v for k, v in rows[name].items() if k != "timing"}, flush=True)
-    if not a.no_write:
-        print(write_result("skip_ablation", rows, threads=a.threads, description=__doc__.split("\n")[0]))
+        row = {"model": name, "machine": here, "date": utc_now(),
+               **measure(name, texts, a.repeats, direct=not a.no_direct),
+               "command": " ".join(["python", "benchmarks/skip_ablation.py", *sys.argv[1:]])}
+        rows[row_key(name, here)] = row
+        print(name, {k: v for k, v in row.items() if k != "timing"}, flush=True)
+        if not a.no_write:  # after each model: a long run interrupted later keeps what it measured
+            print(write_result("skip_ablation", rows, threads=a.threads, description=__doc__.split("\n")[0]))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,11 @@ def source(name: str) -> dict:
 
 
 def lookup(doc: Any, path: str, name: str) -> Any:
+    """The value at `path` ("/"-separated keys) in `doc`; a key with spaces (a row named by its CPU, "zoo on AMD
+    EPYC (AVX2)") is spelled with "_" in their place, since a quote's path holds no spaces."""
     for key in path.split("/"):
+        if isinstance(doc, dict) and key not in doc:
+            key = next((k for k in doc if k.replace(" ", "_") == key), key)
         try:
             doc = doc[int(key)] if isinstance(doc, list) else doc[key]
         except (KeyError, IndexError, ValueError):

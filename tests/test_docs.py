@@ -52,6 +52,15 @@ def test_a_changed_json_number_makes_the_check_fail(tmp_path, monkeypatch):
     assert gen.render_page(page, "benchmarks.md") != page
 
 
+def test_a_quote_spells_a_key_with_spaces_with_underscores():
+    gen = load_generator()
+    doc = {"results": {"zoo on AMD EPYC (AVX2)": {"ratio": 1.0}, "zoo on Intel": {"ratio": 2.0}}}
+    assert gen.lookup(doc, "results/zoo_on_AMD_EPYC_(AVX2)/ratio", "x") == 1.0
+    assert gen.lookup(doc, "results/zoo_on_Intel/ratio", "x") == 2.0
+    with pytest.raises(SystemExit, match="not in its JSON"):
+        gen.lookup(doc, "results/zoo_on_AMD/ratio", "x")
+
+
 @pytest.mark.parametrize("path", RESULTS, ids=lambda p: p.stem)
 def test_result_files_carry_their_provenance(path):
     d = json.loads(path.read_text())
