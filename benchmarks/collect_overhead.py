@@ -210,24 +210,6 @@ def timing(name: str, batch: int, seq: int, repeats: int, n_batches: int, long_b
     return out
 
 
-def row_key(model: str, machine: str) -> str:
-    """A results row's name: one row per model and CPU, so a merge keeps what other CPUs measured (a ratio belongs
-    to the CPU it ran on: the plain forward and the collectors' passes speed up differently on different ones)."""
-    return f"{model} on {machine}"
-
-
-def kept_rows(old: dict) -> dict:
-    """The rows of a results file read back for `--merge`, keyed by `row_key`. A row written before rows named
-    their CPU, model, date and command takes them from the file (the key was the model's name alone)."""
-    from record import machine_label
-    was = machine_label(old.get("machine") or {})
-    rows = {}
-    for k, v in old["results"].items():
-        v = {"model": k.split(" on ")[0], "machine": was, "command": old.get("command"), "date": old.get("date"), **v}
-        rows[row_key(v["model"], v["machine"])] = v
-    return rows
-
-
 def per_batch(t: dict, n: int, n_long: int) -> dict:
     """A collect's cost split, per round, from runs over n and n_long batches (CPU seconds): the overhead of each
     further batch over its plain forward, as collect / plain of those batches, and the fixed cost of a run (binding
@@ -284,7 +266,7 @@ def main() -> None:
     if a.timing_worker:
         print(json.dumps(timing(a.timing_worker, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)))
         return
-    from record import machine_name, utc_now, write_result
+    from record import kept_rows, machine_name, row_key, utc_now, write_result
     from timing import goal_key, goal_verdict, load_info, pooled
     rows, here = {}, machine_name()
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "collect_overhead.json")

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from collect_overhead import kept_rows, per_batch, row_key  # noqa: E402
+from collect_overhead import per_batch  # noqa: E402
+from record import kept_rows, row_key  # noqa: E402
 
 
 def rounds(b: np.ndarray, r: float, fixed_s: float, n: int, n_long: int) -> dict:
