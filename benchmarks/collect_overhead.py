@@ -266,7 +266,7 @@ def main() -> None:
     if a.timing_worker:
         print(json.dumps(timing(a.timing_worker, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)))
         return
-    from record import kept_rows, machine_name, row_key, utc_now, write_result
+    from record import command_line, kept_rows, machine_name, row_key, utc_now, write_result
     from timing import goal_key, goal_verdict, load_info, pooled
     rows, here = {}, machine_name()
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "collect_overhead.json")
@@ -300,7 +300,7 @@ def main() -> None:
                **{f"{k}/plain (wall, median)": v["median"] for k, v in t["ratio_wall"].items()},
                **split,
                "nnsight": have_nnsight(), "timing": t, "load_before": before, "load_after": load_info(),
-               "command": " ".join(["python", "benchmarks/collect_overhead.py", *sys.argv[1:]])}
+               "command": command_line()}
         if name in a.memory_models.split(","):
             rss = {}
             for mode in ("plain", "collect", "tl_cache"):

@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--small", action="store_true",
                     help="dry run: the job's smoke run (3 zoo models, MiniLM) instead of make report; implies --no-write")
     a = ap.parse_args()
-    from record import RESULTS, machine_name, utc_now, write_result
+    from record import RESULTS, command_line, machine_name, utc_now, write_result
     venv = (a.venv or a.repo / ".venv").resolve()
     out = {}
     with tempfile.TemporaryDirectory(prefix="interp-main-job-") as tmp:
@@ -121,7 +121,7 @@ def main() -> None:
             print(label, {k: v for k, v in r.items() if k not in ("steps", "log_tail")}, flush=True)
     out["commit"] = commit
     out["budget_s"] = {"warm": 120, "cold": 240}  # make report: the default real models (make report-full adds two)
-    out["command"] = " ".join(["python", "benchmarks/main_job.py", *sys.argv[1:]])
+    out["command"] = command_line()
     out["date"] = utc_now()
     if not (a.no_write or a.small):
         path = RESULTS / "main_job.json"

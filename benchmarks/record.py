@@ -81,16 +81,23 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def command_line() -> str:
+    """The command this process runs, as a user would type it from the repository root ("python
+    benchmarks/x.py --flag"): how results files and rows name what measured them."""
+    script = Path(sys.argv[0]).resolve()
+    argv = [script.relative_to(ROOT).as_posix() if sys.argv[0].endswith(".py") and script.is_relative_to(ROOT)
+            else Path(sys.argv[0]).name] + sys.argv[1:]
+    return " ".join(["python", *argv])
+
+
 def provenance(threads: int) -> dict[str, Any]:
     """Where, when and with what a number was measured."""
     import torch
-    argv = [Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix() if sys.argv[0].endswith(".py") and
-            Path(sys.argv[0]).resolve().is_relative_to(ROOT) else Path(sys.argv[0]).name] + sys.argv[1:]
     return {"machine": {"cpu": cpu_model(), "isa": cpu_isa(), "cores": os.cpu_count(),
                         "platform": platform.platform(terse=True)},
             "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
             "date": utc_now(),
-            "command": " ".join(["python", *argv])}
+            "command": command_line()}
 
 
 def write_result(name: str, results: Any, threads: int, description: str) -> Path:

@@ -199,7 +199,7 @@ def main() -> None:
 
     import torch
     torch.set_num_threads(a.threads)
-    from record import RESULTS, kept_rows, machine_name, row_key, utc_now, write_result
+    from record import RESULTS, command_line, kept_rows, machine_name, row_key, utc_now, write_result
 
     import interp.data
     texts = interp.data.heldout_texts(8, 600)  # the main job's sample for real models
@@ -208,7 +208,7 @@ def main() -> None:
     for name in a.models.split(","):
         row = {"model": name, "machine": here, "date": utc_now(),
                **measure(name, texts, a.repeats, direct=not a.no_direct),
-               "command": " ".join(["python", "benchmarks/skip_ablation.py", *sys.argv[1:]])}
+               "command": command_line()}
         rows[row_key(name, here)] = row
         print(name, {k: v for k, v in row.items() if k != "timing"}, flush=True)
         if not a.no_write:  # after each model: a long run interrupted later keeps what it measured
