@@ -28,6 +28,7 @@ STEP = re.compile(r"^\[\s*([\d.]+) s\] (.+?): (.+) in ([\d.]+) s")
 TASK = re.compile(r"^\[\s*([\d.]+) s\] task (.+): ([\d.]+) s CPU$")
 DONE = re.compile(r"main job done in ([\d.]+) s wall")
 PLAN = re.compile(r"^\[\s*[\d.]+ s\] \d+ tasks \(")  # which real models and how many zoo models were measured
+COUNTS = (re.compile(r" on \d+ tokens"), re.compile(r"\s*\([^()]*\d[^()]*\)"), re.compile(r"(?<![\w.-])\d+(?:\.\d+)?(?![\w.])"))
 
 
 def report_command(clone: Path, venv: Path, small: bool) -> list[str]:
@@ -67,7 +68,37 @@ def run_make(clone: Path, venv: Path, cache: Path, small: bool = False) -> dict:
             "cpu_s": (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime),
             "peak_rss_gb_per_process": r1.ru_maxrss / 1e6, "load_before": before, "load_after": load_info(),
             "cpu_probe_s": {"before": probe_before, "after": cpu_probe()},
-            "task_cpu_s": tasks, "steps": steps, "log_tail": p.stdout.splitlines()[-8:]}
+            "task_cpu_s": tasks, "steps": steps, "step_seconds": step_seconds(steps, tasks),
+            "log_tail": p.stdout.splitlines()[-8:]}
+
+
+def step_kind(step: str) -> str:
+    """A logged step without its counts, so that the same step on every model reads the same:
+    "forward collectors on 1130 tokens" -> "forward collectors", "entropy neurons of 9 models" -> "... of N models"."""
+    s = COUNTS[1].sub("", COUNTS[0].sub("", step))
+    return COUNTS[2].sub("N", s)
+
+
+def step_seconds(steps: list[dict], tasks: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The per-step breakdown as one table: {step kind: {who: seconds}}, who being each real model, all zoo models
+    together ("zoo (N models)") or the task that logged it (claims, training dynamics); a last row sums each column.
+    A step logged twice at the same moment (older jobs logged their precision runs twice) counts once."""
+    n_zoo = sum(k.startswith("zoo ") for k in tasks)
+    seen, out = set(), {}
+    for s in steps:
+        kind = step_kind(s["step"])
+        if (s["model"], kind, s["at_s"]) in seen:
+            continue
+        seen.add((s["model"], kind, s["at_s"]))
+        who = (s["model"] if f"real {s['model']}" in tasks else
+               f"zoo ({n_zoo} models)" if f"zoo {s['model']}" in tasks else s["model"])
+        row = out.setdefault(kind, {})
+        row[who] = row.get(who, 0.0) + s["seconds"]
+    total: dict[str, float] = {}
+    for row in out.values():
+        for who, v in row.items():
+            total[who] = total.get(who, 0.0) + v
+    return {k: {who: round(v, 1) for who, v in row.items()} for k, row in {**out, "all logged steps": total}.items()}
 
 
 def two_core_wall(task_cpu: list[float], serial_cpu: float) -> float:
@@ -127,7 +158,7 @@ def main() -> None:
         path = RESULTS / "main_job.json"
         old = json.loads(path.read_text()) if path.exists() else None
         print(write_result("main_job", by_cpu(old, machine_name(), out), threads=1,
-                           description=__doc__.split("\n")[0]))
+                           description=" ".join(__doc__.split("\n\n")[0].split())))
 
 
 def by_cpu(old: dict | None, here: str, run: dict) -> dict:

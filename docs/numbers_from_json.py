@@ -75,6 +75,8 @@ def lookup(doc: Any, path: str, name: str) -> Any:
 
 # --- tables ---------------------------------------------------------------------------------------------
 DETAIL = ("timing", "load_before", "load_after")  # raw repeats and machine load: kept in the JSON, not on the page
+RUN_LOG = ("steps", "task_cpu_s", "log_tail")  # a main-job run's every logged step and task: likewise (its
+# step_seconds is the page's per-step breakdown)
 
 
 def flat(row: dict, prefix: str = "") -> dict:
@@ -113,6 +115,7 @@ def render_value(v: Any, title: str | None, level: int) -> list[str]:
             max(depth(x) for x in v.values()) <= 2:  # rows of a table; deeper nesting gets a section per key
         return head + table([{"name": k, **x} for k, x in v.items()]) + [""]
     if isinstance(v, dict):
+        v = {k: x for k, x in v.items() if k not in DETAIL + RUN_LOG}
         scalars = {k: x for k, x in v.items() if not isinstance(x, (dict, list)) or
                    (isinstance(x, list) and all(not isinstance(y, (dict, list)) for y in x))}
         out = head

@@ -219,9 +219,7 @@ def zoo_task(d: Path, ctx: JobContext) -> tuple[list, list, list[str]]:
     extras.append(extra)
     if first_seed:
         from interp.precision.job import job_runs
-        t = time.perf_counter()
-        extras.append(job_runs(model, tokens[:4], log))  # bf16 / fp16 / int8 end to end, 512 tokens
-        log(f"{model.card.name}: bf16 / fp16 / int8 runs in {time.perf_counter() - t:.1f} s")
+        extras.append(job_runs(model, tokens[:4], log))  # bf16 / fp16 / int8 end to end, 512 tokens; logs its cost
     if model.card.objective == "mdlm":  # masked diffusion: its bound and time dependence, no next-token DLA
         from interp.report.mdlm import mdlm_tables
         extras.append(mdlm_tables(model, tokens, log, fixed_t=first_seed, source=d))
@@ -254,9 +252,7 @@ def real_task(name: str, ctx: JobContext) -> tuple[list, list, list[str]]:
                              costly_items=1)
     extras = [extra]
     from interp.precision.job import job_runs
-    t = time.perf_counter()
-    extras.append(job_runs(model, list(ctx.texts), log, max_tokens=256))  # bf16 / fp16 / int8 end to end
-    log(f"{name}: bf16 / fp16 / int8 runs in {time.perf_counter() - t:.1f} s")
+    extras.append(job_runs(model, list(ctx.texts), log, max_tokens=256))  # bf16 / fp16 / int8 end to end; logs its cost
     if model.card.objective != "encoder":
         t = time.perf_counter()
         extras.append(real_dla(model, log))
