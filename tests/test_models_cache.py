@@ -112,3 +112,36 @@ def test_one_gguf_parse_hands_out_one_reader_per_file_and_restores_gguf(tmp_path
     fresh = original(str(path))
     np.testing.assert_array_equal(a.tensors[0].data, fresh.tensors[0].data)
     assert a.tensors[0].name == fresh.tensors[0].name and set(a.fields) == set(fresh.fields)
+
+
+def test_the_shared_reader_reads_a_vocabulary_as_written_through_plain_arrays(tmp_path):
+    """The one parse reads through a plain ndarray view of the file's map (plain_reader): every field, a 3,000-token
+    vocabulary with its scores among them, holds what the writer wrote and what gguf's own reader reads, and the
+    fields' parts are plain ndarrays, not np.memmap slices (what made a 262k-token vocabulary slow)."""
+    import gguf
+    import numpy as np
+    tokens = [f"tok{i}·é" for i in range(3000)]
+    scores = [float(np.float32(-i / 7)) for i in range(3000)]
+    path = tmp_path / "v.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("vocab")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_context_length(128)
+    w.add_tensor("token_embd.weight", np.arange(24, dtype=np.float32).reshape(3, 8))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with C.one_gguf_parse():
+        r = gguf.GGUFReader(str(path))
+    fresh = gguf.GGUFReader(str(path))
+    assert type(r) is not type(fresh) and not isinstance(r.data, np.memmap)
+    assert r.fields["tokenizer.ggml.tokens"].contents() == tokens
+    assert r.fields["tokenizer.ggml.scores"].contents() == scores
+    assert r.fields["llama.context_length"].contents() == 128
+    assert list(r.fields) == list(fresh.fields)
+    for k, f in r.fields.items():
+        assert f.contents() == fresh.fields[k].contents() and f.types == fresh.fields[k].types and f.data == fresh.fields[k].data
+        assert not any(isinstance(p, np.memmap) for p in f.parts)
+    np.testing.assert_array_equal(r.tensors[0].data, np.arange(24, dtype=np.float32).reshape(3, 8))
