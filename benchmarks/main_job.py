@@ -28,7 +28,9 @@ STEP = re.compile(r"^\[\s*([\d.]+) s\] (.+?): (.+) in ([\d.]+) s")
 TASK = re.compile(r"^\[\s*([\d.]+) s\] task (.+): ([\d.]+) s CPU$")
 DONE = re.compile(r"main job done in ([\d.]+) s wall")
 PLAN = re.compile(r"^\[\s*[\d.]+ s\] \d+ tasks \(")  # which real models and how many zoo models were measured
-COUNTS = (re.compile(r" on \d+ tokens"), re.compile(r"\s*\([^()]*\d[^()]*\)"), re.compile(r"(?<![\w.-])\d+(?:\.\d+)?(?![\w.])"))
+ON_TOKENS = re.compile(r" on \d+ tokens")             # a step's "on 1130 tokens"
+ASIDE = re.compile(r"\s*\([^()]*\d[^()]*\)")          # "(NELBO 5.758 ± 0.105)", "(4 variants, interleaved)"
+NUMBER = re.compile(r"(?<![\w.-])\d+(?:\.\d+)?(?![\w.])")  # a count standing alone (not "step-0", "float64")
 
 
 def report_command(clone: Path, venv: Path, small: bool) -> list[str]:
@@ -75,8 +77,7 @@ def run_make(clone: Path, venv: Path, cache: Path, small: bool = False) -> dict:
 def step_kind(step: str) -> str:
     """A logged step without its counts, so that the same step on every model reads the same:
     "forward collectors on 1130 tokens" -> "forward collectors", "entropy neurons of 9 models" -> "... of N models"."""
-    s = COUNTS[1].sub("", COUNTS[0].sub("", step))
-    return COUNTS[2].sub("N", s)
+    return NUMBER.sub("N", ASIDE.sub("", ON_TOKENS.sub("", step)))
 
 
 def step_seconds(steps: list[dict], tasks: dict[str, float]) -> dict[str, dict[str, float]]:
