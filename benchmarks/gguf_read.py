@@ -74,6 +74,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-write", action="store_true", help="print only; leave benchmarks/results alone")
     a = ap.parse_args()
+    unknown = [m for m in a.models.split(",") if m not in MODELS]
+    if unknown:
+        raise SystemExit(f"--models: unknown {', '.join(unknown)}; the GGUF-packaged models are {', '.join(MODELS)}")
     torch.set_num_threads(1)
     from record import RESULTS, command_line, kept_rows, machine_name, row_key, utc_now, write_result
 

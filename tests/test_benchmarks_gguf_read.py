@@ -51,3 +51,9 @@ def test_readers_that_disagree_stop_the_script(tmp_path, monkeypatch):
     monkeypatch.setattr(gguf_read, "read_with", off_by_one)
     with pytest.raises(SystemExit, match="parse different metadata"):
         gguf_read.bench("tiny", path, repeats=1)
+
+
+def test_an_unknown_model_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["gguf_read.py", "--models", "gemma-3-270m,nope", "--no-write"])
+    with pytest.raises(SystemExit, match="unknown nope; the GGUF-packaged models are smollm2-135m"):
+        gguf_read.main()
