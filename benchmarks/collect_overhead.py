@@ -266,14 +266,9 @@ def main() -> None:
     if a.timing_worker:
         print(json.dumps(timing(a.timing_worker, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)))
         return
-    from record import command_line, kept_rows, machine_name, row_key, utc_now, write_result
+    from record import command_line, machine_name, recorded_rows, row_key, utc_now, write_result
     from timing import goal_key, goal_verdict, load_info, pooled
-    rows, here = {}, machine_name()
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "collect_overhead.json")
-    if a.merge and os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        rows = kept_rows(old)
+    rows, here = recorded_rows("collect_overhead") if a.merge else {}, machine_name()
     for name in a.models.split(","):
         before = load_info()
         if a.processes > 1:

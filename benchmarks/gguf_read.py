@@ -14,7 +14,6 @@ tokenizer (checked; the script stops otherwise). A split GGUF is joined into a t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -78,7 +77,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--models: unknown {', '.join(unknown)}; the GGUF-packaged models are {', '.join(MODELS)}")
     torch.set_num_threads(1)
-    from record import RESULTS, command_line, kept_rows, machine_name, row_key, utc_now, write_result
+    from record import command_line, machine_name, recorded_rows, row_key, utc_now, write_result
 
     from interp.models.locate import MissingWeights
     rows = {}
@@ -96,9 +95,8 @@ def main() -> None:
             if path.parent == Path(tmp):
                 path.unlink()  # a joined copy: hundreds of MB
     if rows and not a.no_write:
-        old = RESULTS / "gguf_read.json"
-        kept = kept_rows(json.loads(old.read_text())) if old.exists() else {}
-        print(write_result("gguf_read", {**kept, **rows}, threads=1, description=__doc__.splitlines()[0]))
+        print(write_result("gguf_read", {**recorded_rows("gguf_read"), **rows}, threads=1,
+                           description=__doc__.splitlines()[0]))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,12 @@ def kept_rows(old: dict) -> dict:
     return rows
 
 
+def recorded_rows(name: str) -> dict:
+    """`kept_rows` of benchmarks/results/<name>.json, what a `--merge` run keeps; {} when there is no such file."""
+    path = RESULTS / f"{name}.json"
+    return kept_rows(json.loads(path.read_text())) if path.is_file() else {}
+
+
 def utc_now() -> str:
     """The current UTC time to the second, ISO 8601: how every results file and row dates itself."""
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()

@@ -195,16 +195,14 @@ def main() -> None:
                     help="keep the rows already in benchmarks/results/skip_ablation.json of other models or other "
                          "CPUs (each row records its CPU, date and the command that measured it)")
     a = ap.parse_args()
-    import json
-
     import torch
     torch.set_num_threads(a.threads)
-    from record import RESULTS, command_line, kept_rows, machine_name, row_key, utc_now, write_result
+    from record import command_line, machine_name, recorded_rows, row_key, utc_now, write_result
 
     import interp.data
     texts = interp.data.heldout_texts(8, 600)  # the main job's sample for real models
-    path, here = RESULTS / "skip_ablation.json", machine_name()
-    rows = kept_rows(json.loads(path.read_text())) if a.merge and path.is_file() else {}
+    here = machine_name()
+    rows = recorded_rows("skip_ablation") if a.merge else {}
     for name in a.models.split(","):
         row = {"model": name, "machine": here, "date": utc_now(),
                **measure(name, texts, a.repeats, direct=not a.no_direct),

@@ -66,3 +66,15 @@ def test_merge_keeps_each_cpu_row_apart():
     assert rows["zoo on New CPU (AVX2)"]["date"] == "d2" and rows["zoo on New CPU (AVX2)"]["model"] == "zoo"
     rows[row_key("zoo", "New CPU (AVX2)")] = {"collect/plain (cpu, median)": 1.04}
     assert rows["zoo on Old CPU"]["collect/plain (cpu, median)"] == 1.2 and len(rows) == 2
+
+
+def test_recorded_rows_reads_a_results_file_back_by_row_and_nothing_when_absent(tmp_path, monkeypatch):
+    import json
+
+    import record
+    monkeypatch.setattr(record, "RESULTS", tmp_path)
+    assert record.recorded_rows("none_here") == {}
+    (tmp_path / "x.json").write_text(json.dumps({"machine": {"cpu": "C"}, "command": "python x", "date": "d",
+                                                 "results": {"m on C": {"model": "m", "machine": "C", "v": 1}}}))
+    assert record.recorded_rows("x") == {"m on C": {"model": "m", "machine": "C", "command": "python x", "date": "d",
+                                                    "v": 1}}
