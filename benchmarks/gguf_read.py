@@ -28,11 +28,9 @@ MODELS = ("smollm2-135m", "gemma-3-270m", "qwen2.5-0.5b")
 
 def gguf_file(name: str, tmp: Path) -> Path:
     """The model's GGUF as one file (split packages joined into `tmp`); MissingWeights when not installed."""
-    from interp.models import cache, packaged, registry
-    if name == "smollm2-135m":
-        return registry._smollm2()
-    parts = registry._gemma_parts() if name == "gemma-3-270m" else packaged.qwen_parts()
-    return cache.concatenate(parts, tmp / f"{name}.gguf")
+    from interp.models import cache, registry
+    parts = registry.gguf_parts(name)
+    return parts[0] if len(parts) == 1 else cache.concatenate(parts, tmp / f"{name}.gguf")
 
 
 def read_with(cls: type, path: Path) -> dict:

