@@ -12,7 +12,8 @@ Sources: `benchmarks/results/<name>.json` (written by the benchmark scripts thro
     <!-- numbers: models -->  ...  <!-- /numbers -->         the named real models from interp.models.REGISTRY
     <!-- numbers: claims -->  ...  <!-- /numbers -->         the claims' rules from interp.report.claims.CLAIMS
     <!-- n: train_step results/ratio -->1.097<!-- /n -->     one number: source (a benchmark name or `zoo`),
-                                                             then its path of keys, separated by "/"
+                                                             then its path of keys, separated by "/" (spaces
+                                                             in a key spelled "_"; a key may hold "/")
     <!-- n: zoo models/pre-ln/final_val_loss .2f -->4.88<!-- /n -->   an optional format spec after the path
 
 Everything between a pair of markers is replaced; the rest of the page is left alone.
@@ -49,7 +50,7 @@ def fmt(v: Any, spec: str | None = None) -> str:
     if v is None:
         return "—"
     if isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v):
-        return ", ".join(fmt(x) for x in v)
+        return ", ".join(fmt(x, spec) for x in v)  # an interval [lo, hi]: the spec applies to each end
     return html.escape(str(v)).replace("|", "\\|").replace("\n", " ")
 
 
@@ -62,14 +63,22 @@ def source(name: str) -> dict:
 
 def lookup(doc: Any, path: str, name: str) -> Any:
     """The value at `path` ("/"-separated keys) in `doc`; a key with spaces (a row named by its CPU, "zoo on AMD
-    EPYC (AVX2)") is spelled with "_" in their place, since a quote's path holds no spaces."""
-    for key in path.split("/"):
-        if isinstance(doc, dict) and key not in doc:
-            key = next((k for k in doc if k.replace(" ", "_") == key), key)
+    EPYC (AVX2)") is spelled with "_" in their place, since a quote's path holds no spaces. A key that holds "/"
+    itself ("collect/plain (cpu, median)") is matched over as many segments as it spans, longest first."""
+    parts = path.split("/")
+    while parts:
+        key, n = parts[0], 1
+        if isinstance(doc, dict):
+            spelled = {k.replace(" ", "_"): k for k in doc}
+            n = next((n for n in range(len(parts), 0, -1) if "/".join(parts[:n]) in doc
+                      or "/".join(parts[:n]) in spelled), 1)
+            key = "/".join(parts[:n])
+            key = key if key in doc else spelled.get(key, key)
         try:
             doc = doc[int(key)] if isinstance(doc, list) else doc[key]
         except (KeyError, IndexError, ValueError):
             raise SystemExit(f"docs quote {name} {path!r}, which is not in its JSON (no {key!r})") from None
+        parts = parts[n:]
     return doc
 
 
@@ -231,6 +240,11 @@ def render_page(text: str, page: str) -> str:
         name, path, spec = m.group(2), m.group(3), m.group(4)
         return m.group(1) + fmt(lookup(source(name), path, name), spec) + m.group(6)
 
+    for line_no, line in enumerate(text.splitlines(), 1):  # a marker the pattern misses would go unchecked
+        if line.count("<!-- n:") != len(INLINE.findall(line)):
+            bad = next(m for m in re.finditer(r"<!-- n:.*?-->", line) if not INLINE.match(line, m.start()))
+            raise SystemExit(f"{page}:{line_no}: malformed quote {bad.group(0)!r}: write `<!-- n: source path [spec] "
+                             "-->value<!-- /n -->` on one line, with spaces in the path's keys spelled \"_\"")
     return INLINE.sub(inline, BLOCK.sub(block, text))
 
 

@@ -61,6 +61,18 @@ def test_a_quote_spells_a_key_with_spaces_with_underscores():
         gen.lookup(doc, "results/zoo_on_AMD/ratio", "x")
 
 
+def test_a_quote_reaches_a_key_that_holds_a_slash():
+    gen = load_generator()
+    doc = {"results": {"zoo on Intel": {"collect/plain (cpu, median)": 1.1, "collect": {"plain": 2.0},
+                                        "step_seconds": {"loaded": {"gemma-3-270m": 7.8}}, "list": [5, 6]}}}
+    assert gen.lookup(doc, "results/zoo_on_Intel/collect/plain_(cpu,_median)", "x") == 1.1
+    assert gen.lookup(doc, "results/zoo_on_Intel/collect/plain", "x") == 2.0  # nested keys still nest
+    assert gen.lookup(doc, "results/zoo_on_Intel/step_seconds/loaded/gemma-3-270m", "x") == 7.8
+    assert gen.lookup(doc, "results/zoo_on_Intel/list/1", "x") == 6
+    with pytest.raises(SystemExit, match=r"no 'plain_\(wall,_median\)'"):
+        gen.lookup(doc, "results/zoo_on_Intel/collect/plain_(wall,_median)", "x")
+
+
 @pytest.mark.parametrize("path", RESULTS, ids=lambda p: p.stem)
 def test_result_files_carry_their_provenance(path):
     d = json.loads(path.read_text())
@@ -120,3 +132,16 @@ def test_python_quick_start_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = _python_blocks(ROOT / page)[0]
     exec(compile(code, page, "exec"), {"__name__": "quickstart"})
+
+
+def test_a_quote_the_pattern_cannot_read_is_an_error_not_left_unchecked():
+    gen = load_generator()
+    page = "ok <!-- n: zoo models/pre-ln/x -->1<!-- /n -->\nbad <!-- n: zoo models/pre ln/x .2f -->1<!-- /n -->\n"
+    with pytest.raises(SystemExit, match=r"p\.md:2: malformed quote '<!-- n: zoo models/pre ln/x \.2f -->'"):
+        gen.render_page(page, "p.md")
+
+
+def test_an_interval_takes_the_format_spec_at_both_ends():
+    gen = load_generator()
+    assert gen.fmt([1.0794, 1.09], ".3f") == "1.079, 1.090"
+    assert gen.fmt([1.0794, 1.09]) == "1.079, 1.09"
