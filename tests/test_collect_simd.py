@@ -1,11 +1,11 @@
 """The median bracket's counting and copying pass (interp.collectors.simd.scan_bracket, and the two scalar passes
-kernels._count / kernels._inside used where the CPU lacks AVX-512) against numpy on the same float32 bits."""
+select_kernels._count / select_kernels._inside used where the CPU lacks AVX-512) against numpy on the same float32 bits."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from interp.collectors import kernels, simd
+from interp.collectors import kernels, select_kernels, simd
 
 pytestmark = pytest.mark.skipif(not kernels.ENABLED, reason="numba missing: the kernels are off")
 
@@ -59,9 +59,9 @@ def test_scalar_passes_match_numpy(d):
     x = values(4096, 7)
     below, upto, nan, inside, tmax = reference(x, LO, HI, d)
     tm = np.empty(4096 // d if d else 0, np.uint32)
-    assert kernels._count(x.view(np.uint32), LO, HI, d or 1, tm) == (below, upto, nan)
+    assert select_kernels._count(x.view(np.uint32), LO, HI, d or 1, tm) == (below, upto, nan)
     buf = np.empty(len(inside) + 1, np.uint32)
-    assert kernels._inside(x.view(np.uint32), LO, HI, buf) == len(inside)
+    assert select_kernels._inside(x.view(np.uint32), LO, HI, buf) == len(inside)
     assert np.array_equal(buf[:len(inside)], inside) and np.array_equal(tm, tmax)
 
 
@@ -69,6 +69,6 @@ def test_median_of_a_strided_row_takes_the_scalar_passes():
     # bits read with a stride are not what the vector pass reads (it takes the address of a contiguous row)
     x = np.random.default_rng(5).standard_normal(2 * 40000).astype(np.float32)
     u = x.view(np.uint32)[::2]
-    pick, buf = kernels._median_inputs(u.size)
-    med = kernels._abs_median_bits(u, pick, kernels.HALF, buf, 1, np.empty(0, np.uint32))
+    pick, buf = select_kernels._median_inputs(u.size)
+    med = select_kernels._abs_median_bits(u, pick, select_kernels.HALF, buf, 1, np.empty(0, np.uint32))
     assert np.uint32(med).view(np.float32) == np.sort(np.abs(x[::2]))[(u.size - 1) // 2]

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from interp.collectors import kernels
+from interp.collectors import angle_kernels, kernels
 from interp.collectors.base import F64, Collector
 from interp.collectors.objective import is_causal, loss_terms
 from interp.collectors.variants import chunks, run_variants
@@ -69,7 +69,7 @@ class LayerEffect(Collector):
             self._add("base_sum", torch.zeros(1), "sum")   # Σ loss terms of the intact model (causal LMs)
             self._add("skip_n", torch.zeros(1), "sum")     # loss terms (or sequences) counted
         self._work: dict[int, torch.Tensor] = {}
-        self._ring: kernels.AngularRing | None = None
+        self._ring: angle_kernels.AngularRing | None = None
         self._ring_on = False
         # CPU: read the earlier depth's stream where it lies (no copy) once the first batch showed that the model
         # leaves each stream tensor unchanged until the next depth's hook; None: not yet known
@@ -104,20 +104,20 @@ class LayerEffect(Collector):
         if kernels.usable(x) and x.dim() == 3:  # CPU: one compiled call per depth into per-batch buffers
             r, shape = self._ring, (len(self.hooks_), x.shape[0] * x.shape[1], x.shape[2], NP[x.dtype])
             if r is None or r.shape != shape:
-                r = self._ring = kernels.AngularRing(*shape[:3], self.ns, shape[3])
+                r = self._ring = angle_kernels.AngularRing(*shape[:3], self.ns, shape[3])
             if not self._ring_on:
                 r.seen[:] = False
                 self._ring_on = True
             if self._by_ref is False or x.dtype is not torch.float32:
-                return kernels.angular_ring(x.detach(), j, r)
+                return angle_kernels.angular_ring(x.detach(), j, r)
             if self._by_ref:
                 st = self.batch.stats  # the per-token Σx² ResidualStats just took of this very tensor, if it did
                 sq = st[2][:, 1] if st is not None and st[0] is x and st[1] == x._version and \
                     len(st[2]) == shape[1] else None
                 x = x if x.is_contiguous() else x.contiguous()  # (a strided stream: read from our own copy)
-                kernels.angular_by_ref(x, j, r, self._kept(j, strict=True), sq)
+                angle_kernels.angular_by_ref(x, j, r, self._kept(j, strict=True), sq)
             else:  # the first batch: copy, and watch the tensors for writes in place
-                kernels.angular_ring(x.detach(), j, r)
+                angle_kernels.angular_ring(x.detach(), j, r)
                 self._kept(j, strict=False)
             self._refs[j] = (x, x._version)
             return None

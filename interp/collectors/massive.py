@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.collectors import kernels
+from interp.collectors import kernels, select_kernels
 from interp.collectors.base import F64, Collector, NonFiniteError, TopK
 from interp.collectors.objective import is_causal, loss_terms
 
@@ -22,8 +22,8 @@ FIELDS = ("tk_depth", "tk_seq_pos", "tk_dim", "tk_token", "tk_value", "tk_median
 
 
 # sample size, half-width of the bracket around the sample median (in sample ranks), fixed sample positions: the
-# fused kernels' own (interp.collectors.kernels), so both paths sample the same values
-SAMPLE, BRACKET, _pick = kernels.SAMPLE, kernels.HALF, kernels._pick
+# fused kernels' own (interp.collectors.select_kernels), so both paths sample the same values
+SAMPLE, BRACKET, _pick = select_kernels.SAMPLE, select_kernels.HALF, select_kernels._pick
 
 
 def _lower_median_np(a: np.ndarray) -> float:
@@ -64,18 +64,18 @@ def lower_median(v: torch.Tensor) -> torch.Tensor:
 
 def seq_abs_medians(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Lower median of |x| (x [b, t, d]) over each sequence's masked positions × dims -> float32 [b] (0 where
-    none); on CPU straight from x by `kernels.abs_median` (no |x| tensor), else `seq_medians(|x|)`."""
+    none); on CPU straight from x by `select_kernels.abs_median` (no |x| tensor), else `seq_medians(|x|)`."""
     if not (kernels.ENABLED and x.device.type == "cpu"):
         return seq_medians(x.detach().float().abs(), mask)
     x = x.detach()
     full = bool(mask.all())
     if full:
-        return kernels.abs_medians(x.reshape(x.shape[0], -1))
+        return select_kernels.abs_medians(x.reshape(x.shape[0], -1))
     out = torch.zeros(x.shape[0])
     for s in range(x.shape[0]):
         v = x[s] if full else x[s][mask[s]]
         if v.numel():
-            out[s] = kernels.abs_median(v)
+            out[s] = select_kernels.abs_median(v)
     return out
 
 
@@ -121,8 +121,8 @@ class MassiveActivations(Collector):
         self._add("dim_count", torch.zeros(D, d), "sum")      # massive activations per (depth, dim)
         self._add("dim_value_sum", torch.zeros(D, d), "sum")  # Σ of their signed values
         self._add_topk("top", TopK(self.k, "tk_abs", FIELDS))
-        self._bufs: kernels.DepthBuffers | None = None  # the CPU kernel's per-batch outputs (reused)
-        self._hitbuf = kernels.HitBuffers()  # the CPU kernel's massive values of a batch (reused)
+        self._bufs: select_kernels.DepthBuffers | None = None  # the CPU kernel's per-batch outputs (reused)
+        self._hitbuf = select_kernels.HitBuffers()  # the CPU kernel's massive values of a batch (reused)
         return self
 
     def hooks(self, model):
@@ -169,11 +169,11 @@ class MassiveActivations(Collector):
             nb, t = x.shape[:2]
             out = self._bufs
             if out is None or out.shape != (len(self.hooks_), nb, t, d, min(K, t * d)):
-                out = self._bufs = kernels.DepthBuffers(len(self.hooks_), nb, t, d, min(K, t * d))
-            top = kernels.stream_depth_into(x, j, out)
+                out = self._bufs = select_kernels.DepthBuffers(len(self.hooks_), nb, t, d, min(K, t * d))
+            top = select_kernels.stream_depth_into(x, j, out)
             first = count = 0
             if top > self.abs_threshold:  # the massive values: one compiled scan of the tokens that can hold one
-                first, count = kernels.massive_hits_into(x, out.floats(out.tmax[j]), out.floats(out.med[j]),
+                first, count = select_kernels.massive_hits_into(x, out.floats(out.tmax[j]), out.floats(out.med[j]),
                                                          self.abs_threshold, self.ratio, self._hitbuf)
             self._fast.append((j, first, count))
             return
@@ -196,7 +196,7 @@ class MassiveActivations(Collector):
 
     def _massive(self, x: torch.Tensor, tokmax: torch.Tensor, med: torch.Tensor) -> tuple:
         """(sequence, dim, value) of the massive activations at one depth: only tokens whose max |x| passes both the
-        threshold and ratio · median can hold one (as in `kernels.massive_hits_into`)."""
+        threshold and ratio · median can hold one (as in `select_kernels.massive_hits_into`)."""
         s, t = ((tokmax > self.abs_threshold) & (tokmax >= self.ratio * med[:, None])).nonzero(as_tuple=True)
         rows = x[s, t].float().abs()  # [m, d]
         hit = ((rows > self.abs_threshold) & (rows >= self.ratio * med[s][:, None])).nonzero()  # [h, 2]

@@ -2,7 +2,7 @@
 
 The torch form converts the whole [b, t, d] tensor to float64 and reads it about eight times (mask, products,
 three sums, |x|, a copy per row for the median). Here one pass over the counted positions of each row gives
-the three sums, and the median pass of `kernels.abs_medians` (exact lower median of |x|, on float32 bits) also
+the three sums, and the median pass of `select_kernels.abs_medians` (exact lower median of |x|, on float32 bits) also
 gives each token's max |x|, whose max is the row's.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from interp.collectors import kernels
+from interp.collectors import kernels, select_kernels
 
 if kernels.ENABLED:
     from numba import njit
@@ -49,11 +49,11 @@ def row_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.
     m = mask.bool()
     _row_sums(kernels.as_array(x), kernels.as_array(m), sums)
     if bool(m.all()):
-        md, tmax = kernels.abs_medians(x.reshape(b, -1), d)
+        md, tmax = select_kernels.abs_medians(x.reshape(b, -1), d)
         return torch.from_numpy(sums), tmax.amax(1), md
     top, med = torch.zeros(b), torch.zeros(b)
     for r in range(b):
         if bool(m[r].any()):
-            md, tmax = kernels.abs_medians(x[r][m[r]].reshape(1, -1), d)
+            md, tmax = select_kernels.abs_medians(x[r][m[r]].reshape(1, -1), d)
             top[r], med[r] = tmax.max(), md[0]
     return torch.from_numpy(sums), top, med

@@ -1,4 +1,4 @@
-"""One vector pass for the median bracket of `kernels._abs_median_bits`: counts and copies in the same pass.
+"""One vector pass for the median bracket of `select_kernels._abs_median_bits`: counts and copies in the same pass.
 
 The exact median of |v| brackets it with a sample, then needs the values below, up to and inside the bracket,
 and the values inside it. Two scalar passes did this (a count, then a branch-free copy, ~1 ns per value); here
