@@ -50,7 +50,7 @@ def skip_direct(model, tokens, am):
 def ablate_direct(col, model, data, batch_size):
     """Massive ablation with one full forward per mode (the hook edits the stream inside it)."""
     from interp.collectors.driver import run_batches
-    from interp.collectors.massive import _AblationRun
+    from interp.collectors.massive_ablation import _AblationRun
     depth, dims, mean = col.ablation_target()
     out = []
     for mode in ("none", "zero", "mean"):

@@ -21,7 +21,7 @@ from interp.collectors import LayerEffect, MassiveActivations, collect
 from interp.collectors.attribution_patching import (MassiveAttribution, SkipAttribution, agreement, beside_exact,
                                                     skip_first_order)
 from interp.collectors.batches import model_context, to_sequences
-from interp.collectors.massive import edit_massive
+from interp.collectors.massive_ablation import edit_massive
 
 ZOO = Path(__file__).resolve().parents[1] / "data" / "zoo"
 LENGTHS = (24, 17, 21)

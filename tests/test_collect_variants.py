@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from interp import zoo
 from interp.collectors import LayerEffect, MassiveActivations, collect
-from interp.collectors.massive import _AblationRun
+from interp.collectors.massive_ablation import _AblationRun
 from interp.collectors.objective import is_causal, loss_terms
 from interp.collectors.variants import run_variants
 

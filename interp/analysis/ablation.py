@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interp.collectors.massive import MODES, MassiveActivations
+from interp.collectors.massive import MassiveActivations
+from interp.collectors.massive_ablation import MODES
 
 
 class _Stop(Exception):
@@ -37,7 +38,7 @@ def _runs_from_depth(massive: MassiveActivations, model, seqs: list, none: list[
     from interp.collectors.base import Batch
     from interp.collectors.batches import batches
     from interp.collectors.driver import attached
-    from interp.collectors.massive import run_edits
+    from interp.collectors.massive_ablation import run_edits
     depth, dims, mean = massive.ablation_target(None)
     hook = massive.hooks_[depth]
     tok = getattr(model, "tokenizer", None)

@@ -140,7 +140,7 @@ class MassiveAttribution(Collector):
         return [(self.hook_, self._grad)]
 
     def _keep(self, x: torch.Tensor, hook) -> None:
-        from interp.collectors.massive import edit_massive
+        from interp.collectors.massive_ablation import edit_massive
         x = x.detach()
         self._delta = []
         with torch.no_grad():

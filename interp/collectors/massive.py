@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 
 from interp.collectors import kernels, select_kernels
-from interp.collectors.base import F64, Collector, NonFiniteError, TopK
-from interp.collectors.objective import is_causal, loss_terms
+from interp.collectors.base import F64, Collector, TopK
+from interp.collectors.objective import is_causal
 
 FIELDS = ("tk_depth", "tk_seq_pos", "tk_dim", "tk_token", "tk_value", "tk_median")
 
@@ -397,6 +397,7 @@ class MassiveActivations(Collector):
         of `data`, and the elements replaced. One intact forward per batch gives "none" and the stream at
         `depth`; the two edited streams run from `depth` on only, batched (`interp.collectors.variants`)."""
         from interp.collectors.driver import run_batches
+        from interp.collectors.massive_ablation import _AblationBatched
         if not is_causal(model):
             raise ValueError(f"massive-activation ablation compares LM losses; {model.card.name} is an encoder")
         depth, dims, mean = self.ablation_target(depth)
@@ -410,6 +411,7 @@ class MassiveActivations(Collector):
         """Loss on `data` (held text) when the massive activations at `depth` (default: `appearance_depth()`)
         are left alone, set to zero, or set to their mean value per dim (from this collector's state).
         Elements are re-detected on the held text with the same rule; only dims seen massive here are touched."""
+        from interp.collectors.massive_ablation import MODES
         r = self.ablation_runs(model, data, depth, batch_size, max_tokens, progress)
         rows = []
         for mode in MODES:
@@ -423,105 +425,3 @@ class MassiveActivations(Collector):
         df = pd.DataFrame(rows)
         df["loss_delta"] = df["loss"] - df.loc[0, "loss"]
         return df
-
-
-MODES = ("none", "zero", "mean")
-
-
-def edit_massive(src: MassiveActivations, x: torch.Tensor, mask: torch.Tensor, dims: torch.Tensor,
-                 mean: torch.Tensor, mode: str) -> tuple[torch.Tensor, int]:
-    """(x with its massive values in `dims` set to zero or to `mean` (re-detected with src's rule), count)."""
-    _, _, massive = src.detect(x, mask)
-    sel = massive[..., dims]  # [b, t, k]
-    x = x.clone()
-    sub = x[..., dims]
-    fill = torch.zeros_like(sub) if mode == "zero" else mean.to(x.dtype).expand_as(sub)
-    x[..., dims] = torch.where(sel, fill, sub)
-    return x, int(sel.sum())
-
-
-def seq_ce(model, output: torch.Tensor, batch) -> list[tuple[float, int]]:
-    """(Σ next-token CE, predicted tokens) of each sequence of the batch (row by row: logits are large)."""
-    import torch.nn.functional as F
-    pair = batch.attention_mask[:, :-1] & batch.attention_mask[:, 1:]
-    out = []
-    for r in range(len(output)):
-        ce = F.cross_entropy(output[r, :-1].float(), batch.tokens[r, 1:], reduction="none").double()
-        if not bool(torch.isfinite(ce[pair[r]]).all()):
-            raise NonFiniteError(f"loss is not finite in sequence {r} of batch {batch.index}")
-        out.append((float(ce[pair[r]].sum()), int(pair[r].sum())))
-    return out
-
-
-class _AblationBatched(Collector):
-    """The three ablation modes in one pass: the intact forward gives "none" and the stream at the depth; the
-    zero and mean edits run from that depth on as two batched variants."""
-
-    name = "massive_ablation"
-
-    def __init__(self, src: MassiveActivations, depth: int, dims: torch.Tensor, mean: torch.Tensor):
-        super().__init__()
-        self.src, self.depth, self.dims, self.mean = src, depth, dims, mean
-        self.per_seq: dict[str, list[tuple[float, int]]] = {m: [] for m in MODES}
-        self.replaced = {m: 0 for m in MODES}
-
-    def hooks(self, model):
-        return [(self.src.hooks_[self.depth], self._keep)]
-
-    def _keep(self, x, hook):
-        self._x = x.detach()
-
-    def end_batch(self, model, batch, output):
-        self.per_seq["none"] += seq_ce(model, output, batch)
-        run_edits(self.src, model, self._x, batch, self.depth, self.dims, self.mean, self.per_seq, self.replaced)
-        self._x = None
-
-
-def run_edits(src: MassiveActivations, model, x: torch.Tensor, batch, depth: int, dims: torch.Tensor,
-              mean: torch.Tensor, per_seq: dict, replaced: dict) -> None:
-    """The zero and mean edits of the stream x at `depth`, run from that depth on as two batched variants; each
-    sequence's (Σ CE, predicted tokens) is appended to per_seq[mode] and the elements replaced counted."""
-    from interp.collectors.variants import run_variants
-    variants = []
-    for mode in ("zero", "mean"):
-        edited, n = edit_massive(src, x, batch.attention_mask, dims, mean, mode)
-        variants.append((depth, edited))
-        replaced[mode] += n
-    for mode, out in zip(("zero", "mean"), run_variants(model, batch.tokens, batch.attention_mask, variants)):
-        try:
-            per_seq[mode] += seq_ce(model, out, batch)
-        except NonFiniteError as e:
-            raise NonFiniteError(f"{e} with {mode}-ablation at {src.hooks_[depth]}") from None
-
-
-class _AblationRun(Collector):
-    """One ablation pass per mode: replaces massive values at one hook inside a full forward and accumulates the
-    LM loss (not mergeable). The direct form, which the batched `_AblationBatched` is tested against."""
-
-    name = "massive_ablation"
-
-    def __init__(self, src: MassiveActivations, hook: str, dims: torch.Tensor, mean: torch.Tensor, mode: str):
-        super().__init__()
-        self.src, self.hook, self.dims, self.mean, self.mode = src, hook, dims, mean, mode
-        self.loss_sum, self.n, self.replaced = 0.0, 0, 0
-
-    def hooks(self, model):
-        return [(self.hook, self._hook)] if self.mode != "none" else []
-
-    def _hook(self, x, hook):
-        _, _, massive = self.src.detect(x, self.batch.attention_mask)
-        sel = massive[..., self.dims]  # [b, t, k]
-        self.replaced += int(sel.sum())
-        x = x.clone()
-        sub = x[..., self.dims]
-        fill = torch.zeros_like(sub) if self.mode == "zero" else self.mean.to(x.dtype).expand_as(sub)
-        x[..., self.dims] = torch.where(sel, fill, sub)
-        return x
-
-    def end_batch(self, model, batch, output):
-        terms = loss_terms(model, output, batch.tokens, batch.attention_mask).double()
-        if not bool(torch.isfinite(terms).all()):
-            raise NonFiniteError(f"loss is not finite with {self.mode}-ablation at {self.hook} "
-                                 f"in batch {batch.index}")
-        self.loss_sum += float(terms.sum())
-        self.n += terms.numel()
