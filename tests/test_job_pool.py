@@ -36,3 +36,20 @@ def test_a_task_pool_stays_up_for_work_submitted_after_the_tasks():
         assert later.result() == 81
     with task_pool(1) as inline:                           # one worker: no pool, tasks run in this process
         assert inline is None and run_tasks(tasks, workers=1, pool=inline) == [0, 3, 6, 9, 12]
+
+
+def hf_progress_bars_enabled() -> bool:
+    """In a worker: would transformers draw its progress bars (e.g. "Loading weights")?"""
+    from transformers.utils import logging
+    return logging.is_progress_bar_enabled()
+
+
+def test_workers_draw_no_hugging_face_progress_bars(monkeypatch):
+    """Two workers loading models would draw their bars over each other and over the job's log lines."""
+    from interp.report.job_pool import task_pool
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    with task_pool(2) as pool:
+        assert pool.submit(hf_progress_bars_enabled).result() is False
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # a user's own choice stands
+    with task_pool(2) as pool:
+        assert pool.submit(hf_progress_bars_enabled).result() is True

@@ -31,8 +31,15 @@ def default_workers() -> int:
 
 
 def _init_worker(threads: int) -> None:
+    """One worker's set-up: `threads` torch threads, and no Hugging Face progress bars (two workers loading models
+    at once draw them over each other and over the job's own log lines; a load from the cache takes seconds)."""
     import torch
     torch.set_num_threads(threads)
+    if "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ:  # a user's own setting stands
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging
+        disable_progress_bars()
+        logging.disable_progress_bar()  # transformers keeps its own flag, read from the variable at its import
 
 
 def _timed(fn: Callable, args: tuple) -> tuple[Any, float]:
