@@ -16,6 +16,7 @@ import torch
 
 from interp.collectors import kernels, select_kernels
 from interp.collectors.base import F64, Collector, TopK
+from interp.collectors.massive_ablation import MODES, _AblationBatched
 from interp.collectors.objective import is_causal
 
 FIELDS = ("tk_depth", "tk_seq_pos", "tk_dim", "tk_token", "tk_value", "tk_median")
@@ -397,7 +398,6 @@ class MassiveActivations(Collector):
         of `data`, and the elements replaced. One intact forward per batch gives "none" and the stream at
         `depth`; the two edited streams run from `depth` on only, batched (`interp.collectors.variants`)."""
         from interp.collectors.driver import run_batches
-        from interp.collectors.massive_ablation import _AblationBatched
         if not is_causal(model):
             raise ValueError(f"massive-activation ablation compares LM losses; {model.card.name} is an encoder")
         depth, dims, mean = self.ablation_target(depth)
@@ -411,7 +411,6 @@ class MassiveActivations(Collector):
         """Loss on `data` (held text) when the massive activations at `depth` (default: `appearance_depth()`)
         are left alone, set to zero, or set to their mean value per dim (from this collector's state).
         Elements are re-detected on the held text with the same rule; only dims seen massive here are touched."""
-        from interp.collectors.massive_ablation import MODES
         r = self.ablation_runs(model, data, depth, batch_size, max_tokens, progress)
         rows = []
         for mode in MODES:
