@@ -138,6 +138,24 @@ def test_entropy_neuron_effects_match_the_attribution_module():
     assert set(picks) == set(score.index[:5])
 
 
+def test_a_seed_without_entropy_neurons_is_named_not_silently_dropped():
+    from interp.report.claims import CLAIMS, evaluate_claim as ev
+    rows = []
+    for k in range(3):
+        suf = "" if k == 0 else f".seed{k}"
+        # seed 0's candidates act mostly outside the final norm (via_scale 10 % of dH): nothing to lose there
+        o, lf = ((0.2, 0.02), 0.2) if k == 0 else ((0.2, 0.18), 0.02)
+        for n in range(5):
+            rows += [dict(model="pre-ln" + suf, role="original", neuron=n, dH=o[0], via_scale=o[1]),
+                     dict(model="pre-ln-lnfree" + suf, role="lnfree", neuron=n, dH=lf + 0.001 * k * n, via_scale=0),
+                     dict(model="pre-ln-vanilla" + suf, role="vanilla", neuron=n, dH=0.2, via_scale=0.1)]
+    names = [p + ("" if k == 0 else f".seed{k}") for p in ("pre-ln", "pre-ln-lnfree", "pre-ln-vanilla")
+             for k in range(3)]
+    t = {"cards": pd.DataFrame({"model": names, "family": "zoo"}), "entropy_neurons": pd.DataFrame(rows)}
+    (r,) = ev(CLAIMS["ln_free_entropy_neurons"], t)
+    assert r["n"] == 2 and "left out, no entropy neurons to lose: seed 0" in r["reason"]
+
+
 def test_claims_json_round_trip_and_cli(tmp_path, capsys):
     from interp.report.claims.__main__ import main
     from interp.report.claims.measure import write_claims

@@ -69,6 +69,18 @@ def test_lr_sensitivity_caps_at_the_initial_loss_and_subtracts_the_best():
     assert (est.value, est.lo, est.hi) == pytest.approx((d, lo, hi))
 
 
+def test_lr_sensitivity_needs_the_same_complete_ladder_on_both_sides():
+    # identical strategies; the reference lacks its top (diverged) rung for one seed, which would lower its
+    # expectation over the ladder and make the subject look more sensitive
+    df = sweep({"a": [3, 3], "b": [3, 3]})
+    t = {"sweep": df[~((df.model == "b") & (df.seed == 1) & (df.lr == 1.0))]}
+    with pytest.raises(NotTestable, match="ladder must be complete"):
+        lr_sensitivity(t, subj("a", 2), subj("b", 2))
+    with pytest.raises(NotTestable, match="ladder must be complete"):
+        lr_sensitivity(t, subj("b", 2), subj("a", 2))
+    assert lr_sensitivity({"sweep": df}, subj("a", 2), subj("b", 2)).value == pytest.approx(0.0)
+
+
 def test_max_attn_logit_is_log10_of_the_top_over_layers_and_heads():
     rows = [dict(model=m, layer=l, head=h, max_abs_logit=v * (1 + l + h))
             for m, v in (("q", 1.0), ("q.seed1", 1.5), ("p", 10.0), ("p.seed1", 20.0)) for l in range(2) for h in range(2)]

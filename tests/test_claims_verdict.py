@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from interp.analysis.intervals import Estimate, bootstrap_interval, t_interval, welch_interval
+from interp.analysis.intervals import (Estimate, bootstrap_interval, diff_over_seeds, over_seeds, t_interval,
+                                      welch_interval)
 from interp.analysis.stats import t_quantile
 from interp.report.claims.rules import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Rule, verdict
 
@@ -61,11 +62,42 @@ def test_no_interval_is_inconclusive_and_absent_is_not_testable():
     assert v == NOT_TESTABLE and "pre-ln" in why
 
 
-def test_controls_that_disagree_more_than_the_effect_are_inconclusive():
-    est = Estimate(-0.072, -0.08, -0.06, "t", control_gap=0.083)   # the old LN-removal numbers
-    assert verdict(est, Rule("<", 0.15, "r"))[0] == INCONCLUSIVE
-    est.control_gap = 0.01
-    assert verdict(est, Rule("<", 0.15, "r"))[0] == REPRODUCED
+def test_controls_decide_only_when_their_gap_cannot_move_the_interval_across_the_boundary():
+    small = Rule("<", 0.15, "r")
+    # 0.12 [0.10, 0.14]: against a control 0.08 away the cost could reach 0.22, above 0.15
+    assert verdict(Estimate(0.12, 0.10, 0.14, "t", control_gap=0.08), small)[0] == INCONCLUSIVE
+    assert verdict(Estimate(0.12, 0.10, 0.14, "t", control_gap=0.005), small)[0] == REPRODUCED
+    # 0.30 [0.25, 0.35]: a 0.20 gap could bring it to 0.05, below 0.15; a 0.05 gap could not
+    assert verdict(Estimate(0.30, 0.25, 0.35, "t", control_gap=0.20), small)[0] == INCONCLUSIVE
+    assert verdict(Estimate(0.30, 0.25, 0.35, "t", control_gap=0.05), small)[0] == NOT_REPRODUCED
+    # the gap exactly reaching the boundary (0.14 + 0.01 = 0.15) leaves it touched: inconclusive
+    v, why = verdict(Estimate(0.12, 0.10, 0.14, "t", control_gap=0.01), small)
+    assert v == INCONCLUSIVE and "controls differ by 0.01" in why
+    # a gap larger than the effect decides nothing by itself: -0.072 [-0.08, -0.06] ± 0.083 stays below 0.15
+    assert verdict(Estimate(-0.072, -0.08, -0.06, "t", control_gap=0.083), small)[0] == REPRODUCED
+    assert verdict(Estimate(-0.072, -0.08, -0.06, "t", control_gap=0.083), Rule(">", 0.0, "r"))[0] == INCONCLUSIVE
+    # a straddling interval stays inconclusive for its own reason
+    v, why = verdict(Estimate(0.15, 0.1, 0.2, "t", control_gap=0.5), small)
+    assert v == INCONCLUSIVE and "straddles the boundary 0.15 ([0.1" in why
+
+
+def test_a_seed_that_is_not_finite_gives_the_same_outcome_wherever_it_falls():
+    rule = Rule("<", 0.0, "r")
+    outcomes = set()
+    for k in range(3):
+        v = [-0.5, -0.49, -0.48]
+        v[k] = math.nan
+        est = over_seeds(v)
+        finite = [x for x in v if math.isfinite(x)]
+        assert est.value == pytest.approx(np.mean(finite)) and not est.has_interval
+        assert "1 of 3 seeds not finite" in est.method
+        outcomes.add(verdict(est, rule)[0])
+    assert outcomes == {INCONCLUSIVE}
+    assert verdict(over_seeds([math.nan, math.nan]), rule)[0] == NOT_TESTABLE
+    d = diff_over_seeds([1.0, math.nan, 3.0], [0.5, 0.7])
+    assert d.value == pytest.approx(2.0 - 0.6) and not d.has_interval and "1 of 5 seeds not finite" in d.method
+    d = diff_over_seeds([math.nan, 1.0, 3.0], [0.5, 0.7])
+    assert d.value == pytest.approx(2.0 - 0.6)
 
 
 def test_bad_rules_are_refused():

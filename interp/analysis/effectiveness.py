@@ -3,11 +3,13 @@
   angular_deep_shallow  ln(mean angular distance of the deep half of consecutive-depth pairs / that of the
                         shallow half). Angular distance arccos(cos(h_ℓ, h_ℓ+1))/π on the last token of each
                         sequence (as the LayerNorm-Scaling code computes it), pairs ℓ = 0..L−1 (depth 0 is the
-                        embedding), shallow = ℓ < L/2. < 0: deep blocks turn the stream less.
+                        embedding), shallow = the first ⌊L/2⌋ pairs (for odd L the middle pair counts as deep).
+                        < 0: deep blocks turn the stream less.
   skip_deep_shallow     mean CE increase (nats) when one block of the deep half is removed (its output replaced
-                        by its input) − the same for the shallow half. < 0: deep blocks matter less. Per held-out
-                        sequence from the seq_skip table (`interp.analysis.skip`) when measured, so one seed gets
-                        a bootstrap interval; else from the pooled skip table (no interval for one seed).
+                        by its input) − the same for the shallow half (the first ⌊L/2⌋ blocks, as above).
+                        < 0: deep blocks matter less. Per held-out sequence from the seq_skip table
+                        (`interp.analysis.skip`) when measured, so one seed gets a bootstrap interval; else from
+                        the pooled skip table (no interval for one seed).
 """
 from __future__ import annotations
 

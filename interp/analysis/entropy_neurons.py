@@ -104,4 +104,7 @@ def entropy_neuron_effect(t, subject: Subject, ref: Subject | None = None):
     if not vals:
         raise NotTestable("no entropy neurons to lose: " + "; ".join(why) if why else
                           f"no seed of {subject.label} has the original, LN-free and vanilla models measured")
-    return over_seeds(vals)
+    est = over_seeds(vals)
+    if why:  # a seed whose original has no entropy neurons cannot lose them: said, not silently left out
+        est.detail = "left out, no entropy neurons to lose: " + "; ".join(why)
+    return est

@@ -95,11 +95,16 @@ def bootstrap_interval(stat: Callable[[np.ndarray], float], n_items: int, level:
 
 
 def over_seeds(values: Sequence[float], names: Sequence[str] = ()) -> Estimate:
-    """Estimate of the mean over seeds with a t interval (one seed: the value, no interval)."""
+    """Estimate of the mean over seeds with a t interval (one seed, or a seed whose value is not finite: the mean
+    of the finite values, no interval, so the verdict is inconclusive whichever seed failed)."""
     v = [float(x) for x in values]
     if len(v) >= 2 and all(map(math.isfinite, v)):
         m, lo, hi = t_interval(v)
         return Estimate(m, lo, hi, f"t over {len(v)} seeds", len(v), v)
+    ok = [x for x in v if math.isfinite(x)]
+    if len(ok) < len(v):  # whichever seed failed, the same outcome: the finite seeds' mean, no interval
+        return Estimate(float(np.mean(ok)) if ok else math.nan, n=len(v), units=v,
+                        method=f"{len(v) - len(ok)} of {len(v)} seeds not finite: no interval")
     return Estimate(v[0] if v else math.nan, method="one seed: no interval", n=len(v), units=v)
 
 
@@ -109,5 +114,8 @@ def diff_over_seeds(a: Sequence[float], b: Sequence[float]) -> Estimate:
     if len(a) >= 2 and len(b) >= 2 and all(map(math.isfinite, a + b)):
         d, lo, hi = welch_interval(a, b)
         return Estimate(d, lo, hi, f"Welch t, {len(a)} vs {len(b)} seeds", len(a) + len(b), a + b)
-    d = (float(np.mean(a)) - float(np.mean(b))) if a and b else math.nan
-    return Estimate(d, method="one seed: no interval", n=len(a) + len(b), units=a + b)
+    fa, fb = [x for x in a if math.isfinite(x)], [x for x in b if math.isfinite(x)]
+    d = (float(np.mean(fa)) - float(np.mean(fb))) if fa and fb else math.nan
+    bad = len(a) + len(b) - len(fa) - len(fb)
+    method = f"{bad} of {len(a) + len(b)} seeds not finite: no interval" if bad else "one seed: no interval"
+    return Estimate(d, method=method, n=len(a) + len(b), units=a + b)

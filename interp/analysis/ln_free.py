@@ -6,8 +6,8 @@ evaluated in the report run on the same held-out tokens.
   ln_removal_cost  CE(LN-free) − CE(vanilla) in nats/token, paired by seed (t over the per-seed differences;
                    one seed: paired bootstrap over held-out sequences). control_gap: |CE(vanilla) −
                    CE(vanilla-single)|, mean over the seeds that have both: two controls of the same length
-                   (`pre-ln-vanilla-single[.seedK]`, one warm-up + cosine run) that should agree; when they differ
-                   by more than the effect, the controls cannot decide.
+                   (`pre-ln-vanilla-single[.seedK]`, one warm-up + cosine run) that should agree; when the
+                   interval widened by the gap reaches the claim's boundary, the controls cannot decide.
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def ln_removal_cost(t, subject: Subject, ref: Subject | None = None):
     gap = float(np.mean([abs(pooled_ce(t, v) - pooled_ce(t, w)) for v, w in pairs])) if pairs else None
     if len(seeds) >= 2:
         est = over_seeds([pooled_ce(t, a[k]) - pooled_ce(t, b[k]) for k in seeds])
-        est.method = f"t over {len(seeds)} paired seeds"
+        if est.has_interval:
+            est.method = f"t over {len(seeds)} paired seeds"
     else:
         la, lb = a[seeds[0]], b[seeds[0]]
         n = n_shared(t, [la, lb], "seq_loss")

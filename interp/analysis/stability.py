@@ -98,10 +98,17 @@ def lr_sensitivity(t, subject: Subject, ref: Subject | None = None) -> Estimate:
     a = _sweep(t, subject.label)
     if "first_loss" not in a:
         raise NotTestable("the LR sweep table has no first_loss column (re-run interp sweep)")
-    per = lambda df: [lr_sensitivity_of(df[df.seed == k]) for k in sorted(set(df.seed))]
-    if ref is None:
+    b = _sweep(t, ref.label) if ref is not None else None
+    ladder = _ladder(a, *([b] if b is not None else []))
+
+    def per(df: pd.DataFrame) -> list[float]:
+        # an expectation over the ladder compares only over the same rungs: every seed must have them all
+        for k in sorted(set(df.seed)):
+            stable_rung(df[df.seed == k], ladder)
+        return [lr_sensitivity_of(df[df.seed == k]) for k in sorted(set(df.seed))]
+    if b is None:
         return over_seeds(per(a))
-    return diff_over_seeds(per(a), per(_sweep(t, ref.label)))
+    return diff_over_seeds(per(a), per(b))
 
 
 def _top_logit(t, models: tuple[str, ...]) -> list[float]:

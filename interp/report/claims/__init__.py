@@ -65,5 +65,5 @@ INTRO = ("One row per claim and model (zoo strategies pool their seeds; real mod
          "counts; where the zoo's manifest plans more seeds than this run found, a verdict resting on the one-seed "
          "bootstrap waits for them (inconclusive). Reproduced: every value of the interval satisfies the rule (its boundary fixed in code before the "
          "data); not reproduced: no value does; inconclusive: the interval straddles the boundary, there is no "
-         "interval, or two controls differ by more than the effect; not testable here: the numbers are absent or "
+         "interval, or two controls differ by enough to move the interval across the boundary; not testable here: the numbers are absent or "
          "the model cannot show it.")

@@ -8,7 +8,8 @@ Four verdicts:
                      e.g. no seed gained a rung of the LR ladder, is not reproduced)
   inconclusive       some values of the interval satisfy the rule and some do not (it straddles the boundary, or
                      touches it from the claim's side), there is no interval, or two controls that should agree
-                     differ by more than the effect itself
+                     differ by enough to change the verdict: measured against the other control the value could
+                     move by their gap, so the interval widened by the gap on both sides must still decide
   not testable here  the numbers are absent, or the model cannot show the effect (the reason is said in words)
 A point estimate alone never decides: without an interval the verdict is "inconclusive".
 """
@@ -50,18 +51,28 @@ def verdict(est: Estimate | None, rule: Rule, why_absent: str = "") -> tuple[str
     """(verdict, reason) of `est` under `rule`; see the module docstring for the four outcomes."""
     if est is None or not math.isfinite(est.value):
         return NOT_TESTABLE, why_absent or "the metric could not be computed from this run's numbers"
-    if est.control_gap is not None and math.isfinite(est.control_gap) and abs(est.control_gap) > abs(est.value):
-        return INCONCLUSIVE, (f"the controls differ by {abs(est.control_gap):.3g}, more than the effect "
-                              f"{abs(est.value):.3g}")
     if not est.has_interval:
         return INCONCLUSIVE, f"no interval ({est.method})"
+    side = _side(est.lo, est.hi, rule)
+    gap = est.control_gap
+    if gap is not None and math.isfinite(gap) and side != INCONCLUSIVE:
+        wide = (est.lo - abs(gap), est.hi + abs(gap))
+        if _side(*wide, rule) == INCONCLUSIVE:
+            return INCONCLUSIVE, (f"the controls differ by {abs(gap):.3g}: against the other control the interval "
+                                  f"could be [{wide[0]:.3g}, {wide[1]:.3g}], which straddles the boundary "
+                                  f"{rule.threshold:g} ({est.method})")
     lo, hi, t = est.lo, est.hi, rule.threshold
-    if rule.op == ">":
-        side = REPRODUCED if lo > t else NOT_REPRODUCED if hi <= t else INCONCLUSIVE
-    elif rule.op == "<":
-        side = REPRODUCED if hi < t else NOT_REPRODUCED if lo >= t else INCONCLUSIVE
-    else:  # within ±t
-        side = (REPRODUCED if (lo > -t and hi < t) else NOT_REPRODUCED if (hi <= -t or lo >= t) else INCONCLUSIVE)
     where = {REPRODUCED: "the interval lies on the claim's side of", NOT_REPRODUCED: "the interval lies at or beyond",
              INCONCLUSIVE: "the interval straddles"}[side]
     return side, f"{where} the boundary {t:g} ([{lo:.3g}, {hi:.3g}], {est.method})"
+
+
+def _side(lo: float, hi: float, rule: Rule) -> str:
+    """The verdict of the interval [lo, hi] under `rule` (strict inequalities; touching the boundary from the
+    claim's side is inconclusive)."""
+    t = rule.threshold
+    if rule.op == ">":
+        return REPRODUCED if lo > t else NOT_REPRODUCED if hi <= t else INCONCLUSIVE
+    if rule.op == "<":
+        return REPRODUCED if hi < t else NOT_REPRODUCED if lo >= t else INCONCLUSIVE
+    return REPRODUCED if (lo > -t and hi < t) else NOT_REPRODUCED if (hi <= -t or lo >= t) else INCONCLUSIVE
