@@ -269,3 +269,29 @@ def test_transformers_families(model_type, placement):
         rows = torch.tensor(d[(d.batch == j) & d.direct_effect.notna()]["dla"].to_numpy())
         logit = float(logits[j, -1, tgt[j]])
         assert (attrs[:, j].double() - rows).abs().max() <= 1e-4 * max(abs(logit), 1.0)
+
+
+def test_olmo_layernorm_without_gain_or_bias(tmp_path):
+    """OLMo's LayerNorm has no learnable gain or bias (gain None: the identity). Its attributions are interp's DLA
+    rows and add up to the model's own logits; apply_ln_to_stack at a block is what the sublayer reads."""
+    from transformers import OlmoConfig, OlmoForCausalLM
+    vocab = write_tokenizer(tmp_path)
+    torch.manual_seed(0)
+    OlmoForCausalLM(OlmoConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=64, max_position_embeddings=64, initializer_range=0.2,
+                               pad_token_id=0, bos_token_id=0, eos_token_id=0)).save_pretrained(tmp_path)
+    m = interp.load_model(tmp_path)
+    assert m.ln_final.gain is None and m.ln_final.bias is None and m.b_U is None
+    tokens, tgt = torch.randint(3, vocab, (2, 9)), torch.tensor([5, 40])
+    logits, cache, attrs, _ = tl_dla(m, tokens, target=tgt)
+    d = dla(m, tokens, target=tgt, pos=-1)
+    for j in range(2):
+        rows = torch.tensor(d[(d.batch == j) & d.direct_effect.notna()]["dla"].to_numpy())
+        logit = float(logits[j, -1, tgt[j]])
+        assert abs(logit) > 0.1
+        assert (attrs[:, j].double() - rows).abs().max() <= 1e-4 * max(abs(logit), 1.0)
+        assert abs(float(attrs[:, j].sum()) - logit) <= 1e-4 * max(abs(logit), 1.0)  # no norm bias, no b_U
+    for mlp_input, norm in ((False, "ln1"), (True, "ln2")):
+        stack = cache.decompose_resid(layer=1, mlp_input=mlp_input)
+        out = cache.apply_ln_to_stack(stack, layer=1, mlp_input=mlp_input).sum(0)
+        assert torch.allclose(out, cache[f"blocks.1.{norm}.hook_normalized"], atol=1e-5)

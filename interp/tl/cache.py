@@ -79,13 +79,16 @@ def check_norm(norm: Any, where: str, model) -> None:
 
 
 def frozen_linear(norm: Any, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """The norm's output without its bias, dividing by the frozen `scale`: centre?(x) / scale · gain."""
+    """The norm's output without its bias, dividing by the frozen `scale`: centre?(x) / scale · gain (a gain of
+    None is the identity)."""
     from interp.models.norm_hooks import NormHooks
     if isinstance(norm, NormHooks):
         if norm.kind == "none":
             return x
         x = x - x.mean(-1, keepdim=True) if norm.centre else x
-        return x / scale.to(x.dtype) * norm.gain.to(x.dtype)
+        x = x / scale.to(x.dtype)
+        gain = norm.gain  # None: a norm without a learnable gain (OLMo's LayerNorm) multiplies by one
+        return x if gain is None else x * gain.to(x.dtype)
     from interp.attribution.replay import norm_linear
     return norm_linear(norm, x, scale.to(x.dtype) if scale is not None else None)
 
