@@ -4,10 +4,14 @@ Transformers: Equivalent and Efficient Pre-LN Transformers").
 to_rmsnorm: fold every LayerNorm's gain and bias into the linear layer that reads it (ln1 -> qkv, ln2 -> up,
 ln_final -> unembedding, which becomes untied and gains a bias b_U = W_U·b), re-centre the embeddings and
 every matrix writing into the residual stream (attn.out, mlp.down) so the stream is zero-mean, and swap each
-LayerNorm for RMSNorm (gain 1): on a zero-mean vector LN's variance is RMSNorm's mean square.
+LayerNorm for RMSNorm (gain 1): on a zero-mean vector LN's variance is RMSNorm's mean square. Every write into
+the stream must be mean-free for that, so a masked-diffusion model's [MASK] embedding (`mask_embed`) and the
+output layer of its timestep embedder (t_embed="add": its output is added to every position) are re-centred
+too; a rotary model has no position embedding to centre. QK-norm and RoPE act after the qkv projection and stay.
 to_crmsnorm: the zero-mean stream has one redundant coordinate x_d = −Σ_{i<d} x_i. Keep d − 1: writers drop
 their last row, readers fold it in (W'_i = W_i − W_d), and CRMSNorm over the stored d − 1 recovers Σ x² over
-all d. The attention keeps its width d (ZooConfig.d_attn), the residual stream becomes d_model − 1.
+all d. The attention keeps its width d (ZooConfig.d_attn), the residual stream becomes d_model − 1. A timestep
+embedder's hidden width is d_model too and cannot shrink with the stream, so to_crmsnorm refuses t_embed="add".
 Both return new zoo models (float dtype of the input); the input is not modified.
 """
 from __future__ import annotations
@@ -37,8 +41,12 @@ def _rms_state(model) -> dict[str, torch.Tensor]:
     """The state of the equivalent Pre-RMSNorm model (RMSNorm gains 1, everything folded)."""
     s = {k: v.detach().clone() for k, v in model.state_dict().items()}
     s["unembed.weight"] = model.unembed.weight.detach().clone()
-    for k in ("embed.weight", "pos_embed.weight"):
-        s[k] = s[k] - s[k].mean(1, keepdim=True)
+    for k in ("embed.weight", "pos_embed.weight", "mask_embed"):  # rows (the last: one vector) into the stream
+        if k in s:
+            s[k] = s[k] - s[k].mean(-1, keepdim=True)
+    if model.cfg.t_embed == "add":  # x + t_embed(t): its last Linear writes into the stream
+        s["t_embed.mlp.2.weight"], s["t_embed.mlp.2.bias"] = centre_writes(s["t_embed.mlp.2.weight"],
+                                                                           s["t_embed.mlp.2.bias"])
     for blk in model.blocks:
         p = f"blocks.{blk.layer}"
         for ln, lin in (("ln1", "attn.qkv"), ("ln2", "mlp.up")):
@@ -77,6 +85,9 @@ def to_rmsnorm(model: ZooModel) -> ZooModel:
 def to_crmsnorm(model: ZooModel) -> ZooModel:
     """The Pre-CRMSNorm model (residual stream d_model − 1) computing the same logits as Pre-LN `model`."""
     _check_pre_ln(model)
+    if model.cfg.t_embed != "none":
+        raise ValueError(f"to_crmsnorm cannot convert {model.cfg.strategy} exactly: its timestep embedder's hidden "
+                         "width is d_model, which CRMSNorm shrinks by one; use to_rmsnorm for this model")
     d = model.cfg.d_model
     with torch.no_grad():
         s = _rms_state(model)
@@ -85,6 +96,8 @@ def to_crmsnorm(model: ZooModel) -> ZooModel:
             v = s[k]
             if k in ("embed.weight", "pos_embed.weight"):
                 s[k] = v[:, :d - 1]
+            elif k == "mask_embed":
+                s[k] = v[:d - 1]
             elif k.endswith(("attn.qkv.weight", "mlp.up.weight")) or k == "unembed.weight":
                 s[k] = read(v)
             elif k.endswith(WRITERS) or k == "ln_final.w":  # writers of the stream, and the norm gains

@@ -10,10 +10,17 @@ for position 0. Stages, each followed by `steps_per_stage` fine-tuning steps:
   ln_final
   pos0    every FakeLN drops its separate position-0 divisor (all positions share one)
 A FakeLN with one constant divisor is affine, so at the end it is folded into the linear layer that reads it
-and the result is an ordinary zoo `no-norm` model (placement "none", no norm module at all; untied unembedding
-with a bias b_U from the folded final LN). The control is a vanilla fine-tune of the original: by default the
-same fine-tuning calls (same steps, batches and learning-rate schedules) with every LayerNorm kept
-("matched"), or one run of the same total length ("single").
+and the result is an ordinary zoo `no-norm` model (placement "none", no LayerNorm left; untied unembedding
+with a bias b_U from the folded final LN).
+QK-norm and rotary positions: the removal is about the norms on the residual stream (ln1, ln2, ln_final).
+QK-norm's q_norm / k_norm (RMSNorm of each head's query and key, after the projection) are not LayerNorms of
+the stream and are kept as they are, trained with the rest; RoPE is kept too. Both act after the qkv
+projection, so folding ln1 into it is still exact, and the LN-free model keeps `qk_norm=True` / rotary.
+Masked-diffusion (MDLM) models are refused: their calibration, fine-tuning and evaluation would need masked
+inputs and the time t, which the procedure's next-token loop does not give.
+The control is a vanilla fine-tune of the original: by default the same fine-tuning calls (same steps, batches
+and learning-rate schedules) with every LayerNorm kept ("matched"), or one run of the same total length
+("single").
 """
 from __future__ import annotations
 
@@ -46,6 +53,10 @@ def check_removable(model) -> None:
     if cfg.placement != "pre" or cfg.norm != "layernorm" or not cfg.final_norm:
         raise ValueError(f"LN removal needs a Pre-LN LayerNorm zoo model with a final norm; got placement "
                          f"{cfg.placement!r}, norm {cfg.norm!r}")
+    if cfg.objective != "causal_lm":
+        raise ValueError(f"{cfg.strategy!r} is a masked-diffusion ({cfg.objective}) model; LN removal calibrates, "
+                         "fine-tunes and scores with the next-token loss and does not support it: give a causal "
+                         "Pre-LN zoo model (e.g. pre-ln), or use to_rmsnorm for an exact norm swap")
 
 
 def lm_ce(model, tokens: torch.Tensor, batch_size: int = 8) -> float:
@@ -156,14 +167,18 @@ def remove_stage(model: ZooModel, stage: str, calib: list[torch.Tensor]) -> dict
 
 def fold_fakeln(model: ZooModel) -> ZooModel:
     """The no-norm zoo model equal to a fully LN-removed one: every constant-divisor FakeLN folded away."""
-    fakes = [m for m in model.modules() if isinstance(m, Norm) and not isinstance(m, Identity)]
+    fakes = [m for n, m in model.named_modules() if isinstance(m, Norm) and not isinstance(m, Identity)
+             and not n.endswith((".q_norm", ".k_norm"))]  # QK-norm is kept (module docstring)
     if any(not isinstance(m, FakeLN) or not torch.isnan(m.scale_pos0) for m in fakes) or \
             not all(isinstance(b.attn, SplitInputAttention) for b in model.blocks):
         raise ValueError("fold_fakeln needs a model after every removal stage (FakeLN everywhere, one divisor)")
     cfg = dataclasses.replace(model.cfg, placement="none", norm="none", final_norm=False, tie_embeddings=False,
                               unembed_bias=True, bias=True, strategy=f"{model.cfg.strategy}-lnfree")
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    s = {k: v for k, v in sd.items() if k in ("embed.weight", "pos_embed.weight")}
+    new = ZooModel(cfg, tokenizer=getattr(model, "tokenizer", None)).to(next(model.parameters()).dtype)
+    # everything the LN-free model has is carried (embeddings, QK-norm gains, [MASK], a t-embedder); the layers
+    # that read a FakeLN are replaced below
+    s = {k: v for k, v in sd.items() if k in new.state_dict()}
     fold = lambda W, c, f: fold_affine(W, c, f.w.detach(), None if f.b is None else f.b.detach(),
                                        f.scale.item(), f.centre)
     with torch.no_grad():
@@ -179,7 +194,6 @@ def fold_fakeln(model: ZooModel) -> ZooModel:
                 s[f"{p}.{lin}.weight"] = sd[f"{p}.{lin}.weight"]
                 s[f"{p}.{lin}.bias"] = sd.get(f"{p}.{lin}.bias", torch.zeros_like(sd[f"{p}.{lin}.weight"][:, 0]))
         s["unembed.weight"], s["unembed.bias"] = fold(model.unembed.weight.detach(), None, model.ln_final)
-        new = ZooModel(cfg, tokenizer=getattr(model, "tokenizer", None)).to(next(model.parameters()).dtype)
         copy_into(new, s)
     new.weight_source = f"{getattr(model, 'weight_source', 'random init')} -> LN removed"
     return new.eval()
