@@ -254,3 +254,67 @@ def test_low_precision_twin_keeps_ties_and_leaves_the_original_alone():
             assert a.dtype == b.dtype and torch.equal(a, b), k
         assert twin.tokenizer is m.tokenizer
     assert all(torch.equal(v, m.state_dict()[k]) and v.dtype == m.state_dict()[k].dtype for k, v in before.items())
+
+
+def test_gpt2_conv1d_layers_are_quantized_and_fp32_accumulated(tmp_path):
+    """GPT-2's attention and MLP projections are transformers Conv1D (weight [in, out]), not nn.Linear: the int8
+    runs quantize their inputs and the fp16 / bf16 twin accumulates them in fp32, like every nn.Linear. Against
+    brute force: hand-quantizing pre-hooks on every nn.Linear and Conv1D, and a plain transformers copy whose
+    layers compute (x₃₂ W₃₂ + b₃₂) rounded to the format, each in its own weight layout."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.pytorch_utils import Conv1D
+    from gpt2_fixtures import write_tokenizer
+    from interp.precision.int8 import int8_linear_inputs
+    from interp.precision.lowp import _strip_hooks, low_precision
+    vocab = write_tokenizer(tmp_path)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=64, vocab_size=vocab,
+                               initializer_range=0.2)).save_pretrained(tmp_path)
+    model = interp.load_model(tmp_path).eval()
+    n_linear = sum(type(m) is torch.nn.Linear for m in model.hf.modules())
+    n_conv = sum(type(m) is Conv1D for m in model.hf.modules())
+    assert (n_linear, n_conv) == (1, 8)  # lm_head; c_attn, c_proj, c_fc, c_proj per block
+    with int8_linear_inputs(model) as n:
+        assert n == n_linear + n_conv
+    for fmt in ("fp16", "bf16"):
+        twin, notes = low_precision(model, fmt)
+        assert sum("forward" in vars(m) for m in twin.hf.modules()) == n_linear + n_conv
+        assert "Conv1D" in notes[0]
+    tokens, mask = batch(DATA)
+    runs = precision_runs(model, DATA, ("bf16", "fp16", "int8", "int8-token"), batch_size=3,
+                          progress=False).set_index("format")
+    with torch.no_grad():
+        for fmt, per_token in (("int8", False), ("int8-token", True)):
+            def quant(mod, args, per_token=per_token):  # one scale per sequence over its real tokens, or per token
+                x = args[0]
+                out = torch.empty_like(x)
+                for s in range(x.shape[0]):
+                    amax = x[s].abs().amax(-1, keepdim=True) if per_token else x[s][mask[s]].abs().max()
+                    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+                    out[s] = torch.round(x[s] / scale).clamp(-127, 127) * scale
+                return (out,)
+            hs = [m.register_forward_pre_hook(quant) for m in model.hf.modules()
+                  if type(m) in (torch.nn.Linear, Conv1D)]
+            try:
+                loss, _ = ce_and_argmax(model(tokens, attention_mask=mask), tokens, mask)
+            finally:
+                for h in hs:
+                    h.remove()
+            assert runs.loc[fmt, "loss"] == pytest.approx(loss, rel=1e-5)
+        for fmt, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+            hf = copy.deepcopy(model.hf)
+            _strip_hooks(hf, {h.id for h in model._handles})
+            hf = hf.to(dtype)
+            for m in hf.modules():
+                if type(m) is Conv1D:  # weight [in, out]
+                    m.forward = lambda x, m=m: (x.float() @ m.weight.float() + m.bias.float()).to(x.dtype)
+                elif type(m) is torch.nn.Linear:  # weight [out, in]; GPT-2's lm_head has no bias
+                    assert m.bias is None
+                    m.forward = lambda x, m=m: (x.float() @ m.weight.float().T).to(x.dtype)
+            logits = hf(input_ids=tokens, attention_mask=mask.long()).logits
+            twin, _ = low_precision(model, fmt)
+            out = twin(tokens, attention_mask=mask)
+            assert torch.allclose(out[mask].float(), logits[mask].float(), rtol=0, atol=1e-5)
+            loss, _ = ce_and_argmax(logits, tokens, mask)
+            assert runs.loc[fmt, "loss"] == pytest.approx(loss, rel=1e-5)
+    assert (runs["status"] == "ok").all()

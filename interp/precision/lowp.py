@@ -2,9 +2,10 @@
 
 On a CPU without fp16 / bf16 matrix units, torch's low-precision matrix multiply is slow: fp16 ~30× slower
 than fp32 (1.42 s vs 0.048 s for a 1024×576 @ 576×1536 product, one thread), bf16 ~3×, while every other op
-(norms, softmax, SDPA, GELU, adds) runs natively at about fp32 speed. So by default each `nn.Linear` of the twin
-computes as a GPU fp16 / bf16 GEMM does: inputs and weights in the format, products accumulated in fp32, the
-result rounded to the format — emulated by upcasting (a product of two fp16 or bf16 numbers is exact in fp32),
+(norms, softmax, SDPA, GELU, adds) runs natively at about fp32 speed. So by default each `nn.Linear` and each
+transformers `Conv1D` (GPT-2's block layers, weight stored [in, out]; see gemm.py) of the twin computes as a GPU
+fp16 / bf16 GEMM does: inputs and weights in the format, products accumulated in fp32, the result rounded to
+the format — emulated by upcasting (a product of two fp16 or bf16 numbers is exact in fp32),
 which gives the same values up to the order of the fp32 sum. `linear="native"` uses torch's own low-precision
 GEMM instead. Runs say which one was used (`fp32_ops`); nothing else is kept in fp32 by this module (a model's
 own code may upcast, e.g. transformers' RMSNorm computes in fp32).
@@ -18,8 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
+from interp.precision.gemm import GEMM_NAMES, gemm_modules, linear_weight
+
 LINEAR_MODES = ("fp32-accumulate", "native")
-FP32_ACCUMULATE_NOTE = ("nn.Linear: {fmt} inputs and weights, products accumulated in fp32 and rounded to {fmt} "
+FP32_ACCUMULATE_NOTE = (GEMM_NAMES + ": {fmt} inputs and weights, products accumulated in fp32 and rounded to {fmt} "
                         "(GPU GEMM semantics, emulated by upcasting: torch's CPU {fmt} GEMM is much slower)")
 
 
@@ -64,10 +67,11 @@ def clone(model, dtype: torch.dtype):
     return twin.eval()
 
 
-def _fp32_accumulate(mod: nn.Linear):
+def _fp32_accumulate(mod: nn.Module):
+    """A forward for an nn.Linear or Conv1D: x W + b with fp32 products and sums, rounded to x's dtype."""
     def forward(x: torch.Tensor) -> torch.Tensor:
         b = None if mod.bias is None else mod.bias.float()
-        return F.linear(x.float(), mod.weight.float(), b).to(x.dtype)
+        return F.linear(x.float(), linear_weight(mod).float(), b).to(x.dtype)
     return forward
 
 
@@ -81,10 +85,9 @@ def low_precision(model, fmt: str, linear: str = "fp32-accumulate") -> tuple[obj
     notes: list[str] = []
     if linear == "fp32-accumulate":
         n = 0
-        for mod in twin.modules():
-            if isinstance(mod, nn.Linear):
-                mod.forward = _fp32_accumulate(mod)
-                n += 1
+        for mod in gemm_modules(twin):
+            mod.forward = _fp32_accumulate(mod)
+            n += 1
         if n:
             notes.append(FP32_ACCUMULATE_NOTE.format(fmt=fmt))
     return twin, notes

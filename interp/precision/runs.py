@@ -7,8 +7,8 @@ first (watch.py: the first batch with non-finite outputs is run once more, watch
 computes there. A non-finite run gets loss = inf and status
 "overflow"; it is never averaged into a finite number. A format whose forward raises gets status "error".
 
-Formats: bf16 and fp16 (the model cast, see lowp.py), int8 (every nn.Linear input fake-quantized with one
-scale per sequence, see int8.py) and int8-token (one scale per token).
+Formats: bf16 and fp16 (the model cast, see lowp.py), int8 (every nn.Linear / Conv1D input fake-quantized with
+one scale per sequence, see int8.py) and int8-token (one scale per token).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from interp.precision.formats import FP16_MAX, FP16_OVERFLOW
+from interp.precision.gemm import GEMM_NAMES
 from interp.precision.int8 import MaskRef, int8_linear_inputs
 from interp.precision.lowp import low_precision
 from interp.precision.watch import Found, Watch, layer_of, watching
@@ -200,7 +201,7 @@ def precision_runs(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batc
         if fmt in ("bf16", "fp16"):
             twins[fmt], notes[fmt] = low_precision(model, fmt, linear)
         else:
-            notes[fmt] = [f"weights fp32; nn.Linear inputs int8 per {'tensor (sequence)' if fmt == 'int8' else 'token'}"]
+            notes[fmt] = [f"weights fp32; {GEMM_NAMES} inputs int8 per {'tensor (sequence)' if fmt == 'int8' else 'token'}"]
     accs = {fmt: _Acc() for fmt in formats}
     ref_mask = MaskRef()
     loss32 = sec32 = 0.0
