@@ -67,3 +67,23 @@ def test_section_says_what_is_missing_without_mdlm_models():
     from interp.report.mdlm import mdlm_section
     sec = mdlm_section({"cards": pd.DataFrame({"model": ["pre-ln"]})}, {})
     assert sec["missing"] and "mdlm-tdln" in sec["missing"][0] and not sec["figures"]
+
+
+def test_model_names_reach_the_mdlm_figures_escaped():
+    """plotly renders HTML in trace names, subplot titles and hover text: a model name with markup is shown as text
+    in every MDLM figure (legend, subplot titles), never as markup."""
+    from interp.report.mdlm import bound_figure, gamma_heatmaps, motion_figure, over_t_figure
+    n = 'zoo<b>X</b><a href="https://evil.example/">y</a>'
+    two = {"model": [n] * 2}
+    t = {"mdlm_bound": pd.DataFrame({**two, "t": [0.25, 0.75], "bound": [3.0, 3.5], "bound_sem": [0.1] * 2}),
+         "mdlm_norm_motion": pd.DataFrame({**two, "norm": ["<i>ln1</i>", "ln2"], "gamma_range": [0.1, 0.2],
+                                           "beta_range": [0.1, 0.2]}),
+         "mdlm_norm_t": pd.DataFrame({**two, "layer": [0, 0], "norm": ["ln1", "ln1"], "channel": [0, 0],
+                                      "t": [0.0, 1.0], "gamma": [1.0, 1.5]}),
+         "mdlm_stream_t": pd.DataFrame({**two, "t": [0.5] * 2, "depth": [0, 1], "variance": [1.0, 2.0]})}
+    figs = [bound_figure(t, {}), motion_figure(t, {}), gamma_heatmaps(t),
+            over_t_figure(t, "mdlm_stream_t", "variance", "v", "v")]
+    for fig in figs:
+        js = fig.to_json()
+        assert "<b>" not in js and "\\u003cb\\u003e" not in js and "<i>" not in js and "\\u003ci\\u003e" not in js
+        assert "&lt;b&gt;" in js

@@ -16,6 +16,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from interp.report.figures import label  # plotly renders HTML in labels: every name goes through it
+
 TS_COLLECT = (0.0, 0.25, 0.5, 0.75, 1.0)
 INTRO = ("Masked diffusion (MDLM, linear schedule): each token but the first is masked with probability t and the "
          "bidirectional model predicts the masked ones; its loss bounds −log p per token. The three strategies "
@@ -92,7 +94,7 @@ def bound_figure(t: dict, colors: dict[str, str]) -> go.Figure | None:
     fig = go.Figure()
     for model, g in b.groupby("model", sort=True):
         g = g.sort_values("t")
-        fig.add_scatter(x=g["t"], y=g["bound"], name=model, mode="lines+markers",
+        fig.add_scatter(x=g["t"], y=g["bound"], name=label(model), mode="lines+markers",
                         line={"color": colors.get(model), "dash": "dot" if ".seed" in model else "solid"},
                         error_y={"type": "data", "array": g["bound_sem"], "visible": True, "thickness": 1})
     fig.update_layout(title="Held-out MDLM bound at fixed t", xaxis_title="t (mask probability)",
@@ -110,9 +112,10 @@ def motion_figure(t: dict, colors: dict[str, str]) -> go.Figure | None:
     for model, g in m.groupby("model", sort=True):
         x = list(range(len(g)))
         for col, key in ((1, "gamma_range"), (2, "beta_range")):
-            fig.add_scatter(x=x, y=g[key], name=model, legendgroup=model, showlegend=col == 1, mode="lines+markers",
-                            text=g["norm"], line={"color": colors.get(model),
-                                                  "dash": "dot" if ".seed" in model else "solid"}, row=1, col=col)
+            fig.add_scatter(x=x, y=g[key], name=label(model), legendgroup=label(model), showlegend=col == 1,
+                            mode="lines+markers", text=[label(n) for n in g["norm"]],
+                            line={"color": colors.get(model), "dash": "dot" if ".seed" in model else "solid"},
+                            row=1, col=col)
     fig.update_xaxes(title_text="norm (ln1, ln2 of each block in depth order, then ln_final)")
     fig.update_layout(title="How much each norm's parameters depend on t", height=420)
     return fig
@@ -124,14 +127,14 @@ def gamma_heatmaps(t: dict) -> go.Figure | None:
     if p is None or p.empty:
         return None
     models = sorted(m for m in p["model"].unique() if ".seed" not in m) or sorted(p["model"].unique())[:2]
-    fig = make_subplots(rows=1, cols=len(models), subplot_titles=[f"{m}: RMS_c γ(t) − γ(0)" for m in models],
+    fig = make_subplots(rows=1, cols=len(models), subplot_titles=[f"{label(m)}: RMS_c γ(t) − γ(0)" for m in models],
                         horizontal_spacing=0.22)
     for i, model in enumerate(models, 1):
         g = p[p["model"] == model]
         wide = g.pivot_table(index=["layer", "norm", "channel"], columns="t", values="gamma")
         dev = wide.sub(wide[wide.columns.min()], axis=0).pow(2).groupby(level=["layer", "norm"], sort=True).mean()
         dev = np.sqrt(dev)
-        fig.add_heatmap(z=dev.to_numpy(), x=[f"{c:g}" for c in dev.columns], y=[n for _, n in dev.index],
+        fig.add_heatmap(z=dev.to_numpy(), x=[f"{c:g}" for c in dev.columns], y=[label(n) for _, n in dev.index],
                         colorscale="Viridis", row=1, col=i,  # each its own scale: TD-LN moves far less than adaLN
                         colorbar={"x": fig.layout[f"xaxis{i if i > 1 else ''}"].domain[1] + 0.01, "len": 0.9,
                                   "thickness": 12})
@@ -146,7 +149,7 @@ def over_t_figure(t: dict, table: str, y: str, title: str, ytitle: str, log_y: b
     if d is None or d.empty:
         return None
     models = sorted(m for m in d["model"].unique() if ".seed" not in m) or sorted(d["model"].unique())
-    fig = make_subplots(rows=1, cols=len(models), subplot_titles=models, shared_yaxes=True)
+    fig = make_subplots(rows=1, cols=len(models), subplot_titles=[label(m) for m in models], shared_yaxes=True)
     ts = sorted(d["t"].unique())
     shades = [f"rgba(31,119,180,{0.25 + 0.75 * k / max(1, len(ts) - 1):.2f})" for k in range(len(ts))]
     for i, model in enumerate(models, 1):
