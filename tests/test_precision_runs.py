@@ -279,7 +279,7 @@ def test_gpt2_conv1d_layers_are_quantized_and_fp32_accumulated(tmp_path):
     for fmt in ("fp16", "bf16"):
         twin, notes = low_precision(model, fmt)
         assert sum("forward" in vars(m) for m in twin.hf.modules()) == n_linear + n_conv
-        assert "Conv1D" in notes[0]
+        assert notes[0].startswith(f"nn.Linear / Conv1D: {fmt} inputs and weights, products accumulated in fp32")
     tokens, mask = batch(DATA)
     runs = precision_runs(model, DATA, ("bf16", "fp16", "int8", "int8-token"), batch_size=3,
                           progress=False).set_index("format")
@@ -301,6 +301,7 @@ def test_gpt2_conv1d_layers_are_quantized_and_fp32_accumulated(tmp_path):
                 for h in hs:
                     h.remove()
             assert runs.loc[fmt, "loss"] == pytest.approx(loss, rel=1e-5)
+            assert "nn.Linear / Conv1D inputs int8" in runs.loc[fmt, "fp32_ops"]
         for fmt, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
             hf = copy.deepcopy(model.hf)
             _strip_hooks(hf, {h.id for h in model._handles})

@@ -14,7 +14,6 @@ except ImportError:  # pragma: no cover
     Conv1D = None
 
 GEMM_TYPES: tuple[type, ...] = (nn.Linear,) if Conv1D is None else (nn.Linear, Conv1D)
-GEMM_NAMES = "nn.Linear / Conv1D"
 
 
 def is_gemm(mod: nn.Module) -> bool:
@@ -24,6 +23,12 @@ def is_gemm(mod: nn.Module) -> bool:
 def gemm_modules(model: nn.Module) -> Iterator[nn.Module]:
     """Every nn.Linear and Conv1D of `model`, each once."""
     return (m for m in model.modules() if is_gemm(m))
+
+
+def gemm_kinds(model: nn.Module) -> str:
+    """The kinds of GEMM layer `model` has, for run notes: "nn.Linear", "Conv1D" or "nn.Linear / Conv1D"."""
+    kinds = {"nn.Linear" if isinstance(m, nn.Linear) else "Conv1D" for m in gemm_modules(model)}
+    return " / ".join(k for k in ("nn.Linear", "Conv1D") if k in kinds) or "nn.Linear"
 
 
 def linear_weight(mod: nn.Module) -> torch.Tensor:

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
-from interp.precision.gemm import GEMM_NAMES, gemm_modules, linear_weight
+from interp.precision.gemm import gemm_kinds, gemm_modules, linear_weight
 
 LINEAR_MODES = ("fp32-accumulate", "native")
-FP32_ACCUMULATE_NOTE = (GEMM_NAMES + ": {fmt} inputs and weights, products accumulated in fp32 and rounded to {fmt} "
+FP32_ACCUMULATE_NOTE = ("{kinds}: {fmt} inputs and weights, products accumulated in fp32 and rounded to {fmt} "
                         "(GPU GEMM semantics, emulated by upcasting: torch's CPU {fmt} GEMM is much slower)")
 
 
@@ -89,5 +89,5 @@ def low_precision(model, fmt: str, linear: str = "fp32-accumulate") -> tuple[obj
             mod.forward = _fp32_accumulate(mod)
             n += 1
         if n:
-            notes.append(FP32_ACCUMULATE_NOTE.format(fmt=fmt))
+            notes.append(FP32_ACCUMULATE_NOTE.format(kinds=gemm_kinds(twin), fmt=fmt))
     return twin, notes

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from interp.precision.formats import FP16_MAX, FP16_OVERFLOW
-from interp.precision.gemm import GEMM_NAMES
+from interp.precision.gemm import gemm_kinds
 from interp.precision.int8 import MaskRef, int8_linear_inputs
 from interp.precision.lowp import low_precision
 from interp.precision.watch import Found, Watch, layer_of, watching
@@ -201,7 +201,8 @@ def precision_runs(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batc
         if fmt in ("bf16", "fp16"):
             twins[fmt], notes[fmt] = low_precision(model, fmt, linear)
         else:
-            notes[fmt] = [f"weights fp32; {GEMM_NAMES} inputs int8 per {'tensor (sequence)' if fmt == 'int8' else 'token'}"]
+            per = "tensor (sequence)" if fmt == "int8" else "token"
+            notes[fmt] = [f"weights fp32; {gemm_kinds(model)} inputs int8 per {per}"]
     accs = {fmt: _Acc() for fmt in formats}
     ref_mask = MaskRef()
     loss32 = sec32 = 0.0
