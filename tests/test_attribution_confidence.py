@@ -26,3 +26,8 @@ def test_no_final_norm_means_no_scale_effect():
     m = interp.zoo.build("no-norm", n_layers=2, d_model=16, n_heads=2, d_mlp=8, d_vocab=40, n_ctx=8).double()
     df = confidence_neurons(m, torch.randint(0, 40, (1, 8)))
     assert df.via_scale.abs().max() < 1e-12
+
+
+def test_a_model_that_is_not_from_the_zoo_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="not a zoo model: confidence_neurons reads zoo MLP neurons"):
+        confidence_neurons(torch.nn.Linear(2, 2), torch.zeros(1, 4, dtype=torch.long))

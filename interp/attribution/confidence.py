@@ -33,7 +33,14 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def confidence_neurons(model: HookedModel, tokens: torch.Tensor, layer: int = -1, null_k: int | None = None) -> pd.DataFrame:
-    """One row per neuron of `layer`, sorted by via_scale (see the module docstring for the columns)."""
+    """One row per neuron of `layer`, sorted by via_scale (see the module docstring for the columns).
+
+    Zoo models only: it reads the block's MLP weights and neuron activations, which only the zoo names."""
+    from interp.zoo.model import ZooModel
+    if not isinstance(model, ZooModel):
+        name = getattr(getattr(model, "card", None), "name", type(model).__name__)
+        raise ValueError(f"{name} is not a zoo model: confidence_neurons reads zoo MLP neurons "
+                         "(blocks.L.mlp.hook_post, mlp.down); convert a GPT-2 with interp.surgery.gpt2_to_zoo.from_gpt2 first")
     n_layers = len(model.blocks)
     layer = layer % n_layers
     blk = model.blocks[layer]
