@@ -38,9 +38,22 @@ def _dir_mode() -> int:
     return 0o777 & ~umask()
 
 
+def check_parent(path: str | Path) -> None:
+    """The folders above `path` are folders or absent (created when written): an existing file among them raises
+    OutputRefused, one line naming it (not the errno message mkdir would give, after the work)."""
+    p = Path(path)
+    for up in p.parents:
+        if os.path.lexists(up):
+            if not up.is_dir():
+                raise OutputRefused(f"{up} is a file, not a folder, so {p} cannot be written inside it; "
+                                    "choose another output path")
+            return
+
+
 def temp_file(path: str | Path) -> Path:
     """A new empty temp file beside `path` (same folder, so the final rename is atomic), mode per umask."""
     p = Path(path)
+    check_parent(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     os.fchmod(fd, _file_mode())
@@ -51,6 +64,7 @@ def temp_file(path: str | Path) -> Path:
 def temp_dir(path: str | Path) -> Path:
     """A new empty temp folder beside `path`, mode per umask."""
     p = Path(path)
+    check_parent(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp"))
     os.chmod(tmp, _dir_mode())
@@ -102,6 +116,7 @@ def check_dir_target(path: str | Path, kind: str, force: bool = False, what: str
     """May a `kind` folder be written at `path`? True when it will replace a previous one, False when `path` is
     absent or an empty folder; otherwise raise OutputRefused (one line naming the path) and touch nothing."""
     p, what = Path(path), what or f"interp {kind}"
+    check_parent(p)
     if not os.path.lexists(p):
         return False
     if p.is_symlink() or not p.is_dir():
@@ -124,6 +139,7 @@ def check_file_target(path: str | Path, is_same_kind: Callable[[Path], bool], wh
     """May a single-file output be written at `path`? Like `check_dir_target`, with `is_same_kind(path)`
     recognising a previous output by the marker inside it."""
     p = Path(path)
+    check_parent(p)
     if not os.path.lexists(p):
         return False
     if p.is_symlink() or not p.is_file():

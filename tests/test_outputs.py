@@ -120,3 +120,21 @@ def test_outputs_honour_the_umask(user_dir, tmp_path, mask):
     for p in [tmp_path / "f.bin", tmp_path / "report.html", *tmp_path.rglob("*")]:
         want = 0o777 & ~mask if p.is_dir() else 0o666 & ~mask
         assert stat.S_IMODE(p.stat().st_mode) == want, p
+
+
+def test_a_file_where_a_folder_is_expected_is_one_line_before_any_work(user_dir, capsys):
+    """-o under a user's file (collect's results folder, report's HTML file): one line naming the file, checked
+    before the model or results are loaded (a results path that does not exist is not even looked at), nothing
+    written."""
+    from interp.outputs import atomic_write_text
+    before = snapshot(user_dir)
+    notes = user_dir / "notes.txt"
+    assert collect(user_dir, notes / "sub") != 0
+    line = one_error_line(capsys)
+    assert f"{notes} is a file, not a folder" in line and "Errno" not in line
+    assert main(["report", str(user_dir / "no-such-results"), "-o", str(notes / "x.html")]) != 0
+    line = one_error_line(capsys)
+    assert f"{notes} is a file, not a folder" in line and "Errno" not in line
+    with pytest.raises(OutputRefused, match="is a file, not a folder"):
+        atomic_write_text(notes / "deeper" / "x.html", "x")
+    assert snapshot(user_dir) == before

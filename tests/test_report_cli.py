@@ -101,3 +101,15 @@ def test_report_from_real_collectors_draws_in_browser(saved, tmp_path):
     dom = dump_dom(path, tmp_path)
     n = html.count('class="plotly-graph-div"')
     assert n >= 5 and dom.count('class="plot-container plotly"') == n
+
+
+def test_cli_a_file_given_as_results_is_one_line_and_nothing_is_written(saved, tmp_path, capsys):
+    from interp.cli import main
+    root, _ = saved
+    f = tmp_path / "userfile.html"
+    f.write_text("<p>mine</p>")
+    assert main(["report", str(root), str(f), "-o", str(tmp_path / "x.html")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{f} is a file, not a results directory" in err[0] and "Errno" not in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["userfile.html"]
+    assert f.read_text() == "<p>mine</p>"

@@ -76,10 +76,14 @@ def merge_tables(*many: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 def load_dirs(paths: Iterable[str | Path]) -> list[Any]:
     """Load every saved `Results` under each path (the path itself, or its immediate subdirectories)."""
     from interp.collectors.results import INDEX, Results
-    out = []
-    for p in map(Path, paths):
+    out, paths = [], [Path(p) for p in paths]
+    for p in paths:  # every path checked before any is loaded
         if not p.exists():
             raise FileNotFoundError(f"results directory {p} does not exist; run `interp collect` first")
+        if not p.is_dir():
+            raise NotADirectoryError(f"{p} is a file, not a results directory; pass the folders written by "
+                                     "`interp collect` (or a folder of them)")
+    for p in paths:
         if (p / INDEX).is_file():
             out.append(Results.load(p))
             continue
