@@ -234,6 +234,31 @@ def test_collect_and_dla(family):
     assert torch.allclose(torch.tensor(df.groupby("batch")["metric"].first().to_numpy()), logit, atol=1e-4)
 
 
+# families with a learned position embedding: the module transformers adds to the token embedding
+POS_EMBED = {"gpt2": "transformer.wpe", "bert": "embeddings.position_embeddings",
+             "roberta": "embeddings.position_embeddings", "mpnet": "embeddings.position_embeddings",
+             "distilbert": "embeddings.position_embeddings"}
+
+
+def test_pos_embed_is_batch_by_position(family):
+    """hook_pos_embed is [b, t, d] as documented (GPT-2, BERT, DistilBERT look up one row of positions for the
+    whole batch): against the plain transformers model's own position-embedding output, broadcast over the batch
+    as transformers adds it. Rotary families have no hook_pos_embed."""
+    t, model, plain, tokens, _, cache = family
+    if t not in POS_EMBED:
+        assert "hook_pos_embed" not in model.hook_dict
+        return
+    seen = []
+    handle = plain.get_submodule(POS_EMBED[t]).register_forward_hook(lambda m, a, o: seen.append(o))
+    try:
+        with torch.no_grad():
+            plain(input_ids=tokens)
+    finally:
+        handle.remove()
+    assert cache["hook_pos_embed"].shape == (*tokens.shape, 32)
+    assert torch.equal(cache["hook_pos_embed"], seen[0].expand(*tokens.shape, 32)), t
+
+
 def test_family_list():
     """Every covered family has a row here (and the other way round); prints the list."""
     fams = covered()

@@ -95,6 +95,26 @@ def test_ln_free_loads_with_identity_norms(ckpts, tokens):
     assert torch.equal(model.apply_final_norm(post), post)
 
 
+def test_decompose_resid_batch_without_mask(ckpts):
+    """TransformerLens' decompose_resid on two rows with no mask (the README's recipe): hook_pos_embed is [b, t, d],
+    and the components sum, row by row, to what transformers' own GPT-2 (same folder) feeds its final LayerNorm."""
+    from transformers import GPT2LMHeadModel
+    model = interp.load_model(ckpts[0])
+    torch.manual_seed(0)
+    toks = torch.randint(1, model.hf.config.vocab_size, (2, 7))
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(toks)
+    assert cache["hook_pos_embed"].shape == cache["hook_embed"].shape == (2, 7, 32)
+    stack = cache.decompose_resid(pos_slice=-1)  # [components, b, d]
+    ref = GPT2LMHeadModel.from_pretrained(ckpts[0]).eval()
+    seen = []
+    ref.transformer.ln_f.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        ref_logits = ref(input_ids=toks).logits
+    assert stack.shape[1] == 2 and torch.allclose(stack.sum(0), seen[0][:, -1], atol=1e-5)
+    assert torch.equal(logits, ref_logits)  # observing hook_pos_embed changes nothing
+
+
 def _fake_hf_cache(root, repo_id, src, files):
     import shutil
     base = root / ("models--" + repo_id.replace("/", "--"))

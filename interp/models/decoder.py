@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
-from transformer_lens.hook_points import HookPoint
 
 from interp.models.hooked import QK_NORMS, BlockHooks, HookedHF, wire_residual
 from interp.models.hooks import fire, on_output
@@ -80,8 +79,7 @@ class HookedDecoder(HookedHF):
         scale = float(lay.residual_scale(cfg)) if lay.residual_scale is not None else 1.0
         base = sub(self.hf, lay.base)
         if lay.pos_embed:
-            self.hook_pos_embed = HookPoint()  # [b, t, d]
-            self._handles += [on_output(sub(base, lay.pos_embed), lambda x: fire(self.hook_pos_embed, x))]
+            self.wire_pos_embed(sub(base, lay.pos_embed))  # hook_pos_embed, [b, t, d]
         for l, layer in enumerate(sub(base, lay.layers)):
             attn, mlp = sub(layer, lay.attn), sub(layer, lay.mlp)
             qk = lay.q_norm and getattr(attn, lay.q_norm, None) is not None

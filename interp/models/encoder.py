@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import nn
-from transformer_lens.hook_points import HookPoint
 
 from interp.models.decoder import sub
 from interp.models.hooked import BlockHooks, HookedHF
@@ -51,9 +50,8 @@ class HookedEncoder(HookedHF):
         lay = self.layout
         self.family = lay.family
         e = sub(self.hf, lay.embeddings)
-        self.hook_pos_embed = HookPoint()  # [b, t, d]
+        self.wire_pos_embed(sub(e, lay.pos_embed))  # hook_pos_embed, [b, t, d]
         self.embed = EmbedHooks()
-        self._handles += [on_output(sub(e, lay.pos_embed), lambda x: fire(self.hook_pos_embed, x))]
         self._handles += self.embed.ln.attach(sub(e, lay.embed_ln))
         for l, layer in enumerate(sub(self.hf, lay.layers)):
             blk = BlockHooks(l, "post", {"ln1": "layernorm", "ln2": "layernorm"})

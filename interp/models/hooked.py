@@ -159,7 +159,8 @@ class HookedHF(TransformerLensNative):
         self.tokenizer = tokenizer
         self.hook_embed = HookPoint()  # [b, t, d]
         self._info = dict(name=name, weight_source=weight_source, quantization=quantization, extra=extra or {})
-        self._handles = [on_output(self.embed_module(), lambda x: fire(self.hook_embed, x))]
+        self._tokens_shape: tuple[int, int] = (0, 0)  # [b, t] of the running forward (see wire_pos_embed)
+        self._handles = [on_output(self.embed_module(), self._on_embed)]
         self.blocks = nn.ModuleList()
         self.ln_final: NormHooks | None = None
         self.wire()
@@ -173,6 +174,28 @@ class HookedHF(TransformerLensNative):
     def wire(self) -> None:
         """Create self.blocks (and self.ln_final) and register their PyTorch hooks into self._handles."""
         raise NotImplementedError
+
+    def _on_embed(self, x: torch.Tensor) -> torch.Tensor:
+        self._tokens_shape = (x.shape[0], x.shape[1])
+        return fire(self.hook_embed, x)
+
+    def wire_pos_embed(self, module: nn.Module) -> None:
+        """`hook_pos_embed` [b, t, d] on the output of the learned position embedding `module`. transformers
+        looks up one row of positions for the whole batch when none are passed (GPT-2, BERT, DistilBERT: [1, t, d],
+        broadcast when added); the hook sees it expanded (a copy, so in-place edits work) to the batch of the token
+        embedding that ran just before it in the same forward. The model then adds the expanded tensor, which
+        gives the same values. Unobserved, nothing is expanded."""
+        self.hook_pos_embed = HookPoint()  # [b, t, d]
+
+        def pos(x: torch.Tensor) -> torch.Tensor:
+            (b, t), self._tokens_shape = self._tokens_shape, (0, 0)  # this forward's only, never a stale one
+            if not observed(self.hook_pos_embed):
+                return x
+            if x.dim() == 3 and x.shape[0] == 1 and b > 1 and x.shape[1] == t:
+                x = x.expand(b, t, x.shape[-1]).clone()
+            return self.hook_pos_embed(x)
+
+        self._handles.append(on_output(module, pos))
 
     def unembed(self) -> nn.Linear:
         out = self.hf.get_output_embeddings()
