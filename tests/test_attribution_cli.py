@@ -50,3 +50,24 @@ def test_convert_and_remove_ln_cli(ckpts, tmp_path, capsys):
     assert main(["remove-ln", str(ckpts / "post"), "--out", str(tmp_path / "y")]) == 1
     err = capsys.readouterr().err
     assert "Post-LN" in err and not (tmp_path / "y").exists()
+
+
+def test_attribute_force_replaces_the_whole_folder(ckpts, tmp_path, capsys):
+    """--force replaces an earlier output as one folder: a logit_lens.csv of the earlier run (with --lens) does
+    not survive a run without --lens, and no temp or .old folder is left beside it."""
+    argv = ["attribute", str(ckpts / "pre"), "--tokens", "1,2,3", "--target-id", "7", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--lens"]) == 0
+    assert (tmp_path / "o" / "logit_lens.csv").is_file()
+    assert main([*argv, "--force"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [".interp-output", "dla.csv", "dla_summary.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_attribute_bad_neurons_is_named_before_the_model_loads(tmp_path, capsys):
+    (tmp_path / "not-a-model").mkdir()  # loading it would fail: the --neurons error must come first
+    for bad in ("x", "1,,2", "-1"):
+        assert main(["attribute", str(tmp_path / "not-a-model"), "--tokens", "1,2", "--target-id", "3",
+                     "--neurons", bad, "--out", str(tmp_path / "o")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--neurons must be comma-separated layer numbers" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-model"]

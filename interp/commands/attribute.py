@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 
 KIND, FILES = "attribution", ("dla.csv", "dla_summary.csv", "logit_lens.csv")
 
 
-def _write_csv(df, path: Path) -> None:
-    from interp.outputs import atomic_write_bytes
-    atomic_write_bytes(path, df.to_csv(index=False).encode())
+def _neurons(spec: str) -> list[int]:
+    """--neurons: comma-separated layer numbers ≥ 0 (checked before the model loads)."""
+    try:
+        layers = [int(x) for x in spec.split(",")] if spec else []
+    except ValueError:
+        layers = [-1]
+    if any(n < 0 for n in layers):
+        raise ValueError(f"--neurons must be comma-separated layer numbers (0, 1, ...), got {spec!r}")
+    return layers
 
 
 def _legacy(d: Path) -> bool:
@@ -32,7 +39,7 @@ def run(args: argparse.Namespace) -> None:
     from interp.attribution import dla, logit_lens, dla_summary
     from interp.tokenize import batch_encode
     from interp.commands._check import at_least, model_path
-    from interp.outputs import LEGACY, check_dir_target, write_marker
+    from interp.outputs import LEGACY, check_dir_target, install_dir, temp_dir
     at_least(args, threads=1)
     model_path(args.model)
     LEGACY.setdefault(KIND, _legacy)
@@ -43,6 +50,7 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError("say which logit to attribute: --target TEXT (one token) or --target-id ID")
     if (args.text is None) == (args.tokens is None):
         raise ValueError("give the input as --text TEXT or --tokens ID,ID,... (one of them)")
+    neurons = _neurons(args.neurons)
     model = interp.load_model(args.model, dtype=torch.float64 if args.float64 else torch.float32)
     if args.tokens is not None:
         try:
@@ -55,17 +63,21 @@ def run(args: argparse.Namespace) -> None:
         if getattr(model, "tokenizer", None) is None:
             raise ValueError(f"{args.model} has no tokenizer; pass --tokens instead of --text")
         tokens, _ = batch_encode(model.tokenizer, [args.text])
-    neurons = [int(x) for x in args.neurons.split(",")] if args.neurons else []
     df = dla(model, tokens, target, _token(args, "contrast", "contrast_id"), pos=args.pos, neuron_layers=neurons,
              components=args.component or None)
     out = Path(args.out)
     s = dla_summary(df)
-    out.mkdir(parents=True, exist_ok=True)
-    write_marker(out, KIND)
-    _write_csv(df, out / "dla.csv")
-    _write_csv(s, out / "dla_summary.csv")
-    if args.lens:
-        _write_csv(logit_lens(model, tokens, target), out / "logit_lens.csv")
+    lens = logit_lens(model, tokens, target) if args.lens else None
+    tmp = temp_dir(out)  # the whole folder is written beside --out and renamed into place: a replaced output
+    try:                 # keeps none of its old files (an earlier logit_lens.csv), a failure leaves nothing
+        df.to_csv(tmp / "dla.csv", index=False)
+        s.to_csv(tmp / "dla_summary.csv", index=False)
+        if lens is not None:
+            lens.to_csv(tmp / "logit_lens.csv", index=False)
+        install_dir(tmp, out, KIND, args.force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(s.to_string(index=False))
     print(f"wrote {out}/dla.csv, dla_summary.csv{', logit_lens.csv' if args.lens else ''}")
