@@ -145,3 +145,49 @@ def test_the_shared_reader_reads_a_vocabulary_as_written_through_plain_arrays(tm
         assert f.contents() == fresh.fields[k].contents() and f.types == fresh.fields[k].types and f.data == fresh.fields[k].data
         assert not any(isinstance(p, np.memmap) for p in f.parts)
     np.testing.assert_array_equal(r.tensors[0].data, np.arange(24, dtype=np.float32).reshape(3, 8))
+
+
+def test_a_killed_build_leaves_a_temp_folder_the_next_build_removes(root):
+    """A first build killed with SIGKILL (a forked child process; the kernel drops its flock) leaves its temp folder;
+    the next build of the same entry removes it. Kept: a build still running (its lock held), a lock-less folder
+    touched recently, another entry's temp folder, and anything not named like a temp folder."""
+    import signal
+    import time
+    from pathlib import Path
+    tmp, built = root
+    f = tmp / "m.gguf"
+    f.write_bytes(b"GGUF" + bytes(100))
+    key = C.content_key("m", [f])
+    dest = C.cache_root() / key
+    with C.building(dest) as running:                       # a concurrent build of the same entry, still running
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: starts a build of the entry, says where, and waits to be killed
+            try:
+                with C.building(dest) as t:
+                    (t / "joined.gguf").write_bytes(b"x" * 1000)
+                    os.write(w, str(t).encode())
+                    time.sleep(600)
+            finally:
+                os._exit(1)
+        os.close(w)
+        try:
+            killed = Path(os.read(r, 4096).decode())
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(r)
+        assert killed.is_dir() and killed.name.startswith(f".{key}.") and (killed / "joined.gguf").is_file()
+        old_unlocked = C.temp_dir(dest)                     # from before locks: no lock file, untouched for 2 h
+        os.utime(old_unlocked, (time.time() - 7200,) * 2)
+        fresh_unlocked = C.temp_dir(dest)
+        other = C.temp_dir(C.cache_root() / "other-entry")  # another entry's (lock-less, old): not this key's
+        os.utime(other, (time.time() - 7200,) * 2)
+        lookalike = C.cache_root() / f".{key}.notatemp"
+        lookalike.mkdir()
+        assert sorted(C.remove_abandoned(dest)) == sorted([killed, old_unlocked])
+        assert running.is_dir() and fresh_unlocked.is_dir() and not killed.exists()
+    d = C.dequantized(key, gguf_path=f)
+    assert (d / "source.bin").read_bytes() == f.read_bytes() and not (d / C.LOCK).exists() and len(built) == 1
+    left = sorted(p.name for p in C.cache_root().iterdir())
+    assert left == sorted([C.INDEX, key, fresh_unlocked.name, other.name, lookalike.name])

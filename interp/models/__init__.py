@@ -19,8 +19,15 @@ import torch
 
 from interp.models.cache import cache_root, content_key, dequantized, entry_ready, gguf_architecture
 from interp.models.hooked import HookedHF
-from interp.models.locate import MissingWeights, has_weights, hf_snapshot, missing_files
-from interp.models.registry import REGISTRY, cache_key, gpt2_tokenizer_dir, load_entry
+from interp.models.locate import (
+    TOKENIZER_WANTED,
+    MissingWeights,
+    has_tokenizer,
+    has_weights,
+    hf_snapshot,
+    missing_files,
+)
+from interp.models.registry import REGISTRY, cache_key, checkpoint_tokenizer, gpt2_tokenizer_dir, load_entry
 
 ALIASES = {"smollm2": "smollm2-135m", "gemma-3": "gemma-3-270m", "gemma3-270m": "gemma-3-270m",
            "minilm": "minilm-l6", "all-minilm-l6-v2": "minilm-l6", "gpt2-small": "gpt2",
@@ -44,18 +51,38 @@ def _load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32):
     if key in REGISTRY:
         return load_entry(REGISTRY[key], dtype)
     p = Path(name).expanduser()
-    if p.is_file() and p.suffix == ".gguf":
-        return _load_gguf(p, dtype)
     if p.is_dir():
         return _load_dir(p, dtype)
-    if "/" in name and not p.exists() and not name.startswith((".", "/", "~")):
+    if p.exists():
+        if p.is_file() and p.suffix.lower() == ".gguf":
+            return _load_gguf(p, dtype)
+        raise ValueError(_not_loadable(p))
+    if "/" in name and not name.startswith((".", "/", "~")):
         snap = hf_snapshot(name)  # an HF repo id: only from the local HF cache
         if snap is not None and has_weights(snap):
             from interp.models.load import load_hf_dir
-            return load_hf_dir(snap, name, dtype, tokenizer_dir=gpt2_tokenizer_dir(snap) or snap)
+            return load_hf_dir(snap, name, dtype, tokenizer_dir=checkpoint_tokenizer(snap, _model_type(snap)))
         raise MissingWeights(f"{name!r} is neither a path nor in the HF cache (missing: "
                              f"{', '.join(missing_files(snap))}); nothing is downloaded here")
     raise ValueError(f"unknown model {name!r}: not a path, and not one of: {', '.join(REGISTRY)}")
+
+
+def _not_loadable(p: Path) -> str:
+    """One line for an existing path that is neither a checkpoint directory nor a .gguf file: what to pass."""
+    if (p.parent / "config.json").is_file():
+        return (f"{p} is a file inside a checkpoint, not a checkpoint: pass its folder ({p.parent}) to load the "
+                "checkpoint it belongs to")
+    return (f"{p} is not something interp loads: pass a checkpoint directory (transformers: config.json + "
+            "model.safetensors + tokenizer files; or a zoo checkpoint) or a .gguf file")
+
+
+def _model_type(d: Path) -> str | None:
+    """config.json's model_type in `d` (None when unreadable: transformers' own error comes later)."""
+    try:
+        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeError):
+        return None
+    return meta.get("model_type") if isinstance(meta, dict) else None
 
 
 def _load_dir(p: Path, dtype: torch.dtype):
@@ -74,17 +101,20 @@ def _load_dir(p: Path, dtype: torch.dtype):
     from interp.models.families import covered, unsupported
     if isinstance(meta, dict) and meta.get("model_type") not in covered():  # before any file check or load
         raise unsupported(str(meta.get("model_type")), str(p))
-    missing = missing_files(p)
-    if missing and not (has_weights(p) and gpt2_tokenizer_dir(p)):
+    missing = [m for m in missing_files(p) if m != TOKENIZER_WANTED]  # config and weights (shards included)
+    if missing:
+        if not has_tokenizer(p) and not (meta.get("model_type") == "gpt2" and gpt2_tokenizer_dir(p)):
+            missing.append(TOKENIZER_WANTED)
         raise MissingWeights(f"{p} is an incomplete checkpoint; missing: {', '.join(missing)}")
+    tok = checkpoint_tokenizer(p, meta.get("model_type"))  # MissingWeights saying what to copy, if none
     from interp.models.load import load_hf_dir
-    return load_hf_dir(p, p.name, dtype, tokenizer_dir=gpt2_tokenizer_dir(p) or p)
+    return load_hf_dir(p, p.name, dtype, tokenizer_dir=tok)
 
 
 def _load_gguf(p: Path, dtype: torch.dtype):
     from interp.models.families import check_gguf
     from interp.models.load import load_hf_dir
-    arch = gguf_architecture(p)
+    arch = gguf_architecture(p, fix="replace it with an intact copy (download or convert it again)")
     check_gguf(arch, p)  # before the (slow) dequantization
     d = dequantized(content_key(p.stem.lower(), [p]), gguf_path=p)  # keyed by the file's SHA-256
     return load_hf_dir(d, p.stem, dtype, weight_source=str(p), quantization=f"GGUF {arch} (dequantized to fp32)")

@@ -4,14 +4,16 @@ The cache lives in $INTERP_CACHE (default ~/.cache/interp). An entry is named by
 content (`content_key`), so another file with the same name and size never gets this one's weights. The hash is
 computed once per file and kept in `sha256-index.json` in the cache root, keyed by path, size, inode, mtime and
 ctime (any change to the file means hashing it again). Each entry is built in a temporary directory beside it
-and renamed into place, so a crash or a bad GGUF never leaves a partial entry; later loads take seconds.
-"""
+and renamed into place, so a crash or a bad GGUF never leaves a partial entry; later loads take seconds. A build
+that was killed leaves its temporary directory; the next build of the same entry removes it (see `building`)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,8 +32,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("INTERP_CACHE") or Path.home() / ".cache" / "interp")
 
 
-def gguf_architecture(path: Path) -> str:
-    """`general.architecture` of a GGUF file, after checking that the file is complete (one clear error if not)."""
+def gguf_architecture(path: Path, fix: str = "reinstall the package that ships it") -> str:
+    """`general.architecture` of a GGUF file, after checking that the file is complete (one clear error if not,
+    ending with `fix`: what to do; the default is for the packaged models' files)."""
     import gguf
     try:
         r = gguf.GGUFReader(str(path))
@@ -40,10 +43,10 @@ def gguf_architecture(path: Path) -> str:
         end = max(int(t.data_offset) + int(t.n_bytes) for t in r.tensors)
     except Exception as e:  # gguf/numpy raise many kinds of errors on a bad file
         raise ValueError(f"{path} is not a readable GGUF file ({type(e).__name__}: {str(e)[:120]}); "
-                         "it is truncated or corrupt: reinstall the package that ships it") from None
+                         f"it is truncated or corrupt: {fix}") from None
     if end > path.stat().st_size:
         raise ValueError(f"{path} is truncated ({path.stat().st_size} bytes, its tensors need {end}); "
-                         "reinstall the package that ships it")
+                         f"{fix}")
     return arch
 
 
@@ -112,9 +115,107 @@ def entry_ready(d: Path) -> bool:
     return (d / READY).is_file()
 
 
+STALE_S = 3600  # a temp folder whose builder cannot be checked through its lock counts as abandoned after this
+
+
+@contextmanager
+def building(dest: Path):
+    """A new temp folder beside the cache entry `dest` to build it in (publish it with `publish_entry`); removed on
+    exit. Its builder holds an exclusive flock on the folder's LOCK file as long as it runs; the kernel releases it
+    when the process dies, killed with SIGKILL included. Before building, temp folders of the same entry that a
+    killed build left are removed (`remove_abandoned`)."""
+    remove_abandoned(dest)
+    tmp = temp_dir(dest)
+    fd = _hold_lock(tmp)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if fd is not None:
+            os.close(fd)
+
+
+LOCK = ".interp-building"  # inside a temp folder while its build runs: "<host> <pid>", flock'ed by the builder
+
+
+def _hold_lock(tmp: Path) -> int | None:
+    try:
+        import fcntl
+    except ImportError:  # no flock (not Linux / macOS): abandoned folders are then only found by age
+        return None
+    fd = os.open(tmp / LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without locks: no lock file, so the folder is judged by age only
+        os.close(fd)
+        (tmp / LOCK).unlink(missing_ok=True)
+        return None
+    os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+    return fd
+
+
+def _newest_mtime(d: Path) -> float:
+    times = [d.stat().st_mtime]
+    for c in d.iterdir():
+        try:
+            times.append(c.lstat().st_mtime)
+        except OSError:
+            pass
+    return max(times)
+
+
+def _abandoned(tmp: Path) -> bool:
+    """Whether the build in temp folder `tmp` is dead: its lock file was written on this host and nobody holds the
+    lock; or (no lock file, one from another host, no flock here) nothing in it changed for STALE_S."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    try:
+        fd = os.open(tmp / LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        fd = None
+    except OSError:
+        return False
+    try:
+        if fd is not None and fcntl is not None and os.read(fd, 4096).decode(errors="replace").split(" ")[0] == \
+                socket.gethostname():  # flock only speaks for this host's processes (NFS may keep locks local)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # held: the build is running
+            return True
+        return time.time() - _newest_mtime(tmp) > STALE_S
+    except OSError:
+        return False
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def remove_abandoned(dest: Path) -> list[Path]:
+    """Remove the temp folders of cache entry `dest` (".<name>.<8 random characters>.tmp" beside it, what
+    `temp_dir` makes) whose build is dead (`_abandoned`): what a killed first build leaves. Nothing else is
+    touched: not other entries' temp folders, not entries, not files, not links. Returns what was removed."""
+    pattern = re.compile(r"\." + re.escape(dest.name) + r"\.[a-z0-9_]{8}\.tmp")
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:
+        return []
+    removed = []
+    for n in names:
+        p = dest.parent / n
+        if pattern.fullmatch(n) and not p.is_symlink() and p.is_dir() and _abandoned(p):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 def publish_entry(tmp: Path, dest: Path) -> None:
     """Rename the finished entry `tmp` (READY written) to `dest`, modes per umask; when another process published
-    the same entry first, keep theirs (`tmp` is left for the caller to remove); an incomplete `dest` is replaced."""
+    the same entry first, keep theirs (`tmp` is left for the caller to remove); an incomplete `dest` is replaced.
+    The build's lock file is dropped first (the builder keeps holding the lock until `building` exits)."""
+    (tmp / LOCK).unlink(missing_ok=True)
     apply_umask(tmp)
     try:
         os.replace(tmp, dest)
@@ -131,8 +232,7 @@ def dequantized(key: str, gguf_path: Path | None = None, parts: Sequence[Path] =
     dest = root / key
     if entry_ready(dest):
         return dest
-    tmp = temp_dir(dest)
-    try:
+    with building(dest) as tmp:
         src = gguf_path if gguf_path is not None else concatenate(parts, tmp / "joined.gguf", expected_sha256)
         with one_gguf_parse():
             gguf_architecture(src)
@@ -141,8 +241,6 @@ def dequantized(key: str, gguf_path: Path | None = None, parts: Sequence[Path] =
         (tmp / READY).write_text(f"dequantized to float32 from {gguf_path or [str(p) for p in parts]}\n"
                                  f"at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         publish_entry(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

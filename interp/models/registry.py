@@ -13,6 +13,7 @@ import torch
 
 from interp.models.cache import content_key, dequantized
 from interp.models.locate import (
+    TOKENIZER_WANTED,
     MissingWeights,
     has_tokenizer,
     has_weights,
@@ -124,6 +125,26 @@ def gpt2_tokenizer_dir(checkpoint: Path) -> Path | None:
     return None
 
 
+def checkpoint_tokenizer(checkpoint: Path, model_type: str | None) -> Path:
+    """Where to read the tokenizer of a transformers checkpoint: the checkpoint itself when it has tokenizer files;
+    for GPT-2 only (model_type "gpt2", whose LN-free copies ship without one), else a cached gpt2 snapshot's.
+    Any other family without tokenizer files gets MissingWeights saying what to copy: another family's
+    vocabulary would silently read the wrong tokens."""
+    if has_tokenizer(checkpoint):
+        return checkpoint
+    if model_type == "gpt2":
+        tok = gpt2_tokenizer_dir(checkpoint)
+        if tok is None:
+            raise MissingWeights(f"{checkpoint} has no tokenizer and no cached gpt2 tokenizer was found; missing: "
+                                 f"{TOKENIZER_WANTED}: copy GPT-2's tokenizer files into it")
+        return tok
+    raise MissingWeights(
+        f"{checkpoint} has no tokenizer files (missing: {TOKENIZER_WANTED}, or vocab.txt): copy those of the model "
+        f"it was trained or fine-tuned from into it (e.g. AutoTokenizer.from_pretrained(<that model>)"
+        f".save_pretrained('{checkpoint}')); only GPT-2 checkpoints fall back to a cached gpt2 tokenizer, and a "
+        f"{model_type} model read with another vocabulary would see the wrong tokens")
+
+
 def gguf_parts(name: str) -> list[Path]:
     """The installed GGUF file of a GGUF-packaged model, in order: one file (smollm2-135m) or the parts that join
     into it (gemma-3-270m, qwen2.5-0.5b). MissingWeights when not installed; ValueError for other models."""
@@ -169,8 +190,4 @@ def load_entry(e: Entry, dtype: torch.dtype = torch.float32):
         return load_hf_dir(mpnet_checkpoint(), e.name, dtype, weight_source=str(mpnet_parts()[0].parent.parent),
                            quantization="none (fp32 safetensors)")
     d = e.locate()
-    tok = gpt2_tokenizer_dir(d)
-    if tok is None:
-        raise MissingWeights(f"{d} has no tokenizer and no cached gpt2 tokenizer was found; missing: "
-                             "tokenizer.json (or vocab.json + merges.txt)")
-    return load_hf_dir(d, e.name, dtype, tokenizer_dir=tok)
+    return load_hf_dir(d, e.name, dtype, tokenizer_dir=checkpoint_tokenizer(d, "gpt2"))
