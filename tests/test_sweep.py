@@ -1,4 +1,5 @@
 """The LR sweep: its attention-logit column against hook_attn_scores, divergence at an absurd rate, seeds and resume."""
+import json
 import math
 
 import pytest
@@ -52,3 +53,45 @@ def test_bad_input_is_refused():
         S.lr_sweep(["pre-foo"], progress=False)
     with pytest.raises(ValueError, match="learning rates must be positive"):
         S.lr_sweep(["pre-ln"], lrs=(1e-3, float("nan")), progress=False)
+
+
+def intact_sweep(out):
+    """A finished one-run sweep folder with the settings of RESUME (so --resume has nothing left to train)."""
+    out.mkdir()
+    (out / ".interp-output").write_text('{"kind": "sweep"}\n')
+    (out / "sweep.csv").write_text("strategy,seed,lr,final_loss,diverged\npre-ln,0,0.001,5.0,False\n")
+    (out / "sweep.json").write_text(json.dumps({
+        "size": S.SWEEP_SIZE, "lrs": [0.001], "steps": 2, "batch_size": 8, "clip": None, "corpus": "kjv",
+        "seeds": [0], "threads": 1, "columns": "see interp/train/sweep.py"}))
+    return out
+
+
+RESUME = ["sweep", "--strategies", "pre-ln", "--lrs", "1e-3", "--steps", "2", "--resume", "--quiet", "--out"]
+
+
+def test_resume_of_the_intact_sweep_runs(tmp_path):
+    """The control of the next test: the intact folder resumes (nothing left to train)."""
+    from interp.cli import main
+    out = intact_sweep(tmp_path / "sw")
+    assert main([*RESUME, str(out)]) == 0
+
+
+@pytest.mark.parametrize("name,data,why", [
+    ("sweep.json", b"{not json", "not JSON"),
+    ("sweep.json", b'{"lrs": [0.001], "se\xff\xfeds": 1}', "not UTF-8"),
+    ("sweep.json", b"[1, 2]", "not an object"),
+    ("sweep.csv", b"", "not a CSV table"),
+    ("sweep.csv", b"\xff\xfe\x00junk\n\x00\x00", "not UTF-8"),
+    ("sweep.csv", b"a,b\n1,2\n", "no strategy or lr column"),
+])
+def test_resume_of_a_damaged_sweep_names_the_file(tmp_path, capsys, name, data, why):
+    """`interp sweep --resume` on a sweep whose settings or table is damaged: one line naming the file and what to
+    do, before any training; the folder is left byte for byte as it was."""
+    from interp.cli import main
+    out = intact_sweep(tmp_path / "sw")
+    (out / name).write_bytes(data)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main([*RESUME, str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out / name) in err[0] and why in err[0] and "--force" in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -25,6 +25,42 @@ def check_out(out: Path, resume: bool, force: bool) -> None:
         raise OutputRefused(f"--out {out} already holds a sweep; pass --resume to extend it or --force to replace it")
 
 
+def _damaged(path: Path, why: str) -> ValueError:
+    return ValueError(f"{path} is damaged ({why}), so the sweep in {path.parent} cannot be resumed; pass --force "
+                      "instead of --resume to start it over (replacing it), or use another --out")
+
+
+def read_meta(path: Path) -> dict:
+    """A sweep's settings file (sweep.json / sweep.partial.json) for --resume; damaged: one line naming it."""
+    import json
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise _damaged(path, "not UTF-8 text") from None
+    except ValueError as e:
+        raise _damaged(path, f"not JSON: {e}") from None
+    if not isinstance(old, dict):
+        raise _damaged(path, f"a JSON {type(old).__name__}, not an object of settings")
+    return old
+
+
+def read_rows(path: Path):
+    """A sweep's table (sweep.csv / sweep.partial.csv) for --resume; damaged: one line naming it."""
+    import pandas as pd
+    try:
+        df = pd.read_csv(path)
+    except UnicodeDecodeError:
+        raise _damaged(path, "not UTF-8 text") from None
+    except (ValueError, pd.errors.ParserError) as e:  # EmptyDataError is a ValueError
+        raise _damaged(path, f"not a CSV table: {' '.join(str(e).split())}") from None
+    missing = [c for c in ("strategy", "lr") if c not in df.columns]
+    if missing:
+        raise _damaged(path, f"no {' or '.join(missing)} column")
+    if not pd.api.types.is_numeric_dtype(df["lr"]):
+        raise _damaged(path, "its lr column is not numbers")
+    return df
+
+
 def run(args: argparse.Namespace) -> None:
     import json
 
@@ -62,11 +98,11 @@ def run(args: argparse.Namespace) -> None:
     done = None
     src, smeta = (partial, pmeta) if partial.is_file() else (out / "sweep.csv", out / "sweep.json")
     if args.resume and src.is_file():  # an interrupted sweep, or a finished one to extend (more lrs / seeds)
-        old = json.loads(smeta.read_text()) if smeta.is_file() else {}
+        old = read_meta(smeta) if smeta.is_file() else {}
         same = {k: v for k, v in meta.items() if k not in ("lrs", "seeds", "threads")}
         if {k: old.get(k) for k in same} != json.loads(json.dumps(same)) or "seeds" not in old:
             raise ValueError(f"{src} was written with other settings ({old}); drop --resume or use another --out")
-        done = pd.read_csv(src)
+        done = read_rows(src)
         meta["lrs"] = tuple(sorted(set(meta["lrs"]) | set(old.get("lrs", ()))))
         meta["seeds"] = tuple(sorted(set(meta["seeds"]) | set(old.get("seeds", ()))))
     out.mkdir(parents=True, exist_ok=True)
