@@ -66,8 +66,6 @@ def run(args: argparse.Namespace) -> None:
 
     import torch
 
-    import pandas as pd
-
     from interp.commands._check import at_least, positive_finite
     from interp.outputs import atomic_write_bytes, write_marker
     from interp.train.sweep import SWEEP_SIZE, lr_sweep
