@@ -100,13 +100,20 @@ def write_marker(directory: str | Path, kind: str, **info) -> None:
     atomic_write_text(Path(directory) / MARKER, json.dumps({"kind": kind, **info}, default=str) + "\n")
 
 
-def marker_kind(directory: str | Path) -> str | None:
-    """The kind named by `directory`'s marker file, or None (no marker, unreadable, not a folder)."""
+def read_marker(directory: str | Path) -> dict | None:
+    """`directory`'s marker (its kind and the info it was written with), or None (no marker, unreadable, not a
+    folder, not a JSON object)."""
     try:
         d = json.loads((Path(directory) / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return d.get("kind") if isinstance(d, dict) and isinstance(d.get("kind"), str) else None
+    return d if isinstance(d, dict) else None
+
+
+def marker_kind(directory: str | Path) -> str | None:
+    """The kind named by `directory`'s marker file, or None (no marker, unreadable, not a folder)."""
+    d = read_marker(directory)
+    return d.get("kind") if d is not None and isinstance(d.get("kind"), str) else None
 
 
 LEGACY: dict[str, Callable[[Path], bool]] = {}  # kind -> recogniser of its outputs written before markers existed

@@ -2,6 +2,11 @@
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
+
+import pytest
+
+import interp.data
 
 from interp.report.job_pool import run_tasks
 from interp.report.main_job import REACH_MODELS, REAL_MODELS, longest_first, task_cost
@@ -101,3 +106,116 @@ def test_render_takes_the_claims_late_and_places_them_first():
     now, later = render_html(tables, ["t"], claims=claims), render_html(tables, ["t"], claims=late)
     assert norm(now) == norm(later) and calls == [1]
     assert later.index('id="claims"') < later.index('id="models"')
+
+
+# ---- what the main job may replace: its report, claims.json and results/<model> folders next to -o ----
+
+ZOO = interp.data.DATA_DIR / "zoo"
+
+
+def tree(root):
+    """Every file under `root` with its bytes (what "left as it was" means)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def collect_cli(model, out, tmp_path, *extra):
+    """`interp collect` as a user runs it: a results folder of `model` at `out` (32 tokens, one collector)."""
+    import numpy as np
+
+    from interp.cli import main
+    np.save(tmp_path / "tokens.npy", np.arange(1, 65, dtype=np.int64) % 500)
+    assert main(["collect", str(model), "--data", str(tmp_path / "tokens.npy"), "-o", str(out), "--max-tokens",
+                 "32", "--collectors", "residual", "--batch-size", "2", "--quiet", *extra]) == 0
+
+
+def one_error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_default_refuses_a_users_collect_output_and_claims_file_before_any_work(tmp_path, capsys):
+    """`interp report --default` saves each model at <dir of -o>/results/<model> and writes <dir>/claims.json:
+    an `interp collect` output there is refused without --force, a claims.json that is not a claims table even
+    with it, each with one line naming it before anything is measured; the user's files stay byte for byte."""
+    from interp.cli import main
+    first = sorted(d.name for d in ZOO.iterdir() if (d / "config.json").is_file())[0]  # --small: the first 3
+    out = tmp_path / "rep"
+    collect_cli(ZOO / first, out / "results" / first, tmp_path)
+    before = tree(out)
+    assert main(["report", "--default", "--small", "-o", str(out / "index.html")]) == 1
+    line = one_error(capsys)
+    assert str(out / "results" / first) in line and "--force" in line and "interp collect" in line
+    assert tree(out) == before
+    (out / "results" / first).rename(tmp_path / "kept")
+    (out / "claims.json").write_text('{"mine": 1}\n')
+    before = tree(out)
+    for force in ([], ["--force"]):
+        assert main(["report", "--default", "--small", "-o", str(out / "index.html"), *force]) == 1
+        line = one_error(capsys)
+        assert str(out / "claims.json") in line and "refusing" in line
+        assert tree(out) == before
+
+
+@pytest.mark.parametrize("var,value", [("INTERP_THREADS", "0"), ("INTERP_THREADS", "two"),
+                                       ("INTERP_JOB_WORKERS", "x"), ("INTERP_JOB_WORKERS", "-1")])
+def test_default_names_a_bad_environment_value_before_any_work(tmp_path, capsys, monkeypatch, var, value):
+    from interp.cli import main
+    monkeypatch.setenv(var, value)
+    assert main(["report", "--default", "--small", "-o", str(tmp_path / "index.html")]) == 1
+    line = one_error(capsys)
+    assert f"{var}={value!r}" in line and "whole number, at least 1" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_results_replaces_its_own_and_a_collect_output_only_with_force(tmp_path, capsys):
+    from interp.collectors.results import Results
+    from interp.outputs import OutputRefused
+    from interp.report.main_job import job_wrote, save_results
+    src = tmp_path / "src"
+    collect_cli(ZOO / "pre-ln", src, tmp_path)
+    res = Results.load(src)
+    own = tmp_path / "results" / "own"
+    save_results(res, own)
+    save_results(res, own)                          # the job's own earlier result: replaced without --force
+    assert job_wrote(own) and not job_wrote(src)
+    users = tmp_path / "results" / "users"
+    collect_cli(ZOO / "pre-ln", users, tmp_path)
+    before = tree(users)
+    with pytest.raises(OutputRefused, match="--force"):
+        save_results(res, users)
+    assert tree(users) == before
+    save_results(res, users, force=True)            # --force: the collect output may go
+    assert job_wrote(users)
+    mine = tmp_path / "results" / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(OutputRefused, match="refusing"):
+        save_results(res, mine, force=True)         # never a folder that is not a results folder
+    assert tree(mine) == {"notes.txt": b"keep"}
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["mine", "own", "users"]
+
+
+def test_default_with_force_replaces_a_collect_output_and_marks_its_own(tmp_path):
+    """End to end on a one-model zoo: without --force the job refuses the collect output at results/pre-ln;
+    with it, the job's result replaces it and is marked as the job's (so a later run may replace it)."""
+    import json
+
+    from interp.collectors.results import Results
+    from interp.outputs import OutputRefused
+    from interp.report.main_job import job_wrote, run_default
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "pre-ln").symlink_to(ZOO / "pre-ln")
+    out = tmp_path / "rep"
+    collect_cli(ZOO / "pre-ln", out / "results" / "pre-ln", tmp_path)
+    before = tree(out)
+    kw = dict(small=True, zoo_dir=zoo, real_models=(), workers=1)
+    with pytest.raises(OutputRefused, match="--force"):
+        run_default(out / "index.html", **kw)
+    assert tree(out) == before
+    run_default(out / "index.html", force=True, **kw)
+    assert job_wrote(out / "results" / "pre-ln")
+    assert Results.load(out / "results" / "pre-ln").meta["n_tokens"] > 32
+    assert isinstance(json.loads((out / "claims.json").read_text()), list)
+    assert sorted(p.name for p in out.iterdir()) == ["claims.json", "index.html", "results"]

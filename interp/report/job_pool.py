@@ -19,15 +19,25 @@ from typing import Any
 Task = tuple[Callable[..., Any], tuple]  # (top-level function, its arguments)
 
 
+def env_count(name: str, default: int) -> int:
+    """The whole number ≥ 1 in environment variable `name` (`default` when unset or empty); anything else is one
+    ValueError naming the variable, its value and what to set."""
+    env = os.environ.get(name, "").strip()
+    if not env:
+        return default
+    try:
+        n = int(env)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"environment variable {name}={os.environ[name]!r} must be a whole number, at least 1 "
+                         f"(e.g. {name}={default}); set it so or unset it")
+    return n
+
+
 def default_workers() -> int:
     """INTERP_JOB_WORKERS, else 2 where there are at least 2 cores (1 otherwise)."""
-    env = os.environ.get("INTERP_JOB_WORKERS")
-    if env:
-        n = int(env)
-        if n < 1:
-            raise ValueError(f"INTERP_JOB_WORKERS must be at least 1, got {env}")
-        return n
-    return 2 if (os.cpu_count() or 1) >= 2 else 1
+    return env_count("INTERP_JOB_WORKERS", 2 if (os.cpu_count() or 1) >= 2 else 1)
 
 
 def _init_worker(threads: int) -> None:

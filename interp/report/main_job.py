@@ -7,7 +7,6 @@ logs shipped with the zoo (data/zoo, data/sweep) because training is not re-run 
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,69 @@ class JobContext:
     results_dir: Path
     t0: float                  # when the job started (time.time())
     small: bool
+    force: bool = False        # may replace results folders this job did not write (`check_results_target`)
+
+
+# The `written_by` field of the marker of every results folder the job saves: the job replaces its own earlier
+# results without --force, a results folder from anywhere else (`interp collect`) only with --force.
+JOB = "interp report --default"
+
+
+def job_wrote(directory: Path) -> bool:
+    """Whether `directory` is a results folder this job saved (its marker says so)."""
+    from interp.outputs import read_marker
+    m = None if Path(directory).is_symlink() else read_marker(directory)
+    return m is not None and m.get("kind") == "results" and m.get("written_by") == JOB
+
+
+def check_results_target(directory: Path, force: bool = False) -> None:
+    """May the job save a model's results at `directory`? Absent, empty or the job's own earlier result: yes;
+    a results folder the job did not write (from `interp collect`): only with `force`; anything else (a user's
+    folder or file, another kind of output, a file above it): OutputRefused, one line naming it."""
+    from interp.collectors.results import KIND
+    from interp.outputs import OutputRefused, check_dir_target
+    if job_wrote(directory):
+        return
+    if check_dir_target(directory, KIND, force=True, what="interp results folder") and not force:
+        raise OutputRefused(f"{directory} holds results that `{JOB}` did not write (from `interp collect`?); "
+                            "refusing to replace them: pass --force to replace them, or choose another -o folder")
+
+
+def save_results(res, directory: Path, force: bool = False) -> Path:
+    """Save `res` at `directory` (atomically: written beside it, then renamed) with a marker saying this job
+    wrote it, replacing only what `check_results_target` allows (checked again here, just before the swap)."""
+    import shutil
+
+    from interp.collectors.results import KIND
+    from interp.outputs import install_dir, temp_dir
+    check_results_target(directory, force)
+    staging = temp_dir(directory)
+    try:
+        res.save(staging / "results")
+        install_dir(staging / "results", directory, KIND, force=True, written_by=JOB)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def results_folder(results_dir: Path, name: str) -> Path:
+    """Where the job saves model `name`'s results."""
+    return Path(results_dir) / name.replace("/", "_")
+
+
+def zoo_model_name(d: Path) -> str:
+    """The name `interp.zoo.load(d)` gives its model (the strategy, '.seedN' for seed N > 0; what its results are
+    saved under), read from its config.json without loading the weights; the folder's name if it does not say."""
+    import json
+    try:
+        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        strategy, training = meta["config"]["strategy"], meta.get("training") or {}
+        if not isinstance(strategy, str) or not isinstance(training, dict):
+            return d.name
+        seed = training.get("seed")
+        return strategy if seed in (None, 0) else f"{strategy}.seed{seed}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return d.name
 
 
 def model_steps(model, ctx: JobContext, log: Progress) -> list[dict[str, pd.DataFrame]]:
@@ -90,11 +152,13 @@ def costly_collectors(grads: bool = True, skip: bool = True) -> list:
 
 
 def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: int, ablate: bool,
-                costly_items: int, layer_skip: pd.DataFrame | None = None, skip: bool = True) -> tuple:
+                costly_items: int, layer_skip: pd.DataFrame | None = None, skip: bool = True,
+                force: bool = False) -> tuple:
     """Collect every table on `data` (the costly ones on its first `costly_items` items); for causal LMs also
     the massive-activation ablation. A given `layer_skip` table (pooled from the per-sequence skip losses of the
     same items) stands in for the costly pass's own skip forwards; skip=False measures no skip losses at all.
-    Returns (Results, extra canonical tables)."""
+    The Results are saved under `out_dir` (`save_results`; `force` as there). Returns (Results, extra canonical
+    tables)."""
     import interp.collectors as C
     from interp.analysis.ablation import ablation_per_sequence
     name = model.card.name
@@ -135,7 +199,7 @@ def collect_one(model, data, log: Progress, out_dir: Path | None, batch_size: in
         except ValueError as e:
             log(f"{name}: no ablation ({str(e).splitlines()[0]})")
     if out_dir is not None:
-        res.save(out_dir / name.replace("/", "_"), force=True)  # the job's own earlier result (marked)
+        save_results(res, results_folder(out_dir, name), force)
     return res, extra
 
 
@@ -215,7 +279,8 @@ def zoo_task(d: Path, ctx: JobContext) -> tuple[list, list, list[str]]:
         log(f"{model.card.name}: skip-one-block loss per sequence on {tokens.numel()} tokens in "
             f"{time.perf_counter() - t:.1f} s")
     res, extra = collect_one(model, tokens, log, ctx.results_dir, batch_size=8, ablate=False,
-                             costly_items=costly, layer_skip=layer_skip, skip=first_seed or subject)
+                             costly_items=costly, layer_skip=layer_skip, skip=first_seed or subject,
+                             force=ctx.force)
     extras.append(extra)
     if first_seed:
         from interp.precision.job import job_runs
@@ -249,7 +314,7 @@ def real_task(name: str, ctx: JobContext) -> tuple[list, list, list[str]]:
         log(f"{name}: not loaded ({str(e).splitlines()[0]})")
         return [], [], log.lines
     res, extra = collect_one(model, list(ctx.texts), log, ctx.results_dir, batch_size=4, ablate=True,
-                             costly_items=1)
+                             costly_items=1, force=ctx.force)
     extras = [extra]
     from interp.precision.job import job_runs
     extras.append(job_runs(model, list(ctx.texts), log, max_tokens=256))  # bf16 / fp16 / int8 end to end; logs its cost
@@ -320,39 +385,49 @@ def longest_first(labels: list[tuple[str, ...]]) -> list[int]:
 def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_dir: Path | None = None,
                 real_models: tuple[str, ...] | None = None, force: bool = False, workers: int | None = None,
                 full: bool = False) -> Path:
-    """Run the main job and write the report; returns its path (printed at the end). An existing report at
-    `out` is replaced only with `force` (checked before any work). The models are measured by `workers`
-    processes (default: `job_pool.default_workers()`, INTERP_JOB_WORKERS), one thread each. The real models
+    """Run the main job and write the report; returns its path (printed at the end). Besides `out` it writes
+    `claims.json` and `results/<model>` folders next to it. Checked before any work: an existing report at `out`
+    is replaced only with `force`; a claims.json there only when it is an earlier claims table; a results folder
+    only when this job wrote it, or with `force` when it is one from elsewhere (`interp collect`); anything else
+    is refused (OutputRefused, one line naming it). The models are measured by `workers` processes (default:
+    `job_pool.default_workers()`, INTERP_JOB_WORKERS), INTERP_THREADS threads each (default 1). The real models
     are REAL_MODELS, plus REACH_MODELS with `full`, unless `real_models` names them."""
     import interp
     import interp.data
     import interp.report
+    from interp.report.claims.measure import check_claims_target
     from interp.report.inputs import merge_tables, tables_from_results
-    from interp.report.job_pool import default_workers, run_tasks, task_pool
+    from interp.report.job_pool import default_workers, env_count, run_tasks, task_pool
 
     log = Progress()
     out = Path(out)
     from interp.report.marker import check_report_target
     check_report_target(out, force)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    workers = default_workers() if workers is None else workers
+    # one thread per worker: two threads per process fall 2-4x behind one as soon as another process competes for
+    # the cores (INTERP_THREADS=2 with INTERP_JOB_WORKERS=1 suits a machine with nothing else running)
+    threads = env_count("INTERP_THREADS", 1)
     zoo_dir = Path(zoo_dir) if zoo_dir else interp.data.DATA_DIR / "zoo"
-    n_seqs, seq_len, chars = (2, 64, 200) if small else (16, 128, 600)
-    ctx = JobContext(zoo_tokens=interp.data.heldout_tokens(n_seqs, seq_len),
-                     texts=tuple(interp.data.heldout_texts(n_seqs // 2 if not small else 2, chars)),
-                     results_dir=out.parent / "results", t0=log.t0, small=small)
-    log(f"held-out sample: {tuple(ctx.zoo_tokens.shape)} zoo tokens, {len(ctx.texts)} passages of ~{chars} chars "
-        "for real models")
     dirs = zoo_dirs(zoo_dir)
-    if not dirs:
-        log(f"no trained zoo in {zoo_dir}: run `interp train --zoo`; the zoo sections will say so")
     dirs = dirs[:3] if small else dirs
     if real_models is None:
         real_models = REAL_MODELS + (REACH_MODELS if full else ())
     reals = list(real_models[-1:] if small else real_models)
-    workers = default_workers() if workers is None else workers
-    # one thread per worker: two threads per process fall 2-4x behind one as soon as another process competes for
-    # the cores (INTERP_THREADS=2 with INTERP_JOB_WORKERS=1 suits a machine with nothing else running)
-    threads = int(os.environ.get("INTERP_THREADS", "1"))
+    results_dir = out.parent / "results"
+    for name in [zoo_model_name(d) for d in dirs] + reals:  # what the job will write, before any work
+        check_results_target(results_folder(results_dir, name), force)
+    check_claims_target(out.parent / "claims.json")
     torch.set_num_threads(threads)
+    n_seqs, seq_len, chars = (2, 64, 200) if small else (16, 128, 600)
+    ctx = JobContext(zoo_tokens=interp.data.heldout_tokens(n_seqs, seq_len),
+                     texts=tuple(interp.data.heldout_texts(n_seqs // 2 if not small else 2, chars)),
+                     results_dir=results_dir, t0=log.t0, small=small, force=force)
+    log(f"held-out sample: {tuple(ctx.zoo_tokens.shape)} zoo tokens, {len(ctx.texts)} passages of ~{chars} chars "
+        "for real models")
+    if not dirs:
+        log(f"no trained zoo in {zoo_dir}: run `interp train --zoo`; the zoo sections will say so")
     labelled = ([(("real", n), (real_task, (n, ctx))) for n in reals]
                 + [(("claims",), (claims_task, (zoo_dir, dirs, ctx)))]
                 + [(("dynamics",), (dynamics_task, (dirs, ctx)))]

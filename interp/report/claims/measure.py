@@ -180,12 +180,35 @@ def ln_removal_measured(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFra
     return {"ln_removal": pd.DataFrame(rows)} if rows else {}
 
 
+def is_claims_file(path: Path) -> bool:
+    """Whether `path` holds a claims table as `write_claims` writes it: a JSON list of records, each with a claim
+    and a verdict (what the main job may replace; any other file named claims.json is the user's)."""
+    try:
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(rows, list) and all(isinstance(r, dict) and "claim" in r and "verdict" in r for r in rows)
+
+
+def check_claims_target(path: Path) -> None:
+    """May the claims table be written to `path`? Absent or an earlier claims table: yes; anything else (a user's
+    file, a folder): OutputRefused, one line naming it, and nothing is touched, --force or not."""
+    from interp.outputs import OutputRefused, check_file_target
+    try:
+        check_file_target(path, is_claims_file, "interp claims table", force=True)
+    except OutputRefused as e:
+        raise OutputRefused(f"{e} (the main job writes claims.json next to the report: move that file, or "
+                            "choose another -o folder)") from None
+
+
 def write_claims(tables: dict[str, pd.DataFrame], path: Path) -> pd.DataFrame:
-    """Evaluate the claims on `tables` and write them to `path` (JSON records, atomically) for docs to render."""
+    """Evaluate the claims on `tables` and write them to `path` (JSON records, atomically) for docs to render.
+    A file at `path` that is not an earlier claims table is refused (`check_claims_target`), before evaluating."""
     import math
 
     from interp.report import write_atomic
     from interp.report.claims import evaluate
+    check_claims_target(path)
     claims = evaluate(tables)
     records = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v.item() if hasattr(v, "item") else v)
                 for k, v in r.items()} for r in claims.to_dict("records")]
