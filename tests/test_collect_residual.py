@@ -27,7 +27,7 @@ def brute(model, toks, mask, exclude_first=False):
         m[:, 0] = False
     rows = {}
     for layer, site, _kind, hook in residual_sites(model.sites):
-        x = cache[hook][m].double().numpy()  # [n, d]
+        x = cache[hook][m].double().flatten(1).numpy()  # [n, d] (QK-norm inputs [n, h, d_head]: a row per token)
         c = x - x.mean()
         norms = np.linalg.norm(x, axis=1)
         rows[(layer, site)] = dict(n_tokens=len(x), mean=x.mean(), var=x.var(), rms=np.sqrt((x ** 2).mean()),
@@ -71,3 +71,24 @@ def test_exclude_first_drops_position_zero():
     for key, r in ref.items():
         assert df.loc[key, "n_tokens"] == r["n_tokens"]
         assert df.loc[key, "var"] == pytest.approx(r["var"], rel=1e-5)
+
+
+def test_qk_norm_batch_without_a_counted_token():
+    """exclude_first on a QK-norm model (per-head norm inputs [b, t, h, d_head]) where a batch has no counted
+    position: max_tokens=21 cuts the third 10-token sequence to one token, alone in the second batch. That batch
+    adds nothing (it crashed reshaping [0, h, d_head] into [0, -1]); the tables are those of the first two
+    sequences, against brute force, and the default collectors run through it too."""
+    model = zoo.build("pre-rmsnorm-qk", n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=512)
+    g = torch.Generator().manual_seed(2)
+    seqs = torch.randint(1, 512, (3, 10), generator=g).tolist()
+    kw = dict(batch_size=2, max_tokens=21, exclude_first=True, progress=False)
+    res = collect(model, seqs, [ResidualStats()], **kw)
+    toks = torch.tensor(seqs[:2])
+    ref = brute(model, toks, torch.ones_like(toks, dtype=torch.bool), exclude_first=True)
+    assert any(site.startswith("norm_in:q") for _, site in ref)  # the per-head sites are there
+    df = res["residual"].set_index(["layer", "site"])
+    for key, r in ref.items():
+        assert df.loc[key, "n_tokens"] == r["n_tokens"] == 18
+        for col in ("mean", "var", "abs_max", "token_norm_max"):
+            assert df.loc[key, col] == pytest.approx(r[col], rel=1e-5, abs=1e-6 * r["rms"]), (key, col)
+    assert (collect(model, seqs, **kw)["residual"]["n_tokens"] == 18).all()

@@ -41,12 +41,15 @@ def padded(model, data):
     return next(batches(data, len(data), 0, "right"))
 
 
-def brute(model, data, alpha=6.0, layer_frac=0.25, token_frac=0.06):
+def brute(model, data, alpha=6.0, layer_frac=0.25, token_frac=0.06, exclude_first=False):
     """Per site: every statistic of the collector, from the cached tensors, the slow obvious way."""
     tokens, mask = padded(model, data)
     sites = residual_sites(model.sites)
     with torch.no_grad():  # cache only the sites: observing e.g. attention scores changes the zoo's kernels
         _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[s[3] for s in sites])
+    if exclude_first:  # right padding: position 0 is each sequence's first token
+        mask = mask.clone()
+        mask[:, 0] = False
     L = model.sites.n_layers
     out, hits = {}, {}
     for layer, site, _, hook in sites:
@@ -64,6 +67,8 @@ def brute(model, data, alpha=6.0, layer_frac=0.25, token_frac=0.06):
             err, tok_err = 0.0, []
             for s in range(len(data)):
                 xs = x[s][mask[s]]
+                if len(xs) == 0:
+                    continue
                 amax = xs.abs().max() if per == "tensor" else xs.abs().amax(-1, keepdim=True)
                 scale = amax / 127
                 q = torch.round(xs / scale).clamp(-127, 127) * scale
@@ -93,9 +98,9 @@ COLS = ["abs_max", "frac_fp16_overflow", "frac_fp16_flush", "fp16_rel_error", "b
         "frac_outlier_values", "n_outlier_features"]
 
 
-def check_against_brute(model, data, batch_size):
-    res = collect(model, data, [Precision()], batch_size=batch_size, progress=False)
-    ref, features = brute(model, data)
+def check_against_brute(model, data, batch_size, exclude_first=False):
+    res = collect(model, data, [Precision()], batch_size=batch_size, exclude_first=exclude_first, progress=False)
+    ref, features = brute(model, data, exclude_first=exclude_first)
     df = res["precision"].set_index(["layer", "site"])
     assert len(df) == len(ref)
     for key, r in ref.items():
@@ -227,3 +232,16 @@ def test_torch_form_matches_brute_force(monkeypatch):
     import interp.collectors.precision as mod
     monkeypatch.setattr(mod.pk, "usable", lambda x: False)
     check_against_brute(tiny("peri-ln"), seqs(5, 4), batch_size=4)
+
+
+def test_qk_norm_batch_without_a_counted_token(monkeypatch):
+    """exclude_first with a batch whose only sequence is one token long: on a QK-norm model the torch form (float64
+    models, GPU) reshaped the per-head rows [0, h, d_head] into [0, -1] and crashed; the batch adds nothing."""
+    import interp.collectors.precision as mod
+    data = seqs(7, 3) + [[9]]  # batches of 3: the second holds the one-token sequence alone
+    model64 = interp.zoo.build("pre-rmsnorm-qk", seed=0, dtype=torch.float64, **KW)  # the torch form, unpatched
+    n = collect(model64, data, [Precision()], batch_size=3, exclude_first=True, progress=False)["precision"].n_tokens
+    assert (n == sum(len(s) - 1 for s in data)).all()
+    monkeypatch.setattr(mod.pk, "usable", lambda x: False)
+    res = check_against_brute(tiny("pre-rmsnorm-qk"), data, batch_size=3, exclude_first=True)
+    assert res["precision"]["site"].str.startswith("norm_in:q").any()

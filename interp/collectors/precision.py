@@ -96,7 +96,7 @@ class Precision(Collector):
                 st = self.fused_stats(x.detach())
             else:
                 rows = self.batch.select(x.detach())
-                st = self.stats(rows.reshape(rows.shape[0], -1) if rows.dim() > 2 else rows)  # per-head: a row per token
+                st = self.stats(rows.flatten(1) if rows.dim() > 2 else rows)  # per-head: a row per token (n may be 0)
             self._last = (x, x._version, st)
         if st is None:
             return

@@ -129,7 +129,7 @@ class ResidualStats(Collector):
             if row is None:
                 rows = self.batch.select(x.detach())  # a view of x when every token counts
                 if rows.dim() > 2:  # per-head tensors (QK-norm inputs [b, t, h, d_head]): one vector per token
-                    rows = rows.reshape(rows.shape[0], -1)
+                    rows = rows.flatten(1)  # (not reshape(n, -1): with no counted token, n = 0 leaves -1 undefined)
                 row = self._moments(rows, x)
             self._last = (x, x._version, row)
         if row < 0:
