@@ -182,3 +182,19 @@ def test_refuses_non_causal_models_and_foreign_tables():
                                            d_vocab=64)).result()
     with pytest.raises(ValueError, match="layer_skip"):
         beside_exact(est, est)
+
+
+def test_no_next_token_pair_gives_nan_estimates():
+    """Sequences of one token: no next-token pair, so the mean losses and estimates are 0/0: NaN, as the brute
+    force (cross-entropy over the empty set of real pairs) gives; they were reported as 0.0."""
+    model = zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=512)
+    with torch.no_grad():
+        model.embed.weight[5, 3] = 3000.0
+    src = MassiveActivations()
+    collect(model, [[5, 7, 8], [5, 9]], [src], progress=False)
+    toks, mask = torch.tensor([[5], [6]]), torch.ones(2, 1, dtype=torch.bool)
+    pair = mask[:, :-1] & mask[:, 1:]
+    assert np.isnan(F.cross_entropy(model(toks)[:, :-1][pair], toks[:, 1:][pair]).item())
+    res = collect(model, (toks, mask), [SkipAttribution(), MassiveAttribution(src)], batch_size=2, progress=False)
+    assert res["skip_attribution"][["base", "increase_first_order"]].isna().all().all()
+    assert res["massive_attribution"][["base", "loss_delta_first_order"]].isna().all().all()

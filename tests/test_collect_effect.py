@@ -129,3 +129,29 @@ def test_layer_effect_by_reference_reads_strided_streams_correctly():
     res = collect(model, toks, [le], batch_size=2, progress=False)
     assert le._by_ref is True
     _check_angles(model, res, toks)
+
+
+def test_no_next_token_pair_gives_nan_losses():
+    """Every sequence one token long: the mean next-token loss is over no pairs, 0/0, which the brute force
+    (cross-entropy over the empty set of real pairs) gives as NaN; layer_skip reported 0.0."""
+    model = zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=512)
+    toks, mask = torch.tensor([[5], [6]]), torch.ones(2, 1, dtype=torch.bool)
+    pair = mask[:, :-1] & mask[:, 1:]
+    ref = F.cross_entropy(model(toks, attention_mask=mask)[:, :-1][pair].double(), toks[:, 1:][pair]).item()
+    assert np.isnan(ref)
+    df = collect(model, (toks, mask), [LayerEffect(skip=True)], batch_size=2, progress=False)["layer_skip"]
+    assert df[["base", "skipped", "increase"]].isna().all().all()
+
+
+def test_non_finite_stream_error_names_the_hook():
+    """A stream that overflows: the error names the hooks of the angle it spoiled (it named a state key)."""
+    import re
+
+    from interp.collectors.base import NonFiniteError
+    model = zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=512)
+    with torch.no_grad():
+        model.blocks[1].mlp.down.bias[4] = float("inf")  # the stream at depth 2 (block 1's output) is inf
+    bad = re.escape(model.sites.stream()[2])
+    for c in (LayerEffect(skip=False), LayerEffect(skip=True)):
+        with pytest.raises(NonFiniteError, match=rf"at \S+ or {bad} \(the angle from depth 1 to depth 2\)"):
+            collect(model, [[1, 2, 3]], [c], progress=False)

@@ -98,7 +98,7 @@ class SkipAttribution(Collector):
 
     def result(self) -> pd.DataFrame:
         st = {k: v.numpy() for k, v in self.state.items()}
-        n = max(st["n"][0], 1)
+        n = st["n"][0] if st["n"][0] > 0 else np.nan  # no next-token pair at all: undefined, not 0
         L = len(st["est_sum"])
         return pd.DataFrame({"model": self.model.card.name, "layer": np.arange(L), "metric": "next_token_ce",
                              "base": st["base_sum"][0] / n, "increase_first_order": st["est_sum"] / n})
@@ -162,7 +162,7 @@ class MassiveAttribution(Collector):
 
     def result(self) -> pd.DataFrame:
         st = {k: v.numpy() for k, v in self.state.items()}
-        n = max(st["n"][0], 1)
+        n = st["n"][0] if st["n"][0] > 0 else np.nan  # no next-token pair at all: undefined, not 0
         return pd.DataFrame({"model": self.model.card.name, "intervention": list(self.MODES), "depth": self.depth,
                              "dims": " ".join(map(str, self.dims.tolist())),
                              "n_replaced": st["replaced"].astype(np.int64), "base": st["base_sum"][0] / n,

@@ -227,6 +227,19 @@ class LayerEffect(Collector):
                 else:
                     st["skip_sum"][l] += (1 - F.cosine_similarity(base, _pooled(out, am), dim=-1)).sum()
 
+    def describe(self, key, bad):
+        """The hooks a non-finite angle or loss came from."""
+        where = bad.nonzero()
+        if key.startswith("ang"):  # [offset, depth]: the angle between the streams at depth l and l + n
+            i, l = int(where[0, 0]), int(where[0, 1])
+            n = self.ns[i]
+            return f"at {self.hooks_[l]} or {self.hooks_[l + n]} (the angle from depth {l} to depth {l + n})"
+        if key == "skip_sum":
+            l = int(where[0, 0])
+            return (f"in the loss with block {l} skipped ({self.hooks_[l + 1]} replaced by {self.hooks_[l]}, the "
+                    "later blocks run on it)")
+        return f"in the intact model's output (the loss after {self.hooks_[-1]})"
+
     def result(self) -> pd.DataFrame:
         st = {k: v.numpy() for k, v in self.state.items()}
         D = len(self.hooks_)
@@ -242,10 +255,11 @@ class LayerEffect(Collector):
                              "angular_last": mean("ang_last_sum", "ang_last_n")})
 
     def skip_table(self) -> pd.DataFrame:
-        """Per block: the metric with the block skipped, the intact metric and the increase."""
+        """Per block: the metric with the block skipped, the intact metric and the increase (NaN when no loss term
+        was counted: every sequence one token long, so no next-token pair)."""
         st = {k: v.numpy() for k, v in self.state.items()}
         causal = is_causal(self.model)
-        n = max(st["skip_n"][0], 1)
+        n = st["skip_n"][0] if st["skip_n"][0] > 0 else np.nan  # 0/0 is undefined, not 0
         base = st["base_sum"][0] / n if causal else 0.0
         skipped = st["skip_sum"] / n
         return pd.DataFrame({"model": self.model_name, "layer": np.arange(len(skipped)),
