@@ -158,6 +158,7 @@ def test_ablation_depth_is_where_the_largest_massive_dim_appears():
     col.state["dim_value_sum"][2, 6] = -150.0
     col.state["dim_count"][3:, 6] = 4                     # ... then in every sequence from depth 3, at -2e4
     col.state["dim_value_sum"][3:, 6] = 4 * -2e4
+    col.state["dim_seqs"] = col.state["dim_count"].clone()  # one activation per sequence here
     assert col.appearance_depth() == 3
 
 
@@ -183,3 +184,96 @@ def test_long_sequences_match_brute_force():
     t = res["massive_top"]
     np.testing.assert_allclose(t["abs"].to_numpy(), [c[0] for c in top], rtol=1e-6)
     assert df.n_massive.sum() > 0 and len(res["massive_dims"]) == len(dims)
+
+
+def tied_model():
+    """Blocks that write nothing (attention and MLP outputs zeroed) and no position embedding (rotary): the stream
+    at every depth is the token embedding, so every value of token 5, ±5000 in every dim, ties in |x| with every
+    other one, in every occurrence and at every depth."""
+    m = zoo.build("pre-ln", positions="rotary", n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=64, d_vocab=100)
+    with torch.no_grad():
+        m.embed.weight[5] = 5000.0 * (1 - 2 * (torch.arange(32) % 3 == 1).float())
+        for blk in m.blocks:
+            for lin in (blk.attn.out, blk.mlp.down):
+                lin.weight.zero_()
+                lin.bias.zero_()
+    return m
+
+
+def brute_top(model, seqs, k, exclude_first=False, token_scope=False):
+    """The documented top-k, each sequence run alone: every (|x|, depth, position, dim, token, value, median) of
+    every counted position, sorted by |x| descending, then depth, position, dim, token, value, median."""
+    rows = []
+    for s in seqs:
+        _, cache = model.run_with_cache(torch.tensor([s]))
+        for j, h in enumerate(model.sites.stream()):
+            x = cache[h][0].float()
+            p0 = 1 if exclude_first else 0
+            a = x[p0:].abs()
+            if not len(a):
+                continue
+            med = a.median(-1).values if token_scope else a.flatten().median().expand(len(a))  # lower medians
+            for p, d in np.ndindex(*a.shape):
+                rows.append((float(a[p, d]), j, p + p0, d, s[p + p0], float(x[p + p0, d]), float(med[p])))
+    return sorted(rows, key=lambda r: (-r[0], *r[1:]))[:k]
+
+
+@pytest.mark.parametrize("scope", ["sequence", "token"])
+def test_top_ties_are_broken_as_documented_for_any_batching(scope):
+    """massive_top with many equal |x| (token 5's ±5000 at every other position, in every sequence and depth): the
+    kept rows are those of the documented order (depth, position, dim, token, then value and median), on every
+    path — unpadded batches (CPU kernel), padded ones and exclude_first (torch forms) — whatever the batch size.
+    The torch forms pre-selected each sequence's top values with torch.topk, which breaks ties arbitrarily."""
+    model = tied_model()
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(10, 100, (n,), generator=g).tolist() for n in (40, 33, 40, 40)]
+    for s in seqs:
+        s[2::2] = [5] * len(s[2::2])
+    k = 64  # fewer than the ~600 tied values of a sequence at one depth
+    for ef in (False, True):
+        ref = brute_top(model, seqs, k, ef, scope == "token")
+        assert ref[0][0] == ref[-1][0] == 5000.0  # every kept row is a tie
+        for bs in (1, 3, 4):
+            t = collect(model, seqs, [MassiveActivations(top_k=k, median_scope=scope)], batch_size=bs,
+                        exclude_first=ef, progress=False)["massive_top"]
+            got = list(zip(t["abs"], t.depth, t.position, t.dim, t.token_id, t.value, t.seq_median))
+            np.testing.assert_allclose(np.array(got, dtype=float), np.array(ref, dtype=float), rtol=1e-6,
+                                       err_msg=f"exclude_first={ef}, batch_size={bs}")
+
+
+def test_appearance_depth_counts_sequences_not_activations():
+    """appearance_depth: the first depth where the largest massive dim is massive in at least half the
+    *sequences*. Token 5 (in one sequence of 10, at 6 positions) carries dim 3 from depth 0; block 1 writes it
+    into every token (depth 2). Counting activations (6 ≥ 10 / 2) put it at depth 0; against brute force per
+    (depth, dim) the fraction of sequences, on the kernel path, the padded / exclude_first torch path and a
+    merge of two shards."""
+    torch.manual_seed(0)
+    m = zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=32, d_vocab=100)
+    with torch.no_grad():
+        m.embed.weight[5, 3] = 5000.0
+        m.blocks[1].mlp.down.bias[3] = 20000.0
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(10, 100, (12 - (i % 3),), generator=g).tolist() for i in range(10)]
+    seqs[0][0::2] = [5] * 6
+    for ef in (False, True):
+        frac = {}  # brute force: (depth, dim) -> sequences in which it is massive / sequences
+        for s in seqs:
+            _, cache = m.run_with_cache(torch.tensor([s]))
+            for j, h in enumerate(m.sites.stream()):
+                a = cache[h][0, 1 if ef else 0:].float().abs()
+                mass = (a > 100) & (a >= 1000 * a.flatten().median())
+                for d in mass.any(0).nonzero()[:, 0].tolist():
+                    frac[(j, d)] = frac.get((j, d), 0) + 1 / len(seqs)
+        common = [j for (j, d), f in sorted(frac.items()) if d == 3 and f >= 0.5]
+        assert common[0] == 2 and frac[(0, 3)] == pytest.approx(0.1)
+        for bs in (4, 10):
+            col = MassiveActivations()
+            collect(m, seqs, [col], batch_size=bs, exclude_first=ef, progress=False)
+            half = MassiveActivations()
+            collect(m, seqs[:5], [half], batch_size=bs, exclude_first=ef, progress=False)
+            other = MassiveActivations()
+            collect(m, seqs[5:], [other], batch_size=bs, exclude_first=ef, progress=False)
+            for c in (col, half.merge(other)):
+                assert c.appearance_depth() == common[0] and c.ablation_target()[0] == 2
+                d = c.dims().set_index(["depth", "dim"])["frac_sequences"]
+                assert d.to_dict() == pytest.approx(frac), (ef, bs)

@@ -80,6 +80,20 @@ def seq_abs_medians(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def top_first(v: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest values of each row of v [b, n] (1 ≤ k ≤ n) and their column indices, largest first, equal
+    values by smaller index first (NaN ranks highest): a total order, so the result does not depend on how
+    torch.topk breaks ties (arbitrarily). The k-th largest value is unique whatever the tie-break; every value
+    above it is kept, and of those equal to it the first ones by index, as many as fill k."""
+    key = torch.where(v.isnan(), torch.inf, v) if v.is_floating_point() else v
+    kth = key.topk(k, dim=1).values[:, -1:]  # [b, 1]
+    above, tie = key > kth, key == kth
+    keep = above | (tie & (tie.cumsum(1) <= k - above.sum(1, keepdim=True)))  # exactly k per row
+    idx = keep.nonzero()[:, 1].view(len(v), k)  # ascending index within each row
+    idx = idx.gather(1, key.gather(1, idx).sort(dim=1, descending=True, stable=True).indices)
+    return v.gather(1, idx), idx
+
+
 def seq_medians(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Lower median of a [b, t, d] over each sequence's masked positions × dims -> [b] (0 where none)."""
     if bool(mask.all()):
@@ -121,6 +135,7 @@ class MassiveActivations(Collector):
         self._add("top1_max", torch.zeros(D), "max")          # largest |x| of any sequence
         self._add("dim_count", torch.zeros(D, d), "sum")      # massive activations per (depth, dim)
         self._add("dim_value_sum", torch.zeros(D, d), "sum")  # Σ of their signed values
+        self._add("dim_seqs", torch.zeros(D, d), "sum")       # sequences with a massive activation in (depth, dim)
         self._add_topk("top", TopK(self.k, "tk_abs", FIELDS))
         self._bufs: select_kernels.DepthBuffers | None = None  # the CPU kernel's per-batch outputs (reused)
         self._hitbuf = select_kernels.HitBuffers()  # the CPU kernel's massive values of a batch (reused)
@@ -182,17 +197,24 @@ class MassiveActivations(Collector):
         tokmax = x.float().abs().amax(-1)  # [b, t] max |x| per token
         if not b.full:
             tokmax.masked_fill_(~b.mask, -1.0)
-        # the top-K |x| of a sequence lie in its K tokens of largest max |x|: select those first (cheap), then
-        # the top-K of their K × d values (equal values: same multiset of top values as a full top-K)
-        tv, ti = tokmax.topk(min(K, tokmax.shape[1]), dim=1)  # [b, ≤K]
-        cand = x.gather(1, ti[..., None].expand(-1, -1, d)).float().abs_()  # [b, ≤K, d]
+        # the top-K |x| of a sequence lie in the tokens whose max |x| reaches the K-th largest token max (tau: K
+        # tokens hold a value ≥ tau, so no token below it holds one): select those first (cheap, ties at tau
+        # included), in position order, then the top-K of their values, equal values by smaller (position, dim)
+        # as the CPU kernel and TopK break ties (`top_first`)
+        key = torch.where(tokmax.isnan(), torch.inf, tokmax)
+        tau = key.topk(min(K, key.shape[1]), dim=1).values[:, -1:]  # [b, 1]
+        c = int((key >= tau).sum(1).max())  # ≥ K (or t)
+        tv, ti = key.topk(c, dim=1)  # [b, c] every token that can hold a top-K value (and a few that cannot)
+        ti, order = ti.sort(dim=1)
+        tv = tv.gather(1, order)
+        cand = x.gather(1, ti[..., None].expand(-1, -1, d)).float().abs_()  # [b, c, d]
         if not b.full:
             cand.masked_fill_(tv[..., None] < 0, -1.0)  # padding tokens
-        topv, topi = cand.flatten(1).topk(min(K, cand[0].numel()), dim=1)  # [b, ≤K] per sequence
+        topv, topi = top_first(cand.flatten(1), min(K, cand[0].numel()))  # [b, ≤K] per sequence
         pos = ti.gather(1, topi // d)  # token position of each
         dim = topi % d
         xval = x.flatten(1).gather(1, pos * d + dim)  # the signed values
-        hits = self._massive(x, tokmax, med) if float(tv[:, 0].max()) > self.abs_threshold else None
+        hits = self._massive(x, tokmax, med) if float(tv.amax()) > self.abs_threshold else None
         self._depth.append((j, med, topv, pos, dim, xval, hits))
 
     def _massive(self, x: torch.Tensor, tokmax: torch.Tensor, med: torch.Tensor) -> tuple:
@@ -209,7 +231,7 @@ class MassiveActivations(Collector):
         b = self.batch
         a, med = self.abs_median(x, b.mask)  # padding at -1; med [b, t, 1]
         af = a.flatten(1)
-        topv, topi = af.topk(min(max(3, self.k), af.shape[1]), dim=1)
+        topv, topi = top_first(af, min(max(3, self.k), af.shape[1]))  # ties: smaller (position, dim) first
         hits = None
         if float(topv[:, 0].max()) > self.abs_threshold:
             idx = self.massive(a, med, b.mask).nonzero()
@@ -271,7 +293,10 @@ class MassiveActivations(Collector):
             hj = np.concatenate([np.full(c, j, dtype=np.int64) for j, _, c in hits])
             seq, dim, val = (np.concatenate([a[f: f + c] for _, f, c in hits]) for a in (hb.seq, hb.dim, hb.val))
             np.add.at(s["n_massive"], hj, 1.0)
-            pairs = np.unique(hj * b + seq)  # (depth, sequence) pairs with a massive value
+            cells = np.unique((hj * b + seq) * d + dim)  # (depth, sequence, dim) with a massive value, sorted
+            np.add.at(s["dim_seqs"].reshape(-1), cells // (b * d) * d + cells % d, 1.0)
+            pairs = cells // d  # (depth, sequence) pairs with a massive value, sorted, repeated per dim
+            pairs = pairs[np.concatenate(([True], pairs[1:] != pairs[:-1]))]
             np.add.at(s["seq_with"], pairs // b, 1.0)
             np.add.at(s["dim_count"].reshape(-1), hj * d + dim, 1.0)
             np.add.at(s["dim_value_sum"].reshape(-1), hj * d + dim, val)
@@ -309,8 +334,12 @@ class MassiveActivations(Collector):
             hj = torch.cat([torch.full((len(h[0]),), j, device=dev) for j, h in hits])
             seq, hd, hv = (torch.cat([h[i] for _, h in hits]) for i in range(3))
             st["n_massive"].index_add_(0, hj, torch.ones(len(hj), dtype=F64, device=dev))
-            pairs = torch.unique(hj * len(batch.tokens) + seq)  # (depth, sequence) pairs with a massive value
-            st["seq_with"].index_add_(0, pairs // len(batch.tokens), torch.ones(len(pairs), dtype=F64, device=dev))
+            B = len(batch.tokens)
+            cells = torch.unique((hj * B + seq) * d + hd)  # (depth, sequence, dim) with a massive value
+            st["dim_seqs"].view(-1).index_add_(0, cells // (B * d) * d + cells % d,
+                                               torch.ones(len(cells), dtype=F64, device=dev))
+            pairs = torch.unique(cells // d)  # (depth, sequence) pairs with a massive value
+            st["seq_with"].index_add_(0, pairs // B, torch.ones(len(pairs), dtype=F64, device=dev))
             st["dim_count"].view(-1).index_add_(0, hj * d + hd, torch.ones(len(hj), dtype=F64, device=dev))
             st["dim_value_sum"].view(-1).index_add_(0, hj * d + hd, hv.to(F64))
         valid = (topv >= 0) & rows[None, :, None]  # not padding; a sequence with counted positions
@@ -355,12 +384,14 @@ class MassiveActivations(Collector):
             "massive": (st["tk_abs"][ok] > self.abs_threshold) & (st["tk_abs"][ok] >= self.ratio * st["tk_median"][ok])})
 
     def dims(self) -> pd.DataFrame:
-        """(depth, dim) pairs that carried massive activations: how often, their mean value."""
+        """(depth, dim) pairs that carried massive activations: how often, in what fraction of the sequences,
+        their mean value."""
         c, s = self.state["dim_count"].numpy(), self.state["dim_value_sum"].numpy()
         depth, dim = np.nonzero(c)
         n = np.maximum(self.state["n_seq"].numpy(), 1)
         return pd.DataFrame({"model": self.model_name, "depth": depth, "dim": dim,
                              "count": c[depth, dim].astype(np.int64), "per_sequence": c[depth, dim] / n[depth],
+                             "frac_sequences": self.state["dim_seqs"].numpy()[depth, dim] / n[depth],
                              "mean_value": s[depth, dim] / c[depth, dim]})
 
     def tables(self):
@@ -370,7 +401,8 @@ class MassiveActivations(Collector):
     def appearance_depth(self) -> int:
         """Where the largest massive activation appears: the first depth at which the dim that carries the
         largest mean massive value is massive in at least half the sequences (Sun et al. ablate at the layer
-        where the massive activations appear; a smaller, earlier outlier in another dim must not decide it)."""
+        where the massive activations appear; a smaller, earlier outlier in another dim must not decide it, nor
+        one sequence that holds it on many tokens); the first depth where it is massive at all if none."""
         counts, n_seq = self.state["dim_count"], self.state["n_seq"].clamp(min=1)
         if not bool((counts > 0).any()):
             raise ValueError(f"no massive activations were found (|x| > {self.abs_threshold} and ≥ "
@@ -378,7 +410,7 @@ class MassiveActivations(Collector):
                              "the thresholds")
         mean_abs = (self.state["dim_value_sum"] / counts.clamp(min=1)).abs()  # [D, d]
         dim = int(mean_abs.max(0).values.argmax())
-        common = (counts[:, dim] >= 0.5 * n_seq).nonzero()
+        common = (self.state["dim_seqs"][:, dim] >= 0.5 * n_seq).nonzero()  # sequences, not activations
         return int(common[0, 0]) if len(common) else int((counts[:, dim] > 0).nonzero()[0, 0])
 
     def ablation_target(self, depth: int | None = None) -> tuple[int, torch.Tensor, torch.Tensor]:
