@@ -166,3 +166,43 @@ def test_ln_removal_job_replaces_only_its_own_folders(tiny_zoo, monkeypatch):
         assert json.loads((out / n[J.LNFREE] / "removal.json").read_text())["ce"] == ce
         assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
     assert interp.zoo.load(out / n[J.VANILLA]).cfg.n_layers == TINY["n_layers"]
+
+
+def _train_cli(tmp_path, capsys, *argv):
+    """`interp train pre-ln --steps 1 ARGV` in `tmp_path`: its exit code, its stderr lines and the folder after."""
+    import os
+
+    from interp.cli import main
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        rc = main(["train", "pre-ln", "--steps", "1", "--quiet", *argv])
+    finally:
+        os.chdir(cwd)
+    files = {str(p.relative_to(tmp_path)): p.read_bytes() if p.is_file() else None for p in tmp_path.rglob("*")}
+    return rc, capsys.readouterr().err.strip().splitlines(), files
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--threads", "0", "--out", "zoo", "--runs", "runs"], "--threads must be at least 1"),
+    (["--out", "zoo", "--runs", "notes.txt"], "--runs notes.txt exists and is not a folder"),
+    (["--out", "zoo", "--runs", "notes.txt/runs"], "--runs: notes.txt is a file, not a folder"),
+    (["--out", "notes.txt/zoo", "--runs", "runs"], "--out: notes.txt is a file, not a folder"),
+])
+def test_train_bad_paths_and_threads_are_one_line(tmp_path, capsys, argv, says):
+    (tmp_path / "notes.txt").write_text("mine\n")
+    rc, err, files = _train_cli(tmp_path, capsys, *argv)
+    assert rc == 1 and len(err) == 1 and says in err[0] and "Errno" not in err[0], err
+    assert files == {"notes.txt": b"mine\n"}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("data", [b"{not json", b"\xff\xfe", b"[1]", b'{"training": 3}'])
+def test_train_names_a_damaged_config_in_out_before_any_work(tmp_path, capsys, workers, data):
+    """<out>/<model>/config.json that is not a zoo config: one line naming it before any job starts (with several
+    workers too, whose job processes would each fail on it); the folder is left as it was."""
+    (tmp_path / "zoo" / "pre-ln").mkdir(parents=True)
+    (tmp_path / "zoo" / "pre-ln" / "config.json").write_bytes(data)
+    rc, err, files = _train_cli(tmp_path, capsys, "--out", "zoo", "--runs", "runs", "--workers", workers)
+    assert rc == 1 and len(err) == 1 and "zoo/pre-ln/config.json is not a zoo checkpoint's config" in err[0], err
+    assert files == {"zoo": None, "zoo/pre-ln": None, "zoo/pre-ln/config.json": data}

@@ -8,9 +8,12 @@ import argparse
 def run(args: argparse.Namespace) -> None:
     import torch
     from pathlib import Path
+    from interp.commands._check import at_least
+    from interp.outputs import OutputRefused, check_parent
     from interp.train import zoo_runner
     from interp.train.zoo import ZOO_DIR, ZOO_STEPS
     from interp.zoo import STRATEGIES
+    at_least(args, threads=1)
     torch.set_num_threads(args.threads)
     if args.steps is None:
         args.steps = ZOO_STEPS
@@ -25,17 +28,23 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError(f"--workers must be ≥ 1 (got {args.workers})")
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be ≥ 1 (got {args.seeds})")
-    out = Path(args.out) if args.out else ZOO_DIR
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder; give the folder the checkpoints should go to")
+    out, runs = Path(args.out) if args.out else ZOO_DIR, Path(args.runs)
+    for flag, d, what in (("--out", out, "the checkpoints"), ("--runs", runs, "the training state")):
+        if d.exists() and not d.is_dir():
+            raise ValueError(f"{flag} {d} exists and is not a folder; give the folder {what} should go to")
+        try:
+            check_parent(d)
+        except OutputRefused as e:
+            raise OutputRefused(f"{flag}: {e}") from None
     zoo_runner.check_manifest(out)  # a manifest.json there that the zoo did not write is refused before any work
     names = args.strategies or None
     seeds = {s: args.seeds for s in (names or zoo_runner.ZOO_SEEDS)} if args.seeds is not None else None
+    zoo_runner.check_out(out, args.steps, names, seeds)  # a damaged <out>/<model>/config.json, before any work
     if args.workers == 1:
-        while zoo_runner.run_next(out, Path(args.runs), args.steps, names, seeds=seeds, progress=not args.quiet):
+        while zoo_runner.run_next(out, runs, args.steps, names, seeds=seeds, progress=not args.quiet):
             pass
     else:
-        zoo_runner.work(args.workers, out, Path(args.runs), args.steps, names, n_seeds=args.seeds)
+        zoo_runner.work(args.workers, out, runs, args.steps, names, n_seeds=args.seeds)
 
 
 def register(sub) -> None:  # no interp.train import here: every `interp` command builds this parser (torch: ~4 s)

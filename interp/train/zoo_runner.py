@@ -49,12 +49,34 @@ def is_done(out: Path, strategy: str, seed: int, steps: int) -> bool:
     p = Path(out) / model_name(strategy, seed) / "config.json"
     if not p.is_file():
         return False
-    saved = json.loads(p.read_text())
+    try:
+        saved = json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise _not_a_config(p, "not UTF-8 text") from None
+    except ValueError as e:
+        raise _not_a_config(p, f"not JSON: {e}") from None
+    if not (isinstance(saved, dict) and isinstance(saved.get("training", {}), dict)
+            and isinstance(saved.get("config", {}), dict)):
+        raise _not_a_config(p, "not a JSON object with 'config' and 'training' objects")
     t = saved.get("training", {})
     cfg, _ = exception_config(strategy, zoo_train_config(steps, seed=seed))
     return (t.get("status") == "done" and t.get("seed") == seed and t.get("strategy") == strategy
             and t.get("config") == json.loads(json.dumps(cfg.to_dict()))
             and _preset_matches(strategy, saved.get("config", {})))
+
+
+def _not_a_config(p: Path, why: str) -> ValueError:
+    return ValueError(f"{p} is not a zoo checkpoint's config ({why}), so whether {p.parent.name} is trained cannot "
+                      f"be told; move the folder {p.parent} away (or delete it) to train it again, or choose "
+                      "another --out")
+
+
+def check_out(out: Path, steps: int, strategies: list[str] | None = None,
+              seeds: dict[str, int] | None = None) -> None:
+    """Read the config of every job of the plan already in `out` (`is_done`), before any work: a damaged one is
+    one ValueError naming it here, not a failure of every job process that meets it."""
+    for strategy, seed in plan(seeds, strategies):
+        is_done(out, strategy, seed, steps)
 
 
 def _preset_matches(strategy: str, model_cfg: dict) -> bool:
