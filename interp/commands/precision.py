@@ -99,7 +99,7 @@ def register(sub) -> None:
     p.add_argument("--formats", default="bf16,fp16,int8",
                    help="end-to-end formats: bf16, fp16, int8, int8-token, comma-separated, or 'none'")
     p.add_argument("--linear", default="fp32-accumulate",
-                   help="fp16 nn.Linear: fp32-accumulate (GPU GEMM semantics, fast here) or native (torch's fp16 GEMM)")
+                   help="fp16 nn.Linear / Conv1D: fp32-accumulate (GPU GEMM semantics, fast here) or native (torch's fp16 GEMM)")
     p.add_argument("-o", "--out", default=None,
                    help="also save every table as a results directory (for interp report); must not exist, be "
                         "empty, or be an earlier result with --force")
