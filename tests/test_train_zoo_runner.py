@@ -206,3 +206,36 @@ def test_train_names_a_damaged_config_in_out_before_any_work(tmp_path, capsys, w
     rc, err, files = _train_cli(tmp_path, capsys, "--out", "zoo", "--runs", "runs", "--workers", workers)
     assert rc == 1 and len(err) == 1 and "zoo/pre-ln/config.json is not a zoo checkpoint's config" in err[0], err
     assert files == {"zoo": None, "zoo/pre-ln": None, "zoo/pre-ln/config.json": data}
+
+
+def test_work_stops_a_worker_whose_job_process_keeps_crashing(tmp_path, monkeypatch, capsys):
+    """A job process that crashes every time (a fault in the code or the data, not a kill) used to be retried
+    every minute forever; each worker now stops after MAX_CRASHES crashes in a row and the run says so."""
+    import subprocess as sp
+
+    from interp.train import zoo_runner as zr
+    calls = []
+
+    def fake_run(args, **kw):
+        calls.append(args)
+        return sp.CompletedProcess(args, 1)  # what a job process that dies on an exception returns
+
+    monkeypatch.setattr(zr.subprocess, "run", fake_run)
+    monkeypatch.setattr(zr, "CRASH_BACKOFF_S", 0)
+    monkeypatch.setattr(zr.time, "sleep", lambda s: None)
+    rc = zr.main(["--workers", "2", "--out", str(tmp_path / "zoo"), "--runs", str(tmp_path / "runs")])
+    assert rc == 1 and len(calls) == 2 * zr.MAX_CRASHES
+    err = capsys.readouterr().err
+    assert "2 of 2 worker(s) stopped" in err and "crashed 5 times in a row (exit status 1)" in err
+    assert "--next" in err and "\n" not in err.strip()
+
+
+def test_work_keeps_going_after_a_crash_that_does_not_repeat(tmp_path, monkeypatch):
+    import subprocess as sp
+
+    from interp.train import zoo_runner as zr
+    codes = iter([1, 0, 1, 0, zr.NEXT_DONE])   # crashes between successes never reach MAX_CRASHES in a row
+
+    monkeypatch.setattr(zr.subprocess, "run", lambda args, **kw: sp.CompletedProcess(args, next(codes)))
+    monkeypatch.setattr(zr.time, "sleep", lambda s: None)
+    zr.work(1, tmp_path / "zoo", tmp_path / "runs")   # returns: the last job reported none left

@@ -240,6 +240,10 @@ def _next_lnfree(out: Path, runs: Path, steps: int, seeds: dict[str, int] | None
     return None
 
 
+MAX_CRASHES = 5       # consecutive crashes of one worker's job process before it stops
+CRASH_BACKOFF_S = 60  # wait after a crash before retrying (the next job may run once the cause is gone)
+
+
 def work(workers: int = 2, out: Path = ZOO_DIR, runs: Path = Path("out/zoo-runs"), steps: int = ZOO_STEPS,
          strategies: list[str] | None = None, nice: int = 0, n_seeds: int | None = None) -> None:
     """Run `workers` loops in parallel, each training one job per fresh process until none is left
@@ -248,14 +252,24 @@ def work(workers: int = 2, out: Path = ZOO_DIR, runs: Path = Path("out/zoo-runs"
             "--steps", str(steps)] + (["--strategies", ",".join(strategies)] if strategies else []) + (
             ["--seeds", str(n_seeds)] if n_seeds else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    gave_up: list[int] = []
 
     def loop() -> None:
+        crashes = 0
         while True:
             rc = subprocess.run(args, env=env, preexec_fn=(lambda: os.nice(nice)) if nice else None).returncode
             if rc == NEXT_DONE:
                 return
-            if rc != 0:  # the job process itself crashed (killed, or the code on disk does not import): back off
-                time.sleep(60)
+            if rc == 0:
+                crashes = 0
+                continue
+            # the job process itself crashed (killed, or the code on disk does not import): back off and retry,
+            # but a crash that repeats is a fault, not bad luck: stop instead of retrying forever
+            crashes += 1
+            if crashes >= MAX_CRASHES:
+                gave_up.append(rc)
+                return
+            time.sleep(CRASH_BACKOFF_S)
 
     import threading
     threads = [threading.Thread(target=loop) for _ in range(workers)]
@@ -264,6 +278,10 @@ def work(workers: int = 2, out: Path = ZOO_DIR, runs: Path = Path("out/zoo-runs"
         time.sleep(2 if i + 1 < len(threads) else 0)  # stagger so the workers take different jobs
     for t in threads:
         t.join()
+    if gave_up:
+        raise RuntimeError(f"{len(gave_up)} of {workers} worker(s) stopped: the job process crashed {MAX_CRASHES} "
+                           f"times in a row (exit status {gave_up[0]}); run `{' '.join(args[1:])}` to see its error, "
+                           "fix it and start again (finished jobs are kept)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     seeds = {s: a.seeds for s in (strategies or ZOO_SEEDS)} if a.seeds else None
     if a.next:
         return 0 if run_next(Path(a.out), Path(a.runs), a.steps, strategies, seeds, progress=False) else NEXT_DONE
-    work(a.workers, Path(a.out), Path(a.runs), a.steps, strategies, a.nice, a.seeds)
+    try:
+        work(a.workers, Path(a.out), Path(a.runs), a.steps, strategies, a.nice, a.seeds)
+    except RuntimeError as e:
+        print(f"zoo_runner: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
