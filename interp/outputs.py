@@ -95,6 +95,17 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def read_json(path: str | Path, damaged: Callable[[str], Exception]):
+    """The JSON value in file `path`; text that is not UTF-8 or not JSON raises `damaged(why)` (the caller's one
+    line naming the file and what to do)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise damaged("not UTF-8 text") from None
+    except ValueError as e:
+        raise damaged(f"not JSON: {e}") from None
+
+
 def write_marker(directory: str | Path, kind: str, **info) -> None:
     """Mark `directory` as an interp output of `kind` (what a later run may replace)."""
     atomic_write_text(Path(directory) / MARKER, json.dumps({"kind": kind, **info}, default=str) + "\n")

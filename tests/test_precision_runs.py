@@ -31,6 +31,25 @@ def ce_and_argmax(logits, tokens, mask):
     return F.cross_entropy(lg, tokens[:, 1:][pair]).item(), lg.argmax(-1)
 
 
+def int8_by_hand(model, modules, tokens, mask, per_token: bool) -> float:
+    """CE of `model` with the input of every module in `modules` fake-quantized to int8 by hand: one scale per
+    sequence over its real tokens, or one per token."""
+    def quant(mod, args):
+        x = args[0]
+        out = torch.empty_like(x)
+        for s in range(x.shape[0]):
+            amax = x[s].abs().amax(-1, keepdim=True) if per_token else x[s][mask[s]].abs().max()
+            scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+            out[s] = torch.round(x[s] / scale).clamp(-127, 127) * scale
+        return (out,)
+    hs = [m.register_forward_pre_hook(quant) for m in modules]
+    try:
+        return ce_and_argmax(model(tokens, attention_mask=mask), tokens, mask)[0]
+    finally:
+        for h in hs:
+            h.remove()
+
+
 @pytest.mark.parametrize("strategy", ["pre-ln", "post-ln", "peri-ln", "lns"])
 def test_bf16_fp16_int8_match_brute_force(strategy):
     model = interp.zoo.build(strategy, **KW).eval()
@@ -45,21 +64,8 @@ def test_bf16_fp16_int8_match_brute_force(strategy):
             assert runs.loc[fmt, "delta_loss"] == pytest.approx(loss - ref, abs=1e-5)
             assert runs.loc[fmt, "top1_agreement"] == pytest.approx((top_f == top).double().mean().item())
         for fmt, per_token in (("int8", False), ("int8-token", True)):
-            def quant(mod, args, per_token=per_token):  # by hand: one scale per sequence over its real tokens, or per token
-                x = args[0]
-                out = torch.empty_like(x)
-                for s in range(x.shape[0]):
-                    xs = x[s]
-                    amax = xs.abs().amax(-1, keepdim=True) if per_token else xs[mask[s]].abs().max()
-                    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-                    out[s] = torch.round(xs / scale).clamp(-127, 127) * scale
-                return (out,)
-            hs = [m.register_forward_pre_hook(quant) for m in model.modules() if isinstance(m, torch.nn.Linear)]
-            try:
-                loss, _ = ce_and_argmax(model(tokens, attention_mask=mask), tokens, mask)
-            finally:
-                for h in hs:
-                    h.remove()
+            linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+            loss = int8_by_hand(model, linears, tokens, mask, per_token)
             assert runs.loc[fmt, "loss"] == pytest.approx(loss, rel=1e-5)
     assert (runs["status"] == "ok").all()
     assert list(runs["loss_fp32"]) == pytest.approx([ref] * len(runs), rel=1e-6)
@@ -285,21 +291,8 @@ def test_gpt2_conv1d_layers_are_quantized_and_fp32_accumulated(tmp_path):
                           progress=False).set_index("format")
     with torch.no_grad():
         for fmt, per_token in (("int8", False), ("int8-token", True)):
-            def quant(mod, args, per_token=per_token):  # one scale per sequence over its real tokens, or per token
-                x = args[0]
-                out = torch.empty_like(x)
-                for s in range(x.shape[0]):
-                    amax = x[s].abs().amax(-1, keepdim=True) if per_token else x[s][mask[s]].abs().max()
-                    scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
-                    out[s] = torch.round(x[s] / scale).clamp(-127, 127) * scale
-                return (out,)
-            hs = [m.register_forward_pre_hook(quant) for m in model.hf.modules()
-                  if type(m) in (torch.nn.Linear, Conv1D)]
-            try:
-                loss, _ = ce_and_argmax(model(tokens, attention_mask=mask), tokens, mask)
-            finally:
-                for h in hs:
-                    h.remove()
+            gemms = [m for m in model.hf.modules() if type(m) in (torch.nn.Linear, Conv1D)]
+            loss = int8_by_hand(model, gemms, tokens, mask, per_token)
             assert runs.loc[fmt, "loss"] == pytest.approx(loss, rel=1e-5)
             assert "nn.Linear / Conv1D inputs int8" in runs.loc[fmt, "fp32_ops"]
         for fmt, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):

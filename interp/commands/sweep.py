@@ -32,13 +32,8 @@ def _damaged(path: Path, why: str) -> ValueError:
 
 def read_meta(path: Path) -> dict:
     """A sweep's settings file (sweep.json / sweep.partial.json) for --resume; damaged: one line naming it."""
-    import json
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise _damaged(path, "not UTF-8 text") from None
-    except ValueError as e:
-        raise _damaged(path, f"not JSON: {e}") from None
+    from interp.outputs import read_json
+    old = read_json(path, lambda why: _damaged(path, why))
     if not isinstance(old, dict):
         raise _damaged(path, f"a JSON {type(old).__name__}, not an object of settings")
     return old

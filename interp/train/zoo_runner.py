@@ -21,6 +21,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+from interp.outputs import read_json
 from interp.train.zoo import (SHIP_SNAPSHOTS, ZOO_DIR, ZOO_EXCEPTIONS, ZOO_NOTES, ZOO_SIZE, ZOO_STEPS,
                               _write_json, exception_config, model_name, train_one, zoo_train_config)
 
@@ -49,12 +50,7 @@ def is_done(out: Path, strategy: str, seed: int, steps: int) -> bool:
     p = Path(out) / model_name(strategy, seed) / "config.json"
     if not p.is_file():
         return False
-    try:
-        saved = json.loads(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise _not_a_config(p, "not UTF-8 text") from None
-    except ValueError as e:
-        raise _not_a_config(p, f"not JSON: {e}") from None
+    saved = read_json(p, lambda why: _not_a_config(p, why))
     if not (isinstance(saved, dict) and isinstance(saved.get("training", {}), dict)
             and isinstance(saved.get("config", {}), dict)):
         raise _not_a_config(p, "not a JSON object with 'config' and 'training' objects")
