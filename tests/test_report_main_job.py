@@ -148,13 +148,14 @@ def test_default_refuses_a_users_collect_output_and_claims_file_before_any_work(
     assert str(out / "results" / first) in line and "--force" in line and "interp collect" in line
     assert tree(out) == before
     (out / "results" / first).rename(tmp_path / "kept")
-    (out / "claims.json").write_text('{"mine": 1}\n')
-    before = tree(out)
-    for force in ([], ["--force"]):
-        assert main(["report", "--default", "--small", "-o", str(out / "index.html"), *force]) == 1
-        line = one_error(capsys)
-        assert str(out / "claims.json") in line and "refusing" in line
-        assert tree(out) == before
+    for mine in ('{"mine": 1}\n', "[]\n", '[{"claim": "x"}]\n'):  # not a claims table as the job writes one
+        (out / "claims.json").write_text(mine)
+        before = tree(out)
+        for force in ([], ["--force"]):
+            assert main(["report", "--default", "--small", "-o", str(out / "index.html"), *force]) == 1
+            line = one_error(capsys)
+            assert str(out / "claims.json") in line and "refusing" in line
+            assert tree(out) == before
 
 
 @pytest.mark.parametrize("var,value", [("INTERP_THREADS", "0"), ("INTERP_THREADS", "two"),

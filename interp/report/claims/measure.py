@@ -181,13 +181,15 @@ def ln_removal_measured(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFra
 
 
 def is_claims_file(path: Path) -> bool:
-    """Whether `path` holds a claims table as `write_claims` writes it: a JSON list of records, each with a claim
-    and a verdict (what the main job may replace; any other file named claims.json is the user's)."""
+    """Whether `path` holds a claims table as `write_claims` writes it: a non-empty JSON list of records, each with
+    a claim and a verdict (what the main job may replace; any other file named claims.json is the user's)."""
     try:
         rows = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(rows, list) and all(isinstance(r, dict) and "claim" in r and "verdict" in r for r in rows)
+    # non-empty: write_claims writes one row per claim and subject, so an empty list is not one of its tables
+    return isinstance(rows, list) and bool(rows) and all(isinstance(r, dict) and "claim" in r and "verdict" in r
+                                                         for r in rows)
 
 
 def check_claims_target(path: Path) -> None:
