@@ -109,8 +109,8 @@ def zoo_model_name(d: Path) -> str:
         strategy, training = meta["config"]["strategy"], meta.get("training") or {}
         if not isinstance(strategy, str) or not isinstance(training, dict):
             return d.name
-        seed = training.get("seed")
-        return strategy if seed in (None, 0) else f"{strategy}.seed{seed}"
+        from interp.zoo.io import seed_name
+        return seed_name(strategy, training.get("seed"))
     except (OSError, ValueError, KeyError, TypeError):
         return d.name
 

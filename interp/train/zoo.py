@@ -70,7 +70,8 @@ ZOO_NOTES: dict[str, str] = {
 
 def model_name(strategy: str, seed: int) -> str:
     """The zoo directory / card name of (strategy, seed): the strategy for seed 0, `<strategy>.seed<k>` else."""
-    return strategy if seed == 0 else f"{strategy}.seed{seed}"
+    from interp.zoo.io import seed_name
+    return seed_name(strategy, seed)
 
 
 def zoo_train_config(steps: int = ZOO_STEPS, lr: float = 2e-3, seed: int = 0, warmup: int | None = None) -> TrainConfig:

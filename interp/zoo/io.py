@@ -59,6 +59,12 @@ def save(model: ZooModel, directory: str | Path, extra: dict | None = None, forc
     return d
 
 
+def seed_name(strategy: str, seed: int | None) -> str:
+    """The name of a zoo model of (strategy, seed), also its folder's: the strategy for seed 0 (or none),
+    `<strategy>.seed<k>` else."""
+    return strategy if seed in (None, 0) else f"{strategy}.seed{seed}"
+
+
 def load(directory: str | Path, dtype: torch.dtype = torch.float32, step: int | None = None) -> ZooModel:
     """Load a zoo checkpoint written by `save`; a missing, corrupt or truncated file raises a clear error.
 
@@ -106,7 +112,7 @@ def load(directory: str | Path, dtype: torch.dtype = torch.float32, step: int | 
     model.weight_source = str(d) if step is None else f"{d} at step {step}"
     if "seed" in training:
         model.seed = training["seed"]
-        model.name = cfg.strategy if training["seed"] == 0 else f"{cfg.strategy}.seed{training['seed']}"
+        model.name = seed_name(cfg.strategy, training["seed"])
     return model.eval()
 
 
