@@ -128,11 +128,44 @@ class TransformersTokenizer:
                 f"pad_id={self.pad_id}, padding_side={self.padding_side!r})")
 
 
+# families whose SentencePiece models (Llama-1/2, Mistral) were trained with the model's BOS first; their
+# tokenizer_config.json says add_bos_token: true, and a lone tokenizer.model (no such file) gets the same
+SENTENCEPIECE_BOS = ("llama", "mistral")
+
+
+def require_sentencepiece(path) -> None:
+    """Reading a lone SentencePiece tokenizer.model needs sentencepiece and protobuf: one line naming both if not."""
+    try:
+        import google.protobuf  # noqa: F401
+        import sentencepiece  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"{path} holds only a SentencePiece tokenizer.model, and reading it needs the sentencepiece "
+                          f"and protobuf packages ({e.name or 'one'} is not importable): pip install sentencepiece "
+                          "protobuf") from None
+
+
+def sentencepiece_bos(model_file) -> int | None:
+    """The BOS id a SentencePiece model file defines (None: it defines none, or it is not a SentencePiece model)."""
+    import sentencepiece as spm
+    try:
+        i = spm.SentencePieceProcessor(model_file=str(model_file)).bos_id()
+    except (RuntimeError, OSError):  # e.g. a tiktoken file under the same name
+        return None
+    return i if i >= 0 else None
+
+
 def load_transformers_tokenizer(path, family: str, encoder: bool = False, **kw) -> TransformersTokenizer:
     """The tokenizer saved in directory `path`, configured for `family`: encoders [CLS] ... [SEP] (or <s> ... </s>);
-    GPT-2 <|endoftext|> first (TransformerLens's convention); Gemma <bos> and left padding; any other family
-    (SmolLM2, Qwen: no BOS): BOS exactly when its tokenizer adds one itself, the tokenizer's padding side."""
+    GPT-2 <|endoftext|> first (TransformerLens's convention); Gemma <bos> and left padding; a lone SentencePiece
+    tokenizer.model of Llama or Mistral without tokenizer_config.json: its BOS first; any other (SmolLM2, Qwen: no
+    BOS): BOS exactly when its tokenizer adds one itself, the tokenizer's padding side."""
     from transformers import AutoTokenizer
+
+    from interp.models.locate import sentencepiece_only
+    path = Path(path)
+    spm_only = sentencepiece_only(path)
+    if spm_only:
+        require_sentencepiece(path)
     tok = AutoTokenizer.from_pretrained(str(path), **kw)
     if encoder:
         return TransformersTokenizer(tok, add_bos=True, padding_side="right", bos_id=tok.cls_token_id,
@@ -141,9 +174,13 @@ def load_transformers_tokenizer(path, family: str, encoder: bool = False, **kw) 
         return TransformersTokenizer(tok, add_bos=True, padding_side="left")
     if family == "gpt2":
         return TransformersTokenizer(tok, add_bos=True, padding_side="right", bos_id=tok.eos_token_id)
+    side = tok.padding_side or "right"
+    if spm_only and family in SENTENCEPIECE_BOS and not (path / "tokenizer_config.json").is_file():
+        bos = sentencepiece_bos(path / "tokenizer.model")
+        return TransformersTokenizer(tok, add_bos=bos is not None, padding_side=side, bos_id=bos)
     ids = tok("a", add_special_tokens=True)["input_ids"]
     adds_bos = tok.bos_token_id is not None and len(ids) > 0 and ids[0] == tok.bos_token_id
-    return TransformersTokenizer(tok, add_bos=adds_bos, padding_side=tok.padding_side or "right")
+    return TransformersTokenizer(tok, add_bos=adds_bos, padding_side=side)
 
 
 # --- the zoo's tokenizers: a byte-level BPE trained on the training split, and a byte fallback -------------

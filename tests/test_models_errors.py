@@ -10,6 +10,8 @@ from interp.models import MissingWeights
 from interp.models.cache import dequantized
 from interp.models.registry import gguf_parts
 
+from gpt2_fixtures import tiny_checkpoint
+
 
 def cache_contents(root):
     return sorted(p.name for p in root.rglob("*")) if root.exists() else []
@@ -204,33 +206,21 @@ def test_missing_part_package(monkeypatch):
     assert "family:olmo2" in df.index and df.loc["family:olmo2", "placement"] == "reordered"
 
 
-def _tiny_checkpoint(d, model_type: str, tokenizer: bool):
-    """A tiny random transformers checkpoint of `model_type` in `d`, with or without tokenizer files."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from gpt2_fixtures import write_tokenizer
-    vocab = write_tokenizer(d) if tokenizer else 300
-    kw = dict(n_embd=32, n_layer=1, n_head=4, n_positions=32) if model_type == "gpt2" else dict(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64)
-    AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, vocab_size=vocab, **kw)).save_pretrained(d)
-    return d
-
-
 def test_only_gpt2_borrows_the_cached_gpt2_tokenizer(tmp_path, monkeypatch):
     """A cached gpt2 tokenizer stands in for GPT-2 checkpoints without one (the LN-free ones ship none); a Llama
     checkpoint without tokenizer files is refused, naming the files to copy, not read with GPT-2's vocabulary."""
     hub = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    tok = _tiny_checkpoint(tmp_path / "with-tok", "gpt2", tokenizer=True)
+    tok = tiny_checkpoint(tmp_path / "with-tok", "gpt2", tokenizer=True)
     snap = hub / "models--gpt2" / "snapshots" / "0123abc"  # a cached gpt2 snapshot holding only its tokenizer
     snap.mkdir(parents=True)
     (hub / "models--gpt2" / "refs").mkdir()
     (hub / "models--gpt2" / "refs" / "main").write_text("0123abc")
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tok / f, snap / f)
-    gpt2 = interp.load_model(_tiny_checkpoint(tmp_path / "gpt2-no-tok", "gpt2", tokenizer=False))
+    gpt2 = interp.load_model(tiny_checkpoint(tmp_path / "gpt2-no-tok", "gpt2", tokenizer=False))
     assert gpt2.tokenizer.tok.name_or_path == str(snap)
-    llama = _tiny_checkpoint(tmp_path / "llama-no-tok", "llama", tokenizer=False)
+    llama = tiny_checkpoint(tmp_path / "llama-no-tok", "llama", tokenizer=False)
     with pytest.raises(MissingWeights, match=r"llama-no-tok has no tokenizer files \(missing: tokenizer.json.*"
                                              r"copy those of the model it was trained or fine-tuned from"):
         interp.load_model(llama)
@@ -247,7 +237,7 @@ def test_only_gpt2_borrows_the_cached_gpt2_tokenizer(tmp_path, monkeypatch):
 
 def test_existing_path_that_is_not_a_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
-    d = _tiny_checkpoint(tmp_path / "ckpt", "llama", tokenizer=False)
+    d = tiny_checkpoint(tmp_path / "ckpt", "llama", tokenizer=False)
     loose = tmp_path / "x.safetensors"
     shutil.copy(d / "model.safetensors", loose)
     with pytest.raises(ValueError, match=r"x.safetensors is not something interp loads: pass a checkpoint "

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> None:
     if (args.text is None) == (args.tokens is None):
         raise ValueError("give the input as --text TEXT or --tokens ID,ID,... (one of them)")
     neurons = _neurons(args.neurons)
-    model = interp.load_model(args.model, dtype=torch.float64 if args.float64 else torch.float32)
+    model = interp.load_model(args.model, dtype=torch.float64 if args.float64 else torch.float32,
+                              tokenizer=args.tokenizer)
     if args.tokens is not None:
         try:
             tokens = torch.tensor([[int(t) for t in args.tokens.split(",")]])
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def register(sub) -> None:
+    from interp.commands._model import add_tokenizer_option
     p = sub.add_parser("attribute", help="direct logit attribution with its measured error (path ablation), logit lens",
                        description="DLA of every component (embedding, heads, biases, MLPs or neurons) of a zoo "
                                    "model, or of every sublayer of a real model, next to its true direct effect.")
@@ -103,4 +105,5 @@ def register(sub) -> None:
                                                "an earlier attribution output with --force")
     p.add_argument("--force", action="store_true", help="replace the attribution output already in --out")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_tokenizer_option(p)
     p.set_defaults(func=run)

@@ -81,7 +81,7 @@ def worker_argv(a: argparse.Namespace) -> list[str]:
             "--dtype", a.dtype, "--threads", str(a.threads),
             "--checkpoint-every", str(a.checkpoint_every)] + (["--force"] if a.force else [])
     for flag, v in (("--collectors", a.collectors), ("--max-tokens", a.max_tokens), ("--state-dir", a.state_dir),
-                    ("--token-dtype", a.token_dtype)):
+                    ("--token-dtype", a.token_dtype), ("--tokenizer", a.tokenizer)):
         if v is not None:
             argv += [flag, str(v)]
     return argv + (["--exclude-first"] if a.exclude_first else []) + (["--quiet"] if a.quiet else [])
@@ -123,6 +123,9 @@ def check_args(a: argparse.Namespace) -> None:
     at_least(a, batch_size=1, nproc=1, threads=1, checkpoint_every=1, max_tokens=1)
     exists_or_corpus(a.data, "--data")
     make_collectors(a.collectors)
+    if a.tokenizer is not None:
+        from interp.models.locate import tokenizer_dir
+        tokenizer_dir(a.tokenizer)  # a folder with tokenizer files, before any rank starts
     p = Path(a.data)
     if p.suffix == ".bin" and a.token_dtype is None:
         raise ValueError(f"--data {p} is a raw token file without a dtype; pass --token-dtype "
@@ -151,7 +154,8 @@ def run(a: argparse.Namespace) -> None:
     from interp.collectors.sharded import collect_sharded
     rank = int(os.environ.get("RANK", "0"))
     try:
-        model = interp.load_model(a.model, dtype=a.dtype, device="cpu")  # placed on its rank's device below
+        model = interp.load_model(a.model, dtype=a.dtype, device="cpu",  # placed on its rank's device below
+                                  tokenizer=a.tokenizer)
         res = collect_sharded(model, open_data(a.data, a.token_dtype), make_collectors(a.collectors),
                               batch_size=a.batch_size, max_tokens=a.max_tokens, exclude_first=a.exclude_first,
                               progress=not a.quiet, distributed=worker, device=a.device, dtype=a.dtype,
@@ -171,6 +175,7 @@ def run(a: argparse.Namespace) -> None:
 
 
 def register(sub) -> None:
+    from interp.commands._model import add_tokenizer_option
     p = sub.add_parser("collect", help="run collectors over a corpus (optionally on N processes) and save results")
     p.add_argument("model", help="registry name (interp models), zoo checkpoint or transformers checkpoint path")
     p.add_argument("--data", required=True, help="token file (.npy/.bin), text file (one text per line), or corpus "
@@ -191,4 +196,5 @@ def register(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=50, help="batches between state files (default 50)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_tokenizer_option(p)
     p.set_defaults(func=run)

