@@ -50,8 +50,11 @@ docs: install
 	$(PY) docs/numbers_from_json.py --check
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -q -d site
 
+# Tests run in TEST_WORKERS processes (pytest-xdist; each test is single-threaded, see tests/conftest.py), one
+# test file per worker at a time so a file's module fixtures (a loaded model, a JupyterLab server) start once.
+TEST_WORKERS ?= 2
 test: models browser austen lint docs
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 report: models
 	$(PY) -m interp.cli report --default --force -o report/index.html   # collect + analyse; replaces an earlier report
