@@ -41,6 +41,19 @@ def test_resume_after_kill_gives_a_bitwise_identical_loss_curve(tmp_path, strate
     assert resumed.evals == straight.evals and resumed.final_val_loss == straight.final_val_loss
 
 
+@pytest.mark.parametrize("strategy", ["powernorm", "unified-norm"])
+def test_resume_logs_the_same_layer_telemetry_as_an_uninterrupted_run(tmp_path, strategy):
+    """The step after a resume compares the batch, running and divisor statistics with the step before the kill,
+    as the uninterrupted run does (no NaN where the straight run has a value)."""
+    straight = Trainer(_model(strategy), _batches(), CFG, val=_batches(), progress=False).run()
+    Trainer(_model(strategy), _batches(), CFG, val=_batches(), run_dir=tmp_path, progress=False).run(until=4)
+    resumed = Trainer(_model(strategy), _batches(), CFG, val=_batches(), run_dir=tmp_path, progress=False).run()
+    a, b = straight.layers, resumed.layers
+    assert len(a) == len(b) and a[["step", "group", "site", "metric"]].equals(b[["step", "group", "site", "metric"]])
+    same = (a.value == b.value) | (a.value.isna() & b.value.isna())
+    assert same.all(), b[~same]
+
+
 def test_nan_mid_run_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     def poison(trainer):
         if trainer.step == 5:

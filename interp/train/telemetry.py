@@ -11,7 +11,8 @@ step, ‖Rₜ − Rₜ₋₁‖/‖Rₜ₋₁‖ with Rₜ the buffer after step
 it). And `last_divisor`, the second moment the training forward divided by (PowerNorm: the batch ψ² in its
 statistics warm-up, then the running ψ² as it stood before the step; Unified: the batch σ² in warm-up, then
 the geometric mean of the last `window` batch statistics, its "fluctuation smoothing"), logged the same way.
-The first step logged by a Telemetry (step 0, or the first after a resume) has no previous value: NaN.
+The first step of a run has no previous value: NaN (a resumed run carries the previous values over in its
+checkpoint, so it logs what the uninterrupted run logs).
 """
 from __future__ import annotations
 

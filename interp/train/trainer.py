@@ -160,11 +160,17 @@ class Trainer:
 
     def save(self) -> Path:
         extra = {"rng.torch": torch.get_rng_state()}
-        extra.update({f"prev_x2.{k}": v for k, v in self.tel.prev_x2.items()})
+        for kind, prev in self._tel_prev().items():  # what the next step's relative changes compare with
+            extra.update({f"{kind}.{k}": v for k, v in prev.items()})
         ck = save_checkpoint(self.run_dir, self.step, self.model, self.opt, self._state(), extra,
                              {"steps.parquet": self.steps_frame(), "layers.parquet": self.layers_frame()})
         self.last_ckpt = self.step
         return ck
+
+    def _tel_prev(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The telemetry's previous batch, running and divisor statistics, by their checkpoint key prefix."""
+        return {"prev_x2": self.tel.prev_x2, "prev_running": self.tel.prev_running,
+                "prev_divisor": self.tel.prev_divisor}
 
     def _resume(self, ck: Path) -> None:
         state, extra = load_checkpoint(ck, self.model, self.opt)
@@ -176,7 +182,8 @@ class Trainer:
                              "use the same config or a fresh run directory")
         self.step, self.evals, self.wall_s = state["step"], state["evals"], state["wall_s"]
         torch.set_rng_state(extra.pop("rng.torch"))
-        self.tel.prev_x2 = {k[len("prev_x2."):]: v for k, v in extra.items() if k.startswith("prev_x2.")}
+        for kind, prev in self._tel_prev().items():  # checkpoints from before rstat / dstat carry prev_x2 only
+            prev.update({k[len(kind) + 1:]: v for k, v in extra.items() if k.startswith(f"{kind}.")})
         self.rows = pd.read_parquet(ck / "steps.parquet").to_dict("records")
         self.layer_rows = pd.read_parquet(ck / "layers.parquet").to_dict("records")
         self.last_ckpt = self.step
