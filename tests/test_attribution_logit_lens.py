@@ -48,3 +48,45 @@ def test_figures_carry_the_data():
     assert list(f2.data[0].y) == pytest.approx(list(lens.groupby("layer").kl_to_final.mean()))
     with pytest.raises(ValueError, match="unknown metric"):
         lens_figure(lens, "nope")
+
+
+def _tiny_hf(model_type: str, **extra):
+    """A tiny random transformers model of one family, norm gains and biases randomized, wrapped by interp."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from interp.models.families import wrap
+    kw = dict(n_embd=32, n_layer=2, n_head=4, n_positions=32) if model_type == "gpt2" else dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+        intermediate_size=64, max_position_embeddings=32)
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, vocab_size=60, **kw, **extra),
+                                          attn_implementation="eager").double().eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name or "ln_" in name:
+                p.copy_(torch.randn_like(p) * 0.3 + (1.0 if name.endswith("weight") else 0.0))
+    return wrap(hf, name=f"tiny-{model_type}")
+
+
+def test_lens_applies_gemma2_logit_softcap():
+    m = _tiny_hf("gemma2", final_logit_softcapping=0.5)
+    tok = torch.randint(3, 60, (2, 6), generator=torch.Generator().manual_seed(4))
+    df = logit_lens(m, tok, target=7)
+    assert df[df.layer == 2].kl_to_final.abs().max() < 1e-9  # the last stream read as the model reads it
+    _, cache = m.run_with_cache(tok)
+    ln = m.hf.model.norm
+    ref = 0.5 * torch.tanh(ln(cache["blocks.1.hook_resid_pre"]) @ m.W_U / 0.5)
+    row = df[(df.layer == 1) & (df.batch == 1) & (df.pos == 4)].iloc[0]
+    assert row.target_logprob == pytest.approx(float(ref.log_softmax(-1)[1, 4, 7]), abs=1e-6)  # its norm runs in fp32
+
+
+def test_lens_final_scale_on_a_transformers_layernorm():
+    m = _tiny_hf("gpt2")
+    tok = torch.randint(0, 60, (2, 6), generator=torch.Generator().manual_seed(5))
+    df = logit_lens(m, tok, target=9, scale="final")
+    _, cache = m.run_with_cache(tok)
+    ln, x = m.hf.transformer.ln_f, cache["blocks.1.hook_resid_pre"]
+    s = (cache["blocks.1.hook_resid_post"].var(-1, keepdim=True, unbiased=False) + ln.eps).sqrt()
+    ref = ((x - x.mean(-1, keepdim=True)) / s * ln.weight + ln.bias) @ m.W_U  # centred, the final layer's scale
+    row = df[(df.layer == 1) & (df.batch == 0) & (df.pos == 5)].iloc[0]
+    assert row.target_logprob == pytest.approx(float(ref.log_softmax(-1)[0, 5, 9]), abs=1e-6)
+    assert df[df.layer == 2].kl_to_final.abs().max() < 1e-6

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from interp.attribution.sublayers import frozen_final_norm
 from interp.attribution.targets import resolve_token
 
 if TYPE_CHECKING:
@@ -51,15 +52,17 @@ def logit_lens(model: HookedModel, tokens: torch.Tensor, target=None, scale: str
         else:
             tgt = torch.full((b, t), resolve_token(model, target))
         cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("target_logprob", "target_rank", "kl_to_final")}
+        frozen = frozen_final_norm(model) if scale == "final" else None
+        cap = getattr(model, "logit_softcap", None)
         for name in sites.stream():
             x = cache[name]
             if scale == "recomputed":
                 normed = model.apply_final_norm(x)
-            else:  # the bug: divide by the final layer's scale whatever the stream (LayerNorm / RMSNorm)
-                ln = model.ln_final
-                xc = x - x.mean(-1, keepdim=True) if hasattr(ln, "b") else x
-                normed = xc / cache[sites.final_norm_scale] * ln.w + (ln.b if getattr(ln, "b", None) is not None else 0)
+            else:  # the bug: divide by the final layer's scale whatever the stream
+                normed = frozen(x, cache[sites.final_norm_scale])
             lens = normed @ model.W_U + (model.b_U if model.b_U is not None else 0)
+            if cap:  # Gemma-2 caps its logits: the lens reads the stream the same way the model does
+                lens = cap * torch.tanh(lens / cap)
             lp = lens.log_softmax(-1)
             tl = lens.gather(-1, tgt[..., None])
             cols["target_rank"].append((lens > tl).sum(-1))
