@@ -76,3 +76,40 @@ def test_run_dir_with_other_files_is_refused_untouched(tmp_path):
     with pytest.raises(OutputRefused, match="not a training run|did not write"):
         Trainer(model(), batches(), CFG, run_dir=tmp_path, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-mine", "notes.txt"]
+
+
+@pytest.mark.parametrize("kill_at", ["rename", "rmtree"])
+def test_a_kill_while_a_step_is_saved_again_keeps_a_whole_checkpoint(tmp_path, monkeypatch, kill_at):
+    """The last step is saved twice (after its update, then with the final evaluation). Killed just before the
+    second one is renamed into place, or halfway through deleting a step-6 checkpoint folder, the run still resumes
+    and ends with the uninterrupted run's losses."""
+    import shutil
+    from pathlib import Path
+
+    from interp.train import checkpoint as C
+    straight = Trainer(model(), batches(), CFG, val=batches(), progress=False).run()
+    real_rename, real_rmtree, renames = Path.rename, shutil.rmtree, []
+
+    def rename(self, target):
+        if Path(target).name == "ckpt-000006":
+            renames.append(target)
+            if kill_at == "rename" and len(renames) == 2:
+                raise KeyboardInterrupt("killed")
+        return real_rename(self, target)
+
+    def rmtree(p, *a, **k):
+        if kill_at == "rmtree" and (Path(p) / "state.json").is_file() and '"step": 6' in (Path(p) / "state.json"
+                                                                                          ).read_text():
+            (Path(p) / "model.safetensors").unlink()   # half deleted
+            raise KeyboardInterrupt("killed")
+        return real_rmtree(p, *a, **k)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    monkeypatch.setattr(C.shutil, "rmtree", rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(model(), batches(), CFG, val=batches(), run_dir=tmp_path, progress=False).run()
+    monkeypatch.undo()
+    resumed = Trainer(model(), batches(), CFG, val=batches(), run_dir=tmp_path, progress=False).run()
+    assert resumed.status == "done" and resumed.final_val_loss == straight.final_val_loss
+    assert resumed.steps.loss.tolist() == straight.steps.loss.tolist()
+    assert latest(tmp_path).name == "ckpt-000006"

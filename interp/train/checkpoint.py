@@ -5,7 +5,9 @@ Layout of a run directory:
                  telemetry carry-over)  state.json (step, config, param groups, evaluations, metadata)
                  steps.parquet  layers.parquet (the logs up to that step)
     latest.json  {"step": 120, "dir": "ckpt-000120"}: written last, by rename, so it always names a whole
-                 checkpoint; older checkpoint directories are deleted only after it is updated.
+                 checkpoint; older checkpoint directories are deleted only after it is updated. A step saved
+                 again (after the final evaluation) moves the old folder aside (.ckpt-000120.old, which
+                 `latest` falls back to) before the new one is renamed into place, and deletes it after.
 A run directory is marked as such (`.interp-output`, kind "training-run"); a non-empty folder that is neither
 marked nor holds a run's own files is refused (`check_run_dir`), and only `ckpt-NNNNNN` folders holding a
 state.json are ever deleted.
@@ -84,12 +86,19 @@ def check_fingerprint(ck: Path, saved: dict | None, now: dict) -> None:
                          "differ; use a fresh run directory or the same model, seed and data")
 
 
+def _aside(final: Path) -> Path:
+    """Where `save_checkpoint` keeps the checkpoint it is replacing by one of the same step until the new one is in."""
+    return final.with_name(f".{final.name}.old")
+
+
 def latest(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint directory of `run_dir`, or None."""
     p = Path(run_dir) / LATEST
     if not p.is_file():
         return None
     d = Path(run_dir) / json.loads(p.read_text())["dir"]
+    if not d.exists() and (_aside(d) / "state.json").is_file():  # killed while replacing d by a re-save
+        return _aside(d)
     if not (d / "state.json").is_file():
         raise ValueError(f"{p} names {d.name}, which is incomplete; delete {run_dir} to start over")
     return d
@@ -139,14 +148,16 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, opt:
             df.to_parquet(tmp / fname, index=False)
         (tmp / "state.json").write_text(json.dumps({**state, "optimizer": rest}, indent=1))
         apply_umask(tmp)
-        final = run_dir / name
-        if final.exists():
-            shutil.rmtree(final)
+        final, aside = run_dir / name, _aside(run_dir / name)
+        if final.exists():  # the same step saved again (after the final evaluation): keep it whole until replaced
+            shutil.rmtree(aside, ignore_errors=True)
+            final.rename(aside)
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_bytes(run_dir / LATEST, json.dumps({"step": step, "dir": name}).encode())
+    shutil.rmtree(aside, ignore_errors=True)
     olds = sorted(p for p in run_dir.glob("ckpt-*") if CKPT_DIR.fullmatch(p.name) and p.name != name
                   and (p / "state.json").is_file())  # only checkpoints this code wrote
     for old in olds[:max(0, len(olds) - (keep - 1))]:
