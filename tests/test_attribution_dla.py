@@ -23,7 +23,8 @@ def model(name, **kw):
 TOK = torch.randint(0, 80, (3, 9), generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("name", ["pre-ln", "peri-ln", "post-ln", "mix-ln", "lns", "pre-rmsnorm", "pre-crmsnorm", "no-norm"])
+@pytest.mark.parametrize("name", ["pre-ln", "peri-ln", "post-ln", "mix-ln", "lns", "pre-rmsnorm", "pre-crmsnorm", "no-norm",
+                                  "mdlm-ln"])  # mdlm-ln adds a timestep embedding to the stream: a component too
 def test_rows_sum_to_the_forward_logit(name):
     m = model(name)
     df = dla(m, TOK, target=3, contrast=11, pos=[-1, 0, 4], neuron_layers=[1])
@@ -144,3 +145,18 @@ def test_real_model_rows_sum_to_logit(smollm2):
     assert len(df) == 1 + 2 * 30 + 1 and df[df.direct_effect.notna()].rel_error.max() > 1e-3
     with pytest.raises(ValueError, match="not a single token"):
         dla(smollm2, tok, target=" Paris is lovely")
+
+
+def test_timestep_embedding_is_a_component_with_its_direct_effect():
+    m = model("mdlm-ln")
+    df = dla(m, TOK, target=5, pos=-1)
+    _, cache = m.run_with_cache(TOK)
+    c = cache["hook_t_embed"]  # [b, d], added to every position
+
+    def remove(x, hook):  # path ablation: the embedding leaves the final residual only
+        x = x.clone()
+        x[:, -1] -= c
+        return x
+    want = (m(TOK)[:, -1, 5] - m.run_with_hooks(TOK, fwd_hooks=[("ln_final.hook_in", remove)])[:, -1, 5]).detach()
+    rows = df[df.component == "t_embed"]
+    assert list(rows.kind) == ["t_embed"] * 3 and rows.direct_effect.values == pytest.approx(want.numpy(), abs=1e-10)

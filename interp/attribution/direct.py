@@ -67,7 +67,7 @@ def dla(model: HookedModel, tokens: torch.Tensor, target, contrast=None, pos: in
     norms = path_norms(model)  # raises for unsupported norms before any compute
 
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names_filter=cache_names(n_layers))
+        logits, cache = model.run_with_cache(tokens, names_filter=cache_names(n_layers, model.cfg.t_embed == "add"))
         comps = split_components(model, cache, p, tuple(neuron_layers))
         names = [c.name for c in comps]
         if components is not None:
