@@ -111,6 +111,26 @@ def test_sequence_stats_match_residual_stats_layer_effect_and_brute_force(strate
         assert loss.loc[q, "loss_sum"] == pytest.approx(float(ce), rel=1e-5) and loss.loc[q, "n_pred"] == n - 1
 
 
+def test_sequence_stats_keep_every_sequence_apart_in_a_sharded_or_resumed_collection(tmp_path):
+    """collect_sharded runs each batch on its own (ranks, --state-dir resumes): sequence q must still be slot q,
+    with its own counts, maxima and medians, as one collect pass gives them (here 5 sequences, batches of 2)."""
+    from interp.collectors.sharded import collect_sharded
+    model = zoo.build("pre-ln", **TINY).eval()
+    lengths = (9, 5, 7, 3, 6)
+    toks, mask = padded(lengths=lengths)
+    data = [t[m].tolist() for t, m in zip(toks, mask)]
+    one = collect(model, data, [SequenceStats()], batch_size=2, progress=False)
+    sharded = collect_sharded(model, data, [SequenceStats()], batch_size=2, progress=False,
+                              state_dir=tmp_path / "state", checkpoint_every=1)
+    for name in ("seq_stream", "seq_loss"):
+        a, b = one[name], sharded[name]
+        assert sorted(b["seq"].unique()) == list(range(len(lengths)))
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), rtol=1e-12)
+    s = sharded["seq_stream"]
+    for q, n in enumerate(lengths):  # every element of sequence q counted once, in its own slot
+        assert (s[s.seq == q]["n"] == n * TINY["d_model"]).all()
+
+
 # ---- small metric helpers ----------------------------------------------------------------------------------
 
 def test_spike_count_brute_force():

@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 import interp.zoo as zoo
+from interp.analysis.sequences import SequenceStats
 from interp.collectors import GradNorms, LayerEffect, MassiveActivations, NormScales, ResidualStats, collect
 
 DOC = (Path(__file__).parent.parent / "docs" / "results.md").read_text()
@@ -36,7 +37,7 @@ def test_every_column_is_documented():
 def test_every_state_key_has_its_documented_rule():
     model = zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=256)
     table = DOC.split("## Merge rules")[1]
-    for c in (ResidualStats(), MassiveActivations(), LayerEffect(), NormScales(), GradNorms()):
+    for c in (ResidualStats(), MassiveActivations(), LayerEffect(), NormScales(), GradNorms(), SequenceStats()):
         c.bind(model)
         row = next(line for line in table.splitlines() if line.startswith(f"| {c.name} |"))
         cells = [set(x.replace("(order)", "").replace("+", ",").replace(" ", "").split(",")) - {""}

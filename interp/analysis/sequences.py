@@ -11,9 +11,9 @@ that enter statistics (`batch.mask`):
                                                               state at that depth (Sun et al. 2024's median)
   ang     arccos(cos(h_j, h_j+1))/π on the sequence's last counted token (Mix-LN's angular distance, n = 1)
 and, for causal LMs, the summed next-token cross-entropy and the number of predicted tokens per sequence.
-Sequence s of batch i sits in slot i × (rows of the first batch) + row: slots of disjoint runs never collide
-as long as both number their batches from their own start, so two states merge by addition only when
-their sequences are disjoint by construction (the main job runs one pass).
+Sequence s sits in slot s, its position in the run's data (`Batch.first_seq` + row; a shard of
+`collect_sharded` or a resumed run is given its batches' global positions), so the states of disjoint shards
+merge by addition into one run's.
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ class SequenceStats(Collector):
         super().begin_batch(batch)
         if self._rows_per_batch is None:
             self._rows_per_batch = len(batch.tokens)
-        start = batch.index * self._rows_per_batch
+        # the sequence's place in the run's data; a Batch made without it: batch number × rows of the first batch
+        start = batch.first_seq if batch.first_seq is not None else batch.index * self._rows_per_batch
         if start + len(batch.tokens) > self.max_sequences:
             raise ValueError(f"{self.name}: more than {self.max_sequences} sequences; pass a larger "
                              "max_sequences or collect on fewer sequences")

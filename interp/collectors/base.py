@@ -29,13 +29,15 @@ class Batch:
     """The batch being run: what hooks may read while the model runs on it.
 
     tokens [b, t] long; attention_mask [b, t] bool (real tokens); mask [b, t] bool: the positions that enter
-    statistics (real tokens, minus the first of each sequence when `exclude_first`); index: batch number.
+    statistics (real tokens, minus the first of each sequence when `exclude_first`); index: batch number;
+    first_seq: position in the whole run's data of the batch's first sequence (None: not known).
     """
 
     tokens: torch.Tensor
     attention_mask: torch.Tensor
     mask: torch.Tensor
     index: int = 0
+    first_seq: int | None = None
 
     def __post_init__(self) -> None:
         self.full = bool(self.mask.all())

@@ -58,7 +58,7 @@ TABLES: dict[str, dict[str, str]] = {
                     "rms_logit": "root mean square of q·k/√d_head over the same pairs"},
     "ln_removal": {"model": "", "ce_original": "CE before (nats)", "ce_vanilla": "CE after a vanilla fine-tune",
                    "ce_lnfree": "CE after LN removal with the same fine-tuning budget"},
-    "seq_stream": {"model": "", "seq": "held-out sequence (slot: batch × rows + row)", "depth": "stream depth",
+    "seq_stream": {"model": "", "seq": "held-out sequence (its position in the run's data)", "depth": "stream depth",
                    "n": "elements counted (tokens × d_model)", "s1": "Σx", "s2": "Σx²", "sabs": "Σ|x|",
                    "top1": "max |x|", "median": "lower median of |x| over the sequence's hidden state",
                    "ang": "arccos(cos(h_depth, h_depth+1))/π on the last counted token (NaN at the last depth)"},
