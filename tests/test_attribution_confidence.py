@@ -31,3 +31,9 @@ def test_no_final_norm_means_no_scale_effect():
 def test_a_model_that_is_not_from_the_zoo_is_refused_in_one_line():
     with pytest.raises(ValueError, match="not a zoo model: confidence_neurons reads zoo MLP neurons"):
         confidence_neurons(torch.nn.Linear(2, 2), torch.zeros(1, 4, dtype=torch.long))
+
+
+def test_a_layer_that_does_not_exist_is_refused():
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=16, n_heads=2, d_mlp=8, d_vocab=40, n_ctx=8)
+    with pytest.raises(ValueError, match="layer 5 does not exist"):  # not silently layer 5 % 2 = 1
+        confidence_neurons(m, torch.randint(0, 40, (1, 8)), layer=5)

@@ -160,3 +160,18 @@ def test_timestep_embedding_is_a_component_with_its_direct_effect():
     want = (m(TOK)[:, -1, 5] - m.run_with_hooks(TOK, fwd_hooks=[("ln_final.hook_in", remove)])[:, -1, 5]).detach()
     rows = df[df.component == "t_embed"]
     assert list(rows.kind) == ["t_embed"] * 3 and rows.direct_effect.values == pytest.approx(want.numpy(), abs=1e-10)
+
+
+def test_targets_and_positions_as_tensors_and_bad_shapes():
+    m = model("pre-ln")
+    want = dla(m, TOK, target=7, pos=[2, -1, 4])
+    got = dla(m, TOK, target=torch.tensor(7), pos=torch.tensor([2, -1, 4]))  # e.g. logits[0, -1].argmax()
+    assert got.dla.tolist() == want.dla.tolist()
+    from interp.attribution import dla_sublayers
+    assert dla_sublayers(m, TOK, target=torch.tensor(7)).dla.tolist() == dla_sublayers(m, TOK, target=7).dla.tolist()
+    with pytest.raises(ValueError, match="at least one position"):
+        dla(m, TOK[:, :0], target=7)
+    with pytest.raises(ValueError, match="at least one position"):
+        dla(m, TOK[None], target=7)
+    with pytest.raises(ValueError, match="not a token id"):
+        dla(m, TOK, target=7.5)  # not silently read as 7

@@ -90,3 +90,12 @@ def test_lens_final_scale_on_a_transformers_layernorm():
     row = df[(df.layer == 1) & (df.batch == 0) & (df.pos == 5)].iloc[0]
     assert row.target_logprob == pytest.approx(float(ref.log_softmax(-1)[0, 5, 9]), abs=1e-6)
     assert df[df.layer == 2].kl_to_final.abs().max() < 1e-6
+
+
+def test_lens_target_per_sequence_and_empty_input():
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=32, d_vocab=60, n_ctx=8, init_std=0.3).double().eval()
+    tok = torch.randint(0, 60, (2, 6), generator=torch.Generator().manual_seed(6))
+    df = logit_lens(m, tok, target=[4, 9])
+    assert df.target_logprob.tolist() == logit_lens(m, tok, target=torch.tensor([[4] * 6, [9] * 6])).target_logprob.tolist()
+    with pytest.raises(ValueError, match="at least one position"):
+        logit_lens(m, tok[:, :0])

@@ -42,6 +42,8 @@ def confidence_neurons(model: HookedModel, tokens: torch.Tensor, layer: int = -1
         raise ValueError(f"{name} is not a zoo model: confidence_neurons reads zoo MLP neurons "
                          "(blocks.L.mlp.hook_post, mlp.down); convert a GPT-2 with interp.surgery.gpt2_to_zoo.from_gpt2 first")
     n_layers = len(model.blocks)
+    if not -n_layers <= layer < n_layers:
+        raise ValueError(f"layer {layer} does not exist; the model has layers 0..{n_layers - 1} (or -1 for the last)")
     layer = layer % n_layers
     blk = model.blocks[layer]
     if blk.placement not in ("pre", "lns", "none"):

@@ -31,7 +31,7 @@ import torch
 from interp.attribution.components import cache_names, split_components
 from interp.attribution.replay import path_norms, replay
 from interp.attribution.sublayers import dla_sublayers
-from interp.attribution.targets import per_batch_tokens
+from interp.attribution.targets import batch_tokens, per_batch_tokens, positions
 
 if TYPE_CHECKING:
     from interp.contract import HookedModel
@@ -51,8 +51,7 @@ def dla(model: HookedModel, tokens: torch.Tensor, target, contrast=None, pos: in
             raise ValueError(f"{model.card.name} is not a zoo model: only sublayer components (embed, L0.attn, "
                              "L0.mlp, ...) are available; drop neuron_layers / components")
         return dla_sublayers(model, tokens, target, contrast, pos)
-    if tokens.dim() == 1:
-        tokens = tokens[None]
+    tokens = batch_tokens(tokens)
     b, t = tokens.shape
     n_layers = len(model.blocks)
     for l in neuron_layers:
@@ -60,10 +59,7 @@ def dla(model: HookedModel, tokens: torch.Tensor, target, contrast=None, pos: in
             raise ValueError(f"neuron layer {l} does not exist; the model has layers 0..{n_layers - 1}")
     tgt = per_batch_tokens(model, target, b, "target")
     con = None if contrast is None else per_batch_tokens(model, contrast, b, "contrast")
-    p = torch.tensor(list(pos) if isinstance(pos, (list, tuple)) else [pos] * b)
-    if len(p) != b or ((p < -t) | (p >= t)).any():
-        raise ValueError(f"pos {pos} is out of range for sequences of {t} tokens")
-    p = p % t
+    p = positions(pos, b, t)
     norms = path_norms(model)  # raises for unsupported norms before any compute
 
     with torch.no_grad():

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from interp.attribution.sublayers import frozen_final_norm
-from interp.attribution.targets import resolve_token
+from interp.attribution.targets import batch_tokens, per_batch_tokens
 
 if TYPE_CHECKING:
     from interp.contract import HookedModel
@@ -26,12 +26,11 @@ def logit_lens(model: HookedModel, tokens: torch.Tensor, target=None, scale: str
     """Per layer and position: rank / probability of `target` and KL to the final distribution.
 
     target: None (the model's own final top-1 prediction at each position), a token id / one-token string,
-    or a [b, t] tensor of ids (e.g. the next tokens).
+    one per sequence, or a [b, t] tensor of ids (e.g. the next tokens).
     """
     if scale not in ("recomputed", "final"):
         raise ValueError(f"unknown scale {scale!r}; choose 'recomputed' or 'final'")
-    if tokens.dim() == 1:
-        tokens = tokens[None]
+    tokens = batch_tokens(tokens)
     sites = model.sites
     names = sites.stream()
     if scale == "final":
@@ -49,8 +48,8 @@ def logit_lens(model: HookedModel, tokens: torch.Tensor, target=None, scale: str
             if target.shape != (b, t) or target.min() < 0 or target.max() >= vocab:
                 raise ValueError(f"target tensor must be [{b}, {t}] ids in 0..{vocab - 1}")
             tgt = target.long()
-        else:
-            tgt = torch.full((b, t), resolve_token(model, target))
+        else:  # one id / one-token string, or one per sequence
+            tgt = per_batch_tokens(model, target, b, "target")[:, None].expand(b, t)
         cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("target_logprob", "target_rank", "kl_to_final")}
         frozen = frozen_final_norm(model) if scale == "final" else None
         cap = getattr(model, "logit_softcap", None)

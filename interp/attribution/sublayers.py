@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from interp.attribution.targets import per_batch_tokens
+from interp.attribution.targets import batch_tokens, per_batch_tokens, positions
 
 if TYPE_CHECKING:
     from interp.contract import HookedModel
@@ -39,16 +39,12 @@ def dla_sublayers(model: HookedModel, tokens: torch.Tensor, target, contrast=Non
     if any(ls.placement in ("post", "mix") for ls in sites.layers):
         raise ValueError(f"{card.name} has Post-LN blocks: its stream is renormalized after every sublayer, so "
                          "sublayer writes do not add up to the final stream; use a zoo model for Post-LN DLA")
-    if tokens.dim() == 1:
-        tokens = tokens[None]
+    tokens = batch_tokens(tokens)
     b, t = tokens.shape
     tgt, con = per_batch_tokens(model, target, b, "target"), None
     if contrast is not None:
         con = per_batch_tokens(model, contrast, b, "contrast")
-    p = torch.tensor(list(pos) if isinstance(pos, (list, tuple)) else [pos] * b)
-    if len(p) != b or ((p < -t) | (p >= t)).any():
-        raise ValueError(f"pos {pos} is out of range for sequences of {t} tokens")
-    p = p % t
+    p = positions(pos, b, t)
     names = [sites.layers[0].resid_pre] + [h for ls in sites.layers for h in (ls.deltas["attn"], ls.deltas["mlp"])]
     labels = ["embed"] + [f"L{l}.{k}" for l in range(sites.n_layers) for k in ("attn", "mlp")]
     fin = sites.final_norm_input or sites.final_resid

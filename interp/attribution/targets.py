@@ -22,6 +22,8 @@ def resolve_token(model: HookedModel, token: int | str, what: str = "target") ->
                              "tokens); pass a token id or a one-token string")
         return int(ids[0])
     t = int(token)
+    if t != token:
+        raise ValueError(f"{what} {token!r} is not a token id; pass an integer id or a one-token string")
     if not 0 <= t < vocab:
         raise ValueError(f"{what} token id {t} is not in the vocabulary (ids 0..{vocab - 1})")
     return t
@@ -29,7 +31,26 @@ def resolve_token(model: HookedModel, token: int | str, what: str = "target") ->
 
 def per_batch_tokens(model: HookedModel, v, b: int, what: str) -> torch.Tensor:
     """One token id per sequence from one id / string, or a list of them."""
-    vals = list(v) if isinstance(v, (list, tuple, torch.Tensor)) else [v] * b
+    many = isinstance(v, (list, tuple)) or (isinstance(v, torch.Tensor) and v.dim() > 0)
+    vals = list(v) if many else [v] * b
     if len(vals) != b:
         raise ValueError(f"{what} has {len(vals)} entries for a batch of {b}; pass one value or one per sequence")
     return torch.tensor([resolve_token(model, int(x) if isinstance(x, torch.Tensor) else x, what) for x in vals])
+
+
+def batch_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """Token ids as [b, t] (a single sequence [t] gets a batch of one); empty or other shapes raise."""
+    tokens = tokens[None] if tokens.dim() == 1 else tokens
+    if tokens.dim() != 2 or tokens.shape[1] == 0:
+        raise ValueError(f"tokens must be token ids [batch, pos] with at least one position; got shape "
+                         f"{tuple(tokens.shape)}")
+    return tokens
+
+
+def positions(pos, b: int, t: int) -> torch.Tensor:
+    """The position read in each of b sequences of t tokens (one int, or one per sequence; negative from the end)."""
+    p = torch.as_tensor(pos if isinstance(pos, (list, tuple, torch.Tensor)) else [pos] * b).long().flatten()
+    if len(p) != b or ((p < -t) | (p >= t)).any():
+        raise ValueError(f"pos {pos} is out of range for {b} sequences of {t} tokens; pass one position or one "
+                         "per sequence")
+    return p % t
