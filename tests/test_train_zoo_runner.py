@@ -239,3 +239,32 @@ def test_work_keeps_going_after_a_crash_that_does_not_repeat(tmp_path, monkeypat
     monkeypatch.setattr(zr.subprocess, "run", lambda args, **kw: sp.CompletedProcess(args, next(codes)))
     monkeypatch.setattr(zr.time, "sleep", lambda s: None)
     zr.work(1, tmp_path / "zoo", tmp_path / "runs")   # returns: the last job reported none left
+
+
+def test_a_kill_while_a_trained_model_replaces_the_old_one_keeps_a_whole_model(tiny_zoo, tmp_path, monkeypatch):
+    """train_one installs the finished model over the earlier one; killed halfway through deleting a model folder,
+    data/zoo/<name> is still a whole model (the old or the new one), never a half-deleted folder."""
+    import shutil
+    from pathlib import Path
+
+    from interp.train.zoo import train_one, zoo_train_config
+    out, runs, _, _ = tiny_zoo
+    dest, run_dir = tmp_path / "pre-ln", tmp_path / "run"
+    shutil.copytree(out / "pre-ln", dest)
+    shutil.copytree(runs / "pre-ln", run_dir)   # a finished run: train_one resumes it and installs again
+    real = shutil.rmtree
+
+    def killed(p, *a, **k):
+        if (Path(p) / "config.json").is_file() or (Path(p) / "old" / "config.json").is_file():
+            for f in Path(p).rglob("model.safetensors"):
+                f.unlink()
+            raise KeyboardInterrupt("killed")
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_one("pre-ln", zoo_runner._prepared(), zoo_train_config(5, seed=0), dest, run_dir, size=TINY, seed=0,
+                  progress=False)
+    monkeypatch.undo()
+    m = interp.zoo.load(dest)
+    assert state_sha256(m) == state_sha256(interp.zoo.load(out / "pre-ln"))

@@ -181,8 +181,8 @@ def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, ru
         for s in shipped:
             (tmp / "checkpoints").mkdir(exist_ok=True)
             shutil.copy(trainer.snapshot_path(s), tmp / "checkpoints" / f"step-{s:06d}.safetensors")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
+        from interp.outputs import install_dir
+        install_dir(tmp, out_dir, "checkpoint", force=True)  # the old model moved aside, deleted after the swap
     return rec
 
 
