@@ -175,3 +175,27 @@ def test_targets_and_positions_as_tensors_and_bad_shapes():
         dla(m, TOK[None], target=7)
     with pytest.raises(ValueError, match="not a token id"):
         dla(m, TOK, target=7.5)  # not silently read as 7
+
+
+def test_sublayer_dla_with_a_frozen_divisor_final_norm():
+    """A FakeLN final norm (LN removal's stage 'ln_final': a constant divisor, another one at position 0) has a
+    `scale` buffer, not a method; its direct effect at a later position uses that position's divisor."""
+    from interp.attribution import dla_sublayers
+    from interp.norms import FakeLN
+    from interp.surgery.remove_ln import _refresh
+    m = model("pre-ln")
+    m.ln_final = FakeLN(32, scale=1.7, scale_pos0=0.4).double()
+    _refresh(m)
+    logits, cache = m.run_with_cache(TOK)
+    sub = dla_sublayers(m, TOK, target=5, pos=-1)
+    c = cache["blocks.1.hook_attn_out"][:, -1]
+
+    def remove(x, hook):
+        x = x.clone()
+        x[:, -1] -= c
+        return x
+    abl = m.run_with_hooks(TOK, fwd_hooks=[("ln_final.hook_in", remove)])
+    want = (logits[:, -1, 5] - abl[:, -1, 5]).detach()
+    assert sub[sub.component == "L1.attn"].direct_effect.values == pytest.approx(want.numpy(), abs=1e-10)
+    for j in range(3):
+        assert sub[sub.batch == j].dla.sum() == pytest.approx(float(logits[j, -1, 5]), abs=1e-10)

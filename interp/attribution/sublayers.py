@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from interp.attribution.replay import norm_scale
 from interp.attribution.targets import batch_tokens, per_batch_tokens, positions
+from interp.models.norm_hooks import NormHooks
 
 if TYPE_CHECKING:
     from interp.contract import HookedModel
@@ -64,15 +66,18 @@ def dla_sublayers(model: HookedModel, tokens: torch.Tensor, target, contrast=Non
             metric = cap * torch.atanh(metric / cap)
         metric = metric.gather(1, tgt[:, None])[:, 0] - (metric.gather(1, con[:, None])[:, 0] if con is not None else 0)
         if sites.final_norm_input is not None:
-            ln = model.ln_final
-            s = (ln.scale(x) if hasattr(ln, "scale") else _zoo_scale(ln, x, p)).double()
-            f = frozen_final_norm(model)
+            ln, f = model.ln_final, frozen_final_norm(model)
+            if isinstance(ln, NormHooks):  # a transformers norm: the model's own statistics, recomputed on y [..., d]
+                s = ln.scale(x).double()
+                recomputed = lambda y: model.apply_final_norm(y.to(logits.dtype)).double()
+            else:  # a zoo norm: its scale may depend on the position (FakeLN's position-0 divisor)
+                s = norm_scale(ln, x, p == 0)
+                recomputed = lambda y: f(y, norm_scale(ln, y, p == 0))
             zero = f(torch.zeros_like(x), s)
             dla_c = ((f(comps, s) - zero) * u).sum(-1)
             bias_row = (zero * u).sum(-1)
-            full = (model.apply_final_norm(x[:, None].to(logits.dtype)).double()[:, 0] * u).sum(-1) + bu
-            abl = model.apply_final_norm((x[None] - comps).to(logits.dtype).flatten(0, 1)[:, None]).double()[:, 0]
-            de = full - ((abl.view_as(comps) * u).sum(-1) + bu)
+            full = (recomputed(x) * u).sum(-1) + bu
+            de = full - ((recomputed(x[None] - comps) * u).sum(-1) + bu)
         else:  # no final norm: DLA is the direct effect
             dla_c = de = (comps * u).sum(-1)
             bias_row = torch.zeros(b, dtype=torch.float64)
@@ -93,8 +98,3 @@ def dla_sublayers(model: HookedModel, tokens: torch.Tensor, target, contrast=Non
     df["error"] = df["dla"] - df["direct_effect"]
     df["rel_error"] = df["error"].abs() / df["metric"].abs()
     return df
-
-
-def _zoo_scale(ln, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    from interp.attribution.replay import norm_scale
-    return norm_scale(ln, x, p == 0)
