@@ -145,3 +145,15 @@ def test_an_interval_takes_the_format_spec_at_both_ends():
     gen = load_generator()
     assert gen.fmt([1.0794, 1.09], ".3f") == "1.079, 1.090"
     assert gen.fmt([1.0794, 1.09]) == "1.079, 1.09"
+
+
+def test_concepts_placement_table_names_every_placement_and_strategy():
+    """docs/concepts.md's placement table: one row per placement the card knows, each zoo strategy in the row of
+    its own placement (a strategy added to the zoo without its row would leave the page incomplete)."""
+    from interp.card import PLACEMENTS
+    from interp.zoo.config import STRATEGIES
+    text = (ROOT / "docs" / "concepts.md").read_text().split("## Placements")[1].split("\nNorm kinds")[0]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z]+)` \|[^|]*\|(.*)\|$", text, re.M)}
+    assert set(rows) == set(PLACEMENTS)
+    for name, cfg in STRATEGIES.items():
+        assert f"`{name}`" in rows[cfg["placement"]], f"{name} missing from the {cfg['placement']} row"
