@@ -95,3 +95,25 @@ def test_resume_of_a_damaged_sweep_names_the_file(tmp_path, capsys, name, data, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(out / name) in err[0] and why in err[0] and "--force" in err[0], err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("strategy", ["mdlm-ln", "pre-ln"])
+def test_a_run_trains_with_the_zoo_objective_of_its_strategy(strategy):
+    """A masked-diffusion preset is swept on its own loss (the MDLM bound), not on next-token cross-entropy, which
+    a bidirectional model can read off its input; a causal preset keeps next-token cross-entropy."""
+    from types import SimpleNamespace
+
+    from interp.data import TokenBatches
+    from interp.train.mdlm import mdlm_loss
+    from interp.train.trainer import lm_loss
+    stream = torch.randint(2, 97, (4000,), generator=torch.Generator().manual_seed(0))
+    data = SimpleNamespace(train_tokens=stream, val_tokens=stream[:500], tokenizer=SimpleNamespace(bos_id=0))
+    size = {**TINY, "d_vocab": 97}
+    row = S.sweep_run(strategy, 1e-3, 0, data, size, 2, 2, None)
+    model = build(strategy, seed=0, **size).train()
+    torch.manual_seed(0)   # the Trainer seeds the global RNG with the run's seed
+    batch = TokenBatches(stream, TINY["n_ctx"], 2, 0, seed=0).batch(0)
+    fn = mdlm_loss if strategy.startswith("mdlm") else lm_loss
+    with torch.no_grad():
+        want = float(fn(model, batch, bool(getattr(model.cfg, "conditioned", False))))
+    assert row["first_loss"] == pytest.approx(want, rel=1e-5)

@@ -1,7 +1,8 @@
 """Learning-rate stability sweep: short runs of every strategy over a ladder of peak learning rates.
 
 The Peri-LN paper's stability claim made measurable: which placements survive which learning rates.
-Each run is a fresh model (same seed, same data order) trained `steps` updates with the zoo recipe but
+Each run is a fresh model (same seed, same data order) trained `steps` updates with the zoo recipe (and the zoo's
+objective: next-token cross-entropy, or the MDLM bound for the masked-diffusion presets) but
 *without gradient clipping* by default (clipping hides the instability being measured). The ladder climbs
 until runs diverge (SWEEP_LRS); several seeds give the spread of each strategy's largest stable rate.
 
@@ -23,7 +24,7 @@ import torch
 
 from interp.data import TokenBatches, prepare
 from interp.train.trainer import TrainConfig, Trainer
-from interp.train.zoo import zoo_norm_kwargs
+from interp.train.zoo import _loss_fn, zoo_norm_kwargs
 from interp.zoo import STRATEGIES, build
 
 SWEEP_SIZE = dict(n_layers=6, d_model=64, n_heads=4, d_mlp=256, n_ctx=64)
@@ -57,7 +58,7 @@ def sweep_run(strategy: str, lr: float, seed: int, data, size: dict, steps: int,
     model = build(strategy, seed=seed, **size, **({"norm_kwargs": nk} if nk else {}))
     batches = TokenBatches(data.train_tokens, cfg.seq_len, batch_size, data.tokenizer.bos_id, seed=seed)
     t0 = time.time()
-    res = Trainer(model, batches, cfg, progress=False).run()
+    res = Trainer(model, batches, cfg, progress=False, loss_fn=_loss_fn(model)).run()  # MDLM presets: their bound
     loss = res.steps.loss
     tail = loss.tail(max(1, steps // 10)).mean() if res.status == "done" else float("nan")
     first = float(loss.iloc[0]) if len(loss) else float("nan")
