@@ -70,6 +70,18 @@ def test_resume_refuses_another_seed_or_data_and_same_run_is_bitwise(tmp_path):
     assert resumed.steps.loss.tolist() == straight.steps.loss.tolist()
 
 
+@pytest.mark.parametrize("other", [dict(seed=2), dict(batch_size=2), dict(seq_len=8), dict(shuffle=False),
+                                   dict(bos_id=1)], ids=lambda d: next(iter(d)))
+def test_resume_refuses_another_data_order(tmp_path, other):
+    """The same tokens batched in another order (shuffle seed, batch size, window, no shuffle, BOS) would resume
+    silently on other batches than the uninterrupted run's: refused in one line naming what differs."""
+    Trainer(model(), batches(), CFG, run_dir=tmp_path, progress=False).run(until=3)
+    kw = {**dict(seq_len=16, batch_size=4, bos_id=0, seed=1), **other}
+    order = TokenBatches(STREAM, kw.pop("seq_len"), kw.pop("batch_size"), kw.pop("bos_id"), **kw)
+    with pytest.raises(ValueError, match=f"another data order.*{next(iter(other))}"):
+        Trainer(model(), order, CFG, run_dir=tmp_path, progress=False)
+
+
 def test_run_dir_with_other_files_is_refused_untouched(tmp_path):
     (tmp_path / "ckpt-mine").mkdir()
     (tmp_path / "notes.txt").write_text("mine")

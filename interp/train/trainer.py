@@ -155,7 +155,7 @@ class Trainer:
     def _state(self) -> dict:
         return {"step": self.step, "config": self.cfg.to_dict(), "evals": self.evals, "wall_s": self.wall_s,
                 "data_position": {"next_batch": self.step, "epoch": self.train.epoch_of(self.step),
-                                  "shuffle_seed": self.train.seed, "windows": self.train.n_windows},
+                                  **self._data_order()},
                 "meta": self.meta, "fingerprint": self.fingerprint}
 
     def save(self) -> Path:
@@ -166,6 +166,12 @@ class Trainer:
                              {"steps.parquet": self.steps_frame(), "layers.parquet": self.layers_frame()})
         self.last_ckpt = self.step
         return ck
+
+    def _data_order(self) -> dict:
+        """What fixes which batch comes at each step besides the tokens (a resume must match it)."""
+        t = self.train
+        return {"shuffle_seed": t.seed, "windows": t.n_windows, "shuffle": t.shuffle, "batch_size": t.batch_size,
+                "seq_len": t.seq_len, "bos_id": t.bos_id}
 
     def _tel_prev(self) -> dict[str, dict[str, torch.Tensor]]:
         """The telemetry's previous batch, running and divisor statistics, by their checkpoint key prefix."""
@@ -180,6 +186,11 @@ class Trainer:
             diff = {k: (saved.get(k), v) for k, v in self.cfg.to_dict().items() if saved.get(k) != v}
             raise ValueError(f"{ck} was trained with another config {diff} (saved, now); "
                              "use the same config or a fresh run directory")
+        pos, now = state.get("data_position", {}), self._data_order()  # older checkpoints: seed and windows only
+        diff = {k: (pos[k], v) for k, v in now.items() if k in pos and pos[k] != v}
+        if diff:
+            raise ValueError(f"{ck} was trained on another data order {diff} (saved, now); batch the same tokens "
+                             "the same way or use a fresh run directory")
         self.step, self.evals, self.wall_s = state["step"], state["evals"], state["wall_s"]
         torch.set_rng_state(extra.pop("rng.torch"))
         for kind, prev in self._tel_prev().items():  # checkpoints from before rstat / dstat carry prev_x2 only
