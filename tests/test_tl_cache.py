@@ -295,3 +295,18 @@ def test_olmo_layernorm_without_gain_or_bias(tmp_path):
         stack = cache.decompose_resid(layer=1, mlp_input=mlp_input)
         out = cache.apply_ln_to_stack(stack, layer=1, mlp_input=mlp_input).sum(0)
         assert torch.allclose(out, cache[f"blocks.1.{norm}.hook_normalized"], atol=1e-5)
+
+
+def test_accumulated_resid_recomputes_a_frozen_divisor_final_norm():
+    """A FakeLN final norm (LN removal's 'ln_final' stage) divides position 0 by its own constant: the lens of the
+    last stream is the model's logits at every position, also with a position slice."""
+    from interp.norms import FakeLN
+    from interp.surgery.remove_ln import _refresh
+    m = interp.zoo.build("pre-ln", **TINY).double().eval()
+    m.ln_final = FakeLN(32, scale=1.7, scale_pos0=0.4).double()
+    _refresh(m)
+    tokens = torch.randint(0, 50, (2, 7), generator=torch.Generator().manual_seed(0))
+    logits, cache = m.run_with_cache(tokens)
+    for pos_slice, want in ((None, logits), (-1, logits[:, -1]), (0, logits[:, 0])):
+        lens = cache.accumulated_resid(apply_ln=True, pos_slice=pos_slice)[-1] @ m.W_U
+        assert torch.allclose(lens, want, atol=1e-10)

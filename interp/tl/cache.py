@@ -33,6 +33,8 @@ import torch
 from transformer_lens import ActivationCache
 from transformer_lens.utilities import Slice
 
+from interp.norms import FakeLN
+
 ADDITIVE = ("pre", "lns", "peri", "parallel", "none")  # placements whose sublayer outputs add up to the stream
 INPUT_NORMS = ("pre", "lns", "peri", "parallel")        # placements whose ln1 / ln2 read the block's stream
 
@@ -149,8 +151,12 @@ class InterpActivationCache(ActivationCache):
             if norm is None:
                 return residual_stack
             check_norm(norm, "ln_final", self.model)
-            if recompute_ln:
+            if recompute_ln and not isinstance(norm, FakeLN):
                 return self.model.apply_final_norm(residual_stack)
+            if recompute_ln:  # a constant divisor per position (LN removal): recomputing it is reading the cached one
+                scale = self._get_cached_ln_scale(layer, mlp_input, pos_slice, batch_slice)
+                out = frozen_linear(norm, residual_stack, scale)
+                return out if norm.b is None else out + norm.b.to(out.dtype)
         else:
             norm, factor = self._block_norm(layer, mlp_input, "apply_ln_to_stack")
             if norm is None:
