@@ -199,3 +199,12 @@ def test_sublayer_dla_with_a_frozen_divisor_final_norm():
     assert sub[sub.component == "L1.attn"].direct_effect.values == pytest.approx(want.numpy(), abs=1e-10)
     for j in range(3):
         assert sub[sub.batch == j].dla.sum() == pytest.approx(float(logits[j, -1, 5]), abs=1e-10)
+
+
+def test_summary_of_a_component_subset_reports_no_sum_gap():
+    """A few kept components do not add up to the metric by design: no 'sum gap' that reads as DLA failing."""
+    m = model("pre-ln")
+    full = dla_summary(dla(m, TOK, target=5))
+    assert full.max_sum_gap[0] < 1e-10
+    part = dla_summary(dla(m, TOK, target=5, components=["L0.H1"]))
+    assert part.max_sum_gap.isna().all() and part.bias_share.isna().all() and part.n_components[0] == 1

@@ -124,8 +124,9 @@ def dla(model: HookedModel, tokens: torch.Tensor, target, contrast=None, pos: in
     df = pd.DataFrame.from_records(recs)
     df["error"] = df["dla"] - df["direct_effect"]
     df["rel_error"] = df["error"].abs() / df["metric"].abs()
-    if components is not None:
+    if components is not None:  # a subset does not add up to the metric: dla_summary says so (NaN), not a gap
         df = df[df["component"].isin(components)].reset_index(drop=True)
+        df.attrs["subset"] = True
     return df
 
 
@@ -135,6 +136,7 @@ def dla_summary(df: pd.DataFrame) -> pd.DataFrame:
     Columns: model, n_components, max_sum_gap (max over sequences of |Σ all DLA rows − metric|), bias_share
     (mean Σ bias rows / |metric|), median_rel_error and max_rel_error (over components × sequences, bias rows
     excluded), total_rel_error (mean over sequences of |Σ DLA − Σ direct effect| over components / |metric|).
+    max_sum_gap and bias_share are NaN for rows kept by `dla(..., components=...)`, which need not add up.
     """
     out = []
     for model, g in df.groupby("model", sort=False):
@@ -144,8 +146,10 @@ def dla_summary(df: pd.DataFrame) -> pd.DataFrame:
         bias = g[g["direct_effect"].isna()].groupby("batch")["dla"].sum().reindex(per_seq.size().index, fill_value=0)
         cs = comp.groupby("batch")
         tot = ((cs["dla"].sum() - cs["direct_effect"].sum()).abs() / cs["metric"].first().abs()).mean()
-        out.append(dict(model=model, n_components=comp["component"].nunique(), max_sum_gap=float(gap),
-                        bias_share=float((bias / per_seq["metric"].first().abs()).mean()),
+        subset = bool(df.attrs.get("subset"))
+        out.append(dict(model=model, n_components=comp["component"].nunique(),
+                        max_sum_gap=float("nan") if subset else float(gap),
+                        bias_share=float("nan") if subset else float((bias / per_seq["metric"].first().abs()).mean()),
                         median_rel_error=float(comp["rel_error"].median()), max_rel_error=float(comp["rel_error"].max()),
                         total_rel_error=float(tot)))
     return pd.DataFrame(out)
