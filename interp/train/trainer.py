@@ -50,7 +50,8 @@ class TrainConfig:
     lr: float = 2e-3
     warmup: int = 30
     min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1          # on matrices and embeddings only (dim ≥ 2), never on norms or biases
+    weight_decay: float = 0.1          # on every parameter with dim ≥ 2 (matrices, embeddings, adaLN's modulation
+    #                                    maps, TD-LN's [2, d] gate slopes and offsets), never on 1-D ones (gains, biases)
     betas: tuple[float, float] = (0.9, 0.95)
     clip: float | None = 1.0           # global gradient-norm clipping; None: off
     seed: int = 0
