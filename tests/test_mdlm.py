@@ -118,6 +118,7 @@ def test_eval_midpoint_nelbo_is_the_mean_of_the_grid_rows():
     assert grid.t.tolist() == [0.125, 0.375, 0.625, 0.875]
     assert res.nelbo == pytest.approx(grid.bound.mean(), rel=1e-12)
     assert res.nelbo_sem > 0 and len(res.per_t) == 6
+    assert res.per_t[~res.per_t.in_nelbo].t.tolist() == [1.0, 0.02]   # the t asked for, not its float32 rounding
 
 
 def test_bad_input_raises_one_clear_error():

@@ -154,7 +154,8 @@ def mdlm_eval(model: nn.Module, batches: Iterable[Batch], n_t: int = 10, extra_t
     check_mdlm(model)
     if n_t < 1 or n_draws < 1:
         raise ValueError(f"n_t and n_draws must be at least 1; got {n_t} and {n_draws}")
-    extra = check_t(torch.tensor(list(extra_t), dtype=torch.float32)).tolist()
+    extra = [float(x) for x in extra_t]
+    check_t(torch.tensor(extra, dtype=torch.float64))   # the rows keep the t asked for, not its float32 rounding
     if any(t == 0 for t in extra):
         raise ValueError("t = 0 masks nothing, so the bound at t = 0 is undefined; use t in (0, 1]")
     use_cond = bool(getattr(model.cfg, "conditioned", False)) if use_cond is None else use_cond
