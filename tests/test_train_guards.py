@@ -82,6 +82,15 @@ def test_resume_refuses_another_data_order(tmp_path, other):
         Trainer(model(), order, CFG, run_dir=tmp_path, progress=False)
 
 
+def test_resume_refuses_other_validation_batches(tmp_path):
+    """Validation windows of another length would change every later validation loss: refused like the training
+    batches; the same ones resume."""
+    Trainer(model(), batches(), CFG, val=batches(), run_dir=tmp_path, progress=False).run(until=3)
+    with pytest.raises(ValueError, match="another data order.*val_seq_len"):
+        Trainer(model(), batches(), CFG, val=TokenBatches(STREAM, 8, 4, 0, seed=1), run_dir=tmp_path, progress=False)
+    assert Trainer(model(), batches(), CFG, val=batches(), run_dir=tmp_path, progress=False).run().status == "done"
+
+
 def test_run_dir_with_other_files_is_refused_untouched(tmp_path):
     (tmp_path / "ckpt-mine").mkdir()
     (tmp_path / "notes.txt").write_text("mine")

@@ -169,10 +169,12 @@ class Trainer:
         return ck
 
     def _data_order(self) -> dict:
-        """What fixes which batch comes at each step besides the tokens (a resume must match it)."""
-        t = self.train
+        """What fixes which batch comes at each step, and which validation batches, besides the tokens (a resume
+        must match it)."""
+        t, v = self.train, self.val
+        val = {} if v is None else {"val_batch_size": v.batch_size, "val_seq_len": v.seq_len, "val_bos_id": v.bos_id}
         return {"shuffle_seed": t.seed, "windows": t.n_windows, "shuffle": t.shuffle, "batch_size": t.batch_size,
-                "seq_len": t.seq_len, "bos_id": t.bos_id}
+                "seq_len": t.seq_len, "bos_id": t.bos_id, **val}
 
     def _tel_prev(self) -> dict[str, dict[str, torch.Tensor]]:
         """The telemetry's previous batch, running and divisor statistics, by their checkpoint key prefix."""
