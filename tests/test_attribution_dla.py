@@ -208,3 +208,20 @@ def test_summary_of_a_component_subset_reports_no_sum_gap():
     assert full.max_sum_gap[0] < 1e-10
     part = dla_summary(dla(m, TOK, target=5, components=["L0.H1"]))
     assert part.max_sum_gap.isna().all() and part.bias_share.isna().all() and part.n_components[0] == 1
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_batch_with_attention_mask_equals_each_sequence_alone(side):
+    m = model("pre-ln")
+    short, pad, real = TOK[1, :5], torch.zeros(4, dtype=torch.long), torch.ones(5, dtype=torch.bool)
+    row, mask = ((torch.cat([pad, short]), torch.cat([~real[:4], real])) if side == "left" else
+                 (torch.cat([short, pad]), torch.cat([real, ~real[:4]])))
+    tokens, masks = torch.stack([TOK[0], row]), torch.stack([torch.ones(9, dtype=torch.bool), mask])
+    batch = dla(m, tokens, target=7, pos=[-1, -1 if side == "left" else 4], neuron_layers=[1], attention_mask=masks)
+    alone = dla(m, short, target=7, pos=-1, neuron_layers=[1])
+    got = batch[batch.batch == 1]
+    assert got.dla.values == pytest.approx(alone.dla.values, abs=1e-10)
+    assert got.direct_effect.values == pytest.approx(alone.direct_effect.values, abs=1e-10, nan_ok=True)
+    assert got.metric.values == pytest.approx(alone.metric.values, abs=1e-10)
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        dla(m, tokens, target=7, attention_mask=masks[:, :5])

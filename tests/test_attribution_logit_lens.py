@@ -59,7 +59,7 @@ def _tiny_hf(model_type: str, **extra):
         intermediate_size=64, max_position_embeddings=32)
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, vocab_size=60, **kw, **extra),
-                                          attn_implementation="eager").double().eval()
+                                          attn_implementation="eager" if model_type == "gemma2" else "sdpa").double().eval()
     with torch.no_grad():
         for name, p in hf.named_parameters():
             if "norm" in name or "ln_" in name:
@@ -99,3 +99,22 @@ def test_lens_target_per_sequence_and_empty_input():
     assert df.target_logprob.tolist() == logit_lens(m, tok, target=torch.tensor([[4] * 6, [9] * 6])).target_logprob.tolist()
     with pytest.raises(ValueError, match="at least one position"):
         logit_lens(m, tok[:, :0])
+
+
+def test_left_padded_batch_with_attention_mask():
+    """Gemma-style left padding: with the mask, the lens of the padded sequence's real tokens is that of the sequence
+    alone (a transformers model: positions count from the first real token)."""
+    m = _tiny_hf("llama")
+    short = torch.randint(3, 60, (5,), generator=torch.Generator().manual_seed(7))
+    tokens = torch.stack([torch.randint(3, 60, (8,), generator=torch.Generator().manual_seed(8)),
+                          torch.cat([torch.zeros(3, dtype=torch.long), short])])
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1, :3] = False
+    batch = logit_lens(m, tokens, target=4, attention_mask=mask)
+    alone = logit_lens(m, short, target=4)
+    got = batch[(batch.batch == 1) & (batch.pos >= 3)]
+    assert got.target_logprob.values == pytest.approx(alone.target_logprob.values, abs=1e-6)
+    assert got.kl_to_final.values == pytest.approx(alone.kl_to_final.values, abs=1e-6)
+    from interp.attribution import dla
+    d = dla(m, tokens, target=4, attention_mask=mask)
+    assert d[d.batch == 1].dla.values == pytest.approx(dla(m, short, target=4).dla.values, abs=1e-6)

@@ -31,27 +31,30 @@ import torch
 from interp.attribution.components import cache_names, split_components
 from interp.attribution.replay import path_norms, replay
 from interp.attribution.sublayers import dla_sublayers
-from interp.attribution.targets import batch_tokens, per_batch_tokens, positions
+from interp.attribution.targets import batch_tokens, mask_kwargs, per_batch_tokens, positions
 
 if TYPE_CHECKING:
     from interp.contract import HookedModel
 
 
 def dla(model: HookedModel, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[int] = -1,
-        neuron_layers: Sequence[int] = (), components: Sequence[str] | None = None) -> pd.DataFrame:
+        neuron_layers: Sequence[int] = (), components: Sequence[str] | None = None,
+        attention_mask: torch.Tensor | None = None) -> pd.DataFrame:
     """DLA, direct effect and DLA error of every component of a zoo model (see the module docstring).
 
     tokens [b, t]; target / contrast: a token id or one-token string, or one per sequence; pos: the position
     read (int or one per sequence); neuron_layers: layers whose MLP is split into neurons; components: keep only
-    these names (an unknown name raises).
+    these names (an unknown name raises); attention_mask [b, t]: True on real tokens, for a padded batch (with
+    right padding, pass each sequence's last real position as pos).
     """
     from interp.zoo.model import ZooModel
     if not isinstance(model, ZooModel):  # real models: sublayer granularity through the hook contract
         if neuron_layers or components is not None:
             raise ValueError(f"{model.card.name} is not a zoo model: only sublayer components (embed, L0.attn, "
                              "L0.mlp, ...) are available; drop neuron_layers / components")
-        return dla_sublayers(model, tokens, target, contrast, pos)
+        return dla_sublayers(model, tokens, target, contrast, pos, attention_mask)
     tokens = batch_tokens(tokens)
+    mask = mask_kwargs(tokens, attention_mask)
     b, t = tokens.shape
     n_layers = len(model.blocks)
     for l in neuron_layers:
@@ -63,7 +66,8 @@ def dla(model: HookedModel, tokens: torch.Tensor, target, contrast=None, pos: in
     norms = path_norms(model)  # raises for unsupported norms before any compute
 
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names_filter=cache_names(n_layers, model.cfg.t_embed == "add"))
+        logits, cache = model.run_with_cache(tokens, names_filter=cache_names(n_layers, model.cfg.t_embed == "add"),
+                                             **mask)
         comps = split_components(model, cache, p, tuple(neuron_layers))
         names = [c.name for c in comps]
         if components is not None:

@@ -16,21 +16,24 @@ import pandas as pd
 import torch
 
 from interp.attribution.sublayers import frozen_final_norm
-from interp.attribution.targets import batch_tokens, per_batch_tokens
+from interp.attribution.targets import batch_tokens, mask_kwargs, per_batch_tokens
 
 if TYPE_CHECKING:
     from interp.contract import HookedModel
 
 
-def logit_lens(model: HookedModel, tokens: torch.Tensor, target=None, scale: str = "recomputed") -> pd.DataFrame:
+def logit_lens(model: HookedModel, tokens: torch.Tensor, target=None, scale: str = "recomputed",
+               attention_mask: torch.Tensor | None = None) -> pd.DataFrame:
     """Per layer and position: rank / probability of `target` and KL to the final distribution.
 
     target: None (the model's own final top-1 prediction at each position), a token id / one-token string,
-    one per sequence, or a [b, t] tensor of ids (e.g. the next tokens).
+    one per sequence, or a [b, t] tensor of ids (e.g. the next tokens). attention_mask [b, t]: True on real
+    tokens, for a padded batch (the rows of padding positions are kept; drop them by the mask).
     """
     if scale not in ("recomputed", "final"):
         raise ValueError(f"unknown scale {scale!r}; choose 'recomputed' or 'final'")
     tokens = batch_tokens(tokens)
+    mask = mask_kwargs(tokens, attention_mask)
     sites = model.sites
     names = sites.stream()
     if scale == "final":
@@ -38,7 +41,7 @@ def logit_lens(model: HookedModel, tokens: torch.Tensor, target=None, scale: str
             raise ValueError(f"model {model.card.name} has no final norm scale to reuse; use scale='recomputed'")
         names = names + [sites.final_norm_scale]
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names_filter=names)
+        logits, cache = model.run_with_cache(tokens, names_filter=names, **mask)
         final_lp = logits.log_softmax(-1)
         final_p = final_lp.exp()  # for KL(final ‖ lens), once
         b, t, vocab = logits.shape

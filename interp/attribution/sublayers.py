@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from interp.attribution.replay import norm_scale
-from interp.attribution.targets import batch_tokens, per_batch_tokens, positions
+from interp.attribution.targets import batch_tokens, mask_kwargs, per_batch_tokens, positions
 from interp.models.norm_hooks import NormHooks
 
 if TYPE_CHECKING:
@@ -33,8 +33,10 @@ def frozen_final_norm(model: HookedModel) -> Callable[[torch.Tensor, torch.Tenso
     return lambda x, s: norm_linear(ln, x, s) + (ln.b.to(x.dtype) if getattr(ln, "b", None) is not None else 0)
 
 
-def dla_sublayers(model: HookedModel, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[int] = -1) -> pd.DataFrame:
-    """Sublayer-level DLA, direct effect and error of any hooked causal LM with a Pre/Peri placement."""
+def dla_sublayers(model: HookedModel, tokens: torch.Tensor, target, contrast=None, pos: int | Sequence[int] = -1,
+                  attention_mask: torch.Tensor | None = None) -> pd.DataFrame:
+    """Sublayer-level DLA, direct effect and error of any hooked causal LM with a Pre/Peri placement (arguments as
+    `interp.attribution.dla`)."""
     sites, card = model.sites, model.card
     if card.objective != "causal_lm":
         raise ValueError(f"{card.name} is an {card.objective} model with no LM head: there is no logit to attribute")
@@ -42,6 +44,7 @@ def dla_sublayers(model: HookedModel, tokens: torch.Tensor, target, contrast=Non
         raise ValueError(f"{card.name} has Post-LN blocks: its stream is renormalized after every sublayer, so "
                          "sublayer writes do not add up to the final stream; use a zoo model for Post-LN DLA")
     tokens = batch_tokens(tokens)
+    mask = mask_kwargs(tokens, attention_mask)
     b, t = tokens.shape
     tgt, con = per_batch_tokens(model, target, b, "target"), None
     if contrast is not None:
@@ -51,7 +54,7 @@ def dla_sublayers(model: HookedModel, tokens: torch.Tensor, target, contrast=Non
     labels = ["embed"] + [f"L{l}.{k}" for l in range(sites.n_layers) for k in ("attn", "mlp")]
     fin = sites.final_norm_input or sites.final_resid
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names_filter=list(dict.fromkeys(names + [fin])))
+        logits, cache = model.run_with_cache(tokens, names_filter=list(dict.fromkeys(names + [fin])), **mask)
         ar = torch.arange(b)
         comps = torch.stack([cache[n][ar, p] for n in names]).double()  # [C, b, d]
         x = cache[fin][ar, p].double()                                  # [b, d]

@@ -54,3 +54,14 @@ def positions(pos, b: int, t: int) -> torch.Tensor:
         raise ValueError(f"pos {pos} is out of range for {b} sequences of {t} tokens; pass one position or one "
                          "per sequence")
     return p % t
+
+
+def mask_kwargs(tokens: torch.Tensor, attention_mask: torch.Tensor | None) -> dict:
+    """The forward's keyword for a padded batch (attention_mask [b, t], True on real tokens), checked; {} without."""
+    if attention_mask is None:
+        return {}
+    mask = attention_mask[None] if attention_mask.dim() == 1 else attention_mask
+    if mask.shape != tokens.shape:
+        raise ValueError(f"attention_mask has shape {tuple(mask.shape)}, the tokens {tuple(tokens.shape)}; pass one "
+                         "mask entry per token (True on real tokens, as batch_encode returns it)")
+    return {"attention_mask": mask.bool()}
