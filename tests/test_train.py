@@ -196,6 +196,14 @@ def test_the_divisor_statistic_is_logged_for_batch_statistic_norms(strategy):
             assert math.isclose(got.loc[s, "dstat_x2_rel_change"], float((d - p).norm() / p.norm()), rel_tol=1e-5)
 
 
+def test_tokens_count_what_the_batches_hold():
+    """tokens (seen before the step) and tokens_per_s count the windows the batches really hold, even where the
+    config's batch_size / seq_len say otherwise: step × 4 sequences × 16 tokens here."""
+    cfg = TrainConfig(steps=3, batch_size=16, seq_len=128, warmup=1, eval_every=100)
+    res = Trainer(_model(), _batches(), cfg, progress=False).run()
+    assert res.steps.tokens.tolist() == [0, 64, 128]
+
+
 def test_a_loss_jump_is_flagged_as_a_spike():
     from interp.train import lm_loss
 

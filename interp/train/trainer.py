@@ -259,7 +259,7 @@ class Trainer:
         status, msg = "done", ""
         bar = tqdm(total=end, initial=self.step, desc=self.desc, disable=not self.progress, unit="step",
                    dynamic_ncols=True, leave=False)
-        ntok = cfg.batch_size * cfg.seq_len
+        ntok = self.train.batch_size * self.train.seq_len  # what a batch holds (the config only records it)
         while self.step < end:
             self._snapshot()
             for cb in self.callbacks:
