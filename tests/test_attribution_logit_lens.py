@@ -67,9 +67,16 @@ def _tiny_hf(model_type: str, **extra):
     return wrap(hf, name=f"tiny-{model_type}")
 
 
-def test_lens_applies_gemma2_logit_softcap():
-    m = _tiny_hf("gemma2", final_logit_softcapping=0.5)
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])  # Gemma-3's config may set the cap too
+def test_lens_and_dla_apply_the_logit_softcap(model_type):
+    from interp.attribution import dla
+    m = _tiny_hf(model_type, final_logit_softcapping=0.5)
     tok = torch.randint(3, 60, (2, 6), generator=torch.Generator().manual_seed(4))
+    logits = m(tok).detach()
+    d = dla(m, tok, target=7)  # DLA attributes the raw logit z of logits = cap·tanh(z / cap)
+    for j in range(2):
+        assert 0.5 * torch.tanh(torch.tensor(d[d.batch == j].dla.sum()) / 0.5) == pytest.approx(float(logits[j, -1, 7]),
+                                                                                               abs=1e-6)
     df = logit_lens(m, tok, target=7)
     assert df[df.layer == 2].kl_to_final.abs().max() < 1e-9  # the last stream read as the model reads it
     _, cache = m.run_with_cache(tok)

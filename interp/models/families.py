@@ -19,7 +19,8 @@ from interp.models.hooked import HookedHF
 PRE = Decoder("llama", "pre", "rmsnorm")                       # Llama names: input_layernorm, post_attention_layernorm
 GEMMA_PERI = Decoder("gemma3", "peri", "rmsnorm1p", card_norm="rmsnorm", ln2="pre_feedforward_layernorm",
                      ln1_post="post_attention_layernorm", ln2_post="post_feedforward_layernorm",
-                     q_norm="q_norm", k_norm="k_norm", qk_heads_first=True)
+                     q_norm="q_norm", k_norm="k_norm", qk_heads_first=True,
+                     softcap=lambda c: getattr(c, "final_logit_softcapping", None))  # None in Gemma-3's own configs
 REORDERED = Decoder("olmo2", "reordered", "rmsnorm", ln1=None, ln2=None, ln1_post="post_attention_layernorm",
                     ln2_post="post_feedforward_layernorm", q_norm="q_norm", k_norm="k_norm")
 NEOX = Decoder("gpt_neox", "parallel", "layernorm", base="gpt_neox", final="final_layer_norm", attn="attention")
