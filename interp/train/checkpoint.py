@@ -157,7 +157,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, opt:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_bytes(run_dir / LATEST, json.dumps({"step": step, "dir": name}).encode())
-    shutil.rmtree(aside, ignore_errors=True)
+    for old in run_dir.glob(".ckpt-*.old"):  # this one's, and any a kill left behind: latest.json names a whole one
+        shutil.rmtree(old, ignore_errors=True)
     olds = sorted(p for p in run_dir.glob("ckpt-*") if CKPT_DIR.fullmatch(p.name) and p.name != name
                   and (p / "state.json").is_file())  # only checkpoints this code wrote
     for old in olds[:max(0, len(olds) - (keep - 1))]:
