@@ -46,8 +46,9 @@ def test_figures_carry_the_data():
     lens = logit_lens(m, tok)
     f2 = lens_figure(lens)
     assert list(f2.data[0].y) == pytest.approx(list(lens.groupby("layer").kl_to_final.mean()))
-    with pytest.raises(ValueError, match="unknown metric"):
-        lens_figure(lens, "nope")
+    for bad in ("nope", "scale", "batch"):  # 'scale' (a text column) was offered as a metric and then crashed
+        with pytest.raises(ValueError, match="unknown metric"):
+            lens_figure(lens, bad)
 
 
 def _tiny_hf(model_type: str, **extra):

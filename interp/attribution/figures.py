@@ -23,8 +23,9 @@ def dla_scatter(df: pd.DataFrame, title: str | None = None) -> go.Figure:
 
 def lens_figure(df: pd.DataFrame, metric: str = "kl_to_final") -> go.Figure:
     """Mean of `metric` (kl_to_final, target_prob, target_rank ...) per depth, one line per model × scale."""
-    if metric not in df.columns:
-        raise ValueError(f"unknown metric {metric!r}; choose one of: {', '.join(df.columns[5:])}")
+    metrics = ("kl_to_final", "target_prob", "target_logprob", "target_rank")
+    if metric not in metrics:
+        raise ValueError(f"unknown metric {metric!r}; choose one of: {', '.join(metrics)}")
     fig = go.Figure()
     for (model, scale), g in df.groupby(["model", "scale"], sort=False):
         m = g.groupby("layer")[metric].mean()
