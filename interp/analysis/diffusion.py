@@ -1,9 +1,10 @@
 """Claims about time conditioning in the masked-diffusion zoo (mdlm-tdln, mdlm-adaln, mdlm-ln), measured in the
 report run on held-out tokens (tables of `interp.report.mdlm`):
 
-  mdlm_nelbo        held-out MDLM bound (nats/token; `interp.train.mdlm`: midpoint rule over 10 t, one mask draw
-                    per t and sequence), mean over sequences; with a reference, subject − reference. Intervals:
-                    Welch over seeds (≥ 2 per side), else a paired bootstrap over the shared held-out sequences.
+  mdlm_nelbo        held-out MDLM bound (nats/token; `interp.train.mdlm`: midpoint rule over 10 t, two mask draws
+                    per t and sequence, as interp.report.mdlm runs it), mean over sequences; with a reference,
+                    subject − reference. Intervals: Welch over seeds (≥ 2 per side), else a paired bootstrap over
+                    the shared held-out sequences.
   cond_param_ratio  ln(conditioning parameters of the subject / of the reference), counted by
                     `interp.zoo.conditioning.conditioning_parameters` (exact)
 """
