@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 from pathlib import Path
 
 TOKEN_SUFFIXES = (".npy", ".bin")
+# an output folder's marker kind -> the module that names it and registers how such folders from before markers
+# are recognised (interp.outputs.LEGACY); each imports torch, so `dir_target` imports it only when needed
+KIND_MODULES = {"results": "interp.collectors.results", "checkpoint": "interp.zoo.io"}
 
 
 def flag(name: str) -> str:
@@ -39,6 +43,31 @@ def model_path(spec: str, what: str = "model") -> None:
     """A model given as a path (it has a separator or exists) must exist."""
     if ("/" in spec or spec.startswith(".")) and not Path(spec).exists():
         raise FileNotFoundError(f"{what} {spec}: no such file or folder")
+
+
+def local_model(spec: str, what: str = "model") -> None:
+    """A model spelled as a local path (it starts with /, . or ~) must exist. Narrower than `model_path`: a name
+    with a slash may still be an HF repo id in the local cache."""
+    if spec.startswith(("/", ".", "~")) and not Path(spec).expanduser().exists():
+        raise FileNotFoundError(f"{what} {spec}: no such file or folder")
+
+
+def zoo_checkpoint(spec: str) -> None:
+    """A zoo checkpoint folder: the check interp.zoo.load makes first, with its message (that module imports torch)."""
+    d = Path(spec)
+    if not (d / "config.json").is_file() or not (d / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{d} is not a zoo checkpoint: it needs config.json and model.safetensors "
+                                "(written by model.save)")
+
+
+def dir_target(path: str | Path, kind: str, force: bool) -> None:
+    """interp.outputs.check_dir_target for a `kind` in KIND_MODULES, importing that module only for a non-empty
+    folder without a marker (it may be an output from before markers, which only that module recognises)."""
+    from interp.outputs import LEGACY, check_dir_target, marker_kind
+    p = Path(path)
+    if kind not in LEGACY and p.is_dir() and not p.is_symlink() and any(p.iterdir()) and marker_kind(p) is None:
+        importlib.import_module(KIND_MODULES[kind])
+    check_dir_target(p, kind, force)
 
 
 def apart(out: str, src: str, out_flag: str = "--out") -> None:

@@ -20,6 +20,14 @@ def _neurons(spec: str) -> list[int]:
     return layers
 
 
+def _ids(spec: str) -> list[int]:
+    """--tokens: comma-separated integer ids (their range is checked once the model is loaded)."""
+    try:
+        return [int(t) for t in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"--tokens must be comma-separated integer ids, got {spec!r}") from None
+
+
 def _legacy(d: Path) -> bool:
     return all(e.name in FILES for e in d.iterdir())
 
@@ -32,39 +40,38 @@ def _token(args, text_flag: str, id_flag: str):
 
 
 def run(args: argparse.Namespace) -> None:
-    import pandas as pd
-    import torch
-
-    import interp
-    from interp.attribution import dla, logit_lens, dla_summary
-    from interp.tokenize import batch_encode
     from interp.commands._check import at_least, model_path
     from interp.outputs import LEGACY, check_dir_target, install_dir, temp_dir
     at_least(args, threads=1)
     model_path(args.model)
     LEGACY.setdefault(KIND, _legacy)
     check_dir_target(Path(args.out), KIND, args.force)  # before any work
-    torch.set_num_threads(args.threads)
     target = _token(args, "target", "target_id")
     if target is None:
         raise ValueError("say which logit to attribute: --target TEXT (one token) or --target-id ID")
     if (args.text is None) == (args.tokens is None):
         raise ValueError("give the input as --text TEXT or --tokens ID,ID,... (one of them)")
     neurons = _neurons(args.neurons)
+    contrast = _token(args, "contrast", "contrast_id")
+    ids = _ids(args.tokens) if args.tokens is not None else None
+    import pandas as pd  # the checks above need none of these (a mistyped option fails in a moment)
+    import torch
+
+    import interp
+    from interp.attribution import dla, dla_summary, logit_lens
+    from interp.tokenize import batch_encode
+    torch.set_num_threads(args.threads)
     model = interp.load_model(args.model, dtype=torch.float64 if args.float64 else torch.float32,
                               tokenizer=args.tokenizer)
-    if args.tokens is not None:
-        try:
-            tokens = torch.tensor([[int(t) for t in args.tokens.split(",")]])
-        except ValueError:
-            raise ValueError(f"--tokens must be comma-separated integer ids, got {args.tokens!r}") from None
+    if ids is not None:
+        tokens = torch.tensor([ids])
         if tokens.min() < 0 or tokens.max() >= model.W_U.shape[1]:
             raise ValueError(f"--tokens has ids outside the vocabulary 0..{model.W_U.shape[1] - 1}")
     else:
         if getattr(model, "tokenizer", None) is None:
             raise ValueError(f"{args.model} has no tokenizer; pass --tokens instead of --text")
         tokens, _ = batch_encode(model.tokenizer, [args.text])
-    df = dla(model, tokens, target, _token(args, "contrast", "contrast_id"), pos=args.pos, neuron_layers=neurons,
+    df = dla(model, tokens, target, contrast, pos=args.pos, neuron_layers=neurons,
              components=args.component or None)
     out = Path(args.out)
     s = dla_summary(df)

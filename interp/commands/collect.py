@@ -118,34 +118,33 @@ def launch(a: argparse.Namespace, timeout: float | None = None) -> None:
 
 
 def check_args(a: argparse.Namespace) -> None:
-    """Every argument checked before any work: one line naming the argument and what is wrong."""
-    from interp.commands._check import at_least, exists_or_corpus
+    """Every argument checked before any work: one line naming the argument and what is wrong. The checks that
+    need no torch come first, so a mistyped option or path fails before torch is imported."""
+    from interp.commands._check import at_least, dir_target, exists_or_corpus
     at_least(a, batch_size=1, nproc=1, threads=1, checkpoint_every=1, max_tokens=1)
     exists_or_corpus(a.data, "--data")
-    make_collectors(a.collectors)
-    if a.tokenizer is not None:
-        from interp.models.locate import tokenizer_dir
-        tokenizer_dir(a.tokenizer)  # a folder with tokenizer files, before any rank starts
     p = Path(a.data)
     if p.suffix == ".bin" and a.token_dtype is None:
         raise ValueError(f"--data {p} is a raw token file without a dtype; pass --token-dtype "
                          "(uint16, int32, uint32 or int64: how it was written) or save a .npy instead")
     if a.token_dtype is not None and p.suffix != ".bin":
         raise ValueError(f"--token-dtype applies to raw .bin token files only; {p.name} is not one")
-    from interp.device import resolve_dtype
-    resolve_dtype(a.dtype)
-    from interp.collectors.results import KIND
-    from interp.outputs import check_dir_target
-    check_dir_target(a.out, KIND, a.force)  # refuse a protected -o before any work (interp/outputs.py)
+    dir_target(a.out, "results", a.force)  # refuse a protected -o before any work (interp/outputs.py)
     if a.state_dir is not None and Path(a.state_dir).exists() and not Path(a.state_dir).is_dir():
         raise ValueError(f"--state-dir {a.state_dir} exists and is not a folder; choose another path")
+    make_collectors(a.collectors)  # these import torch
+    if a.tokenizer is not None:
+        from interp.models.locate import tokenizer_dir
+        tokenizer_dir(a.tokenizer)  # a folder with tokenizer files, before any rank starts
+    from interp.device import resolve_dtype
+    resolve_dtype(a.dtype)
 
 
 def run(a: argparse.Namespace) -> None:
-    import torch
     worker = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if not worker:
         check_args(a)
+    import torch
     torch.set_num_threads(a.threads)
     if a.nproc > 1 and not worker:
         launch(a)

@@ -5,17 +5,15 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> None:
-    import torch
-
-    from pathlib import Path
-
-    from interp import zoo
-    from interp.commands._check import apart, at_least
-    from interp.outputs import check_dir_target
-    from interp.surgery import to_crmsnorm, to_rmsnorm
+    from interp.commands._check import apart, at_least, dir_target, zoo_checkpoint
     at_least(args, threads=1)
     apart(args.out, args.model)
-    check_dir_target(Path(args.out), "checkpoint", args.force)  # before any work
+    dir_target(args.out, "checkpoint", args.force)  # before any work
+    zoo_checkpoint(args.model)
+    import torch  # the checks above need none of these (a mistyped path fails in a moment)
+
+    from interp import zoo
+    from interp.surgery import to_crmsnorm, to_rmsnorm
     torch.set_num_threads(args.threads)
     model = zoo.load(args.model, dtype=torch.float64)
     conv = {"rmsnorm": to_rmsnorm, "crmsnorm": to_crmsnorm}[args.to](model)

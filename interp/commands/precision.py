@@ -16,22 +16,19 @@ import argparse
 import math
 
 
-def _texts(a: argparse.Namespace) -> list[str]:
-    """The texts to run on: one per non-empty line of --data, else the held-out passages of the corpus."""
+def _data_texts(data: str) -> list[str]:
+    """The texts of --data: one per non-empty line."""
     from pathlib import Path
-    if a.data:
-        p = Path(a.data)
-        if not p.is_file():
-            raise FileNotFoundError(f"--data {a.data}: no such text file (one text per line)")
-        try:
-            texts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except UnicodeDecodeError as e:
-            raise ValueError(f"--data {a.data} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-        if not texts:
-            raise ValueError(f"--data {a.data} holds no text (every line is empty)")
-        return texts
-    import interp.data
-    return interp.data.heldout_texts(a.texts, a.chars)
+    p = Path(data)
+    if not p.is_file():
+        raise FileNotFoundError(f"--data {data}: no such text file (one text per line)")
+    try:
+        texts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--data {data} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not texts:
+        raise ValueError(f"--data {data} holds no text (every line is empty)")
+    return texts
 
 
 def _fmt(v) -> str:
@@ -59,24 +56,26 @@ def print_check(chk) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
-    from interp.commands._check import at_least, model_path
-    from interp.precision.lowp import LINEAR_MODES
-    from interp.precision.runs import FORMATS
+    from interp.commands._check import at_least, dir_target, model_path
     at_least(a, texts=1, chars=1, batch_size=1, max_tokens=1, run_tokens=1, threads=1)
     model_path(a.model)
+    if a.out:
+        dir_target(a.out, "results", a.force)  # refuse a protected -o before any work (interp/outputs.py)
+    # the texts to run on: --data is read before torch is imported; else the held-out passages of the corpus
+    texts = _data_texts(a.data) if a.data else None
+    from interp.precision.lowp import LINEAR_MODES
+    from interp.precision.runs import FORMATS
     formats = tuple(f for f in a.formats.split(",") if f) if a.formats != "none" else ()
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"--formats: unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)} or 'none'")
     if a.linear not in LINEAR_MODES:
         raise ValueError(f"--linear must be one of {', '.join(LINEAR_MODES)} (got {a.linear})")
-    if a.out:
-        from interp.collectors.results import KIND
-        from interp.outputs import check_dir_target
-        check_dir_target(a.out, KIND, a.force)  # refuse a protected -o before any work (interp/outputs.py)
     import torch
     torch.set_num_threads(a.threads)
-    texts = _texts(a)
+    if texts is None:
+        import interp.data
+        texts = interp.data.heldout_texts(a.texts, a.chars)
     import interp
     from interp.precision.check import check
     model = interp.load_model(a.model, tokenizer=a.tokenizer).eval()

@@ -31,18 +31,19 @@ def corpus_tokens(tok, corpus: str, n_eval: int, seq: int):
 
 
 def run(args: argparse.Namespace) -> None:
-    import torch
-
-    from interp import data
-    from interp.surgery import remove_layernorm
-    from interp.surgery.remove_ln import check_removable
-    from interp.commands._check import apart, at_least, positive_finite
-    from interp.outputs import atomic_write_bytes, check_dir_target
+    from interp.commands._check import apart, at_least, dir_target, local_model, positive_finite
+    from interp.outputs import atomic_write_bytes
     at_least(args, steps_per_stage=1, batch_size=1, eval_seqs=1, threads=1, seq_len=2)
     positive_finite(args, "lr")
     out = Path(args.out)
     apart(args.out, args.model)
-    check_dir_target(out, "checkpoint", args.force)  # before any work
+    dir_target(out, "checkpoint", args.force)  # before any work
+    local_model(args.model)
+    import torch  # the checks above need none of these (a mistyped option or path fails in a moment)
+
+    from interp import data
+    from interp.surgery import remove_layernorm
+    from interp.surgery.remove_ln import check_removable
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = load_removable(args.model)

@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> None:
     check_report_target(args.output, args.force)  # before loading anything
     if not args.results:
         raise ValueError("no results directories given; pass one or more (from `interp collect`) or use --default")
+    from interp.report.paths import results_dirs
+    results_dirs(args.results)  # before pandas and the collectors are imported
     import interp.report
     t0 = time.perf_counter()
     results = interp.report.load_dirs(args.results)

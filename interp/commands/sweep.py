@@ -59,12 +59,8 @@ def read_rows(path: Path):
 def run(args: argparse.Namespace) -> None:
     import json
 
-    import torch
-
     from interp.commands._check import at_least, positive_finite
     from interp.outputs import atomic_write_bytes, write_marker
-    from interp.train.sweep import SWEEP_SIZE, lr_sweep
-    from interp.zoo import STRATEGIES
     at_least(args, steps=1, batch=1, layers=1, threads=1, seed=0)
     positive_finite(args, "clip")
     try:
@@ -76,11 +72,15 @@ def run(args: argparse.Namespace) -> None:
     if not all(0 < x < float("inf") for x in lrs) or min(seeds) < 0:
         raise ValueError(f"--lrs must be finite numbers above 0 and --seeds whole numbers ≥ 0, got {args.lrs!r} / "
                          f"{seeds}")
+    check_out(Path(args.out), args.resume, args.force)
+    import torch  # the checks above need none of these (a mistyped option fails in a moment)
+
+    from interp.train.sweep import SWEEP_SIZE, lr_sweep
+    from interp.zoo import STRATEGIES
     strategies = args.strategies.split(",") if args.strategies else None
     unknown = [s for s in strategies or [] if s not in STRATEGIES]
     if unknown:
         raise ValueError(f"unknown strategy {', '.join(unknown)} in --strategies; choose from: {', '.join(STRATEGIES)}")
-    check_out(Path(args.out), args.resume, args.force)
     torch.set_num_threads(args.threads)
     size = {"n_layers": args.layers} if args.layers else {}
     out = Path(args.out)

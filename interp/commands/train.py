@@ -5,37 +5,47 @@ from __future__ import annotations
 import argparse
 
 
+def _folder(flag: str, d, what: str) -> None:
+    """--out / --runs: a folder or absent, with no file among the folders above it."""
+    from interp.outputs import OutputRefused, check_parent
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"{flag} {d} exists and is not a folder; give the folder {what} should go to")
+    try:
+        check_parent(d)
+    except OutputRefused as e:
+        raise OutputRefused(f"{flag}: {e}") from None
+
+
 def run(args: argparse.Namespace) -> None:
-    import torch
     from pathlib import Path
     from interp.commands._check import at_least
-    from interp.outputs import OutputRefused, check_parent
-    from interp.train import zoo_runner
-    from interp.train.zoo import ZOO_DIR, ZOO_STEPS
-    from interp.zoo import STRATEGIES
     at_least(args, threads=1)
-    torch.set_num_threads(args.threads)
-    if args.steps is None:
-        args.steps = ZOO_STEPS
     if not args.zoo and not args.strategies:
         raise ValueError("say what to train: --zoo (every strategy and seed of the plan) or one or more strategy names")
-    for s in args.strategies:
-        if s not in STRATEGIES:
-            raise ValueError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:  # the default (the zoo recipe's) is valid
         raise ValueError(f"--steps must be ≥ 1 (got {args.steps})")
     if args.workers < 1:
         raise ValueError(f"--workers must be ≥ 1 (got {args.workers})")
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be ≥ 1 (got {args.seeds})")
-    out, runs = Path(args.out) if args.out else ZOO_DIR, Path(args.runs)
-    for flag, d, what in (("--out", out, "the checkpoints"), ("--runs", runs, "the training state")):
-        if d.exists() and not d.is_dir():
-            raise ValueError(f"{flag} {d} exists and is not a folder; give the folder {what} should go to")
-        try:
-            check_parent(d)
-        except OutputRefused as e:
-            raise OutputRefused(f"{flag}: {e}") from None
+    out, runs = Path(args.out) if args.out else None, Path(args.runs)
+    if out is not None:
+        _folder("--out", out, "the checkpoints")
+    _folder("--runs", runs, "the training state")
+    import torch  # the checks above need none of these (a mistyped option fails in a moment)
+
+    from interp.train import zoo_runner
+    from interp.train.zoo import ZOO_DIR, ZOO_STEPS
+    from interp.zoo import STRATEGIES
+    for s in args.strategies:
+        if s not in STRATEGIES:
+            raise ValueError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
+    if out is None:
+        out = ZOO_DIR
+        _folder("--out", out, "the checkpoints")
+    torch.set_num_threads(args.threads)
+    if args.steps is None:
+        args.steps = ZOO_STEPS
     zoo_runner.check_manifest(out)  # a manifest.json there that the zoo did not write is refused before any work
     names = args.strategies or None
     seeds = {s: args.seeds for s in (names or zoo_runner.ZOO_SEEDS)} if args.seeds is not None else None

@@ -75,23 +75,9 @@ def merge_tables(*many: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 def load_dirs(paths: Iterable[str | Path]) -> list[Any]:
     """Load every saved `Results` under each path (the path itself, or its immediate subdirectories)."""
-    from interp.collectors.results import INDEX, Results
-    out, paths = [], [Path(p) for p in paths]
-    for p in paths:  # every path checked before any is loaded
-        if not p.exists():
-            raise FileNotFoundError(f"results directory {p} does not exist; run `interp collect` first")
-        if not p.is_dir():
-            raise NotADirectoryError(f"{p} is a file, not a results directory; pass the folders written by "
-                                     "`interp collect` (or a folder of them)")
-    for p in paths:
-        if (p / INDEX).is_file():
-            out.append(Results.load(p))
-            continue
-        subs = sorted(d for d in p.iterdir() if (d / INDEX).is_file())
-        if not subs:
-            raise FileNotFoundError(f"{p} holds no saved results ({INDEX} in it or in a subdirectory)")
-        out += [Results.load(d) for d in subs]
-    return out
+    from interp.collectors.results import Results
+    from interp.report.paths import results_dirs
+    return [Results.load(d) for d in results_dirs(paths)]  # every path checked before any is loaded
 
 
 # ---- adapters: producers' tables (docs/results.md, interp.attribution) → canonical tables ----

@@ -10,9 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import torch
+if TYPE_CHECKING:  # imported where used: run_default checks its arguments before importing them
+    import pandas as pd
+    import torch
 
 # The default job's real models: the subjects of the claims' real-model rows, one per placement the zoo lacks at
 # scale (SmolLM2: Pre-RMSNorm, Gemma-3: Peri-LN with QK-norm, MiniLM: Post-LN encoder); --small keeps the last only.
@@ -227,6 +229,8 @@ def attribution_tables(model, tokens: torch.Tensor, log: Progress, example: bool
 
 def real_dla(model, log: Progress) -> dict[str, pd.DataFrame]:
     """Sublayer DLA of a real causal LM on PROMPT → TARGET (its error and the example)."""
+    import torch
+
     from interp.attribution import dla
     from interp.report.inputs import from_dla
     try:
@@ -240,6 +244,10 @@ def real_dla(model, log: Progress) -> dict[str, pd.DataFrame]:
 def equivalence_table(model, tokens: torch.Tensor) -> pd.DataFrame:
     """Max |logit difference| of the Pre-RMSNorm and Pre-CRMSNorm conversions of a Pre-LN model, in float64."""
     import copy
+
+    import pandas as pd
+    import torch
+
     from interp.surgery import to_crmsnorm, to_rmsnorm
     m64 = copy.deepcopy(model).double().eval()
     rows = []
@@ -253,6 +261,8 @@ def equivalence_table(model, tokens: torch.Tensor) -> pd.DataFrame:
 
 def sweep_table(sweep_dir: Path) -> pd.DataFrame | None:
     """The shipped LR sweep (data/sweep/sweep.csv written by `interp sweep`), if any."""
+    import pandas as pd
+
     from interp.report.inputs import from_sweep
     f = sweep_dir / "sweep.csv"
     return from_sweep(pd.read_csv(f))["sweep"] if f.is_file() else None
@@ -392,16 +402,10 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     is refused (OutputRefused, one line naming it). The models are measured by `workers` processes (default:
     `job_pool.default_workers()`, INTERP_JOB_WORKERS), INTERP_THREADS threads each (default 1). The real models
     are REAL_MODELS, plus REACH_MODELS with `full`, unless `real_models` names them."""
-    import interp
-    import interp.data
-    import interp.report
-    from interp.report.claims.measure import check_claims_target
-    from interp.report.inputs import merge_tables, tables_from_results
     from interp.report.job_pool import default_workers, env_count, run_tasks, task_pool
-
-    log = Progress()
-    out = Path(out)
     from interp.report.marker import check_report_target
+
+    out = Path(out)
     check_report_target(out, force)
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -409,6 +413,15 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
     # one thread per worker: two threads per process fall 2-4x behind one as soon as another process competes for
     # the cores (INTERP_THREADS=2 with INTERP_JOB_WORKERS=1 suits a machine with nothing else running)
     threads = env_count("INTERP_THREADS", 1)
+    import torch  # the checks above need none of these (a bad -o or environment variable fails in a moment)
+
+    import interp
+    import interp.data
+    import interp.report
+    from interp.report.claims.measure import check_claims_target
+    from interp.report.inputs import merge_tables, tables_from_results
+
+    log = Progress()
     zoo_dir = Path(zoo_dir) if zoo_dir else interp.data.DATA_DIR / "zoo"
     dirs = zoo_dirs(zoo_dir)
     dirs = dirs[:3] if small else dirs
