@@ -247,8 +247,8 @@ def _sides(c):
         return yes, no, [1, -1, 1]
     if c.metric == "massive_fraction":
         return [0.9], [0.1], [0.5]
-    if c.metric == "stable_lr_steps":   # whole ladder steps
-        return [2, 2, 3], [-2, -2, -3], [-3, 0, 3]
+    if c.metric == "stable_lr_steps":   # whole ladder steps, 6 sweep seeds (an order-statistic interval needs them)
+        return [2, 2, 3, 1, 2, 2], [-2, -2, -3, 0, -1, -2], [-3, 0, 3, -1, 1, 2]
     if c.metric == "lr_sensitivity":    # the difference cannot go below −1 (the reference's sensitivity)
         return [-0.5, -0.55, -0.45], [0.5, 0.55, 0.45], [-0.9, 0.0, 0.9]
     if c.metric == "speedup":

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interp.analysis.intervals import NotTestable, t_interval, welch_interval
+from interp.analysis.intervals import NotTestable, welch_interval
 from interp.analysis.stability import lr_sensitivity, lr_sensitivity_of, max_attn_logit, stable_lr_steps, stable_rung
 from interp.analysis.subjects import Subject
 
@@ -41,13 +41,44 @@ def test_stable_rung_is_the_last_rung_of_the_stable_prefix():
         stable_rung(df[df.lr != 1e-2], LADDER)
 
 
-def test_stable_lr_steps_differences_per_seed_with_t_interval():
+def test_stable_lr_steps_differences_per_seed_median_without_interval_below_six_seeds():
     t = {"sweep": sweep({"deepnorm": [3, None, 2], "post-ln": [1, 2, 1]})}
     est = stable_lr_steps(t, subj("deepnorm"), subj("post-ln"))
-    diffs = [2 - 0, 3 - 1, 1 - 0]  # rung indices: first diverged − 1
-    m, lo, hi = t_interval(diffs)
-    assert (est.value, est.lo, est.hi) == pytest.approx((m, lo, hi))
+    # rung indices: first diverged − 1; diffs +2, +2, +1: median 2, and three seeds cannot give a 95 % interval
+    assert est.value == 2 and not est.has_interval and "needs ≥ 6 seeds" in est.method
     assert "per seed +2, +2, +1" in est.detail
+    # three seeds that agree (+1 each) would be a t interval [1, 1]: no interval instead
+    agree = {"sweep": sweep({"deepnorm": [2, 2, 2], "post-ln": [1, 1, 1]})}
+    assert not stable_lr_steps(agree, subj("deepnorm"), subj("post-ln")).has_interval
+
+
+def test_stable_lr_steps_interval_from_order_statistics_with_six_seeds():
+    t = {"sweep": sweep({"deepnorm": [3, None, 2, 3, 3, None], "post-ln": [1, 2, 1, 2, 1, 2]})}
+    est = stable_lr_steps(t, subj("deepnorm", 6), subj("post-ln", 6))
+    diffs = sorted([2 - 0, 3 - 1, 1 - 0, 2 - 1, 2 - 0, 3 - 1])
+    assert (est.value, est.lo, est.hi) == (float(np.median(diffs)), diffs[0], diffs[-1])  # 6 seeds: (min, max)
+
+
+def _coverage(n: int, k: int) -> float:
+    """P(x_(k) ≤ median ≤ x_(n+1-k)) for a continuous distribution, by enumerating which of the n draws fall
+    below the median (each pattern has probability 2^-n): covered when at least k and at most n − k do."""
+    import itertools
+    hits = sum(k <= sum(p) <= n - k for p in itertools.product((0, 1), repeat=n))
+    return hits / 2 ** n
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 6, 8, 10, 17])
+def test_median_interval_is_the_widest_order_pair_reaching_95_percent(n):
+    from interp.analysis.intervals import median_interval
+    v = list(np.random.default_rng(n).normal(size=n))
+    ok = [k for k in range(1, n // 2 + 1) if _coverage(n, k) >= 0.95]
+    m, lo, hi = median_interval(v)
+    assert m == pytest.approx(float(np.median(v)))
+    if not ok:  # n < 6: not even (min, max) covers 95 %
+        assert math.isnan(lo) and math.isnan(hi)
+    else:
+        s = sorted(v)
+        assert (lo, hi) == (s[max(ok) - 1], s[n - max(ok)])
 
 
 def test_stable_lr_steps_not_testable_when_neither_side_diverges():
@@ -98,10 +129,13 @@ def test_claims_on_hand_made_tables():
     logits = pd.DataFrame([dict(model=m, layer=0, head=0, max_abs_logit=3.0 + k if "qk" in s or s == "reordered"
                                 else 30.0 + k) for s, ms in names.items() for k, m in enumerate(ms)])
     t = {"cards": cards, "attn_logits": logits,
-         "sweep": sweep({"deepnorm": [None, None, None], "post-ln": [2, 2, 3], "pre-rmsnorm-qk": [None] * 3,
+         "sweep": sweep({"deepnorm": [None] * 6, "post-ln": [2, 2, 3, 1, 2, 3], "pre-rmsnorm-qk": [None] * 3,
                          "reordered": [None] * 3, "pre-rmsnorm": [None] * 3})}
     c = evaluate(t).set_index(["claim", "model"])
-    assert c.loc[("deepnorm_stable_lr", "deepnorm"), "verdict"] == "reproduced"
+    assert c.loc[("deepnorm_stable_lr", "deepnorm"), "verdict"] == "reproduced"  # 6 of 6 sweep seeds more stable
+    three = dict(t, sweep=sweep({"deepnorm": [None] * 3, "post-ln": [2, 2, 3]}))
+    assert evaluate(three).set_index(["claim", "model"]).loc[("deepnorm_stable_lr", "deepnorm"),
+                                                             "verdict"] == "inconclusive"  # 3 seeds: no interval
     assert c.loc[("qk_logit_scale", "pre-rmsnorm-qk"), "verdict"] == "reproduced"
     assert c.loc[("qk_stable_lr", "reordered"), "verdict"] == "not testable here"
     assert "neither" in c.loc[("qk_stable_lr", "reordered"), "reason"]

@@ -7,6 +7,9 @@ Two sources of uncertainty, chosen by what was measured:
   sequences  one seed (or a real model): a percentile bootstrap over held-out sequences (B = 1000 resamples,
              fixed generator seed), the statistic recomputed on each resample; paired (same resampled
              sequences for both sides) when a single-seed model is compared with a reference.
+  ranks      a discrete per-seed outcome (ladder rungs), where identical seeds would give a t interval of width
+             0: a distribution-free interval for the median from order statistics (the sign test's), which
+             needs ≥ 6 seeds at 95 %; with fewer there is no interval.
 A measurement with no sampling in it (a parameter count, a float64 equivalence) is "exact": lo = hi = value.
 """
 from __future__ import annotations
@@ -106,6 +109,35 @@ def over_seeds(values: Sequence[float], names: Sequence[str] = ()) -> Estimate:
         return Estimate(float(np.mean(ok)) if ok else math.nan, n=len(v), units=v,
                         method=f"{len(v) - len(ok)} of {len(v)} seeds not finite: no interval")
     return Estimate(v[0] if v else math.nan, method="one seed: no interval", n=len(v), units=v)
+
+
+def median_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """(median, lo, hi): the distribution-free interval (x_(k), x_(n+1-k)) with the largest k whose coverage
+    1 − 2·P(Binomial(n, ½) ≤ k − 1) is ≥ `level`; NaN bounds when even (min, max) covers less (n < 6 at 95 %)."""
+    v = np.sort(np.asarray(values, dtype=float))
+    n = len(v)
+    if n == 0 or not np.isfinite(v).all():
+        raise ValueError(f"a median interval needs finite values, got {v.tolist()}")
+    lo = hi = math.nan
+    tail = 0.0  # P(Binomial(n, ½) ≤ k − 1)
+    for k in range(1, n // 2 + 1):
+        tail += math.comb(n, k - 1) / 2 ** n
+        if 1 - 2 * tail < level:
+            break
+        lo, hi = float(v[k - 1]), float(v[n - k])
+    return float(np.median(v)), lo, hi
+
+
+def median_over_seeds(values: Sequence[float]) -> Estimate:
+    """Estimate of the median of a discrete per-seed outcome with `median_interval` (no interval with fewer than
+    6 seeds, or a seed that is not finite): identical seeds do not make a zero-width interval."""
+    v = [float(x) for x in values]
+    if not v or not all(map(math.isfinite, v)):
+        return over_seeds(v)  # its outcome for a missing or non-finite seed: no interval
+    m, lo, hi = median_interval(v)
+    method = (f"median over {len(v)} seeds, order-statistic interval" if math.isfinite(lo) else
+              f"median over {len(v)} seeds: a distribution-free 95 % interval needs ≥ 6 seeds, no interval")
+    return Estimate(m, lo, hi, method, len(v), v)
 
 
 def diff_over_seeds(a: Sequence[float], b: Sequence[float]) -> Estimate:

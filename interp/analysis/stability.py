@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from interp.analysis.intervals import Estimate, NotTestable, diff_over_seeds, over_seeds
+from interp.analysis.intervals import Estimate, NotTestable, diff_over_seeds, median_over_seeds, over_seeds
 from interp.analysis.registry import metric
 from interp.analysis.subjects import Subject, need
 
@@ -55,10 +55,13 @@ def _ladder(*frames: pd.DataFrame) -> list[float]:
 
 
 @metric("stable_lr_steps", "largest stable rung of the LR ladder (every lower rung stable); subject − reference "
-        "in ladder steps, paired by sweep seed", "the largest learning rate that trains without divergence (DeepNet, Wang et al. 2022; Wortsman et al. 2023)",
+        "in ladder steps, paired by sweep seed; median over seeds, order-statistic interval (needs ≥ 6 seeds)",
+        "the largest learning rate that trains without divergence (DeepNet, Wang et al. 2022; Wortsman et al. 2023)",
         "ladder steps")
 def stable_lr_steps(t, subject: Subject, ref: Subject | None = None) -> Estimate:
-    """Largest stable rung (or its difference from the reference's), t interval over sweep seeds."""
+    """Largest stable rung (or its difference from the reference's): median over sweep seeds, order-statistic
+    interval (a t interval over whole rungs is 0 wide when the seeds agree, and 3 agreeing seeds are a sign test's
+    p = 1/8, not 95 %)."""
     a = _sweep(t, subject.label)
     b = _sweep(t, ref.label) if ref is not None else None
     ladder = _ladder(a, *([b] if b is not None else []))
@@ -78,7 +81,7 @@ def stable_lr_steps(t, subject: Subject, ref: Subject | None = None) -> Estimate
         raise NotTestable(f"neither {subject.label} nor {ref.label} diverges anywhere on the ladder (up to lr "
                           f"{ladder[-1]:g}) for {both_top} of {len(seeds)} seeds: the ladder never reaches the "
                           "instability being compared")
-    est = over_seeds(vals)
+    est = median_over_seeds(vals)  # whole rungs: identical seeds must not read as a zero-width interval
     est.detail = f"ladder {', '.join(f'{x:g}' for x in ladder)}; per seed {', '.join(f'{v:+g}' for v in vals)}"
     return est
 
