@@ -103,7 +103,7 @@ def test_bad_input():
     assert list(dla(m, TOK, target=1, components=["L0.H1"]).component.unique()) == ["L0.H1"]
 
 
-@pytest.mark.parametrize("name", ["pre-ln", "peri-ln", "no-norm"])
+@pytest.mark.parametrize("name", ["pre-ln", "peri-ln", "no-norm", "mdlm-uncond"])
 def test_sublayer_dla_agrees_with_heads_and_brute_force(name):
     from interp.attribution import dla_sublayers
     m = model(name)

@@ -38,7 +38,7 @@ def dla_sublayers(model: HookedModel, tokens: torch.Tensor, target, contrast=Non
     """Sublayer-level DLA, direct effect and error of any hooked causal LM with a Pre/Peri placement (arguments as
     `interp.attribution.dla`)."""
     sites, card = model.sites, model.card
-    if card.objective != "causal_lm":
+    if card.objective not in ("causal_lm", "mdlm"):  # an MDLM (zoo) predicts tokens through W_U like a causal LM
         raise ValueError(f"{card.name} is an {card.objective} model with no LM head: there is no logit to attribute")
     if any(ls.placement in ("post", "mix") for ls in sites.layers):
         raise ValueError(f"{card.name} has Post-LN blocks: its stream is renormalized after every sublayer, so "
