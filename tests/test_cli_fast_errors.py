@@ -189,3 +189,19 @@ def test_the_early_checks_agree_with_the_libraries(tmp_path):
     with pytest.raises(FileNotFoundError) as early:
         zoo_checkpoint(str(tmp_path))
     assert str(early.value) == str(lib.value)
+
+
+@pytest.mark.parametrize("command", ["precision", "attribute"])
+def test_a_registry_name_with_a_slash_is_not_taken_for_a_missing_path(tmp_path, command, monkeypatch, capsys):
+    """schaeff/gpt2-small_LNFree300 is a registry name (interp.models.REGISTRY), not a relative path: without its
+    weights the error is the registry's 'not on this machine', never 'no such file or folder'."""
+    from interp.cli import main
+    from interp.models import REGISTRY
+    name = "schaeff/gpt2-small_LNFree300"
+    assert name in REGISTRY
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.chdir(tmp_path)
+    extra = {"precision": [], "attribute": ["--text", "a b", "--target-id", "3", "--out", "dla"]}[command]
+    assert main([command, name, *extra]) == 1
+    err = capsys.readouterr().err
+    assert "no such file or folder" not in err and "not on this machine" in err, err

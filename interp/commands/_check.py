@@ -39,15 +39,9 @@ def exists_or_corpus(spec: str, what: str) -> None:
         raise FileNotFoundError(f"{what} {spec}: no such token file")
 
 
-def model_path(spec: str, what: str = "model") -> None:
-    """A model given as a path (it has a separator or exists) must exist."""
-    if ("/" in spec or spec.startswith(".")) and not Path(spec).exists():
-        raise FileNotFoundError(f"{what} {spec}: no such file or folder")
-
-
 def local_model(spec: str, what: str = "model") -> None:
-    """A model spelled as a local path (it starts with /, . or ~) must exist. Narrower than `model_path`: a name
-    with a slash may still be an HF repo id in the local cache."""
+    """A model spelled as a local path (it starts with /, . or ~) must exist. A name with a slash and no such
+    prefix may be a registry name (schaeff/gpt2-small_LNFree300) or an HF repo id in the local cache."""
     if spec.startswith(("/", ".", "~")) and not Path(spec).expanduser().exists():
         raise FileNotFoundError(f"{what} {spec}: no such file or folder")
 

@@ -40,10 +40,10 @@ def _token(args, text_flag: str, id_flag: str):
 
 
 def run(args: argparse.Namespace) -> None:
-    from interp.commands._check import at_least, model_path
+    from interp.commands._check import at_least, local_model
     from interp.outputs import LEGACY, check_dir_target, install_dir, temp_dir
     at_least(args, threads=1)
-    model_path(args.model)
+    local_model(args.model)
     LEGACY.setdefault(KIND, _legacy)
     check_dir_target(Path(args.out), KIND, args.force)  # before any work
     target = _token(args, "target", "target_id")

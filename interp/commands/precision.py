@@ -56,9 +56,9 @@ def print_check(chk) -> None:
 
 
 def run(a: argparse.Namespace) -> None:
-    from interp.commands._check import at_least, dir_target, model_path
+    from interp.commands._check import at_least, dir_target, local_model
     at_least(a, texts=1, chars=1, batch_size=1, max_tokens=1, run_tokens=1, threads=1)
-    model_path(a.model)
+    local_model(a.model)
     if a.out:
         dir_target(a.out, "results", a.force)  # refuse a protected -o before any work (interp/outputs.py)
     # the texts to run on: --data is read before torch is imported; else the held-out passages of the corpus
