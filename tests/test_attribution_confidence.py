@@ -41,18 +41,7 @@ def test_a_layer_that_does_not_exist_is_refused():
 
 def test_frozen_divisor_final_norm_keeps_position_0_apart():
     """With a FakeLN final norm whose position-0 divisor differs, the ablated entropies match the model's own."""
-    from interp.norms import FakeLN
-    from interp.surgery.remove_ln import _refresh
-    m = interp.zoo.build("pre-ln", n_layers=2, d_model=16, n_heads=2, d_mlp=8, d_vocab=40, n_ctx=8,
-                         init_std=0.5).double().eval()
-    m.ln_final = FakeLN(16, scale=2.0, scale_pos0=0.3).double()
-    _refresh(m)
-    tok = torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(1))
+    from fakeln_fixtures import ablated_entropy_change, frozen_divisor_model
+    m, tok = frozen_divisor_model()
     df = confidence_neurons(m, tok).set_index("neuron")
-    _, cache = m.run_with_cache(tok)
-    act = cache["blocks.1.mlp.hook_post"]
-    entropy = lambda lg: -(lg.log_softmax(-1).exp() * lg.log_softmax(-1)).sum(-1)
-    d = (act[..., 2].mean() - act[..., 2])[..., None] * m.blocks[1].mlp.down.weight[:, 2]
-    ablated = m.run_with_hooks(tok, fwd_hooks=[("ln_final.hook_in", lambda x, hook: x + d)])
-    want = float((entropy(ablated) - entropy(m(tok))).abs().mean())
-    assert df.loc[2, "dH_total"] == pytest.approx(want, abs=1e-10)
+    assert df.loc[2, "dH_total"] == pytest.approx(ablated_entropy_change(m, tok, 2), abs=1e-10)

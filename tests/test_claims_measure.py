@@ -177,19 +177,8 @@ def test_claims_json_round_trip_and_cli(tmp_path, capsys):
 def test_entropy_neuron_effects_keep_position_0_apart_under_a_frozen_divisor():
     """A FakeLN final norm (LN removal mid-way) whose position-0 divisor differs: dH equals the entropy change of
     the model itself with the neuron's mean-ablated write added at ln_final's input by hook."""
+    from fakeln_fixtures import ablated_entropy_change, frozen_divisor_model
     from interp.analysis.entropy_neurons import neuron_effects
-    from interp.norms import FakeLN
-    from interp.surgery.remove_ln import _refresh
-    m = zoo.build("pre-ln", n_layers=2, d_model=16, n_heads=2, d_mlp=8, d_vocab=40, n_ctx=8,
-                         init_std=0.5).double().eval()
-    m.ln_final = FakeLN(16, scale=2.0, scale_pos0=0.3).double()
-    _refresh(m)
-    tok = torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(1))
+    m, tok = frozen_divisor_model()
     got = neuron_effects(m, tok, [2]).set_index("neuron")
-    _, cache = m.run_with_cache(tok)
-    act = cache["blocks.1.mlp.hook_post"]
-    entropy = lambda lg: -(lg.log_softmax(-1).exp() * lg.log_softmax(-1)).sum(-1)
-    d = (act[..., 2].mean() - act[..., 2])[..., None] * m.blocks[1].mlp.down.weight[:, 2]
-    ablated = m.run_with_hooks(tok, fwd_hooks=[("ln_final.hook_in", lambda x, hook: x + d)])
-    want = float((entropy(ablated) - entropy(m(tok))).abs().mean())
-    assert got.loc[2, "dH"] == pytest.approx(want, abs=1e-10)
+    assert got.loc[2, "dH"] == pytest.approx(ablated_entropy_change(m, tok, 2), abs=1e-10)
