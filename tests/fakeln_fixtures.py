@@ -16,6 +16,7 @@ def frozen_divisor_model():
     return m, torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(1))
 
 
+@torch.no_grad()
 def ablated_entropy_change(m, tok: torch.Tensor, neuron: int) -> float:
     """Mean |ΔH| of the next-token entropy when the last layer's `neuron` is mean-ablated: its write difference
     added at ln_final's input by hook, so the final norm sees the edited stream as the model would."""
