@@ -175,6 +175,10 @@ def test_targets_and_positions_as_tensors_and_bad_shapes():
         dla(m, TOK[None], target=7)
     with pytest.raises(ValueError, match="not a token id"):
         dla(m, TOK, target=7.5)  # not silently read as 7
+    with pytest.raises(ValueError, match="not a whole position"):
+        dla(m, TOK, target=7, pos=2.5)  # not silently read as 2
+    with pytest.raises(ValueError, match="not a whole position"):
+        dla(m, TOK, target=7, pos=[2, -1.5, 4])
 
 
 def test_sublayer_dla_with_a_frozen_divisor_final_norm():

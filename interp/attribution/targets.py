@@ -49,7 +49,10 @@ def batch_tokens(tokens: torch.Tensor) -> torch.Tensor:
 
 def positions(pos, b: int, t: int) -> torch.Tensor:
     """The position read in each of b sequences of t tokens (one int, or one per sequence; negative from the end)."""
-    p = torch.as_tensor(pos if isinstance(pos, (list, tuple, torch.Tensor)) else [pos] * b).long().flatten()
+    raw = torch.as_tensor(pos if isinstance(pos, (list, tuple, torch.Tensor)) else [pos] * b).flatten()
+    p = raw.long()
+    if not torch.equal(p.to(raw.dtype), raw):  # 2.5 is no position: not silently read as 2
+        raise ValueError(f"pos {pos} is not a whole position; pass an int (or one per sequence)")
     if len(p) != b or ((p < -t) | (p >= t)).any():
         raise ValueError(f"pos {pos} is out of range for {b} sequences of {t} tokens; pass one position or one "
                          "per sequence")
