@@ -25,7 +25,7 @@ import torch
 from interp.analysis.intervals import NotTestable, over_seeds
 from interp.analysis.registry import metric
 from interp.analysis.subjects import Subject, need, seed_of
-from interp.attribution.replay import norm_linear, norm_scale
+from interp.attribution.replay import flat_pos0, norm_linear, norm_scale
 
 K = 5
 
@@ -54,7 +54,7 @@ def neuron_effects(model, tokens: torch.Tensor, neurons: list[int]) -> pd.DataFr
     act = cache[post].flatten(0, 1).double()
     W_out, W_U = model.blocks[-1].mlp.down.weight.double(), model.W_U.double()
     b_U = 0 if model.b_U is None else model.b_U.double()
-    pos0 = torch.arange(x.shape[0]) % tokens.shape[-1] == 0  # FakeLN divides position 0 by its own constant
+    pos0 = flat_pos0(tokens)  # FakeLN divides position 0 by its own constant
     if model.cfg.final_norm:
         ln = model.ln_final
         bias = ln.b.double() if getattr(ln, "b", None) is not None else 0

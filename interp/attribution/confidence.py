@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from interp.attribution.replay import norm_linear, norm_scale
+from interp.attribution.replay import flat_pos0, norm_linear, norm_scale
 
 if TYPE_CHECKING:
     from interp.contract import HookedModel
@@ -62,7 +62,7 @@ def confidence_neurons(model: HookedModel, tokens: torch.Tensor, layer: int = -1
         U = torch.linalg.svd(W_U, full_matrices=False)[0][:, -k:]            # [d, k] least-read directions
         null_frac = (U.T @ W_out).pow(2).sum(0) / W_out.pow(2).sum(0)
         has_norm = model.cfg.final_norm
-        pos0 = torch.arange(x.shape[0]) % tokens.shape[-1] == 0  # FakeLN divides position 0 by its own constant
+        pos0 = flat_pos0(tokens)  # FakeLN divides position 0 by its own constant
         if has_norm:
             ln = model.ln_final
             s = norm_scale(ln, x, pos0)

@@ -29,6 +29,11 @@ def check_supported(norm: Norm, name: str) -> None:
                          "norms have no per-token scale")
 
 
+def flat_pos0(tokens: torch.Tensor) -> torch.Tensor:
+    """norm_scale's pos0 for a stream flattened from tokens [b, t] to [b·t, d]: True on each sequence's first token."""
+    return torch.arange(tokens.numel()) % tokens.shape[-1] == 0
+
+
 def norm_scale(norm: Norm, y: torch.Tensor, pos0: torch.Tensor) -> torch.Tensor:
     """The divisor the norm computes on y [..., b, d] (pos0 [b]: whether the token sits at position 0) -> [..., b, 1]."""
     if isinstance(norm, LayerNorm):

@@ -102,13 +102,18 @@ def has_weights(d: Path) -> bool:
 
 def has_tokenizer(d: Path) -> bool:
     """Whether `d` holds tokenizer files (any group of TOKENIZER_FILES)."""
-    return any(all((d / f).is_file() for f in group) for group in TOKENIZER_FILES)
+    return _has_group(d, TOKENIZER_FILES)
 
 
 def sentencepiece_only(d: Path) -> bool:
     """Whether `d`'s only tokenizer file is a SentencePiece tokenizer.model (no tokenizer.json or vocabulary)."""
-    return (d / "tokenizer.model").is_file() and not any(
-        all((d / f).is_file() for f in group) for group in TOKENIZER_FILES if group != ("tokenizer.model",))
+    return (d / "tokenizer.model").is_file() and not _has_group(
+        d, [g for g in TOKENIZER_FILES if g != ("tokenizer.model",)])
+
+
+def _has_group(d: Path, groups) -> bool:
+    """Whether `d` holds every file of at least one of `groups`."""
+    return any(all((d / f).is_file() for f in group) for group in groups)
 
 
 def tokenizer_dir(spec: str | Path) -> Path:
