@@ -29,7 +29,8 @@ def fuse_unified(model: ZooModel) -> ZooModel:
         what = f"{cfg.placement}/{cfg.norm}" if isinstance(model, ZooModel) else type(model).__name__
         raise ValueError(f"fusing needs a Pre-norm Unified Norm zoo model with a final norm, got {what}")
     new = ZooModel(dataclasses.replace(cfg, placement="none", norm="none", final_norm=False, norm_kwargs={},
-                                       unembed_bias=True, tie_embeddings=False, strategy=f"{cfg.strategy}-fused"),
+                                       unembed_bias=True, tie_embeddings=False, bias=True,
+                                       strategy=f"{cfg.strategy}-fused"),
                    tokenizer=model.tokenizer).to(next(model.parameters()).dtype)
     s = {k: v.detach().clone() for k, v in model.state_dict().items()
          if not (k.startswith("ln_final.") or ".ln1." in k or ".ln2." in k)}
@@ -39,6 +40,8 @@ def fuse_unified(model: ZooModel) -> ZooModel:
             w, b = _affine(getattr(blk, ln))
             s[f"{p}.{lin}.weight"], s[f"{p}.{lin}.bias"] = fold_affine(s[f"{p}.{lin}.weight"],
                                                                        s.get(f"{p}.{lin}.bias"), w, b)
+        for lin in ("attn.out", "mlp.down"):  # a bias=False model: the folded layers need biases, so all get one
+            s.setdefault(f"{p}.{lin}.bias", torch.zeros_like(s[f"{p}.{lin}.weight"][:, 0]))
     w, b = _affine(model.ln_final)
     s["unembed.weight"], s["unembed.bias"] = fold_affine(model.unembed.weight.detach().clone(), None, w, b)
     copy_into(new, s)
