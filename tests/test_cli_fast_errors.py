@@ -100,6 +100,7 @@ CASES = [
      "--state-dir notes.txt exists and is not a folder; choose another path"),
     # sweep
     (["sweep", "--threads", "0"], "--threads must be at least 1 (got 0)"),
+    (["sweep", "--jobs", "0"], "--jobs must be at least 1 (got 0)"),
     (["sweep", "--clip", "0"], "--clip must be a finite number above 0 (got 0.0)"),
     (["sweep", "--lrs", "0"], "--lrs must be finite numbers above 0 and --seeds whole numbers ≥ 0, got '0' / (0,)"),
     (["sweep", "--out", "notes.txt"], "--out notes.txt exists and is not a folder; choose another path"),

@@ -37,6 +37,19 @@ def test_sweep_rows_and_divergence(tiny_sweep):
     assert not div.loc[("no-norm", 0, 1e-4)]
 
 
+def test_parallel_jobs_give_the_serial_rows(tiny_sweep):
+    """--jobs runs each run in a worker process: the rows (and their order) equal the serial sweep's."""
+    import pandas as pd
+    seen = []
+    par = S.lr_sweep(["no-norm", "pre-rmsnorm-qk"], lrs=(1e-4, 1e3), steps=6, batch_size=2, size=TINY,
+                     seeds=(0, 1), progress=False, jobs=2, threads=torch.get_num_threads(),
+                     on_row=lambda df: seen.append(len(df)))
+    assert seen == list(range(1, 9))
+    pd.testing.assert_frame_equal(par.drop(columns="wall_s"), tiny_sweep.drop(columns="wall_s"), rtol=1e-6)
+    with pytest.raises(ValueError, match="jobs and threads must be at least 1"):
+        S.lr_sweep(["no-norm"], lrs=(1e-4,), jobs=0)
+
+
 def test_resume_keeps_done_rows(tiny_sweep, monkeypatch):
     calls = []
     monkeypatch.setattr(S, "sweep_run", lambda s, lr, k, *a: calls.append((s, k, lr)) or dict(

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> None:
 
     from interp.commands._check import at_least, positive_finite
     from interp.outputs import atomic_write_bytes, write_marker
-    at_least(args, steps=1, batch=1, layers=1, threads=1, seed=0)
+    at_least(args, steps=1, batch=1, layers=1, threads=1, jobs=1, seed=0)
     positive_finite(args, "clip")
     try:
         lrs = tuple(float(x) for x in args.lrs.split(","))
@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> None:
     atomic_write_bytes(pmeta, json.dumps(meta, indent=1).encode())
     save = lambda df: atomic_write_bytes(partial, df.to_csv(index=False).encode())
     df = lr_sweep(strategies, lrs, steps=args.steps, batch_size=args.batch, size=size, clip=args.clip,
-                  corpus=args.corpus, seeds=seeds, progress=not args.quiet, done=done, on_row=save)
+                  corpus=args.corpus, seeds=seeds, progress=not args.quiet, done=done, on_row=save,
+                  jobs=args.jobs, threads=args.threads)
     atomic_write_bytes(out / "sweep.csv", df.to_csv(index=False).encode())
     atomic_write_bytes(out / "sweep.json", json.dumps(meta, indent=1).encode())
     partial.unlink(missing_ok=True)
@@ -129,6 +130,8 @@ def register(sub) -> None:
     p.add_argument("--out", default="data/sweep", help="output folder (default data/sweep): new, empty, or a sweep "
                                                         "folder with --resume / --force")
     p.add_argument("--force", action="store_true", help="replace the sweep already in --out")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default 1); the "
+                                                       "rows equal a serial sweep's")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)

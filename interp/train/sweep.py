@@ -71,13 +71,29 @@ def sweep_run(strategy: str, lr: float, seed: int, data, size: dict, steps: int,
                 max_attn_logit=logit, wall_s=round(time.time() - t0, 2))
 
 
+_WORKER: dict = {}
+
+
+def _worker_init(corpus: str, threads: int) -> None:
+    """A --jobs worker: its own torch threads and its own copy of the tokenized corpus."""
+    torch.set_num_threads(threads)
+    _WORKER["data"] = prepare(corpus)
+
+
+def _worker_run(args: tuple) -> dict:
+    return sweep_run(args[0], args[1], args[2], _WORKER["data"], *args[3:])
+
+
 def lr_sweep(strategies: list[str] | None = None, lrs: tuple[float, ...] = SWEEP_LRS, steps: int = 60,
              batch_size: int = 8, size: dict | None = None, clip: float | None = None, corpus: str = "kjv",
              seed: int = 0, progress: bool = True, seeds: tuple[int, ...] | None = None,
-             done: pd.DataFrame | None = None, on_row: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
+             done: pd.DataFrame | None = None, on_row: Callable[[pd.DataFrame], None] | None = None,
+             jobs: int = 1, threads: int = 1) -> pd.DataFrame:
     """Train every strategy at every peak lr (for every seed of `seeds`, default (seed,)) for `steps` updates;
     return the tidy stability table. Rows of `done` (an earlier partial table) are kept, not re-run;
-    `on_row(table so far)` is called after every run (e.g. to save progress)."""
+    `on_row(table so far)` is called after every run (e.g. to save progress). `jobs` > 1 runs that many runs at
+    once in worker processes of `threads` torch threads each; every run is seeded on its own, so the rows equal a
+    serial sweep's (the table keeps the serial order)."""
     from tqdm.auto import tqdm
     names = list(STRATEGIES) if strategies is None else strategies
     for s in names:
@@ -85,6 +101,8 @@ def lr_sweep(strategies: list[str] | None = None, lrs: tuple[float, ...] = SWEEP
             raise ValueError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
     if not lrs or any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
         raise ValueError(f"learning rates must be positive, got {lrs}")
+    if jobs < 1 or threads < 1:
+        raise ValueError(f"jobs and threads must be at least 1, got {jobs} / {threads}")
     seeds = (seed,) if seeds is None else tuple(seeds)
     size = {**SWEEP_SIZE, **(size or {})}
     data = prepare(corpus)
@@ -93,11 +111,25 @@ def lr_sweep(strategies: list[str] | None = None, lrs: tuple[float, ...] = SWEEP
     have = {(r["strategy"], int(r.get("seed", 0)), float(r["lr"])) for r in rows}
     todo = [(s, k, lr) for s in names for k in seeds for lr in lrs if (s, k, float(lr)) not in have]
     bar = tqdm(total=len(todo), desc="sweep", disable=not progress)
-    for s, k, lr in todo:
-        rows.append(sweep_run(s, lr, k, data, size, steps, batch_size, clip))
+
+    def took(row: dict) -> None:
+        rows.append(row)
         if on_row is not None:
             on_row(pd.DataFrame(rows))
         bar.update(1)
-        bar.set_postfix(strategy=s, seed=k, lr=lr)
+        bar.set_postfix(strategy=row["strategy"], seed=row["seed"], lr=row["lr"])
+    if jobs == 1 or len(todo) <= 1:
+        for s, k, lr in todo:
+            took(sweep_run(s, lr, k, data, size, steps, batch_size, clip))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(corpus, threads)) as pool:
+            runs = [pool.submit(_worker_run, (s, lr, k, size, steps, batch_size, clip)) for s, k, lr in todo]
+            for run in as_completed(runs):  # saved as each finishes: a kill loses only the runs in flight
+                took(run.result())
     bar.close()
+    order = {key: i for i, key in enumerate((s, k, float(lr)) for s in names for k in seeds for lr in lrs)}
+    rows.sort(key=lambda r: order.get((r["strategy"], int(r.get("seed", 0)), float(r["lr"])), -1))
     return pd.DataFrame(rows)
