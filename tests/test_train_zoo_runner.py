@@ -110,6 +110,25 @@ def test_a_failing_job_is_marked_and_skipped(tmp_path, monkeypatch):
                                progress=False) is None
 
 
+def test_a_job_another_worker_failed_or_finished_before_the_lock_is_not_taken_again(tmp_path, monkeypatch):
+    """The pre-lock checks are read before the lock: a job another worker fails (or finishes) and releases in
+    between must be checked again under the lock, not retrained over the other worker's FAILED traceback."""
+    from contextlib import contextmanager
+    real, trained = zoo_runner._flock, []
+
+    @contextmanager
+    def late(path, block=True):  # the other worker fails the job and releases its lock just before ours
+        (tmp_path / "runs" / "no-norm").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "runs" / "no-norm" / "FAILED").write_text("the other worker's traceback")
+        with real(path, block) as got:
+            yield got
+    monkeypatch.setattr(zoo_runner, "_flock", late)
+    monkeypatch.setattr(zoo_runner, "train_one", lambda *a, **k: trained.append(a[0]))
+    assert zoo_runner.run_next(tmp_path / "zoo", tmp_path / "runs", steps=2, seeds={"no-norm": 1}, size=TINY,
+                               progress=False) is None
+    assert trained == [] and (tmp_path / "runs" / "no-norm" / "FAILED").read_text() == "the other worker's traceback"
+
+
 def test_held_strategies_wait(tmp_path):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "HOLD").write_text("no-norm\n")

@@ -181,10 +181,11 @@ def run_next(out: Path = ZOO_DIR, runs: Path = Path("out/zoo-runs"), steps: int 
     hold = held(runs)
     for strategy, seed in plan(seeds, strategies):
         name = model_name(strategy, seed)
-        if strategy in hold or (runs / name / "FAILED").is_file() or is_done(out, strategy, seed, steps):
+        taken = lambda: (runs / name / "FAILED").is_file() or is_done(out, strategy, seed, steps)
+        if strategy in hold or taken():
             continue
         with _flock(runs / f"{name}.lock", block=False) as got:
-            if not got:
+            if not got or taken():  # again under the lock: another worker may have finished or failed it meanwhile
                 continue
             try:
                 data = _prepared()
@@ -213,10 +214,11 @@ def _next_lnfree(out: Path, runs: Path, steps: int, seeds: dict[str, int] | None
         return None
     for seed in range(n_src):
         name = model_name(J.LNFREE, seed)
-        if (runs / name / "FAILED").is_file() or not is_done(out, J.SOURCE, seed, steps) or J.is_done(out, seed):
+        taken = lambda: (runs / name / "FAILED").is_file() or J.is_done(out, seed)
+        if not is_done(out, J.SOURCE, seed, steps) or taken():
             continue
         with _flock(runs / f"{name}.lock", block=False) as got:
-            if not got:
+            if not got or taken():  # again under the lock, as in run_next
                 continue
             try:
                 data = _prepared()
