@@ -157,3 +157,20 @@ def test_bad_conditioning_configs_raise_one_clear_error():
     with pytest.raises(ValueError, match="adaLN-Zero needs norm='adaln'"):
         ZooConfig(norm="adaln", conditioned=True)
     assert all(STRATEGIES[n]["objective"] == "mdlm" for n in MDLM)
+
+
+@pytest.mark.parametrize("name", ["mdlm-tdln", "mdlm-adaln", "mdlm-ln", "td-ln"])
+def test_cond_as_a_number_is_shared_by_the_batch_and_a_wrong_shape_is_refused(name):
+    """`cond` may be a plain number (one t for every sequence): the brute-force logits of that t for each row; a
+    cond with another number of values than sequences raises one line naming the shapes."""
+    model = _randomize(build(name, **SMALL).double().eval())
+    tokens = torch.randint(0, SMALL["d_vocab"] + 1, (2, 7), generator=torch.Generator().manual_seed(2))
+    if name == "td-ln":
+        tokens = tokens.clamp(max=SMALL["d_vocab"] - 1)
+        expect = model(tokens, cond=torch.tensor([0.3, 0.3], dtype=torch.float64))
+    else:
+        expect = ref_forward(model, tokens, torch.tensor([0.3, 0.3], dtype=torch.float64))
+    torch.testing.assert_close(model(tokens, cond=0.3), expect)
+    for bad in (torch.tensor([0.1, 0.2, 0.3]), torch.zeros(2, 2)):
+        with pytest.raises(ValueError, match=r"cond must hold one value per sequence.*2 sequences"):
+            model(tokens, cond=bad)

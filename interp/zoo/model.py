@@ -49,6 +49,19 @@ def rotate(x: torch.Tensor, pos: torch.Tensor, base: float = 10_000.0,
     return x * c + torch.cat([x[..., half:], x[..., :half]], -1) * s
 
 
+def _per_sequence(cond: torch.Tensor | float | None, b: int, device: torch.device) -> torch.Tensor | None:
+    """`cond` as a tensor [b]: a number (or a one-value tensor) is shared by the b sequences; other shapes raise."""
+    if cond is None:
+        return None
+    cond = torch.as_tensor(cond, device=device)
+    if cond.numel() == 1 and cond.dim() <= 1:
+        return cond.reshape(1).expand(b)
+    if cond.shape != (b,):
+        raise ValueError(f"cond must hold one value per sequence: a number or a [{b}] tensor for {b} sequences; "
+                         f"got shape {tuple(cond.shape)}")
+    return cond
+
+
 class Attention(nn.Module):
     """Multi-head self-attention, causal (bidirectional for objective="mdlm"); SDPA unless scores/pattern are hooked."""
 
@@ -221,8 +234,8 @@ class ZooModel(TransformerLensNative):
 
     def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens [b, t] long; attention_mask [b, t] bool (True = real token); cond [b] for conditioned models (TD-LN,
-        t-embedding; unset: 0). An MDLM model (objective "mdlm") also takes [MASK] = `cfg.mask_id` in `tokens`."""
+        """tokens [b, t] long; attention_mask [b, t] bool (True = real token); cond [b] (or one number for all) for
+        conditioned models (TD-LN, t-embedding; unset: 0). An MDLM model (objective "mdlm") also takes [MASK] = `cfg.mask_id` in `tokens`."""
         return self.unembed(self.final_hidden(tokens, attention_mask, cond))  # [b, t, vocab]
 
     def final_hidden(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -234,6 +247,7 @@ class ZooModel(TransformerLensNative):
             raise ValueError(f"sequence of {t} tokens is longer than the context of {self.cfg.n_ctx}")
         if attention_mask is not None:
             attention_mask = attention_mask.bool()
+        cond = _per_sequence(cond, b, tokens.device)
         if attention_mask is None or bool(attention_mask.all()):  # every token real: SDPA's own causal (or full)
             pos, mask = torch.arange(t, device=tokens.device), None  # attention, no [b, 1, t, t] mask (~5 % faster)
         else:  # keys must be real tokens; a query always sees itself so no row is empty
