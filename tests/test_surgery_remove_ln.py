@@ -91,3 +91,15 @@ def test_refuses_non_pre_ln(name, match):
     m = interp.zoo.build(name, n_layers=4, d_model=32, d_vocab=50, n_ctx=12)
     with pytest.raises(ValueError, match=match):
         remove_layernorm(m, STREAM, EVAL, steps_per_stage=0)
+
+
+@pytest.mark.parametrize("kw,match", [(dict(calib_batches=0), "calib_batches"), (dict(batch_size=0), "batch_size"),
+                                      (dict(eval_tokens=EVAL + 50), "eval_tokens holds ids outside"),
+                                      (dict(tokens=STREAM + 50), "tokens holds ids outside"),
+                                      (dict(eval_tokens=EVAL.double()), "integer token ids")])
+def test_bad_inputs_are_refused_in_one_line(kw, match):
+    # calib_batches=0 used to give every FakeLN the divisor 0 (a NaN model, no error); out-of-vocabulary ids and
+    # batch_size=0 crashed in torch with tracebacks
+    args = dict(tokens=STREAM, eval_tokens=EVAL) | kw
+    with pytest.raises(ValueError, match=match):
+        remove_layernorm(build(), args.pop("tokens"), args.pop("eval_tokens"), steps_per_stage=0, control=None, **args)

@@ -59,6 +59,16 @@ def check_removable(model) -> None:
                          "Pre-LN zoo model (e.g. pre-ln), or use to_rmsnorm for an exact norm swap")
 
 
+def _check_ids(model: ZooModel, named: dict[str, torch.Tensor]) -> None:
+    """Token tensors must hold integer ids in [0, d_vocab): one line naming the tensor otherwise."""
+    for name, t in named.items():
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            raise ValueError(f"{name} must hold integer token ids, got dtype {t.dtype}")
+        if t.numel() and (t.min() < 0 or t.max() >= model.cfg.d_vocab):
+            raise ValueError(f"{name} holds ids outside [0, {model.cfg.d_vocab}) (min {t.min().item()}, max "
+                             f"{t.max().item()}): tokenize with the model's own tokenizer")
+
+
 def lm_ce(model, tokens: torch.Tensor, batch_size: int = 8) -> float:
     """Mean next-token cross-entropy (nats/token) of `tokens` [n, t] under `model`."""
     model.eval()
@@ -224,7 +234,11 @@ def remove_layernorm(model: ZooModel, tokens: torch.Tensor, eval_tokens: torch.T
         raise ValueError(f"eval_tokens must be [n ≥ 1, t ≥ 2] held-out windows, got {tuple(eval_tokens.shape)}")
     if control not in ("matched", "single", None):
         raise ValueError(f"unknown control {control!r}; choose 'matched', 'single' or None")
+    for name, v in (("calib_batches", calib_batches), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:  # 0 calibration batches: every σ = 0, NaN model
+            raise ValueError(f"{name} must be a whole number ≥ 1, got {v!r}")
     tokens = torch.as_tensor(tokens).flatten()
+    _check_ids(model, {"tokens": tokens, "eval_tokens": eval_tokens})
     seq_len = min(model.cfg.n_ctx, eval_tokens.shape[1])
     ft = finetune or default_finetune(tokens, lr=lr, batch_size=batch_size, seq_len=seq_len - 1)
     bos = getattr(getattr(model, "tokenizer", None), "bos_id", None)
