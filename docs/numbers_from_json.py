@@ -4,13 +4,15 @@
     .venv/bin/python docs/numbers_from_json.py --check   # exit 1, naming the page, if a page differs from its sources
 
 Sources: `benchmarks/results/<name>.json` (written by the benchmark scripts through benchmarks/record.py) and
-`data/zoo/manifest.json` (written by the zoo training). Markers in a page:
+`data/zoo/manifest.json` (written by the zoo training), `data/sweep/sweep.csv` (written by `interp sweep`).
+Markers in a page:
 
     <!-- numbers: benchmarks -->  ...  <!-- /numbers -->     every benchmark, one section each
     <!-- numbers: zoo -->  ...  <!-- /numbers -->            the zoo's models from the manifest
     <!-- numbers: strategies -->  ...  <!-- /numbers -->     the zoo's presets from interp.zoo.STRATEGIES
     <!-- numbers: models -->  ...  <!-- /numbers -->         the named real models from interp.models.REGISTRY
     <!-- numbers: claims -->  ...  <!-- /numbers -->         the claims' rules from interp.report.claims.CLAIMS
+    <!-- numbers: sweep -->  ...  <!-- /numbers -->          the LR sweep per strategy from data/sweep/sweep.csv
     <!-- n: train_step results/ratio -->1.097<!-- /n -->     one number: source (a benchmark name or `zoo`),
                                                              then its path of keys, separated by "/" (spaces
                                                              in a key spelled "_"; a key may hold "/")
@@ -31,6 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MANIFEST = ROOT / "data" / "zoo" / "manifest.json"
+SWEEP = ROOT / "data" / "sweep" / "sweep.csv"
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 
 BLOCK = re.compile(r"(<!-- numbers: (\w+) -->\n)(.*?)(<!-- /numbers -->)", re.S)
@@ -226,8 +229,39 @@ def claims_block() -> list[str]:
     return table(rows) + [""]
 
 
+def sweep_block() -> list[str]:
+    """The LR sweep (data/sweep/sweep.csv) per strategy: its seeds, each seed's first diverging rung, the LR
+    sensitivity (mean and range over seeds) and the largest attention logit at lr 0.1, as interp.analysis.stability
+    reads them."""
+    sys.path.insert(0, str(ROOT))
+    import pandas as pd
+
+    from interp.analysis.stability import lr_sensitivity_of, stable_rung
+    df = pd.read_csv(SWEEP)
+    out = [f"Source `data/sweep/sweep.csv`: {len(df)} runs, {df.strategy.nunique()} strategies.", ""]
+    rows = []
+    for name, runs in df.groupby("strategy", sort=False):
+        ladder = sorted(set(runs.lr.astype(float)))
+        seeds = sorted(set(runs.seed))
+        full = [k for k in seeds if set(runs[runs.seed == k].lr.astype(float)) == set(ladder)]
+        first = []
+        for k in full:
+            i, never = stable_rung(runs[runs.seed == k], ladder)
+            first.append("none" if never else fmt(ladder[i + 1]))
+        sens = [lr_sensitivity_of(runs[runs.seed == k]) for k in full]
+        top = runs[runs.lr.astype(float) == 0.1].sort_values("seed").max_attn_logit
+        rows.append({"strategy": f"`{name}`", "seeds": ", ".join(map(str, seeds)),
+                     "ladder": f"{fmt(ladder[0])} … {fmt(ladder[-1])} ({len(ladder)} rungs)",
+                     "first diverging rung, per seed": ", ".join(first) if first else None,
+                     "LR sensitivity (nats): mean [min, max] over seeds":
+                         f"{sum(sens) / len(sens):.3f} [{min(sens):.3f}, {max(sens):.3f}]" if sens else None,
+                     "max attention logit at lr 0.1: median [min, max]":
+                         f"{top.median():.3g} [{top.min():.3g}, {top.max():.3g}]" if len(top) else None})
+    return out + table(rows) + [""]
+
+
 BLOCKS = {"benchmarks": benchmarks_block, "zoo": zoo_block, "strategies": strategies_block, "models": models_block,
-          "claims": claims_block}
+          "claims": claims_block, "sweep": sweep_block}
 
 
 def render_page(text: str, page: str) -> str:
