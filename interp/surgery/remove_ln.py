@@ -9,6 +9,10 @@ for position 0. Stages, each followed by `steps_per_stage` fine-tuning steps:
   ln1_v   the attention-input LN for values
   ln_final
   pos0    every FakeLN drops its separate position-0 divisor (all positions share one)
+Simplified from the reference schedule (submarat/removing-layer-norm, config.py): there each LN type is frozen
+one layer at a time, in layer order, a few steps apart (gpt2_standard: 2 steps for ln2 and ln1_qk, 3 for ln1_v),
+inside one continuous fine-tuning run with one learning-rate schedule, and position 0 is released in two steps
+(EOT tokens, then BOS); here every layer of a stage is frozen at once and each stage is its own fine-tuning call.
 A FakeLN with one constant divisor is affine, so at the end it is folded into the linear layer that reads it
 and the result is an ordinary zoo `no-norm` model (placement "none", no LayerNorm left; untied unembedding
 with a bias b_U from the folded final LN).
