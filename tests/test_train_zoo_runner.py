@@ -129,6 +129,28 @@ def test_a_job_another_worker_failed_or_finished_before_the_lock_is_not_taken_ag
     assert trained == [] and (tmp_path / "runs" / "no-norm" / "FAILED").read_text() == "the other worker's traceback"
 
 
+def test_a_job_killed_before_recording_its_finished_model_is_recorded_by_the_next_pass(tmp_path, monkeypatch):
+    """A kill between installing the model (the job is done) and writing the manifest left the model out of the
+    manifest for good: no later pass takes a done job. The next pass records it from its config.json."""
+    class Killed(BaseException):
+        pass
+
+    def killed(*a, **k):
+        raise Killed
+    args = dict(steps=2, seeds={"no-norm": 1}, size=TINY, progress=False)
+    record = zoo_runner.record
+    monkeypatch.setattr(zoo_runner, "record", killed)
+    with pytest.raises(Killed):
+        zoo_runner.run_next(tmp_path / "zoo", tmp_path / "runs", **args)
+    monkeypatch.setattr(zoo_runner, "record", record)
+    assert zoo_runner.is_done(tmp_path / "zoo", "no-norm", 0, 2) and not (tmp_path / "zoo" / "manifest.json").exists()
+    assert zoo_runner.run_next(tmp_path / "zoo", tmp_path / "runs", **args) == "no-norm"
+    rec = json.loads((tmp_path / "zoo" / "manifest.json").read_text())["models"]["no-norm"]
+    saved = json.loads((tmp_path / "zoo" / "no-norm" / "config.json").read_text())["training"]
+    assert rec == saved and rec["status"] == "done"
+    assert zoo_runner.run_next(tmp_path / "zoo", tmp_path / "runs", **args) is None  # recorded once, not again
+
+
 def test_held_strategies_wait(tmp_path):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "HOLD").write_text("no-norm\n")

@@ -203,7 +203,45 @@ def run_next(out: Path = ZOO_DIR, runs: Path = Path("out/zoo-runs"), steps: int 
                 (runs / name / "FAILED").write_text(traceback.format_exc())
                 print(f"{name}: failed, see {runs / name / 'FAILED'}", file=sys.stderr, flush=True)
             return name
-    return _next_lnfree(out, runs, steps, seeds, hold)
+    return _next_lnfree(out, runs, steps, seeds, hold) or _record_unrecorded(out, runs, steps, strategies, seeds)
+
+
+def _recorded(out: Path, name: str) -> bool:
+    """Whether out/manifest.json records model `name` as its config.json's training record says."""
+    try:
+        r = json.loads((Path(out) / "manifest.json").read_text(encoding="utf-8"))["models"][name]
+        t = json.loads((Path(out) / name / "config.json").read_text(encoding="utf-8"))["training"]
+        same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN equals NaN
+        return isinstance(r, dict) and all(same(t.get(k), v) for k, v in r.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _record_unrecorded(out: Path, runs: Path, steps: int, strategies: list[str] | None,
+                       seeds: dict[str, int] | None) -> str | None:
+    """Record the finished models the manifest lacks (a job killed after installing its model, before recording
+    it: it is done, so no job would record it again), under their job's lock; the job's name, or None."""
+    from interp.data import unigram_entropy
+    from interp.train import lnfree_job as J
+    groups = [(model_name(s, k), [model_name(s, k)]) for s, k in plan(seeds, strategies) if is_done(out, s, k, steps)]
+    groups += [(model_name(J.LNFREE, k), [model_name(key, k) for key in (J.LNFREE, J.VANILLA, J.SINGLE)])
+               for k in range((ZOO_SEEDS if seeds is None else seeds).get(J.SOURCE, 0))
+               if is_done(out, J.SOURCE, k, steps) and J.is_done(out, k)]
+    for job, names in groups:
+        if all(_recorded(out, n) for n in names):
+            continue
+        with _flock(runs / f"{job}.lock", block=False) as got:
+            if not got:  # its worker is still at it: it records them itself
+                continue
+            data = _prepared()
+            base = unigram_entropy(data.train_tokens, data.val_tokens, data.tokenizer.vocab_size)
+            for n in names:
+                if not _recorded(out, n):
+                    record(out, runs, n, json.loads((out / n / "config.json").read_text())["training"],
+                           data.describe(), base)
+            print(f"{job:<22} recorded (its job stopped before recording it)", flush=True)
+            return job
+    return None
 
 
 def _next_lnfree(out: Path, runs: Path, steps: int, seeds: dict[str, int] | None, hold: set[str]) -> str | None:
