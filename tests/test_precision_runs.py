@@ -141,6 +141,13 @@ def test_a_failing_format_is_an_error_row(monkeypatch):
     runs = R.precision_runs(model, DATA, ("bf16", "fp16"), progress=False).set_index("format")
     assert runs.loc["fp16", "status"] == "error" and "not implemented for 'Half'" in runs.loc["fp16", "what"]
     assert "more lines" not in runs.loc["fp16", "what"] and runs.loc["bf16", "status"] == "ok"
+    # the verdict and the report's safety bars say the fp16 run failed (they said "no fp16 run" and "ok")
+    from interp.precision.report import safety_bars
+    res = interp.collect(model, DATA, [interp.collectors.Precision()], progress=False)
+    v = verdicts(res["precision"], runs.reset_index()).iloc[0]
+    assert v["fp16_evidence"] == "site statistics only (the fp16 run failed)"
+    fig = safety_bars({"precision": res["precision"], "precision_runs": runs.reset_index()}, {})
+    assert list(fig.data[0].text) == ["fp16 run: failed (1/1)"]
 
 
 def test_other_objectives_compare_outputs():

@@ -54,7 +54,8 @@ def verdicts(sites: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFr
             r.update(fp16_safe=row["status"] == "ok", fp16_evidence="end-to-end fp16 run",
                      fp16_overflow_at=overflow_place(row))
         else:
-            r.update(fp16_safe=not s["site_overflow"], fp16_evidence="site statistics only (no fp16 run)",
+            why = "the fp16 run failed" if run is not None and "fp16" in run.index else "no fp16 run"
+            r.update(fp16_safe=not s["site_overflow"], fp16_evidence=f"site statistics only ({why})",
                      fp16_overflow_at="" if not s["site_overflow"] else s["abs_max_at"])
         rows.append(r)
     return pd.DataFrame(rows, columns=COLUMNS)
