@@ -271,8 +271,9 @@ def lr_sweep(t: dict, colors: Colors) -> go.Figure | None:
         yy = g[y].astype(float).where(~div, np.nan) if y == "final_loss" else g[y].astype(int)
         fig.add_trace(go.Scatter(x=g["lr"], y=yy, mode="lines+markers", name=label(model),
                                  line=dict(color=_c(colors, model))))
-        if div.any():
-            fin = d[y].astype(float)[np.isfinite(d[y].astype(float))]
+        if div.any():  # × just above the runs that finished (a blow-up's loss would squash their curves)
+            ok = d.loc[~d["diverged"].astype(bool), y].astype(float)
+            fin = ok[np.isfinite(ok)]
             top = float(fin.max()) * 1.05 if y == "final_loss" and not fin.empty else 1.0
             fig.add_trace(go.Scatter(x=g.loc[div, "lr"], y=[top] * int(div.sum()), mode="markers",
                                      name=label(f"{model} · diverged"), showlegend=False,
