@@ -47,3 +47,15 @@ def test_conversion_refuses_other_models():
     for name in ("post-ln", "pre-rmsnorm", "peri-ln", "no-norm"):
         with pytest.raises(ValueError, match="Pre-LN zoo model"):
             to_rmsnorm(interp.zoo.build(name, n_layers=2, d_model=32, d_vocab=50, n_ctx=8))
+
+
+def test_an_existing_unembedding_bias_is_kept():
+    # b_U of a model built with unembed_bias=True was dropped by the fold (logits off by b_U)
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=16, n_heads=2, d_mlp=32, d_vocab=40, n_ctx=10,
+                         unembed_bias=True).double().eval()
+    with torch.no_grad():
+        m.unembed.bias.copy_(torch.randn(40, generator=torch.Generator().manual_seed(1)))
+        tok = TOK % 40
+        want = m(tok)
+        for conv in (to_rmsnorm, to_crmsnorm):
+            torch.testing.assert_close(conv(m)(tok), want, rtol=1e-9, atol=1e-12)

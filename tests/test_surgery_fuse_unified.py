@@ -22,3 +22,12 @@ def test_fuse_a_bias_free_model():
     fused = fuse_unified(m)
     with torch.no_grad():
         torch.testing.assert_close(fused(toks), m(toks), rtol=1e-10, atol=1e-10)
+
+
+def test_fuse_keeps_an_existing_unembedding_bias():
+    m = zoo.build("unified-norm", unembed_bias=True, **TINY).double().eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        m.unembed.bias.copy_(torch.randn(40, generator=g))
+        toks = torch.randint(0, 40, (3, 12), generator=g)
+        torch.testing.assert_close(fuse_unified(m)(toks), m(toks), rtol=1e-10, atol=1e-10)

@@ -103,3 +103,15 @@ def test_bad_inputs_are_refused_in_one_line(kw, match):
     args = dict(tokens=STREAM, eval_tokens=EVAL) | kw
     with pytest.raises(ValueError, match=match):
         remove_layernorm(build(), args.pop("tokens"), args.pop("eval_tokens"), steps_per_stage=0, control=None, **args)
+
+
+def test_fold_keeps_an_existing_unembedding_bias():
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_vocab=50, n_ctx=12,
+                         unembed_bias=True).double().eval()
+    with torch.no_grad():
+        m.unembed.bias.copy_(torch.randn(50, generator=torch.Generator().manual_seed(1)))
+    for st in STAGES:
+        remove_stage(m, st, CALIB)
+    tok = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():  # reference: the FakeLN model's own forward (b_U was dropped by the fold)
+        torch.testing.assert_close(fold_fakeln(m)(tok), m(tok), rtol=1e-9, atol=1e-10)

@@ -59,7 +59,7 @@ def _rms_state(model) -> dict[str, torch.Tensor]:
             s[f"{p}.{lin}.weight"], bias = centre_writes(s[f"{p}.{lin}.weight"], s.get(f"{p}.{lin}.bias"))
             s[f"{p}.{lin}.bias"] = bias if bias is not None else torch.zeros_like(s[f"{p}.{lin}.weight"][:, 0])
     n = model.ln_final
-    s["unembed.weight"], s["unembed.bias"] = fold_affine(s["unembed.weight"], None, n.w.detach(),
+    s["unembed.weight"], s["unembed.bias"] = fold_affine(s["unembed.weight"], s.get("unembed.bias"), n.w.detach(),
                                                          None if n.b is None else n.b.detach())
     s["ln_final.w"] = torch.ones_like(n.w)
     s.pop("ln_final.b", None)

@@ -43,6 +43,7 @@ def fuse_unified(model: ZooModel) -> ZooModel:
         for lin in ("attn.out", "mlp.down"):  # a bias=False model: the folded layers need biases, so all get one
             s.setdefault(f"{p}.{lin}.bias", torch.zeros_like(s[f"{p}.{lin}.weight"][:, 0]))
     w, b = _affine(model.ln_final)
-    s["unembed.weight"], s["unembed.bias"] = fold_affine(model.unembed.weight.detach().clone(), None, w, b)
+    s["unembed.weight"], s["unembed.bias"] = fold_affine(model.unembed.weight.detach().clone(),
+                                                         s.get("unembed.bias"), w, b)  # keeps an existing b_U
     copy_into(new, s)
     return new.eval()

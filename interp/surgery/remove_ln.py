@@ -207,7 +207,8 @@ def fold_fakeln(model: ZooModel) -> ZooModel:
             for lin in ("attn.out", "mlp.down"):
                 s[f"{p}.{lin}.weight"] = sd[f"{p}.{lin}.weight"]
                 s[f"{p}.{lin}.bias"] = sd.get(f"{p}.{lin}.bias", torch.zeros_like(sd[f"{p}.{lin}.weight"][:, 0]))
-        s["unembed.weight"], s["unembed.bias"] = fold(model.unembed.weight.detach(), None, model.ln_final)
+        s["unembed.weight"], s["unembed.bias"] = fold(model.unembed.weight.detach(), sd.get("unembed.bias"),
+                                                      model.ln_final)  # an existing b_U is kept
         copy_into(new, s)
     new.weight_source = f"{getattr(model, 'weight_source', 'random init')} -> LN removed"
     return new.eval()
