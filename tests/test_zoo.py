@@ -1,4 +1,5 @@
 """The zoo's hook contract and placements, checked against a plain-torch re-implementation written here."""
+import json
 import math
 
 import pytest
@@ -295,6 +296,23 @@ def test_unknown_names_raise_naming_the_valid_choices():
         interp.zoo.ZooConfig(norm="batchnorm")
     with pytest.raises(ValueError, match="unknown placement 'middle'.*peri"):
         interp.zoo.ZooConfig(placement="middle")
+
+
+def test_norm_kwargs_that_the_norm_does_not_take_are_refused_in_one_line(tmp_path):
+    """A misspelt norm option (or eps, which is norm_eps) is a config error naming the valid options, also when a
+    checkpoint's config.json holds it; valid options still build."""
+    with pytest.raises(ValueError, match=r"norm_kwargs' has \['warmup'\].*'powernorm'.*warmup_iters") as e:
+        interp.zoo.ZooConfig(norm="powernorm", norm_kwargs={"warmup": 10})
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"norm_kwargs' has \['eps'\].*norm_eps"):
+        build("pre-ln", **SMALL, norm_kwargs={"eps": 1e-6})
+    assert build("dyt", **SMALL, norm_kwargs={"alpha_init": 0.2}).blocks[0].ln1.alpha.item() == pytest.approx(0.2)
+    build("pre-ln", **SMALL).save(tmp_path / "ck")
+    meta = json.loads((tmp_path / "ck" / "config.json").read_text())
+    meta["config"]["norm_kwargs"] = {"foo": 1}
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="is not a valid zoo config.*norm_kwargs"):
+        load(tmp_path / "ck")
 
 
 def test_run_with_hooks_edits_the_stream_and_leaves_no_hooks_behind():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,7 @@ class ZooConfig:
             raise ValueError(f"unknown placement {self.placement!r}; choose one of: {', '.join(PLACEMENTS)}")
         if self.norm not in NORMS and self.norm != "none":
             raise ValueError(f"unknown norm kind {self.norm!r}; choose one of: {', '.join(NORMS)}, none")
+        self._check_norm_kwargs()
         if self.act not in ("gelu", "gelu_tanh"):
             raise ValueError(f"unknown activation {self.act!r}; choose 'gelu' or 'gelu_tanh'")
         if (self.d_attn or self.d_model) % self.n_heads:
@@ -142,6 +144,15 @@ class ZooConfig:
                              f"and {self.init_std}")
         if not 0 <= self.mix_alpha <= 1:
             raise ValueError(f"zoo config field 'mix_alpha' must be in [0, 1], got {self.mix_alpha}")
+
+    def _check_norm_kwargs(self) -> None:
+        """norm_kwargs must be options of the norm's constructor (eps is `norm_eps`), else one line naming them."""
+        kind = self.norm if self.norm != "none" else "layernorm"  # placement none: a final norm is a LayerNorm
+        valid = sorted(set(inspect.signature(NORMS[kind].__init__).parameters) - {"self", "d", "eps"})
+        bad = sorted(map(str, set(self.norm_kwargs) - set(valid)))
+        if bad:
+            raise ValueError(f"zoo config field 'norm_kwargs' has {bad}, not options of norm {kind!r}; valid: "
+                             f"{', '.join(valid) or 'none'} (the norm's eps is the field 'norm_eps')")
 
     def _check_diffusion(self) -> None:
         if self.objective not in ("causal_lm", "mdlm"):
