@@ -129,3 +129,27 @@ def test_tdln_interpolates_parameters_with_per_channel_sigmoid_gates():
 def test_make_norm_unknown_kind_names_choices():
     with pytest.raises(ValueError, match="choose one of: " + ", ".join(NORMS)):
         make_norm("groupnorm", 8)
+
+
+@pytest.mark.parametrize("kind", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_fused_path_matches_the_hooked_path_on_another_input_dtype(kind, dtype):
+    """A float32 norm fed float64 (or bfloat16) gives the same output, dtype included, whether or not hook_scale is
+    hooked; float64 input equals the float64 brute force of the paper's formula (it crashed unhooked)."""
+    n = make_norm(kind, 8)
+    with torch.no_grad():
+        n.w.uniform_(0.5, 2)
+        if kind == "layernorm":
+            n.b.uniform_(-1, 1)
+    x = (torch.randn(2, 3, 8, dtype=torch.float64) * 4 + 1).to(dtype)
+    plain = n(x)
+    n.hook_scale.add_hook(lambda t, hook: t)
+    hooked = n(x)
+    assert plain.dtype == hooked.dtype
+    torch.testing.assert_close(plain, hooked)
+    if dtype == torch.float64:
+        w = n.w.detach().double()
+        xc = x - x.mean(-1, keepdim=True) if kind == "layernorm" else x
+        ref = xc / (xc.pow(2).mean(-1, keepdim=True) + EPS).sqrt() * w
+        ref = ref + n.b.detach().double() if kind == "layernorm" else ref
+        torch.testing.assert_close(plain, ref, rtol=1e-12, atol=1e-12)

@@ -18,7 +18,8 @@ class LayerNorm(Norm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         x = self.hook_in(x)
-        if not observed(self.hook_scale):  # the fused kernel, same function; the scale is only built when hooked
+        # the fused kernel (same function) unless the scale is hooked or x has another dtype (promoted below)
+        if x.dtype == self.w.dtype and not observed(self.hook_scale):
             return self.hook_normalized(F.layer_norm(x, (self.d,), self.w, self.b, self.eps))
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [b, t, 1]
@@ -35,7 +36,7 @@ class RMSNorm(Norm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, t, d] -> [b, t, d]
         x = self.hook_in(x)
-        if not observed(self.hook_scale):
+        if x.dtype == self.w.dtype and not observed(self.hook_scale):  # fused; a mixed dtype is promoted as below
             return self.hook_normalized(F.rms_norm(x, (self.d,), self.w, self.eps))
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [b, t, 1]
         return self.hook_normalized(x / scale * self.w)
