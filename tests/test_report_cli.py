@@ -113,3 +113,19 @@ def test_cli_a_file_given_as_results_is_one_line_and_nothing_is_written(saved, t
     assert len(err) == 1 and f"{f} is a file, not a results directory" in err[0] and "Errno" not in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["userfile.html"]
     assert f.read_text() == "<p>mine</p>"
+
+
+def test_two_results_of_one_model_are_refused_not_pooled(saved, tmp_path, capsys):
+    """Two runs of one model (same card name) were pooled as one model's rows: the growth summary mixed var(1) of
+    one run with var(L) of the other. Both the folders (CLI) and Results objects (build) are refused in one line."""
+    import shutil
+
+    from interp.cli import main
+    root, results = saved
+    shutil.copytree(root / "pre-ln", tmp_path / "again")
+    assert main(["report", str(root / "pre-ln"), str(tmp_path / "again"), "-o", str(tmp_path / "x.html")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "both hold results of model 'pre-ln'" in err[0] and str(tmp_path / "again") in err[0]
+    with pytest.raises(ValueError, match="results 1 and 2 are both of model 'pre-ln'"):
+        tables_from_results([results[0], results[0]])
+    assert not (tmp_path / "x.html").exists()

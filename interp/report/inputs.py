@@ -42,7 +42,11 @@ def tables_from_results(results: Iterable[Any]) -> dict[str, pd.DataFrame]:
     """Canonical tables from `Results` objects (anything with `.card` and `.tables`)."""
     parts: dict[str, list[pd.DataFrame]] = {}
     cards = []
-    for r in results:
+    for i, r in enumerate(results, 1):
+        first = next((j for j, c in enumerate(cards, 1) if c["model"] == r.card.name), None)
+        if first is not None:  # their rows would be pooled as one model's (a line zigzagging between two runs)
+            raise ValueError(f"results {first} and {i} are both of model {r.card.name!r}: the report would pool "
+                             "their rows as one model's; report them in separate files")
         cards.append(card_row(r.card))
         for name, df in r.tables.items():
             if name in ADAPTERS:
@@ -77,7 +81,14 @@ def load_dirs(paths: Iterable[str | Path]) -> list[Any]:
     """Load every saved `Results` under each path (the path itself, or its immediate subdirectories)."""
     from interp.collectors.results import Results
     from interp.report.paths import results_dirs
-    return [Results.load(d) for d in results_dirs(paths)]  # every path checked before any is loaded
+    dirs = results_dirs(paths)  # every path checked before any is loaded
+    out, seen = [Results.load(d) for d in dirs], {}
+    for d, r in zip(dirs, out):
+        if r.card.name in seen:  # tables_from_results would refuse them, without the folders' names
+            raise ValueError(f"{seen[r.card.name]} and {d} both hold results of model {r.card.name!r}: the report "
+                             "would pool their rows as one model's; report them in separate files")
+        seen[r.card.name] = d
+    return out
 
 
 # ---- adapters: producers' tables (docs/results.md, interp.attribution) → canonical tables ----
