@@ -105,9 +105,34 @@ def test_cli_remove_ln_takes_a_gpt2_checkpoint(ckpt, tmp_path):
     out = tmp_path / "out"
     assert main(["remove-ln", str(ckpt), "--out", str(out), "--steps-per-stage", "1", "--batch-size", "2",
                  "--seq-len", "16", "--eval-seqs", "2"]) == 0
-    rep = json.loads((out / "removal.json").read_text())
+    def no_nan(c):
+        raise AssertionError(f"removal.json holds {c}, which is not JSON")
+    rep = json.loads((out / "removal.json").read_text(), parse_constant=no_nan)
     assert set(rep["ce"]) >= {"before", "vanilla", "lnfree"} and len(rep["stages"]) == 5
+    assert rep["stages"][-1]["sigma_mean"] is None  # the pos0 stage freezes no norm: no σ (was NaN)
     free = zoo.load(out)
     assert free.cfg.placement == "none" and free.cfg.act == "gelu_tanh" and free.tokenizer is not None
     # the CE "before" is the random-init GPT-2's on GPT-2-tokenized corpus windows: about uniform, ln(vocab)
     assert abs(rep["ce"]["before"] - torch.tensor(float(free.cfg.d_vocab)).log().item()) < 0.3
+
+
+def test_cli_remove_ln_writes_checkpoint_and_report_together(ckpt, tmp_path, monkeypatch):
+    # a failure while writing removal.json used to leave the LN-free checkpoint installed without it
+    import interp.outputs
+    from interp.cli import main
+
+    real = interp.outputs.atomic_write_bytes
+
+    def fail(path, data):  # only removal.json fails; the checkpoint's own files are written
+        if str(path).endswith("removal.json"):
+            raise OSError("disk full")
+        return real(path, data)
+    monkeypatch.setattr(interp.outputs, "atomic_write_bytes", fail)
+    out = tmp_path / "out"
+    try:
+        rc = main(["remove-ln", str(ckpt), "--out", str(out), "--steps-per-stage", "1", "--batch-size", "2",
+                   "--seq-len", "16", "--eval-seqs", "1", "--control", "single"])
+    except OSError:
+        rc = 1
+    assert rc != 0
+    assert not out.exists() and list(tmp_path.iterdir()) == []
