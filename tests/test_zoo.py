@@ -289,6 +289,21 @@ def test_corrupt_or_truncated_checkpoint_raises_clear_error(tmp_path):
         load(tmp_path / "missing")
 
 
+def test_a_damaged_step_checkpoint_is_named_in_the_error(tmp_path):
+    """load(step=N) reads checkpoints/step-N.safetensors: a truncated or foreign one is named, not model.safetensors."""
+    model = build("pre-ln", **SMALL)
+    model.save(tmp_path / "ck")
+    (tmp_path / "ck" / "checkpoints").mkdir()
+    step = tmp_path / "ck" / "checkpoints" / "step-000005.safetensors"
+    step.write_bytes((tmp_path / "ck" / "model.safetensors").read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"step-000005\.safetensors is corrupt or truncated"):
+        load(tmp_path / "ck", step=5)
+    from safetensors.torch import save_file
+    save_file({"embed.weight": model.embed.weight.detach()}, str(step))
+    with pytest.raises(ValueError, match=r"step-000005\.safetensors does not match its config: missing"):
+        load(tmp_path / "ck", step=5)
+
+
 def test_unknown_names_raise_naming_the_valid_choices():
     with pytest.raises(ValueError, match="unknown strategy 'pre-foo'.*pre-ln"):
         build("pre-foo")

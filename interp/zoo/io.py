@@ -91,7 +91,7 @@ def load(directory: str | Path, dtype: torch.dtype = torch.float32, step: int | 
     try:
         state = load_file(wfile) if wfile.is_file() or step != 0 else None
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{d / WEIGHTS} is corrupt or truncated ({e}); re-save or re-download it") from None
+        raise ValueError(f"{wfile} is corrupt or truncated ({e}); re-save or re-download it") from None
     tokenizer = None
     if (d / TOKENIZER).is_file():
         from interp.tokenize import load_tokenizer
@@ -108,7 +108,7 @@ def load(directory: str | Path, dtype: torch.dtype = torch.float32, step: int | 
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (cfg.tie_embeddings and k == "unembed.weight")]
     if missing or unexpected:
-        raise ValueError(f"{d / WEIGHTS} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(f"{wfile} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.weight_source = str(d) if step is None else f"{d} at step {step}"
     if "seed" in training:
         model.seed = training["seed"]
