@@ -2,6 +2,7 @@
 import pandas as pd
 
 from interp.report import figures as F
+from report_fixtures import tables
 
 
 def test_lr_sweep_marks_diverged_runs_just_above_the_finished_ones():
@@ -13,3 +14,27 @@ def test_lr_sweep_marks_diverged_runs_just_above_the_finished_ones():
     marks = [tr for tr in fig.data if tr.name.endswith("diverged")]
     assert len(marks) == 2 and all(list(tr.x) == [3.0] for tr in marks)
     assert all(abs(tr.y[0] - 4.05 * 1.05) < 1e-12 for tr in marks)
+
+
+def test_logit_lens_section_says_what_its_probability_is_of():
+    """The main job's lens probability is that of the model's own final top-1 token (target=None): at the last layer
+    it equals the mean over positions of max softmax of the model's logits (float64 reference). The section says so
+    (docs/report.md promised rank and KL, which the figure does not show)."""
+    from pathlib import Path
+
+    import torch
+
+    import interp
+    from interp.report.main_job import attribution_tables
+    from interp.report.render import render_html
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=16, d_vocab=50).eval()
+    toks = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(0))
+    lens = attribution_tables(m, toks, lambda s: None)["logit_lens"]
+    with torch.no_grad():
+        ref = m(toks).double().softmax(-1).amax(-1).mean().item()
+    assert abs(lens.loc[lens["layer"] == lens["layer"].max(), "prob"].item() - ref) < 1e-5
+    html = render_html(tables(), sources=["x"])
+    lens_section = html[html.index('<section id="lens">'):].split("</section>")[0]
+    assert "the model&#39;s own final top-1 prediction" in lens_section and "mean over positions" in lens_section
+    docs = (Path(__file__).parents[1] / "docs" / "report.md").read_text()
+    assert "| Logit lens | per layer, the probability of the model's own final top-1 prediction" in docs

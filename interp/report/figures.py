@@ -245,8 +245,8 @@ def logit_lens(t: dict, colors: Colors) -> go.Figure | None:
     d = t.get("logit_lens")
     if d is None or d.empty:
         return None
-    return _style(_lines(d, "layer", "prob", colors), "Logit lens: probability of the target per layer",
-                  "layer", "p(target)")
+    return _style(_lines(d, "layer", "prob", colors), "Logit lens: probability of the target per layer (mean over "
+                  "positions)", "layer", "p(target)")
 
 
 def training_curves(t: dict, colors: Colors) -> go.Figure | None:

@@ -163,7 +163,9 @@ def _render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str
                       tables=[_table(t["dla_example"][["model", "prompt", "target"]].drop_duplicates().head(5),
                                      "DLA example input", swatches=colors)]
                       if t.get("dla_example") is not None and "prompt" in t["dla_example"] else []))
-    S.append(_section("lens", "Logit lens", "Norm statistics recomputed on each intermediate stream.",
+    S.append(_section("lens", "Logit lens", "Each intermediate stream read through the final norm (its statistics "
+                      "recomputed) and the unembedding: the probability of the target per layer, mean over positions; "
+                      "in the main job the target at each position is the model's own final top-1 prediction.",
                       {"logit_lens": "run interp attribute"}, t, figs=[F.logit_lens(t, colors)]))
     from interp.report import modern
     S.append(modern.section(t, colors, _section, _table))
