@@ -304,6 +304,18 @@ def test_a_damaged_step_checkpoint_is_named_in_the_error(tmp_path):
         load(tmp_path / "ck", step=5)
 
 
+def test_tokens_outside_the_vocabulary_or_of_another_shape_raise_one_line():
+    """An id ≥ d_vocab or < 0 said 'index out of range in self', a 1-D batch 'not enough values to unpack'."""
+    model = build("pre-ln", **SMALL).eval()
+    for bad in (torch.tensor([[3, 97]]), torch.tensor([[-1, 3]])):
+        with pytest.raises(ValueError, match=r"token ids must lie in \[0, 96\].*vocabulary of 97"):
+            model(bad)
+    with pytest.raises(ValueError, match=r"tokens must be a \[batch, positions\] tensor of integer ids; got \(4,\)"):
+        model(torch.tensor([1, 2, 3, 4]))
+    with pytest.raises(ValueError, match="integer ids; got .*float"):
+        model(torch.ones(1, 4))
+
+
 def test_unknown_names_raise_naming_the_valid_choices():
     with pytest.raises(ValueError, match="unknown strategy 'pre-foo'.*pre-ln"):
         build("pre-foo")

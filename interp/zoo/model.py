@@ -242,6 +242,7 @@ class ZooModel(TransformerLensNative):
                      cond: torch.Tensor | None = None) -> torch.Tensor:
         """The forward up to the unembedding: the stream after the final norm [b, t, d] (`forward`'s arguments), for
         callers that need logits at a few positions only (`unembed` of those rows)."""
+        self._check_tokens(tokens)
         b, t = tokens.shape
         if t > self.cfg.n_ctx:
             raise ValueError(f"sequence of {t} tokens is longer than the context of {self.cfg.n_ctx}")
@@ -273,6 +274,19 @@ class ZooModel(TransformerLensNative):
         if self.cfg.final_norm:
             x = self.ln_final(x)
         return x
+
+    def _check_tokens(self, tokens: torch.Tensor) -> None:
+        """tokens must be [b, t] integer ids in the vocabulary (MDLM: checked with [MASK] by `_embed_masked`); the
+        range is not checked while compiling (it would split the compiled graph)."""
+        if tokens.dim() != 2 or tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+            raise ValueError(f"tokens must be a [batch, positions] tensor of integer ids; got {tuple(tokens.shape)} "
+                             f"{tokens.dtype} (a single sequence is tokens[None])")
+        if self.cfg.objective == "mdlm" or torch.compiler.is_compiling() or not tokens.numel():
+            return
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.cfg.d_vocab:
+            raise ValueError(f"token ids must lie in [0, {self.cfg.d_vocab - 1}] (the vocabulary of {self.cfg.d_vocab}); "
+                             f"got {lo}..{hi}")
 
     def _embed_masked(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token embeddings [b, t, d] with [MASK] (id d_vocab) read from `mask_embed`."""
