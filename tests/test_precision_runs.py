@@ -319,3 +319,10 @@ def test_gpt2_conv1d_layers_are_quantized_and_fp32_accumulated(tmp_path):
             loss, _ = ce_and_argmax(logits, tokens, mask)
             assert runs.loc[fmt, "loss"] == pytest.approx(loss, rel=1e-5)
     assert (runs["status"] == "ok").all()
+
+
+def test_no_next_token_prediction_is_refused():
+    # one-token sequences have nothing to predict: every loss was 0 / 0 reported as 0.0 with status "ok"
+    model = interp.zoo.build("pre-ln", **KW).eval()
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        precision_runs(model, [[5], [7]], ("bf16", "int8"), progress=False)

@@ -193,6 +193,10 @@ def precision_runs(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batc
                          "load it with dtype='fp32'")
     model.eval()
     seqs = to_sequences(model, data, model_context(model), "split", max_tokens)
+    if _is_lm(model) and not any(len(s) > 1 for s in seqs):  # else every loss would be 0 / 0, reported as 0
+        raise ValueError(f"precision runs need a sequence of at least 2 tokens (one next-token prediction); got "
+                         f"{sum(map(len, seqs))} token(s) in {len(seqs)} sequence(s): give more tokens "
+                         "(--run-tokens / max_tokens ≥ 2)")
     tok = getattr(model, "tokenizer", None)
     pad_id, side = (tok.pad_id, tok.padding_side) if tok is not None else (0, "right")
     twins, notes = {}, {}
