@@ -13,6 +13,8 @@ Simplified from the reference schedule (submarat/removing-layer-norm, config.py)
 one layer at a time, in layer order, a few steps apart (gpt2_standard: 2 steps for ln2 and ln1_qk, 3 for ln1_v),
 inside one continuous fine-tuning run with one learning-rate schedule, and position 0 is released in two steps
 (EOT tokens, then BOS); here every layer of a stage is frozen at once and each stage is its own fine-tuning call.
+The reference's frozen LN also drops the mean subtraction (x·w/σ + b); FakeLN keeps it ((x − mean)·w/σ + b, as
+linear as the rest and folded the same way), so freezing changes only the divisor.
 A FakeLN with one constant divisor is affine, so at the end it is folded into the linear layer that reads it
 and the result is an ordinary zoo `no-norm` model (placement "none", no LayerNorm left; untied unembedding
 with a bias b_U from the folded final LN).
