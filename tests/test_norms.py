@@ -153,3 +153,31 @@ def test_fused_path_matches_the_hooked_path_on_another_input_dtype(kind, dtype):
         ref = xc / (xc.pow(2).mean(-1, keepdim=True) + EPS).sqrt() * w
         ref = ref + n.b.detach().double() if kind == "layernorm" else ref
         torch.testing.assert_close(plain, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["layernorm", "rmsnorm", "crmsnorm", "powernorm", "unified", "tdln", "fakeln"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_gain_free_value_is_hook_in_over_hook_scale_as_docs_hooks_says(kind, mode):
+    """docs/hooks.md: (hook_normalized − β) / γ = centre(hook_in) / hook_scale (centre for LayerNorm-type norms
+    only); for PowerNorm GS(hook_in) / hook_scale, GS dividing each channel group of a token by its RMS."""
+    d = 8
+    n = make_norm(kind, d, **({"group_num": 2} if kind == "powernorm" else {})).double()
+    getattr(n, mode)()
+    with torch.no_grad():
+        for name in ("running_phi", "running_var"):
+            if hasattr(n, name):
+                getattr(n, name).uniform_(0.5, 2)
+    seen = {}
+    for h in ("hook_in", "hook_scale", "hook_normalized"):
+        getattr(n, h).add_hook(lambda t, hook, h=h: seen.__setitem__(h, t.detach()))
+    x = torch.randn(2, 5, d, dtype=torch.float64) * 3 + 1
+    n(x)
+    x = seen["hook_in"]
+    if kind in ("layernorm", "tdln", "fakeln"):
+        x = x - x.mean(-1, keepdim=True)
+    if kind == "powernorm":
+        x = torch.cat([c / (c.pow(2).mean(-1, keepdim=True) + EPS).sqrt() for c in x.chunk(2, -1)], -1)
+    gamma, beta = ([p[:, None] for p in n.params(torch.zeros(2, dtype=torch.float64))] if kind == "tdln"
+                   else (n.w, getattr(n, "b", None)))  # TD-LN: γ(t), β(t) [b, 1, d] at t = 0 (cond unset)
+    gain_free = (seen["hook_normalized"] - (0 if beta is None else beta.detach())) / gamma.detach()
+    torch.testing.assert_close(gain_free, x / seen["hook_scale"], rtol=1e-10, atol=1e-10)

@@ -2,7 +2,8 @@
 
   hook_in:         the norm's input x                                  (for Post-LN: the un-normalized sum)
   hook_scale:      the statistic x is divided by, e.g. sqrt(var + eps) [batch, pos, 1] for token-wise norms,
-                   [1, 1, d] for batch-statistic norms (absent for DyT and Identity, which divide by nothing)
+                   [1, 1, d] for batch-statistic norms (absent for DyT and Identity, which divide by nothing);
+                   PowerNorm divides its group-scaled input by it, not hook_in itself
   hook_normalized: the output, after the gain and bias (TransformerLens hooks it after the affine map too)
 """
 from __future__ import annotations
