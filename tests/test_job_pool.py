@@ -1,5 +1,6 @@
 """The main job's task pool: values come back in submission order whatever the worker count, exceptions surface."""
 import operator
+import os
 
 import pytest
 
@@ -53,3 +54,17 @@ def test_workers_draw_no_hugging_face_progress_bars(monkeypatch):
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # a user's own choice stands
     with task_pool(2) as pool:
         assert pool.submit(hf_progress_bars_enabled).result() is True
+
+
+def killed_worker(_: int) -> None:
+    """A task whose worker process is killed (as the OOM killer would)."""
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_worker_is_one_error_saying_what_to_do():
+    """A worker killed mid-task gave BrokenProcessPool: 'A process in the process pool was terminated abruptly ...',
+    saying neither what it means for the job nor what to do."""
+    with pytest.raises(RuntimeError, match=r"worker process died abruptly .*INTERP_JOB_WORKERS=1") as e:
+        run_tasks([(operator.add, (1, 2)), (killed_worker, (0,))], workers=2)
+    assert "\n" not in str(e.value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import Any
@@ -85,9 +85,16 @@ def run_tasks(tasks: Sequence[Task], workers: int, on_done: Callable[[int, Any, 
         with task_pool(min(workers, len(tasks)), threads) as own:
             return run_tasks(tasks, workers, on_done, threads, own)
     futures = {pool.submit(_timed, fn, args): i for i, (fn, args) in enumerate(tasks)}
+    finished = 0
     for f in as_completed(futures):
         i = futures[f]
-        out[i], cpu = f.result()  # a task's exception is raised here, with its traceback
+        try:
+            out[i], cpu = f.result()  # a task's exception is raised here, with its traceback
+        except BrokenExecutor as e:
+            raise RuntimeError(f"a worker process died abruptly (killed: out of memory?) with {len(tasks) - finished} "
+                               f"of {len(tasks)} tasks unfinished; run again with fewer workers "
+                               "(INTERP_JOB_WORKERS=1 uses the least memory)") from e
+        finished += 1
         if on_done:
             on_done(i, out[i], cpu)
     return out
