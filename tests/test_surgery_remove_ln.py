@@ -115,3 +115,19 @@ def test_fold_keeps_an_existing_unembedding_bias():
     tok = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():  # reference: the FakeLN model's own forward (b_U was dropped by the fold)
         torch.testing.assert_close(fold_fakeln(m)(tok), m(tok), rtol=1e-9, atol=1e-10)
+
+
+def test_calibration_reads_windows_as_long_as_the_eval_inputs(monkeypatch):
+    # eval windows of n_ctx + 1 tokens (n_ctx inputs): calibration (and fine-tuning) read n_ctx − 1 tokens before
+    import interp.surgery.remove_ln as R
+    seen, real = [], R.remove_stage
+
+    def spy(model, stage, calib):
+        seen.extend(tuple(x.shape) for x in calib)
+        return real(model, stage, calib)
+    monkeypatch.setattr(R, "remove_stage", spy)
+    m = build()
+    R.remove_layernorm(m, STREAM, EVAL, steps_per_stage=0, calib_batches=1, batch_size=2, control=None)
+    assert EVAL.shape[1] == m.cfg.n_ctx + 1 and set(seen) == {(2, m.cfg.n_ctx)}
+    with pytest.raises(ValueError, match="eval_tokens windows of 14 tokens"):
+        R.remove_layernorm(m, STREAM, torch.randint(0, 50, (2, 14)), steps_per_stage=0, control=None)

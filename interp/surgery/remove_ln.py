@@ -246,7 +246,10 @@ def remove_layernorm(model: ZooModel, tokens: torch.Tensor, eval_tokens: torch.T
             raise ValueError(f"{name} must be a whole number ≥ 1, got {v!r}")
     tokens = torch.as_tensor(tokens).flatten()
     _check_ids(model, {"tokens": tokens, "eval_tokens": eval_tokens})
-    seq_len = min(model.cfg.n_ctx, eval_tokens.shape[1])
+    if eval_tokens.shape[1] > model.cfg.n_ctx + 1:
+        raise ValueError(f"eval_tokens windows of {eval_tokens.shape[1]} tokens are longer than the context + 1 "
+                         f"({model.cfg.n_ctx + 1}: inputs and the last target); cut them shorter")
+    seq_len = eval_tokens.shape[1]  # window length, target included: calibration and fine-tuning read seq_len − 1
     ft = finetune or default_finetune(tokens, lr=lr, batch_size=batch_size, seq_len=seq_len - 1)
     bos = getattr(getattr(model, "tokenizer", None), "bos_id", None)
     n_win = len(tokens) // (seq_len - 1)
