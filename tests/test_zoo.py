@@ -342,6 +342,23 @@ def test_norm_kwargs_that_the_norm_does_not_take_are_refused_in_one_line(tmp_pat
         load(tmp_path / "ck")
 
 
+def test_every_norm_kind_the_config_accepts_builds_and_fakeln_is_refused():
+    """ZooConfig(norm="fakeln") passed (its error even listed fakeln) and the model then crashed with a TypeError:
+    FakeLN is LN removal's frozen norm, made by interp.surgery. Every kind the config accepts builds a model."""
+    with pytest.raises(ValueError, match="'fakeln'.*interp.surgery") as e:
+        interp.zoo.ZooConfig(norm="fakeln")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="unknown norm kind") as e:
+        interp.zoo.ZooConfig(norm="groupnorm")
+    kinds = str(e.value).split("choose one of: ")[1].split(", ")
+    assert "fakeln" not in kinds and {"layernorm", "powernorm", "adaln", "none"} <= set(kinds)
+    for kind in kinds:
+        extra = (dict(conditioned=True, t_embed="adaln") if kind == "adaln"
+                 else dict(placement="none", final_norm=False) if kind == "none" else {})
+        model = interp.zoo.ZooModel(interp.zoo.ZooConfig(norm=kind, **SMALL, **extra))
+        assert torch.isfinite(model(torch.randint(0, 97, (1, 5)))).all(), kind
+
+
 def test_run_with_hooks_edits_the_stream_and_leaves_no_hooks_behind():
     model = build("pre-ln", **SMALL).eval()
     tokens = torch.randint(0, 97, (1, 6))

@@ -96,8 +96,12 @@ class ZooConfig:
         self._check_fields()
         if self.placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {self.placement!r}; choose one of: {', '.join(PLACEMENTS)}")
+        if self.norm == "fakeln":
+            raise ValueError("norm 'fakeln' is LN removal's frozen norm, not a zoo norm kind: interp.surgery makes it "
+                             "from a trained model's norms (remove_layernorm)")
         if self.norm not in NORMS and self.norm != "none":
-            raise ValueError(f"unknown norm kind {self.norm!r}; choose one of: {', '.join(NORMS)}, none")
+            raise ValueError(f"unknown norm kind {self.norm!r}; choose one of: "
+                             f"{', '.join(k for k in NORMS if k != 'fakeln')}, none")
         self._check_norm_kwargs()
         if self.act not in ("gelu", "gelu_tanh"):
             raise ValueError(f"unknown activation {self.act!r}; choose 'gelu' or 'gelu_tanh'")
