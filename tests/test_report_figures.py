@@ -38,3 +38,17 @@ def test_logit_lens_section_says_what_its_probability_is_of():
     assert "the model&#39;s own final top-1 prediction" in lens_section and "mean over positions" in lens_section
     docs = (Path(__file__).parents[1] / "docs" / "report.md").read_text()
     assert "| Logit lens | per layer, the probability of the model's own final top-1 prediction" in docs
+
+
+def test_missing_sections_point_to_what_fills_them():
+    """A report built from `interp collect` folders has no DLA, lens, LN removal, conversion or training logs; its
+    notes said 'run interp attribute / remove-ln / convert', whose outputs `interp report` cannot read. They now
+    name the main job, which measures (or reads) every one of them."""
+    from interp.report.render import render_html
+    t = {k: v for k, v in tables().items() if k in ("cards", "stream")}
+    html = render_html(t, sources=["x"])
+    missing = [ln for ln in html.splitlines() if 'class="missing"' in ln]
+    for what in ("dla_error", "logit_lens", "ln_removal", "equivalence", "training", "sweep", "ablation"):
+        note = next(ln for ln in missing if f"no {what} in these results" in ln)
+        assert "interp report --default" in note, note
+    assert not any(w in html for w in ("run interp attribute", "run interp remove-ln", "run interp convert"))

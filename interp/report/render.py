@@ -115,6 +115,7 @@ def _render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str
     colors = model_colors(t)
     cards = t.get("cards", pd.DataFrame(columns=["model"]))
     collect = "run interp collect"
+    main = "the main job measures it: interp report --default"  # interp report <dirs> cannot read it from folders
     S = []
     S.append(_section("models", "Models", "What was measured: one row per model card.",
                       {"cards": "no model cards"}, t, tables=[_table(cards, swatches=colors)] if len(cards) else []))
@@ -132,7 +133,7 @@ def _render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str
     S.append(_section("massive", "Massive activations",
                       "Per layer, the largest |x| and the median |x| of the hidden state (Sun et al. 2024).",
                       {"massive": collect + " with the massive-activation collector",
-                       "ablation": "mean- vs zero-ablation run"}, t,
+                       "ablation": "mean- vs zero-ablation; " + main}, t,
                       figs=[F.massive_census(t, colors), F.massive_heatmaps(t, colors)],
                       tables=[x for x in (
                           _table(_top_outliers(outl), "Largest activations (models with massive ones; 10 each)",
@@ -158,7 +159,7 @@ def _render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str
                       {"norm_scales": collect + " with the norm-scale collector"}, t, figs=[F.norm_scales(t, colors)]))
     S.append(_section("dla", "Direct logit attribution",
                       "DLA through the frozen final-norm scale against the true direct effect (path ablation).",
-                      {"dla_error": "run interp attribute", "dla_example": "DLA example"}, t,
+                      {"dla_error": main, "dla_example": main}, t,
                       figs=[F.dla_error_bars(t, colors), F.dla_example(t, colors)],
                       tables=[_table(t["dla_example"][["model", "prompt", "target"]].drop_duplicates().head(5),
                                      "DLA example input", swatches=colors)]
@@ -166,18 +167,19 @@ def _render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str
     S.append(_section("lens", "Logit lens", "Each intermediate stream read through the final norm (its statistics "
                       "recomputed) and the unembedding: the probability of the target per layer, mean over positions; "
                       "in the main job the target at each position is the model's own final top-1 prediction.",
-                      {"logit_lens": "run interp attribute"}, t, figs=[F.logit_lens(t, colors)]))
+                      {"logit_lens": main}, t, figs=[F.logit_lens(t, colors)]))
     from interp.report import modern
     S.append(modern.section(t, colors, _section, _table))
     from interp.report.mdlm import mdlm_section
     S.append(mdlm_section(t, colors))
     S.append(_section("training", "Training and learning-rate stability", "",
-                      {"training": "training logs (interp train)", "sweep": "LR sweep (interp sweep)"}, t,
+                      {"training": "training logs; the main job reads those of data/zoo: interp report --default",
+                       "sweep": "LR sweep; the main job reads data/sweep: interp report --default"}, t,
                       figs=[F.training_curves(t, colors), F.lr_sweep(t, colors)]))
     lr = t.get("ln_removal")
     eq = t.get("equivalence")
     S.append(_section("surgery", "LN removal and equivalence", "",
-                      {"ln_removal": "run interp remove-ln", "equivalence": "run interp convert"}, t,
+                      {"ln_removal": main, "equivalence": main}, t,
                       figs=[F.ln_removal(t, colors)],
                       tables=[x for x in (_table(lr, "LN removal (CE in nats)") if lr is not None and not lr.empty
                                           else None,
