@@ -131,3 +131,14 @@ def test_calibration_reads_windows_as_long_as_the_eval_inputs(monkeypatch):
     assert EVAL.shape[1] == m.cfg.n_ctx + 1 and set(seen) == {(2, m.cfg.n_ctx)}
     with pytest.raises(ValueError, match="eval_tokens windows of 14 tokens"):
         R.remove_layernorm(m, STREAM, torch.randint(0, 50, (2, 14)), steps_per_stage=0, control=None)
+
+
+def test_unknown_or_out_of_order_stage_is_refused():
+    # "lnf" (the reference's name for ln_final) used to freeze nothing and return {}; "ln1_v" before "ln1_qk"
+    # raised an AttributeError traceback
+    m = build()
+    with pytest.raises(ValueError, match="unknown LN-removal stage 'lnf'"):
+        remove_stage(m, "lnf", CALIB)
+    with pytest.raises(ValueError, match="run 'ln1_qk' first"):
+        remove_stage(m, "ln1_v", CALIB)
+    assert sum(isinstance(x, LayerNorm) for x in m.modules()) == 5  # nothing was changed

@@ -166,6 +166,10 @@ def split_ln1(model: ZooModel) -> None:
 
 def remove_stage(model: ZooModel, stage: str, calib: list[torch.Tensor]) -> dict[str, tuple[float, float]]:
     """Apply one removal stage in place; returns the frozen divisors (σ, σ at position 0) by norm."""
+    if stage not in STAGES:  # a typo (e.g. the reference's "lnf") would otherwise freeze nothing, silently
+        raise ValueError(f"unknown LN-removal stage {stage!r}; the stages, in order: {', '.join(STAGES)}")
+    if stage == "ln1_v" and not all(isinstance(b.attn, SplitInputAttention) for b in model.blocks):
+        raise ValueError("stage 'ln1_v' freezes the value input norm that 'ln1_qk' splits off: run 'ln1_qk' first")
     if stage == "pos0":
         for m in model.modules():
             if isinstance(m, FakeLN):
