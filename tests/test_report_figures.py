@@ -52,3 +52,18 @@ def test_missing_sections_point_to_what_fills_them():
         note = next(ln for ln in missing if f"no {what} in these results" in ln)
         assert "interp report --default" in note, note
     assert not any(w in html for w in ("run interp attribute", "run interp remove-ln", "run interp convert"))
+
+
+def test_docs_list_every_section_the_report_renders():
+    """docs/report.md's section table lacked Precision, Training dynamics, Newer norms and the MDLM section."""
+    import re
+    from pathlib import Path
+
+    from interp.report.render import render_html
+    html = render_html(tables(), sources=["x"], run_log=["[   0.0 s] a step"])
+    titles = re.findall(r"<h2>(.*?)</h2>", html)
+    docs = (Path(__file__).parents[1] / "docs" / "report.md").read_text()
+    rows = re.findall(r"^\| ([^|]+?) \|", docs.split("## Sections")[1].split("##")[0], flags=re.M)
+    assert len(titles) >= 16
+    for title in titles:
+        assert any(title.startswith(r) for r in rows if r not in ("section", "---")), title
