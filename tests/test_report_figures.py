@@ -67,3 +67,13 @@ def test_docs_list_every_section_the_report_renders():
     assert len(titles) >= 16
     for title in titles:
         assert any(title.startswith(r) for r in rows if r not in ("section", "---")), title
+
+
+def test_a_zoo_seed_takes_its_strategys_colour():
+    """The zoo names seeds '<strategy>.seed<k>': pre-ln.seed1 got a hash colour and pre-rmsnorm-qk.seed1 the colour
+    of pre-rmsnorm (the first prefix in the table, not the longest)."""
+    from interp.report.colors import STRATEGY_COLORS, color_for
+    assert color_for("pre-ln.seed1") == STRATEGY_COLORS["pre-ln"]
+    assert color_for("pre-rmsnorm-qk.seed2") == STRATEGY_COLORS["pre-rmsnorm-qk"] != STRATEGY_COLORS["pre-rmsnorm"]
+    assert color_for("zoo/pre-rmsnorm-qk") == STRATEGY_COLORS["pre-rmsnorm-qk"]
+    assert color_for("pre-ln-vanilla") == STRATEGY_COLORS["pre-ln"]  # a derived model keeps its source's colour

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 # The zoo's strategies: related placements get related hues (the LayerNorm family in blues/greens,
 # batch-statistic norms in browns, no norm in grey) so a reader can group lines at a glance.
@@ -37,10 +38,11 @@ _FALLBACK = ["#843c39", "#7b4173", "#5254a3", "#8ca252", "#bd9e39", "#ad494a", "
 
 def color_for(name: str) -> str:
     """The colour of strategy or model `name`: a fixed entry when known, else a stable hash-chosen one."""
-    key = name.lower()
+    key = re.sub(r"\.seed\d+$", "", name.lower())  # the zoo's seeds ("pre-ln.seed1") share their strategy's colour
     if key in STRATEGY_COLORS:
         return STRATEGY_COLORS[key]
-    for known, c in STRATEGY_COLORS.items():  # "zoo/pre-ln", "pre-ln-seed1" ... keep their strategy's colour
+    # "zoo/pre-ln", "pre-ln-seed1" ... keep their strategy's colour (the longest match: pre-rmsnorm-qk, not pre-rmsnorm)
+    for known in sorted(STRATEGY_COLORS, key=len, reverse=True):
         if key.endswith("/" + known) or key.startswith(known + "-") or key.startswith(known + "_"):
-            return c
+            return STRATEGY_COLORS[known]
     return _FALLBACK[int(hashlib.sha1(key.encode()).hexdigest(), 16) % len(_FALLBACK)]
