@@ -279,6 +279,19 @@ def test_float64_checkpoint_loads_without_precision_loss(tmp_path):
     assert torch.equal(model(tokens), again(tokens))
 
 
+def test_a_model_its_config_cannot_rebuild_is_refused_by_save(tmp_path):
+    """A model in the middle of LN removal (ln2 = FakeLN, a config still saying layernorm) was saved, and then
+    load() refused the checkpoint ('unexpected blocks.0.ln2.scale'): save refuses it instead, writing nothing."""
+    from interp.surgery import remove_stage
+    model = build("pre-ln", **SMALL).eval()
+    remove_stage(model, "ln2", [torch.randint(0, 97, (2, 8))])
+    state = torch.get_rng_state()
+    with pytest.raises(ValueError, match=r"modules differ from what its config builds.*blocks\.0\.ln2\.scale") as e:
+        model.save(tmp_path / "mid")
+    assert "\n" not in str(e.value) and not (tmp_path / "mid").exists() and list(tmp_path.iterdir()) == []
+    assert torch.equal(torch.get_rng_state(), state)  # the check draws no random numbers
+
+
 def test_corrupt_or_truncated_checkpoint_raises_clear_error(tmp_path):
     build("pre-ln", **SMALL).save(tmp_path / "ok")
     w = tmp_path / "ok" / "model.safetensors"

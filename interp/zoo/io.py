@@ -42,6 +42,7 @@ def save(model: ZooModel, directory: str | Path, extra: dict | None = None, forc
     d = Path(directory)
     check_dir_target(d, KIND, force)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _check_rebuildable(model.cfg, state)
     if model.cfg.tie_embeddings:
         state.pop("unembed.weight", None)
     tmp = temp_dir(d)
@@ -57,6 +58,17 @@ def save(model: ZooModel, directory: str | Path, extra: dict | None = None, forc
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return d
+
+
+def _check_rebuildable(cfg: ZooConfig, state: dict[str, torch.Tensor]) -> None:
+    """`load` rebuilds the model from its config: refuse to save weights that config's model does not hold."""
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        want = ZooModel(cfg).state_dict()
+    odd = sorted(set(state) ^ set(want)) + [k for k in state if k in want and state[k].shape != want[k].shape]
+    if odd:
+        raise ValueError(f"this model's modules differ from what its config builds ({len(odd)} tensors, e.g. "
+                         f"{', '.join(odd[:3])}), so interp.zoo.load could not read it back; a model in the middle "
+                         "of LN removal can be saved once interp.surgery.fold_fakeln has made it LN-free")
 
 
 def seed_name(strategy: str, seed: int | None) -> str:
