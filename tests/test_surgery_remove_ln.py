@@ -142,3 +142,14 @@ def test_unknown_or_out_of_order_stage_is_refused():
     with pytest.raises(ValueError, match="run 'ln1_qk' first"):
         remove_stage(m, "ln1_v", CALIB)
     assert sum(isinstance(x, LayerNorm) for x in m.modules()) == 5  # nothing was changed
+
+
+@pytest.mark.parametrize("name", ["lns", "post-ln", "pre-rmsnorm"])
+def test_stages_refuse_models_they_cannot_fold(name):
+    # on LayerNorm Scaling the stages ran and fold_fakeln dropped the 1/√ℓ scaling (logits off by 0.02, no error);
+    # on Post-LN and RMSNorm models the stages crashed with AttributeError tracebacks
+    m = interp.zoo.build(name, n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_vocab=50, n_ctx=12)
+    with pytest.raises(ValueError, match="Pre-LN"):
+        remove_stage(m, "ln2", CALIB)
+    with pytest.raises(ValueError, match="Pre-LN"):
+        fold_fakeln(m)

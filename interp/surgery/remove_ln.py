@@ -49,7 +49,8 @@ STAGES = ("ln2", "ln1_qk", "ln1_v", "ln_final", "pos0")
 FineTune = Callable[[ZooModel, int, int], None]  # (model, steps, stage index) -> None, trains in place
 
 
-def check_removable(model) -> None:
+def check_structure(model) -> None:
+    """A Pre-LN LayerNorm zoo model with a final norm, what the stages and the fold handle (any objective)."""
     cfg = getattr(model, "cfg", None)
     if not isinstance(model, ZooModel):
         raise ValueError(f"LN removal works on zoo models; got {type(model).__name__}")
@@ -59,6 +60,12 @@ def check_removable(model) -> None:
     if cfg.placement != "pre" or cfg.norm != "layernorm" or not cfg.final_norm:
         raise ValueError(f"LN removal needs a Pre-LN LayerNorm zoo model with a final norm; got placement "
                          f"{cfg.placement!r}, norm {cfg.norm!r}")
+
+
+def check_removable(model) -> None:
+    """What remove_layernorm needs: check_structure, and a causal LM (its loop uses the next-token loss)."""
+    check_structure(model)
+    cfg = model.cfg
     if cfg.objective != "causal_lm":
         raise ValueError(f"{cfg.strategy!r} is a masked-diffusion ({cfg.objective}) model; LN removal calibrates, "
                          "fine-tunes and scores with the next-token loss and does not support it: give a causal "
@@ -166,6 +173,7 @@ def split_ln1(model: ZooModel) -> None:
 
 def remove_stage(model: ZooModel, stage: str, calib: list[torch.Tensor]) -> dict[str, tuple[float, float]]:
     """Apply one removal stage in place; returns the frozen divisors (σ, σ at position 0) by norm."""
+    check_structure(model)  # the public stages on a Post-LN, LNS or RMSNorm model would be wrong or crash
     if stage not in STAGES:  # a typo (e.g. the reference's "lnf") would otherwise freeze nothing, silently
         raise ValueError(f"unknown LN-removal stage {stage!r}; the stages, in order: {', '.join(STAGES)}")
     if stage == "ln1_v" and not all(isinstance(b.attn, SplitInputAttention) for b in model.blocks):
@@ -187,6 +195,7 @@ def remove_stage(model: ZooModel, stage: str, calib: list[torch.Tensor]) -> dict
 
 def fold_fakeln(model: ZooModel) -> ZooModel:
     """The no-norm zoo model equal to a fully LN-removed one: every constant-divisor FakeLN folded away."""
+    check_structure(model)  # e.g. LayerNorm Scaling's 1/√ℓ would be dropped by the fold
     fakes = [m for n, m in model.named_modules() if isinstance(m, Norm) and not isinstance(m, Identity)
              and not n.endswith((".q_norm", ".k_norm"))]  # QK-norm is kept (module docstring)
     if any(not isinstance(m, FakeLN) or not torch.isnan(m.scale_pos0) for m in fakes) or \
