@@ -181,3 +181,19 @@ def test_gain_free_value_is_hook_in_over_hook_scale_as_docs_hooks_says(kind, mod
                    else (n.w, getattr(n, "b", None)))  # TD-LN: γ(t), β(t) [b, 1, d] at t = 0 (cond unset)
     gain_free = (seen["hook_normalized"] - (0 if beta is None else beta.detach())) / gamma.detach()
     torch.testing.assert_close(gain_free, x / seen["hook_scale"], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind,kwargs,match", [
+    ("unified", {"window": 0}, "window=0"),
+    ("unified", {"momentum": 1.5}, "momentum=1.5"),
+    ("unified", {"warmup_iters": "200"}, "warmup_iters='200'"),
+    ("powernorm", {"alpha_fwd": -0.1}, "alpha_fwd=-0.1"),
+    ("powernorm", {"warmup_iters": 2.5}, "warmup_iters=2.5"),
+])
+def test_batch_norm_options_out_of_range_are_refused_when_built(kind, kwargs, match):
+    """window=0 divided by zero, a string warmup failed a comparison, only at the first training step; now the
+    constructor (and so ZooConfig's model) refuses them in one line."""
+    with pytest.raises(ValueError, match=match) as e:
+        make_norm(kind, 8, **kwargs)
+    assert "\n" not in str(e.value)
+    make_norm(kind, 8, warmup_iters=0).train()(torch.randn(2, 3, 8))  # the edges are valid

@@ -28,6 +28,15 @@ from torch import nn
 from interp.norms.base import Norm
 
 
+def _check_options(norm: str, **options: tuple[object, float, float, bool]) -> None:
+    """Each option (value, low, high, integer) must be a number (an int where integer) in [low, high]: else one line."""
+    for name, (v, lo, hi, integer) in options.items():
+        kinds = int if integer else (int, float)
+        if not isinstance(v, kinds) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ValueError(f"{norm} option {name}={v!r} must be {'an integer' if integer else 'a number'} in "
+                             f"[{lo}, {hi}]")
+
+
 def _masked_second_moment(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over real tokens of x², per channel: [b, t, d] -> [d]."""
     x = x.detach()
@@ -63,6 +72,8 @@ class PowerNorm(Norm):
     def __init__(self, d: int, eps: float = 1e-5, alpha_fwd: float = 0.9, alpha_bkw: float = 0.9,
                  warmup_iters: int = 10000, group_scaling: bool = True, group_num: int = 1):
         super().__init__(d, eps)
+        _check_options("PowerNorm", alpha_fwd=(alpha_fwd, 0, 1, False), alpha_bkw=(alpha_bkw, 0, 1, False),
+                       warmup_iters=(warmup_iters, 0, float("inf"), True))
         if group_num < 1 or d % group_num:
             raise ValueError(f"PowerNorm group_num={group_num} must be ≥ 1 and divide the width {d}")
         self.alpha_fwd, self.alpha_bkw, self.warmup_iters = alpha_fwd, alpha_bkw, warmup_iters
@@ -128,6 +139,8 @@ class UnifiedNorm(Norm):
     def __init__(self, d: int, eps: float = 1e-5, window: int = 4, warmup_iters: int = 4000,
                  momentum: float = 0.9):
         super().__init__(d, eps)
+        _check_options("UnifiedNorm", window=(window, 1, float("inf"), True), momentum=(momentum, 0, 1, False),
+                       warmup_iters=(warmup_iters, 0, float("inf"), True))
         self.window, self.warmup_iters, self.momentum = window, warmup_iters, momentum
         self.w = nn.Parameter(torch.ones(d))
         self.b = nn.Parameter(torch.zeros(d))
