@@ -220,3 +220,18 @@ def test_default_with_force_replaces_a_collect_output_and_marks_its_own(tmp_path
     assert Results.load(out / "results" / "pre-ln").meta["n_tokens"] > 32
     assert isinstance(json.loads((out / "claims.json").read_text()), list)
     assert sorted(p.name for p in out.iterdir()) == ["claims.json", "index.html", "results"]
+
+
+def test_saved_results_rebuild_only_the_collector_sections_as_the_docs_say(tmp_path):
+    """docs/report.md said `interp report report/results` rebuilds 'the page'; the folders hold the collectors'
+    tables only (no DLA, lens, ablation, LN removal ...), so a rebuilt page lacks those sections."""
+    from interp.report import load_dirs, tables_from_results
+    from interp.report.main_job import collect_one
+    m = interp.zoo.load(interp.data.DATA_DIR / "zoo" / "pre-ln").eval()
+    collect_one(m, interp.data.heldout_tokens(2, 32), lambda s: None, tmp_path, batch_size=2, ablate=False,
+                costly_items=1)
+    t = tables_from_results(load_dirs([tmp_path]))
+    assert {"stream", "massive", "gradients", "angular", "skip", "norm_scales", "precision", "attn_logits"} <= set(t)
+    assert not {"dla_error", "logit_lens", "ablation", "ln_removal", "equivalence", "training"} & set(t)
+    docs = (Path(__file__).parents[1] / "docs" / "report.md").read_text()
+    assert "rebuilds the page" not in docs and "rebuilds the collectors' sections" in docs
