@@ -329,6 +329,16 @@ def test_tokens_outside_the_vocabulary_or_of_another_shape_raise_one_line():
         model(torch.ones(1, 4))
 
 
+def test_an_attention_mask_of_another_shape_than_the_tokens_is_refused():
+    """A [2, 5] mask for [2, 6] tokens was ignored when all True and failed in the position embedding otherwise."""
+    model = build("pre-ln", **SMALL).eval()
+    tokens = torch.randint(0, 97, (2, 6))
+    for mask in (torch.ones(2, 5, dtype=torch.bool), torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]),
+                 torch.ones(6, dtype=torch.bool)):
+        with pytest.raises(ValueError, match=r"attention_mask must have the tokens' shape \(2, 6\); got"):
+            model(tokens, attention_mask=mask)
+
+
 def test_unknown_names_raise_naming_the_valid_choices():
     with pytest.raises(ValueError, match="unknown strategy 'pre-foo'.*pre-ln"):
         build("pre-foo")

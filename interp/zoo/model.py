@@ -247,6 +247,9 @@ class ZooModel(TransformerLensNative):
         if t > self.cfg.n_ctx:
             raise ValueError(f"sequence of {t} tokens is longer than the context of {self.cfg.n_ctx}")
         if attention_mask is not None:
+            if attention_mask.shape != tokens.shape:
+                raise ValueError(f"attention_mask must have the tokens' shape {tuple(tokens.shape)}; got "
+                                 f"{tuple(attention_mask.shape)}")
             attention_mask = attention_mask.bool()
         cond = _per_sequence(cond, b, tokens.device)
         if attention_mask is None or bool(attention_mask.all()):  # every token real: SDPA's own causal (or full)
