@@ -309,3 +309,15 @@ def test_a_kill_while_a_trained_model_replaces_the_old_one_keeps_a_whole_model(t
     monkeypatch.undo()
     m = interp.zoo.load(dest)
     assert state_sha256(m) == state_sha256(interp.zoo.load(out / "pre-ln"))
+
+
+def test_a_run_that_left_a_job_failed_does_not_end_as_a_success(tmp_path, capsys, monkeypatch):
+    """`interp train` skipped a failing job (FAILED) and exited 0, as if the zoo were complete; it now ends with one
+    line naming the failed job and where its traceback is."""
+    def boom(*a, **k):
+        raise RuntimeError("simulated failure")
+    monkeypatch.setattr(zoo_runner, "train_one", boom)
+    rc, err, _ = _train_cli(tmp_path, capsys, "--seeds", "1", "--out", "zoo", "--runs", "runs")
+    assert rc != 0 and len(err) == 2, err  # the job's own 'failed, see ...' line, then the run's error
+    assert "1 job(s) failed and were skipped: pre-ln" in err[1] and "runs/<job>/FAILED" in err[1]
+    assert "simulated failure" in (tmp_path / "runs" / "pre-ln" / "FAILED").read_text()
