@@ -339,6 +339,16 @@ def test_an_attention_mask_of_another_shape_than_the_tokens_is_refused():
             model(tokens, attention_mask=mask)
 
 
+def test_a_transformers_folder_is_named_foreign_not_told_to_re_save(tmp_path):
+    """A transformers model folder (config.json without the zoo's 'config' object) said "not a valid zoo config
+    ('config'); re-save the model": it now says the folder is not a zoo checkpoint and where such folders load."""
+    build("pre-ln", **SMALL).save(tmp_path / "hf")
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}))
+    with pytest.raises(ValueError, match=r"not a zoo checkpoint.*no 'config' object.*interp\.load_model") as e:
+        load(tmp_path / "hf")
+    assert "re-save" not in str(e.value) and "\n" not in str(e.value)
+
+
 def test_unknown_names_raise_naming_the_valid_choices():
     with pytest.raises(ValueError, match="unknown strategy 'pre-foo'.*pre-ln"):
         build("pre-foo")

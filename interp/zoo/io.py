@@ -87,9 +87,13 @@ def load(directory: str | Path, dtype: torch.dtype = torch.float32, step: int | 
         raise FileNotFoundError(f"{d} is not a zoo checkpoint: it needs {CONFIG} and {WEIGHTS} (written by model.save)")
     try:
         meta = json.loads((d / CONFIG).read_text(encoding="utf-8"))
-        cfg = ZooConfig.from_dict(meta["config"])
+        foreign = isinstance(meta, dict) and "config" not in meta
+        cfg = None if foreign else ZooConfig.from_dict(meta["config"])
     except (ValueError, KeyError, TypeError, UnicodeError) as e:
         raise ValueError(f"{d / CONFIG} is not a valid zoo config ({e}); re-save the model") from None
+    if cfg is None:
+        raise ValueError(f"{d} is not a zoo checkpoint: its {CONFIG} has no 'config' object (a transformers model "
+                         "folder loads with interp.load_model)")
     training = meta.get("training") or {}
     if not isinstance(training, dict):
         raise ValueError(f"{d / CONFIG}: 'training' must be an object, got {type(training).__name__}; re-save the model")
