@@ -321,3 +321,15 @@ def test_a_run_that_left_a_job_failed_does_not_end_as_a_success(tmp_path, capsys
     assert rc != 0 and len(err) == 2, err  # the job's own 'failed, see ...' line, then the run's error
     assert "1 job(s) failed and were skipped: pre-ln" in err[1] and "runs/<job>/FAILED" in err[1]
     assert "simulated failure" in (tmp_path / "runs" / "pre-ln" / "FAILED").read_text()
+
+
+def test_a_failed_mark_on_a_model_that_is_done_is_not_a_failure(tmp_path, monkeypatch):
+    """A FAILED left beside a model that is trained and current (e.g. the record step failed after the install) does
+    not make the run fail; a FAILED job that is not done does."""
+    (tmp_path / "runs" / "no-norm").mkdir(parents=True)
+    (tmp_path / "runs" / "no-norm" / "FAILED").write_text("traceback")
+    monkeypatch.setattr(zoo_runner, "is_done", lambda *a: True)
+    zoo_runner.check_failed(tmp_path / "zoo", tmp_path / "runs", 2, ["no-norm"], {"no-norm": 1})
+    monkeypatch.setattr(zoo_runner, "is_done", lambda *a: False)
+    with pytest.raises(RuntimeError, match="1 job"):
+        zoo_runner.check_failed(tmp_path / "zoo", tmp_path / "runs", 2, ["no-norm"], {"no-norm": 1})

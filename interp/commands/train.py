@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> None:
     if args.workers == 1:
         while zoo_runner.run_next(out, runs, args.steps, names, seeds=seeds, progress=not args.quiet):
             pass
-        zoo_runner.check_failed(runs, names, seeds)
+        zoo_runner.check_failed(out, runs, args.steps, names, seeds)
     else:
         zoo_runner.work(args.workers, out, runs, args.steps, names, n_seeds=args.seeds)
 

@@ -276,13 +276,15 @@ def _next_lnfree(out: Path, runs: Path, steps: int, seeds: dict[str, int] | None
     return None
 
 
-def check_failed(runs: Path, strategies: list[str] | None = None, seeds: dict[str, int] | None = None) -> None:
-    """Once no job is left: the jobs of the plan marked FAILED (skipped, so the zoo lacks them) as one RuntimeError
-    naming them, so that a run which left models untrained does not end as a success."""
+def check_failed(out: Path, runs: Path, steps: int, strategies: list[str] | None = None,
+                 seeds: dict[str, int] | None = None) -> None:
+    """Once no job is left: the jobs of the plan marked FAILED and not done (skipped, so the zoo lacks them) as one
+    RuntimeError naming them, so that a run which left models untrained does not end as a success."""
     from interp.train import lnfree_job as J
     pl = plan(seeds, strategies)
-    jobs = [model_name(s, k) for s, k in pl] + [model_name(J.LNFREE, k) for s, k in pl if s == J.SOURCE]
-    failed = [n for n in jobs if (Path(runs) / n / "FAILED").is_file()]
+    jobs = [(model_name(s, k), lambda s=s, k=k: is_done(out, s, k, steps)) for s, k in pl]
+    jobs += [(model_name(J.LNFREE, k), lambda k=k: J.is_done(out, k)) for s, k in pl if s == J.SOURCE]
+    failed = [n for n, done in jobs if (Path(runs) / n / "FAILED").is_file() and not done()]
     if failed:
         raise RuntimeError(f"{len(failed)} job(s) failed and were skipped: {', '.join(failed)}; the traceback is in "
                            f"{Path(runs)}/<job>/FAILED: fix the cause, delete the file and run again (finished models "
@@ -331,7 +333,7 @@ def work(workers: int = 2, out: Path = ZOO_DIR, runs: Path = Path("out/zoo-runs"
         raise RuntimeError(f"{len(gave_up)} of {workers} worker(s) stopped: the job process crashed {MAX_CRASHES} "
                            f"times in a row (exit status {gave_up[0]}); run `{' '.join(args[1:])}` to see its error, "
                            "fix it and start again (finished jobs are kept)")
-    check_failed(runs, strategies, {s: n_seeds for s in (strategies or ZOO_SEEDS)} if n_seeds else None)
+    check_failed(out, runs, steps, strategies, {s: n_seeds for s in (strategies or ZOO_SEEDS)} if n_seeds else None)
 
 
 def main(argv: list[str] | None = None) -> int:
