@@ -292,6 +292,20 @@ def test_a_model_its_config_cannot_rebuild_is_refused_by_save(tmp_path):
     assert torch.equal(torch.get_rng_state(), state)  # the check draws no random numbers
 
 
+def test_an_untied_unembedding_under_tie_embeddings_is_not_dropped_by_save(tmp_path):
+    """save stores a tied unembedding once (as embed.weight): an unembedding that no longer equals the embedding
+    while the config still says tie_embeddings was dropped, and the loaded model's logits differed. Refused now."""
+    model = build("pre-ln", **SMALL).eval()
+    model.unembed.weight = torch.nn.Parameter(torch.randn_like(model.embed.weight))
+    with pytest.raises(ValueError, match="tie_embeddings.*unembed.weight") as e:
+        model.save(tmp_path / "untied")
+    assert "\n" not in str(e.value) and not (tmp_path / "untied").exists()
+    tied = build("pre-ln", **SMALL).eval()
+    tied.save(tmp_path / "tied")  # a tied model still saves, and loads with its own logits
+    tokens = torch.randint(0, 97, (1, 6))
+    assert torch.equal(load(tmp_path / "tied")(tokens), tied(tokens))
+
+
 def test_corrupt_or_truncated_checkpoint_raises_clear_error(tmp_path):
     build("pre-ln", **SMALL).save(tmp_path / "ok")
     w = tmp_path / "ok" / "model.safetensors"

@@ -43,7 +43,10 @@ def save(model: ZooModel, directory: str | Path, extra: dict | None = None, forc
     check_dir_target(d, KIND, force)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     _check_rebuildable(model.cfg, state)
-    if model.cfg.tie_embeddings:
+    if model.cfg.tie_embeddings:  # stored once, as embed.weight: refuse to drop an unembedding that differs
+        if not torch.equal(state.get("unembed.weight", state["embed.weight"]), state["embed.weight"]):
+            raise ValueError("the config says tie_embeddings but unembed.weight differs from embed.weight, so saving "
+                             "would drop it; set model.cfg.tie_embeddings = False to keep both")
         state.pop("unembed.weight", None)
     tmp = temp_dir(d)
     try:
