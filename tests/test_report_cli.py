@@ -129,3 +129,14 @@ def test_two_results_of_one_model_are_refused_not_pooled(saved, tmp_path, capsys
     with pytest.raises(ValueError, match="results 1 and 2 are both of model 'pre-ln'"):
         tables_from_results([results[0], results[0]])
     assert not (tmp_path / "x.html").exists()
+
+
+def test_cli_report_names_its_folders_as_sources(saved, tmp_path):
+    """The CLI loaded the folders itself and passed Results objects on, so its report said 'from 4 in-memory
+    result(s)' instead of naming the folders it was made from."""
+    root, _ = saved
+    out = tmp_path / "index.html"
+    p = run_cli(root, "-o", out)
+    assert p.returncode == 0, p.stderr
+    meta = next(ln for ln in out.read_text().splitlines() if ln.startswith('<p class="meta">Generated'))
+    assert "in-memory" not in meta and meta.endswith("from no-norm, peri-ln, post-ln, pre-ln.</p>"), meta

@@ -23,14 +23,11 @@ def run(args: argparse.Namespace) -> None:
     if not args.results:
         raise ValueError("no results directories given; pass one or more (from `interp collect`) or use --default")
     from interp.report.paths import results_dirs
-    results_dirs(args.results)  # before pandas and the collectors are imported
+    dirs = results_dirs(args.results)  # before pandas and the collectors are imported; each holds one model
     import interp.report
     t0 = time.perf_counter()
-    results = interp.report.load_dirs(args.results)
-    if not results:
-        raise ValueError("the results directories hold no models; run `interp collect` first")
-    path = interp.report.build(results, args.output, force=args.force)
-    print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, {len(results)} model(s)) "
+    path = interp.report.build(dirs, args.output, force=args.force)  # folders, so the report names them as sources
+    print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, {len(dirs)} model(s)) "
           f"generated in {time.perf_counter() - t0:.1f} s")
 
 
