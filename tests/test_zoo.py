@@ -306,6 +306,18 @@ def test_an_untied_unembedding_under_tie_embeddings_is_not_dropped_by_save(tmp_p
     assert torch.equal(load(tmp_path / "tied")(tokens), tied(tokens))
 
 
+def test_load_takes_a_dtype_by_name_as_build_does(tmp_path):
+    """build(dtype="bf16") worked; load(dtype="bf16") failed with "Invalid device string: 'bf16'"."""
+    model = _randomize(build("pre-ln", **SMALL)).eval()
+    model.save(tmp_path / "ck")
+    tokens = torch.randint(0, 97, (1, 6))
+    by_name, by_dtype = load(tmp_path / "ck", dtype="bf16"), load(tmp_path / "ck", dtype=torch.bfloat16)
+    assert next(by_name.parameters()).dtype == torch.bfloat16
+    assert torch.equal(by_name(tokens), by_dtype(tokens))
+    with pytest.raises(ValueError, match="unsupported dtype 'int8'"):
+        load(tmp_path / "ck", dtype="int8")
+
+
 def test_corrupt_or_truncated_checkpoint_raises_clear_error(tmp_path):
     build("pre-ln", **SMALL).save(tmp_path / "ok")
     w = tmp_path / "ok" / "model.safetensors"

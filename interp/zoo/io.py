@@ -80,12 +80,15 @@ def seed_name(strategy: str, seed: int | None) -> str:
     return strategy if seed in (None, 0) else f"{strategy}.seed{seed}"
 
 
-def load(directory: str | Path, dtype: torch.dtype = torch.float32, step: int | None = None) -> ZooModel:
+def load(directory: str | Path, dtype: torch.dtype | str = torch.float32, step: int | None = None) -> ZooModel:
     """Load a zoo checkpoint written by `save`; a missing, corrupt or truncated file raises a clear error.
 
     `step`: the weights after that many training updates instead of the final ones — 0 rebuilds the seed's
     initialisation, others read `checkpoints/step-<N>.safetensors` (kept for some zoo models)."""
     d = Path(directory)
+    if isinstance(dtype, str):  # a name, as build takes it ("fp32", "bf16")
+        from interp.device import resolve_dtype
+        dtype = resolve_dtype(dtype)
     if not (d / CONFIG).is_file() or not (d / WEIGHTS).is_file():
         raise FileNotFoundError(f"{d} is not a zoo checkpoint: it needs {CONFIG} and {WEIGHTS} (written by model.save)")
     try:
