@@ -10,6 +10,7 @@ path, and nothing is touched. Written files and folders honour the umask (0666 /
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -215,3 +216,12 @@ def install_dir(tmp: Path, dest: str | Path, kind: str, force: bool = False, **i
             os.rmdir(old)
             os.rmdir(aside)
     return d
+
+
+def json_safe(v):
+    """`v` with every non-finite float as None, for `json.dumps(..., allow_nan=False)`: JSON has no NaN."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    return None if isinstance(v, float) and not math.isfinite(v) else v

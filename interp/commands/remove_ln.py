@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -32,18 +31,9 @@ def corpus_tokens(tok, corpus: str, n_eval: int, seq: int):
     return encode_corpus(train, tok), torch.cat([b.x, b.y[:, -1:]], 1)
 
 
-def _json_safe(v):
-    """`v` with every non-finite float as None (JSON has no NaN: the pos0 stage's σ columns are NaN)."""
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
 def run(args: argparse.Namespace) -> None:
     from interp.commands._check import apart, at_least, dir_target, local_model, positive_finite
-    from interp.outputs import atomic_write_bytes, install_dir, temp_dir
+    from interp.outputs import atomic_write_bytes, install_dir, json_safe, temp_dir
     at_least(args, steps_per_stage=1, batch_size=1, eval_seqs=1, threads=1, seq_len=2)
     positive_finite(args, "lr")
     out = Path(args.out)
@@ -79,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
     tmp = temp_dir(out)
     try:
         r.model.save(tmp)
-        atomic_write_bytes(tmp / "removal.json", json.dumps(_json_safe(report), indent=2, allow_nan=False).encode())
+        atomic_write_bytes(tmp / "removal.json", json.dumps(json_safe(report), indent=2, allow_nan=False).encode())
         install_dir(tmp, out, "checkpoint", force=args.force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder

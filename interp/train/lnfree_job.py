@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from interp.outputs import json_safe
+
 LNFREE, VANILLA, SINGLE = "pre-ln-lnfree", "pre-ln-vanilla", "pre-ln-vanilla-single"
 SOURCE = "pre-ln"
 STEPS_PER_STAGE, LR, BATCH = 100, 1e-3, 8
@@ -85,11 +87,11 @@ def run(out: Path, seed: int, data) -> dict:
                "final_val_loss": ce["lnfree" if key == LNFREE else "vanilla" if key == VANILLA else "vanilla_single"],
                "ce_at_training": ce, "job_wall_s": round(wall, 1), "job_cpu_s": round(cpu, 1) if key == LNFREE else 0.0,
                "started_at": started, "finished_at": now, "n_params": sum(p.numel() for p in model.parameters())}
-        _install(out / n[key], model, rec, None if key != LNFREE else json.dumps(
+        _install(out / n[key], model, rec, None if key != LNFREE else json.dumps(json_safe(
             {"source": n[SOURCE], "ce": ce, "stages": r.stages.to_dict("records"), **recipe(),
              "eval_tokens": int(eval_tokens[:, 1:].numel()),
-             "paper_gpt2_small": {"vanilla": 3.0126, "lnfree": 3.0797, "lnfree_minus_vanilla": 0.0671}},
-            indent=2).encode())
+             "paper_gpt2_small": {"vanilla": 3.0126, "lnfree": 3.0797, "lnfree_minus_vanilla": 0.0671}}),
+            indent=2, allow_nan=False).encode())
     return {"ce": ce, "wall_s": wall, "cpu_s": cpu}
 
 
