@@ -20,6 +20,22 @@ def test_a_failing_task_raises_its_error():
         run_tasks([(operator.add, (1, 2)), (operator.truediv, (1, 0))], workers=2)
 
 
+def touch_then_wait(folder: str, i: int) -> int:
+    """A slow task that leaves a trace: the file `folder`/i."""
+    import time
+    open(os.path.join(folder, str(i)), "w").close()
+    time.sleep(0.5)
+    return i
+
+
+def test_a_failing_task_stops_the_queued_ones(tmp_path):
+    """The queued tasks used to run to the end (minutes in the main job) before the error surfaced."""
+    tasks = [(operator.truediv, (1, 0))] + [(touch_then_wait, (str(tmp_path), i)) for i in range(20)]
+    with pytest.raises(ZeroDivisionError):
+        run_tasks(tasks, workers=2)
+    assert len(list(tmp_path.iterdir())) <= 6  # those in flight or already handed to a worker, not all 20
+
+
 def test_worker_count_from_the_environment(monkeypatch):
     monkeypatch.setenv("INTERP_JOB_WORKERS", "3")
     assert default_workers() == 3

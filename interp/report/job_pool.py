@@ -94,6 +94,10 @@ def run_tasks(tasks: Sequence[Task], workers: int, on_done: Callable[[int, Any, 
             raise RuntimeError(f"a worker process died abruptly (killed: out of memory?) with {len(tasks) - finished} "
                                f"of {len(tasks)} tasks unfinished; run again with fewer workers "
                                "(INTERP_JOB_WORKERS=1 uses the least memory)") from e
+        except BaseException:
+            for g in futures:  # the queued tasks are not started: the error surfaces now, not after all of them
+                g.cancel()
+            raise
         finished += 1
         if on_done:
             on_done(i, out[i], cpu)
