@@ -67,7 +67,8 @@ class HookedModel(Protocol):
     def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor: ...
 
     def apply_final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        """The final norm applied to x [..., d_model], its statistics recomputed on x."""
+        """The final norm applied to x [..., d_model], its token statistics recomputed on x (a batch-statistic norm
+        uses its running statistics in eval mode); never a training step: running state is left as it was."""
         ...
 
     def run_with_cache(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:

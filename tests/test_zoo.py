@@ -439,3 +439,18 @@ def test_cli_lists_every_strategy_with_its_placement(capsys):
     for name, spec in STRATEGIES.items():
         line = next(l for l in out.splitlines() if l.startswith(name + " "))
         assert spec["placement"] in line
+
+
+@pytest.mark.parametrize("strategy", ["powernorm", "unified-norm"])
+def test_apply_final_norm_leaves_the_running_statistics_alone(strategy):
+    """A lens call on a batch-statistic model in train mode used to update the final norm's running statistics
+    (and step counter), so analysing a model changed it. The value is still the train-mode norm of x."""
+    import copy
+    model = build(strategy, seed=0, n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=97).train()
+    x = torch.randn(3, 7, 32, generator=torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in model.ln_final.named_buffers()}
+    want = copy.deepcopy(model.ln_final)(x)
+    got = model.apply_final_norm(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    for k, v in model.ln_final.named_buffers():
+        assert torch.equal(v, before[k]), k

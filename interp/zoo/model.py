@@ -317,8 +317,17 @@ class ZooModel(TransformerLensNative):
         return self.cfg.mask_id
 
     def apply_final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        """The final norm applied to a residual stream x [..., d], its statistics recomputed on x."""
-        return self.ln_final(x) if self.cfg.final_norm else x
+        """The final norm applied to a residual stream x [..., d]: token-wise norms recompute their statistics on x;
+        a batch-statistic norm (PowerNorm, Unified) uses its running statistics in eval mode and x's in train mode,
+        and an analysis call never moves its running state (a lens is not a training step)."""
+        if not self.cfg.final_norm:
+            return x
+        state = [(b, b.clone()) for b in self.ln_final.buffers()] if self.ln_final.training else []
+        out = self.ln_final(x)
+        with torch.no_grad():
+            for b, was in state:
+                b.copy_(was)
+        return out
 
     @property
     def b_U(self) -> torch.Tensor | None:
