@@ -197,3 +197,18 @@ def test_batch_norm_options_out_of_range_are_refused_when_built(kind, kwargs, ma
         make_norm(kind, 8, **kwargs)
     assert "\n" not in str(e.value)
     make_norm(kind, 8, warmup_iters=0).train()(torch.randn(2, 3, 8))  # the edges are valid
+
+
+@pytest.mark.parametrize("cls", [PowerNorm, UnifiedNorm])
+def test_an_all_padding_training_batch_is_refused_before_the_statistics_move(cls):
+    """The mean over no real tokens is NaN: it went into the running statistic, which then stayed NaN for good."""
+    norm = cls(8).train()
+    before = {k: v.clone() for k, v in norm.named_buffers()}
+    norm.token_mask = torch.zeros(2, 5, dtype=torch.bool)
+    with pytest.raises(ValueError, match="no real tokens"):
+        norm(torch.randn(2, 5, 8))
+    for k, v in norm.named_buffers():
+        assert torch.equal(v, before[k]), k
+    norm.token_mask = torch.tensor([[True] * 5, [False] * 5])   # half a batch of padding is fine
+    norm(torch.randn(2, 5, 8))
+    assert all(torch.isfinite(v.float()).all() for v in norm.buffers())

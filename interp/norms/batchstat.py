@@ -42,7 +42,11 @@ def _masked_second_moment(x: torch.Tensor, mask: torch.Tensor | None) -> torch.T
     x = x.detach()
     if mask is None:
         return x.pow(2).mean(dim=(0, 1))
-    return x[mask].pow(2).mean(dim=0)
+    real = x[mask]
+    if not len(real):  # the mean of nothing is NaN, and a NaN running statistic stays for good
+        raise ValueError("a training step of a batch-statistic norm (PowerNorm, Unified Norm) got a batch with no "
+                         "real tokens (all padding): leave such batches out, or run the model in eval mode")
+    return real.pow(2).mean(dim=0)
 
 
 def _token_mean(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -94,9 +98,9 @@ class PowerNorm(Norm):
         if not self.training:
             z = x / self.hook_scale((self.running_phi + self.eps).sqrt().view(1, 1, -1))
             return self.hook_normalized(z * self.w + self.b)
+        x2 = _masked_second_moment(x, self.token_mask)  # [d]
         self.iters += 1
         it = int(self.iters)
-        x2 = _masked_second_moment(x, self.token_mask)  # [d]
         self.last_x2 = x2
         phi = x2 if it <= self.warmup_iters else self.running_phi.clone()
         self.last_divisor = phi
@@ -157,9 +161,9 @@ class UnifiedNorm(Norm):
         if not self.training:
             z = x / self.hook_scale((self.running_var + self.eps).sqrt().view(1, 1, -1))
             return self.hook_normalized(z * self.w + self.b)
+        x2 = _masked_second_moment(x, self.token_mask)  # [d]
         self.iters += 1
         it = int(self.iters)
-        x2 = _masked_second_moment(x, self.token_mask)  # [d]
         self.last_x2 = x2
         with torch.no_grad():
             self.buffer_x2[it % self.window].copy_(x2)
