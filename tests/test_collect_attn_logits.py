@@ -160,3 +160,21 @@ def test_compiled_scores_with_shared_key_heads_match_float64_brute_force(causal)
     assert pairs == n > 0
     np.testing.assert_allclose(got_sq, sq, rtol=1e-5)
     np.testing.assert_allclose(got_mx, mx, rtol=1e-5)
+
+
+def test_the_cli_collects_attention_logits(tmp_path):
+    """`interp collect --collectors attn_logits` (the collector was missing from the CLI's choices, though the
+    report's Newer-norms section asked for it) writes the table the Python API gives on the same token file."""
+    from interp.cli import main
+    from interp.collectors.stream import TokenFile
+    model = zoo.build("pre-rmsnorm-qk", seed=1, **SIZE, init_std=0.2).eval()
+    model.save(tmp_path / "ckpt")
+    np.save(tmp_path / "tokens.npy", np.random.default_rng(0).integers(0, 512, 24 * 5).astype(np.uint16))
+    assert main(["collect", str(tmp_path / "ckpt"), "--data", str(tmp_path / "tokens.npy"), "-o", str(tmp_path / "out"),
+                 "--collectors", "residual,attn_logits", "--batch-size", "2", "--device", "cpu", "--quiet"]) == 0
+    import pandas as pd
+    got = pd.read_parquet(tmp_path / "out" / "attn_logits.parquet")
+    want = collect(zoo.load(tmp_path / "ckpt"), TokenFile(tmp_path / "tokens.npy"), [AttnLogits()], batch_size=2,
+                   progress=False)["attn_logits"]
+    assert len(got) == SIZE["n_layers"] * SIZE["n_heads"] and (got.n_pairs > 0).all()
+    pd.testing.assert_frame_equal(got.drop(columns="model"), want.drop(columns="model"), check_dtype=False)

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+from interp.collectors.attn_logits import AttnLogits
 from interp.collectors.base import Batch, Collector, NonFiniteError, TopK, merge_states
 from interp.collectors.effect import LayerEffect
 from interp.collectors.grads import GradNorms
@@ -17,6 +18,6 @@ from interp.collectors.api import collect
 from interp.collectors.driver import default_collectors, run_batches
 
 __all__ = ["Batch", "Collector", "NonFiniteError", "TopK", "merge_states", "ResidualStats", "MassiveActivations", "GradNorms",
-           "LayerEffect", "NormScales", "Precision", "Results",
+           "LayerEffect", "NormScales", "Precision", "AttnLogits", "Results",
            "collect", "default_collectors", "run_batches"]
 

@@ -59,6 +59,7 @@ def section(t: dict, colors: Colors, make_section, make_table) -> dict:
     """The section dict (render._section's shape) for the newer norms."""
     tab = placement_table(t)
     return make_section("modern-norms", "Newer norms: QK-norm, reordered (OLMo-2), DeepNorm", INTRO,
-                        {"attn_logits": "run interp collect with interp.collectors.attn_logits.AttnLogits"}, t,
+                        {"attn_logits": "run interp collect with --collectors attn_logits (in Python: "
+                                        "interp.collectors.AttnLogits)"}, t,
                         figs=[attn_logit_profile(t, colors), sweep_attn_logits(t, colors)],
                         tables=[make_table(tab, "Where the norm sits, strategy by strategy")] if len(tab) else [])
