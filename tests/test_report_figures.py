@@ -14,6 +14,9 @@ def test_lr_sweep_marks_diverged_runs_just_above_the_finished_ones():
     marks = [tr for tr in fig.data if tr.name.endswith("diverged")]
     assert len(marks) == 2 and all(list(tr.x) == [3.0] for tr in marks)
     assert all(abs(tr.y[0] - 4.05 * 1.05) < 1e-12 for tr in marks)
+    assert "mean over 2 seeds; × = at least one seed diverged" in fig.layout.title.text  # × pools the seeds
+    one = F.lr_sweep({"sweep": d[d.seed == 0]}, {})
+    assert "(× = diverged run)" in one.layout.title.text
 
 
 def test_logit_lens_section_says_what_its_probability_is_of():
@@ -77,3 +80,20 @@ def test_a_zoo_seed_takes_its_strategys_colour():
     assert color_for("pre-rmsnorm-qk.seed2") == STRATEGY_COLORS["pre-rmsnorm-qk"] != STRATEGY_COLORS["pre-rmsnorm"]
     assert color_for("zoo/pre-rmsnorm-qk") == STRATEGY_COLORS["pre-rmsnorm-qk"]
     assert color_for("pre-ln-vanilla") == STRATEGY_COLORS["pre-ln"]  # a derived model keeps its source's colour
+
+
+def test_training_curves_name_the_loss_each_objective_trains(tmp_path):
+    """The y-axis said "CE (nats)" for masked-diffusion models too, whose loss is the MDLM bound."""
+    import json
+
+    from interp.report.inputs import from_zoo_dir
+    for name, objective in (("pre-ln", "causal_lm"), ("mdlm-ln", "mdlm")):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"step": [1, 2], "loss": [8.0, 7.5]}).to_parquet(tmp_path / name / "steps.parquet")
+        (tmp_path / name / "config.json").write_text(json.dumps({"config": {"objective": objective}}))
+    t = from_zoo_dir(tmp_path)
+    assert dict(zip(t["training"].model, t["training"].objective)) == {"pre-ln": "causal_lm", "mdlm-ln": "mdlm"}
+    axis = lambda d: F.training_curves({"training": d}, {}).layout.yaxis.title.text  # noqa: E731
+    assert axis(t["training"]) == "nats/token: CE; the MDLM bound for masked diffusion"
+    assert axis(t["training"][t["training"].model == "pre-ln"]) == "CE (nats/token)"
+    assert axis(t["training"][t["training"].model == "mdlm-ln"]) == "MDLM bound (nats/token)"

@@ -253,14 +253,18 @@ def training_curves(t: dict, colors: Colors) -> go.Figure | None:
     d = t.get("training")
     if d is None or d.empty:
         return None
-    return _style(_lines(d, "step", "loss", colors), "Training loss", "optimizer step", "CE (nats)")
+    kinds = set(d["objective"]) if "objective" in d else {"causal_lm"}
+    unit = ("CE (nats/token)" if kinds == {"causal_lm"} else "MDLM bound (nats/token)" if kinds == {"mdlm"} else
+            "nats/token: CE; the MDLM bound for masked diffusion")
+    return _style(_lines(d, "step", "loss", colors), "Training loss", "optimizer step", unit)
 
 
 def lr_sweep(t: dict, colors: Colors) -> go.Figure | None:
     d = t.get("sweep")
     if d is None or d.empty:
         return None
-    if "seed" in d and d["seed"].nunique() > 1:  # one line per strategy: mean over seeds, × if any seed diverged
+    seeds = d["seed"].nunique() if "seed" in d else 1
+    if seeds > 1:  # one line per strategy: mean over seeds, × if any seed diverged
         agg = {c: ("mean" if c != "diverged" else "any") for c in ("final_loss", "diverged") if c in d}
         d = d.groupby(["model", "lr"], sort=False).agg(agg).reset_index()
     y = "final_loss" if "final_loss" in d else "diverged"
@@ -279,7 +283,8 @@ def lr_sweep(t: dict, colors: Colors) -> go.Figure | None:
                                      name=label(f"{model} · diverged"), showlegend=False,
                                      marker=dict(symbol="x", size=12, color=_c(colors, model))))
     fig.update_xaxes(type="log")
-    return _style(fig, "Learning-rate sweep: final loss (× = diverged run)", "peak learning rate (log)",
+    what = "× = diverged run" if seeds == 1 else f"mean over {seeds} seeds; × = at least one seed diverged"
+    return _style(fig, f"Learning-rate sweep: final loss ({what})", "peak learning rate (log)",
                   "final CE (nats)" if y == "final_loss" else "diverged (1 = yes)")
 
 

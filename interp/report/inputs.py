@@ -160,11 +160,18 @@ def from_ablation(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def from_zoo_dir(zoo_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """Training curves from a trained zoo (data/zoo/<strategy>/steps.parquet), model = the directory name."""
+    """Training curves from a trained zoo (data/zoo/<strategy>/steps.parquet), model = the directory name,
+    objective from its config.json (causal_lm: the loss is CE; mdlm: the masked-diffusion bound)."""
+    import json
     frames = []
     for d in sorted(Path(zoo_dir).glob("*/steps.parquet")):
         s = pd.read_parquet(d)
-        frames.append(s[["step", "loss"] + (["val_loss"] if "val_loss" in s else [])].assign(model=d.parent.name))
+        try:
+            objective = json.loads((d.parent / "config.json").read_text())["config"].get("objective", "causal_lm")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            objective = "causal_lm"  # a log without its checkpoint's config: the zoo's default objective
+        frames.append(s[["step", "loss"] + (["val_loss"] if "val_loss" in s else [])].assign(
+            model=d.parent.name, objective=objective))
     return {"training": pd.concat(frames, ignore_index=True)} if frames else {}
 
 
