@@ -235,3 +235,29 @@ def test_saved_results_rebuild_only_the_collector_sections_as_the_docs_say(tmp_p
     assert not {"dla_error", "logit_lens", "ablation", "ln_removal", "equivalence", "training"} & set(t)
     docs = (Path(__file__).parents[1] / "docs" / "report.md").read_text()
     assert "rebuilds the page" not in docs and "rebuilds the collectors' sections" in docs
+
+
+@pytest.mark.parametrize("workers", [1, 2])  # 2: the claims are written by a worker while the page renders
+def test_a_failed_render_leaves_the_earlier_report_and_claims_as_a_pair(tmp_path, monkeypatch, workers):
+    """claims.json was written before the page rendered: a render that failed left a new claims.json beside the
+    old report. Now both stay as they were, and no temporary file is left."""
+    import json
+
+    import interp.report
+    from interp.report.main_job import run_default
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "pre-ln").symlink_to(ZOO / "pre-ln")
+    out = tmp_path / "rep"
+    kw = dict(small=True, zoo_dir=zoo, real_models=(), workers=workers, force=True)
+    run_default(out / "index.html", **kw)
+    claims = json.loads((out / "claims.json").read_text())
+    (out / "claims.json").write_text(json.dumps(claims[:-1]))  # an earlier table, told apart from this run's
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def broken(*a, **k):
+        raise RuntimeError("render failed")
+    monkeypatch.setattr(interp.report, "render_html", broken)
+    with pytest.raises(RuntimeError, match="render failed"):
+        run_default(out / "index.html", **kw)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

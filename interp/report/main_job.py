@@ -7,6 +7,7 @@ logs shipped with the zoo (data/zoo, data/sweep) because training is not re-run 
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -477,14 +478,25 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         from interp.report.claims.measure import ln_removal_measured, write_claims
         tables.update(ln_removal_measured(tables))  # CE of pre-ln / -vanilla / -lnfree on this run's held-out tokens
         claims_file = out.parent / "claims.json"
-        if pool is not None:  # the claims are evaluated on a worker while this process renders the other sections
-            claims = pool.submit(write_claims, tables, claims_file).result
-            log(f"claims: evaluated on a worker while the report renders ({claims_file})")
-        else:
-            claims = write_claims(tables, claims_file)
-            log(f"claims evaluated in {time.perf_counter() - t:.1f} s: {claims_file}")
-        path = atomic_write_text(out, interp.report.render_html(
-            tables, sources=[f"{len(results)} models measured in this run"], run_log=log.lines, claims=claims))
+        # written under a fresh hidden name and renamed once the report is: a failed render leaves the earlier
+        # report and claims.json as they were, a pair
+        pending = out.parent / f".claims-{os.getpid()}-{time.time_ns()}.json"
+        try:
+            if pool is not None:  # the claims are evaluated on a worker while this process renders the rest
+                claims = pool.submit(write_claims, tables, pending).result
+                log(f"claims: evaluated on a worker while the report renders ({claims_file})")
+            else:
+                claims = write_claims(tables, pending)
+                log(f"claims evaluated in {time.perf_counter() - t:.1f} s: {claims_file}")
+            path = atomic_write_text(out, interp.report.render_html(
+                tables, sources=[f"{len(results)} models measured in this run"], run_log=log.lines, claims=claims))
+            if callable(claims):
+                claims()  # the worker's file is complete before it is renamed
+            os.replace(pending, claims_file)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)  # a claims task still running must not write after the clean-up
+            pending.unlink(missing_ok=True)
     size = path.stat().st_size / 1e6
     log(f"report written in {time.perf_counter() - t:.1f} s: {size:.1f} MB")
     import resource
