@@ -6,6 +6,7 @@ import torch
 import interp
 from interp.norms import FakeLN, LayerNorm, Norm
 from interp.surgery import STAGES, fold_fakeln, remove_layernorm, remove_stage
+from interp.surgery.remove_ln import lm_ce
 
 G = torch.Generator().manual_seed(0)
 STREAM = torch.randint(0, 50, (3000,), generator=G)
@@ -153,3 +154,17 @@ def test_stages_refuse_models_they_cannot_fold(name):
         remove_stage(m, "ln2", CALIB)
     with pytest.raises(ValueError, match="Pre-LN"):
         fold_fakeln(m)
+
+
+def test_lm_ce_is_the_mean_next_token_ce_and_keeps_the_models_mode():
+    """lm_ce switched the caller's model to eval mode for good (remove_layernorm promises not to modify its input)."""
+    import torch.nn.functional as F
+    model = interp.zoo.build("pre-ln", seed=0, n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=12, d_vocab=40)
+    toks = torch.randint(0, 40, (5, 12), generator=torch.Generator().manual_seed(1))
+    for mode in (True, False):
+        model.train(mode)
+        got = lm_ce(model, toks, batch_size=2)
+        assert model.training is mode
+        with torch.no_grad():
+            want = F.cross_entropy(model.eval()(toks[:, :-1]).double().flatten(0, 1), toks[:, 1:].flatten()).item()
+        assert abs(got - want) < 1e-6

@@ -83,15 +83,20 @@ def _check_ids(model: ZooModel, named: dict[str, torch.Tensor]) -> None:
 
 
 def lm_ce(model, tokens: torch.Tensor, batch_size: int = 8) -> float:
-    """Mean next-token cross-entropy (nats/token) of `tokens` [n, t] under `model`."""
+    """Mean next-token cross-entropy (nats/token) of `tokens` [n, t] under `model`, in eval mode (the model's own
+    mode is restored)."""
+    was = model.training
     model.eval()
     tot, n = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(tokens), batch_size):
-            x = tokens[i:i + batch_size]
-            logits = model(x[:, :-1])
-            tot += F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten(), reduction="sum").item()
-            n += x[:, 1:].numel()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(tokens), batch_size):
+                x = tokens[i:i + batch_size]
+                logits = model(x[:, :-1])
+                tot += F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten(), reduction="sum").item()
+                n += x[:, 1:].numel()
+    finally:
+        model.train(was)
     return tot / n
 
 
@@ -279,7 +284,7 @@ def remove_layernorm(model: ZooModel, tokens: torch.Tensor, eval_tokens: torch.T
         return out
 
     ce = {"before": lm_ce(model, eval_tokens)}
-    work = copy.deepcopy(model)
+    work = copy.deepcopy(model).eval()  # calibrated in eval mode; each fine-tune sets train mode
     rows = []
     for i, stage in enumerate(tqdm(STAGES, desc="LN removal", leave=False)):
         stds = remove_stage(work, stage, calib(i))
@@ -290,7 +295,7 @@ def remove_layernorm(model: ZooModel, tokens: torch.Tensor, eval_tokens: torch.T
     lnfree = fold_fakeln(work)
     ce["lnfree_fakeln"] = rows[-1]["ce_after"]
     ce["lnfree"] = lm_ce(lnfree, eval_tokens)
-    ctrl = copy.deepcopy(model)
+    ctrl = copy.deepcopy(model).eval()
     if control == "matched":  # the same fine-tuning calls (same batches, same schedules), every LayerNorm kept
         for i in range(len(STAGES)):
             ft(ctrl, steps_per_stage, i)
@@ -299,4 +304,4 @@ def remove_layernorm(model: ZooModel, tokens: torch.Tensor, eval_tokens: torch.T
     if control:
         ce["vanilla"] = lm_ce(ctrl, eval_tokens)
         ce["lnfree_minus_vanilla"] = ce["lnfree"] - ce["vanilla"]
-    return RemovalResult(lnfree, ctrl, ce, pd.DataFrame(rows))
+    return RemovalResult(lnfree.eval(), ctrl.eval(), ce, pd.DataFrame(rows))
