@@ -20,7 +20,8 @@ from interp.report.figures import Colors, _c, _style, label
 
 INTRO = ("Would each model survive fp16, bf16 and int8? From the same fp32 pass as the other collectors: the largest "
          "|x| at every residual site (stream, sublayer outputs, norm inputs) against fp16's largest value 65504 "
-         "(headroom = 65504 / max |x|; below 1 the model overflows fp16 there), and the error int8 absmax "
+         "(headroom = 65504 / max |x|; below 1 the value exceeds it, and from 65520 up it rounds to inf), and the "
+         "error int8 absmax "
          "quantization would make, with one scale per sequence or per token. End-to-end, on the first held-out "
          "tokens: the loss of the model cast to bf16 and to fp16 and with every linear input fake-quantized to int8 "
          "(one scale per sequence), against fp32 on the same tokens. An fp16 run that goes non-finite is reported "
