@@ -97,3 +97,26 @@ def test_training_curves_name_the_loss_each_objective_trains(tmp_path):
     assert axis(t["training"]) == "nats/token: CE; the MDLM bound for masked diffusion"
     assert axis(t["training"][t["training"].model == "pre-ln"]) == "CE (nats/token)"
     assert axis(t["training"][t["training"].model == "mdlm-ln"]) == "MDLM bound (nats/token)"
+
+
+def test_gradient_title_names_the_kinds_it_draws():
+    """The title promised 'dotted: residual stream' also when only one kind of gradient was in the table."""
+    both = pd.DataFrame([dict(model="pre-ln", layer=l, target=k, grad_norm=1.0 + l) for l in range(3)
+                         for k in ("params", "resid")])
+    title = lambda d: F.gradient_profiles({"gradients": d}, {}).layout.title.text  # noqa: E731
+    assert "solid: block parameters, dotted: residual stream" in title(both)
+    assert title(both[both.target == "resid"]).endswith("(residual stream)")
+    assert title(both[both.target == "params"]).endswith("(block parameters)")
+
+
+def test_massive_heatmaps_show_each_real_model_and_one_pre_ln_seed():
+    """The zoo's pre-ln stands for the zoo in these heatmaps: seed 0 only (every seed was drawn), or the seed there is."""
+    cards = pd.DataFrame([dict(model="smol", family="llama", strategy=None),
+                          *(dict(model=m, family="zoo", strategy="pre-ln") for m in ("pre-ln", "pre-ln.seed1")),
+                          dict(model="post-ln", family="zoo", strategy="post-ln")])
+    rms = pd.DataFrame([dict(model=m, layer=l, dim=i, value=1.0) for m in cards.model for l in range(2)
+                        for i in range(3)])
+    shown = lambda c: [f.layout.title.text.split(":")[0] for f in F.massive_heatmaps(  # noqa: E731
+        {"dims_rms": rms[rms.model.isin(c.model)], "cards": c}, {})]
+    assert shown(cards) == ["smol", "pre-ln"]
+    assert shown(cards[cards.model != "pre-ln"]) == ["smol", "pre-ln.seed1"]

@@ -133,8 +133,10 @@ def massive_heatmaps(t: dict, colors: Colors) -> list[go.Figure]:
     if d is None or d.empty:
         return []
     cards = t.get("cards")
-    if cards is not None and "family" in cards:  # real models and the zoo's pre-ln: one heatmap each
-        keep = set(cards.loc[(cards["family"] != "zoo") | (cards.get("strategy") == "pre-ln"), "model"])
+    if cards is not None and "family" in cards:  # real models and the zoo's pre-ln (seed 0 where present): one each
+        pre = cards.loc[(cards["family"] == "zoo") & (cards.get("strategy") == "pre-ln"), "model"]
+        pre = pre[pre == "pre-ln"] if (pre == "pre-ln").any() else pre
+        keep = set(cards.loc[cards["family"] != "zoo", "model"]) | set(pre)
         d = d[d["model"].isin(keep)] if keep & set(d["model"]) else d
     figs = []
     for model, g in d.groupby("model", sort=False):
@@ -151,10 +153,12 @@ def gradient_profiles(t: dict, colors: Colors) -> go.Figure | None:
     g = t.get("gradients")
     if g is None or g.empty:
         return None
-    dash = "target" if "target" in g and g["target"].nunique() > 1 else None
-    return _style(_lines(g, "layer", "grad_norm", colors, dash_by=dash),
-                  "Gradient norm per layer (solid: block parameters, dotted: residual stream)", "layer",
-                  "‖∂loss/∂·‖₂ (log)", log_y=True)
+    kinds = set(g["target"]) if "target" in g else {"params"}
+    what = {"params": "block parameters", "resid": "residual stream"}
+    title = ("solid: block parameters, dotted: residual stream" if len(kinds) > 1 else
+             what.get(next(iter(kinds)), str(next(iter(kinds)))))
+    return _style(_lines(g, "layer", "grad_norm", colors, dash_by="target" if len(kinds) > 1 else None),
+                  f"Gradient norm per layer ({title})", "layer", "‖∂loss/∂·‖₂ (log)", log_y=True)
 
 
 def angular_heatmap(t: dict, colors: Colors) -> list[go.Figure]:
