@@ -59,3 +59,26 @@ def test_an_existing_unembedding_bias_is_kept():
         want = m(tok)
         for conv in (to_rmsnorm, to_crmsnorm):
             torch.testing.assert_close(conv(m)(tok), want, rtol=1e-9, atol=1e-12)
+
+
+def test_the_cli_check_reads_the_mask_embedding_and_the_t_path(tmp_path, monkeypatch, capsys):
+    """`interp convert` checked the converted model on random tokens at t = 0 only: on a masked-diffusion model a
+    conversion with a wrong [MASK] embedding (or t path) passed the check and was written."""
+    import interp.surgery
+    from interp.cli import main
+    m = interp.zoo.build("mdlm-ln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, d_vocab=70, n_ctx=10)
+    assert m.cfg.objective == "mdlm" and m.cfg.conditioned
+    m.save(tmp_path / "mdlm")
+    real = interp.surgery.to_rmsnorm
+
+    def wrong_mask(model):
+        conv = real(model)
+        with torch.no_grad():
+            conv.mask_embed.add_(0.5)  # only masked positions read it
+        return conv
+    monkeypatch.setattr(interp.surgery, "to_rmsnorm", wrong_mask)
+    assert main(["convert", str(tmp_path / "mdlm"), "--to", "rmsnorm", "--out", str(tmp_path / "bad")]) != 0
+    assert "does not reproduce" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    monkeypatch.setattr(interp.surgery, "to_rmsnorm", real)
+    assert main(["convert", str(tmp_path / "mdlm"), "--to", "rmsnorm", "--out", str(tmp_path / "ok")]) == 0
+    assert "half of them [MASK], t = 0, 0.5 and 1" in capsys.readouterr().out

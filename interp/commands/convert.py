@@ -18,10 +18,19 @@ def run(args: argparse.Namespace) -> None:
     model = zoo.load(args.model, dtype=torch.float64)
     conv = {"rmsnorm": to_rmsnorm, "crmsnorm": to_crmsnorm}[args.to](model)
     tok = torch.randint(0, model.cfg.d_vocab, (4, min(32, model.cfg.n_ctx)), generator=torch.Generator().manual_seed(0))
+    if model.cfg.objective == "mdlm":  # the [MASK] embedding is read only where a token is masked
+        tok[:, 1::2] = model.cfg.mask_id
+    ts = (0.0, 0.5, 1.0) if model.cfg.conditioned else (None,)  # the t path too, not only t = 0
+    ok, diff = True, 0.0
     with torch.no_grad():
-        a, b = model(tok), conv(tok)
-    ok = torch.allclose(a, b, rtol=1e-9, atol=1e-9)
-    print(f"max |logit difference| in float64 on random tokens: {(a - b).abs().max().item():.3g}")
+        for t in ts:
+            c = None if t is None else torch.full((len(tok),), t, dtype=torch.float64)
+            a, b = model(tok, cond=c), conv(tok, cond=c)
+            ok &= torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+            diff = max(diff, (a - b).abs().max().item())
+    what = ("random tokens" + (", half of them [MASK]" if model.cfg.objective == "mdlm" else "")
+            + (", t = 0, 0.5 and 1" if model.cfg.conditioned else ""))
+    print(f"max |logit difference| in float64 on {what}: {diff:.3g}")
     if not ok:
         raise RuntimeError("the converted model does not reproduce the original's logits; nothing written")
     conv.float().save(args.out, force=args.force)
