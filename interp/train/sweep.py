@@ -71,17 +71,18 @@ def sweep_run(strategy: str, lr: float, seed: int, data, size: dict, steps: int,
                 max_attn_logit=logit, wall_s=round(time.time() - t0, 2))
 
 
-_WORKER: dict = {}
+_DATA: dict = {}  # corpus name -> its tokenized data, once per process (this one, or a --jobs worker)
 
 
-def _worker_init(corpus: str, threads: int) -> None:
-    """A --jobs worker: its own torch threads and its own copy of the tokenized corpus."""
-    torch.set_num_threads(threads)
-    _WORKER["data"] = prepare(corpus)
+def _data(corpus: str):
+    if corpus not in _DATA:
+        _DATA[corpus] = prepare(corpus)
+    return _DATA[corpus]
 
 
-def _worker_run(args: tuple) -> dict:
-    return sweep_run(args[0], args[1], args[2], _WORKER["data"], *args[3:])
+def _run(corpus: str, strategy: str, lr: float, seed: int, *rest) -> dict:
+    """`sweep_run` on `corpus` (tokenized once per process): a task for job_pool.run_tasks."""
+    return sweep_run(strategy, lr, seed, _data(corpus), *rest)
 
 
 def lr_sweep(strategies: list[str] | None = None, lrs: tuple[float, ...] = SWEEP_LRS, steps: int = 60,
@@ -105,8 +106,7 @@ def lr_sweep(strategies: list[str] | None = None, lrs: tuple[float, ...] = SWEEP
         raise ValueError(f"jobs and threads must be at least 1, got {jobs} / {threads}")
     seeds = (seed,) if seeds is None else tuple(seeds)
     size = {**SWEEP_SIZE, **(size or {})}
-    data = prepare(corpus)
-    size["d_vocab"] = data.tokenizer.vocab_size
+    size["d_vocab"] = _data(corpus).tokenizer.vocab_size
     rows = [] if done is None else done.to_dict("records")
     have = {(r["strategy"], int(r.get("seed", 0)), float(r["lr"])) for r in rows}
     todo = [(s, k, lr) for s in names for k in seeds for lr in lrs if (s, k, float(lr)) not in have]
@@ -118,17 +118,9 @@ def lr_sweep(strategies: list[str] | None = None, lrs: tuple[float, ...] = SWEEP
             on_row(pd.DataFrame(rows))
         bar.update(1)
         bar.set_postfix(strategy=row["strategy"], seed=row["seed"], lr=row["lr"])
-    if jobs == 1 or len(todo) <= 1:
-        for s, k, lr in todo:
-            took(sweep_run(s, lr, k, data, size, steps, batch_size, clip))
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(corpus, threads)) as pool:
-            runs = [pool.submit(_worker_run, (s, lr, k, size, steps, batch_size, clip)) for s, k, lr in todo]
-            for run in as_completed(runs):  # saved as each finishes: a kill loses only the runs in flight
-                took(run.result())
+    from interp.report.job_pool import run_tasks  # one job: in this process, in order; else spawned workers
+    tasks = [(_run, (corpus, s, lr, k, size, steps, batch_size, clip)) for s, k, lr in todo]
+    run_tasks(tasks, jobs, on_done=lambda i, row, cpu: took(row), threads=threads)  # saved as each finishes
     bar.close()
     order = {key: i for i, key in enumerate((s, k, float(lr)) for s in names for k in seeds for lr in lrs)}
     rows.sort(key=lambda r: order.get((r["strategy"], int(r.get("seed", 0)), float(r["lr"])), -1))
