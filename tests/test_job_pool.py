@@ -84,3 +84,10 @@ def test_a_killed_worker_is_one_error_saying_what_to_do():
     with pytest.raises(RuntimeError, match=r"worker process died abruptly .*INTERP_JOB_WORKERS=1") as e:
         run_tasks([(operator.add, (1, 2)), (killed_worker, (0,))], workers=2)
     assert "\n" not in str(e.value)
+
+
+def test_a_killed_worker_names_the_callers_own_remedy():
+    """`interp sweep --jobs` runs on this pool; its user sets --jobs, not INTERP_JOB_WORKERS, which it never reads."""
+    with pytest.raises(RuntimeError, match=r"died abruptly .*\(--jobs 1 uses the least memory\)$") as e:
+        run_tasks([(killed_worker, (0,)), (operator.add, (1, 2))], workers=2, fewer="--jobs 1 uses the least memory")
+    assert "INTERP_JOB_WORKERS" not in str(e.value)

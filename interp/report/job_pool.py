@@ -70,10 +70,12 @@ def task_pool(workers: int, threads: int = 1) -> Iterator[ProcessPoolExecutor | 
 
 
 def run_tasks(tasks: Sequence[Task], workers: int, on_done: Callable[[int, Any, float], None] | None = None,
-              threads: int = 1, pool: ProcessPoolExecutor | None = None) -> list[Any]:
+              threads: int = 1, pool: ProcessPoolExecutor | None = None,
+              fewer: str = "INTERP_JOB_WORKERS=1 uses the least memory") -> list[Any]:
     """Run `tasks` (submitted in the order given: put the biggest first) on `workers` processes (or on `pool`,
     from `task_pool`, which stays up for later work); returns their values in the same order.
-    `on_done(i, value, cpu_seconds)` is called as each finishes (in this process)."""
+    `on_done(i, value, cpu_seconds)` is called as each finishes (in this process); `fewer` says how the caller's
+    user asks for fewer workers (named when a worker is killed)."""
     out: list[Any] = [None] * len(tasks)
     if pool is None and (workers <= 1 or len(tasks) <= 1):
         for i, (fn, args) in enumerate(tasks):
@@ -83,7 +85,7 @@ def run_tasks(tasks: Sequence[Task], workers: int, on_done: Callable[[int, Any, 
         return out
     if pool is None:
         with task_pool(min(workers, len(tasks)), threads) as own:
-            return run_tasks(tasks, workers, on_done, threads, own)
+            return run_tasks(tasks, workers, on_done, threads, own, fewer)
     futures = {pool.submit(_timed, fn, args): i for i, (fn, args) in enumerate(tasks)}
     finished = 0
     for f in as_completed(futures):
@@ -93,7 +95,7 @@ def run_tasks(tasks: Sequence[Task], workers: int, on_done: Callable[[int, Any, 
         except BrokenExecutor as e:
             raise RuntimeError(f"a worker process died abruptly (killed: out of memory?) with {len(tasks) - finished} "
                                f"of {len(tasks)} tasks unfinished; run again with fewer workers "
-                               "(INTERP_JOB_WORKERS=1 uses the least memory)") from e
+                               f"({fewer})") from e
         except BaseException:
             for g in futures:  # the queued tasks are not started: the error surfaces now, not after all of them
                 g.cancel()

@@ -120,7 +120,8 @@ def lr_sweep(strategies: list[str] | None = None, lrs: tuple[float, ...] = SWEEP
         bar.set_postfix(strategy=row["strategy"], seed=row["seed"], lr=row["lr"])
     from interp.report.job_pool import run_tasks  # one job: in this process, in order; else spawned workers
     tasks = [(_run, (corpus, s, lr, k, size, steps, batch_size, clip)) for s, k, lr in todo]
-    run_tasks(tasks, jobs, on_done=lambda i, row, cpu: took(row), threads=threads)  # saved as each finishes
+    run_tasks(tasks, jobs, on_done=lambda i, row, cpu: took(row), threads=threads,  # saved as each finishes
+              fewer="jobs=1, `interp sweep --jobs 1`, uses the least memory; `--resume` keeps the runs already saved")
     bar.close()
     order = {key: i for i, key in enumerate((s, k, float(lr)) for s in names for k in seeds for lr in lrs)}
     rows.sort(key=lambda r: order.get((r["strategy"], int(r.get("seed", 0)), float(r["lr"])), -1))
