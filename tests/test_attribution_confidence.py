@@ -45,3 +45,13 @@ def test_frozen_divisor_final_norm_keeps_position_0_apart():
     m, tok = frozen_divisor_model()
     df = confidence_neurons(m, tok).set_index("neuron")
     assert df.loc[2, "dH_total"] == pytest.approx(ablated_entropy_change(m, tok, 2), abs=1e-10)
+
+
+@pytest.mark.parametrize("name", ["dyt", "powernorm", "td-ln"])
+def test_a_final_norm_with_no_per_token_scale_is_refused(name):
+    """DyT divides by nothing, PowerNorm by a batch statistic, TD-LN's gain depends on t: there is no scale to
+    freeze, and reading them as a plain LayerNorm gave entropies that were not the model's (DyT, PowerNorm) or
+    an AttributeError (TD-LN)."""
+    m = interp.zoo.build(name, n_layers=2, d_model=16, n_heads=2, d_mlp=8, d_vocab=40, n_ctx=8).double().eval()
+    with pytest.raises(ValueError, match="no per-token scale"):
+        confidence_neurons(m, torch.randint(0, 40, (1, 8)))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from interp.attribution.replay import flat_pos0, norm_linear, norm_scale
+from interp.attribution.replay import check_supported, flat_pos0, norm_linear, norm_scale
 
 if TYPE_CHECKING:
     from interp.contract import HookedModel
@@ -35,7 +35,8 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
 def confidence_neurons(model: HookedModel, tokens: torch.Tensor, layer: int = -1, null_k: int | None = None) -> pd.DataFrame:
     """One row per neuron of `layer`, sorted by via_scale (see the module docstring for the columns).
 
-    Zoo models only: it reads the block's MLP weights and neuron activations, which only the zoo names."""
+    Zoo models only: it reads the block's MLP weights and neuron activations, which only the zoo names. A final
+    norm with no per-token scale to freeze (DyT, TD-LN, PowerNorm, Unified Norm) is refused."""
     from interp.zoo.model import ZooModel
     if not isinstance(model, ZooModel):
         name = getattr(getattr(model, "card", None), "name", type(model).__name__)
@@ -49,6 +50,8 @@ def confidence_neurons(model: HookedModel, tokens: torch.Tensor, layer: int = -1
     if blk.placement not in ("pre", "lns", "none"):
         raise ValueError(f"block {layer} is {blk.placement}: neuron writes reach the final norm unchanged only in "
                          "pre / lns / none blocks")
+    if model.cfg.final_norm:  # DyT, TD-LN, batch-statistic norms: no per-token scale to freeze (nor to recompute here)
+        check_supported(model.ln_final, "ln_final")
     last = f"blocks.{n_layers - 1}.hook_resid_post"
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=[last, f"blocks.{layer}.mlp.hook_post"])
