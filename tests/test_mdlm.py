@@ -195,3 +195,13 @@ def test_both_estimators_average_to_the_exact_bound(loss_fn):
         draws = torch.tensor([float(fn(model, batch, True)) for _ in range(40)])
     se = float(draws.std() / len(draws) ** 0.5)
     assert abs(float(draws.mean()) - exact) < 4 * se + 1e-3, (float(draws.mean()), exact, se)
+
+
+@pytest.mark.parametrize("shape", [(4, 1), (0, 12)], ids=["prefix-only", "no-sequences"])
+def test_eval_refuses_a_batch_with_nothing_to_score(shape):
+    """A batch of 1-token sequences (only the clean prefix) or of no sequences has no scored position: one clear
+    error, not a ZeroDivisionError or an error from inside the model."""
+    model = _model().eval()
+    x = torch.zeros(shape, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"mdlm_eval needs batches \[sequences ≥ 1, tokens > 1\]"):
+        mdlm_eval(model, [_batch(), Batch(x, x, torch.zeros(shape[0]))], n_t=2)

@@ -162,6 +162,10 @@ def mdlm_eval(model: nn.Module, batches: Iterable[Batch], n_t: int = 10, extra_t
     batches = list(batches)
     if not batches:
         raise ValueError("mdlm_eval needs at least one batch of held-out tokens")
+    for b in batches:
+        if b.x.dim() != 2 or b.x.shape[0] < 1 or b.x.shape[1] <= PREFIX:
+            raise ValueError(f"mdlm_eval needs batches [sequences ≥ 1, tokens > {PREFIX}] (the first {PREFIX} token is "
+                             f"a clean prefix, never masked); got a batch of shape {tuple(b.x.shape)}")
     grid = [(k + 0.5) / n_t for k in range(n_t)]
     was = model.training
     model.eval()
