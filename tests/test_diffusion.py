@@ -74,6 +74,30 @@ def test_at_noise_level_masks_at_rate_t_conditions_on_t_and_restores_the_forward
     model.reset_hooks()
 
 
+def test_at_noise_level_refuses_nesting_and_keeps_a_forward_set_on_the_instance():
+    """A second block inside the first is refused with one line, and the outer block still masks afterwards; a
+    forward the caller had set on the instance is the forward again after the block (not the class's)."""
+    model = _model("mdlm-ln")
+    tokens = torch.randint(0, 29, (4, 12), generator=torch.Generator().manual_seed(2))
+    seen = []
+    model.hook_embed.add_hook(lambda x, hook: seen.append(x.detach()))
+    with at_noise_level(model, 1.0):
+        with pytest.raises(ValueError, match="already runs at the fixed noise level t = 1.0"):
+            with at_noise_level(model, 0.5):
+                pass
+        model(tokens)
+        torch.testing.assert_close(seen[-1][:, 1:], model.mask_embed.detach().expand(4, 11, -1))
+    assert "forward" not in vars(model)
+    model.reset_hooks()
+    calls = []
+    plain = model.forward
+    model.forward = lambda *a, **k: calls.append(1) or plain(*a, **k)
+    mine = model.forward
+    with at_noise_level(model, 0.5):
+        model(tokens)
+    assert model.forward is mine and calls == [1]
+
+
 def test_collect_at_t0_equals_a_plain_collect_and_t_changes_the_statistics():
     model = _model("mdlm-tdln")
     tokens = torch.randint(0, 29, (8, 12), generator=torch.Generator().manual_seed(3))

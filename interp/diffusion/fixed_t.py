@@ -22,8 +22,11 @@ def at_noise_level(model: nn.Module, t: float, seed: int = 0) -> Iterator[nn.Mod
     with cond = t (a cond passed explicitly is refused: t is fixed here)."""
     mask_id = check_mdlm(model)
     tt = float(check_t(torch.tensor([t]))[0])
+    outer = getattr(model.forward, "noise_level", None)
+    if outer is not None:
+        raise ValueError(f"the model already runs at the fixed noise level t = {outer}; leave that block first")
     gen = torch.Generator().manual_seed(seed)
-    plain = model.forward
+    plain, patched = model.forward, vars(model).get("forward")  # patched: a forward set on the instance before
 
     def forward(tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -35,11 +38,15 @@ def at_noise_level(model: nn.Module, t: float, seed: int = 0) -> Iterator[nn.Mod
         cond = torch.full((tokens.shape[0],), tt, device=tokens.device)
         return plain(tokens.masked_fill(masked, mask_id), attention_mask=attention_mask, cond=cond)
 
+    forward.noise_level = tt
     model.forward = forward
     try:
         yield model
     finally:
-        del model.forward
+        if patched is None:
+            del model.forward
+        else:
+            model.forward = patched
 
 
 def collect_over_t(model: nn.Module, data, ts: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
