@@ -2,7 +2,8 @@
 
   stable_lr_steps  the largest learning rate of the sweep's ladder below which no run of the strategy diverged
                    (every rung up to it stable), as a ladder index; with a reference, subject − reference in
-                   ladder steps (one step = ×√10 in the default ladder), paired by sweep seed, t over seeds.
+                   ladder steps (one step = ×√10 in the default ladder), paired by sweep seed; median over seeds with an
+                   order-statistic interval (none below 6 seeds).
                    A strategy that never diverges is censored at the top rung: when both sides are, the
                    comparison is not testable.
   lr_sensitivity   Wortsman et al. 2023 ("Small-scale proxies for large-scale Transformer training
