@@ -326,3 +326,30 @@ def test_no_next_token_prediction_is_refused():
     model = interp.zoo.build("pre-ln", **KW).eval()
     with pytest.raises(ValueError, match="at least 2 tokens"):
         precision_runs(model, [[5], [7]], ("bf16", "int8"), progress=False)
+
+
+def test_an_overflow_at_the_last_token_is_not_fp16_safe():
+    """A logit that only the last real token pushes past fp16's range: that token predicts nothing in the loss,
+    but the fp16 model's output there is inf (what generation samples from). The run read status "ok" and the
+    verdict fp16-safe; against torch's own fp16 cast of the model, any real position non-finite is an overflow."""
+    model = interp.zoo.build("pre-ln", **KW).eval()
+    data = DATA[:2]
+    tokens, mask = batch(data)
+    last = int(mask[0].sum()) - 1
+    with torch.no_grad():  # unembedding row 100: 7e4 along the last token's final state, 0 on every other token's
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=["ln_final.hook_normalized"])
+        x = cache["ln_final.hook_normalized"]
+        others = torch.cat([x[0, :last], x[1][mask[1]]])
+        q, _ = torch.linalg.qr(others.T)
+        w = x[0, last] - q @ (q.T @ x[0, last])
+        model.unembed.weight[100] = w / (w @ x[0, last]) * 7e4
+        plain = copy.deepcopy(model).half()(tokens, attention_mask=mask)
+    bad = ~torch.isfinite(plain).all(-1) & mask
+    assert bad.nonzero().tolist() == [[0, last]]  # torch's fp16 model: inf at the last token only
+    r = precision_runs(model, data, ("fp16",), linear="native", progress=False).iloc[0]
+    assert r["status"] == "overflow" and r["loss"] == math.inf and r["delta_loss"] == math.inf
+    assert r["frac_nonfinite"] == pytest.approx(bad.sum().item() / mask.sum().item())
+    assert r["first_module"] == "unembed" and r["position"] == last
+    res = interp.collect(model, data, [interp.collectors.Precision()], progress=False)
+    v = verdicts(res["precision"], pd.DataFrame([r])).iloc[0]
+    assert not v["fp16_safe"] and v["fp16_overflow_at"].startswith("unembed, position")

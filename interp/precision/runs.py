@@ -4,8 +4,8 @@ Batch by batch, the fp32 model and each format's run see the same tokens; per fo
 (next-token CE for causal LMs; for other objectives the output's relative error ‖y − y₃₂‖ / ‖y₃₂‖, so the
 fp32 value is 0), its change, the top-1 agreement with fp32 and, when a run goes non-finite, where it did so
 first (watch.py: the first batch with non-finite outputs is run once more, watched) and what the fp32 model
-computes there. A non-finite run gets loss = inf and status
-"overflow"; it is never averaged into a finite number. A format whose forward raises gets status "error".
+computes there. A run with a non-finite output at any real position (the last token's too) gets loss = inf
+and status "overflow"; it is never averaged into a finite number. A format whose forward raises gets status "error".
 
 Formats: bf16 and fp16 (the model cast, see lowp.py), int8 (every nn.Linear / Conv1D input fake-quantized with
 one scale per sequence, see int8.py) and int8-token (one scale per token).
@@ -40,7 +40,8 @@ class _Acc:
 
     loss_sum: float = 0.0
     n: int = 0
-    n_bad: int = 0
+    n_real: int = 0      # real positions, and those whose output is not finite (the last token's too)
+    n_real_bad: int = 0
     agree: int = 0
     n_agree: int = 0
     err_sq: float = 0.0
@@ -66,11 +67,12 @@ def _compare(model, acc: _Acc, out: torch.Tensor, ref: torch.Tensor, tokens: tor
     """Fold one batch's output `out` of a format into `acc`, against the fp32 output `ref`. `finite_pos`
     (`_finite_positions(out)`) and, for LMs, `ref_top` (ref.argmax(-1)) may be passed when already computed."""
     finite_pos = _finite_positions(out) if finite_pos is None else finite_pos  # [b, t]
+    acc.n_real += int(am.sum())
+    acc.n_real_bad += int((am & ~finite_pos).sum())  # a last token predicts nothing here, but generation samples it
     if _is_lm(model):
         pair = am[:, :-1] & am[:, 1:]
         ok = finite_pos[:, :-1][pair]
         target = tokens[:, 1:][pair]
-        acc.n_bad += int((~ok).sum())
         acc.n += int(pair.sum())
         if bool(ok.any()):  # CE in fp32 on the format's logits (upcast exactly), non-finite positions left out
             logits = out[:, :-1][pair].float()
@@ -83,7 +85,6 @@ def _compare(model, acc: _Acc, out: torch.Tensor, ref: torch.Tensor, tokens: tor
         acc.n_agree += int(pair.sum())
     else:
         ok = finite_pos[am]
-        acc.n_bad += int((~ok).sum())
         acc.n += int(am.sum())
         y, y32 = out[am].double(), ref[am].double()
         acc.err_sq += float((y[ok] - y32[ok]).square().sum())
@@ -156,19 +157,19 @@ def _row(model, fmt: str, acc: _Acc, loss32: float, n32: int, sec32: float, note
     r = {"model": model.card.name, "format": fmt, "metric": "next_token_ce" if lm else "output_rel_error",
              "n_tokens": acc.n, "loss_fp32": loss32 / max(n32, 1) if lm else 0.0, "first_hook": "", "first_module": "",
              "layer": -1, "position": -1, "token": "", "dim": -1, "what": "", "fp32_ops": "; ".join(notes),
-             "seconds": acc.seconds, "seconds_fp32": sec32, "frac_nonfinite": acc.n_bad / max(acc.n, 1)}
+             "seconds": acc.seconds, "seconds_fp32": sec32, "frac_nonfinite": acc.n_real_bad / max(acc.n_real, 1)}
     if acc.error:
         return dict(r, loss=math.nan, delta_loss=math.nan, top1_agreement=math.nan, status="error",
                     what=acc.error)
     if lm:
-        loss = math.inf if acc.n_bad else acc.loss_sum / max(acc.n, 1)
+        loss = math.inf if acc.n_real_bad else acc.loss_sum / max(acc.n, 1)
     else:
-        loss = math.inf if acc.n_bad else math.sqrt(acc.err_sq / acc.ref_sq) if acc.ref_sq > 0 else 0.0
+        loss = math.inf if acc.n_real_bad else math.sqrt(acc.err_sq / acc.ref_sq) if acc.ref_sq > 0 else 0.0
     r.update(loss=loss, delta_loss=loss - r["loss_fp32"],
              top1_agreement=acc.agree / acc.n_agree if acc.n_agree else math.nan,
-             status="overflow" if acc.n_bad else "ok")
+             status="overflow" if acc.n_real_bad else "ok")
     w = acc.watch
-    if w.hook is not None or w.module is not None or acc.n_bad:
+    if w.hook is not None or w.module is not None or acc.n_real_bad:
         ev = w.hook or w.module
         r.update(first_hook=w.hook.name if w.hook else "", first_module=w.module.name if w.module else "",
                  what=_what(model, acc, fmt))
