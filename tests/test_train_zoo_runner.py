@@ -335,3 +335,28 @@ def test_a_failed_mark_on_a_model_that_is_done_is_not_a_failure(tmp_path, monkey
     monkeypatch.setattr(zoo_runner, "is_done", lambda *a: False)
     with pytest.raises(RuntimeError, match="1 job"):
         zoo_runner.check_failed(tmp_path / "zoo", tmp_path / "runs", 2, ["no-norm"], {"no-norm": 1})
+
+
+def test_workers_with_different_runs_folders_keep_each_others_records(tmp_path, monkeypatch):
+    """The manifest's lock lived in --runs, so two `interp train` with different --runs and one --out each read
+    the manifest, and the later write dropped the other's record. One worker is held between its read and its
+    write while the other records: both records must be there after both are done."""
+    import threading
+    write, first, held = zoo_runner._write_json, threading.Event(), threading.Event()
+
+    def slow_write(path, m):
+        if not first.is_set():  # the first writer (worker a) waits here, after its read, while b records
+            first.set()
+            held.wait(1.0)
+        write(path, m)
+    monkeypatch.setattr(zoo_runner, "_write_json", slow_write)
+    out = tmp_path / "zoo"
+    a = threading.Thread(target=zoo_runner.record, args=(out, "a", {"status": "done"}, {}, {}))
+    a.start()
+    first.wait(5)
+    b = threading.Thread(target=zoo_runner.record, args=(out, "b", {"status": "done"}, {}, {}))
+    b.start()
+    b.join(0.5)  # with one lock, b waits for a; with a lock per --runs, b wrote by now
+    held.set()
+    a.join(), b.join()
+    assert set(json.loads((out / "manifest.json").read_text())["models"]) == {"a", "b"}

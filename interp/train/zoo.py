@@ -172,17 +172,20 @@ def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, ru
         rec["exception_reason"] = exception["why"]
         rec["differs_from_shared_recipe"] = {k: v for k, v in exception.items() if k != "why"}
     if res.status == "done":
-        tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.weight_source = f"interp zoo: {strategy} seed {seed}, {res.step} steps on {data.corpus.name}"
-        model.save(tmp, extra={"training": {**rec, "config": cfg.to_dict(), **meta}})
-        for f in ("steps.parquet", "layers.parquet"):
-            shutil.copy(run_dir / f, tmp / f)
-        for s in shipped:
-            (tmp / "checkpoints").mkdir(exist_ok=True)
-            shutil.copy(trainer.snapshot_path(s), tmp / "checkpoints" / f"step-{s:06d}.safetensors")
-        from interp.outputs import install_dir
-        install_dir(tmp, out_dir, "checkpoint", force=True)  # the old model moved aside, deleted after the swap
+        from interp.outputs import install_dir, temp_dir
+        tmp = temp_dir(out_dir)  # its own name: another process may be writing this model too
+        try:
+            model.weight_source = f"interp zoo: {strategy} seed {seed}, {res.step} steps on {data.corpus.name}"
+            model.save(tmp, extra={"training": {**rec, "config": cfg.to_dict(), **meta}})
+            for f in ("steps.parquet", "layers.parquet"):
+                shutil.copy(run_dir / f, tmp / f)
+            for s in shipped:
+                (tmp / "checkpoints").mkdir(exist_ok=True)
+                shutil.copy(trainer.snapshot_path(s), tmp / "checkpoints" / f"step-{s:06d}.safetensors")
+            install_dir(tmp, out_dir, "checkpoint", force=True)  # the old model moved aside, deleted after the swap
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # our own temp folder, never a user's
+            raise
     return rec
 
 

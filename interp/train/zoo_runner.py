@@ -107,6 +107,20 @@ def _flock(path: Path, block: bool = True):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextmanager
+def _out_lock(out: Path):
+    """An exclusive lock on the folder `out` itself (no lock file): every worker writing into `out` takes it,
+    whatever its --runs folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def is_zoo_manifest(path: Path) -> bool:
     """Whether `path` holds a manifest this queue wrote (a JSON object with `models` and `train_config`)."""
     try:
@@ -123,11 +137,12 @@ def check_manifest(out: Path) -> None:
     check_file_target(Path(out) / "manifest.json", is_zoo_manifest, "interp zoo manifest", force=True)
 
 
-def record(out: Path, runs: Path, name: str, rec: dict, data_desc: dict, baselines: dict) -> dict:
-    """Put `rec` into out/manifest.json under models[name] (read-modify-write under a lock); return the manifest."""
+def record(out: Path, name: str, rec: dict, data_desc: dict, baselines: dict) -> dict:
+    """Put `rec` into out/manifest.json under models[name] (read-modify-write under a lock on `out`, so workers
+    with different --runs folders never lose each other's records); return the manifest."""
     import torch
     mpath = Path(out) / "manifest.json"
-    with _flock(Path(runs) / ".manifest.lock"):
+    with _out_lock(out):
         check_manifest(out)
         m = json.loads(mpath.read_text()) if mpath.is_file() else {}
         if m.get("version") != 2:  # the first zoo's single-seed manifest: start over
@@ -196,7 +211,7 @@ def run_next(out: Path = ZOO_DIR, runs: Path = Path("out/zoo-runs"), steps: int 
                 if rec["status"] != "done":
                     raise RuntimeError(rec["message"])
                 base = unigram_entropy(data.train_tokens, data.val_tokens, data.tokenizer.vocab_size)
-                record(out, runs, name, rec, data.describe(), base)
+                record(out, name, rec, data.describe(), base)
                 print(f"{name:<22} done: val loss {rec['final_val_loss']:.4f}, {rec['job_cpu_s']:.0f} CPU s", flush=True)
             except Exception:
                 (runs / name).mkdir(parents=True, exist_ok=True)
@@ -237,7 +252,7 @@ def _record_unrecorded(out: Path, runs: Path, steps: int, strategies: list[str] 
             base = unigram_entropy(data.train_tokens, data.val_tokens, data.tokenizer.vocab_size)
             for n in names:
                 if not _recorded(out, n):
-                    record(out, runs, n, json.loads((out / n / "config.json").read_text())["training"],
+                    record(out, n, json.loads((out / n / "config.json").read_text())["training"],
                            data.describe(), base)
             print(f"{job:<22} recorded (its job stopped before recording it)", flush=True)
             return job
@@ -265,7 +280,7 @@ def _next_lnfree(out: Path, runs: Path, steps: int, seeds: dict[str, int] | None
                 J.run(out, seed, data)
                 for key in (J.LNFREE, J.VANILLA, J.SINGLE):
                     n = model_name(key, seed)
-                    record(out, runs, n, json.loads((out / n / "config.json").read_text())["training"],
+                    record(out, n, json.loads((out / n / "config.json").read_text())["training"],
                            data.describe(), base)
                 print(f"{name:<22} done", flush=True)
             except Exception:
