@@ -99,6 +99,24 @@ def test_bad_inputs_raise_clear_errors(ckpt):
         from_gpt2(m)
 
 
+def test_an_ln_free_checkpoint_loaded_straight_into_transformers_is_refused(ckpt):
+    """The LN-free GPT-2 checkpoints switch LayerNorm off with eps = 1e12 and weights x 1e6 (their cards; NOTES.md).
+    Loaded with transformers itself (not interp.load_model, which strips them), from_gpt2 converted that as a
+    vanilla Pre-LN GPT-2, so LN removal 'removed' a LayerNorm that computes x - mean(x) + b already."""
+    from transformers import GPT2LMHeadModel
+    hf = GPT2LMHeadModel.from_pretrained(ckpt, layer_norm_epsilon=1e12)
+    with torch.no_grad():
+        for ln in [b.ln_1 for b in hf.transformer.h] + [b.ln_2 for b in hf.transformer.h] + [hf.transformer.ln_f]:
+            ln.weight.mul_(1e6)
+    x = torch.randn(3, 32) * 5
+    ln = hf.transformer.h[0].ln_1
+    with torch.no_grad():  # the reference: such a LayerNorm is the centering plus its bias, no scale
+        torch.testing.assert_close(ln(x), (x - x.mean(-1, keepdim=True)) * ln.weight / 1e6 + ln.bias,
+                                   rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"already LN-free \(LayerNorm eps 1e\+12"):
+        from_gpt2(hf)
+
+
 def test_cli_remove_ln_takes_a_gpt2_checkpoint(ckpt, tmp_path):
     import json
     from interp.cli import main

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
+from interp.models.gpt2 import LN_FREE_EPS
 from interp.surgery.fold import copy_into
 from interp.zoo.config import ZooConfig
 from interp.zoo.model import ZooModel
@@ -35,6 +36,10 @@ def _hf_and_tokenizer(model_or_path) -> tuple[nn.Module, object, str]:
     if isinstance(hf.transformer.ln_f, nn.Identity):
         raise ValueError("this GPT-2 is already LN-free (its LayerNorms were replaced by identity); "
                          "give the vanilla GPT-2 checkpoint")
+    eps = [m.eps for m in hf.transformer.modules() if isinstance(m, nn.LayerNorm)] + [hf.config.layer_norm_epsilon]
+    if max(eps) >= LN_FREE_EPS:  # an LN-free checkpoint loaded straight into transformers: its LN is switched off
+        raise ValueError(f"this GPT-2 is already LN-free (LayerNorm eps {max(eps):g}, the LN-free checkpoints' way of "
+                         "switching it off); give the vanilla GPT-2 checkpoint")
     return hf, tok, str(src)
 
 
