@@ -126,3 +126,16 @@ def test_left_padded_batch_with_attention_mask():
     from interp.attribution import dla
     d = dla(m, tokens, target=4, attention_mask=mask)
     assert d[d.batch == 1].dla.values == pytest.approx(dla(m, short, target=4).dla.values, abs=1e-6)
+
+
+def test_figures_escape_names_and_say_what_they_draw():
+    """plotly renders a subset of HTML in titles and legends: a model named 'a<i>b' must show as typed, not italic."""
+    from interp.attribution import dla, dla_scatter, lens_figure
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=32, d_vocab=60, n_ctx=8, init_std=0.3).eval()
+    m.name = "a<i>b</i>&c"
+    tok = torch.randint(0, 60, (2, 6), generator=torch.Generator().manual_seed(3))
+    fig = dla_scatter(dla(m, tok, target=1))
+    assert "a&lt;i&gt;b&lt;/i&gt;&amp;c" in fig.layout.title.text and "<i>" not in fig.layout.title.text
+    f2 = lens_figure(logit_lens(m, tok))
+    assert f2.data[0].name == "a&lt;i&gt;b&lt;/i&gt;&amp;c (recomputed)"
+    assert "mean" in f2.layout.title.text and "KL" in f2.layout.yaxis.title.text
