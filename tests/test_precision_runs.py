@@ -353,3 +353,18 @@ def test_an_overflow_at_the_last_token_is_not_fp16_safe():
     res = interp.collect(model, data, [interp.collectors.Precision()], progress=False)
     v = verdicts(res["precision"], pd.DataFrame([r])).iloc[0]
     assert not v["fp16_safe"] and v["fp16_overflow_at"].startswith("unembed, position")
+
+
+def test_the_model_keeps_its_train_mode():
+    """precision_runs measures in eval mode but left the caller's model in eval mode for good (dropout and
+    PowerNorm's running statistics off in the caller's training loop). Each module's mode is set back, and the
+    rows equal those of the model in eval mode."""
+    model = interp.zoo.build("powernorm", **KW)
+    model.train()
+    model.blocks[0].eval()  # a mixed state comes back as it was
+    modes = [m.training for m in model.modules()]
+    runs = precision_runs(model, DATA, ("bf16", "int8"), batch_size=3, progress=False)
+    assert [m.training for m in model.modules()] == modes
+    ref = precision_runs(copy.deepcopy(model).eval(), DATA, ("bf16", "int8"), batch_size=3, progress=False)
+    cols = ["loss", "loss_fp32", "delta_loss", "top1_agreement", "status"]
+    pd.testing.assert_frame_equal(runs[cols], ref[cols])

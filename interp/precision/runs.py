@@ -183,7 +183,19 @@ def precision_runs(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batc
                    max_tokens: int | None = None, linear: str = "fp32-accumulate", watch: bool = True,
                    progress: bool = True) -> pd.DataFrame:
     """One row per format (see COLUMNS, documented in docs/results.md): `model` (fp32) against itself in each
-    format on `data` (what interp.collect takes). watch=False skips locating the first non-finite value."""
+    format on `data` (what interp.collect takes), in eval mode. watch=False skips locating the first non-finite
+    value. The model's train / eval mode is set back afterwards, module by module."""
+    training = [m for m in model.modules() if m.training]
+    model.eval()
+    try:
+        return _runs(model, data, formats, batch_size, max_tokens, linear, watch, progress)
+    finally:
+        for m in training:
+            m.training = True
+
+
+def _runs(model, data, formats: tuple[str, ...], batch_size: int, max_tokens: int | None, linear: str, watch: bool,
+          progress: bool) -> pd.DataFrame:
     from interp.collectors.batches import batches, model_context, to_sequences
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -192,7 +204,6 @@ def precision_runs(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batc
     if p.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"precision runs compare against the fp32 model, but {model.card.name} is {p.dtype}; "
                          "load it with dtype='fp32'")
-    model.eval()
     seqs = to_sequences(model, data, model_context(model), "split", max_tokens)
     if _is_lm(model) and not any(len(s) > 1 for s in seqs):  # else every loss would be 0 / 0, reported as 0
         raise ValueError(f"precision runs need a sequence of at least 2 tokens (one next-token prediction); got "
