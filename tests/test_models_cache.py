@@ -191,3 +191,61 @@ def test_a_killed_build_leaves_a_temp_folder_the_next_build_removes(root):
     assert (d / "source.bin").read_bytes() == f.read_bytes() and not (d / C.LOCK).exists() and len(built) == 1
     left = sorted(p.name for p in C.cache_root().iterdir())
     assert left == sorted([C.INDEX, key, fresh_unlocked.name, other.name, lookalike.name])
+
+
+def _safetensors_build(monkeypatch, ref):
+    """A stand-in for transformers' dequantization that writes real safetensors (tensor `ref`)."""
+    from safetensors.torch import save_file
+
+    def fake(src, out):
+        save_file({"w": ref}, str(out / "model.safetensors"))
+        (out / "config.json").write_text('{"model_type": "llama"}')
+
+    monkeypatch.setattr(C, "_dequantize", fake)
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "truncate", "remove", "legacy-truncate"])
+def test_a_damaged_entry_is_rebuilt_never_read(root, monkeypatch, damage):
+    """Reference: the tensor the build wrote. An entry whose weights changed after it was built (bytes overwritten
+    in place, truncated, removed; or an entry built before manifests, then truncated) is rebuilt with a warning, and
+    what loads is the original tensor, not the damaged bytes."""
+    import torch
+    from safetensors.torch import load_file
+    tmp, _ = root
+    ref = torch.arange(4096, dtype=torch.float32)
+    _safetensors_build(monkeypatch, ref)
+    f = tmp / "m.gguf"
+    f.write_bytes(b"GGUF")
+    d = C.dequantized(C.content_key("m", [f]), gguf_path=f)
+    assert torch.equal(load_file(str(d / "model.safetensors"))["w"], ref) and (d / C.MANIFEST).is_file()
+    w = d / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    if damage == "overwrite":  # same size: only the hashes tell
+        data[-64:] = bytes(64)
+        w.write_bytes(bytes(data))
+    elif damage == "remove":
+        w.unlink()
+    else:
+        if damage == "legacy-truncate":
+            (d / C.MANIFEST).unlink()
+        w.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.warns(UserWarning, match="damaged"):
+        d2 = C.dequantized(C.content_key("m", [f]), gguf_path=f)
+    assert d2 == d and torch.equal(load_file(str(d2 / "model.safetensors"))["w"], ref)
+    assert sorted(p.name for p in C.cache_root().iterdir()) == sorted([C.INDEX, d.name])  # nothing left aside
+
+
+def test_an_intact_entry_is_not_hashed_again(root, monkeypatch):
+    """Loading an unchanged entry reads its hashes from the index: no file is hashed, nothing is rebuilt."""
+    import torch
+    tmp, built = root
+    _safetensors_build(monkeypatch, torch.ones(8))
+    f = tmp / "m.gguf"
+    f.write_bytes(b"GGUF")
+    key = C.content_key("m", [f])
+    d = C.dequantized(key, gguf_path=f)
+    calls = []
+    real = hashlib.sha256
+    monkeypatch.setattr(C.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(C, "_dequantize", lambda src, out: calls.append("built"))
+    assert C.dequantized(key, gguf_path=f) == d and calls == []

