@@ -52,3 +52,24 @@ def test_split_ln1_keeps_the_logits(case):
         _, c1 = s.run_with_cache(tok, **kw)
     for k in ("blocks.1.attn.hook_q", "blocks.1.attn.hook_k", "blocks.1.attn.hook_pattern"):
         assert torch.allclose(c1[k], c0[k], rtol=1e-12, atol=1e-12), k
+
+
+def test_a_split_model_keeps_precision_emulation_and_int8_inputs():
+    """The split attention applied qkv's weight rows directly, so the int8 input quantization (a pre-hook on qkv)
+    and the fp16 twin's fp32-accumulate GEMM skipped the attention's projections of a model mid-LN-removal.
+    Reference: the same wrapping of the unsplit model, whose function the split keeps."""
+    from interp.precision.int8 import int8_linear_inputs
+    from interp.precision.lowp import low_precision
+    m = sharpen(interp.zoo.build("pre-ln", **SMALL).eval())
+    s = copy.deepcopy(m)
+    split_ln1(s)
+    tok = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        with int8_linear_inputs(m, per="token"):
+            want = m(tok)
+        with int8_linear_inputs(s, per="token"):
+            got = s(tok)
+        assert not torch.allclose(want, m(tok), rtol=1e-4, atol=1e-4)  # the quantization shows in the logits
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        want16, got16 = low_precision(m, "fp16")[0](tok), low_precision(s, "fp16")[0](tok)
+        torch.testing.assert_close(got16.float(), want16.float(), rtol=0, atol=0)

@@ -4,9 +4,10 @@ The zoo's Attention applies one qkv projection to one normalized input. LN remov
 and for V later, so the input must be split: `SplitInputAttention` takes over the original's submodules (qkv,
 out, QK-norm's q_norm / k_norm, the hook points: hook names stay `blocks.{l}.attn.hook_q` etc.) and its settings
 (heads, causal or bidirectional, QK-norm, rotary positions and the per-forward rotary state the model sets), and
-adds `ln_qk` and `ln_v`; the block's own ln1 becomes an Identity. Between the projections and `attend` it does
-what `Attention.forward` does (QK-norm, then RoPE on q and k), so with ln_qk = ln_v = ln1 the function is
-unchanged. The zoo's forward is untouched.
+adds `ln_qk` and `ln_v`; the block's own ln1 becomes an Identity. A bare qkv is applied by rows (Q/K rows to
+ln_qk's output, V rows to ln_v's); a wrapped or hooked one (precision twins, int8 inputs) runs whole on each
+input. Between the projections and `attend` it does what `Attention.forward` does (QK-norm, then RoPE on q and
+k), so with ln_qk = ln_v = ln1 the function is unchanged. The zoo's forward is untouched.
 """
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from torch import nn
 
 from interp.norms import Norm
 from interp.zoo.model import Attention, rope_tables, rotate
+
+
+def _plain(m: nn.Module) -> bool:
+    """Whether `m` is a bare nn.Linear: no forward of its own and no hooks, so slicing its weight is its function."""
+    return type(m) is nn.Linear and "forward" not in vars(m) and not (m._forward_hooks or m._forward_pre_hooks)
 
 
 class SplitInputAttention(Attention):
@@ -31,9 +37,12 @@ class SplitInputAttention(Attention):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # x: the raw stream [b, t, d]
         b, t, _ = x.shape
         w = self.n_heads * self.d_head
-        W, c = self.qkv.weight, self.qkv.bias
-        qk = F.linear(self.ln_qk(x), W[:2 * w], None if c is None else c[:2 * w])
-        v = F.linear(self.ln_v(x), W[2 * w:], None if c is None else c[2 * w:])
+        if _plain(self.qkv):  # one projection's rows per input
+            W, c = self.qkv.weight, self.qkv.bias
+            qk = F.linear(self.ln_qk(x), W[:2 * w], None if c is None else c[:2 * w])
+            v = F.linear(self.ln_v(x), W[2 * w:], None if c is None else c[2 * w:])
+        else:  # a wrapped or hooked projection (precision emulation, int8 inputs, a user's hook): through it, twice
+            qk, v = self.qkv(self.ln_qk(x))[..., :2 * w], self.qkv(self.ln_v(x))[..., 2 * w:]
         q, k, v = torch.cat([qk, v], -1).view(b, t, 3, self.n_heads, self.d_head).unbind(2)
         # from here on as Attention.forward (tests/test_surgery_split_attention.py holds the two equal)
         if self.qk_norm:
