@@ -106,8 +106,8 @@ def measured_words(t: dict) -> list[str]:
             rise.append(f"{m} {variance_rise(a):+.2f}")
     if rise:
         out.append("Rise of the stream's variance from step 0 to the final step, mean over depths 1..L of "
-                   "ln(var final / var step 0), in nats: " + ", ".join(rise) + " (the claims table gives the "
-                   "interval for Peri-LN against Pre-LN).")
+                   "ln(var final / var step 0), in nats: " + ", ".join(rise) + " (the claims table compares Peri-LN "
+                   "with Pre-LN from the first kept step after the LR warm-up instead, with an interval).")
     tab = step_table(t)
     if len(tab):
         prof = [f"{m} " + " → ".join(f"{v:.3g}" for v in g.sort_values("step")["ratio_last_first"])
