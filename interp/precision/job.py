@@ -23,8 +23,9 @@ def job_runs(model, data, log: Callable[[str], None], max_tokens: int = 512, bat
         log(f"{model.card.name}: no precision runs ({str(e).splitlines()[0]})")
         return {}
     over = df[df["status"] != "ok"]
-    what = "; ".join(f"{r.format} {r.status} at {r.first_hook or r.first_module or 'the output'}"
+    what = "; ".join(r.what if r.status == "error" else
+                     f"{r.format} {r.status} at {r.first_hook or r.first_module or 'the output'}"
                      for r in over.itertuples()) or "all finite"
-    log(f"{model.card.name}: bf16 / fp16 / int8 runs on {int(df['n_tokens'].iloc[0])} tokens in "
+    log(f"{model.card.name}: bf16 / fp16 / int8 runs on {int(df['n_tokens'].max())} tokens in "  # a failed run counts fewer
         f"{time.perf_counter() - t:.1f} s ({what})")
     return {"precision_runs": df}
