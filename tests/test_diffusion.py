@@ -106,3 +106,15 @@ def test_collect_at_t0_equals_a_plain_collect_and_t_changes_the_statistics():
     a, b = over[0.0].tables["residual"], plain.tables["residual"]
     assert a.drop(columns="model").equals(b.drop(columns="model"))
     assert not over[0.7].tables["residual"]["var"].equals(a["var"])
+
+
+def test_collect_over_t_runs_the_collectors_asked_for_and_refuses_a_list():
+    """A factory gives each t its own collectors (only their tables come back); a list of collector instances was
+    silently replaced by the defaults before, and is now refused with one line."""
+    model = _model("mdlm-tdln")
+    tokens = torch.randint(0, 29, (4, 12), generator=torch.Generator().manual_seed(3))
+    over = collect_over_t(model, tokens, (0.0, 0.5), collectors=lambda: [C.ResidualStats()], progress=False)
+    for res in over.values():
+        assert "residual" in res.tables and "massive" not in res.tables
+    with pytest.raises(ValueError, match="collectors must be a callable returning fresh collectors"):
+        collect_over_t(model, tokens, (0.5,), collectors=[C.ResidualStats()], progress=False)

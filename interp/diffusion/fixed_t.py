@@ -51,12 +51,16 @@ def at_noise_level(model: nn.Module, t: float, seed: int = 0) -> Iterator[nn.Mod
 
 def collect_over_t(model: nn.Module, data, ts: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
                    collectors=None, seed: int = 0, **kwargs) -> dict[float, object]:
-    """t → `Results` of `interp.collect` at that noise level (default collectors: residual statistics and
-    massive activations); `kwargs` go to `interp.collectors.collect` (batch_size, max_tokens, progress ...)."""
+    """t → `Results` of `interp.collect` at that noise level; `collectors`: a callable returning fresh collectors
+    (each t needs its own; default: residual statistics and massive activations); `kwargs` go to
+    `interp.collectors.collect` (batch_size, max_tokens, progress ...)."""
     from interp.collectors import MassiveActivations, ResidualStats, collect
+    if collectors is not None and not callable(collectors):
+        raise ValueError("collectors must be a callable returning fresh collectors, one set per t (e.g. "
+                         f"lambda: [ResidualStats()]); got {type(collectors).__name__}")
     out = {}
     for t in ts:
-        cols = collectors() if callable(collectors) else [ResidualStats(), MassiveActivations()]
+        cols = collectors() if collectors is not None else [ResidualStats(), MassiveActivations()]
         with at_noise_level(model, t, seed):
             out[float(t)] = collect(model, data, collectors=cols, **kwargs)
     return out
