@@ -255,3 +255,28 @@ def test_existing_path_that_is_not_a_checkpoint(tmp_path, monkeypatch):
         interp.load_model(bad)
     assert "reinstall" not in str(e.value) and "\n" not in str(e.value)
     assert not any(p.is_dir() for p in (tmp_path / "cache").glob("*"))
+
+
+def test_paths_that_hold_no_model_say_what_to_pass(tmp_path, monkeypatch):
+    """One line each, naming what is wrong and what to pass: a config.json without model_type (not 'model type
+    None'), a path that does not exist (not 'unknown model ... not a path'), a hub id with no local copy, and a
+    truncated model.safetensors (not safetensors' own exception)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    d = tmp_path / "notes"
+    d.mkdir()
+    (d / "config.json").write_text('{"lr": 0.1}')
+    with pytest.raises(ValueError, match=r"config.json has no model_type: .* neither a transformers checkpoint nor "
+                                         r"a zoo checkpoint; pass the folder"):
+        interp.load_model(d)
+    for missing in (tmp_path / "nowhere", "./no-such-dir", "~/no-such-dir-interp", "model.gguf"):
+        with pytest.raises(FileNotFoundError, match=r"no such file or directory; pass a checkpoint directory"):
+            interp.load_model(missing)
+    with pytest.raises(MissingWeights, match=r"nothing is downloaded here: copy a checkpoint directory .* or fill "
+                                             r"the HF cache"):
+        interp.load_model("nobody/nothing")
+    ck = tiny_checkpoint(tmp_path / "ckpt", "llama", tokenizer=True)
+    w = ck / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"could not load the weights in .*ckpt .*re-download or rebuild") as e:
+        interp.load_model(ck)
+    assert "\n" not in str(e.value)

@@ -73,7 +73,12 @@ def _load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32, to
             tok = tokenizer or checkpoint_tokenizer(snap, _model_type(snap))
             return load_hf_dir(snap, name, dtype, tokenizer_dir=tok)
         raise MissingWeights(f"{name!r} is neither a path nor in the HF cache (missing: "
-                             f"{', '.join(missing_files(snap))}); nothing is downloaded here")
+                             f"{', '.join(missing_files(snap))}); nothing is downloaded here: copy a checkpoint "
+                             "directory with these files and pass its path, or fill the HF cache (HF_HOME / "
+                             "HF_HUB_CACHE)")
+    if name.startswith((".", "/", "~")) or p.suffix.lower() == ".gguf":
+        raise FileNotFoundError(f"{name}: no such file or directory; pass a checkpoint directory or a .gguf file that "
+                                "exists (or a registry name: interp.available_models())")
     raise ValueError(f"unknown model {name!r}: not a path, and not one of: {', '.join(REGISTRY)}")
 
 
@@ -98,7 +103,8 @@ def _model_type(d: Path) -> str | None:
 def _load_dir(p: Path, dtype: torch.dtype, tokenizer: Path | None = None):
     cfg = p / "config.json"
     if not cfg.is_file():
-        raise FileNotFoundError(f"{p} is not a checkpoint: it has no config.json")
+        raise FileNotFoundError(f"{p} is not a checkpoint: it has no config.json; pass the folder that holds "
+                                "config.json and the weights (or a .gguf file)")
     try:
         meta = json.loads(cfg.read_text(encoding="utf-8"))
     except (ValueError, UnicodeError) as e:
@@ -112,6 +118,9 @@ def _load_dir(p: Path, dtype: torch.dtype, tokenizer: Path | None = None):
         from interp import zoo
         return zoo.load(p, dtype)
     from interp.models.families import covered, unsupported
+    if "model_type" not in meta:
+        raise ValueError(f"{cfg} has no model_type: {p} is neither a transformers checkpoint nor a zoo checkpoint; "
+                         "pass the folder a model was saved to (save_pretrained, or interp's zoo)")
     if meta.get("model_type") not in covered():  # before any file check or load
         raise unsupported(str(meta.get("model_type")), str(p))
     missing = [m for m in missing_files(p) if m != TOKENIZER_WANTED]  # config and weights (shards included)

@@ -49,9 +49,10 @@ def load_hf_dir(d: str | Path, name: str, dtype: torch.dtype = torch.float32, to
     tok = load_transformers_tokenizer(tokenizer_dir or d, layout_for(cfg).family, encoder=encoder)
     if tokenizer_dir is not None and Path(tokenizer_dir) != d:
         check_vocab(tok.vocab_size, cfg, Path(tokenizer_dir), d)
+    from safetensors import SafetensorError
     try:
         hf = from_pretrained(AutoModel if encoder else AutoModelForCausalLM, d, dtype)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # SafetensorError: a truncated or corrupt safetensors file
         raise ValueError(f"could not load the weights in {d} ({str(e)[:200]}); re-download or rebuild them") from None
     except pickle.UnpicklingError:  # torch.load(weights_only=True) met code or objects, not just tensors
         raise ValueError(f"{d}: its pickle weights hold more than tensors (code or objects) and are never run; "
