@@ -368,3 +368,16 @@ def test_the_model_keeps_its_train_mode():
     ref = precision_runs(copy.deepcopy(model).eval(), DATA, ("bf16", "int8"), batch_size=3, progress=False)
     cols = ["loss", "loss_fp32", "delta_loss", "top1_agreement", "status"]
     pd.testing.assert_frame_equal(runs[cols], ref[cols])
+
+
+def test_a_format_named_twice_runs_once():
+    """("bf16", "fp16", "bf16") gave two bf16 rows, and the verdict then failed on them (TypeError: float() of a
+    Series; `interp precision --formats bf16,bf16` printed an unexpected error). One row per format."""
+    model = interp.zoo.build("pre-ln", **KW).eval()
+    runs = precision_runs(model, DATA, ("bf16", "fp16", "bf16"), batch_size=3, progress=False)
+    once = precision_runs(model, DATA, ("bf16", "fp16"), batch_size=3, progress=False)
+    assert list(runs["format"]) == ["bf16", "fp16"]
+    cols = ["loss", "loss_fp32", "delta_loss", "top1_agreement", "status"]
+    pd.testing.assert_frame_equal(runs[cols], once[cols])
+    res = interp.collect(model, DATA, [interp.collectors.Precision()], progress=False)
+    assert verdicts(res["precision"], runs).iloc[0]["delta_bf16"] == runs.set_index("format").loc["bf16", "delta_loss"]
