@@ -55,3 +55,26 @@ def test_a_final_norm_with_no_per_token_scale_is_refused(name):
     m = interp.zoo.build(name, n_layers=2, d_model=16, n_heads=2, d_mlp=8, d_vocab=40, n_ctx=8).double().eval()
     with pytest.raises(ValueError, match="no per-token scale"):
         confidence_neurons(m, torch.randint(0, 40, (1, 8)))
+
+
+@pytest.mark.parametrize("name", ["pre-ln", "pre-rmsnorm"])
+def test_null_fraction_is_that_of_the_unembedding_as_the_norm_reads_the_stream(name):
+    """The stream reaches W_U through the final norm's gain (and, for LayerNorm, its centring): a write v with
+    centre(v)·w in W_U's null space is not read at all (its frozen-scale effect is nil), so its null fraction is 1;
+    measured against the raw W_U (gain ignored) it was far below 1."""
+    m = interp.zoo.build(name, n_layers=2, d_model=16, n_heads=2, d_mlp=8, d_vocab=40, n_ctx=8,
+                         init_std=0.5).double().eval()
+    g = torch.Generator().manual_seed(1)
+    w = 0.3 + 2 * torch.rand(16, generator=g, dtype=torch.float64)
+    e = torch.randn(16, generator=g, dtype=torch.float64)
+    e -= (e @ (1 / w)) / (1 / w).pow(2).sum() * (1 / w)  # Σ e/w = 0: v = e/w is zero-mean, centre(v)·w = e
+    e /= e.norm()
+    with torch.no_grad():
+        m.ln_final.w.copy_(w)
+        m.embed.weight -= (m.embed.weight @ e)[:, None] * e  # tied W_U reads nothing along e
+        m.blocks[1].mlp.down.weight[:, 3] = 6 * e / w
+        m.blocks[1].mlp.up.bias[3] = 2.0  # keep the neuron active
+    tok = torch.randint(0, 40, (2, 8), generator=torch.Generator().manual_seed(0))
+    df = confidence_neurons(m, tok, null_k=1).set_index("neuron")
+    assert df.loc[3, "dH_frozen"] < 1e-10  # the reference: the unembedding does not read this write
+    assert df.loc[3, "null_fraction"] == pytest.approx(1.0, abs=1e-9)

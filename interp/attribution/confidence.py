@@ -5,7 +5,9 @@ so its direct logit effect is small, yet it changes the final norm's scale and w
 prediction. For each neuron of `layer` (default: last) this measures, on `tokens`:
 
   write_norm      ‖W_out[:, n]‖
-  null_fraction   share of ‖W_out[:, n]‖² in the span of W_U's smallest `null_k` left singular directions
+  null_fraction   share of ‖W_out[:, n]‖² in the span of the smallest `null_k` left singular directions of the
+                  unembedding as it reads the stream, as TransformerLens folds it for Stolfo et al.: W_U times the
+                  final norm's gain, and each write centred when the norm centres (LayerNorm)
   dH_total        mean |Δ entropy| (nats) when the neuron's write is mean-ablated on the direct path only
                   (final residual changed, final norm RECOMPUTED)
   dH_frozen       the same with the final-norm scale FROZEN: the effect that does not go through the scale
@@ -22,6 +24,7 @@ import pandas as pd
 import torch
 
 from interp.attribution.replay import check_supported, flat_pos0, norm_linear, norm_scale
+from interp.norms import LayerNorm
 
 if TYPE_CHECKING:
     from interp.contract import HookedModel
@@ -62,9 +65,13 @@ def confidence_neurons(model: HookedModel, tokens: torch.Tensor, layer: int = -1
         b_U = 0 if model.b_U is None else model.b_U.double()
         d = W_U.shape[0]
         k = null_k or max(1, d // 10)
-        U = torch.linalg.svd(W_U, full_matrices=False)[0][:, -k:]            # [d, k] least-read directions
-        null_frac = (U.T @ W_out).pow(2).sum(0) / W_out.pow(2).sum(0)
         has_norm = model.cfg.final_norm
+        # as TransformerLens folds it: the final norm's gain into W_U; a centring norm drops each write's mean
+        ln = model.ln_final if has_norm else None
+        read_U = W_U * ln.w.double()[:, None] if getattr(ln, "w", None) is not None else W_U
+        W_read = W_out - W_out.mean(0) if isinstance(ln, LayerNorm) or getattr(ln, "centre", False) else W_out
+        U = torch.linalg.svd(read_U, full_matrices=False)[0][:, -k:]         # [d, k] least-read directions
+        null_frac = (U.T @ W_read).pow(2).sum(0) / W_read.pow(2).sum(0)
         pos0 = flat_pos0(tokens)  # FakeLN divides position 0 by its own constant
         if has_norm:
             ln = model.ln_final
