@@ -118,3 +118,12 @@ def test_collect_over_t_runs_the_collectors_asked_for_and_refuses_a_list():
         assert "residual" in res.tables and "massive" not in res.tables
     with pytest.raises(ValueError, match="collectors must be a callable returning fresh collectors"):
         collect_over_t(model, tokens, (0.5,), collectors=[C.ResidualStats()], progress=False)
+
+
+def test_collect_over_t_refuses_repeated_or_no_noise_levels():
+    """Results are keyed by t: a repeated t ran twice and kept one, and no t returned {}, each with no word."""
+    model = _model("mdlm-tdln")
+    tokens = torch.randint(0, 29, (2, 8), generator=torch.Generator().manual_seed(3))
+    for ts in ((0.5, 0.5), (0.5, 0.25, 0.5), ()):
+        with pytest.raises(ValueError, match="ts must be distinct noise levels, at least one"):
+            collect_over_t(model, tokens, ts, progress=False)

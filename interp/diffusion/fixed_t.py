@@ -58,6 +58,9 @@ def collect_over_t(model: nn.Module, data, ts: Sequence[float] = (0.0, 0.25, 0.5
     if collectors is not None and not callable(collectors):
         raise ValueError("collectors must be a callable returning fresh collectors, one set per t (e.g. "
                          f"lambda: [ResidualStats()]); got {type(collectors).__name__}")
+    ts = [float(t) for t in ts]
+    if not ts or len(set(ts)) < len(ts):  # the dict is keyed by t: a repeat would overwrite the earlier run
+        raise ValueError(f"ts must be distinct noise levels, at least one; got {ts}")
     out = {}
     for t in ts:
         cols = collectors() if collectors is not None else [ResidualStats(), MassiveActivations()]
