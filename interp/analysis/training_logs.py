@@ -113,7 +113,8 @@ def grad_spike_rate(t, subject: Subject, ref: Subject | None = None):
     """Gradient-spike rate from the training logs; with a reference, the difference of rates."""
     rows = need(t, "log_spikes", subject.models + (ref.models if ref else ()), "training logs (steps.parquet)")
     rate = {r.model: 1000.0 * r.spikes / r.steps if r.steps else math.nan for r in rows.itertuples()}
-    return estimate(lambda m, idx: rate.get(m, math.nan), subject, ref)
+    return _name_missing(estimate(lambda m, idx: rate.get(m, math.nan), subject, ref), rows, subject, ref,
+                         "a training log")
 
 
 @metric("bstat_fluctuation", "median step-to-step relative change ‖ψ²_t − ψ²_t−1‖/‖ψ²_t−1‖ of the batch "
@@ -124,7 +125,18 @@ def bstat_fluctuation(t, subject: Subject, ref: Subject | None = None):
     rows = need(t, "log_bstat", subject.models + (ref.models if ref else ()),
                 "batch-statistic telemetry (layers.parquet bstat_x2_rel_change)")
     per = rows.groupby("model")["fluctuation"].median()
-    return estimate(lambda m, idx: float(per.get(m, math.nan)), subject, ref)
+    return _name_missing(estimate(lambda m, idx: float(per.get(m, math.nan)), subject, ref), rows, subject, ref,
+                         "batch-statistic telemetry")
+
+
+def _name_missing(est, rows: pd.DataFrame, subject: Subject, ref: Subject | None, what: str):
+    """`est` whose method names the models without `what` (their value is NaN, so there is no interval): the
+    generic 'seeds not finite' would hide that the numbers are missing, not infinite."""
+    models = subject.models + (ref.models if ref else ())
+    missing = [m for m in models if m not in set(rows["model"])]
+    if missing:
+        est.method = f"{len(missing)} of {len(models)} models without {what} ({', '.join(missing)}): no interval"
+    return est
 
 
 def _steadiness(t, subject: Subject, column: str, what: str):
