@@ -310,3 +310,19 @@ def test_accumulated_resid_recomputes_a_frozen_divisor_final_norm():
     for pos_slice, want in ((None, logits), (-1, logits[:, -1]), (0, logits[:, 0])):
         lens = cache.accumulated_resid(apply_ln=True, pos_slice=pos_slice)[-1] @ m.W_U
         assert torch.allclose(lens, want, atol=1e-10)
+
+
+@pytest.mark.parametrize("model_type", ["phi", "cohere"])
+def test_apply_ln_at_the_mlp_of_a_one_norm_parallel_block(model_type):
+    """Phi and Cohere blocks have one norm, read by both sublayers: the MLP input's norm is ln1. Reference: the
+    cached ln1 output minus its bias, since the frozen-scale norm is linear and the stack sums to resid_pre
+    (this raised AttributeError: no ln2)."""
+    m = tiny_family(model_type)
+    assert not hasattr(m.blocks[1], "ln2")
+    with torch.no_grad():
+        _, cache = m.run_with_cache(torch.randint(3, 96, (2, 9)))
+        stack = cache.decompose_resid(layer=1)
+        out = cache.apply_ln_to_stack(stack, layer=1, mlp_input=True)
+    b = m.blocks[1].ln1.bias
+    ref = cache["blocks.1.ln1.hook_normalized"].double() - (0 if b is None else b.double())
+    assert (out.double().sum(0) - ref).abs().max() <= 1e-5

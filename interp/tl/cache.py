@@ -122,7 +122,7 @@ class InterpActivationCache(ActivationCache):
             return None, 1.0
         if blk.placement not in INPUT_NORMS:
             raise _placement_error(self.model, layer, blk.placement, what)
-        name = "ln2" if mlp_input else "ln1"
+        name = "ln2" if mlp_input and hasattr(blk, "ln2") else "ln1"  # one shared norm (GPT-J, Phi): the MLP reads ln1
         norm = getattr(blk, name)
         check_norm(norm, f"blocks.{layer}.{name}", self.model)
         return norm, float(getattr(blk, "depth_scale", 1.0))
@@ -161,6 +161,7 @@ class InterpActivationCache(ActivationCache):
             norm, factor = self._block_norm(layer, mlp_input, "apply_ln_to_stack")
             if norm is None:
                 return residual_stack
+            mlp_input = mlp_input and hasattr(self.model.blocks[layer], "ln2")  # its scale is ln1's where ln1 is shared
         scale = self._get_cached_ln_scale(layer, mlp_input, pos_slice, batch_slice) if _has_scale(norm) else None
         out = frozen_linear(norm, residual_stack, scale)
         return out * factor if factor != 1.0 else out
