@@ -179,7 +179,10 @@ def entry_usable(d: Path) -> bool:
     import warnings
     warnings.warn(f"the cache entry {d} is damaged ({why}): rebuilding it", stacklevel=3)
     aside = temp_dir(d)
-    os.replace(d, aside / "damaged")  # out of the way at once, so no reader picks it up while it is removed
+    try:
+        os.replace(d, aside / "damaged")  # out of the way at once, so no reader picks it up while it is removed
+    except FileNotFoundError:
+        pass  # another process moved it first
     shutil.rmtree(aside, ignore_errors=True)
     return False
 
