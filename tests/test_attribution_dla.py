@@ -229,3 +229,10 @@ def test_padded_batch_with_attention_mask_equals_each_sequence_alone(side):
     assert got.metric.values == pytest.approx(alone.metric.values, abs=1e-10)
     with pytest.raises(ValueError, match="attention_mask has shape"):
         dla(m, tokens, target=7, attention_mask=masks[:, :5])
+
+
+def test_one_position_as_a_0d_tensor_is_read_for_every_sequence():
+    """pos=torch.tensor(-1) (e.g. from argmax) is one position, as target=torch.tensor(7) is one target; it was
+    refused as 'out of range' for a batch of more than one."""
+    m = model("pre-ln")
+    assert dla(m, TOK, target=7, pos=torch.tensor(-1)).dla.tolist() == dla(m, TOK, target=7, pos=-1).dla.tolist()

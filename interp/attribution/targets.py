@@ -49,7 +49,8 @@ def batch_tokens(tokens: torch.Tensor) -> torch.Tensor:
 
 def positions(pos, b: int, t: int) -> torch.Tensor:
     """The position read in each of b sequences of t tokens (one int, or one per sequence; negative from the end)."""
-    raw = torch.as_tensor(pos if isinstance(pos, (list, tuple, torch.Tensor)) else [pos] * b).flatten()
+    many = isinstance(pos, (list, tuple)) or (isinstance(pos, torch.Tensor) and pos.dim() > 0)
+    raw = torch.as_tensor(pos if many else [pos] * b).flatten()
     p = raw.long()
     if not torch.equal(p.to(raw.dtype), raw):  # 2.5 is no position: not silently read as 2
         raise ValueError(f"pos {pos} is not a whole position; pass an int (or one per sequence)")
