@@ -114,3 +114,26 @@ def test_int8_figure_names_the_massive_and_outlier_dims():
     assert list(tr.marker.symbol) == ["circle", "star", "diamond"]
     assert "massive activations in dims 138, 447" in tr.text[1] and "dims" not in tr.text[0]
     assert "1 LLM.int8() outlier feature(s) of dims 12" in tr.text[2] and "99" not in tr.text[2]
+
+
+def test_the_documented_route_to_the_massive_marks_works(tmp_path, capsys):
+    """docs/precision.md said to add `interp collect` results of the same model to an `interp precision -o` folder
+    for the massive-activation marks; `interp report` refuses two folders of one model. The route it now gives (one
+    `interp collect --collectors precision,massive` folder) gives a report with the precision section."""
+    import re
+    from pathlib import Path
+
+    from interp.cli import main
+    doc = (Path(__file__).parents[1] / "docs" / "precision.md").read_text()
+    cmd = re.search(r"`interp collect MODEL --data FILE (--collectors [a-z,]+) -o DIR`", doc)
+    assert cmd, "docs/precision.md names no single-folder route to the massive-activation marks"
+    m = interp.zoo.build("pre-ln", **KW)
+    m.save(tmp_path / "m")
+    np.save(tmp_path / "t.npy", np.array([t for s in DATA for t in s], dtype=np.uint16))  # the model has no tokenizer
+    args = ["collect", str(tmp_path / "m"), "--data", str(tmp_path / "t.npy"), *cmd.group(1).split(), "-o",
+            str(tmp_path / "c"), "--quiet"]
+    assert main(args) == 0
+    from interp.collectors.results import Results
+    assert {"precision", "massive"} <= set(Results.load(tmp_path / "c").tables)
+    assert main(["report", str(tmp_path / "c"), "-o", str(tmp_path / "r.html")]) == 0
+    assert 'id="precision"' in (tmp_path / "r.html").read_text()
