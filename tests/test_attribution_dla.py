@@ -236,3 +236,19 @@ def test_one_position_as_a_0d_tensor_is_read_for_every_sequence():
     refused as 'out of range' for a batch of more than one."""
     m = model("pre-ln")
     assert dla(m, TOK, target=7, pos=torch.tensor(-1)).dla.tolist() == dla(m, TOK, target=7, pos=-1).dla.tolist()
+
+
+def test_targets_and_positions_as_numpy_arrays():
+    """One value per sequence as a numpy array (e.g. a DataFrame column's .values) reads like a list; a target
+    array raised TypeError and a position array was refused as out of range."""
+    import numpy as np
+    m = model("pre-ln")
+    want = dla(m, TOK, target=[7, 3, 9], pos=[2, -1, 4])
+    got = dla(m, TOK, target=np.array([7, 3, 9]), pos=np.array([2, -1, 4]))
+    assert got.dla.tolist() == want.dla.tolist()
+    from interp.attribution import logit_lens
+    nxt = torch.randint(0, 80, TOK.shape, generator=torch.Generator().manual_seed(1))
+    assert logit_lens(m, TOK, target=nxt.numpy()).target_logprob.tolist() == \
+        logit_lens(m, TOK, target=nxt).target_logprob.tolist()
+    with pytest.raises(ValueError, match="not a whole position"):
+        dla(m, TOK, target=7, pos=np.array([2.0, -1.5, 4.0]))

@@ -47,10 +47,10 @@ def logit_lens(model: HookedModel, tokens: torch.Tensor, target=None, scale: str
         b, t, vocab = logits.shape
         if target is None:
             tgt = logits.argmax(-1)
-        elif isinstance(target, torch.Tensor) and target.dim() == 2:
+        elif getattr(target, "ndim", 0) == 2:  # a tensor or numpy array of ids
             if target.shape != (b, t) or target.min() < 0 or target.max() >= vocab:
                 raise ValueError(f"target tensor must be [{b}, {t}] ids in 0..{vocab - 1}")
-            tgt = target.long()
+            tgt = torch.as_tensor(target).long()
         else:  # one id / one-token string, or one per sequence
             tgt = per_batch_tokens(model, target, b, "target")[:, None].expand(b, t)
         cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("target_logprob", "target_rank", "kl_to_final")}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -29,10 +30,14 @@ def resolve_token(model: HookedModel, token: int | str, what: str = "target") ->
     return t
 
 
+def _many(v) -> bool:
+    """Whether v holds one value per sequence: a list, tuple, or a tensor / numpy array / Series with a dimension."""
+    return isinstance(v, (list, tuple)) or getattr(v, "ndim", 0) > 0
+
+
 def per_batch_tokens(model: HookedModel, v, b: int, what: str) -> torch.Tensor:
-    """One token id per sequence from one id / string, or a list of them."""
-    many = isinstance(v, (list, tuple)) or (isinstance(v, torch.Tensor) and v.dim() > 0)
-    vals = list(v) if many else [v] * b
+    """One token id per sequence from one id / string, or a list (tensor, numpy array) of them."""
+    vals = list(v) if _many(v) else [v] * b
     if len(vals) != b:
         raise ValueError(f"{what} has {len(vals)} entries for a batch of {b}; pass one value or one per sequence")
     return torch.tensor([resolve_token(model, int(x) if isinstance(x, torch.Tensor) else x, what) for x in vals])
@@ -48,9 +53,12 @@ def batch_tokens(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def positions(pos, b: int, t: int) -> torch.Tensor:
-    """The position read in each of b sequences of t tokens (one int, or one per sequence; negative from the end)."""
-    many = isinstance(pos, (list, tuple)) or (isinstance(pos, torch.Tensor) and pos.dim() > 0)
-    raw = torch.as_tensor(pos if many else [pos] * b).flatten()
+    """The position read in each of b sequences of t tokens (one int, or one per sequence as a list, tensor or numpy
+    array; negative from the end)."""
+    if isinstance(pos, torch.Tensor):
+        raw = (pos if pos.dim() > 0 else pos.expand(b)).flatten()
+    else:
+        raw = torch.as_tensor(np.asarray(pos if _many(pos) else [pos] * b)).flatten()
     p = raw.long()
     if not torch.equal(p.to(raw.dtype), raw):  # 2.5 is no position: not silently read as 2
         raise ValueError(f"pos {pos} is not a whole position; pass an int (or one per sequence)")
