@@ -162,3 +162,15 @@ def test_entropy_neuron_effects_keep_position_0_apart_under_a_frozen_divisor():
     m, tok = frozen_divisor_model()
     got = neuron_effects(m, tok, [2]).set_index("neuron")
     assert got.loc[2, "dH"] == pytest.approx(ablated_entropy_change(m, tok, 2), abs=1e-10)
+
+
+def test_claims_cli_refuses_other_json_lists_in_one_line(tmp_path, capsys):
+    """A JSON list of other records (or an empty one) is not a claims table: one line and exit 2, not a traceback
+    from the Markdown table (an AttributeError on the missing 'paper' column before)."""
+    from interp.report.claims.__main__ import main
+    for name, text, why in (("other.json", '[{"model": "a", "x": 1}]', "columns missing: paper"),
+                            ("empty.json", "[]", "no rows")):
+        (tmp_path / name).write_text(text)
+        assert main([str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert "not a claims file" in err and why in err and len(err.strip().splitlines()) == 1

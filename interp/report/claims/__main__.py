@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from interp.report.claims.display import markdown_table
+from interp.report.claims.display import READS, markdown_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
         claims = pd.read_json(path, orient="records")
     except ValueError as e:
         print(f"{path} is not a claims file written by the report ({e}); run `make report` again", file=sys.stderr)
+        return 2
+    missing = [c for c in READS if c not in claims.columns]
+    if claims.empty or missing:  # another JSON list (or an empty one): the report writes one row per claim × subject
+        what = "no rows" if claims.empty else f"columns missing: {', '.join(missing)}"
+        print(f"{path} is not a claims file written by the report ({what}); run `make report` again", file=sys.stderr)
         return 2
     sys.stdout.write(markdown_table(claims))
     return 0

@@ -21,6 +21,11 @@ def interval_text(value: float, lo: float, hi: float) -> str:
     return f"{_num(value)} [{_num(lo)}, {_num(hi)}]"
 
 
+# the claims table's columns display_table reads
+READS = ("paper", "section", "statement", "model", "reference", "control", "value", "lo", "hi", "interval",
+         "paper_value", "definition", "rule", "rule_reason", "verdict", "reason")
+
+
 def display_table(claims: pd.DataFrame) -> pd.DataFrame:
     """Columns: paper, claim, model (vs reference), control, ours (95 % CI), interval, paper's value, metric,
     rule, verdict, why."""
