@@ -252,3 +252,15 @@ def test_targets_and_positions_as_numpy_arrays():
         logit_lens(m, TOK, target=nxt).target_logprob.tolist()
     with pytest.raises(ValueError, match="not a whole position"):
         dla(m, TOK, target=7, pos=np.array([2.0, -1.5, 4.0]))
+
+
+def test_bias_rows_can_be_kept_by_name():
+    """'ln_final.bias' and 'b_U' are rows of dla's table like any component: components= keeps them (they were
+    refused as unknown components)."""
+    m = model("pre-ln", unembed_bias=True)
+    full = dla(m, TOK, target=7)
+    keep = ["L0.H1", "ln_final.bias", "b_U"]
+    part = dla(m, TOK, target=7, components=keep)
+    assert set(part.component) == set(keep)
+    want = full[full.component.isin(keep)].reset_index(drop=True)
+    assert part.dla.tolist() == want.dla.tolist() and part.component.tolist() == want.component.tolist()

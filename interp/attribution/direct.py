@@ -69,12 +69,13 @@ def dla(model: HookedModel, tokens: torch.Tensor, target, contrast=None, pos: in
         logits, cache = model.run_with_cache(tokens, names_filter=cache_names(n_layers, model.cfg.t_embed == "add"),
                                              **mask)
         comps = split_components(model, cache, p, tuple(neuron_layers))
-        names = [c.name for c in comps]
+        bias_names = [n for n, mod in norms if getattr(mod, "b", None) is not None]
+        names = [c.name for c in comps] + [f"{n}.bias" for n in bias_names] + (["b_U"] if model.b_U is not None else [])
         if components is not None:
             unknown = [c for c in components if c not in names]
             if unknown:
                 raise ValueError(f"unknown component {unknown[0]!r}; components are named like embed, pos_embed, "
-                                 f"L0.H1, L0.attn_bias, L0.mlp, L0.N5 (with neuron_layers), L0.mlp_bias")
+                                 f"L0.H1, L0.attn_bias, L0.mlp, L0.N5 (with neuron_layers), L0.mlp_bias, ln_final.bias, b_U")
         dtype, d = comps[0].vec.dtype, comps[0].vec.shape[-1]
         W_U = model.W_U.to(dtype)
         u = W_U[:, tgt].T - (W_U[:, con].T if con is not None else 0)  # [b, d]
@@ -92,7 +93,6 @@ def dla(model: HookedModel, tokens: torch.Tensor, target, contrast=None, pos: in
         full = (final * u).sum(-1) + bias_const
 
         # DLA: one row per component, then one per norm bias
-        bias_names = [n for n, mod in norms if getattr(mod, "b", None) is not None]
         R = len(comps) + len(bias_names)
         rows = {n: len(comps) + i for i, n in enumerate(bias_names)}
         stack = [torch.zeros(R, b, d, dtype=dtype) for _ in range(n_sites)]
