@@ -381,3 +381,26 @@ def test_a_format_named_twice_runs_once():
     pd.testing.assert_frame_equal(runs[cols], once[cols])
     res = interp.collect(model, DATA, [interp.collectors.Precision()], progress=False)
     assert verdicts(res["precision"], runs).iloc[0]["delta_bf16"] == runs.set_index("format").loc["bf16", "delta_loss"]
+
+
+def test_a_site_overflow_outside_the_runs_tokens_is_not_fp16_safe():
+    """check() collects the site statistics on all the data and runs fp16 on its first run_tokens only: a token
+    whose embedding fp16 turns into inf (7e4), past those tokens, left the verdict fp16-safe ('end-to-end fp16
+    run') beside a headroom below 1. Brute force: torch's fp16 cast of the model on all the tokens goes non-finite."""
+    from interp.precision.check import check
+    model = interp.zoo.build("pre-ln", tie_embeddings=False, **KW).eval()
+    with torch.no_grad():
+        model.embed.weight[200, 2] = 7e4
+    data = [[5, 17, 33, 2, 90, 41, 7, 8], [8, 3, 250, 11, 200, 4, 5, 6]]
+    tokens, mask = batch(data)
+    with torch.no_grad():
+        plain = copy.deepcopy(model).half()(tokens, attention_mask=mask)
+    assert not torch.isfinite(plain[0]).all() or not torch.isfinite(plain[1]).all()
+    assert torch.isfinite(plain[0]).all()  # the first sequence alone (the run's tokens) stays finite
+    c = check(model, data, run_tokens=8)
+    assert (c.runs["status"] == "ok").all() and c.runs["n_tokens"].iloc[0] == 7
+    v = c.verdict.iloc[0]
+    assert v["fp16_headroom"] < 1 and not v["fp16_safe"]
+    assert v["fp16_overflow_at"] == "blocks.0.hook_resid_pre (layer 0)" and v["fp16_evidence"].startswith("site")
+    everything = check(model, data, run_tokens=None).verdict.iloc[0]  # the run over every token decides itself
+    assert not everything["fp16_safe"] and everything["fp16_evidence"] == "end-to-end fp16 run"

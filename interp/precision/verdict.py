@@ -1,8 +1,9 @@
 """One row per model: is it fp16-safe, where does it overflow, and what do bf16, fp16 and int8 cost in loss?
 
 Reads the Precision collector's table (per site) and, when there, the end-to-end runs (runs.py). fp16-safe means
-the fp16 run stayed finite on every real token; without a run it falls back to the site statistics (no site
-value reached fp16's overflow threshold) and says so in `fp16_evidence`.
+the fp16 run stayed finite on every real token and no site value reached fp16's overflow threshold (|x| ≥ 65520:
+the site statistics may cover tokens the run did not, e.g. `check`'s first `run_tokens`); without a run it rests
+on the site statistics alone. `fp16_evidence` says which decided.
 """
 from __future__ import annotations
 
@@ -51,8 +52,12 @@ def verdicts(sites: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFr
             r[f"top1_{key}"] = float(run.loc[fmt, "top1_agreement"]) if ok else np.nan
         if run is not None and "fp16" in run.index and run.loc["fp16", "status"] != "error":
             row = run.loc["fp16"]
-            r.update(fp16_safe=row["status"] == "ok", fp16_evidence="end-to-end fp16 run",
-                     fp16_overflow_at=overflow_place(row))
+            if row["status"] == "ok" and s["site_overflow"]:  # finite on the run's tokens, not on all of them
+                r.update(fp16_safe=False, fp16_overflow_at=s["abs_max_at"],
+                         fp16_evidence="site statistics (the fp16 run stayed finite on its tokens)")
+            else:
+                r.update(fp16_safe=row["status"] == "ok", fp16_evidence="end-to-end fp16 run",
+                         fp16_overflow_at=overflow_place(row))
         else:
             why = "the fp16 run failed" if run is not None and "fp16" in run.index else "no fp16 run"
             r.update(fp16_safe=not s["site_overflow"], fp16_evidence=f"site statistics only ({why})",
