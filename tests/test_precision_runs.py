@@ -404,3 +404,26 @@ def test_a_site_overflow_outside_the_runs_tokens_is_not_fp16_safe():
     assert v["fp16_overflow_at"] == "blocks.0.hook_resid_pre (layer 0)" and v["fp16_evidence"].startswith("site")
     everything = check(model, data, run_tokens=None).verdict.iloc[0]  # the run over every token decides itself
     assert not everything["fp16_safe"] and everything["fp16_evidence"] == "end-to-end fp16 run"
+
+
+def test_the_cli_table_counts_the_runs_tokens_when_one_failed(monkeypatch, capsys):
+    """`interp precision` printed the fp32 reference's token count off the first run's row: 0 predicted tokens
+    when bf16 failed at its first batch. It prints the runs' count (the next-token predictions)."""
+    import interp.precision.runs as R
+    from interp.commands.precision import print_check
+    from interp.precision.check import check
+    real = R.low_precision
+
+    def broken(m, fmt, linear):
+        twin, notes = real(m, fmt, linear)
+        if fmt == "bf16":
+            def fail(*a, **k):
+                raise RuntimeError("bf16 kernel missing")
+            twin.forward = fail
+        return twin, notes
+
+    monkeypatch.setattr(R, "low_precision", broken)
+    chk = check(interp.zoo.build("pre-ln", **KW).eval(), DATA, run_tokens=None)
+    print_check(chk)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.endswith(f"on {sum(len(s) - 1 for s in DATA)} predicted tokens"), last
