@@ -2,6 +2,7 @@
 test_surgery_fuse_unified.py): the per-sequence ablation pools to MassiveActivations.ablation's losses; the
 step-0 gradients are those of interp.zoo.build(strategy, seed=k); the pipeline yields one row per subject."""
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -174,3 +175,23 @@ def test_claims_cli_refuses_other_json_lists_in_one_line(tmp_path, capsys):
         assert main([str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
         assert "not a claims file" in err and why in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_seed_whose_models_were_not_measured_is_named_not_silently_dropped():
+    """Seed 2's vanilla control has no entropy_neurons rows: the estimate rests on seeds 0 and 1 and its reason
+    says seed 2 was left out and why (the reason read 't over 2 seeds' with no word of seed 2 before)."""
+    from interp.report.claims import CLAIMS, evaluate_claim as ev
+    rows = []
+    for k, lf in enumerate((0.02, 0.03, 0.01)):
+        suf = "" if k == 0 else f".seed{k}"
+        for n in range(5):
+            rows += [dict(model="pre-ln" + suf, role="original", neuron=n, dH=0.2, via_scale=0.18),
+                     dict(model="pre-ln-lnfree" + suf, role="lnfree", neuron=n, dH=lf, via_scale=0)]
+            if k < 2:
+                rows.append(dict(model="pre-ln-vanilla" + suf, role="vanilla", neuron=n, dH=0.2, via_scale=0.1))
+    names = [p + ("" if k == 0 else f".seed{k}") for p in ("pre-ln", "pre-ln-lnfree", "pre-ln-vanilla")
+             for k in range(3)]
+    t = {"cards": pd.DataFrame({"model": names, "family": "zoo"}), "entropy_neurons": pd.DataFrame(rows)}
+    (r,) = ev(CLAIMS["ln_free_entropy_neurons"], t)
+    assert r["n"] == 2 and r["value"] == pytest.approx(np.mean([math.log(0.1), math.log(0.15)]))
+    assert "left out, not measured: seed 2 (no vanilla rows)" in r["reason"]

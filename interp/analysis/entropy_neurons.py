@@ -87,12 +87,13 @@ def entropy_neuron_table(models: dict[str, tuple[str, object]], tokens: torch.Te
 def entropy_neuron_effect(t, subject: Subject, ref: Subject | None = None):
     """Whether the LN-free model's entropy neurons lost their effect, against the vanilla control."""
     need(t, "entropy_neurons", subject.models, "entropy-neuron measurement (original, LN-free, vanilla)")
-    vals, why = [], []
+    vals, why, absent = [], [], []
     for m in subject.models:
         seed = seed_of(m)
         g = t["entropy_neurons"][t["entropy_neurons"]["model"].map(seed_of) == seed]
         by = {r: g[g.role == r] for r in ("original", "lnfree", "vanilla")}
         if any(v.empty for v in by.values()):
+            absent.append(f"seed {seed} (no {', '.join(r for r, v in by.items() if v.empty)} rows)")
             continue
         o = by["original"]
         if o["via_scale"].sum() < 0.5 * o["dH"].sum():
@@ -105,6 +106,8 @@ def entropy_neuron_effect(t, subject: Subject, ref: Subject | None = None):
         raise NotTestable("no entropy neurons to lose: " + "; ".join(why) if why else
                           f"no seed of {subject.label} has the original, LN-free and vanilla models measured")
     est = over_seeds(vals)
-    if why:  # a seed whose original has no entropy neurons cannot lose them: said, not silently left out
-        est.detail = "left out, no entropy neurons to lose: " + "; ".join(why)
+    # a seed whose original has no entropy neurons cannot lose them, one not measured says nothing: both are said,
+    # not silently left out
+    est.detail = "; ".join(([f"left out, no entropy neurons to lose: {'; '.join(why)}"] if why else []) +
+                           ([f"left out, not measured: {'; '.join(absent)}"] if absent else []))
     return est
