@@ -379,6 +379,9 @@ def test_a_format_named_twice_runs_once():
     assert list(runs["format"]) == ["bf16", "fp16"]
     cols = ["loss", "loss_fp32", "delta_loss", "top1_agreement", "status"]
     pd.testing.assert_frame_equal(runs[cols], once[cols])
+    # one format given as a string was read letter by letter ("unknown precision format(s) ['f', 'p', '1', '6']")
+    alone = precision_runs(model, DATA, "fp16", batch_size=3, progress=False)
+    pd.testing.assert_frame_equal(alone[cols], once[cols].iloc[[1]].reset_index(drop=True))
     res = interp.collect(model, DATA, [interp.collectors.Precision()], progress=False)
     assert verdicts(res["precision"], runs).iloc[0]["delta_bf16"] == runs.set_index("format").loc["bf16", "delta_loss"]
 

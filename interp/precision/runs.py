@@ -185,6 +185,7 @@ def precision_runs(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batc
     """One row per format (see COLUMNS, documented in docs/results.md): `model` (fp32) against itself in each
     format on `data` (what interp.collect takes), in eval mode. watch=False skips locating the first non-finite
     value. The model's train / eval mode is set back afterwards, module by module."""
+    formats = (formats,) if isinstance(formats, str) else formats  # "fp16" is one format, not four letters
     formats = tuple(dict.fromkeys(formats))  # a format named twice runs once (one row per format)
     training = [m for m in model.modules() if m.training]
     model.eval()
