@@ -139,3 +139,22 @@ def test_figures_escape_names_and_say_what_they_draw():
     f2 = lens_figure(logit_lens(m, tok))
     assert f2.data[0].name == "a&lt;i&gt;b&lt;/i&gt;&amp;c (recomputed)"
     assert "mean" in f2.layout.title.text and "KL" in f2.layout.yaxis.title.text
+
+
+@pytest.mark.parametrize("name", ["powernorm", "unified-norm"])
+def test_lens_leaves_a_training_batch_statistic_model_as_it_was(name):
+    """In train mode the lens's own forward (not only the final norm it applies) updated every PowerNorm / Unified
+    Norm's running statistics and step counter: reading a model changed it. The values are still the train-mode
+    ones, equal to those of a copy."""
+    import copy
+    m = interp.zoo.build(name, n_layers=2, d_model=16, n_heads=2, d_mlp=8, d_vocab=40, n_ctx=8).double().train()
+    tok = torch.randint(0, 40, (2, 6), generator=torch.Generator().manual_seed(9))
+    ref = copy.deepcopy(m)
+    before = {k: v.clone() for k, v in m.named_buffers()}
+    df = logit_lens(m, tok, target=3)
+    assert all(torch.equal(v, before[k]) for k, v in m.named_buffers())
+    assert df.target_logprob.tolist() == logit_lens(ref, tok, target=3).target_logprob.tolist()
+    from interp.attribution import dla_sublayers
+    with pytest.raises(ValueError, match="no per-token scale"):  # refused before its forward moves anything
+        dla_sublayers(m, tok, target=3)
+    assert all(torch.equal(v, before[k]) for k, v in m.named_buffers())

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from interp.attribution.state import kept_state
 from interp.attribution.sublayers import frozen_final_norm
 from interp.attribution.targets import batch_tokens, mask_kwargs, per_batch_tokens
 
@@ -40,7 +41,7 @@ def logit_lens(model: HookedModel, tokens: torch.Tensor, target=None, scale: str
         if sites.final_norm_scale is None:
             raise ValueError(f"model {model.card.name} has no final norm scale to reuse; use scale='recomputed'")
         names = names + [sites.final_norm_scale]
-    with torch.no_grad():
+    with torch.no_grad(), kept_state(model):  # a train-mode forward would move batch-statistic norms' state
         logits, cache = model.run_with_cache(tokens, names_filter=names, **mask)
         final_lp = logits.log_softmax(-1)
         final_p = final_lp.exp()  # for KL(final ‖ lens), once

@@ -53,6 +53,7 @@ def dla_sublayers(model: HookedModel, tokens: torch.Tensor, target, contrast=Non
     names = [sites.layers[0].resid_pre] + [h for ls in sites.layers for h in (ls.deltas["attn"], ls.deltas["mlp"])]
     labels = ["embed"] + [f"L{l}.{k}" for l in range(sites.n_layers) for k in ("attn", "mlp")]
     fin = sites.final_norm_input or sites.final_resid
+    f = frozen_final_norm(model) if sites.final_norm_input is not None else None  # refuses DyT, ... before any forward
     with torch.no_grad():
         logits, cache = model.run_with_cache(tokens, names_filter=list(dict.fromkeys(names + [fin])), **mask)
         ar = torch.arange(b)
@@ -69,7 +70,7 @@ def dla_sublayers(model: HookedModel, tokens: torch.Tensor, target, contrast=Non
             metric = cap * torch.atanh(metric / cap)
         metric = metric.gather(1, tgt[:, None])[:, 0] - (metric.gather(1, con[:, None])[:, 0] if con is not None else 0)
         if sites.final_norm_input is not None:
-            ln, f = model.ln_final, frozen_final_norm(model)
+            ln = model.ln_final
             if isinstance(ln, NormHooks):  # a transformers norm: the model's own statistics, recomputed on y [..., d]
                 s = ln.scale(x).double()
                 recomputed = lambda y: model.apply_final_norm(y.to(logits.dtype)).double()
