@@ -430,3 +430,12 @@ def test_the_cli_table_counts_the_runs_tokens_when_one_failed(monkeypatch, capsy
     print_check(chk)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.endswith(f"on {sum(len(s) - 1 for s in DATA)} predicted tokens"), last
+
+
+def test_an_unwatched_overflow_is_not_said_to_start_at_the_logits():
+    """With watch=False nothing is watched, yet an overflowing run's `what` said 'no hook or module output was
+    non-finite before them' (the logits), where the fp32 activations leave fp16's range at blocks.1.hook_mlp_out."""
+    model, tokens, mask = overflowing_model()
+    r = precision_runs(model, DATA, ("fp16",), batch_size=3, watch=False, progress=False).iloc[0]
+    assert r["status"] == "overflow" and r["first_hook"] == "" and r["first_module"] == ""
+    assert "not looked for" in r["what"] and "no hook or module" not in r["what"]

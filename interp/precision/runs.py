@@ -48,6 +48,7 @@ class _Acc:
     ref_sq: float = 0.0
     seconds: float = 0.0
     error: str = ""
+    watched: bool = True  # a non-finite output is located (watch.py); False: watch=False, or an int8 run
     watch: Watch = field(default_factory=Watch)
     batches: dict = field(default_factory=dict)  # batch index -> (tokens, mask) of the batches events came from
 
@@ -132,6 +133,8 @@ def _what(model, acc: _Acc, fmt: str) -> str:
     """One line saying what went non-finite first and what fp32 computes there."""
     ev = acc.watch.module or acc.watch.hook
     if ev is None:
+        if not acc.watched:
+            return "non-finite outputs; where they started was not looked for (only bf16 / fp16 runs with watch=True are)"
         return "non-finite logits; no hook or module output was non-finite before them"
     kind = "module" if ev is acc.watch.module else "hook"
     where = f"{ev.name} output" if kind == "module" else ev.name
@@ -221,7 +224,7 @@ def _runs(model, data, formats: tuple[str, ...], batch_size: int, max_tokens: in
         else:
             per = "tensor (sequence)" if fmt == "int8" else "token"
             notes[fmt] = [f"weights fp32; {gemm_kinds(model)} inputs int8 per {per}"]
-    accs = {fmt: _Acc() for fmt in formats}
+    accs = {fmt: _Acc(watched=watch and fmt in twins) for fmt in formats}
     ref_mask = MaskRef()
     loss32 = sec32 = 0.0
     n32 = 0
