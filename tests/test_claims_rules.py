@@ -349,3 +349,15 @@ def test_a_verdict_waits_for_seeds_the_manifest_plans():
     assert row["value"] == pytest.approx(-0.465) and row["lo"] < row["hi"]   # the numbers are still shown
     (row,) = evaluate_claim(c, {**t, "seed_plan": plan.assign(seeds=1)})
     assert row["verdict"] == REPRODUCED
+
+
+def test_a_conversion_with_non_finite_logits_is_never_equivalent():
+    """One seed's Pre-CRMSNorm conversion gave NaN logits (max |Δlogit| NaN): pandas' max skipped it and the claim
+    read 'reproduced' from the other conversions; the row is not testable and names the conversion."""
+    c = CLAIMS["rms_equivalent"]
+    for bad in (math.nan, math.inf):
+        t = _equivalence(c, [1e-14])
+        t["equivalence"] = pd.concat([t["equivalence"], pd.DataFrame(
+            [{"model": c.zoo[0] + ".seed1", "form": "pre-crmsnorm", "max_abs_diff": bad, "max_abs_logit": 10.0}])])
+        (row,) = evaluate_claim(c, t)
+        assert row["verdict"] == NOT_TESTABLE and "pre-ln.seed1 → pre-crmsnorm" in row["reason"], row

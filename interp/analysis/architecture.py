@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+import numpy as np
+
 from interp.analysis.intervals import NotTestable, exact
 from interp.analysis.registry import metric
 from interp.analysis.subjects import Subject, need
@@ -20,5 +22,9 @@ def equivalence_error(t, subject: Subject, ref: Subject | None = None):
         raise NotTestable(f"only {sorted(forms)} measured; both conversions are needed")
     if "max_abs_logit" not in e:
         raise NotTestable("the equivalence table has no max |logit| to compare the difference with")
-    rel = (e["max_abs_diff"] / e["max_abs_logit"].abs().clip(lower=1e-300)).max()
-    return exact(float(rel), f"{len(e)} conversions of {e['model'].nunique()} model(s)")
+    rel = e["max_abs_diff"] / e["max_abs_logit"].abs().clip(lower=1e-300)
+    bad = e[~np.isfinite(rel.to_numpy(dtype=float))]
+    if len(bad):  # pandas' max would skip a NaN: a conversion with NaN logits would read as equal
+        raise NotTestable("the logit difference is not finite for " + ", ".join(bad["model"] + " → " + bad["form"]) +
+                          " (NaN or inf logits): equivalence cannot be judged")
+    return exact(float(rel.max()), f"{len(e)} conversions of {e['model'].nunique()} model(s)")
