@@ -265,3 +265,21 @@ def test_family_list():
     print(f"\n{len(fams)} transformers families: {', '.join(fams)}")
     assert sorted(FAMILIES) == fams
     assert len(fams) >= 20
+
+
+def test_context_length_is_the_longest_input_transformers_takes(family):
+    """Families with learned positions: model.cfg.n_ctx tokens run, one more fails in transformers itself (the
+    reference). RoBERTa and MPNet number positions from pad_token_id + 1, so their n_ctx is below
+    max_position_embeddings; collection splits a longer sequence into windows of n_ctx (it raised IndexError)."""
+    t, model, plain, _, _, _ = family
+    if t not in POS_EMBED:
+        return
+    n = model.cfg.n_ctx
+    long = torch.randint(3, V, (1, n + 1))
+    with torch.no_grad():
+        plain(input_ids=long[:, :n])
+        with pytest.raises((IndexError, RuntimeError)):  # a position row (or BERT's token-type buffer) too few
+            plain(input_ids=long)
+        assert model(long[:, :n]).shape[1] == n
+    res = interp.collect(model, torch.randint(3, V, (1, 2 * n + 5)), progress=False)
+    assert (res["norm_scales"]["n"] > 0).all()

@@ -32,6 +32,7 @@ class Encoder:
     ln1: str = "attention.output.LayerNorm"
     mlp_out: str = "output.dense"
     ln2: str = "output.LayerNorm"
+    pad_offset: bool = False                  # positions count from padding_idx + 1 (RoBERTa, MPNet)
 
 
 class EmbedHooks(nn.Module):
@@ -45,6 +46,12 @@ class HookedEncoder(HookedHF):
 
     placement, norm_kind, objective = "post", "layernorm", "encoder"
     layout: Encoder
+
+    def context_length(self) -> int:
+        """max_position_embeddings, less padding_idx + 1 where positions start after the padding id (RoBERTa's 514
+        position rows hold 512 tokens; MPNet's padding_idx is 1 whatever its config says)."""
+        n = self.hf.config.max_position_embeddings
+        return n - (sub(self.hf, self.layout.embeddings).padding_idx + 1) if self.layout.pad_offset else n
 
     def wire(self) -> None:
         lay = self.layout

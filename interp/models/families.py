@@ -59,8 +59,8 @@ DECODERS: dict[str, Decoder | Callable[..., Decoder]] = {
 
 ENCODERS: dict[str, Encoder] = {
     "bert": Encoder("bert"),
-    "roberta": Encoder("roberta"),
-    "mpnet": Encoder("mpnet", attn_out="attention.attn.o", ln1="attention.LayerNorm"),
+    "roberta": Encoder("roberta", pad_offset=True),
+    "mpnet": Encoder("mpnet", attn_out="attention.attn.o", ln1="attention.LayerNorm", pad_offset=True),
     "distilbert": Encoder("distilbert", layers="transformer.layer", attn_out="attention.out_lin", ln1="sa_layer_norm",
                           mlp_out="ffn.lin2", ln2="output_layer_norm"),
 }

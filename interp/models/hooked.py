@@ -197,6 +197,10 @@ class HookedHF(TransformerLensNative):
 
         self._handles.append(on_output(module, pos))
 
+    def context_length(self) -> int:
+        """The longest input the model takes: max_position_embeddings (encoders may take fewer)."""
+        return self.hf.config.max_position_embeddings
+
     def unembed(self) -> nn.Linear:
         out = self.hf.get_output_embeddings()
         if out is None:
@@ -250,7 +254,7 @@ class HookedHF(TransformerLensNative):
         d_mlp = next((v for v in (getattr(c, k, None) for k in ("intermediate_size", "n_inner", "hidden_dim"))
                       if isinstance(v, int)), 4 * d)
         return RealConfig(n_layers=len(self.blocks), d_model=d, n_heads=c.num_attention_heads, d_head=d_head,
-                          d_mlp=d_mlp, n_ctx=c.max_position_embeddings, d_vocab=c.vocab_size,
+                          d_mlp=d_mlp, n_ctx=self.context_length(), d_vocab=c.vocab_size,
                           placement=self.placement, norm=self.norm_kind,
                           final_norm=self.ln_final is not None and self.ln_final.kind != "none",
                           strategy=strategy_label(self.placement, self.norm_kind),
