@@ -102,3 +102,13 @@ def test_first_seeds_keeps_names_without_a_seed_suffix():
     df = pd.DataFrame({"model": names, "v": range(len(names))})
     want = [m for m in names if not (".seed" in m and m.rsplit(".seed", 1)[1].isdigit())]  # hand-written rule
     assert first_seeds(df)["model"].tolist() == want == ["pre-ln", "smollm2-135m", "a.seedling", "post-ln"]
+
+
+def test_a_block_whose_skip_loss_is_nan_is_not_left_out():
+    """Skipping block 11 gives a NaN loss on every sequence: the per-sequence table's pivot dropped that column, so
+    the halves became blocks 0–4 / 5–10 and the claim read 'reproduced'; a NaN block makes the value NaN."""
+    from interp.report.claims import NOT_TESTABLE
+    df = pd.DataFrame(_seq_skip("pre-ln", -0.5, np.random.default_rng(0)))
+    df.loc[df.layer == 11, "loss_delta"] = np.nan
+    (row,) = evaluate_claim(CLAIMS["pre_deep_skip"], {"cards": _cards("pre-ln"), "seq_skip": df})
+    assert row["verdict"] == NOT_TESTABLE, row

@@ -55,7 +55,10 @@ def _skip_per_seq(t, models: tuple[str, ...]) -> dict[str, np.ndarray] | None:
         return None
     out = {}
     for m in models:
-        w = df[df["model"] == m].pivot_table(index="seq", columns="layer", values="loss_delta", aggfunc="first")
+        # dropna=False: a block whose skip loss is NaN on every sequence stays a column (NaN), not left out, which
+        # would shift the deep / shallow halves
+        w = df[df["model"] == m].pivot_table(index="seq", columns="layer", values="loss_delta", aggfunc="first",
+                                             dropna=False)
         out[m] = w.sort_index().sort_index(axis=1).to_numpy(dtype=float)
     return out if len({a.shape for a in out.values()}) == 1 else None
 
