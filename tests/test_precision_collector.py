@@ -245,3 +245,20 @@ def test_qk_norm_batch_without_a_counted_token(monkeypatch):
     monkeypatch.setattr(mod.pk, "usable", lambda x: False)
     res = check_against_brute(tiny("pre-rmsnorm-qk"), data, batch_size=3, exclude_first=True)
     assert res["precision"]["site"].str.startswith("norm_in:q").any()
+
+
+def test_headroom_below_one_is_not_always_an_overflow():
+    """docs/results.md said headroom < 1 means the site overflows fp16; a value of 65510 (headroom 0.9999) rounds to
+    65504 in fp16 (torch's cast), so the collector counts no overflow there and the page must say where inf starts."""
+    from test_collect_docs import DOC
+    x = torch.tensor([65510.0, 65519.0, 65520.0])
+    assert torch.isfinite(x[:2].half()).all() and torch.isinf(x[2:].half()).all()
+    model = tiny("pre-ln")
+    with torch.no_grad():
+        model.embed.weight[7, 2] = 65510.0  # below the 65520 where fp16 rounds to inf
+        model.embed.weight[:, 11] -= 8.0
+    df = collect(model, [[7, 9, 20, 3]], [Precision()], progress=False)["precision"]
+    row = df[(df.layer == 0) & (df.site == "resid_pre")].iloc[0]
+    assert row.fp16_headroom < 1 and row.frac_fp16_overflow == 0
+    line = next(x for x in DOC.splitlines() if x.startswith("| `fp16_headroom`"))
+    assert "65520" in line and "overflows that format" not in line
