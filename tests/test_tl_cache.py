@@ -231,6 +231,10 @@ def test_minilm_post_ln_refused_tokens_fine():
     hf_tok = AutoTokenizer.from_pretrained(str(REGISTRY["minilm-l6"].locate()))
     assert m.to_tokens(text).tolist() == [hf_tok(text)["input_ids"]]  # [CLS] ... [SEP]
     assert m.to_str_tokens(text)[0] == "[CLS]" and m.to_str_tokens(text)[-1] == "[SEP]"
+    # one token for the tokenizer itself is one token here too (encode's appended [SEP] made every word two)
+    assert m.to_single_token("guitar") == hf_tok.convert_tokens_to_ids("guitar") == hf_tok("guitar")["input_ids"][1]
+    with pytest.raises(ValueError, match="not a single token"):
+        m.to_single_token("A man")
     _, cache = m.run_with_cache(text)
     with pytest.raises(UnsupportedByTransformerLens, match="Post-LN"):
         cache.decompose_resid()

@@ -98,8 +98,12 @@ class TransformerLensNative(HookedRootModule):
         return [tok.decode([int(i)]) for i in ids.tolist()]
 
     def to_single_token(self, string: str) -> int:
-        """The id of a string that is exactly one token (without BOS); anything else raises ValueError."""
-        ids = list(self._text_tokenizer().encode(string))
+        """The id of a string that is exactly one token (without BOS, or the [SEP] an encoder's encode appends);
+        anything else raises ValueError."""
+        tok = self._text_tokenizer()
+        ids, suffix = list(tok.encode(string)), list(getattr(tok, "suffix", ()))
+        if suffix and ids[-len(suffix):] == suffix:
+            ids = ids[:-len(suffix)]
         if len(ids) != 1:
             raise ValueError(f"{string!r} is not a single token for {self.card.name} (it encodes to {len(ids)} "
                              "tokens)")
