@@ -439,3 +439,13 @@ def test_an_unwatched_overflow_is_not_said_to_start_at_the_logits():
     r = precision_runs(model, DATA, ("fp16",), batch_size=3, watch=False, progress=False).iloc[0]
     assert r["status"] == "overflow" and r["first_hook"] == "" and r["first_module"] == ""
     assert "not looked for" in r["what"] and "no hook or module" not in r["what"]
+
+
+def test_check_names_a_bad_run_tokens():
+    """check(run_tokens=0) collected the site statistics, then failed naming max_tokens ('max_tokens must be a whole
+    number of at least 1 (got 0)'), an argument the caller had not given. It names run_tokens, before any work."""
+    from interp.precision.check import check
+    model = interp.zoo.build("pre-ln", **KW).eval()
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match=r"^run_tokens must be a whole number of at least 1"):
+            check(model, DATA, run_tokens=bad)

@@ -42,6 +42,9 @@ def check(model, data, formats: tuple[str, ...] = DEFAULT_FORMATS, batch_size: i
           progress: bool = False) -> PrecisionCheck:
     """Collect site statistics on `data` (at most `max_tokens`) and run `formats` end to end on the first
     `run_tokens` tokens (None: all); `formats=()` skips the runs."""
+    if run_tokens is not None and (isinstance(run_tokens, bool) or not isinstance(run_tokens, int) or run_tokens < 1):
+        raise ValueError(f"run_tokens must be a whole number of at least 1 (got {run_tokens!r}); None runs on all "
+                         "the data")
     import interp.collectors as C
     from interp.collectors import Precision
     res = C.collect(model, data, [Precision()], batch_size=batch_size, max_tokens=max_tokens, progress=progress)
