@@ -148,10 +148,12 @@ def test_norm_scales_from_inputs(family):
         y = y.transpose(1, 2) if hooks.heads_first else y
         assert torch.allclose(cache[f"{path}.hook_normalized"], y, atol=1e-6), (t, path)
         gain_free = (x - x.mean(-1, keepdim=True) if centre else x) / cache[f"{path}.hook_scale"]
-        w = getattr(mod, "weight", None)
-        if w is not None and not hooks.heads_first and w.dim() == 1:  # after the gain, as documented
+        per_head = list(mod.norms) if hasattr(mod, "norms") else None  # StableLM: one LayerNorm per head
+        w = torch.stack([m.weight for m in per_head]) if per_head else getattr(mod, "weight", None)
+        b = torch.stack([m.bias for m in per_head]) if per_head and per_head[0].bias is not None else (
+            None if per_head else getattr(mod, "bias", None))
+        if w is not None:  # after the gain, as documented (QK-norms too: [d_head] or [heads, d_head] gains)
             g = 1 + w if hooks.kind == "rmsnorm1p" else w
-            b = getattr(mod, "bias", None)
             assert torch.allclose(cache[f"{path}.hook_normalized"], gain_free * g + (0 if b is None else b),
                                   atol=1e-5), (t, path)
 
