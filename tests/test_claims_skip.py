@@ -112,3 +112,15 @@ def test_a_block_whose_skip_loss_is_nan_is_not_left_out():
     df.loc[df.layer == 11, "loss_delta"] = np.nan
     (row,) = evaluate_claim(CLAIMS["pre_deep_skip"], {"cards": _cards("pre-ln"), "seq_skip": df})
     assert row["verdict"] == NOT_TESTABLE, row
+
+
+def test_models_measured_on_different_sequences_are_not_paired():
+    """lns on sequences 0–29, pre-ln on 30–59 (same count): the bootstrap paired row i of each, different texts,
+    and called it '(paired)'; without shared sequences there is no per-sequence pairing (no pooled table: not
+    testable)."""
+    from interp.report.claims import NOT_TESTABLE
+    rng = np.random.default_rng(1)
+    a, b = pd.DataFrame(_seq_skip("lns", 0.3, rng)), pd.DataFrame(_seq_skip("pre-ln", -0.3, rng))
+    b["seq"] += 30
+    (row,) = evaluate_claim(CLAIMS["lns_deep_skip"], {"cards": _cards("lns", "pre-ln"), "seq_skip": pd.concat([a, b])})
+    assert row["verdict"] == NOT_TESTABLE and "paired" not in row["interval"], row

@@ -53,14 +53,16 @@ def _skip_per_seq(t, models: tuple[str, ...]) -> dict[str, np.ndarray] | None:
     df = t.get("seq_skip")
     if df is None or df.empty or not set(models) <= set(df["model"]):
         return None
-    out = {}
+    out, keys = {}, set()
     for m in models:
         # dropna=False: a block whose skip loss is NaN on every sequence stays a column (NaN), not left out, which
         # would shift the deep / shallow halves
         w = df[df["model"] == m].pivot_table(index="seq", columns="layer", values="loss_delta", aggfunc="first",
-                                             dropna=False)
-        out[m] = w.sort_index().sort_index(axis=1).to_numpy(dtype=float)
-    return out if len({a.shape for a in out.values()}) == 1 else None
+                                             dropna=False).sort_index().sort_index(axis=1)
+        out[m] = w.to_numpy(dtype=float)
+        keys.add((tuple(w.index), tuple(w.columns)))
+    # the same sequences (and blocks) for every model, or a resample would pair different texts
+    return out if len(keys) == 1 else None
 
 
 def deep_minus_shallow(per_block: np.ndarray) -> float:
