@@ -137,3 +137,14 @@ def test_the_documented_route_to_the_massive_marks_works(tmp_path, capsys):
     assert {"precision", "massive"} <= set(Results.load(tmp_path / "c").tables)
     assert main(["report", str(tmp_path / "c"), "-o", str(tmp_path / "r.html")]) == 0
     assert 'id="precision"' in (tmp_path / "r.html").read_text()
+
+
+def test_safety_bars_count_the_runs_that_overflowed():
+    """The bar text said 'fp16 run: overflow (3/3)' when one of three seeds' runs overflowed (the count was of runs,
+    read as of overflows). It now says how many runs had the status it names."""
+    from interp.precision.report import safety_bars
+    models = ["pre-ln", "pre-ln.seed1", "pre-ln.seed2", "peri-ln"]
+    p = pd.DataFrame({"model": models, "abs_max": [7e4, 10.0, 12.0, 5.0]})
+    runs = pd.DataFrame({"model": models, "format": "fp16", "status": ["overflow", "ok", "ok", "ok"]})
+    fig = safety_bars({"precision": p, "precision_runs": runs}, {})
+    assert sorted(fig.data[0].text) == ["fp16 run: ok in 1 of 1 run(s)", "fp16 run: overflow in 1 of 3 run(s)"]

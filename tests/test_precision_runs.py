@@ -147,7 +147,7 @@ def test_a_failing_format_is_an_error_row(monkeypatch):
     v = verdicts(res["precision"], runs.reset_index()).iloc[0]
     assert v["fp16_evidence"] == "site statistics only (the fp16 run failed)"
     fig = safety_bars({"precision": res["precision"], "precision_runs": runs.reset_index()}, {})
-    assert list(fig.data[0].text) == ["fp16 run: failed (1/1)"]
+    assert list(fig.data[0].text) == ["fp16 run: failed in 1 of 1 run(s)"]
 
 
 def test_other_objectives_compare_outputs():

@@ -66,8 +66,9 @@ def safety_bars(t: dict, colors: Colors) -> go.Figure | None:
     for grp, models in pd.Series(peak.index, index=peak.index).groupby(lambda m: group_of(m), sort=False):
         v = np.log10(FP16_MAX / peak[list(models)].to_numpy(dtype=float))
         st = [status[m] for m in models if m in status]
-        word = "overflow" if "overflow" in st else "failed" if "error" in st else "ok"  # a failed run is not ok
-        text = f"fp16 run: {word} ({len(st)}/{len(models)})" if st else "no fp16 run"
+        word, status_of = (("overflow", "overflow") if "overflow" in st else ("failed", "error") if "error" in st
+                           else ("ok", "ok"))  # a failed run is not ok
+        text = f"fp16 run: {word} in {st.count(status_of)} of {len(st)} run(s)" if st else "no fp16 run"
         rows.append({"group": grp, "mean": float(v.mean()), "lo": float(v.min()), "hi": float(v.max()), "n": len(v), "text": text})
     d = pd.DataFrame(rows).sort_values("mean")
     fig = go.Figure(go.Bar(x=[label(g) for g in d["group"]], y=d["mean"],
