@@ -264,3 +264,30 @@ def test_bias_rows_can_be_kept_by_name():
     assert set(part.component) == set(keep)
     want = full[full.component.isin(keep)].reset_index(drop=True)
     assert part.dla.tolist() == want.dla.tolist() and part.component.tolist() == want.component.tolist()
+
+
+@pytest.mark.parametrize("name", ["post-ln", "deepnorm", "peri-ln", "reordered"])
+def test_every_placement_against_hooked_path_ablation(name):
+    """Brute force through the model's own forward: every sublayer output held at its cached value (so no sublayer
+    sees the change), the component removed from its raw write; with every path norm's scale hooked to its cached
+    value this is DLA, with the scales recomputed it is the direct effect."""
+    from interp.attribution.replay import path_norms
+    m = model(name)
+    df = dla(m, TOK, target=7, pos=-1, neuron_layers=[1])
+    peri = m.blocks[0].placement in ("peri", "reordered")
+    raw = {k: (f"blocks.{l}.ln{i}_post.hook_in" if peri else f"blocks.{l}.hook_{k.split('.')[1]}_out")
+           for l in range(3) for i, k in ((1, f"{l}.attn"), (2, f"{l}.mlp"))}
+    scales = [f"{n}.hook_scale" for n, _ in path_norms(m)]
+    logits, cache = m.run_with_cache(TOK)
+    c = {"L0.H2": ("0.attn", _write_of_head(m, cache, 0, 2, slice(None), 8)),
+         "L1.N5": ("1.mlp", cache["blocks.1.mlp.hook_post"][:, 8, 5, None] * m.blocks[1].mlp.down.weight[:, 5])}
+    for comp, (site, vec) in c.items():
+        held = {h: cache[h].clone() for h in raw.values()}
+        held[raw[site]][:, 8] -= vec
+        fix = [(h, lambda x, hook, v=v: v) for h, v in held.items()]
+        frozen = [(s, lambda x, hook, v=v: v) for s, v in {s: cache[s].clone() for s in scales}.items()]
+        want_de = logits[:, 8, 7] - m.run_with_hooks(TOK, fwd_hooks=fix)[:, 8, 7]
+        want_dla = m.run_with_hooks(TOK, fwd_hooks=frozen)[:, 8, 7] - m.run_with_hooks(TOK, fwd_hooks=fix + frozen)[:, 8, 7]
+        rows = df[df.component == comp]
+        assert rows.direct_effect.values == pytest.approx(want_de.detach().numpy(), abs=1e-10)
+        assert rows.dla.values == pytest.approx(want_dla.detach().numpy(), abs=1e-10)
