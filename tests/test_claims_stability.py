@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from interp.analysis.intervals import NotTestable, welch_interval
+from interp.analysis.intervals import NotTestable, t_interval, welch_interval
 from interp.analysis.stability import lr_sensitivity, lr_sensitivity_of, max_attn_logit, stable_lr_steps, stable_rung
 from interp.analysis.subjects import Subject
 
@@ -119,6 +119,21 @@ def test_max_attn_logit_is_log10_of_the_top_over_layers_and_heads():
     est = max_attn_logit(t, Subject("q", ("q", "q.seed1")), Subject("p", ("p", "p.seed1")))
     d, lo, hi = welch_interval(np.log10([3.0, 4.5]), np.log10([30.0, 60.0]))
     assert (est.value, est.lo, est.hi) == pytest.approx((d, lo, hi))
+
+
+def test_max_attn_logit_takes_no_maximum_past_a_nan_layer_and_names_a_missing_seed():
+    """pandas' max skipped a NaN layer (a model whose logits overflowed read as its finite layers' top, with an
+    interval), and a seed without rows was left out with no word."""
+    rows = [dict(model=m, layer=l, head=0, max_abs_logit=v * (1 + l))
+            for m, v in (("q", 1.0), ("q.seed1", 1.5), ("q.seed2", 2.0)) for l in range(2)]
+    t = {"attn_logits": pd.DataFrame(rows)}
+    t["attn_logits"].loc[5, "max_abs_logit"] = math.nan  # q.seed2, layer 1
+    est = max_attn_logit(t, Subject("q", ("q", "q.seed1", "q.seed2")))
+    assert not est.has_interval and est.units[2] != est.units[2]  # q.seed2's value is NaN, not log10(2)
+    est = max_attn_logit(t, Subject("q", ("q", "q.seed1", "q.seed3")))
+    m, lo, hi = t_interval(np.log10([2.0, 3.0]))
+    assert (est.value, est.lo, est.hi) == pytest.approx((m, lo, hi))
+    assert est.detail == "left out, no attention logits measured: q.seed3"
 
 
 def test_claims_on_hand_made_tables():

@@ -128,6 +128,7 @@ def test_variance_rise_and_its_claim(tiny_runs):
     assert row["value"] == pytest.approx(want["peri-ln"] - want["pre-ln"], rel=1e-5)
     assert row["lo"] <= row["value"] <= row["hi"]
     assert row["interval"].startswith("bootstrap over 4 held-out sequences (paired)") and "one seed" in row["interval"]
+    assert "left out, no weights along training measured: peri-ln.seed1" in row["reason"]  # named, not silent
 
 
 def test_models_without_kept_steps_are_skipped(tiny_runs, tmp_path):

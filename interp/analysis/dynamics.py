@@ -181,6 +181,7 @@ def variance_rise_metric(t, subject: Subject, ref: Subject | None = None, start:
             raise NotTestable(f"no weights along training of {s.label} were measured in this run (only seed 0 "
                               "of some strategies ships them)")
         return Subject(s.label, models, s.kind)
+    gone = [m for m in subject.models + (ref.models if ref else ()) if m not in have]
     subject, ref = kept(subject), (kept(ref) if ref is not None else None)
     per = {}
     for m in subject.models + (ref.models if ref else ()):
@@ -194,4 +195,6 @@ def variance_rise_metric(t, subject: Subject, ref: Subject | None = None, start:
     seqs = counts.pop() if len(counts) == 1 else 0  # paired resampling only over sequences every step saw
     est = estimate(lambda m, idx: variance_rise(per[m][0], idx, per[m][1]), subject, ref, seqs)
     est.detail = "steps " + ", ".join(f"{m} {per[m][1]} → {max(per[m][0])}" for m in per)
+    if gone:
+        est.detail += f"; left out, no weights along training measured: {', '.join(gone)}"
     return est

@@ -115,10 +115,12 @@ def lr_sensitivity(t, subject: Subject, ref: Subject | None = None) -> Estimate:
     return diff_over_seeds(per(a), per(b))
 
 
-def _top_logit(t, models: tuple[str, ...]) -> list[float]:
+def _top_logit(t, models: tuple[str, ...]) -> tuple[list[float], list[str]]:
+    """(log10 of each measured model's largest logit: NaN if a layer's is NaN, the models without rows)."""
     rows = need(t, "attn_logits", models, "attention-logit table (interp.collectors.attn_logits)")
-    top = rows.groupby("model")["max_abs_logit"].max()
-    return [math.log10(float(top[m])) for m in models if m in top.index]
+    top = rows.groupby("model")["max_abs_logit"].agg(lambda s: s.max(skipna=False))  # a NaN layer is no maximum
+    return ([math.log10(float(top[m])) if top[m] > 0 else math.nan for m in models if m in top.index],
+            [m for m in models if m not in top.index])
 
 
 @metric("max_attn_logit", "log10 of the largest |q·k|/√d_head over layers and heads on held-out text; subject − "
@@ -126,7 +128,12 @@ def _top_logit(t, models: tuple[str, ...]) -> list[float]:
         "(attention logit growth)", "log10")
 def max_attn_logit(t, subject: Subject, ref: Subject | None = None) -> Estimate:
     """log10 max attention logit (or its difference from the reference's), over seeds."""
-    a = _top_logit(t, subject.models)
+    a, gone = _top_logit(t, subject.models)
     if ref is None:
-        return over_seeds(a)
-    return diff_over_seeds(a, _top_logit(t, ref.models))
+        est = over_seeds(a)
+    else:
+        b, gone_ref = _top_logit(t, ref.models)
+        est, gone = diff_over_seeds(a, b), gone + gone_ref
+    if gone:
+        est.detail = f"left out, no attention logits measured: {', '.join(gone)}"
+    return est
