@@ -285,3 +285,22 @@ def test_context_length_is_the_longest_input_transformers_takes(family):
         assert model(long[:, :n]).shape[1] == n
     res = interp.collect(model, torch.randint(3, V, (1, 2 * n + 5)), progress=False)
     assert (res["norm_scales"]["n"] > 0).all()
+
+
+def test_deepcopy_has_its_own_hook_points(family):
+    """copy.deepcopy of a hooked model: the copy caches every hook point of its own, gives the original's output,
+    ignores hooks on the original and obeys its own (its PyTorch hooks fired the original's points before, so its
+    cache missed most sites and an ablation on the original changed the copy)."""
+    t, model, _, tokens, out, cache = family
+    twin = copy.deepcopy(model)
+    site = model.sites.layers[0].resid_post
+    with torch.no_grad():
+        twin_out, twin_cache = twin.run_with_cache(tokens)
+        assert set(twin_cache.keys()) == set(cache.keys()) and torch.equal(twin_out, out), t
+        model.add_hook(site, lambda x, hook: x * 0)
+        try:
+            assert torch.equal(twin(tokens), out), t
+        finally:
+            model.reset_hooks()
+        ablated = twin.run_with_hooks(tokens, fwd_hooks=[(site, lambda x, hook: x * 0)])
+    assert not torch.equal(ablated, out) and twin.card == model.card, t

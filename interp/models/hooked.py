@@ -166,6 +166,23 @@ class HookedHF(TransformerLensNative):
         self.wire()
         self.setup()
 
+    def __deepcopy__(self, memo: dict) -> HookedHF:
+        """A copy with its own hook points (none attached; the tokenizer shared): the wrapped model is copied without
+        this wrapper's PyTorch hooks, whose closures would fire the original's points, and wired again."""
+        import copy
+        ids = {h.id for h in self._handles}
+        hf = copy.deepcopy(self.hf, memo)
+        for m in hf.modules():
+            for name, d in vars(m).items():
+                if name.startswith(("_forward", "_backward")) and isinstance(d, dict):
+                    for k in ids & set(d):
+                        del d[k]
+        twin = type(self)(hf, self.tokenizer, **copy.deepcopy(self._info, memo))
+        memo[id(self)] = twin
+        for a, b in zip(self.modules(), twin.modules()):  # the same modes (the wrapped model is built in eval mode)
+            b.training = a.training
+        return twin
+
     # --- what each family provides -------------------------------------------------------------------------
     def embed_module(self) -> nn.Module:
         """The token embedding (transformers' own accessor: embed_tokens, wte, word_embeddings, ...)."""
