@@ -449,3 +449,18 @@ def test_check_names_a_bad_run_tokens():
     for bad in (0, -3, 2.5):
         with pytest.raises(ValueError, match=r"^run_tokens must be a whole number of at least 1"):
             check(model, DATA, run_tokens=bad)
+
+
+@pytest.mark.skipif(not (interp.data.DATA_DIR / "zoo" / "pre-ln" / "model.safetensors").is_file(),
+                    reason="no shipped zoo")
+def test_cli_formats_with_spaces_or_none_named(capsys):
+    """--formats 'bf16, int8' refused ' int8' as an unknown format (the space was kept), and --formats '' silently
+    ran nothing; the names are stripped, and an empty list is refused in one line."""
+    d = str(interp.data.DATA_DIR / "zoo" / "pre-ln")
+    base = ["precision", d, "--texts", "1", "--chars", "120", "--run-tokens", "16", "-q"]
+    assert main(base + ["--formats", "bf16, int8"]) == 0
+    out = capsys.readouterr().out
+    assert "\n  bf16 " in out and "\n  int8 " in out
+    assert main(base + ["--formats", " , "]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--formats names no format" in err[0]

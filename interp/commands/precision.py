@@ -66,7 +66,9 @@ def run(a: argparse.Namespace) -> None:
     texts = _data_texts(a.data) if a.data else None
     from interp.precision.lowp import LINEAR_MODES
     from interp.precision.runs import FORMATS
-    formats = tuple(f for f in a.formats.split(",") if f) if a.formats != "none" else ()
+    formats = tuple(f.strip() for f in a.formats.split(",") if f.strip()) if a.formats.strip() != "none" else ()
+    if a.formats.strip() != "none" and not formats:
+        raise ValueError("--formats names no format; give e.g. bf16,fp16,int8, or 'none' for no end-to-end runs")
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"--formats: unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)} or 'none'")
