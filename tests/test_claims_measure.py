@@ -119,6 +119,28 @@ def test_entropy_neuron_effects_match_the_attribution_module():
     assert set(picks) == set(score.index[:5])
 
 
+def test_entropy_neuron_candidates_are_chosen_against_the_unembedding_as_the_norm_reads_it():
+    """The stream reaches W_U through the final norm's gain w. Two planted writes of equal norm: a = the direction
+    the gain-folded unembedding reads least (the entropy-neuron signature: its frozen-scale effect on the logits
+    is the smallest any write of that norm can have), b = the raw W_U's least-read direction, which the model
+    does read once the gain applies. Candidates were chosen against the raw W_U, so b was picked."""
+    from interp.analysis.entropy_neurons import candidates
+    m = zoo.build("pre-rmsnorm", n_layers=2, d_model=16, n_heads=2, d_mlp=8, d_vocab=40, n_ctx=8).double().eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        m.ln_final.w.copy_(0.2 + 3 * torch.rand(16, generator=g, dtype=torch.float64))
+        W_U, w = m.W_U.double(), m.ln_final.w.double()
+        u_fold = torch.linalg.svd(W_U * w[:, None])[0][:, -1]  # least read after the gain
+        u_raw = torch.linalg.svd(W_U)[0][:, -1]
+        down = m.blocks[1].mlp.down.weight
+        down.mul_(0.01)
+        down[:, 2], down[:, 5] = 5 * u_fold, 5 * u_raw
+    # the reference, from the definition: how much of the logits each write moves with the norm's scale frozen
+    read = lambda v: ((v * w) @ W_U).norm()
+    assert read(5 * u_fold) < 0.5 * read(5 * u_raw)
+    assert candidates(m, k=1) == [2]
+
+
 def test_a_seed_without_entropy_neurons_is_named_not_silently_dropped():
     from interp.report.claims import CLAIMS, evaluate_claim as ev
     rows = []

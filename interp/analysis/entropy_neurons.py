@@ -4,8 +4,9 @@ An entropy neuron of the last MLP layer writes a large vector into the part of t
 barely reads, so it changes the prediction's entropy mainly through the final norm's scale. The measurement
 follows `interp.attribution.confidence` for a few chosen neurons only:
   candidates   the K neurons of the original (pre-ln) model's last layer with the largest ‖W_out[:, n]‖ ×
-               (share of ‖W_out[:, n]‖² in the span of W_U's least-read tenth of directions): Stolfo et al.'s
-               selection, from the weights alone
+               (share of ‖W_out[:, n]‖² in the span of the least-read tenth of directions of W_U as it reads
+               the stream: the final norm's gain folded in, writes centred for LayerNorm;
+               `interp.attribution.confidence.null_fractions`): Stolfo et al.'s selection, from the weights alone
   dH           mean over held-out tokens of |ΔH| (nats) when the neuron's activation is set to its mean, on the
                direct path (final residual changed, final norm recomputed when the model has one)
   via_scale    dH − the same with the final norm's scale frozen: the part carried by the scale
@@ -25,6 +26,7 @@ import torch
 from interp.analysis.intervals import NotTestable, over_seeds
 from interp.analysis.registry import metric
 from interp.analysis.subjects import Subject, need, seed_of
+from interp.attribution.confidence import null_fractions
 from interp.attribution.replay import flat_pos0, norm_linear, norm_scale
 
 K = 5
@@ -38,10 +40,7 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
 def candidates(model, k: int = K) -> list[int]:
     """The k last-layer neurons of `model` with the largest write norm × null-space share (weights only)."""
     W_out = model.blocks[-1].mlp.down.weight.detach().double()          # [d, n]
-    U = torch.linalg.svd(model.W_U.detach().double(), full_matrices=False)[0]
-    U = U[:, -max(1, U.shape[0] // 10):]
-    null = (U.T @ W_out).pow(2).sum(0) / W_out.pow(2).sum(0)
-    return torch.topk(W_out.norm(dim=0) * null, k).indices.tolist()
+    return torch.topk(W_out.norm(dim=0) * null_fractions(model, W_out), k).indices.tolist()
 
 
 @torch.no_grad()

@@ -35,6 +35,19 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(lp.exp() * lp).sum(-1)
 
 
+def null_fractions(model, W_out: torch.Tensor, null_k: int | None = None) -> torch.Tensor:
+    """Per neuron (column of W_out [d, n]), the share of its write's squared norm in the span of the `null_k`
+    (default d // 10) least-read directions of the unembedding as it reads the stream ([n], float64)."""
+    W_U, W_out = model.W_U.detach().double(), W_out.detach().double()
+    k = null_k or max(1, W_U.shape[0] // 10)
+    # as TransformerLens folds it: the final norm's gain into W_U; a centring norm drops each write's mean
+    ln = model.ln_final if model.cfg.final_norm else None
+    read_U = W_U * ln.w.double()[:, None] if getattr(ln, "w", None) is not None else W_U
+    W_read = W_out - W_out.mean(0) if isinstance(ln, LayerNorm) or getattr(ln, "centre", False) else W_out
+    U = torch.linalg.svd(read_U, full_matrices=False)[0][:, -k:]         # [d, k] least-read directions
+    return (U.T @ W_read).pow(2).sum(0) / W_read.pow(2).sum(0)
+
+
 def confidence_neurons(model: HookedModel, tokens: torch.Tensor, layer: int = -1, null_k: int | None = None) -> pd.DataFrame:
     """One row per neuron of `layer`, sorted by via_scale (see the module docstring for the columns).
 
@@ -63,15 +76,8 @@ def confidence_neurons(model: HookedModel, tokens: torch.Tensor, layer: int = -1
         W_out = blk.mlp.down.weight.double()                                 # [d, n]
         W_U = model.W_U.double()
         b_U = 0 if model.b_U is None else model.b_U.double()
-        d = W_U.shape[0]
-        k = null_k or max(1, d // 10)
         has_norm = model.cfg.final_norm
-        # as TransformerLens folds it: the final norm's gain into W_U; a centring norm drops each write's mean
-        ln = model.ln_final if has_norm else None
-        read_U = W_U * ln.w.double()[:, None] if getattr(ln, "w", None) is not None else W_U
-        W_read = W_out - W_out.mean(0) if isinstance(ln, LayerNorm) or getattr(ln, "centre", False) else W_out
-        U = torch.linalg.svd(read_U, full_matrices=False)[0][:, -k:]         # [d, k] least-read directions
-        null_frac = (U.T @ W_read).pow(2).sum(0) / W_read.pow(2).sum(0)
+        null_frac = null_fractions(model, W_out, null_k)
         pos0 = flat_pos0(tokens)  # FakeLN divides position 0 by its own constant
         if has_norm:
             ln = model.ln_final
