@@ -280,3 +280,26 @@ def test_paths_that_hold_no_model_say_what_to_pass(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"could not load the weights in .*ckpt .*re-download or rebuild") as e:
         interp.load_model(ck)
     assert "\n" not in str(e.value)
+
+
+def test_hub_id_in_the_cache_is_checked_like_a_folder(tmp_path, monkeypatch):
+    """An HF repo id found in the cache goes through the same checks as a local folder: an architecture interp
+    does not cover is refused as such (not as a missing tokenizer, which copying would not cure), and a covered
+    one loads with the repo id as its name."""
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+
+    def cache(repo_id, src):
+        base = hub / ("models--" + repo_id.replace("/", "--"))
+        shutil.copytree(src, base / "snapshots" / "0123abc")
+        (base / "refs").mkdir()
+        (base / "refs" / "main").write_text("0123abc")
+
+    other = tiny_checkpoint(tmp_path / "other", "llama", tokenizer=False)
+    meta = (other / "config.json").read_text().replace('"model_type": "llama"', '"model_type": "mamba"')
+    (other / "config.json").write_text(meta)
+    cache("org/tiny-mamba", other)
+    with pytest.raises(ValueError, match="model type 'mamba' is not covered"):
+        interp.load_model("org/tiny-mamba")
+    cache("org/tiny-llama", tiny_checkpoint(tmp_path / "llama", "llama", tokenizer=True))
+    assert interp.load_model("org/tiny-llama").card.name == "org/tiny-llama"

@@ -69,9 +69,7 @@ def _load_model(name_or_path: str | Path, dtype: torch.dtype = torch.float32, to
     if "/" in name and not name.startswith((".", "/", "~")):
         snap = hf_snapshot(name)  # an HF repo id: only from the local HF cache
         if snap is not None and has_weights(snap):
-            from interp.models.load import load_hf_dir
-            tok = tokenizer or checkpoint_tokenizer(snap, _model_type(snap))
-            return load_hf_dir(snap, name, dtype, tokenizer_dir=tok)
+            return _load_dir(snap, dtype, tokenizer, name=name)  # its checks in the same order as a local folder's
         raise MissingWeights(f"{name!r} is neither a path nor in the HF cache (missing: "
                              f"{', '.join(missing_files(snap))}); nothing is downloaded here: copy a checkpoint "
                              "directory with these files and pass its path, or fill the HF cache (HF_HOME / "
@@ -91,16 +89,8 @@ def _not_loadable(p: Path) -> str:
             "model.safetensors + tokenizer files; or a zoo checkpoint) or a .gguf file")
 
 
-def _model_type(d: Path) -> str | None:
-    """config.json's model_type in `d` (None when unreadable: transformers' own error comes later)."""
-    try:
-        meta = json.loads((d / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeError):
-        return None
-    return meta.get("model_type") if isinstance(meta, dict) else None
-
-
-def _load_dir(p: Path, dtype: torch.dtype, tokenizer: Path | None = None):
+def _load_dir(p: Path, dtype: torch.dtype, tokenizer: Path | None = None, name: str | None = None):
+    """The checkpoint directory `p` (zoo or transformers), named `name` on its card (default: the folder's name)."""
     cfg = p / "config.json"
     if not cfg.is_file():
         raise FileNotFoundError(f"{p} is not a checkpoint: it has no config.json; pass the folder that holds "
@@ -131,7 +121,7 @@ def _load_dir(p: Path, dtype: torch.dtype, tokenizer: Path | None = None):
     # MissingWeights saying what to copy, if it has none
     tok = tokenizer or checkpoint_tokenizer(p, meta.get("model_type"))
     from interp.models.load import load_hf_dir
-    return load_hf_dir(p, p.name, dtype, tokenizer_dir=tok)
+    return load_hf_dir(p, name or p.name, dtype, tokenizer_dir=tok)
 
 
 def _load_gguf(p: Path, dtype: torch.dtype, tokenizer: Path | None = None):
