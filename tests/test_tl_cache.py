@@ -235,6 +235,8 @@ def test_minilm_post_ln_refused_tokens_fine():
     assert m.to_single_token("guitar") == hf_tok.convert_tokens_to_ids("guitar") == hf_tok("guitar")["input_ids"][1]
     with pytest.raises(ValueError, match="not a single token"):
         m.to_single_token("A man")
+    long = " ".join([text] * 200)  # truncated as the tokenizer itself truncates: [CLS] ... [SEP] in n_ctx tokens
+    assert m.to_tokens(long).tolist() == [hf_tok(long, truncation=True, max_length=m.cfg.n_ctx)["input_ids"]]
     _, cache = m.run_with_cache(text)
     with pytest.raises(UnsupportedByTransformerLens, match="Post-LN"):
         cache.decompose_resid()

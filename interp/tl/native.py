@@ -56,11 +56,12 @@ class TransformerLensNative(HookedRootModule):
         side = padding_side or tok.padding_side
         if side not in ("left", "right"):
             raise ValueError(f"unknown padding_side {side!r}; choose 'left' or 'right'")
-        rows = []
+        rows, suffix = [], list(getattr(tok, "suffix", ()))  # an encoder's [SEP], kept when truncating
         for i, t in enumerate(texts):
             ids = ([tok.bos_id] if bos else []) + list(tok.encode(t))
-            if truncate:
-                ids = ids[: self.cfg.n_ctx]
+            if truncate and len(ids) > self.cfg.n_ctx:
+                keep = suffix if suffix and ids[-len(suffix):] == suffix and self.cfg.n_ctx > len(suffix) else []
+                ids = ids[: self.cfg.n_ctx - len(keep)] + keep
             if not ids:
                 raise ValueError(f"text {i} encodes to no tokens; drop empty texts or pass prepend_bos=True")
             rows.append(ids)
