@@ -177,6 +177,23 @@ def test_claims_json_round_trip_and_cli(tmp_path, capsys):
     assert "not a claims file" in capsys.readouterr().err
 
 
+def test_claims_markdown_escapes_html(tmp_path, capsys):
+    """The Markdown table escaped only '|' and newlines: a model named 'a<b>&c' reached the page as a <b> tag
+    (Markdown passes raw HTML through), bolding the rest of the table."""
+    from interp.report.claims.__main__ import main
+    from interp.report.claims.measure import write_claims
+    cards = pd.DataFrame([{"model": "pre-ln", "family": "zoo", "strategy": "pre-ln"}])
+    eq = pd.DataFrame([{"model": "pre-ln", "form": f, "max_abs_diff": 1.5e-14, "max_abs_logit": 10.0}
+                       for f in ("pre-rmsnorm", "pre-crmsnorm")])
+    write_claims({"cards": cards, "equivalence": eq}, tmp_path / "claims.json")
+    rows = json.loads((tmp_path / "claims.json").read_text())
+    rows[0]["model"] = "a<b>&c"  # a model named so (real models are named by their users)
+    (tmp_path / "claims.json").write_text(json.dumps(rows))
+    assert main([str(tmp_path / "claims.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| a&lt;b&gt;&amp;c |" in out and "<b>" not in out
+
+
 def test_entropy_neuron_effects_keep_position_0_apart_under_a_frozen_divisor():
     """A FakeLN final norm (LN removal mid-way) whose position-0 divisor differs: dH equals the entropy change of
     the model itself with the neuron's mean-ablated write added at ln_final's input by hook."""

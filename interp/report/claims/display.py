@@ -1,6 +1,7 @@
 """The claims table as the report and the docs show it: one row per claim × model, readable columns."""
 from __future__ import annotations
 
+import html
 import math
 
 import pandas as pd
@@ -61,7 +62,7 @@ def markdown_table(claims: pd.DataFrame) -> str:
     paper's value, verdict."""
     d = display_table(claims)
     cols = ["paper", "claim", "model", "ours (95 % CI)", "paper's value", "verdict"]
-    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    esc = lambda s: html.escape(str(s)).replace("|", "\\|").replace("\n", " ")  # Markdown renders raw HTML
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(esc(r[c]) for c in cols) + " |" for _, r in d.iterrows()]
     return "\n".join(lines) + "\n"
