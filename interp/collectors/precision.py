@@ -113,6 +113,9 @@ class Precision(Collector):
         if isinstance(sums, np.ndarray):
             sums, amax = torch.from_numpy(sums), torch.tensor(amax, dtype=F64)
             counts = None if counts is None else torch.from_numpy(counts)
+        dev = self.state["sums"].device  # the statistics come on the CPU (sums, max) or the model's device (counts)
+        sums, amax = sums.to(dev), amax.to(dev)
+        counts = None if counts is None else counts.to(dev)
         for i in self.rows_of[hook.name]:
             self.state["sums"][i] += sums
             self.state["abs_max"][i] = torch.maximum(self.state["abs_max"][i], amax)
