@@ -24,7 +24,7 @@ def fp16_headroom(t, subject: Subject, ref: Subject | None = None):
     """Decades between the model's largest |activation| and fp16's max (minus the reference's)."""
     models = subject.models + (ref.models if ref is not None else ())
     rows = need(t, "precision", models, "per-site precision statistics (Precision collector)")
-    peak = rows.groupby("model")["abs_max"].max()
+    peak = rows.groupby("model")["abs_max"].agg(lambda s: s.max(skipna=False))  # a NaN site: no headroom known
     missing = [m for m in models if m not in peak.index]
     if missing:
         raise NotTestable(f"no per-site precision statistics for {', '.join(missing)}")
