@@ -177,6 +177,27 @@ def test_claims_json_round_trip_and_cli(tmp_path, capsys):
     assert "not a claims file" in capsys.readouterr().err
 
 
+def test_a_nan_entropy_effect_is_not_averaged_away():
+    """pandas' mean skipped a neuron whose dH was NaN, so the seed's ratio came from the other four (with an
+    interval over seeds); the seed's value is now NaN and there is no interval."""
+    from interp.analysis.entropy_neurons import entropy_neuron_effect
+    from interp.analysis.subjects import Subject
+    for role, where in (("lnfree", "pre-ln-lnfree.seed1"), ("original", "pre-ln.seed1")):
+        rows = []
+        for k in range(3):
+            suf = "" if k == 0 else f".seed{k}"
+            for n in range(5):
+                rows += [dict(model="pre-ln" + suf, role="original", neuron=n, dH=0.2, via_scale=0.18),
+                         dict(model="pre-ln-lnfree" + suf, role="lnfree", neuron=n, dH=0.02 * (k + 1), via_scale=0),
+                         dict(model="pre-ln-vanilla" + suf, role="vanilla", neuron=n, dH=0.2, via_scale=0.1)]
+        df = pd.DataFrame(rows)
+        df.loc[(df.model == where) & (df.neuron == 0), "dH"] = math.nan
+        est = entropy_neuron_effect({"entropy_neurons": df},
+                                    Subject("pre-ln-lnfree", tuple(f"pre-ln-lnfree{s}" for s in ("", ".seed1", ".seed2"))))
+        assert not est.has_interval and math.isnan(est.units[1]), role
+        assert est.units[0] == pytest.approx(math.log(0.02 / 0.2)) and est.units[2] == pytest.approx(math.log(0.06 / 0.2))
+
+
 def test_claims_markdown_escapes_html(tmp_path, capsys):
     """The Markdown table escaped only '|' and newlines: a model named 'a<b>&c' reached the page as a <b> tag
     (Markdown passes raw HTML through), bolding the rest of the table."""

@@ -95,11 +95,14 @@ def entropy_neuron_effect(t, subject: Subject, ref: Subject | None = None):
             absent.append(f"seed {seed} (no {', '.join(r for r, v in by.items() if v.empty)} rows)")
             continue
         o = by["original"]
+        if o[["dH", "via_scale"]].isna().any(axis=None):  # pandas' sums skip NaN: whether it has any is unknown
+            vals.append(math.nan)
+            continue
         if o["via_scale"].sum() < 0.5 * o["dH"].sum():
             why.append(f"seed {seed}: the original's candidates change the entropy by {o['dH'].mean():.3g} nats, "
                        f"{o['via_scale'].sum() / max(o['dH'].sum(), 1e-300):.0%} of it through the final norm")
             continue
-        a, b = by["lnfree"]["dH"].mean(), by["vanilla"]["dH"].mean()
+        a, b = by["lnfree"]["dH"].mean(skipna=False), by["vanilla"]["dH"].mean(skipna=False)  # a NaN neuron: NaN
         vals.append(math.log(a / b) if a > 0 and b > 0 else math.nan)
     if not vals:
         raise NotTestable("no entropy neurons to lose: " + "; ".join(why) if why else
