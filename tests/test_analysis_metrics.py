@@ -236,3 +236,9 @@ def test_ln_removal_cost_paired_by_seed_with_control_gap():
     assert e.value == pytest.approx(d.mean()) and e.units == pytest.approx(d.tolist())
     assert e.hi - e.value == pytest.approx(4.3027 * d.std(ddof=1) / math.sqrt(3), rel=1e-4)
     assert e.control_gap == pytest.approx(np.mean([0.1, 0.1, 0.15]))   # |vanilla − vanilla-single| per seed
+    # seed 2's LN-free model and its vanilla control's losses are absent: the other two seeds decide, and seed 2 is
+    # named (an unpaired control without losses made the whole claim 'not testable' before)
+    t2 = {"seq_loss": t["seq_loss"][~t["seq_loss"]["model"].isin(["pre-ln-lnfree.seed2", "pre-ln-vanilla.seed2"])]}
+    e = ln_removal_cost(t2, Subject(subj.label, subj.models[:2]), ref)
+    assert e.value == pytest.approx(0.15) and e.units == pytest.approx([0.1, 0.2])
+    assert "vanilla CE 4.0500" in e.detail and "left out, LN-free or vanilla model missing: seed 2" in e.detail

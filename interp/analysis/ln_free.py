@@ -39,7 +39,7 @@ def ln_removal_cost(t, subject: Subject, ref: Subject | None = None):
         raise NotTestable(f"no seed has both {subject.label} and {ref.label}")
     for m in [a[k] for k in seeds] + [b[k] for k in seeds]:
         loss_arrays(t, m)
-    controls = [pooled_ce(t, m) for m in ref.models]
+    controls = [pooled_ce(t, b[k]) for k in seeds]  # the paired controls: another seed's may be unmeasured
     have = set(t["seq_loss"]["model"]) if t.get("seq_loss") is not None else set()
     pairs = [(b[k], SINGLE + b[k][len(ref.label):]) for k in seeds]
     pairs = [(v, w) for v, w in pairs if w in have]
@@ -64,4 +64,7 @@ def ln_removal_cost(t, subject: Subject, ref: Subject | None = None):
         detail += f", original CE {np.mean([pooled_ce(t, m) for m in measured]):.4f}"
     est.detail = detail + (f", |vanilla − vanilla-single| {gap:.3g}" if gap is not None else
                            ", no second control (pre-ln-vanilla-single) measured")
+    unpaired = sorted((set(a) | set(b)) - set(seeds))
+    if unpaired:
+        est.detail += f"; left out, LN-free or vanilla model missing: seed {', '.join(map(str, unpaired))}"
     return est
