@@ -36,7 +36,8 @@ def layer_headroom(p: pd.DataFrame) -> pd.DataFrame:
 
 
 def headroom_profile(t: dict, colors: Colors) -> go.Figure | None:
-    """fp16 headroom per block, one line per model; the dashed line at 1 is where fp16 overflows."""
+    """fp16 headroom per block, one line per model; the dashed line at 1 is fp16's largest finite value (values
+    from 65504 to 65520 still round to it; inf from 65520)."""
     p = t.get("precision")
     if p is None or p.empty:
         return None
@@ -46,7 +47,7 @@ def headroom_profile(t: dict, colors: Colors) -> go.Figure | None:
         g = g.sort_values("layer")
         fig.add_trace(go.Scatter(x=g["layer"], y=g["fp16_headroom"], mode="lines+markers", name=label(model),
                                  line={"color": _c(colors, model)}))
-    fig.add_hline(y=1.0, line_dash="dash", line_color="#d62728", annotation_text="fp16 overflows below")
+    fig.add_hline(y=1.0, line_dash="dash", line_color="#d62728", annotation_text="fp16 max 65504 (inf from 65520)")
     return _style(fig, "fp16 headroom per block: 65504 / the largest |x| at any of its sites", "block ℓ "
                   "(L = the final norm's input)", "headroom (×, log)", log_y=True)
 
