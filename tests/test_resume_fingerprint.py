@@ -114,3 +114,17 @@ def test_cli_resume_with_other_text_file_is_one_line(tmp_path, monkeypatch, caps
     assert len(err) == 1 and "differs from the data" in err[0]
     assert not (tmp_path / "out").exists()
     assert main([*args, "--data", str(a)]) == 0
+
+
+def test_token_file_resume_refuses_other_window_length(tmp_path, monkeypatch):
+    """TokenFile(seq_len=...) cuts the file into other batches: a state of 8-token windows resumed with 16-token
+    windows skipped tokens 2·2·8 .. 2·2·16 (n_tokens 112 of 144) before; now refused, naming the window."""
+    f = tokens(tmp_path / "a.npy", 0)
+    state = tmp_path / "state"
+    kill(monkeypatch, model(), TokenFile(f, seq_len=8), state)
+    with pytest.raises(ValueError, match="different collection.*the token file's window length"):
+        resume(model(), TokenFile(f), state)
+    got = resume(model(), TokenFile(f, seq_len=8), state)
+    ref = resume(model(), TokenFile(f, seq_len=8), tmp_path / "unused")
+    assert got.meta["n_tokens"] == ref.meta["n_tokens"] == N_CTX * 9
+    same(ref, got)

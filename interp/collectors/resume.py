@@ -20,7 +20,8 @@ from interp.outputs import atomic_write
 # fingerprint keys in words, for the one-line refusal
 WHAT = {"weights_sha256": "the model's weights", "token_file_sha256": "the token file's content",
         "model": "the model's name", "collectors": "the collectors or their options", "data": "the kind of data",
-        "n_tokens": "the number of tokens", "dtype": "the token dtype", "world": "the number of processes"}
+        "n_tokens": "the number of tokens", "dtype": "the token dtype",
+        "window": "the token file's window length (seq_len)", "world": "the number of processes"}
 
 
 class Checkpoint:

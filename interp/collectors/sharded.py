@@ -28,10 +28,11 @@ from interp.outputs import check_dir_target
 SCALE_OPTIONS = frozenset({"distributed", "device", "dtype", "state_dir", "checkpoint_every", "out", "force"})
 def _fingerprint(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, world) -> dict:
     """What a state file must match to be resumed: the model's weights (SHA-256), the data (a token file's
-    SHA-256; a stream's content is checked on resume by StreamDigest), the collectors and their options."""
+    SHA-256 and window length; a stream's content is checked on resume by StreamDigest), the collectors and
+    their options."""
     if isinstance(data, TokenFile):
         src = {"data": "token_file", "token_file_sha256": sha256_file(data.path), "n_tokens": len(data),
-               "dtype": str(data.tokens.dtype)}
+               "dtype": str(data.tokens.dtype), "window": data.window(model_context(model), max_tokens)[0]}
     else:
         src = {"data": "stream" if is_stream(data) else "sequences"}
     return {"model": model.card.name, "weights_sha256": sha256_model(model), "batch_size": batch_size,
