@@ -303,3 +303,19 @@ def test_hub_id_in_the_cache_is_checked_like_a_folder(tmp_path, monkeypatch):
         interp.load_model("org/tiny-mamba")
     cache("org/tiny-llama", tiny_checkpoint(tmp_path / "llama", "llama", tokenizer=True))
     assert interp.load_model("org/tiny-llama").card.name == "org/tiny-llama"
+
+
+def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
+    """transformers fills tensors the weights lack (a config with more layers than were saved) with random values
+    and only prints a report; interp refuses them in one line, and misshapen tensors likewise (a multi-line
+    RuntimeError before). Reference: the saved checkpoint has one layer, the edited config asks for two."""
+    import json
+    for field, value, why in (("num_hidden_layers", 2, r"lack 9 tensor\(s\) .*model.layers.1"),
+                              ("intermediate_size", 96, "other shapes than its config.json")):
+        d = tiny_checkpoint(tmp_path / field, "llama", tokenizer=True)
+        meta = json.loads((d / "config.json").read_text())
+        meta[field] = value
+        (d / "config.json").write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match=why) as e:
+            interp.load_model(d)
+        assert "\n" not in str(e.value)

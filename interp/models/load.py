@@ -13,13 +13,27 @@ from interp.tokenize import load_transformers_tokenizer
 
 
 def from_pretrained(loader, d: Path, dtype: torch.dtype):
-    """`loader.from_pretrained` with SDPA attention, or eager for families that have no SDPA path (Gemma-2, MPNet)."""
+    """`loader.from_pretrained` with SDPA attention, or eager for families that have no SDPA path (Gemma-2, MPNet).
+    Weights that do not match config.json are refused in one line: transformers would initialize the missing or
+    misshapen tensors at random and only print a report."""
     try:
-        return loader.from_pretrained(str(d), dtype=dtype, attn_implementation="sdpa")
-    except ValueError as e:
-        if "scaled_dot_product_attention" not in str(e):
+        try:
+            hf, info = loader.from_pretrained(str(d), dtype=dtype, attn_implementation="sdpa", output_loading_info=True)
+        except ValueError as e:
+            if "scaled_dot_product_attention" not in str(e):
+                raise
+            hf, info = loader.from_pretrained(str(d), dtype=dtype, attn_implementation="eager", output_loading_info=True)
+    except RuntimeError as e:
+        if "mismatched_sizes" not in str(e):
             raise
-        return loader.from_pretrained(str(d), dtype=dtype, attn_implementation="eager")
+        raise ValueError(f"{d}: tensors in its weights have other shapes than its config.json asks for: the weights "
+                         "belong to another configuration; pass the config.json they were saved with") from None
+    missing = [k for k in info.get("missing_keys", ()) if not k.startswith("pooler.")]  # the pooler is never read
+    if missing:
+        raise ValueError(f"{d}: its weights lack {len(missing)} tensor(s) its config.json calls for (e.g. "
+                         f"{sorted(missing)[0]}), which would be random: the weights belong to another configuration "
+                         "or were saved incompletely; pass the config.json they were saved with")
+    return hf
 
 
 def check_vocab(n_tokens: int, cfg, tokenizer_dir: Path, d: Path) -> None:
