@@ -249,3 +249,37 @@ def test_an_intact_entry_is_not_hashed_again(root, monkeypatch):
     monkeypatch.setattr(C.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
     monkeypatch.setattr(C, "_dequantize", lambda src, out: calls.append("built"))
     assert C.dequantized(key, gguf_path=f) == d and calls == []
+
+
+def test_a_gguf_with_tensors_transformers_cannot_find_is_refused(tmp_path, monkeypatch):
+    """transformers' GGUF loader fills the tensors it finds no weights for at random and reports them as missing;
+    the dequantization refuses that model (it would be cached as the GGUF's weights) and leaves no entry."""
+    import transformers
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(C, "gguf_architecture", lambda p: "llama")
+    cfg = transformers.LlamaConfig(vocab_size=16, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=16)
+
+    class Tok:
+        @staticmethod
+        def from_pretrained(*a, **k):
+            return Tok()
+
+        def save_pretrained(self, out):
+            pass
+
+    class Loader:  # what transformers returns for a GGUF whose layer-0 q_proj it could not map
+        @staticmethod
+        def from_pretrained(*a, output_loading_info=False, **k):
+            m = transformers.LlamaForCausalLM(cfg)
+            info = {"missing_keys": {"model.layers.0.self_attn.q_proj.weight"}, "unexpected_keys": set(),
+                    "mismatched_keys": set(), "error_msgs": []}
+            return (m, info) if output_loading_info else m
+
+    monkeypatch.setattr(transformers, "AutoTokenizer", Tok)
+    monkeypatch.setattr(transformers, "AutoModelForCausalLM", Loader)
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF")
+    with pytest.raises(ValueError, match=r"no weights for 1 tensor\(s\) .*q_proj.*at random"):
+        C.dequantized(C.content_key("m", [f]), gguf_path=f)
+    assert not any(p.is_dir() for p in C.cache_root().iterdir())

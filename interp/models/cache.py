@@ -366,9 +366,15 @@ def _dequantize(src: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     try:
         tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-        model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
+        model, info = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32,
+                                                           output_loading_info=True)
     except Exception as e:
         raise ValueError(f"transformers could not load {src} ({type(e).__name__}: {str(e)[:160]})") from None
+    missing = sorted(info.get("missing_keys", ()))
+    if missing:  # transformers fills them at random; cached, they would pass for the model's weights
+        raise ValueError(f"{src}: transformers found no weights for {len(missing)} tensor(s) of the model (e.g. "
+                         f"{missing[0]}) and would initialize them at random; convert the model to a transformers "
+                         "checkpoint directory and load that")
     model.hf_quantizer = None  # already float32: transformers refuses to save a "gguf-quantized" model otherwise
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(str(out), safe_serialization=True)
