@@ -169,3 +169,17 @@ def test_distributed_without_launcher_says_so(monkeypatch):
         monkeypatch.delenv(k, raising=False)
     with pytest.raises(RuntimeError, match="torchrun"):
         interp.collect(tiny(), torch.zeros(2, 4, dtype=torch.long), distributed=True)
+
+
+def test_a_streamed_batch_is_named_by_its_place_in_the_run():
+    """A non-finite activation in the third batch (sequence 4 of 6, batch_size 2 -> batch 2, by hand) is named
+    'batch 2' by a streamed (and resumable / sharded) run as by the in-memory one; it read 'batch 0' before."""
+    from interp.collectors import NonFiniteError
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=N_CTX, d_vocab=64)
+    with torch.no_grad():
+        m.embed.weight[7] = float("inf")  # only sequence 4 holds token 7
+    seqs = [[1, 2, 3]] * 4 + [[1, 7, 3], [1, 2, 3]]
+    for run in (lambda: collect(m, seqs, [ResidualStats()], batch_size=2, progress=False),
+                lambda: interp.collect(m, iter(seqs), [ResidualStats()], batch_size=2, progress=False)):
+        with pytest.raises(NonFiniteError, match=r"blocks\.0\.hook_resid_pre .* in batch 2;"):
+            run()

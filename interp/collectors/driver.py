@@ -143,10 +143,10 @@ def attached(model, fwd: list, bwd: list):
 
 def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 8,
                 max_tokens: int | None = None, exclude_first: bool = False, overflow: str = "split",
-                progress: bool = True, first_seq: int = 0) -> dict:
+                progress: bool = True, first_seq: int = 0, first_batch: int = 0) -> dict:
     """Feed every batch through the model with the collectors' hooks; collectors must already be bound.
-    first_seq: position of data's first sequence in the whole run (a shard's batch). Returns run metadata
-    (tokens, sequences, batches, seconds)."""
+    first_seq / first_batch: position of data's first sequence and batch in the whole run (a shard's batch),
+    what `Batch` and error messages carry. Returns run metadata (tokens, sequences, batches, seconds)."""
     seqs = to_sequences(model, data, model_context(model), overflow, max_tokens)
     tok = getattr(model, "tokenizer", None)
     pad_id, side = (tok.pad_id, tok.padding_side) if tok is not None else (0, "right")
@@ -165,10 +165,10 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
     hooked = contextlib.ExitStack()
     try:
         hooked.enter_context(attached(model, fwd, bwd))  # once per run: registering costs ms
-        for i, (tokens, am) in enumerate(batches(seqs, batch_size, pad_id, side)):
+        for i, (tokens, am) in enumerate(batches(seqs, batch_size, pad_id, side), first_batch):
             tokens, am = tokens.to(device), am.to(device)  # the model's device (interp.device)
             mask = am & ~first_mask(am) if exclude_first else am
-            batch = Batch(tokens, am, mask, i, first_seq + i * batch_size)
+            batch = Batch(tokens, am, mask, i, first_seq + (i - first_batch) * batch_size)
             for c in collectors:
                 c.begin_batch(batch)
             if grad:

@@ -104,7 +104,7 @@ def _run(model, data, collectors, batch_size, max_tokens, exclude_first, overflo
         for i, seqs in shard_batches(model, data, batch_size, model_context(model), overflow, max_tokens,
                                      rank, world, start=pos["next_batch"], tap=digest):
             meta = run_batches(model, seqs, collectors, batch_size=len(seqs), exclude_first=exclude_first,
-                               overflow="error", progress=False, first_seq=i * batch_size)
+                               overflow="error", progress=False, first_seq=i * batch_size, first_batch=i)
             pos = {"next_batch": i + 1, "n_tokens": pos["n_tokens"] + meta["n_tokens"],
                    "n_sequences": pos["n_sequences"] + len(seqs), "n_batches": pos["n_batches"] + 1}
             bar.update(meta["n_tokens"])
