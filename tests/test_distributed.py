@@ -183,3 +183,14 @@ def test_a_streamed_batch_is_named_by_its_place_in_the_run():
                 lambda: interp.collect(m, iter(seqs), [ResidualStats()], batch_size=2, progress=False)):
         with pytest.raises(NonFiniteError, match=r"blocks\.0\.hook_resid_pre .* in batch 2;"):
             run()
+
+
+def test_a_streamed_bad_token_id_is_named_by_its_sequence_in_the_data():
+    """An id outside the vocabulary in item 7 of a token stream is named 'sequence 7', as the in-memory driver
+    names it (the streamed run said 'sequence 1': its row in the batch)."""
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=16, n_heads=2, d_mlp=32, n_ctx=N_CTX, d_vocab=64)
+    seqs = [[1, 2]] * 7 + [[1, 99]]
+    for run in (lambda: collect(m, seqs, [ResidualStats()], batch_size=3, progress=False),
+                lambda: interp.collect(m, iter(seqs), [ResidualStats()], batch_size=3, progress=False)):
+        with pytest.raises(ValueError, match="token id 99 in sequence 7 of the data"):
+            run()

@@ -53,11 +53,12 @@ def token_ids(x, where: str) -> list[int]:
     return a.tolist()
 
 
-def check_ids(seqs: Sequence[Sequence[int]], vocab: int | None, where: str = "the data") -> None:
-    """Refuse token ids outside [0, vocab) with one line naming the first bad id and its sequence."""
+def check_ids(seqs: Sequence[Sequence[int]], vocab: int | None, where: str = "the data", first: int = 0) -> None:
+    """Refuse token ids outside [0, vocab) with one line naming the first bad id and its sequence (numbered from
+    `first`: the place of seqs[0] in the data)."""
     if vocab is None:
         return
-    for i, s in enumerate(seqs):
+    for i, s in enumerate(seqs, first):
         if s and (min(s) < 0 or max(s) >= vocab):
             bad = next(v for v in s if v < 0 or v >= vocab)
             raise ValueError(f"token id {bad} in sequence {i} of {where} is outside the model's vocabulary "

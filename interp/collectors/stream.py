@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.collectors.batches import (TEXT_CHUNK, check_max_tokens, encode_bounded, fit_context, split_text,
-                                    to_sequences, token_ids)
+from interp.collectors.batches import (TEXT_CHUNK, check_ids, check_max_tokens, encode_bounded, fit_context,
+                                    model_vocab, split_text, to_sequences, token_ids)
 
 BIN_DTYPES = {"uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64}
 
@@ -104,7 +104,7 @@ def iter_sequences(model, data, max_len: int | None, overflow: str = "split",
     check_max_tokens(max_tokens)
     tok = getattr(model, "tokenizer", None)
     bos = tok.bos_id if tok is not None and tok.add_bos else None
-    left = max_tokens
+    left, vocab = max_tokens, model_vocab(model)
     for i, item in enumerate(data):
         if isinstance(item, str):
             if tok is None:
@@ -115,7 +115,9 @@ def iter_sequences(model, data, max_len: int | None, overflow: str = "split",
                 s = ([bos] if bos is not None else []) + encode_bounded(tok, item, left)
                 pieces = fit_context(s, i, max_len, overflow, bos)
         elif isinstance(item, (list, tuple, np.ndarray, torch.Tensor)):
-            pieces = fit_context(token_ids(item, f"stream item {i}"), i, max_len, overflow, None)
+            ids = token_ids(item, f"stream item {i}")
+            check_ids([ids], vocab, first=i)  # named by its place in the stream, not its row in a batch
+            pieces = fit_context(ids, i, max_len, overflow, None)
         else:
             raise ValueError(f"stream item {i} is a {type(item).__name__}; stream texts or token-id lists")
         for p in pieces:
