@@ -51,9 +51,18 @@ def check_parent(path: str | Path) -> None:
             return
 
 
+def check_named(path: str | Path) -> None:
+    """An output path must end in a name: '.', '..' or '' raise OutputRefused (an output is renamed into place,
+    and no folder can be renamed by those; its temp sibling would land inside it)."""
+    if Path(path).name in ("", ".", ".."):
+        raise OutputRefused(f"output path {str(path)!r} names the current folder or one above it, which cannot be "
+                            "replaced in place; give the folder by its name (e.g. ../results)")
+
+
 def temp_file(path: str | Path) -> Path:
     """A new empty temp file beside `path` (same folder, so the final rename is atomic), mode per umask."""
     p = Path(path)
+    check_named(p)
     check_parent(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
@@ -65,6 +74,7 @@ def temp_file(path: str | Path) -> Path:
 def temp_dir(path: str | Path) -> Path:
     """A new empty temp folder beside `path`, mode per umask."""
     p = Path(path)
+    check_named(p)
     check_parent(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp"))
@@ -135,6 +145,7 @@ def check_dir_target(path: str | Path, kind: str, force: bool = False, what: str
     """May a `kind` folder be written at `path`? True when it will replace a previous one, False when `path` is
     absent or an empty folder; otherwise raise OutputRefused (one line naming the path) and touch nothing."""
     p, what = Path(path), what or f"interp {kind}"
+    check_named(p)
     check_parent(p)
     if not os.path.lexists(p):
         return False

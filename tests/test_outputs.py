@@ -138,3 +138,21 @@ def test_a_file_where_a_folder_is_expected_is_one_line_before_any_work(user_dir,
     with pytest.raises(OutputRefused, match="is a file, not a folder"):
         atomic_write_text(notes / "deeper" / "x.html", "x")
     assert snapshot(user_dir) == before
+
+
+@pytest.mark.parametrize("out", [".", "..", ""])
+def test_an_output_named_dot_is_refused_before_any_work(user_dir, tmp_path, monkeypatch, capsys, out):
+    """-o . (or .., or an empty string) run inside an earlier result with --force: a folder cannot be renamed
+    by the name '.', so the run used to collect, then fail with an errno line and leave a '..*.old' folder in
+    the result. Now one line saying to name the folder, before any work, and the folder unchanged."""
+    res = tmp_path / "res"
+    assert collect(user_dir, res) == 0
+    (res / "sub").mkdir()
+    monkeypatch.chdir(res / "sub" if out == ".." else res)
+    before = snapshot(tmp_path)
+    assert collect(user_dir, out, "--force") != 0
+    line = one_error_line(capsys)
+    assert "current folder" in line and "Errno" not in line, line
+    assert snapshot(tmp_path) == before
+    with pytest.raises(OutputRefused, match="current folder"):
+        check_dir_target(out, "results", force=True)
