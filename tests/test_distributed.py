@@ -194,3 +194,18 @@ def test_a_streamed_bad_token_id_is_named_by_its_sequence_in_the_data():
                 lambda: interp.collect(m, iter(seqs), [ResidualStats()], batch_size=3, progress=False)):
         with pytest.raises(ValueError, match="token id 99 in sequence 7 of the data"):
             run()
+
+
+def test_a_fractional_batch_size_or_unknown_overflow_is_refused(files):
+    """batch_size=2.5 made a token stream one batch of everything (memory grew with the corpus) and crashed the
+    in-memory driver and a TokenFile run with a TypeError; overflow='bogus' was accepted for a TokenFile."""
+    d, flat = files
+    model = interp.load_model(d / "model")
+    for data in (windows(flat), iter(windows(flat)), TokenFile(d / "tokens.npy")):
+        for bs in (2.5, 8.0, 0):
+            with pytest.raises(ValueError, match="batch_size must be a whole number of at least 1"):
+                interp.collect(model, data, [ResidualStats()], batch_size=bs, progress=False)
+    with pytest.raises(ValueError, match="unknown overflow 'bogus'"):
+        interp.collect(model, TokenFile(d / "tokens.npy"), [ResidualStats()], overflow="bogus", progress=False)
+    res = interp.collect(model, iter(windows(flat)), [ResidualStats()], batch_size=np.int64(4), progress=False)
+    assert res.meta["n_batches"] == 3  # 11 windows, numpy ints still welcome

@@ -95,6 +95,12 @@ def encode_bounded(tok, text: str, limit: int | None = None) -> list[int]:
     return out + suffix
 
 
+def check_batch_size(batch_size) -> None:
+    """Refuse a batch size that is not a whole number of at least 1 (2.5 or 8.0 from a config) in one line."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
+
+
 def check_max_tokens(max_tokens) -> None:
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise ValueError(f"max_tokens must be a whole number of at least 1 (got {max_tokens!r}); leave it out to "
@@ -178,8 +184,7 @@ def _budget(seqs: list[list[int]], max_tokens: int) -> list[list[int]]:
 def batches(seqs: list[list[int]], batch_size: int, pad_id: int = 0,
             padding_side: str = "right") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Pad consecutive groups of `batch_size` sequences to their longest; yields (tokens, attention_mask)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
     for i in range(0, len(seqs), batch_size):
         rows = seqs[i:i + batch_size]
         width = max(len(r) for r in rows)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from interp.collectors import distributed as D
 from interp.collectors.base import Collector
-from interp.collectors.batches import check_max_tokens, model_context, model_vocab
+from interp.collectors.batches import check_batch_size, check_max_tokens, model_context, model_vocab
 from interp.collectors.driver import check_collectors, check_measured, run_batches
 from interp.collectors.resume import Checkpoint
 from interp.collectors.results import KIND as RESULTS_KIND, Results
@@ -59,6 +59,9 @@ def collect_sharded(model, data, collectors: Sequence[Collector] | None = None, 
     """
     collectors = check_collectors(collectors)
     check_max_tokens(max_tokens)
+    check_batch_size(batch_size)
+    if overflow not in ("split", "truncate", "error"):  # a TokenFile's windows never overflow: check it here
+        raise ValueError(f"unknown overflow {overflow!r}; choose 'split', 'truncate' or 'error'")
     if out is not None:
         check_dir_target(out, RESULTS_KIND, force)
     if isinstance(data, TokenFile):  # every id the run would read, before any work

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.collectors.batches import (TEXT_CHUNK, check_ids, check_max_tokens, encode_bounded, fit_context,
-                                    model_vocab, split_text, to_sequences, token_ids)
+from interp.collectors.batches import (TEXT_CHUNK, check_batch_size, check_ids, check_max_tokens, encode_bounded,
+                                    fit_context, model_vocab, split_text, to_sequences, token_ids)
 
 BIN_DTYPES = {"uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64}
 
@@ -160,8 +160,7 @@ def shard_batches(model, data, batch_size: int, max_len: int | None, overflow: s
     Other ranks' batches are skipped without being padded or run (a TokenFile does not even read them).
     tap(batch index, sequence) sees every sequence of a non-TokenFile source in order, skipped ones included
     (how a resumed run checks that it re-reads the same data: interp.fingerprint.StreamDigest)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
     if isinstance(data, TokenFile):
         L, n = data.window(max_len, max_tokens)
         n_batches = -(-n // (batch_size * L))
