@@ -128,3 +128,14 @@ def test_token_file_resume_refuses_other_window_length(tmp_path, monkeypatch):
     ref = resume(model(), TokenFile(f, seq_len=8), tmp_path / "unused")
     assert got.meta["n_tokens"] == ref.meta["n_tokens"] == N_CTX * 9
     same(ref, got)
+
+
+def test_state_of_another_process_count_is_refused(tmp_path, monkeypatch):
+    """A state_dir left by a run on 2 processes, rerun on 1: the rank files were ignored (the run started over
+    and left them behind for ever); now refused in one line naming the file, as any other configuration is."""
+    f = tokens(tmp_path / "a.npy", 0)
+    state = tmp_path / "state"
+    kill(monkeypatch, model(), TokenFile(f), state)
+    (state / "rank000-of-001.safetensors").rename(state / "rank000-of-002.safetensors")
+    with pytest.raises(ValueError, match=r"another number of processes \(rank000-of-002"):
+        resume(model(), TokenFile(f), state)

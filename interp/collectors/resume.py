@@ -37,6 +37,11 @@ class Checkpoint:
     def load(self, collectors: Sequence[Collector]) -> dict[str, Any] | None:
         """Load the collectors' states and return the saved position, or None when there is no state file."""
         if not self.path.is_file():
+            other = sorted(p.name for p in self.dir.glob("rank*-of-*.safetensors")
+                           if not p.name.endswith(f"-of-{self.world:03d}.safetensors"))
+            if other:
+                raise ValueError(f"{self.dir} holds the state of a run on another number of processes ({other[0]}); "
+                                 "resume it with that many, or use another state_dir or delete it to start over")
             return None
         try:
             with safe_open(str(self.path), framework="pt") as f:
