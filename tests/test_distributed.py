@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import interp
-from interp.collectors import GradNorms, LayerEffect, MassiveActivations, NormScales, ResidualStats, Results, collect
+from interp.collectors import (AttnLogits, GradNorms, LayerEffect, MassiveActivations, NormScales, Precision,
+                               ResidualStats, Results, collect)
 from interp.collectors import sharded
 from interp.collectors.stream import TokenFile
 from interp.device import resolve_device, resolve_dtype
@@ -22,10 +23,12 @@ import faults  # noqa: E402  (tests/faults.py)
 ROOT = Path(__file__).resolve().parents[1]
 N_CTX, BATCH = 16, 3
 ALL = "residual,massive,layer_effect,norm_scales,grad_norms"
+EVERY = ALL + ",attn_logits,precision"  # every collector interp exports, for the two-rank test
 
 
-def every_collector():
-    return [ResidualStats(), MassiveActivations(), LayerEffect(), NormScales(), GradNorms()]
+def every_collector(more=False):
+    extra = [AttnLogits(), Precision()] if more else []
+    return [ResidualStats(), MassiveActivations(), LayerEffect(), NormScales(), GradNorms(), *extra]
 
 
 def tiny(strategy="peri-ln"):
@@ -67,11 +70,11 @@ def test_two_ranks_equal_one_process(files):
     d, flat = files
     out = d / "two"
     p = cli([str(d / "model"), "--data", str(d / "tokens.npy"), "-o", str(out), "--nproc", "2",
-             "--batch-size", str(BATCH), "--collectors", ALL, "--device", "cpu", "--quiet"])
+             "--batch-size", str(BATCH), "--collectors", EVERY, "--device", "cpu", "--quiet"])
     assert p.returncode == 0, p.stderr[-3000:]
     got = Results.load(out)
     model = interp.load_model(d / "model")
-    ref = collect(model, windows(flat), every_collector(), batch_size=BATCH, progress=False)
+    ref = collect(model, windows(flat), every_collector(more=True), batch_size=BATCH, progress=False)
     assert got.meta["world_size"] == 2 and got.meta["n_tokens"] == len(flat) == ref.meta["n_tokens"]
     assert got.meta["state_bytes_per_rank"] == sum(v.numel() * 8 for s in ref.states.values() for v in s.values())
     assert_same(ref, got)
