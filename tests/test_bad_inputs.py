@@ -146,6 +146,8 @@ CASES = {
     "--checkpoint-every 0": ["collect", M, "--data", T, "-o", "out", "--checkpoint-every", "0"],
     "--state-dir a file": ["collect", M, "--data", T, "-o", "out", "--state-dir", "notes.txt"],
     "unknown collector": ["collect", M, "--data", T, "-o", "out", "--collectors", "residual,nope"],
+    "--collectors naming none": ["collect", M, "--data", T, "-o", "out", "--collectors", " , "],
+    "--collectors with an empty name": ["collect", M, "--data", T, "-o", "out", "--collectors", "residual,"],
     "fp16": ["collect", M, "--data", T, "-o", "out", "--dtype", "fp16"],
     "--batch-size abc": ["collect", M, "--data", T, "-o", "out", "--batch-size", "abc"],
     # models and configs
@@ -195,6 +197,8 @@ SAYS = {
     "raw .bin without dtype": "--token-dtype",
     "table name leaves the folder": "is not a plain name",
     "collect into a user's folder": "refusing to touch it",
+    "--collectors naming none": "--collectors names no collector",
+    "--collectors with an empty name": "--collectors names no collector",
     "train --out a folder with another manifest.json": "userzoo/manifest.json exists and is not an interp zoo manifest",
 }
 
@@ -211,6 +215,16 @@ def test_bad_input_is_one_line_and_changes_nothing(root, case, capsys, monkeypat
     assert "error: unexpected " not in lines[0], lines[0]   # a clear message, not an internal error
     assert SAYS.get(case, "") in lines[0]
     assert snapshot(root) == before                  # nothing destroyed, changed or left behind
+
+
+def test_collectors_list_with_spaces_is_read_name_by_name(root, tmp_path, monkeypatch):
+    """--collectors 'residual, massive' refused ' massive' as unknown (the space after the comma was kept)."""
+    from interp.collectors import Results
+    monkeypatch.chdir(root)
+    out = tmp_path / "res"
+    assert main(["collect", M, "--data", T, "-o", str(out), "--collectors", "residual, massive", "--quiet"]) == 0
+    assert {"residual", "massive"} <= set(Results.load(out).tables)
+    assert not any(t.startswith("layer_effect") for t in Results.load(out).tables)
 
 
 def test_raw_bin_is_read_with_the_dtype_it_was_written_with(root, tmp_path, monkeypatch):

@@ -35,13 +35,18 @@ def collector_classes() -> dict:
 
 
 def make_collectors(spec: str | None) -> list | None:
-    if not spec:
+    """--collectors: None is every forward collector; names are stripped, an empty one is refused."""
+    if spec is None:
         return None
     classes = collector_classes()
-    unknown = [n for n in spec.split(",") if n not in classes]
+    names = [n.strip() for n in spec.split(",")]
+    if not all(names):
+        raise ValueError(f"--collectors names no collector in {spec!r} (an empty name); give comma-separated "
+                         f"names from: {', '.join(classes)}, or leave it out for every forward collector")
+    unknown = [n for n in names if n not in classes]
     if unknown:
         raise ValueError(f"unknown collector(s) {', '.join(unknown)}; choose from: {', '.join(classes)}")
-    return [classes[n]() for n in spec.split(",")]
+    return [classes[n]() for n in names]
 
 
 def _lines(path: Path):
