@@ -140,3 +140,19 @@ def test_cli_report_names_its_folders_as_sources(saved, tmp_path):
     assert p.returncode == 0, p.stderr
     meta = next(ln for ln in out.read_text().splitlines() if ln.startswith('<p class="meta">Generated'))
     assert "in-memory" not in meta and meta.endswith("from no-norm, peri-ln, post-ln, pre-ln.</p>"), meta
+
+
+@pytest.mark.parametrize("argv", [["--default", "RES"], ["RES", "--small"]])
+def test_options_of_the_other_mode_are_refused_not_ignored(saved, tmp_path, monkeypatch, capsys, argv):
+    """`interp report --default DIR` ran the main job and silently ignored DIR; `interp report DIR --small` built
+    a full report of DIR, ignoring --small (as --full without --default is refused). Each: one line, no work."""
+    import interp.report.main_job as job
+    from interp.cli import main
+    ran = []
+    monkeypatch.setattr(job, "run_default", lambda **kw: ran.append(kw))
+    out = tmp_path / "r.html"
+    argv = [str(saved[0] / "pre-ln") if a == "RES" else a for a in argv]
+    assert main(["report", *argv, "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--default" in err[0], err
+    assert not ran and not out.exists()

@@ -14,6 +14,11 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> None:
     if args.full and not args.default:
         raise ValueError("--full adds the reach models to the main job: use it with --default")
+    if args.small and not args.default:
+        raise ValueError("--small makes the main job a smoke run: use it with --default")
+    if args.default and args.results:
+        raise ValueError("--default runs the main job on the shipped models and reads no results directories; "
+                         "drop --default to build a report from them, or drop them")
     if args.default:
         from interp.report.main_job import run_default
         run_default(out=args.output, small=args.small, force=args.force, full=args.full)
