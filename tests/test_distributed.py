@@ -212,3 +212,16 @@ def test_a_fractional_batch_size_or_unknown_overflow_is_refused(files):
         interp.collect(model, TokenFile(d / "tokens.npy"), [ResidualStats()], overflow="bogus", progress=False)
     res = interp.collect(model, iter(windows(flat)), [ResidualStats()], batch_size=np.int64(4), progress=False)
     assert res.meta["n_batches"] == 3  # 11 windows, numpy ints still welcome
+
+
+def test_state_dir_inside_out_is_refused_before_any_work(tmp_path, monkeypatch):
+    """state_dir = out (or a folder in it): the rank file made `out` a non-results folder, so the whole collection
+    ran and then the save was refused; now refused in one line before any batch runs."""
+    ran = []
+    real = sharded.run_batches
+    monkeypatch.setattr(sharded, "run_batches", lambda *a, **k: ran.append(1) or real(*a, **k))
+    out = tmp_path / "res"
+    for state in (out, out / "state"):
+        with pytest.raises(ValueError, match="state_dir .* lies inside out"):
+            interp.collect(tiny(), [[1, 2, 3]] * 4, [ResidualStats()], state_dir=state, out=out, progress=False)
+    assert not ran and not out.exists()

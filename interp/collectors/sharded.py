@@ -64,6 +64,9 @@ def collect_sharded(model, data, collectors: Sequence[Collector] | None = None, 
         raise ValueError(f"unknown overflow {overflow!r}; choose 'split', 'truncate' or 'error'")
     if out is not None:
         check_dir_target(out, RESULTS_KIND, force)
+        if state_dir is not None and Path(out).resolve() in (Path(state_dir).resolve(), *Path(state_dir).resolve().parents):
+            raise ValueError(f"state_dir {state_dir} lies inside out {out}, which the results replace; choose a "
+                             "state_dir outside it (e.g. beside it)")
     if isinstance(data, TokenFile):  # every id the run would read, before any work
         data.check_ids(model_vocab(model), max_tokens)
     rank, world, local = D.env_world() if distributed else (0, 1, 0)
