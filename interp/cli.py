@@ -2,7 +2,8 @@
 
 Errors are one line on stderr and a non-zero exit code, never a traceback: a usage error exits 2, a bad input
 (a file, a value, a refused output path) exits 1 with what is wrong and what to do, and an unexpected internal
-error exits 1 with its type and message. `INTERP_DEBUG=1` re-raises, so the traceback shows.
+error exits 1 with its type and message. `INTERP_DEBUG=1` re-raises, so the traceback shows. A reader that closes
+the output pipe early (`interp models | head`) ends the command quietly with 141, as SIGPIPE ends other tools.
 """
 from __future__ import annotations
 
@@ -62,9 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     try:
         args.func(args)
+        sys.stdout.flush()  # a closed pipe is met here, not at exit
     except KeyboardInterrupt:
         print("interp: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped early (`interp models | head`): quiet, as SIGPIPE leaves a tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
+        return 141
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     except MemoryError:

@@ -206,3 +206,16 @@ def test_a_registry_name_with_a_slash_is_not_taken_for_a_missing_path(tmp_path, 
     assert main([command, name, *extra]) == 1
     err = capsys.readouterr().err
     assert "no such file or folder" not in err and "not on this machine" in err, err
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`interp strategies | head -1`: the reader closing the pipe printed 'interp: error: [Errno 32] Broken pipe'
+    (exit 1). Now nothing on stderr, and the exit code a shell gives a program stopped by SIGPIPE (141)."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first write
+    try:
+        p = subprocess.run([sys.executable, "-m", "interp.cli", "strategies"], stdout=w, stderr=subprocess.PIPE,
+                           text=True, timeout=120, cwd=REPO)
+    finally:
+        os.close(w)
+    assert (p.returncode, p.stderr) == (141, "")
