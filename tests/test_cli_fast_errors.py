@@ -219,3 +219,19 @@ def test_a_reader_that_stops_early_is_not_an_error():
     finally:
         os.close(w)
     assert (p.returncode, p.stderr) == (141, "")
+
+
+def test_quiet_collect_prints_no_loading_bar(tmp_path):
+    """`interp collect ... --quiet` ('no progress bar') still drew transformers' 'Loading weights' bar on stderr
+    for a transformers model; now stderr stays empty."""
+    from interp.models import available_models
+    df = available_models()
+    if not df[df.name == "minilm-l6"].present.any():
+        pytest.skip("minilm-l6 is not installed")
+    (tmp_path / "t.txt").write_text("hello world\nthe cat sat on the mat\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("INTERP_DEBUG", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    p = subprocess.run([sys.executable, "-m", "interp.cli", "collect", "minilm-l6", "--data", "t.txt", "-o", "res",
+                        "--collectors", "residual", "--quiet"], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path, env=env)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert (tmp_path / "res" / "residual.parquet").is_file()

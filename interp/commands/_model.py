@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 
 def add_tokenizer_option(p: argparse.ArgumentParser) -> None:
@@ -10,3 +12,10 @@ def add_tokenizer_option(p: argparse.ArgumentParser) -> None:
                    help="read the tokenizer from this folder (tokenizer.json, vocab files or a SentencePiece "
                         "tokenizer.model; or an HF repo id in the local HF cache) instead of the model's own; "
                         "transformers models only, not zoo checkpoints")
+
+
+def quiet_loading() -> None:
+    """For --quiet: no 'Loading weights' bar from transformers / huggingface_hub while the model loads."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when they are imported
+    if "transformers" in sys.modules:  # already imported (main() called in-process)
+        sys.modules["transformers"].utils.logging.disable_progress_bar()

@@ -147,6 +147,9 @@ def check_args(a: argparse.Namespace) -> None:
 
 def run(a: argparse.Namespace) -> None:
     worker = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if a.quiet:
+        from interp.commands._model import quiet_loading
+        quiet_loading()
     if not worker:
         check_args(a)
     import torch

@@ -74,6 +74,9 @@ def run(a: argparse.Namespace) -> None:
         raise ValueError(f"--formats: unknown format(s) {', '.join(bad)}; choose from {', '.join(FORMATS)} or 'none'")
     if a.linear not in LINEAR_MODES:
         raise ValueError(f"--linear must be one of {', '.join(LINEAR_MODES)} (got {a.linear})")
+    if a.quiet:
+        from interp.commands._model import quiet_loading
+        quiet_loading()
     import torch
     torch.set_num_threads(a.threads)
     if texts is None:
