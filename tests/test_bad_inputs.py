@@ -337,3 +337,17 @@ def test_random_bytes_as_results_files(root, capsys, data, which):
               "state": next((d / "res" / "state").glob("*.safetensors"))}[which]
     target.write_bytes(data)
     run_cli(root, ["report", str(d / "res"), "-o", str(d / "r.html")], capsys)
+
+
+def test_sweep_strategies_with_spaces_are_read_name_by_name(tmp_path, capsys):
+    """--strategies 'pre-ln, post-ln' was refused ('unknown strategy  post-ln': the space after the comma was kept);
+    'pre-ln,' named an empty strategy. Names are stripped; an empty one is one line."""
+    import pandas as pd
+    base = ["sweep", "--lrs", "1e-3", "--steps", "1", "--batch", "1", "--layers", "1", "--quiet"]
+    assert main([*base, "--strategies", "pre-ln, post-ln", "--out", str(tmp_path / "sw")]) == 0
+    assert sorted(set(pd.read_csv(tmp_path / "sw" / "sweep.csv").strategy)) == ["post-ln", "pre-ln"]
+    capsys.readouterr()
+    assert main([*base, "--strategies", "pre-ln,", "--out", str(tmp_path / "sw2")]) == 1
+    err = visible_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "--strategies names an empty strategy" in err[0], err
+    assert not (tmp_path / "sw2").exists()

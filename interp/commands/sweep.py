@@ -77,7 +77,10 @@ def run(args: argparse.Namespace) -> None:
 
     from interp.train.sweep import SWEEP_SIZE, lr_sweep
     from interp.zoo import STRATEGIES
-    strategies = args.strategies.split(",") if args.strategies else None
+    strategies = [s.strip() for s in args.strategies.split(",")] if args.strategies else None
+    if strategies is not None and not all(strategies):
+        raise ValueError(f"--strategies names an empty strategy in {args.strategies!r}; give comma-separated names "
+                         "(see interp strategies), or leave it out for all")
     unknown = [s for s in strategies or [] if s not in STRATEGIES]
     if unknown:
         raise ValueError(f"unknown strategy {', '.join(unknown)} in --strategies; choose from: {', '.join(STRATEGIES)}")
