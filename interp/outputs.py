@@ -145,13 +145,14 @@ def check_dir_target(path: str | Path, kind: str, force: bool = False, what: str
     """May a `kind` folder be written at `path`? True when it will replace a previous one, False when `path` is
     absent or an empty folder; otherwise raise OutputRefused (one line naming the path) and touch nothing."""
     p, what = Path(path), what or f"interp {kind}"
-    check_named(p)
     check_parent(p)
     if not os.path.lexists(p):
+        check_named(p)
         return False
     if p.is_symlink() or not p.is_dir():
         raise OutputRefused(f"{p} exists and is not a folder; refusing to replace it: choose another output path")
     if not any(p.iterdir()):
+        check_named(p)
         return False
     found = marker_kind(p)
     if found is None and kind in LEGACY and LEGACY[kind](p):
@@ -159,6 +160,7 @@ def check_dir_target(path: str | Path, kind: str, force: bool = False, what: str
     if found != kind:
         which = f"an interp {found}, not an {what}" if found else f"not an {what} (no {MARKER} marker)"
         raise OutputRefused(f"{p} is not empty and is {which}; refusing to touch it: choose another output path")
+    check_named(p)  # '.' that is an earlier output: it cannot be renamed (a user's folder is named as such above)
     if not force:
         raise OutputRefused(f"{p} already holds an {what}; pass --force (force=True) to replace it")
     return True
