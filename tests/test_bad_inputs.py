@@ -52,6 +52,9 @@ def root(tmp_path_factory):
     """A user's folder: a model, token files, texts, a results directory and tampered copies of each."""
     r = tmp_path_factory.mktemp("user")
     tiny_model().save(r / "model")
+    m = tiny_model()
+    m.tokenizer = None
+    m.save(r / "notok")  # a zoo checkpoint saved without a tokenizer
     rng = np.random.default_rng(0)
     ids = rng.integers(0, VOCAB, N_CTX * 6)
     np.save(r / "tokens.npy", ids.astype(np.uint16))
@@ -159,6 +162,8 @@ CASES = {
     "pickle with code": ["collect", "pickled", "--data", T, "-o", "out"],
     "missing model folder": ["collect", "./nope", "--data", T, "-o", "out"],
     "unknown model name": ["collect", "no-such-model", "--data", T, "-o", "out"],
+    "texts for a model without a tokenizer": ["collect", "notok", "--data", "text.txt", "-o", "out"],
+    "precision of a model without a tokenizer": ["precision", "notok", "--data", "text.txt", "--formats", "none"],
     # tampered results
     "card field missing": ["report", "res_nocard", "-o", "r.html"],
     "results.json a list": ["report", "res_list", "-o", "r.html"],
@@ -197,6 +202,9 @@ SAYS = {
     "raw .bin without dtype": "--token-dtype",
     "table name leaves the folder": "is not a plain name",
     "collect into a user's folder": "refusing to touch it",
+    "texts for a model without a tokenizer": "notok has no tokenizer, so --data text.txt cannot be encoded; pass a "
+                                             ".npy or .bin token file",
+    "precision of a model without a tokenizer": "notok has no tokenizer; interp precision encodes texts",
     "--collectors naming none": "--collectors names no collector",
     "--collectors with an empty name": "--collectors names no collector",
     "train --out a folder with another manifest.json": "userzoo/manifest.json exists and is not an interp zoo manifest",

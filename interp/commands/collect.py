@@ -163,6 +163,9 @@ def run(a: argparse.Namespace) -> None:
     try:
         model = interp.load_model(a.model, dtype=a.dtype, device="cpu",  # placed on its rank's device below
                                   tokenizer=a.tokenizer)
+        if getattr(model, "tokenizer", None) is None and Path(a.data).suffix not in (".npy", ".bin"):
+            raise ValueError(f"{a.model} has no tokenizer, so --data {a.data} cannot be encoded; pass a .npy or "
+                             ".bin token file")
         res = collect_sharded(model, open_data(a.data, a.token_dtype), make_collectors(a.collectors),
                               batch_size=a.batch_size, max_tokens=a.max_tokens, exclude_first=a.exclude_first,
                               progress=not a.quiet, distributed=worker, device=a.device, dtype=a.dtype,

@@ -85,6 +85,9 @@ def run(a: argparse.Namespace) -> None:
     import interp
     from interp.precision.check import check
     model = interp.load_model(a.model, tokenizer=a.tokenizer).eval()
+    if getattr(model, "tokenizer", None) is None:
+        raise ValueError(f"{a.model} has no tokenizer; interp precision encodes texts, so it needs a model with one "
+                         "(or interp.precision.check(model, token_ids) in Python)")
     chk = check(model, texts, formats, batch_size=a.batch_size, max_tokens=a.max_tokens, run_tokens=a.run_tokens,
                 linear=a.linear, progress=not a.quiet)
     print_check(chk)
