@@ -184,6 +184,8 @@ CASES = {
     "remove-ln --steps-per-stage -3": ["remove-ln", M, "--out", "free", "--steps-per-stage", "-3"],
     "remove-ln --lr inf": ["remove-ln", M, "--out", "free", "--lr", "inf"],
     "sweep --steps 0": ["sweep", "--strategies", "pre-ln", "--steps", "0", "--out", "sw"],
+    "sweep --steps 1 (its only step compared with itself: always 'diverged')":
+        ["sweep", "--strategies", "pre-ln", "--steps", "1", "--out", "sw"],
     "sweep --lrs inf": ["sweep", "--strategies", "pre-ln", "--lrs", "1e-3,inf", "--out", "sw"],
     "sweep unknown strategy": ["sweep", "--strategies", "pre-lm", "--out", "sw"],
     "attribute ids outside the vocabulary": ["attribute", M, "--tokens", "1,99999", "--target-id", "5", "--out", "o"],
@@ -351,7 +353,7 @@ def test_sweep_strategies_with_spaces_are_read_name_by_name(tmp_path, capsys):
     """--strategies 'pre-ln, post-ln' was refused ('unknown strategy  post-ln': the space after the comma was kept);
     'pre-ln,' named an empty strategy. Names are stripped; an empty one is one line."""
     import pandas as pd
-    base = ["sweep", "--lrs", "1e-3", "--steps", "1", "--batch", "1", "--layers", "1", "--quiet"]
+    base = ["sweep", "--lrs", "1e-3", "--steps", "2", "--batch", "1", "--layers", "1", "--quiet"]
     assert main([*base, "--strategies", "pre-ln, post-ln", "--out", str(tmp_path / "sw")]) == 0
     assert sorted(set(pd.read_csv(tmp_path / "sw" / "sweep.csv").strategy)) == ["post-ln", "pre-ln"]
     capsys.readouterr()

@@ -66,6 +66,9 @@ def test_bad_input_is_refused():
         S.lr_sweep(["pre-foo"], progress=False)
     with pytest.raises(ValueError, match="learning rates must be positive"):
         S.lr_sweep(["pre-ln"], lrs=(1e-3, float("nan")), progress=False)
+    # one step: the divergence test compared that step's loss with itself, so every run read 'diverged'
+    with pytest.raises(ValueError, match="a sweep run needs at least 2 steps"):
+        S.lr_sweep(["pre-ln"], lrs=(1e-3,), steps=1, progress=False)
 
 
 def intact_sweep(out):

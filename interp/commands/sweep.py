@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> None:
 
     from interp.commands._check import at_least, positive_finite
     from interp.outputs import atomic_write_bytes, write_marker
-    at_least(args, steps=1, batch=1, layers=1, threads=1, jobs=1, seed=0)
+    at_least(args, steps=2, batch=1, layers=1, threads=1, jobs=1, seed=0)
     positive_finite(args, "clip")
     try:
         lrs = tuple(float(x) for x in args.lrs.split(","))

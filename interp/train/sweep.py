@@ -102,6 +102,9 @@ def lr_sweep(strategies: list[str] | None = None, lrs: tuple[float, ...] = SWEEP
             raise ValueError(f"unknown strategy {s!r}; choose from: {', '.join(STRATEGIES)}")
     if not lrs or any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
         raise ValueError(f"learning rates must be positive, got {lrs}")
+    if steps < 2:  # `diverged` compares the last 10 % of the steps with the first: one step is compared with itself
+        raise ValueError(f"a sweep run needs at least 2 steps (its divergence test compares the last steps' loss with "
+                         f"the first step's), got {steps}")
     if jobs < 1 or threads < 1:
         raise ValueError(f"jobs and threads must be at least 1, got {jobs} / {threads}")
     seeds = (seed,) if seeds is None else tuple(seeds)
