@@ -133,3 +133,15 @@ def test_a_run_trains_with_the_zoo_objective_of_its_strategy(strategy):
     with torch.no_grad():
         want = float(fn(model, batch, bool(getattr(model.cfg, "conditioned", False))))
     assert row["first_loss"] == pytest.approx(want, rel=1e-5)
+
+
+def test_the_default_out_is_the_repositorys_data_sweep_from_any_folder(tmp_path, monkeypatch, capsys):
+    """--out defaulted to 'data/sweep' under the current folder, while the report reads the sweep beside the
+    repository's data/zoo: run from elsewhere, the sweep went where the report never looks. From another folder the
+    default is the repository's data/sweep (it holds the shipped sweep, so without --resume it is refused)."""
+    from interp.cli import main
+    from interp.data import DATA_DIR
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "--strategies", "pre-ln", "--lrs", "1e-3", "--steps", "2", "--quiet"]) == 1
+    assert f"--out {DATA_DIR / 'sweep'} already holds a sweep" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

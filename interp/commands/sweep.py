@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> None:
     if not all(0 < x < float("inf") for x in lrs) or min(seeds) < 0:
         raise ValueError(f"--lrs must be finite numbers above 0 and --seeds whole numbers ≥ 0, got {args.lrs!r} / "
                          f"{seeds}")
+    if args.out is None:  # the repository's data/sweep, where the report reads it (beside data/zoo), from any folder
+        from interp.data import DATA_DIR
+        args.out = str(DATA_DIR / "sweep")
     check_out(Path(args.out), args.resume, args.force)
     import torch  # the checks above need none of these (a mistyped option fails in a moment)
 
@@ -130,8 +133,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: --seed)")
     p.add_argument("--resume", action="store_true", help="keep the runs of an interrupted sweep in --out")
-    p.add_argument("--out", default="data/sweep", help="output folder (default data/sweep): new, empty, or a sweep "
-                                                        "folder with --resume / --force")
+    p.add_argument("--out", default=None, help="output folder (default: the repository's data/sweep, where the "
+                   "report reads it): new, empty, or a sweep folder with --resume / --force")
     p.add_argument("--force", action="store_true", help="replace the sweep already in --out")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default 1); the "
