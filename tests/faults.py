@@ -1,4 +1,5 @@
-"""Fault injection for the tests, kept out of library code: make a collection fail after N of a rank's batches.
+"""Fault injection for the tests, kept out of library code: make a collection fail after N of a rank's batches,
+or a low-precision format's forward raise (`broken_format`).
 
 In this process: `with fail_after(2): interp.collect(...)` raises RuntimeError("injected failure ...") when the
 third batch would start (two batches done, their state saved). In the processes a command starts (torchrun
@@ -53,3 +54,18 @@ def env(rank: int, after: int, mode: str = "raise") -> dict[str, str]:
     """Environment for a subprocess (and the ranks it starts) in which `rank` fails after `after` batches."""
     path = os.pathsep.join(p for p in (str(SITE), os.environ.get("PYTHONPATH", "")) if p)
     return {ENV: f"{rank}:{after}:{mode}", "PYTHONPATH": path}
+
+
+def broken_format(monkeypatch, fmt: str, message: str) -> None:
+    """Every low-precision twin in format `fmt` (interp.precision.runs) raises RuntimeError(message) when run."""
+    import interp.precision.runs as R
+    real = R.low_precision
+
+    def broken(m, f, linear):
+        twin, notes = real(m, f, linear)
+        if f == fmt:
+            def fail(*a, **k):
+                raise RuntimeError(message)
+            twin.forward = fail
+        return twin, notes
+    monkeypatch.setattr(R, "low_precision", broken)

@@ -2,6 +2,8 @@
 import interp
 from interp.precision.job import job_runs
 
+from faults import broken_format  # noqa: E402
+
 KW = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_mlp": 64, "n_ctx": 16, "d_vocab": 256}
 DATA = [[5, 17, 33, 2, 90, 41, 7], [8, 3, 250, 11], [60, 61, 62, 63, 64, 65, 66, 67, 68]]
 
@@ -9,18 +11,7 @@ DATA = [[5, 17, 33, 2, 90, 41, 7], [8, 3, 250, 11], [60, 61, 62, 63, 64, 65, 66,
 def test_a_failed_run_is_logged_as_failed(monkeypatch):
     """A bf16 forward that raises was logged 'bf16 error at the output' (as if it had overflowed there) and the
     token count was read off that failed row (0). The line now gives the error and the runs' token count."""
-    import interp.precision.runs as R
-    real = R.low_precision
-
-    def broken(m, fmt, linear):
-        twin, notes = real(m, fmt, linear)
-        if fmt == "bf16":
-            def fail(*a, **k):
-                raise RuntimeError("bf16 kernel missing\nsecond line")
-            twin.forward = fail
-        return twin, notes
-
-    monkeypatch.setattr(R, "low_precision", broken)
+    broken_format(monkeypatch, "bf16", "bf16 kernel missing\nsecond line")
     lines: list[str] = []
     out = job_runs(interp.zoo.build("pre-ln", **KW).eval(), DATA, lines.append)
     runs = out["precision_runs"].set_index("format")

@@ -16,6 +16,8 @@ from interp.precision import precision_runs, verdicts
 from interp.precision.formats import FP16_OVERFLOW
 from interp.precision.watch import UNWATCHED
 
+from faults import broken_format  # noqa: E402
+
 KW = {"n_layers": 3, "d_model": 32, "n_heads": 4, "d_mlp": 64, "n_ctx": 16, "d_vocab": 256}
 DATA = [[5, 17, 33, 2, 90, 41, 7], [8, 3, 250, 11], [60, 61, 62, 63, 64, 65, 66, 67, 68]]
 
@@ -127,17 +129,7 @@ def test_fp16_overflow_is_a_clear_row_located_where_fp32_leaves_the_range():
 def test_a_failing_format_is_an_error_row(monkeypatch):
     import interp.precision.runs as R
     model = interp.zoo.build("pre-ln", **KW).eval()
-    real = R.low_precision
-
-    def broken(m, fmt, linear):
-        twin, notes = real(m, fmt, linear)
-        if fmt == "fp16":
-            def fail(*a, **k):
-                raise RuntimeError("\"addmm_impl_cpu_\" not implemented for 'Half'\nmore lines")
-            twin.forward = fail
-        return twin, notes
-
-    monkeypatch.setattr(R, "low_precision", broken)
+    broken_format(monkeypatch, "fp16", "\"addmm_impl_cpu_\" not implemented for 'Half'\nmore lines")
     runs = R.precision_runs(model, DATA, ("bf16", "fp16"), progress=False).set_index("format")
     assert runs.loc["fp16", "status"] == "error" and "not implemented for 'Half'" in runs.loc["fp16", "what"]
     assert "more lines" not in runs.loc["fp16", "what"] and runs.loc["bf16", "status"] == "ok"
@@ -412,20 +404,9 @@ def test_a_site_overflow_outside_the_runs_tokens_is_not_fp16_safe():
 def test_the_cli_table_counts_the_runs_tokens_when_one_failed(monkeypatch, capsys):
     """`interp precision` printed the fp32 reference's token count off the first run's row: 0 predicted tokens
     when bf16 failed at its first batch. It prints the runs' count (the next-token predictions)."""
-    import interp.precision.runs as R
     from interp.commands.precision import print_check
     from interp.precision.check import check
-    real = R.low_precision
-
-    def broken(m, fmt, linear):
-        twin, notes = real(m, fmt, linear)
-        if fmt == "bf16":
-            def fail(*a, **k):
-                raise RuntimeError("bf16 kernel missing")
-            twin.forward = fail
-        return twin, notes
-
-    monkeypatch.setattr(R, "low_precision", broken)
+    broken_format(monkeypatch, "bf16", "bf16 kernel missing")
     chk = check(interp.zoo.build("pre-ln", **KW).eval(), DATA, run_tokens=None)
     print_check(chk)
     last = capsys.readouterr().out.strip().splitlines()[-1]
