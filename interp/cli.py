@@ -70,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader stopped early (`interp models | head`): quiet, as SIGPIPE leaves a tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
         return 141
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else 1
+    except SystemExit as e:  # sys.exit(n) keeps n; sys.exit("why") is an error whose text the user must see
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(f"interp: error: {one_line(str(e.code))}", file=sys.stderr)
+        return 1
     except MemoryError:
         if debug:
             raise

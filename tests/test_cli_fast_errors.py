@@ -235,3 +235,23 @@ def test_quiet_collect_prints_no_loading_bar(tmp_path):
                        cwd=tmp_path, env=env)
     assert (p.returncode, p.stderr) == (0, "")
     assert (tmp_path / "res" / "residual.parquet").is_file()
+
+
+@pytest.mark.parametrize("code,rc,err", [("the data folder is gone", 1, ["interp: error: the data folder is gone"]),
+                                         (3, 3, []), (None, 0, [])])
+def test_a_command_that_exits_keeps_its_code_and_its_reason(monkeypatch, capsys, code, rc, err):
+    """A command (or a library under it) calling sys.exit("why") returned 1 with nothing on stderr: the reason was
+    lost. Python's own rule is the reference: a str code is printed to stderr and exits 1, an int is the exit
+    status, None is 0."""
+    import interp.cli as cli
+
+    def fake_parser():
+        class P:
+            def parse_args(self, argv):
+                return type("A", (), {"func": staticmethod(lambda args: sys.exit(code))})()
+        return P()
+    monkeypatch.setattr(cli, "build_parser", fake_parser)
+    assert cli.main(["strategies"]) == rc
+    assert capsys.readouterr().err.splitlines() == err
+    ref = subprocess.run([sys.executable, "-c", f"import sys; sys.exit({code!r})"], capture_output=True, text=True)
+    assert ref.returncode == rc and bool(ref.stderr) == bool(err)
