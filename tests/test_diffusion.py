@@ -48,6 +48,19 @@ def test_norm_motion_is_the_channel_rms_of_the_range_over_t():
     assert mo["gamma_range"].gt(0).all()  # randomized end points: every norm moves with t
 
 
+def test_norm_motion_is_in_depth_order_whatever_the_row_order():
+    """Rows shuffled (a frame read back or concatenated): the summary is still ln1, ln2 of block 0, 1, ... (numeric,
+    block 10 after block 2), ln_final last, with each norm's own numbers."""
+    frame = norm_params_over_t(build("mdlm-tdln", **{**TINY, "n_layers": 11}).double(), (0.0, 1.0))
+    shuffled = frame.sample(frac=1, random_state=3).reset_index(drop=True)
+    mo = norm_motion(shuffled)
+    want = [f"blocks.{i}.ln{j}" for i in range(11) for j in (1, 2)] + ["ln_final"]
+    assert mo["norm"].tolist() == want
+    assert mo["layer"].tolist() == [i for i in range(11) for _ in (1, 2)] + [11]
+    ref = norm_motion(frame).set_index("norm")["gamma_rms"]
+    assert mo.set_index("norm")["gamma_rms"].equals(ref.loc[want])
+
+
 def test_a_model_without_conditioned_norms_gives_an_empty_frame():
     assert norm_params_over_t(_model("mdlm-ln")).empty
 

@@ -69,6 +69,19 @@ def test_section_says_what_is_missing_without_mdlm_models():
     assert sec["missing"] and "mdlm-tdln" in sec["missing"][0] and not sec["figures"]
 
 
+def test_motion_figure_orders_norms_by_layer_whatever_the_row_order():
+    """The x axis is depth: a shuffled motion table still gives ln1, ln2 of block 0, 1, ..., 10 (numeric), then
+    ln_final (stored as layer n_layers), each point with its own value."""
+    from interp.report.mdlm import motion_figure
+    names = [f"blocks.{i}.ln{j}" for i in range(11) for j in (1, 2)] + ["ln_final"]
+    layers = [i for i in range(11) for _ in (1, 2)] + [11]
+    m = pd.DataFrame({"model": "mdlm-tdln", "norm": names, "layer": layers, "gamma_range": range(23),
+                      "beta_range": range(23)}).sample(frac=1, random_state=1)
+    fig = motion_figure({"mdlm_norm_motion": m}, {})
+    for tr in fig.data:
+        assert list(tr.text) == names and list(tr.y) == list(range(23))
+
+
 def test_model_names_reach_the_mdlm_figures_escaped():
     """plotly renders HTML in trace names, subplot titles and hover text: a model name with markup is shown as text
     in every MDLM figure (legend, subplot titles), never as markup."""
@@ -76,7 +89,8 @@ def test_model_names_reach_the_mdlm_figures_escaped():
     n = 'zoo<b>X</b><a href="https://evil.example/">y</a>'
     two = {"model": [n] * 2}
     t = {"mdlm_bound": pd.DataFrame({**two, "t": [0.25, 0.75], "bound": [3.0, 3.5], "bound_sem": [0.1] * 2}),
-         "mdlm_norm_motion": pd.DataFrame({**two, "norm": ["<i>ln1</i>", "ln2"], "gamma_range": [0.1, 0.2],
+         "mdlm_norm_motion": pd.DataFrame({**two, "norm": ["<i>ln1</i>", "ln2"], "layer": [0, 0],
+                                           "gamma_range": [0.1, 0.2],
                                            "beta_range": [0.1, 0.2]}),
          "mdlm_norm_t": pd.DataFrame({**two, "layer": [0, 0], "norm": ["ln1", "ln1"], "channel": [0, 0],
                                       "t": [0.0, 1.0], "gamma": [1.0, 1.5]}),

@@ -55,7 +55,8 @@ def norm_params_over_t(model: nn.Module, ts: tuple[float, ...] = T_GRID) -> pd.D
 
 
 def norm_motion(params: pd.DataFrame) -> pd.DataFrame:
-    """Per model × norm: gamma_range, beta_range, gamma_rms, gamma_rel (see the module docstring)."""
+    """Per model × norm: gamma_range, beta_range, gamma_rms, gamma_rel (see the module docstring), in depth order
+    (by model, then layer, ln1 before ln2, ln_final last) whatever the row order of `params`."""
     rows = []
     for (model, norm), g in params.groupby(["model", "norm"], sort=False):
         span = g.groupby("channel").agg(g_lo=("gamma", "min"), g_hi=("gamma", "max"), b_lo=("beta", "min"),
@@ -65,5 +66,6 @@ def norm_motion(params: pd.DataFrame) -> pd.DataFrame:
         rows.append({"model": model, "norm": norm, "layer": int(g.layer.iloc[0]), "kind": g.kind.iloc[0],
                      "gamma_range": g_range, "beta_range": float(np.sqrt(((span.b_hi - span.b_lo) ** 2).mean())),
                      "gamma_rms": g_rms, "gamma_rel": g_range / g_rms if g_rms > 0 else float("nan")})
-    return pd.DataFrame(rows, columns=["model", "norm", "layer", "kind", "gamma_range", "beta_range", "gamma_rms",
-                                       "gamma_rel"])
+    out = pd.DataFrame(rows, columns=["model", "norm", "layer", "kind", "gamma_range", "beta_range", "gamma_rms",
+                                      "gamma_rel"])
+    return out.sort_values(["model", "layer", "norm"], kind="stable").reset_index(drop=True)

@@ -103,13 +103,15 @@ def bound_figure(t: dict, colors: dict[str, str]) -> go.Figure | None:
 
 
 def motion_figure(t: dict, colors: dict[str, str]) -> go.Figure | None:
-    """How far each conditioned norm's γ and β move over t ∈ [0, 1], by depth (norm order)."""
+    """How far each conditioned norm's γ and β move over t ∈ [0, 1], by depth (layer, ln1 before ln2, ln_final
+    last), whatever the row order of the table."""
     m = t.get("mdlm_norm_motion")
     if m is None or m.empty:
         return None
     fig = make_subplots(rows=1, cols=2, subplot_titles=("γ: RMS over channels of max_t γ − min_t γ",
                                                         "β: RMS over channels of max_t β − min_t β"))
     for model, g in m.groupby("model", sort=True):
+        g = g.sort_values(["layer", "norm"], kind="stable")
         x = list(range(len(g)))
         for col, key in ((1, "gamma_range"), (2, "beta_range")):
             fig.add_scatter(x=x, y=g[key], name=label(model), legendgroup=label(model), showlegend=col == 1,
