@@ -211,23 +211,25 @@ def install_dir(tmp: Path, dest: str | Path, kind: str, force: bool = False, **i
     write_marker(tmp, kind, **info)
     apply_umask(tmp)
     replacing = check_dir_target(d, kind, force)
-    if not os.path.lexists(d):
-        os.replace(tmp, d)
+    if not replacing:  # absent or empty: rename() onto an empty folder is atomic and fails if a file appeared since
+        try:
+            os.replace(tmp, d)
+        except OSError:
+            if not os.path.isdir(d) or not any(d.iterdir()):
+                raise
+            raise OutputRefused(f"{d} was written to while the {kind} was being made; it is left as it is (the "
+                                f"{kind} is not installed): choose another output path") from None
         return d
     aside = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}.", suffix=".old"))
     old = aside / "old"
-    os.replace(d, old)  # an empty folder or a previous output of this kind (checked above)
+    os.replace(d, old)  # a previous output of this kind (checked above)
     try:
         os.replace(tmp, d)
     except BaseException:
         os.replace(old, d)
         raise
     finally:
-        if replacing or not os.path.lexists(old):
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.rmdir(old)
-            os.rmdir(aside)
+        shutil.rmtree(aside, ignore_errors=True)  # the previous output of this kind, replaced as force allowed
     return d
 
 

@@ -156,3 +156,43 @@ def test_an_output_named_dot_is_refused_before_any_work(user_dir, tmp_path, monk
     assert snapshot(tmp_path) == before
     with pytest.raises(OutputRefused, match="current folder"):
         check_dir_target(out, "results", force=True)
+
+
+def test_a_file_written_into_the_empty_target_during_the_swap_stays_where_the_user_put_it(tmp_path, monkeypatch):
+    """install_dir checked that the target folder was empty, then moved it aside and deleted it after the swap: a
+    file the user wrote into it in between went into a hidden '.name.*.old' folder and the run failed with a
+    bare OSError. Now the swap is one rename onto the empty folder (which the system refuses once it holds a
+    file): the user's file stays in the folder, the output is not installed, one line says why."""
+    import interp.outputs as outputs
+    dest = tmp_path / "res"
+    dest.mkdir()
+    real = outputs.check_dir_target
+
+    def check_then_user_writes(d, kind, force=False):
+        r = real(d, kind, force)
+        (Path(d) / "notes.txt").write_text("mine")
+        return r
+    monkeypatch.setattr(outputs, "check_dir_target", check_then_user_writes)
+    tmp = tmp_path / "staging"
+    tmp.mkdir()
+    (tmp / "table.parquet").write_bytes(b"x")
+    with pytest.raises(OutputRefused, match="was written to while"):
+        outputs.install_dir(tmp, dest, "results")
+    assert sorted(p.name for p in dest.iterdir()) == ["notes.txt"]
+    assert (dest / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res", "staging"]  # nothing hidden left behind
+
+
+def test_an_empty_target_is_replaced_and_a_forced_one_leaves_nothing_aside(tmp_path):
+    """The two swaps install_dir makes: onto an empty folder, and over a previous output of the kind (force)."""
+    from interp.outputs import install_dir
+    dest = tmp_path / "res"
+    dest.mkdir()
+    for n in range(2):
+        tmp = tmp_path / f"staging{n}"
+        tmp.mkdir()
+        (tmp / f"t{n}").write_bytes(b"x")
+        install_dir(tmp, dest, "results", force=True)
+        assert sorted(p.name for p in dest.iterdir()) == sorted([MARKER, f"t{n}"])
+        assert marker_kind(dest) == "results"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
