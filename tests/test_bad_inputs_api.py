@@ -72,6 +72,21 @@ def test_a_long_text_encodes_in_pieces_as_it_does_whole():
     assert list(text_windows(tok, text, tok.bos_id, N_CTX)) == want
 
 
+def test_a_run_longer_than_a_piece_without_a_space_encodes_as_it_does_whole():
+    """A run of more than TEXT_CHUNK characters without a space (words run together, as in a URL or generated
+    text) was cut mid-word, so its ids differed from one encode call's. Now it stays in one piece."""
+    tok = load_tokenizer(TOKENIZER_PATH)
+    rng = np.random.default_rng(0)
+    words = ["the", "and", "of", "there", "where", "information", "model"]
+    run = "".join(words[i] for i in rng.integers(len(words), size=30_000))[1:]  # ~145k characters, no space
+    text = long_line(1000) + run + " " + long_line(TEXT_CHUNK + 10)
+    whole = list(tok.encode(text))
+    assert encode_bounded(tok, text) == whole
+    step = N_CTX - 1
+    assert list(text_windows(tok, text, tok.bos_id, N_CTX)) == [[tok.bos_id] + whole[i:i + step]
+                                                                for i in range(0, len(whole), step)]
+
+
 def test_max_tokens_stops_tokenizing_a_long_line(model, tmp_path, monkeypatch):
     """Defect 10: `--max-tokens 1000` on one 2 MB line tokenized all of it. Now it encodes a few pieces only."""
     (tmp_path / "big.txt").write_text(long_line(2_000_000) + "\n")

@@ -13,7 +13,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-TEXT_CHUNK = 1 << 16  # characters encoded at a time in a long text (bounded memory; stops at max_tokens)
+TEXT_CHUNK = 1 << 16  # characters encoded at a time in a long text (bounded memory; stops at max_tokens);
+# a longer run without a space is encoded whole (see split_text)
 
 
 def model_context(model) -> int | None:
@@ -66,8 +67,10 @@ def check_ids(seqs: Sequence[Sequence[int]], vocab: int | None, where: str = "th
 
 
 def split_text(text: str, size: int = TEXT_CHUNK) -> Iterator[str]:
-    """`text` in pieces of at most `size` characters, cut just before a space that follows a non-space
-    (where byte-level BPE pre-tokenizers split anyway, so the pieces encode as the whole does)."""
+    """`text` in pieces cut just before a space that follows a non-space (where byte-level BPE pre-tokenizers
+    split anyway, so the pieces encode as the whole does): at most `size` characters, except where a run of
+    more than `size` characters holds no such space (a long URL, CJK text, a base64 blob), which stays in one
+    piece up to the next such space: a cut inside it would change its token ids."""
     i = 0
     while i < len(text):
         j = min(i + size, len(text))
@@ -75,7 +78,11 @@ def split_text(text: str, size: int = TEXT_CHUNK) -> Iterator[str]:
             k = text.rfind(" ", i + 1, j)
             while k > i and text[k - 1].isspace():
                 k = text.rfind(" ", i + 1, k)
-            j = k if k > i else j
+            if k <= i:  # no cut point in the window: the first one after it, else the end of the text
+                k = text.find(" ", j)
+                while k != -1 and text[k - 1].isspace():
+                    k = text.find(" ", k + 1)
+            j = k if k > i else len(text)
         yield text[i:j]
         i = j
 
