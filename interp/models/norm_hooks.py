@@ -122,26 +122,31 @@ class NormHooks(nn.Module):
         y = fire(self.hook_normalized, y)
         return None if y is y0 else self._view(y)
 
+    @staticmethod
+    def _work(x: torch.Tensor) -> torch.Tensor:
+        """x in the dtype the statistics are computed in: float32, or float64 for a float64 x (no precision lost)."""
+        return x if x.dtype == torch.float64 else x.float()
+
     def scale(self, x: torch.Tensor) -> torch.Tensor:
-        """The statistic the norm divides x [..., d] by, computed in float32: [..., 1]."""
-        x = x.float()
+        """The statistic the norm divides x [..., d] by, computed in float32 (float64 for float64 x): [..., 1]."""
+        x = self._work(x)
         if self.kind == "layernorm":
             return (x.var(-1, keepdim=True, unbiased=False) + self.eps).sqrt()
         return (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()
 
     def from_scale(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """The norm's output for input x divided by the scale s (what the module computes when s = scale(x))."""
-        xf, w = x.float(), self.weight
+        xf, w = self._work(x), self.weight
         if self.kind == "rmsnorm":
             y = (xf / s).to(x.dtype)
             return y if w is None else w * y
         if self.kind == "rmsnorm1p":
-            return ((xf / s) * (1.0 + w.float())).to(x.dtype)
+            return ((xf / s) * (1.0 + w.to(xf.dtype))).to(x.dtype)
         if self.kind == "layernorm":
             y = (xf - xf.mean(-1, keepdim=True)) / s
-            y = y * w.float() if w is not None else y
+            y = y * w.to(xf.dtype) if w is not None else y
             b = self.bias
-            return (y + b.float() if b is not None else y).to(x.dtype)
+            return (y + b.to(xf.dtype) if b is not None else y).to(x.dtype)
         return x
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
