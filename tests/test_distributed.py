@@ -214,6 +214,17 @@ def test_a_fractional_batch_size_or_unknown_overflow_is_refused(files):
     assert res.meta["n_batches"] == 3  # 11 windows, numpy ints still welcome
 
 
+@pytest.mark.parametrize("every", [1.5, 0, -2, True, "5"])
+def test_a_checkpoint_interval_that_is_not_a_positive_integer_is_refused(tmp_path, every):
+    """checkpoint_every=1.5 (or True) was accepted (a state file every 3 batches, or every batch), 0 and -2 only
+    when a state_dir was given, and "5" raised a TypeError; now each is one ValueError before any work."""
+    for state in (None, tmp_path / "state"):
+        with pytest.raises(ValueError, match=rf"^checkpoint_every must be a positive integer .*got {every!r}$"):
+            interp.collect(tiny(), [[1, 2, 3]] * 4, [ResidualStats()], state_dir=state, checkpoint_every=every,
+                           progress=False)
+        assert not (tmp_path / "state").exists()
+
+
 def test_state_dir_inside_out_is_refused_before_any_work(tmp_path, monkeypatch):
     """state_dir = out (or a folder in it): the rank file made `out` a non-results folder, so the whole collection
     ran and then the save was refused; now refused in one line before any batch runs."""

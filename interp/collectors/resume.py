@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -24,12 +25,17 @@ WHAT = {"weights_sha256": "the model's weights", "token_file_sha256": "the token
         "window": "the token file's window length (seq_len)", "world": "the number of processes"}
 
 
+def check_checkpoint_every(every) -> None:
+    """Refuse a checkpoint interval that is not a whole number of batches of at least 1 (1.5, 0, True, "5")."""
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer (batches between state files), got {every!r}")
+
+
 class Checkpoint:
     """The state file of one rank. `fingerprint` (JSON-able) must match for a file to be resumed from."""
 
     def __init__(self, state_dir: str | Path, rank: int, world: int, fingerprint: dict[str, Any], every: int = 50):
-        if every < 1:
-            raise ValueError(f"checkpoint_every must be at least 1 batch, got {every}")
+        check_checkpoint_every(every)
         self.dir, self.rank, self.world, self.every = Path(state_dir), rank, world, every
         self.path = self.dir / f"rank{rank:03d}-of-{world:03d}.safetensors"
         self.fingerprint = json.loads(json.dumps(fingerprint, default=str))

@@ -18,7 +18,7 @@ from interp.collectors import distributed as D
 from interp.collectors.base import Collector
 from interp.collectors.batches import check_batch_size, check_max_tokens, model_context, model_vocab
 from interp.collectors.driver import check_collectors, check_measured, run_batches
-from interp.collectors.resume import Checkpoint
+from interp.collectors.resume import Checkpoint, check_checkpoint_every
 from interp.collectors.results import KIND as RESULTS_KIND, Results
 from interp.collectors.stream import TokenFile, is_stream, shard_batches
 from interp.device import model_device, place, resolve_device
@@ -60,6 +60,7 @@ def collect_sharded(model, data, collectors: Sequence[Collector] | None = None, 
     collectors = check_collectors(collectors)
     check_max_tokens(max_tokens)
     check_batch_size(batch_size)
+    check_checkpoint_every(checkpoint_every)
     if overflow not in ("split", "truncate", "error"):  # a TokenFile's windows never overflow: check it here
         raise ValueError(f"unknown overflow {overflow!r}; choose 'split', 'truncate' or 'error'")
     if out is not None:
