@@ -347,6 +347,31 @@ def test_an_overflow_at_the_last_token_is_not_fp16_safe():
     assert not v["fp16_safe"] and v["fp16_overflow_at"].startswith("unembed, position")
 
 
+def test_an_overflow_at_padding_only_is_not_rerun_watched(monkeypatch):
+    """Logits that overflow fp16 only at padding positions (torch's own fp16 cast agrees): every batch was rerun
+    watched (the slow pass), and the watch, which ignores padding, never finished, so the next batch was too.
+    Padding is now ignored when deciding: no rerun, and the run is ok."""
+    import interp.precision.runs as R
+    model = interp.zoo.build("pre-ln", **KW).eval()
+    data = DATA[:2]
+    tokens, mask = batch(data)
+    with torch.no_grad():  # unembedding row 100: 7e4 along a padding position's final state, 0 on every real one's
+        _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=["ln_final.hook_normalized"])
+        x = cache["ln_final.hook_normalized"]
+        q, _ = torch.linalg.qr(x[mask].T)
+        w = x[1, -1] - q @ (q.T @ x[1, -1])
+        model.unembed.weight[100] = w / (w @ x[1, -1]) * 7e4
+        plain = copy.deepcopy(model).half()(tokens, attention_mask=mask)
+    bad = ~torch.isfinite(plain).all(-1)
+    assert bad.any() and not (bad & mask).any()  # torch's fp16 model: non-finite at padding only
+    reruns = []
+    real = R.watching
+    monkeypatch.setattr(R, "watching", lambda *a, **k: reruns.append(1) or real(*a, **k))
+    r = precision_runs(model, data * 3, ("fp16",), batch_size=2, progress=False).iloc[0]
+    assert len(reruns) == 0
+    assert r["status"] == "ok" and r["frac_nonfinite"] == 0 and r["first_hook"] == r["first_module"] == ""
+
+
 def test_the_model_keeps_its_train_mode():
     """precision_runs measures in eval mode but left the caller's model in eval mode for good (dropout and
     PowerNorm's running statistics off in the caller's training loop). Each module's mode is set back, and the

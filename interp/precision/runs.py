@@ -3,9 +3,10 @@
 Batch by batch, the fp32 model and each format's run see the same tokens; per format the table has the loss
 (next-token CE for causal LMs; for other objectives the output's relative error ‖y − y₃₂‖ / ‖y₃₂‖, so the
 fp32 value is 0), its change, the top-1 agreement with fp32 and, when a run goes non-finite, where it did so
-first (watch.py: the first batch with non-finite outputs is run once more, watched) and what the fp32 model
-computes there. A run with a non-finite output at any real position (the last token's too) gets loss = inf
-and status "overflow"; it is never averaged into a finite number. A format whose forward raises gets status "error".
+first (watch.py: the first batch with non-finite outputs at real positions, not padding, is run once more,
+watched) and what the fp32 model computes there. A run with a non-finite output at any real position (the last
+token's too) gets loss = inf and status "overflow"; it is never averaged into a finite number. A format whose
+forward raises gets status "error".
 
 Formats: bf16 and fp16 (the model cast, see lowp.py), int8 (every nn.Linear / Conv1D input fake-quantized with
 one scale per sequence, see int8.py) and int8-token (one scale per token).
@@ -252,7 +253,7 @@ def _runs(model, data, formats: tuple[str, ...], batch_size: int, max_tokens: in
                                 out = model(tokens, attention_mask=am)
                         acc.seconds += time.perf_counter() - t0
                         fin = _finite_positions(out)
-                        if fmt in twins and watch and not acc.watch.done and not bool(fin.all()):
+                        if fmt in twins and watch and not acc.watch.done and not bool((fin | ~am).all()):
                             acc.watch.start_batch(tokens, am, i)  # rerun this batch watched: where did it start?
                             with watching(twins[fmt], acc.watch, stop=True):  # ends at the first overflow
                                 twins[fmt](tokens, attention_mask=am)
