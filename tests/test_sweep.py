@@ -135,6 +135,32 @@ def test_a_run_trains_with_the_zoo_objective_of_its_strategy(strategy):
     assert row["first_loss"] == pytest.approx(want, rel=1e-5)
 
 
+def test_a_run_builds_the_model_with_the_zoos_exception_for_its_strategy():
+    """DyT's zoo exception (an unembedding bias b_U set to the log unigram frequencies of the training tokens) is
+    part of the model the sweep trains: its first loss is that of DyT with b_U = log((count + 1) / total), which a
+    DyT without b_U (what the sweep built before) does not give."""
+    from types import SimpleNamespace
+
+    from interp.data import TokenBatches
+    from interp.train.trainer import lm_loss
+    stream = torch.randint(2, 97, (4000,), generator=torch.Generator().manual_seed(0)) % 40 + 2  # skewed unigram
+    data = SimpleNamespace(train_tokens=stream, val_tokens=stream[:500], tokenizer=SimpleNamespace(bos_id=0))
+    size = {**TINY, "d_vocab": 97}
+    row = S.sweep_run("dyt", 1e-3, 0, data, size, 2, 2, None)
+    batch = TokenBatches(stream, TINY["n_ctx"], 2, 0, seed=0).batch(0)
+    losses = {}
+    for with_bias in (True, False):
+        model = build("dyt", seed=0, **size, unembed_bias=with_bias).train()
+        if with_bias:
+            counts = torch.tensor([float((stream == v).sum()) + 1 for v in range(97)], dtype=torch.float64)
+            with torch.no_grad():
+                model.unembed.bias.copy_((counts / counts.sum()).log().float())
+        with torch.no_grad():
+            losses[with_bias] = float(lm_loss(model, batch, False))
+    assert row["first_loss"] == pytest.approx(losses[True], rel=1e-5)
+    assert abs(losses[False] - losses[True]) > 0.1
+
+
 def test_the_default_out_is_the_repositorys_data_sweep_from_any_folder(tmp_path, monkeypatch, capsys):
     """--out defaulted to 'data/sweep' under the current folder, while the report reads the sweep beside the
     repository's data/zoo: run from elsewhere, the sweep went where the report never looks. From another folder the

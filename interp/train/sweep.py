@@ -3,7 +3,10 @@
 The Peri-LN paper's stability claim made measurable: which placements survive which learning rates.
 Each run is a fresh model (same seed, same data order) trained `steps` updates with the zoo recipe (and the zoo's
 objective: next-token cross-entropy, or the MDLM bound for the masked-diffusion presets) but
-*without gradient clipping* by default (clipping hides the instability being measured). The ladder climbs
+*without gradient clipping* by default (clipping hides the instability being measured). A strategy with a
+zoo exception (ZOO_EXCEPTIONS) is built as the zoo builds it (DyT: b_U initialised to the log unigram
+frequencies); an exception's lr or warm-up would not apply (the sweep sets the lr, and warms up over 10 % of
+its own steps, as the zoo recipe does over its). The ladder climbs
 until runs diverge (SWEEP_LRS); several seeds give the spread of each strategy's largest stable rate.
 
 Result (tidy, one row per strategy × seed × lr): strategy, seed, lr, steps (updates completed), diverged (the
@@ -24,8 +27,8 @@ import torch
 
 from interp.data import TokenBatches, prepare
 from interp.train.trainer import TrainConfig, Trainer
-from interp.train.zoo import _loss_fn, zoo_norm_kwargs
-from interp.zoo import STRATEGIES, build
+from interp.train.zoo import ZOO_EXCEPTIONS, _loss_fn, build_zoo_model, zoo_norm_kwargs
+from interp.zoo import STRATEGIES
 
 SWEEP_SIZE = dict(n_layers=6, d_model=64, n_heads=4, d_mlp=256, n_ctx=64)
 SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
@@ -54,8 +57,8 @@ def sweep_run(strategy: str, lr: float, seed: int, data, size: dict, steps: int,
     cfg = TrainConfig(steps=steps, batch_size=batch_size, seq_len=size["n_ctx"], lr=lr,
                       warmup=max(1, steps // 10), clip=clip, seed=seed, eval_every=10 ** 9,
                       ckpt_every=10 ** 9, log_layers=False, spike_window=max(5, steps // 10))
-    nk = zoo_norm_kwargs(strategy, steps)
-    model = build(strategy, seed=seed, **size, **({"norm_kwargs": nk} if nk else {}))
+    model = build_zoo_model(strategy, seed, size, data.train_tokens, zoo_norm_kwargs(strategy, steps),
+                            ZOO_EXCEPTIONS.get(strategy))  # the zoo's per-model exceptions too (DyT's b_U init)
     batches = TokenBatches(data.train_tokens, cfg.seq_len, batch_size, data.tokenizer.bos_id, seed=seed)
     t0 = time.time()
     res = Trainer(model, batches, cfg, progress=False, loss_fn=_loss_fn(model)).run()  # MDLM presets: their bound

@@ -90,6 +90,24 @@ def zoo_norm_kwargs(strategy: str, steps: int, warmup: int | None = None) -> dic
     return {}
 
 
+def build_zoo_model(strategy: str, seed: int, size: dict, train_tokens: torch.Tensor, norm_kwargs: dict | None = None,
+                    exception: dict | None = None) -> torch.nn.Module:
+    """`strategy` at init `seed` as the zoo trains it (the zoo runner and the LR sweep alike): `norm_kwargs` to its
+    norms, and its ZOO_EXCEPTIONS entry's model side: `model_kwargs` go to `build`; unembed_bias_init="log_unigram"
+    sets b_U to the add-one smoothed log unigram frequencies of `train_tokens` (needs unembed_bias=True)."""
+    exception = exception or {}
+    model_kwargs, unembed_bias_init = exception.get("model_kwargs"), exception.get("unembed_bias_init")
+    model = build(strategy, seed=seed, **size, **(model_kwargs or {}),
+                  **({"norm_kwargs": norm_kwargs} if norm_kwargs else {}))
+    if unembed_bias_init is not None:
+        if unembed_bias_init != "log_unigram" or model.unembed.bias is None:
+            raise ValueError(f"unembed_bias_init={unembed_bias_init!r} needs 'log_unigram' and unembed_bias=True")
+        counts = torch.bincount(train_tokens.flatten().long(), minlength=model.cfg.d_vocab).double() + 1
+        with torch.no_grad():
+            model.unembed.bias.copy_((counts / counts.sum()).log().to(model.unembed.bias.dtype))
+    return model
+
+
 def state_sha256(model: torch.nn.Module) -> str:
     """SHA-256 over a model's state dict (names, dtypes, shapes, bytes in name order): identifies weights."""
     h = hashlib.sha256()
@@ -118,26 +136,18 @@ def train_one(strategy: str, data: Prepared, cfg: TrainConfig, out_dir: Path, ru
               exception: dict | None = None, ship_snapshots: bool = False, compile: bool | None = None) -> dict:
     """Train one strategy from init `seed` (resuming `run_dir` if it holds a checkpoint), save it to `out_dir`.
 
-    `cfg.seed` orders the data; the zoo uses the same value for both. `exception` is a ZOO_EXCEPTIONS entry:
-    its `model_kwargs` go to `build`; unembed_bias_init="log_unigram" sets b_U to the add-one smoothed log
-    unigram frequencies of the training tokens (needs unembed_bias=True). `compile`: compile the training step
+    `cfg.seed` orders the data; the zoo uses the same value for both. `exception` is a ZOO_EXCEPTIONS entry
+    (its model side applied by `build_zoo_model`). `compile`: compile the training step
     where valid (interp.train.fast; same math, float32 rounding aside); None: for runs of at least
     COMPILE_MIN_STEPS steps, unless INTERP_COMPILE=0.
     Returns the training record (also saved in config.json)."""
     from interp.outputs import check_dir_target
     check_dir_target(out_dir, "checkpoint", force=True)  # an earlier zoo checkpoint or nothing: refused before training
     exception = exception or {}
-    model_kwargs, unembed_bias_init = exception.get("model_kwargs"), exception.get("unembed_bias_init")
     size = {**ZOO_SIZE, **(size or {}), "d_vocab": getattr(data.tokenizer, "vocab_size", ZOO_SIZE["d_vocab"])}
     nk = {**zoo_norm_kwargs(strategy, cfg.steps, cfg.warmup), **(norm_kwargs or {})}
-    model = build(strategy, seed=seed, **size, **(model_kwargs or {}), **({"norm_kwargs": nk} if nk else {}))
+    model = build_zoo_model(strategy, seed, size, data.train_tokens, nk, exception)
     model.tokenizer = data.tokenizer
-    if unembed_bias_init is not None:
-        if unembed_bias_init != "log_unigram" or model.unembed.bias is None:
-            raise ValueError(f"unembed_bias_init={unembed_bias_init!r} needs 'log_unigram' and unembed_bias=True")
-        counts = torch.bincount(data.train_tokens.flatten().long(), minlength=model.cfg.d_vocab).double() + 1
-        with torch.no_grad():
-            model.unembed.bias.copy_((counts / counts.sum()).log().to(model.unembed.bias.dtype))
     init_sha = state_sha256(model)
     bos = data.tokenizer.bos_id
     train = TokenBatches(data.train_tokens, cfg.seq_len, cfg.batch_size, bos, seed=cfg.seed)
