@@ -110,6 +110,55 @@ def tiny_gguf(path, arch: str):
     return path
 
 
+def tokenizer_free_gguf(path, vocab: int):
+    """A tiny Llama GGUF (one layer, float32 tensors) with no tokenizer.ggml.* metadata; also returns its tensors."""
+    import gguf
+    import numpy as np
+    d, f, kv = 32, 64, 16
+    w = gguf.GGUFWriter(str(path), "llama")
+    for add, v in ((w.add_context_length, 32), (w.add_embedding_length, d), (w.add_block_count, 1),
+                   (w.add_feed_forward_length, f), (w.add_head_count, 4), (w.add_head_count_kv, 2),
+                   (w.add_rope_dimension_count, 8), (w.add_layer_norm_rms_eps, 1e-5), (w.add_vocab_size, vocab)):
+        add(v)
+    rng = np.random.default_rng(0)
+    shapes = {"token_embd.weight": (vocab, d), "output_norm.weight": (d,), "output.weight": (vocab, d),
+              "blk.0.attn_norm.weight": (d,), "blk.0.ffn_norm.weight": (d,), "blk.0.attn_q.weight": (d, d),
+              "blk.0.attn_k.weight": (kv, d), "blk.0.attn_v.weight": (kv, d), "blk.0.attn_output.weight": (d, d),
+              "blk.0.ffn_gate.weight": (f, d), "blk.0.ffn_up.weight": (f, d), "blk.0.ffn_down.weight": (d, f)}
+    tensors = {k: (rng.standard_normal(s) * 0.1).astype(np.float32) for k, s in shapes.items()}
+    for k, t in tensors.items():
+        w.add_tensor(k, t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path, tensors
+
+
+def test_gguf_without_tokenizer_loads_with_tokenizer_argument(tmp_path, monkeypatch):
+    """A GGUF that ships no tokenizer loads with tokenizer= (transformers refused to build one from the GGUF before);
+    without tokenizer= it is refused in one line saying to pass one, before anything is cached."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from gpt2_fixtures import TEXT, write_tokenizer
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("INTERP_CACHE", str(cache))
+    tok_dir = tmp_path / "tok"
+    vocab = write_tokenizer(tok_dir)
+    path, tensors = tokenizer_free_gguf(tmp_path / "tiny.gguf", vocab)
+    with pytest.raises(MissingWeights, match=r"^\S+tiny.gguf holds no tokenizer .*pass tokenizer= a folder"):
+        interp.load_model(path)
+    assert cache_contents(cache) == []
+    m = interp.load_model(path, tokenizer=tok_dir)
+    want = AutoTokenizer.from_pretrained(str(tok_dir))(TEXT, add_special_tokens=False)["input_ids"]
+    assert m.tokenizer.encode(TEXT) == want and len(want) > 5
+    hf = m.hf.model
+    assert torch.equal(hf.embed_tokens.weight, torch.from_numpy(tensors["token_embd.weight"]))
+    assert torch.equal(hf.norm.weight, torch.from_numpy(tensors["output_norm.weight"]))
+    assert torch.equal(m.hf.lm_head.weight, torch.from_numpy(tensors["output.weight"]))
+
+
 def test_unsupported_checkpoint_type(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "mamba", "hidden_size": 8}')
     with pytest.raises(ValueError, match=r"model type 'mamba' is not covered; covered: .*gpt_neox.*olmo2.*qwen3"):

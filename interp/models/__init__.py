@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from interp.models.cache import cache_root, content_key, dequantized, entry_ready, gguf_architecture
+from interp.models.cache import cache_root, content_key, dequantized, entry_ready, gguf_header
 from interp.models.hooked import HookedHF
 from interp.models.locate import (
     TOKENIZER_WANTED,
@@ -127,8 +127,11 @@ def _load_dir(p: Path, dtype: torch.dtype, tokenizer: Path | None = None, name: 
 def _load_gguf(p: Path, dtype: torch.dtype, tokenizer: Path | None = None):
     from interp.models.families import check_gguf
     from interp.models.load import load_hf_dir
-    arch = gguf_architecture(p, fix="replace it with an intact copy (download or convert it again)")
+    arch, has_tok = gguf_header(p, fix="replace it with an intact copy (download or convert it again)")
     check_gguf(arch, p)  # before the (slow) dequantization
+    if not has_tok and tokenizer is None:
+        raise MissingWeights(f"{p} holds no tokenizer (no tokenizer.ggml.* metadata): pass tokenizer= a folder with "
+                             f"this model's {TOKENIZER_WANTED}, or an HF repo id in the local HF cache")
     d = dequantized(content_key(p.stem.lower(), [p]), gguf_path=p)  # keyed by the file's SHA-256
     return load_hf_dir(d, p.stem, dtype, tokenizer_dir=tokenizer, weight_source=str(p),
                        quantization=f"GGUF {arch} (dequantized to fp32)")

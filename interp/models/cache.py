@@ -1,4 +1,5 @@
-"""GGUF → fp32 safetensors, once: the dequantized model (+ config + tokenizer) is kept in a user cache directory.
+"""GGUF → fp32 safetensors, once: the dequantized model (+ config + tokenizer, if the GGUF has one) is kept in a
+user cache directory.
 
 The cache lives in $INTERP_CACHE (default ~/.cache/interp). An entry is named by the SHA-256 of the GGUF's
 content (`content_key`), so another file with the same name and size never gets this one's weights. The hash is
@@ -35,9 +36,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("INTERP_CACHE") or Path.home() / ".cache" / "interp")
 
 
-def gguf_architecture(path: Path, fix: str = "reinstall the package that ships it") -> str:
-    """`general.architecture` of a GGUF file, after checking that the file is complete (one clear error if not,
-    ending with `fix`: what to do; the default is for the packaged models' files)."""
+GGUF_TOKENIZER = "tokenizer.ggml.model"  # the GGUF key that states a tokenizer; a file without it ships none
+
+
+def gguf_header(path: Path, fix: str = "reinstall the package that ships it") -> tuple[str, bool]:
+    """`general.architecture` of a GGUF file and whether it holds a tokenizer, after checking that the file is
+    complete (one clear error if not, ending with `fix`: what to do; the default is for the packaged models' files)."""
     import gguf
     try:
         r = gguf.GGUFReader(str(path))
@@ -50,7 +54,12 @@ def gguf_architecture(path: Path, fix: str = "reinstall the package that ships i
     if end > path.stat().st_size:
         raise ValueError(f"{path} is truncated ({path.stat().st_size} bytes, its tensors need {end}); "
                          f"{fix}")
-    return arch
+    return arch, GGUF_TOKENIZER in r.fields
+
+
+def gguf_architecture(path: Path, fix: str = "reinstall the package that ships it") -> str:
+    """`general.architecture` of a GGUF file, after checking that the file is complete (see `gguf_header`)."""
+    return gguf_header(path, fix)[0]
 
 
 def sha256(path: Path) -> str:
@@ -361,11 +370,23 @@ def plain_reader(base: type) -> type:
     return PlainDataReader
 
 
-def _dequantize(src: Path, out: Path) -> None:
-    """Load GGUF `src` through transformers (which dequantizes to float32) and save it as safetensors in `out`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _gguf_tokenizer(src: Path):
+    """The tokenizer GGUF `src` holds (transformers builds it), or None when it holds none."""
+    from transformers import AutoTokenizer
     try:
-        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+        return AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+    except Exception:  # transformers refuses a GGUF without tokenizer metadata: that one loads without a tokenizer
+        if gguf_header(src)[1]:
+            raise
+        return None
+
+
+def _dequantize(src: Path, out: Path) -> None:
+    """Load GGUF `src` through transformers (which dequantizes to float32) and save it as safetensors in `out`, with
+    its tokenizer when it holds one (a GGUF without one is loaded with the tokenizer= the user passes)."""
+    from transformers import AutoModelForCausalLM
+    try:
+        tok = _gguf_tokenizer(src)
         model, info = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32,
                                                            output_loading_info=True)
     except Exception as e:
@@ -378,4 +399,5 @@ def _dequantize(src: Path, out: Path) -> None:
     model.hf_quantizer = None  # already float32: transformers refuses to save a "gguf-quantized" model otherwise
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(str(out), safe_serialization=True)
-    tok.save_pretrained(str(out))
+    if tok is not None:
+        tok.save_pretrained(str(out))
