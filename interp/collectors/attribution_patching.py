@@ -198,10 +198,12 @@ def skip_first_order(model, data, batch_size: int = 8, max_tokens: int | None = 
     per batch that computes the gradients along the stream only (the weights are frozen during the run and
     their `requires_grad` restored after). Inside `interp.collect`, `SkipAttribution` shares the backward of
     other gradient collectors (`GradNorms`) instead."""
-    from interp.collectors.driver import run_batches
+    from interp.collectors.driver import run_batches, states_to
     col = SkipAttribution().bind(model)
+    states_to([col], next(iter(model.parameters())).device)  # where the gradients it adds up are
     with _weights_frozen(model):
         run_batches(model, data, [_StreamLeaf().bind(model), col], batch_size, max_tokens, progress=progress)
+    states_to([col], "cpu")
     return col.result()
 
 

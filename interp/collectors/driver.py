@@ -205,6 +205,13 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
             "seconds": time.perf_counter() - t0}
 
 
+def states_to(collectors: Sequence[Collector], device: torch.device | str) -> None:
+    """Move every collector's state to `device`: the model's while it runs (what the hooks add to it is computed
+    there; the state is made on the CPU by `bind`), the CPU for the tables. A no-op where it is there already."""
+    for c in collectors:
+        c.state = {k: v.to(device) for k, v in c.state.items()}
+
+
 def check_measured(n_tokens: int, n_sequences: int, exclude_first: bool) -> None:
     """Refuse a run that measured no token (exclude_first on one-token sequences): its tables would be NaN."""
     if exclude_first and n_tokens - n_sequences <= 0:
@@ -238,8 +245,10 @@ def collect(model, data, collectors: Sequence[Collector] | None = None, batch_si
     for c in collectors:
         c.use_card(model, card, sites)
         c.bind(model)
+    states_to(collectors, next(iter(model.parameters())).device)  # float64 wherever the model runs
     meta = run_batches(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, progress)
     check_measured(meta["n_tokens"], meta["n_sequences"], exclude_first)
+    states_to(collectors, "cpu")
     meta["collectors"] = {c.name: {"type": type(c).__name__, **c.config()} for c in collectors}
     tables: dict = {}
     for c in collectors:
