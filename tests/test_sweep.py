@@ -135,6 +135,34 @@ def test_a_run_trains_with_the_zoo_objective_of_its_strategy(strategy):
     assert row["first_loss"] == pytest.approx(want, rel=1e-5)
 
 
+@pytest.mark.parametrize("strategy", ["mdlm-tdln", "mdlm-adaln"])
+def test_an_mdlm_runs_attention_logit_is_measured_on_the_input_its_loss_gives_it(strategy):
+    """An MDLM preset never trains on clean text at t = 0: its max_attn_logit is the largest |q·k|/√d_head that
+    hook_attn_scores sees inside its own eval-mode loss on the first validation batch (masked, cond = t), not the
+    clean t = 0 forward's. A run at lr 1e-12 leaves the weights at their seed-0 init (to float32 rounding)."""
+    from types import SimpleNamespace
+
+    from interp.data import TokenBatches
+    from interp.train.mdlm import mdlm_loss
+    stream = torch.randint(2, 97, (4000,), generator=torch.Generator().manual_seed(0))
+    data = SimpleNamespace(train_tokens=stream, val_tokens=stream[:500], tokenizer=SimpleNamespace(bos_id=0))
+    size = {**TINY, "d_vocab": 97, "init_std": 0.3}  # [MASK]'s embedding as large as the tokens'
+    row = S.sweep_run(strategy, 1e-12, 0, data, size, 2, 4, None)
+    model = build(strategy, seed=0, **size).eval()
+    held = TokenBatches(stream[:500], TINY["n_ctx"], 4, 0, shuffle=False).first(1)[0]
+    seen = []
+    hooks = [(f"blocks.{l}.attn.hook_attn_scores",
+              lambda x, hook: seen.append(x.nan_to_num(neginf=0.0).abs().max().item())) for l in range(2)]
+    with model.hooks(fwd_hooks=hooks), torch.no_grad():
+        mdlm_loss(model, held, True)
+        in_loss = max(seen)
+        seen.clear()
+        model(held.x)
+        clean = max(seen)
+    assert row["max_attn_logit"] == pytest.approx(in_loss, rel=1e-5)
+    assert clean != pytest.approx(in_loss, rel=1e-4)  # the clean t = 0 forward reads otherwise
+
+
 def test_a_run_builds_the_model_with_the_zoos_exception_for_its_strategy():
     """DyT's zoo exception (an unembedding bias b_U set to the log unigram frequencies of the training tokens) is
     part of the model the sweep trains: its first loss is that of DyT with b_U = log((count + 1) / total), which a

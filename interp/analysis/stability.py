@@ -12,6 +12,10 @@
                    Welch over seeds.
   max_attn_logit   log10 of the largest |q·k|/√d_head over layers and heads of a trained model on held-out text
                    (interp.collectors.attn_logits), mean over seeds; subject − reference, Welch over seeds.
+                   The table is the report's main pass, which runs every zoo model on clean text without cond: a
+                   causal model as it is used, but an MDLM model at t = 0 with nothing masked, a state its loss
+                   never sees; so its claims compare causal models only (QK-norm). The LR sweep's own column
+                   measures MDLM presets on the masked input of their loss (interp.train.sweep.loss_input).
 """
 from __future__ import annotations
 

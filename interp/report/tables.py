@@ -52,9 +52,11 @@ TABLES: dict[str, dict[str, str]] = {
     "sweep": {"model": "strategy", "lr": "peak learning rate", "diverged": "NaN/Inf or loss blow-up",
               "n_spikes": "loss spikes", "final_loss": "final training CE (nats)",
               "seed": "sweep seed (init and data order)", "first_loss": "training CE at the first step (nats)",
-              "max_attn_logit": "largest |q·k|/√d_head of the trained run on the first validation batch"},
+              "max_attn_logit": "largest |q·k|/√d_head of the trained run on the first validation batch, "
+                                "as its loss feeds it (MDLM presets: masked, cond = t)"},
     "attn_logits": {"model": "", "layer": "block", "head": "attention head",
-                    "max_abs_logit": "max |q·k|/√d_head over counted query-key pairs (interp.collectors.attn_logits)",
+                    "max_abs_logit": "max |q·k|/√d_head over counted query-key pairs (interp.collectors.attn_logits); "
+                                     "MDLM models: clean text at t = 0, as the whole main pass",
                     "rms_logit": "root mean square of q·k/√d_head over the same pairs"},
     "ln_removal": {"model": "", "ce_original": "CE before (nats)", "ce_vanilla": "CE after a vanilla fine-tune",
                    "ce_lnfree": "CE after LN removal with the same fine-tuning budget"},

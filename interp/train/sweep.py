@@ -14,7 +14,9 @@ loss or gradient became non-finite, or the mean loss of the last 10 % of steps i
 step's loss), loss_spikes (count, see interp.train.trainer), first_loss, final_loss (mean training loss over
 the last 10 % of steps; NaN when it stopped on a non-finite value), max_grad_norm, max_attn_logit (the
 largest |q·k|/√d_head of the trained model on the first validation batch, over layers and heads, as
-interp.collectors.attn_logits measures it; NaN when the weights are not finite), wall_s.
+interp.collectors.attn_logits measures it, on the input the strategy's loss gives the model: MDLM presets on
+the batch masked at the eval loss's noise levels with cond = t, see `loss_input`; NaN when the weights are not
+finite), wall_s.
 """
 from __future__ import annotations
 
@@ -35,8 +37,9 @@ SWEEP_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0, 10.0)
 
 
 @torch.no_grad()
-def max_attn_logit(model, tokens: torch.Tensor) -> float:
-    """max |q·k|/√d_head over layers, heads and causal pairs of `tokens` [b, t] (NaN for non-finite weights)."""
+def max_attn_logit(model, tokens: torch.Tensor, cond: torch.Tensor | None = None) -> float:
+    """max |q·k|/√d_head over layers, heads and attended pairs of `tokens` [b, t] run with `cond` (NaN for
+    non-finite weights)."""
     from interp.collectors.attn_logits import AttnLogits
     from interp.collectors.base import Batch
     if not all(torch.isfinite(p).all() for p in model.parameters()):
@@ -46,9 +49,23 @@ def max_attn_logit(model, tokens: torch.Tensor) -> float:
     c.begin_batch(Batch(tokens, mask, mask))
     was = model.training
     model.eval()
-    model.run_with_hooks(tokens, fwd_hooks=c.hooks(model))
+    model.run_with_hooks(tokens, fwd_hooks=c.hooks(model), **({"cond": cond} if cond is not None else {}))
     model.train(was)
     return float(c.state["max"].max())
+
+
+def loss_input(model, x: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(tokens, cond) that `model` reads in its zoo loss on the batch (`x`, `cond`) in eval mode, so that the
+    logits are measured in a state it is trained in: next-token presets read `x` (with the batch's cond when
+    conditioned, as lm_loss); MDLM presets read `x` masked as mdlm_loss masks it (t_i = (i + ½)/b, masks from
+    EVAL_SEED) with cond = t when conditioned, not the clean t = 0 input no training step sees."""
+    conditioned = bool(getattr(model.cfg, "conditioned", False))
+    if getattr(model.cfg, "objective", "causal_lm") != "mdlm":
+        return x, cond if conditioned else None
+    from interp.train.mdlm import EVAL_SEED, _t_batch, sample_masks
+    t = _t_batch(x.shape[0], training=False)
+    z, _ = sample_masks(x, t, model.cfg.mask_id, torch.Generator().manual_seed(EVAL_SEED))
+    return z, t.to(x.device) if conditioned else None
 
 
 def sweep_run(strategy: str, lr: float, seed: int, data, size: dict, steps: int, batch_size: int,
@@ -66,7 +83,7 @@ def sweep_run(strategy: str, lr: float, seed: int, data, size: dict, steps: int,
     tail = loss.tail(max(1, steps // 10)).mean() if res.status == "done" else float("nan")
     first = float(loss.iloc[0]) if len(loss) else float("nan")
     held = TokenBatches(data.val_tokens, cfg.seq_len, batch_size, data.tokenizer.bos_id, shuffle=False).first(1)[0]
-    logit = max_attn_logit(model, held.x)
+    logit = max_attn_logit(model, *loss_input(model, held.x, held.cond))
     return dict(strategy=strategy, seed=seed, lr=lr, steps=res.step,
                 diverged=bool(res.status != "done" or not tail < first),
                 loss_spikes=int(res.steps.spike.sum()), first_loss=first, final_loss=float(tail),
