@@ -283,3 +283,47 @@ def test_a_gguf_with_tensors_transformers_cannot_find_is_refused(tmp_path, monke
     with pytest.raises(ValueError, match=r"no weights for 1 tensor\(s\) .*q_proj.*at random"):
         C.dequantized(C.content_key("m", [f]), gguf_path=f)
     assert not any(p.is_dir() for p in C.cache_root().iterdir())
+
+
+@pytest.mark.parametrize("damage,state", [
+    (None, "ready"),
+    ("overwrite", "unverified (model.safetensors was modified on disk since it was hashed): hashed when loaded, "
+                  "rebuilt if it changed"),
+    ("truncate", "damaged (model.safetensors changed since the entry was built): rebuilt when loaded"),
+    ("remove", "damaged (model.safetensors is missing): rebuilt when loaded"),
+    ("legacy-truncate", "damaged (model.safetensors is unreadable"),
+])
+def test_the_listing_says_a_damaged_entry_is_not_cached(root, monkeypatch, damage, state):
+    """available_models listed an entry whose files no longer match its manifest as cached (it only looked for the
+    READY file), though loading rebuilds it. Now its `cache` column says what is wrong and `cached` is False; the
+    listing hashes nothing (a same-size overwrite is 'unverified': only a hash tells) and leaves the entry alone."""
+    import torch
+
+    import interp.models as M
+    tmp, _ = root
+    _safetensors_build(monkeypatch, torch.arange(4096, dtype=torch.float32))
+    f = tmp / "m.gguf"
+    f.write_bytes(b"GGUF")
+    d = C.dequantized(C.content_key("m", [f]), gguf_path=f)
+    w = d / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    if damage == "overwrite":
+        data[-64:] = bytes(64)
+        w.write_bytes(bytes(data))
+    elif damage == "remove":
+        w.unlink()
+    elif damage:
+        if damage == "legacy-truncate":
+            (d / C.MANIFEST).unlink()
+        w.write_bytes(bytes(data[: len(data) // 2]))
+    hashed = []
+    real = hashlib.sha256
+    monkeypatch.setattr(C.hashlib, "sha256", lambda *a: hashed.append(1) or real(*a))
+    assert C.entry_state(d).startswith(state) and hashed == []
+    monkeypatch.setattr(M, "cache_key", lambda e, compute=True: d.name)  # every GGUF model's entry is `d`
+    df = M.available_models().set_index("name")
+    rows = df[df.cache.notna()]
+    if rows.empty:
+        pytest.skip("no GGUF-packaged model is installed")
+    assert all(s.startswith(state) for s in rows.cache) and (rows.cached == (damage is None)).all()
+    assert hashed == [] and d.is_dir() and (d / C.READY).is_file()

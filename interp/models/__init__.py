@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from interp.models.cache import cache_root, content_key, dequantized, entry_ready, gguf_header
+from interp.models.cache import cache_root, content_key, dequantized, entry_state, gguf_header
 from interp.models.hooked import HookedHF
 from interp.models.locate import (
     TOKENIZER_WANTED,
@@ -139,21 +139,23 @@ def _load_gguf(p: Path, dtype: torch.dtype, tokenizer: Path | None = None):
 
 def available_models() -> pd.DataFrame:
     """Every registry name: name, family, placement, norm_kind, source, present (weights on this machine), cached
-    (GGUF models: already dequantized, so loading takes seconds; None for the others), where (their path, or what
-    is missing); then one row per transformers family a checkpoint directory (or .gguf) may hold, named
-    "family:<model_type>" (present and cached None)."""
+    (GGUF models: already dequantized and known intact, so loading takes seconds; None for the others), cache (the
+    cache entry's state: "ready", "not built", "damaged (why): rebuilt when loaded" or "unverified (why): hashed
+    when loaded"; None for the others), where (their path, or what is missing); then one row per transformers family a
+    checkpoint directory (or .gguf) may hold, named "family:<model_type>" (present, cached and cache None)."""
     rows = []
     for e in REGISTRY.values():
-        cached = None
+        cached = state = None
         try:
             where, present = str(e.locate()), True
-            key = cache_key(e, compute=False)  # listing never hashes: a file not hashed yet is not cached
-            cached = None if e.name not in ("smollm2-135m", "gemma-3-270m", "qwen2.5-0.5b", "mpnet-base") else (
-                key is not None and entry_ready(cache_root() / key))
+            if e.name in ("smollm2-135m", "gemma-3-270m", "qwen2.5-0.5b", "mpnet-base"):
+                key = cache_key(e, compute=False)  # listing never hashes: a file not hashed yet is not cached
+                state = "not built" if key is None else entry_state(cache_root() / key)
+                cached = state == "ready"
         except MissingWeights as err:
             where, present = str(err).splitlines()[0], False
         rows.append(dict(name=e.name, family=e.family, placement=e.placement, norm_kind=e.norm_kind,
-                         source=e.source, present=present, cached=cached, where=where))
+                         source=e.source, present=present, cached=cached, cache=state, where=where))
     from interp.models.families import family_rows
     return pd.DataFrame(rows + family_rows())
 

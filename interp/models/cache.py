@@ -131,10 +131,14 @@ def _entry_files(d: Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.is_file() and p.name not in (READY, MANIFEST, LOCK))
 
 
-def _damage(d: Path) -> str | None:
+UNHASHED = "was modified on disk since it was hashed"  # what `_damage(compute=False)` says of a file it cannot check
+
+
+def _damage(d: Path, compute: bool = True) -> str | None:
     """What is wrong with the files of the complete entry `d` (None: intact). With a MANIFEST, every file must have
-    its recorded size and SHA-256 (hashed again only when its stat changed, through the hash index); without one
-    (an entry built before manifests), its safetensors must open and its JSON parse, and the manifest is recorded."""
+    its recorded size and SHA-256 (hashed again only when its stat changed, through the hash index; with `compute`
+    False such a file is reported as UNHASHED instead); without one (an entry built before manifests), its
+    safetensors must open and its JSON parse, and the manifest is recorded (only when `compute`)."""
     try:
         listed = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -148,8 +152,12 @@ def _damage(d: Path) -> str | None:
             p = d / rel
             if not p.is_file():
                 return f"{rel} is missing"
-            if not isinstance(rec, dict) or p.stat().st_size != rec.get("size") or \
-                    content_sha256([p]) != rec.get("sha256"):
+            if not isinstance(rec, dict) or p.stat().st_size != rec.get("size"):
+                return f"{rel} changed since the entry was built"
+            digest = content_sha256([p], compute)
+            if digest is None:
+                return f"{rel} {UNHASHED}"
+            if digest != rec.get("sha256"):
                 return f"{rel} changed since the entry was built"
         return None
     from safetensors import safe_open
@@ -162,7 +170,8 @@ def _damage(d: Path) -> str | None:
                 json.loads(p.read_text(encoding="utf-8"))
         except Exception as e:  # safetensors raises its own error type on a truncated or corrupt header
             return f"{p.relative_to(d)} is unreadable ({str(e)[:80]})"
-    record_manifest(d)
+    if compute:
+        record_manifest(d)
     return None
 
 
@@ -175,6 +184,20 @@ def record_manifest(d: Path) -> None:
         atomic_write_text(d / MANIFEST, json.dumps(files, indent=1))
     except OSError:
         pass
+
+
+def entry_state(d: Path) -> str:
+    """The state of cache entry `d` as listed, hashing nothing: "ready", "not built", "damaged (why): rebuilt when
+    loaded", or "unverified (why): hashed when loaded, rebuilt if it changed" (a file's stat changed since it was
+    hashed, e.g. the cache was moved)."""
+    if not entry_ready(d):
+        return "not built"
+    why = _damage(d, compute=False)
+    if why is None:
+        return "ready"
+    if why.endswith(UNHASHED):
+        return f"unverified ({why}): hashed when loaded, rebuilt if it changed"
+    return f"damaged ({why}): rebuilt when loaded"
 
 
 def entry_usable(d: Path) -> bool:

@@ -149,5 +149,5 @@ def family_rows() -> list[dict]:
         qk_note = f"; QK-norm when {lay.qk_flag}" if qk and lay.qk_flag else ("; QK-norm" if qk else "")
         src = "checkpoint dir" + (" or .gguf" if t in gguf else "") + qk_note
         rows.append({"name": f"family:{t}", "family": lay.family, "placement": placement,
-                         "norm_kind": norm, "source": src, "present": None, "cached": None, "where": ""})
+                         "norm_kind": norm, "source": src, "present": None, "cached": None, "cache": None, "where": ""})
     return rows
