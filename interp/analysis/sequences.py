@@ -67,8 +67,9 @@ class SequenceStats(Collector):
         if start + len(batch.tokens) > self.max_sequences:
             raise ValueError(f"{self.name}: more than {self.max_sequences} sequences; pass a larger "
                              "max_sequences or collect on fewer sequences")
-        self._slots = torch.arange(start, start + len(batch.tokens))
-        self._has = batch.mask.any(1).cpu()
+        dev = self.state["n"].device  # the model's during a run (`driver.states_to`): sums are added there
+        self._slots = torch.arange(start, start + len(batch.tokens), device=dev)
+        self._has = batch.mask.any(1).to(dev)
         self._last = last_real(batch.mask)
         self._buf: dict[int, torch.Tensor] = {}
         self.state["seen"][self._slots[self._has]] = 1.0
@@ -78,7 +79,7 @@ class SequenceStats(Collector):
         x = x.detach()
         d = x.shape[-1]
         sl = self._slots
-        st["n"][sl, j] += (b.mask.sum(1).to(F64) * d).cpu()
+        st["n"][sl, j] += (b.mask.sum(1).to(F64) * d).to(sl.device)
         if seq_kernels.usable(x):  # one compiled pass for the sums; medians and maxima from the median pass
             sums, top, med = seq_kernels.row_stats(x, b.mask)
             st["s1"][sl, j] += sums[:, 0]
@@ -95,7 +96,7 @@ class SequenceStats(Collector):
         for lo in (j - 1, j):                                         # pairs (j−1, j) and (j, j+1), whichever fired
             if lo in self._buf and lo + 1 in self._buf:
                 ang = angular(self._buf[lo], self._buf[lo + 1])
-                st["ang"][sl, lo] += torch.where(has, ang, torch.zeros_like(ang)).cpu()
+                st["ang"][sl, lo] += torch.where(has, ang, torch.zeros_like(ang)).to(sl.device)
 
     def _torch_sums(self, x: torch.Tensor, j: int) -> None:
         """The torch form of `seq_kernels.row_stats` (other devices and dtypes): float64 sums, kthvalue medians."""
@@ -103,16 +104,16 @@ class SequenceStats(Collector):
         h = x.to(F64)
         m = b.mask.to(F64).unsqueeze(-1)                         # [b, t, 1]
         hm = h * m
-        st["s1"][sl, j] += hm.sum((1, 2)).cpu()
-        st["s2"][sl, j] += (hm * h).sum((1, 2)).cpu()
+        st["s1"][sl, j] += hm.sum((1, 2)).to(sl.device)
+        st["s2"][sl, j] += (hm * h).sum((1, 2)).to(sl.device)
         a = h.abs()
-        st["sabs"][sl, j] += (a * m).sum((1, 2)).cpu()
+        st["sabs"][sl, j] += (a * m).sum((1, 2)).to(sl.device)
         for r in range(len(h)):
             if not bool(self._has[r]):
                 continue
             v = a[r][b.mask[r]].reshape(-1)
-            st["top1"][sl[r], j] = torch.maximum(st["top1"][sl[r], j], v.max().cpu())
-            st["median"][sl[r], j] += torch.kthvalue(v, (v.numel() + 1) // 2).values.cpu()
+            st["top1"][sl[r], j] = torch.maximum(st["top1"][sl[r], j], v.max().to(sl.device))
+            st["median"][sl[r], j] += torch.kthvalue(v, (v.numel() + 1) // 2).values.to(sl.device)
 
     def end_batch(self, model, batch, output) -> None:
         self._buf = {}
@@ -122,8 +123,8 @@ class SequenceStats(Collector):
         for r in range(len(output)):  # row by row: a real LM's logits [t, vocab] are large
             ce = F.cross_entropy(output[r, :-1].float(), batch.tokens[r, 1:], reduction="none").to(F64)
             p = pair[r]
-            self.state["loss_sum"][self._slots[r]] += (ce * p).sum().cpu()
-            self.state["loss_n"][self._slots[r]] += p.sum().to(F64).cpu()
+            self.state["loss_sum"][self._slots[r]] += (ce * p).sum().to(self._slots.device)
+            self.state["loss_n"][self._slots[r]] += p.sum().to(F64).to(self._slots.device)
 
     def _seqs(self) -> np.ndarray:
         return np.nonzero(self.state["seen"].numpy() > 0)[0]

@@ -44,7 +44,9 @@ def max_attn_logit(model, tokens: torch.Tensor, cond: torch.Tensor | None = None
     from interp.collectors.base import Batch
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         return float("nan")
+    from interp.collectors.driver import states_to
     c = AttnLogits().bind(model)
+    states_to([c], next(iter(model.parameters())).device)  # its maxima are taken where the model runs
     mask = torch.ones_like(tokens, dtype=torch.bool)
     c.begin_batch(Batch(tokens, mask, mask))
     was = model.training
