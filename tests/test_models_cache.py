@@ -327,3 +327,13 @@ def test_the_listing_says_a_damaged_entry_is_not_cached(root, monkeypatch, damag
         pytest.skip("no GGUF-packaged model is installed")
     assert all(s.startswith(state) for s in rows.cache) and (rows.cached == (damage is None)).all()
     assert hashed == [] and d.is_dir() and (d / C.READY).is_file()
+    from interp.cli import main  # `interp models` says it too, in its `cached` column
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["models"]) == 0
+    word = {"ready": "yes", "unverified": "unverified", "damaged": "damaged"}[state.split(" ", 1)[0]]
+    cols = {ln.split()[0]: ln.split()[5] for ln in buf.getvalue().splitlines()[1:] if ln.split()[:1] and
+            ln.split()[0] in set(rows.index)}
+    assert cols and set(cols.values()) == {word}, buf.getvalue()
