@@ -1,5 +1,6 @@
 """The report's figures show what their titles and axes say (checked on hand-made tables)."""
 import pandas as pd
+import pytest
 
 from interp.report import figures as F
 from report_fixtures import tables
@@ -120,3 +121,30 @@ def test_massive_heatmaps_show_each_real_model_and_one_pre_ln_seed():
         {"dims_rms": rms[rms.model.isin(c.model)], "cards": c}, {})]
     assert shown(cards) == ["smol", "pre-ln"]
     assert shown(cards[cards.model != "pre-ln"]) == ["smol", "pre-ln.seed1"]
+
+
+def test_depth_axes_say_depth_l_is_the_output_of_block_l_minus_1():
+    """The variance, massive-activation and angular figures labelled depth ℓ 'after block ℓ', while the report counts
+    blocks from 0 (the heatmaps' 'stream leaving block ℓ', the skip bars' 'skipped block ℓ'): depth ℓ is the output
+    of block ℓ−1. Reference: run_with_cache's blocks.{ℓ-1}.hook_resid_post (and the embeddings at depth 0)."""
+    import numpy as np
+    import torch
+
+    import interp
+    import interp.collectors as C
+    from interp.report.inputs import tables_from_results
+    m = interp.zoo.build("pre-ln", n_layers=3, d_model=32, n_heads=2, d_mlp=64, n_ctx=16, d_vocab=50).eval()
+    toks = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(0))
+    t = tables_from_results([C.collect(m, toks, collectors=[C.ResidualStats(), C.MassiveActivations(),
+                                                             C.LayerEffect(ns=(1,), skip=False)], progress=False)])
+    _, cache = m.run_with_cache(toks)
+    h = [cache["blocks.0.hook_resid_pre"].double()] + [cache[f"blocks.{i}.hook_resid_post"].double() for i in range(3)]
+    for fig in (F.stream_growth(t, {}), F.massive_census(t, {}), F.angular_heatmap(t, {})[0]):
+        assert fig.layout.xaxis.title.text == "depth ℓ (0 = embeddings, ℓ = after ℓ blocks: the output of block ℓ−1)"
+    var = F.stream_growth(t, {}).data[0]
+    assert [var.y[list(var.x).index(d)] for d in range(4)] == pytest.approx([x.var(unbiased=False).item() for x in h])
+    top1 = F.massive_census(t, {}).data[0]
+    assert top1.y[list(top1.x).index(2)] == pytest.approx(h[2].abs().amax(dim=(1, 2)).mean().item(), rel=1e-5)
+    ang = F.angular_heatmap(t, {})[0].data[0]
+    cos = torch.nn.functional.cosine_similarity(h[1][:, -1], h[2][:, -1], dim=-1).clamp(-1, 1)
+    assert ang.z[0][list(ang.x).index(1)] == pytest.approx((torch.arccos(cos) / np.pi).mean().item(), rel=1e-5)

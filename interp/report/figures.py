@@ -73,6 +73,11 @@ def label(text: object) -> str:
     return html.escape(str(text), quote=False)
 
 
+# the stream's depth axis: depth ℓ is the stream after ℓ blocks (blocks.ℓ-1's output: blocks count from 0, as in
+# the heatmaps' and skip bars' "block ℓ")
+DEPTH = "depth ℓ (0 = embeddings, ℓ = after ℓ blocks: the output of block ℓ−1)"
+
+
 def _style(fig: go.Figure, title: str, x: str, y: str, log_y: bool = False, height: int = 440) -> go.Figure:
     apply_template(fig)
     fig.update_layout(title=dict(text=title), height=height, margin=dict(l=60, r=20, t=60, b=50),
@@ -98,7 +103,7 @@ def stream_growth(t: dict, colors: Colors) -> go.Figure | None:
     if s is None or s.empty:
         return None
     return _style(_lines(s, "depth", "variance", colors), "Residual-stream variance by depth (all models)",
-                  "depth ℓ (0 = embeddings, ℓ = after block ℓ)", "variance (activation units², log)", log_y=True)
+                  DEPTH, "variance (activation units², log)", log_y=True)
 
 
 def growth_bars(t: dict, colors: Colors) -> go.Figure | None:
@@ -123,7 +128,7 @@ def massive_census(t: dict, colors: Colors) -> go.Figure | None:
         fig.add_trace(go.Scatter(x=g["depth"], y=g["median"], name=label(f"{model} · median |x|"),
                                  mode="lines", line=dict(color=_c(colors, model), dash="dot")))
     return _style(fig, "Massive activations: top-1 and median |x| of the stream (mean over sequences)",
-                  "depth ℓ (0 = embeddings, ℓ = after block ℓ)",
+                  DEPTH,
                   "|activation| (log)", log_y=True)
 
 
@@ -170,7 +175,7 @@ def angular_heatmap(t: dict, colors: Colors) -> list[go.Figure]:
     piv = piv.reindex([m for m in dict.fromkeys(a1["model"])])
     fig = go.Figure(go.Heatmap(z=piv.to_numpy(dtype=float), x=piv.columns, y=[label(m) for m in piv.index],
                                colorscale="Magma", zmin=0, colorbar=dict(title="arccos(cos)/π")))
-    figs = [_style(fig, "Angular distance between consecutive layers (n = 1, last token)", "layer ℓ",
+    figs = [_style(fig, "Angular distance between consecutive layers (n = 1, last token)", DEPTH,
                    "model", height=120 + 28 * len(piv))]
     if "n" in a and a["n"].nunique() > 1:
         from interp.analysis.subjects import first_seeds
@@ -178,7 +183,7 @@ def angular_heatmap(t: dict, colors: Colors) -> list[go.Figure]:
             p = g.groupby(["layer", "n"])["distance"].mean().unstack("n")
             f = go.Figure(go.Heatmap(z=p.to_numpy(dtype=float).T, x=p.index, y=p.columns, colorscale="Magma",
                                      zmin=0, colorbar=dict(title="arccos(cos)/π")))
-            figs.append(_style(f, label(f"{model}: angular distance h_ℓ → h_ℓ+n"), "layer ℓ", "n (layers ahead)",
+            figs.append(_style(f, label(f"{model}: angular distance h_ℓ → h_ℓ+n"), DEPTH, "n (layers ahead)",
                                height=320))
     return figs
 
