@@ -8,6 +8,13 @@ from torch import nn
 from interp.norms.base import Norm, observed
 
 
+def _accumulate(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
+    """(x in at least float32, the output dtype): the hooked path computes bf16 / fp16 statistics in float32 and
+    rounds once at the end, as the fused kernels do, so observing hook_scale does not change the output (in
+    fp16, x² overflowed for |x| > 256 and the token came out as zeros)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32)), torch.promote_types(x.dtype, w.dtype)
+
+
 class LayerNorm(Norm):
     """y = (x − mean) / sqrt(var + eps) · w + b, statistics over d_model for each token."""
 
@@ -21,10 +28,11 @@ class LayerNorm(Norm):
         # the fused kernel (same function) unless the scale is hooked or x has another dtype (promoted below)
         if x.dtype == self.w.dtype and not observed(self.hook_scale):
             return self.hook_normalized(F.layer_norm(x, (self.d,), self.w, self.b, self.eps))
+        x, out = _accumulate(x, self.w)
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [b, t, 1]
-        y = x / scale * self.w
-        return self.hook_normalized(y if self.b is None else y + self.b)
+        y = x / scale * self.w.to(x.dtype)
+        return self.hook_normalized((y if self.b is None else y + self.b.to(x.dtype)).to(out))
 
 
 class RMSNorm(Norm):
@@ -38,8 +46,9 @@ class RMSNorm(Norm):
         x = self.hook_in(x)
         if x.dtype == self.w.dtype and not observed(self.hook_scale):  # fused; a mixed dtype is promoted as below
             return self.hook_normalized(F.rms_norm(x, (self.d,), self.w, self.eps))
+        x, out = _accumulate(x, self.w)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [b, t, 1]
-        return self.hook_normalized(x / scale * self.w)
+        return self.hook_normalized((x / scale * self.w.to(x.dtype)).to(out))
 
 
 class CRMSNorm(Norm):
