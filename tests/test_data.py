@@ -2,6 +2,7 @@
 import hashlib
 import json
 import math
+import struct
 from collections import Counter
 from pathlib import Path
 
@@ -137,6 +138,35 @@ def test_austen_lazyload_database_reads_the_six_novels():
     assert any("It is a truth universally acknowledged" in line for line in objs["prideprejudice"][:20])
     c = D.load_corpus("austen")
     assert [b.name for b in c.books] == list(A.NOVELS.values())
+
+
+def _xdr(*ints: int) -> bytes:
+    return struct.pack(f">{len(ints)}i", *ints)
+
+
+def _rds(body: bytes, native: bytes = b"UTF-8") -> bytes:
+    """R's XDR serialization, format 3, laid out by hand: 'X\\n', version, writer and reader R versions, native
+    encoding name, then the object."""
+    return b"X\n" + _xdr(3, 0x40201, 0x30500, len(native)) + native + body
+
+
+def _strsxp(items: list[tuple[bytes | None, int]]) -> bytes:
+    """A character vector: STRSXP (16), length, then per string CHARSXP (9) with its encoding levels << 12,
+    byte length (-1: NA) and bytes."""
+    out = _xdr(16, len(items))
+    for raw, levels in items:
+        out += _xdr(9, -1) if raw is None else _xdr(9 | levels << 12, len(raw)) + raw
+    return out
+
+
+def test_r_reader_decodes_strings_by_their_encoding_mark():
+    from interp.data.austen import RReader
+    # levels: 8 UTF-8, 4 latin1 (R converts it as CP1252), 64 ASCII, 0 unmarked (the writer's native encoding)
+    body = _strsxp([(b"\xc2\xa320,000", 8), (b"\xa320,000", 4), (b"caf\xe9 \x93quoted\x94", 4), (b"plain", 64),
+                    (None, 0), (b"na\xefve", 0)])
+    assert RReader(_rds(body, native=b"latin1")).item() == \
+        ["\u00a320,000", "\u00a320,000", "caf\u00e9 \u201cquoted\u201d", "plain", None, "na\u00efve"]
+    assert RReader(_rds(_strsxp([(b"na\xc3\xafve", 0)]))).item() == ["na\u00efve"]
 
 
 def test_austen_missing_says_how_to_get_it(monkeypatch, tmp_path):

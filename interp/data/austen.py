@@ -9,6 +9,7 @@ list whose `variables` maps each object name to (offset, length) in `data/Rdata.
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import os
 import struct
@@ -42,8 +43,10 @@ class RReader:
         self.i = 2
         version = self.int()
         self.int(), self.int()
+        self.native = "utf-8"      # how strings not marked UTF-8 / latin1 / ASCII are decoded
         if version == 3:
-            n = self.int()         # native encoding name
+            n = self.int()         # native encoding name of the writing R session
+            self.native = _codec(self.b[self.i:self.i + n].decode("ascii", errors="replace"))
             self.i += n
 
     def int(self) -> int:
@@ -94,7 +97,7 @@ class RReader:
                 return None
             s = self.b[self.i:self.i + n]
             self.i += n
-            return s.decode("utf-8", errors="replace")
+            return _decode_char(s, flags >> 12, self.native)
         if t in (10, 13):                           # LGLSXP, INTSXP
             n = self.length()
             v = list(struct.unpack_from(f">{n}i", self.b, self.i))
@@ -117,6 +120,29 @@ class RReader:
         if has_attr:
             self.item()
         return v
+
+
+# encoding marks in a CHARSXP's levels (flags >> 12), as R's serialize writes them
+_BYTES, _LATIN1, _UTF8, _ASCII = 1 << 1, 1 << 2, 1 << 3, 1 << 6
+
+
+def _codec(name: str) -> str:
+    """The Python codec of an R native encoding name (e.g. 'UTF-8', 'latin1', 'CP1252'); UTF-8 if unknown."""
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return "utf-8"
+
+
+def _decode_char(s: bytes, levels: int, native: str) -> str:
+    """A CHARSXP's text by its encoding mark: latin1 as R converts it (CP1252, ISO-8859-1 where CP1252 has
+    no character), UTF-8 / ASCII as UTF-8, unmarked strings in the writer's native encoding."""
+    if levels & _LATIN1:
+        try:
+            return s.decode("cp1252")
+        except UnicodeDecodeError:
+            return s.decode("latin-1")
+    return s.decode("utf-8" if levels & (_UTF8 | _ASCII) else native, errors="replace")
 
 
 def _altrep(info, state):
