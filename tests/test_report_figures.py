@@ -148,3 +148,20 @@ def test_depth_axes_say_depth_l_is_the_output_of_block_l_minus_1():
     ang = F.angular_heatmap(t, {})[0].data[0]
     cos = torch.nn.functional.cosine_similarity(h[1][:, -1], h[2][:, -1], dim=-1).clamp(-1, 1)
     assert ang.z[0][list(ang.x).index(1)] == pytest.approx((torch.arccos(cos) / np.pi).mean().item(), rel=1e-5)
+
+
+def test_lr_sweep_axis_names_the_mdlm_bound_for_masked_diffusion_strategies(tmp_path):
+    """`interp sweep` sweeps every strategy by default, the MDLM presets on their MDLM bound (interp.train.sweep),
+    but the figure's y-axis said 'final CE (nats)' for every row. The sweep table now carries each strategy's
+    objective (zoo config: mdlm-ln is 'mdlm') and the axis names the loss, also over several seeds."""
+    from interp.report.main_job import sweep_table
+    from interp.zoo.config import STRATEGIES
+    assert STRATEGIES["mdlm-ln"]["objective"] == "mdlm" and "objective" not in STRATEGIES["pre-ln"]
+    pd.DataFrame([dict(strategy=s, seed=k, lr=lr, steps=4, diverged=False, loss_spikes=0, first_loss=9.0,
+                       final_loss=6.0 + k) for s in ("pre-ln", "mdlm-ln") for k in (0, 1) for lr in (1e-3, 1e-2)]
+                 ).to_csv(tmp_path / "sweep.csv", index=False)
+    d = sweep_table(tmp_path)
+    axis = lambda d: F.lr_sweep({"sweep": d}, {}).layout.yaxis.title.text  # noqa: E731
+    assert axis(d[d.model == "pre-ln"]) == "final CE (nats/token)"
+    assert axis(d[d.model == "mdlm-ln"]) == "final MDLM bound (nats/token)"
+    assert axis(d) == "final loss, nats/token: CE; the MDLM bound for masked diffusion"

@@ -262,10 +262,14 @@ def training_curves(t: dict, colors: Colors) -> go.Figure | None:
     d = t.get("training")
     if d is None or d.empty:
         return None
+    return _style(_lines(d, "step", "loss", colors), "Training loss", "optimizer step", loss_unit(d))
+
+
+def loss_unit(d: pd.DataFrame, what: str = "") -> str:
+    """The axis title of the training losses in `d`: CE, or the MDLM bound where its `objective` column says mdlm."""
     kinds = set(d["objective"]) if "objective" in d else {"causal_lm"}
-    unit = ("CE (nats/token)" if kinds == {"causal_lm"} else "MDLM bound (nats/token)" if kinds == {"mdlm"} else
-            "nats/token: CE; the MDLM bound for masked diffusion")
-    return _style(_lines(d, "step", "loss", colors), "Training loss", "optimizer step", unit)
+    return (f"{what}CE (nats/token)" if kinds == {"causal_lm"} else f"{what}MDLM bound (nats/token)"
+            if kinds == {"mdlm"} else f"{what + 'loss, ' if what else ''}nats/token: CE; the MDLM bound for masked diffusion")
 
 
 def lr_sweep(t: dict, colors: Colors) -> go.Figure | None:
@@ -273,6 +277,7 @@ def lr_sweep(t: dict, colors: Colors) -> go.Figure | None:
     if d is None or d.empty:
         return None
     seeds = d["seed"].nunique() if "seed" in d else 1
+    unit = loss_unit(d, "final ")  # before the seeds are pooled (the objective column is not aggregated)
     if seeds > 1:  # one line per strategy: mean over seeds, × if any seed diverged
         agg = {c: ("mean" if c != "diverged" else "any") for c in ("final_loss", "diverged") if c in d}
         d = d.groupby(["model", "lr"], sort=False).agg(agg).reset_index()
@@ -294,7 +299,7 @@ def lr_sweep(t: dict, colors: Colors) -> go.Figure | None:
     fig.update_xaxes(type="log")
     what = "× = diverged run" if seeds == 1 else f"mean over {seeds} seeds; × = at least one seed diverged"
     return _style(fig, f"Learning-rate sweep: final loss ({what})", "peak learning rate (log)",
-                  "final CE (nats)" if y == "final_loss" else "diverged (1 = yes)")
+                  unit if y == "final_loss" else "diverged (1 = yes)")
 
 
 def ln_removal(t: dict, colors: Colors) -> go.Figure | None:

@@ -196,9 +196,13 @@ def _grad_norms(df: pd.DataFrame, card: Any) -> dict[str, pd.DataFrame]:
 
 
 def from_sweep(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """`interp.train.sweep.lr_sweep` output (strategy, lr, diverged, loss_spikes, final_loss ...) → sweep."""
+    """`interp.train.sweep.lr_sweep` output (strategy, lr, diverged, loss_spikes, final_loss ...) → sweep, with each
+    strategy's objective (causal_lm: the losses are CE; mdlm: the masked-diffusion bound the sweep trains)."""
+    from interp.zoo.config import STRATEGIES
     out = df.rename(columns={"strategy": "model", "loss_spikes": "n_spikes"})
     out["diverged"] = out["diverged"].astype(str).str.lower().isin(["true", "1"]) if out["diverged"].dtype == object \
         else out["diverged"].astype(bool)
-    keep = ["model", "lr", "diverged", "n_spikes", "final_loss", "seed", "first_loss", "max_attn_logit"]
+    if "objective" not in out:
+        out["objective"] = [STRATEGIES.get(str(m), {}).get("objective", "causal_lm") for m in out["model"]]
+    keep = ["model", "lr", "diverged", "n_spikes", "final_loss", "seed", "first_loss", "max_attn_logit", "objective"]
     return {"sweep": out[[c for c in keep if c in out]]}

@@ -48,10 +48,13 @@ TABLES: dict[str, dict[str, str]] = {
                     "dla": "direct logit attribution", "direct_effect": "path-ablation direct effect"},
     "logit_lens": {"model": "", "layer": "", "prob": "probability of the target", "rank": "rank of the target",
                    "kl": "KL(final ‖ layer) in nats"},
-    "training": {"model": "", "step": "optimizer step", "loss": "training CE (nats)"},
+    "training": {"model": "", "step": "optimizer step", "loss": "training loss (nats/token; see objective)",
+                 "objective": "the model's loss: causal_lm (CE) / mdlm (the masked-diffusion bound)",
+                 "val_loss": "validation loss where the log has it (nats/token)"},
     "sweep": {"model": "strategy", "lr": "peak learning rate", "diverged": "NaN/Inf or loss blow-up",
-              "n_spikes": "loss spikes", "final_loss": "final training CE (nats)",
-              "seed": "sweep seed (init and data order)", "first_loss": "training CE at the first step (nats)",
+              "n_spikes": "loss spikes", "final_loss": "final training loss (nats/token; see objective)",
+              "seed": "sweep seed (init and data order)", "first_loss": "training loss at the first step (nats/token)",
+              "objective": "the strategy's loss: causal_lm (CE) / mdlm (the masked-diffusion bound)",
               "max_attn_logit": "largest |q·k|/√d_head of the trained run on the first validation batch, "
                                 "as its loss feeds it (MDLM presets: masked, cond = t)"},
     "attn_logits": {"model": "", "layer": "block", "head": "attention head",
@@ -134,8 +137,8 @@ OPTIONAL: dict[str, set[str]] = {
     "cards": {"family", "strategy", "placement", "norm_kind", "n_layers", "d_model", "n_params",
               "weight_source", "quantization"},
     "stream": {"rms"}, "massive": {"top2", "top3"}, "massive_dims": {"mean_value"}, "outliers": {"position", "token"},
-    "norm_scales": {"q05", "q25", "q75", "q95"}, "logit_lens": {"rank", "kl"}, "training": set(),
-    "sweep": {"n_spikes", "final_loss", "seed", "first_loss", "max_attn_logit"}, "growth": {"growth_factor", "shape", "var_first", "var_last"},
+    "norm_scales": {"q05", "q25", "q75", "q95"}, "logit_lens": {"rank", "kl"}, "training": {"objective", "val_loss"},
+    "sweep": {"n_spikes", "final_loss", "seed", "first_loss", "max_attn_logit", "objective"}, "growth": {"growth_factor", "shape", "var_first", "var_last"},
     "equivalence": {"max_abs_logit"}, "dla_example": {"prompt", "target"},
 }
 
