@@ -332,3 +332,26 @@ def test_apply_ln_at_the_mlp_of_a_one_norm_parallel_block(model_type):
     b = m.blocks[1].ln1.bias
     ref = cache["blocks.1.ln1.hook_normalized"].double() - (0 if b is None else b.double())
     assert (out.double().sum(0) - ref).abs().max() <= 1e-5
+
+
+def test_apply_ln_at_a_split_attention_input_is_refused():
+    """LN removal's 'ln1_qk' stage gives the attention two input norms (attn.ln_qk for queries and keys, attn.ln_v
+    for values) and makes ln1 an Identity: apply_ln_to_stack(layer) returned the stack unnormalized, 2.5 off what
+    the queries read. Reference: ln_qk's own output minus its bias. The MLP input (ln2) is still one norm."""
+    from interp.surgery import remove_stage
+    m = interp.zoo.build("pre-ln", **TINY).double().eval()
+    calib = [torch.randint(0, 50, (2, 10), generator=torch.Generator().manual_seed(0))]
+    for stage in ("ln2", "ln1_qk"):
+        remove_stage(m, stage, calib)
+    _, cache = m.run_with_cache(torch.randint(0, 50, (2, 10), generator=torch.Generator().manual_seed(1)))
+    stack = cache.decompose_resid(layer=1)
+    qk = m.blocks[1].attn.ln_qk
+    assert (stack.sum(0) - cache["blocks.1.hook_resid_pre"]).abs().max() < 1e-10
+    assert (qk(stack.sum(0)) - qk.b - stack.sum(0)).abs().max() > 0.1  # the identity is far from it
+    with pytest.raises(UnsupportedByTransformerLens, match="attn.ln_qk for queries and keys and attn.ln_v for values"):
+        cache.apply_ln_to_stack(stack, layer=1)
+    with pytest.raises(UnsupportedByTransformerLens, match="attn.ln_qk for queries and keys and attn.ln_v for values"):
+        cache.decompose_resid(layer=1, apply_ln=True)
+    stack = cache.decompose_resid(layer=1, mlp_input=True)
+    out = cache.apply_ln_to_stack(stack, layer=1, mlp_input=True).sum(0)
+    assert torch.allclose(out, cache["blocks.1.ln2.hook_normalized"] - m.blocks[1].ln2.b, atol=1e-10)

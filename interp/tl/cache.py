@@ -20,6 +20,8 @@ with the reason instead of returning a number that looks right:
   - batch-statistic norms (PowerNorm, Unified Norm): each channel is divided by a second moment over the
     batch's tokens, not each token by its own scale;
   - DyT (γ·tanh(αx) + β divides by nothing and is not linear) and TD-LN (its gain depends on `cond`).
+  - the attention input of a zoo model during LN removal (after stage ln1_qk): ln1 is split into attn.ln_qk
+    (queries, keys) and attn.ln_v (values), two norms where a stack goes through one.
 Parallel blocks (GPT-NeoX, GPT-J: x + F_attn(N1(x)) + F_mlp(N2(x))) are additive too. Peri-LN is supported at
 sublayer level: `hook_attn_out` / `hook_mlp_out` are the outputs after the output norms,
 which do add up to the stream. Per-head and per-neuron results are not (interp's models expose no `W_O` in
@@ -122,6 +124,12 @@ class InterpActivationCache(ActivationCache):
             return None, 1.0
         if blk.placement not in INPUT_NORMS:
             raise _placement_error(self.model, layer, blk.placement, what)
+        if not mlp_input and getattr(getattr(blk, "attn", None), "ln_qk", None) is not None:  # SplitInputAttention
+            raise UnsupportedByTransformerLens(
+                f"{what} at block {layer}'s attention input is not defined on {_name(self.model)}: LN removal split "
+                "its ln1 (now an Identity) into two norms, attn.ln_qk for queries and keys and attn.ln_v for values, "
+                f"and a stack goes through one; apply model.blocks[{layer}].attn.ln_qk or .ln_v yourself, use "
+                "mlp_input=True or the final norm, or fold the finished removal (interp.surgery.fold_fakeln)")
         name = "ln2" if mlp_input and hasattr(blk, "ln2") else "ln1"  # one shared norm (GPT-J, Phi): the MLP reads ln1
         norm = getattr(blk, name)
         check_norm(norm, f"blocks.{layer}.{name}", self.model)
