@@ -1,8 +1,12 @@
 """interp.data: corpora, the split by book, tokenizers and batches, checked against brute-force references."""
 import hashlib
 import json
+import bz2
+import gzip
+import lzma
 import math
 import struct
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -167,6 +171,49 @@ def test_r_reader_decodes_strings_by_their_encoding_mark():
     assert RReader(_rds(body, native=b"latin1")).item() == \
         ["\u00a320,000", "\u00a320,000", "caf\u00e9 \u201cquoted\u201d", "plain", None, "na\u00efve"]
     assert RReader(_rds(_strsxp([(b"na\xc3\xafve", 0)]))).item() == ["na\u00efve"]
+
+
+def _names_attr(names: list[str], first: bool) -> bytes:
+    """A names attribute: LISTSXP (2) with a tag, the symbol 'names' (SYMSXP 1 in full the first time, then
+    REFSXP 255 to reference 1), the STRSXP of names, NILVALUE (254)."""
+    sym = _xdr(1, 9 | 64 << 12, 5) + b"names" if first else _xdr(255 | 1 << 8)
+    return _xdr(2 | 1 << 10) + sym + _strsxp([(n.encode(), 64) for n in names]) + _xdr(254)
+
+
+def _lazyload_db(folder: Path, chunks: dict[str, bytes], compressed: bytes) -> Path:
+    """Rdata.rdx / Rdata.rdb as R's makeLazyLoadDB writes them: the .rdb is the chunks end to end, the .rdx a
+    gzipped list(variables = list(NAME = c(offset, length)), references = list(), compressed = ...): VECSXPs
+    (19) with attributes (1 << 9), each attribute list after the elements."""
+    rdb, entries = b"", b""
+    for chunk in chunks.values():
+        entries += _xdr(13, 2, len(rdb), len(chunk))
+        rdb += chunk
+    index = (_xdr(19 | 1 << 9, 3) + _xdr(19 | 1 << 9, len(chunks)) + entries + _names_attr(list(chunks), True)
+             + _xdr(19, 0) + compressed + _names_attr(["variables", "references", "compressed"], False))
+    (folder / "Rdata.rdx").write_bytes(gzip.compress(_rds(index)))
+    (folder / "Rdata.rdb").write_bytes(rdb)
+    return folder / "Rdata.rdx"
+
+
+def test_r_lazyload_reads_every_compression_r_writes(tmp_path):
+    from interp.data.austen import read_lazyload
+    a, b = _rds(_strsxp([(b"It is a truth", 64), (b"", 64)])), _rds(_strsxp([(b"universally", 64)]))
+    want = {"a": ["It is a truth", ""], "b": ["universally"]}
+    n = lambda x: struct.pack(">I", len(x))  # noqa: E731  (4-byte big-endian uncompressed length)
+    xz = lambda x: lzma.compress(x, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "preset": 6}])  # noqa: E731
+    cases = {  # R's `compressed` entry (INTSXP 13 / LGLSXP 10) -> its chunks
+        "xz (3)": (_xdr(13, 1, 3), {"a": n(a) + b"Z" + xz(a), "b": n(b) + b"0" + b}),
+        "bzip2 (2)": (_xdr(13, 1, 2), {"a": n(a) + b"2" + bz2.compress(a), "b": n(b) + b"0" + b}),
+        "gzip (TRUE)": (_xdr(10, 1, 1), {"a": n(a) + zlib.compress(a), "b": n(b) + zlib.compress(b)}),
+        "none (FALSE)": (_xdr(10, 1, 0), {"a": a, "b": b}),
+    }
+    for case, (compressed, chunks) in cases.items():
+        d = tmp_path / case.split()[0]
+        d.mkdir()
+        assert read_lazyload(_lazyload_db(d, chunks, compressed)) == want, case
+    bad = _lazyload_db(tmp_path, {"a": n(a) + b"7" + a}, _xdr(13, 1, 3))
+    with pytest.raises(ValueError, match=r"object 'a': unknown R compression type b'7'"):
+        read_lazyload(bad)
 
 
 def test_austen_missing_says_how_to_get_it(monkeypatch, tmp_path):

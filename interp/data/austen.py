@@ -5,12 +5,16 @@ Get the files without R: `apt-get download r-cran-janeaustenr && dpkg -x r-cran-
 then point `INTERP_JANEAUSTENR` at DIR/usr/lib/R/site-library/janeaustenr (installed copies under
 /usr/lib/R/site-library are found without it). Format: `data/Rdata.rdx` is a gzip-compressed serialized R
 list whose `variables` maps each object name to (offset, length) in `data/Rdata.rdb`; each chunk there is a
-4-byte big-endian length then zlib data; inside is R's XDR serialization (format versions 2 and 3).
+4-byte big-endian length then the data, compressed as its `compressed` entry says (1: zlib, the default; 2 and 3,
+from `--data-compress=bzip2/xz`: a type byte, '2' bzip2, 'Z' raw LZMA2, '1' zlib or '0' stored, then the data;
+0: no length, stored); inside is R's XDR serialization (format versions 2 and 3).
 """
 from __future__ import annotations
 
+import bz2
 import codecs
 import gzip
+import lzma
 import os
 import struct
 import zlib
@@ -176,12 +180,31 @@ def read_lazyload(rdx: Path) -> dict[str, list]:
     index = RReader(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else zlib.decompress(data))
     # the .rdx holds list(variables=, references=, compressed=); its names attribute is read separately
     top = _read_with_names(index)
+    compressed = int((top.get("compressed") or [1])[0])
     raw = rdb.read_bytes()
     out = {}
     for name, (offset, length) in top["variables"].items():
-        chunk = raw[offset:offset + length]
-        out[name] = RReader(zlib.decompress(chunk[4:])).item()
+        out[name] = RReader(_decompress(raw[offset:offset + length], compressed, f"{rdb} object {name!r}")).item()
     return out
+
+
+def _decompress(chunk: bytes, compressed: int, what: str) -> bytes:
+    """One lazy-load chunk's serialized bytes, undoing R's compression (`compressed`: 0, 1, 2 or 3)."""
+    if not compressed:
+        return chunk
+    if compressed == 1:
+        return zlib.decompress(chunk[4:])
+    kind, data = chunk[4:5], chunk[5:]
+    if kind == b"Z":   # R_compress3: a raw LZMA2 stream (no .xz container), preset 6 or lower
+        return lzma.decompress(data, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 26}])
+    if kind == b"2":
+        return bz2.decompress(data)
+    if kind == b"1":
+        return zlib.decompress(data)
+    if kind == b"0":
+        return data
+    raise ValueError(f"{what}: unknown R compression type {kind!r} (expected 'Z', '2', '1' or '0'); reinstall "
+                     "janeaustenr")
 
 
 def _read_with_names(r: RReader) -> dict:
