@@ -17,8 +17,10 @@ class ModelCard:
     """What a model is, in the terms this suite compares models by.
 
     name: registry name or path; family: zoo / llama / gemma3 / bert / gpt2 ...;
-    strategy: the zoo preset (or a descriptive label for real models); placement: one of PLACEMENTS;
-    norm_kind: one of NORM_KINDS; objective: "causal_lm" or "encoder" (encoders have no LM head).
+    strategy: the zoo preset (or a descriptive label for real models); placement: one of PLACEMENTS, or
+    "parallel" for a real model whose attention and MLP read one shared norm (Phi, GPT-NeoX);
+    norm_kind: one of NORM_KINDS; objective: "causal_lm", "mdlm" (the zoo's masked-diffusion models) or
+    "encoder" (encoders have no LM head).
     """
 
     name: str

@@ -71,3 +71,14 @@ def test_attribution_names():
     assert {f.__name__ for f in (dla, dla_summary, dla_sublayers, logit_lens)} == \
         {"dla", "dla_summary", "dla_sublayers", "logit_lens"}
     assert "summary" not in interp.attribution.__all__
+
+
+def test_model_card_docstring_names_every_placement_and_objective_a_card_can_carry():
+    from interp.card import PLACEMENTS
+    from interp.models.families import DECODERS, Decoder
+    doc = interp.ModelCard.__doc__
+    placements = {d.placement for d in DECODERS.values() if isinstance(d, Decoder)} - set(PLACEMENTS)
+    objectives = {p.get("objective", "causal_lm") for p in interp.STRATEGIES.values()} | {"encoder"}
+    assert placements == {"parallel"} and objectives == {"causal_lm", "mdlm", "encoder"}
+    for word in placements | objectives:
+        assert f'"{word}"' in doc, word
