@@ -173,6 +173,23 @@ def test_r_reader_decodes_strings_by_their_encoding_mark():
     assert RReader(_rds(_strsxp([(b"na\xc3\xafve", 0)]))).item() == ["na\u00efve"]
 
 
+def test_r_reader_unwraps_altrep_wrappers():
+    from interp.data.austen import RReader
+
+    def sym(name: bytes) -> bytes:
+        return _xdr(1, 9 | 64 << 12, len(name)) + name
+
+    def wrapper(cls: bytes, sexptype: int, wrapped: bytes) -> bytes:
+        """ALTREP (238): info = pairlist(class symbol, package symbol, type), state = CONS(wrapped, metadata
+        INTSXP), then the attributes (NILVALUE 254); LISTSXP is 2."""
+        info = _xdr(2) + sym(cls) + _xdr(2) + sym(b"base") + _xdr(2) + _xdr(13, 1, sexptype) + _xdr(254)
+        return _xdr(238) + info + _xdr(2) + wrapped + _xdr(13, 2, 0, 0) + _xdr(254)
+
+    assert RReader(_rds(wrapper(b"wrap_string", 16, _strsxp([(b"Emma", 64), (b"Persuasion", 64)])))).item() == \
+        ["Emma", "Persuasion"]
+    assert RReader(_rds(wrapper(b"wrap_integer", 13, _xdr(13, 3, 7, 8, -9)))).item() == [7, 8, -9]
+
+
 def _names_attr(names: list[str], first: bool) -> bytes:
     """A names attribute: LISTSXP (2) with a tag, the symbol 'names' (SYMSXP 1 in full the first time, then
     REFSXP 255 to reference 1), the STRSXP of names, NILVALUE (254)."""

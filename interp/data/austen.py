@@ -157,8 +157,8 @@ def _altrep(info, state):
     if cls == "compact_realseq":
         n, start, step = state
         return [start + k * step for k in range(int(n))]
-    if cls.startswith("wrap_"):
-        return state[0]
+    if cls.startswith("wrap_"):   # state: CONS(wrapped vector, metadata), a pairlist
+        return state.car if isinstance(state, _RObj) else state[0]
     if cls == "deferred_string":
         return [str(x) for x in state.car]
     raise ValueError(f"R ALTREP class {cls!r} is not supported by this reader")
