@@ -156,3 +156,24 @@ def test_options_of_the_other_mode_are_refused_not_ignored(saved, tmp_path, monk
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--default" in err[0], err
     assert not ran and not out.exists()
+
+
+@pytest.mark.parametrize("extra, line", [
+    ({"training": "steps.parquet"}, "extra['training'] is a str, not a DataFrame of report table 'training'"),
+    ({"trainng": "TRAIN"}, "unknown report table 'trainng'; known: cards, stream"),
+    ({"training": "NO_LOSS"}, "report table 'training' lacks column(s) ['loss']; it has ['losss', 'model', 'step']"),
+    ({"sweep": "NO_MODEL"}, "report table 'sweep' lacks column(s) ['model']; it has ['diverged', 'lr']")])
+def test_build_checks_extra_tables_before_any_work(saved, tmp_path, extra, line):
+    """build(extra=...) passed a misspelt table name through silently (its section said 'Missing') and a table
+    without a required column (TABLES) to the figures, which failed late with a bare KeyError ('loss'). Each is now
+    one line naming the table and column, raised before anything is loaded, and no file is written."""
+    import pandas as pd
+    frames = {"TRAIN": pd.DataFrame(dict(model=["pre-ln"], step=[1], loss=[3.0])),
+              "NO_LOSS": pd.DataFrame(dict(model=["pre-ln"], step=[1], losss=[3.0])),
+              "NO_MODEL": pd.DataFrame(dict(lr=[1e-3], diverged=[False]))}
+    extra = {k: frames.get(v, v) for k, v in extra.items()}
+    root, _ = saved
+    with pytest.raises((ValueError, TypeError)) as e:
+        interp.report.build([root / "pre-ln"], tmp_path / "r.html", extra=extra)
+    assert str(e.value).startswith(line) and "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []

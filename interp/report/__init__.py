@@ -57,12 +57,19 @@ def build(results: Any, path: str | Path, extra: dict[str, pd.DataFrame] | None 
     """Write the report for `results` to `path`.
 
     results: a `Results`, a saved results directory, or a list of either; `extra`: further canonical tables
-    (training logs, LR sweep, LN removal ...; see interp.report.TABLES). Raises ValueError on no models.
+    (training logs, LR sweep, LN removal ...; see interp.report.TABLES), each checked before any work: a name not
+    in TABLES or a table without one of its required columns raises ValueError naming it. Raises ValueError on no
+    models.
     An existing `path` is replaced only when it is an earlier interp report and `force` is set.
     """
     from interp.outputs import atomic_write_text
     from interp.report.marker import check_report_target
     check_report_target(path, force)  # before any work
+    from interp.report.tables import check_table
+    for name, df in (extra or {}).items():  # a misspelt name or a missing column: one line now, not a KeyError late
+        if not hasattr(df, "columns"):
+            raise TypeError(f"extra[{name!r}] is a {type(df).__name__}, not a DataFrame of report table {name!r}")
+        check_table(name, df)
     from interp.report import load_dirs, merge_tables, render_html, tables_from_results  # this module's names
     items = results if isinstance(results, (list, tuple)) else [results]
     dirs = [r for r in items if isinstance(r, (str, Path))]
