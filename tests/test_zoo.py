@@ -183,11 +183,12 @@ def test_lns_scales_each_layer_by_inverse_sqrt_depth():
         torch.testing.assert_close(ratio, torch.full_like(ratio, 1 / math.sqrt(l + 1)), atol=0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("n_layers,alpha", [(4, 0.25), (12, 0.25), (8, 0.5), (5, 0.25)])
-def test_mix_has_floor_alpha_l_post_blocks(n_layers, alpha):
+@pytest.mark.parametrize("n_layers,alpha,k", [(4, 0.25, 1), (12, 0.25, 3), (8, 0.5, 4), (5, 0.25, 1), (90, 0.7, 63),
+                                               (100, 0.29, 29), (3, 1 / 3, 1), (7, 0.3, 2)])
+def test_mix_has_floor_alpha_l_post_blocks(n_layers, alpha, k):
+    """k = ⌊αL⌋ worked out by hand (int(0.7 * 90) was 62: the float product is 62.99…)."""
     model = build("mix-ln", **{**SMALL, "n_layers": n_layers, "mix_alpha": alpha})
     placements = [b.placement for b in model.blocks]
-    k = math.floor(alpha * n_layers)
     assert placements == ["post"] * k + ["pre"] * (n_layers - k)
 
 

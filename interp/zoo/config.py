@@ -180,11 +180,12 @@ class ZooConfig:
 
     @property
     def n_post_layers(self) -> int:
-        """How many leading blocks are Post-LN (all for post, ⌊αL⌋ for mix, none otherwise)."""
+        """How many leading blocks are Post-LN (all for post, ⌊αL⌋ for mix, none otherwise); αL is floored with a
+        1e-9 allowance, since the float product falls just below an integer αL (0.7·90 = 62.99…, not 63)."""
         if self.placement == "post":
             return self.n_layers
         if self.placement == "mix":
-            return int(self.mix_alpha * self.n_layers)
+            return math.floor(self.mix_alpha * self.n_layers + 1e-9)
         return 0
 
     @property
