@@ -177,3 +177,20 @@ def test_build_checks_extra_tables_before_any_work(saved, tmp_path, extra, line)
         interp.report.build([root / "pre-ln"], tmp_path / "r.html", extra=extra)
     assert str(e.value).startswith(line) and "\n" not in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_column_the_producers_give_is_documented_in_tables():
+    """interp.report.TABLES documents each canonical table's columns, but the Models table showed an undocumented
+    `objective`, the largest-activations table `massive`, and the precision table six columns it did not list.
+    Reference: the tables the main job's own collectors, attribution and adapters produce on a tiny model."""
+    from interp.report.main_job import attribution_tables, costly_collectors, forward_collectors
+    from interp.report.tables import TABLES
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=32, d_vocab=128).eval()
+    toks = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
+    r = C.collect(m, toks, collectors=forward_collectors(), progress=False)
+    r.tables.update(C.collect(m, toks, collectors=costly_collectors(), progress=False).tables)
+    t = tables_from_results([r])
+    t.update(attribution_tables(m, toks, lambda s: None, example=True))
+    assert {"cards", "stream", "massive", "outliers", "precision", "gradients", "skip", "logit_lens"} <= set(t)
+    undocumented = {k: sorted(set(v.columns) - set(TABLES[k])) for k, v in t.items()}
+    assert {k: v for k, v in undocumented.items() if v} == {}

@@ -14,7 +14,8 @@ TABLES: dict[str, dict[str, str]] = {
               "strategy": "zoo preset or descriptive label", "placement": "pre/post/peri/mix/lns/none",
               "norm_kind": "layernorm/rmsnorm/...", "n_layers": "blocks", "d_model": "width",
               "n_params": "parameters", "weight_source": "where the weights came from",
-              "quantization": "quantization of the weights, if any"},
+              "quantization": "quantization of the weights, if any",
+              "objective": "causal_lm / mdlm (masked diffusion) / encoder"},
     "stream": {"model": "", "depth": "0 = stream entering block 0, ℓ = stream leaving block ℓ-1",
                "variance": "variance of the stream's entries pooled over tokens × dims (residual collector 'var'); "
                            "in Post-LN blocks the carried stream is the normalized one",
@@ -32,7 +33,8 @@ TABLES: dict[str, dict[str, str]] = {
     "dims_rms": {"model": "", "layer": "", "dim": "residual dimension", "value": "RMS over tokens of the stream "
                  "leaving the block, per dimension"},
     "outliers": {"model": "", "depth": "", "position": "token position", "token": "token string",
-                 "dim": "residual dimension", "value": "activation value"},
+                 "dim": "residual dimension", "value": "activation value",
+                 "massive": "whether it passes both thresholds of n_massive"},
     "ablation": {"model": "", "ablation": "none / mean / zero", "loss": "mean CE on held text (nats)"},
     "gradients": {"model": "", "layer": "block (params) or stream depth (resid)",
                   "target": "params (block parameters) or resid (stream, per token)",
@@ -127,7 +129,9 @@ TABLES: dict[str, dict[str, str]] = {
     "precision": {"model": "", "layer": "block", "site": "residual site", "hook": "", "abs_max": "max |x|",
                   "fp16_headroom": "65504 / abs_max", "frac_fp16_overflow": "values fp16 turns into inf",
                   "fp16_rel_error": "", "bf16_rel_error": "", "int8_tensor_rel_error": "",
-                  "int8_tensor_token_error": "", "int8_token_token_error": "", "n_outlier_features": ""},
+                  "int8_tensor_token_error": "", "int8_token_token_error": "", "n_outlier_features": "",
+                  "kind": "", "n_tokens": "", "bf16_headroom": "", "frac_fp16_flush": "", "int8_token_rel_error": "",
+                  "frac_outlier_values": ""},
     "precision_outliers": {"model": "", "site": "site family", "dim": "", "layer_frac": "", "token_frac": ""},
     "precision_runs": {"model": "", "format": "bf16 / fp16 / int8 / int8-token", "loss": "inf on overflow",
                        "loss_fp32": "", "delta_loss": "", "top1_agreement": "", "status": "ok / overflow / error",
@@ -135,11 +139,12 @@ TABLES: dict[str, dict[str, str]] = {
 }
 OPTIONAL: dict[str, set[str]] = {
     "cards": {"family", "strategy", "placement", "norm_kind", "n_layers", "d_model", "n_params",
-              "weight_source", "quantization"},
-    "stream": {"rms"}, "massive": {"top2", "top3"}, "massive_dims": {"mean_value"}, "outliers": {"position", "token"},
+              "weight_source", "quantization", "objective"},
+    "stream": {"rms"}, "massive": {"top2", "top3"}, "massive_dims": {"mean_value"}, "outliers": {"position", "token", "massive"},
     "norm_scales": {"q05", "q25", "q75", "q95"}, "logit_lens": {"rank", "kl"}, "training": {"objective", "val_loss"},
     "sweep": {"n_spikes", "final_loss", "seed", "first_loss", "max_attn_logit", "objective"}, "growth": {"growth_factor", "shape", "var_first", "var_last"},
     "equivalence": {"max_abs_logit"}, "dla_example": {"prompt", "target"},
+    "precision": {"kind", "n_tokens", "bf16_headroom", "frac_fp16_flush", "int8_token_rel_error", "frac_outlier_values"},
 }
 
 
