@@ -168,3 +168,37 @@ def test_lm_ce_is_the_mean_next_token_ce_and_keeps_the_models_mode():
         with torch.no_grad():
             want = F.cross_entropy(model.eval()(toks[:, :-1]).double().flatten(0, 1), toks[:, 1:].flatten()).item()
         assert abs(got - want) < 1e-6
+
+
+def test_cli_tokenizes_the_corpus_with_a_zoo_checkpoints_own_tokenizer(tmp_path, monkeypatch):
+    """interp remove-ln on a zoo checkpoint read the corpus with the zoo's shared tokenizer (data/tokenizer.json),
+    not the checkpoint's tokenizer.json: with another BPE it refused its own windows ('ids outside [0, 300)'), and
+    with another of the same size it would have scored meaningless ids. Reference: the checkpoint tokenizer's own
+    encode of the first training and validation books, BOS first in each window."""
+    import interp.surgery
+    from interp.cli import main
+    from interp.data import load_corpus, split_by_book
+    from interp.tokenize import train_bpe
+    books = tmp_path / "books"
+    books.mkdir()
+    for i, b in enumerate(load_corpus("kjv").books[:4]):
+        (books / f"{i}.txt").write_text(b.text[:6000])
+    train, val = split_by_book(load_corpus(str(books)))
+    tok = train_bpe([b.text for b in train.books], 300)
+    m = interp.zoo.build("pre-ln", n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=16, d_vocab=tok.vocab_size)
+    m.tokenizer = tok
+    m.save(tmp_path / "z")
+    seen = {}
+
+    def capture(model, tokens, eval_tokens, **kw):
+        seen.update(tokens=tokens, eval_tokens=eval_tokens)
+        raise RuntimeError("stop here")
+    monkeypatch.setattr(interp.surgery, "remove_layernorm", capture)
+    assert main(["remove-ln", str(tmp_path / "z"), "--out", str(tmp_path / "o"), "--eval-seqs", "2",
+                 "--corpus", str(books)]) == 1
+    first_train, first_val = tok.encode(train.books[0].text), tok.encode(val.books[0].text)
+    assert seen["tokens"][:100].tolist() == first_train[:100]
+    assert seen["eval_tokens"].shape == (2, 17)
+    assert seen["eval_tokens"][0].tolist() == [tok.bos_id] + first_val[:16]
+    assert seen["eval_tokens"][1].tolist() == [tok.bos_id] + first_val[16:32]
+    assert not (tmp_path / "o").exists()

@@ -51,9 +51,10 @@ def run(args: argparse.Namespace) -> None:
     check_removable(model)
     t0 = time.time()
     seq = min(model.cfg.n_ctx, args.seq_len or model.cfg.n_ctx) + 1
-    if model.cfg.strategy == "gpt2":  # GPT-2's own BPE, not the zoo corpus tokenizer
-        train_tokens, eval_tokens = corpus_tokens(model.tokenizer, args.corpus, args.eval_seqs, seq)
-    else:
+    tok = getattr(model, "tokenizer", None)
+    if tok is not None:  # the model's own (GPT-2's BPE, which load_model requires; a zoo checkpoint's tokenizer.json)
+        train_tokens, eval_tokens = corpus_tokens(tok, args.corpus, args.eval_seqs, seq)
+    else:  # a zoo checkpoint saved without a tokenizer: the zoo's corpus tokenizer
         train_tokens = data.prepare(args.corpus).train_tokens
         eval_tokens = data.heldout_tokens(args.eval_seqs, seq, corpus=args.corpus)
     r = remove_layernorm(model, train_tokens, eval_tokens, steps_per_stage=args.steps_per_stage,
