@@ -75,6 +75,32 @@ def test_bad_corpora_raise_one_clear_error(tmp_path):
         D.split_by_book(Corpus("one", (Book("a", "text"),)))
 
 
+def test_hf_corpus_stays_offline_when_datasets_was_imported_online(monkeypatch):
+    """datasets / huggingface_hub read HF_HUB_OFFLINE at import: imported before (by transformers, a model load)
+    without it, they stay online, and setting the variable later changes nothing. No socket may be opened."""
+    import os
+    import socket
+
+    import datasets
+    from huggingface_hub import constants
+    for mod, attr in ((datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"),
+                      (constants, "HF_HUB_OFFLINE")):
+        monkeypatch.setattr(mod, attr, False)           # as if imported without the offline variables
+    attempts = []
+
+    def refuse(*args, **kw):
+        attempts.append(args[:2])
+        raise OSError("network refused by the test")
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    env = dict(os.environ)
+    with pytest.raises(FileNotFoundError, match="not in the local Hugging Face cache"):
+        D.load_corpus("hf:surely/not-a-cached-dataset")
+    assert attempts == []
+    assert datasets.config.HF_HUB_OFFLINE is False and constants.HF_HUB_OFFLINE is False   # put back
+    assert dict(os.environ) == env
+
+
 def test_bpe_round_trips_unseen_text_and_is_deterministic(kjv):
     train = [b.text[:20000] for b in kjv.books[:5]]
     tok = D.train_bpe(train, vocab_size=400)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,12 +101,9 @@ def text_path(path: str | Path) -> Corpus:
 
 def hf_cached(name: str, split: str = "train", text_field: str = "text") -> Corpus:
     """A Hugging Face dataset already in the local cache (offline only); each row becomes a book."""
-    import os
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        import datasets
-        ds = datasets.load_dataset(name, split=split)
+        with _hf_offline() as datasets:
+            ds = datasets.load_dataset(name, split=split)
     except Exception as e:  # datasets raises many types when offline
         raise FileNotFoundError(f"dataset {name!r} is not in the local Hugging Face cache "
                                 f"({type(e).__name__}); interp never downloads it") from None
@@ -113,6 +111,25 @@ def hf_cached(name: str, split: str = "train", text_field: str = "text") -> Corp
         raise ValueError(f"dataset {name!r} has no {text_field!r} column; it has {ds.column_names}")
     books = tuple(Book(f"{name}/{i}", t) for i, t in enumerate(ds[text_field]) if t and t.strip())
     return Corpus(f"hf:{name}", books)
+
+
+@contextmanager
+def _hf_offline():
+    """`datasets`, offline for the duration: datasets and huggingface_hub read HF_HUB_OFFLINE once, at import,
+    so setting the variable is too late when something (transformers, a model load) imported them before; their
+    flags are set here instead and restored after, and the environment is left as it was."""
+    import datasets
+    from huggingface_hub import constants
+    flags = [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"),
+             (constants, "HF_HUB_OFFLINE")]
+    saved = [(mod, attr, getattr(mod, attr)) for mod, attr in flags if hasattr(mod, attr)]
+    try:
+        for mod, attr, _ in saved:
+            setattr(mod, attr, True)
+        yield datasets
+    finally:
+        for mod, attr, value in saved:
+            setattr(mod, attr, value)
 
 
 def load_corpus(spec: str = "kjv") -> Corpus:
