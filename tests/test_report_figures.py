@@ -165,3 +165,37 @@ def test_lr_sweep_axis_names_the_mdlm_bound_for_masked_diffusion_strategies(tmp_
     assert axis(d[d.model == "pre-ln"]) == "final CE (nats/token)"
     assert axis(d[d.model == "mdlm-ln"]) == "final MDLM bound (nats/token)"
     assert axis(d) == "final loss, nats/token: CE; the MDLM bound for masked diffusion"
+
+
+def test_gradient_figure_marks_the_models_whose_gradient_is_a_random_probes():
+    """GradNorms differentiates a fixed random probe of the pooled output for encoders and masked-diffusion models
+    (interp.collectors.objective), yet the report drew their lines beside the LMs' as 'the loss gradient'. Reference:
+    for a tiny mdlm-ln, block 0's plotted norm is ‖∇θ₀ mean_seq ⟨r, mean-pooled logits⟩‖ with r ~ N(0, I/d) (seed 0),
+    computed by hand, and not the CE gradient's; its line is marked '· probe', the causal model's is not."""
+    import torch
+
+    import interp
+    import interp.collectors as C
+    from interp.collectors.grads import GradNorms
+    from interp.report.inputs import tables_from_results
+    toks = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(0))
+    models = [interp.zoo.build(s, n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=16, d_vocab=50).eval()
+              for s in ("mdlm-ln", "pre-ln")]
+    t = tables_from_results([C.collect(m, toks, collectors=[GradNorms()], progress=False) for m in models])
+    fig = F.gradient_profiles(t, {})
+    line = {tr.name: tr for tr in fig.data}
+    assert set(line) == {"mdlm-ln · probe · params", "pre-ln · params", "mdlm-ln · probe · resid",
+                         "pre-ln · resid"}
+    assert "· probe: a random probe's gradient, not CE's" in fig.layout.title.text
+
+    def block0(loss):
+        m.zero_grad()
+        loss.backward()
+        return torch.sqrt(sum(p.grad.double().pow(2).sum() for p in m.blocks[0].parameters())).item()
+    m = models[0]
+    out = m(toks).double()
+    r = torch.randn(out.shape[-1], generator=torch.Generator().manual_seed(0), dtype=torch.float64) / out.shape[-1] ** .5
+    plotted = line["mdlm-ln · probe · params"].y[0]
+    assert plotted == pytest.approx(block0((out.mean(1) @ r).mean()), rel=1e-6)
+    ce = torch.nn.functional.cross_entropy(m(toks)[:, :-1].flatten(0, 1), toks[:, 1:].flatten())
+    assert abs(plotted - block0(ce)) > 1.0

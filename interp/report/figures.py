@@ -87,12 +87,14 @@ def _style(fig: go.Figure, title: str, x: str, y: str, log_y: bool = False, heig
     return fig
 
 
-def _lines(df: pd.DataFrame, x: str, y: str, colors: Colors, dash_by: str | None = None) -> go.Figure:
+def _lines(df: pd.DataFrame, x: str, y: str, colors: Colors, dash_by: str | None = None,
+           tags: dict[str, str] | None = None) -> go.Figure:
+    """One line per model (and per `dash_by` value), named by the model plus its entry in `tags`."""
     fig = go.Figure()
     for model, g in df.groupby("model", sort=False):
         for key, gg in (g.groupby(dash_by, sort=False) if dash_by else [(None, g)]):
             gg = gg.sort_values(x)
-            name = label(model if key is None else f"{model} · {key}")
+            name = label(f"{model}{(tags or {}).get(model, '')}" + ("" if key is None else f" · {key}"))
             fig.add_trace(go.Scatter(x=gg[x], y=gg[y], mode="lines+markers", name=name,
                                      line=dict(color=_c(colors, model), dash="dot" if key == "resid" else None)))
     return fig
@@ -162,8 +164,20 @@ def gradient_profiles(t: dict, colors: Colors) -> go.Figure | None:
     what = {"params": "block parameters", "resid": "residual stream"}
     title = ("solid: block parameters, dotted: residual stream" if len(kinds) > 1 else
              what.get(next(iter(kinds)), str(next(iter(kinds)))))
-    return _style(_lines(g, "layer", "grad_norm", colors, dash_by="target" if len(kinds) > 1 else None),
+    probe = {m: " · probe" for m in probe_models(t) if m in set(g["model"])}
+    if probe:
+        title += "; · probe: a random probe's gradient, not CE's"
+    return _style(_lines(g, "layer", "grad_norm", colors, dash_by="target" if len(kinds) > 1 else None, tags=probe),
                   f"Gradient norm per layer ({title})", "layer", "‖∂loss/∂·‖₂ (log)", log_y=True)
+
+
+def probe_models(t: dict) -> list[str]:
+    """Models whose gradients are of the fixed random probe, not of next-token CE (interp.collectors.objective:
+    encoders and masked-diffusion models), by the `objective` of their cards."""
+    cards = t.get("cards")
+    if cards is None or "objective" not in cards:
+        return []
+    return list(cards.loc[cards["objective"].isin(["encoder", "mdlm"]), "model"])
 
 
 def angular_heatmap(t: dict, colors: Colors) -> list[go.Figure]:

@@ -145,7 +145,10 @@ def _render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str
                           if abl is not None and not abl.empty else None) if x]))
     from interp.precision.report import section as precision_section
     S.append(precision_section(t, colors, _section, _table))
-    S.append(_section("gradients", "Gradient norms per layer", "Norm of the loss gradient per block.",
+    S.append(_section("gradients", "Gradient norms per layer",
+                      "Norm of the loss gradient per block: next-token CE for causal LMs; for encoders and "
+                      "masked-diffusion models (marked '· probe') a fixed random probe of the mean-pooled output "
+                      "(interp.collectors.objective), whose scale says nothing about CE's.",
                       {"gradients": collect + " with the gradient collector"}, t,
                       figs=[F.gradient_profiles(t, colors)]))
     from interp.report.dynamics import section as dynamics_section
