@@ -265,3 +265,15 @@ def test_austen_missing_says_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setattr(A, "SEARCH", ())
     with pytest.raises(FileNotFoundError, match="apt-get download r-cran-janeaustenr"):
         D.load_corpus("austen")
+
+
+def test_austen_wrong_env_is_an_error_not_another_copy(monkeypatch, tmp_path):
+    from interp.data import austen as A
+    elsewhere = tmp_path / "installed" / "janeaustenr"
+    (elsewhere / "data").mkdir(parents=True)
+    (elsewhere / "data" / "Rdata.rdx").write_bytes(b"")
+    monkeypatch.setattr(A, "SEARCH", (str(elsewhere),))
+    assert A.find_janeaustenr() == elsewhere                  # no variable: the installed copy
+    monkeypatch.setenv("INTERP_JANEAUSTENR", str(tmp_path / "typo"))
+    with pytest.raises(FileNotFoundError, match=r"INTERP_JANEAUSTENR=.*typo has no data/Rdata.rdx"):
+        A.find_janeaustenr()

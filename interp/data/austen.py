@@ -232,14 +232,20 @@ def _read_with_names(r: RReader) -> dict:
 
 
 def find_janeaustenr() -> Path:
-    """The janeaustenr package directory, or a clear error saying how to get it."""
-    cands = [os.environ["INTERP_JANEAUSTENR"]] if os.environ.get("INTERP_JANEAUSTENR") else []
-    for c in cands + list(SEARCH):
+    """The janeaustenr package directory, or a clear error saying how to get it. INTERP_JANEAUSTENR, when set,
+    is the only place looked at: a wrong value is an error, never a silent fall-back to another copy."""
+    how = ("apt-get download r-cran-janeaustenr && dpkg -x r-cran-janeaustenr_*.deb DIR, then set "
+           "INTERP_JANEAUSTENR=DIR/usr/lib/R/site-library/janeaustenr")
+    env = os.environ.get("INTERP_JANEAUSTENR")
+    if env:
+        if (Path(env) / "data" / "Rdata.rdx").is_file():
+            return Path(env)
+        raise FileNotFoundError(f"INTERP_JANEAUSTENR={env} has no data/Rdata.rdx; point it at the janeaustenr "
+                                f"folder that holds data/Rdata.rdx, or unset it. To get one: {how}")
+    for c in SEARCH:
         if (Path(c) / "data" / "Rdata.rdx").is_file():
             return Path(c)
-    raise FileNotFoundError("corpus 'austen' needs Debian's r-cran-janeaustenr: apt-get download "
-                            "r-cran-janeaustenr && dpkg -x r-cran-janeaustenr_*.deb DIR, then set "
-                            "INTERP_JANEAUSTENR=DIR/usr/lib/R/site-library/janeaustenr")
+    raise FileNotFoundError(f"corpus 'austen' needs Debian's r-cran-janeaustenr: {how}")
 
 
 def austen() -> Corpus:
