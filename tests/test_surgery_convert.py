@@ -82,3 +82,17 @@ def test_the_cli_check_reads_the_mask_embedding_and_the_t_path(tmp_path, monkeyp
     monkeypatch.setattr(interp.surgery, "to_rmsnorm", real)
     assert main(["convert", str(tmp_path / "mdlm"), "--to", "rmsnorm", "--out", str(tmp_path / "ok")]) == 0
     assert "half of them [MASK], t = 0, 0.5 and 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stages,where", [(["ln2"], "blocks.0.ln2 is FakeLN"),
+                                          (["ln2", "ln1_qk"], "blocks.0.ln1 is Identity")])
+def test_a_model_in_the_middle_of_ln_removal_is_refused_in_one_line(stages, where):
+    # a FakeLN's frozen divisor is not LayerNorm's: this failed with 'state does not fit the model' (unexpected
+    # ln2.scale) and, after the ln1 split, with AttributeError: 'Identity' object has no attribute 'w'
+    from interp.surgery import remove_stage
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=16, n_heads=2, d_mlp=32, d_vocab=40, n_ctx=10).double().eval()
+    for st in stages:
+        remove_stage(m, st, [TOK % 40])
+    for conv in (to_rmsnorm, to_crmsnorm):
+        with pytest.raises(ValueError, match=f"{where} \\(a model in the middle of LN removal"):
+            conv(m)

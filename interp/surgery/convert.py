@@ -35,6 +35,12 @@ def _check_pre_ln(model) -> None:
     for m in model.modules():
         if m is not model and isinstance(m, ZooModel):
             raise ValueError("nested models are not supported")
+    norms = [(f"blocks.{b.layer}.{n}", getattr(b, n)) for b in model.blocks for n in ("ln1", "ln2")]
+    for name, n in norms + [("ln_final", model.ln_final)]:  # LN removal swaps them for FakeLN / Identity
+        if type(n) is not LayerNorm:
+            raise ValueError(f"conversion needs every ln1 / ln2 / ln_final to be a LayerNorm, but {name} is "
+                             f"{type(n).__name__} (a model in the middle of LN removal?): convert before removing "
+                             "LayerNorm; a finished removal folded by fold_fakeln has no norm left to convert")
 
 
 def _rms_state(model) -> dict[str, torch.Tensor]:
