@@ -199,3 +199,27 @@ def test_gradient_figure_marks_the_models_whose_gradient_is_a_random_probes():
     assert plotted == pytest.approx(block0((out.mean(1) @ r).mean()), rel=1e-6)
     ce = torch.nn.functional.cross_entropy(m(toks)[:, :-1].flatten(0, 1), toks[:, 1:].flatten())
     assert abs(plotted - block0(ce)) > 1.0
+
+
+def test_norm_scale_axis_names_the_rmsnorm_divisor():
+    """The axis said 'scale = √(var + ε)' for every model, but an RMSNorm divides by √(mean x² + ε) (SmolLM2, Gemma,
+    pre-rmsnorm). Reference: for a tiny pre-rmsnorm, the plotted median of ln1 at block 1 is the median over tokens
+    of √(mean x² + ε) of the block's input from run_with_cache (within the collector's 2.3 % histogram bin), which
+    √(var + ε) is not."""
+    import torch
+
+    import interp
+    import interp.collectors as C
+    from interp.report.inputs import tables_from_results
+    m = interp.zoo.build("pre-rmsnorm", n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=16, d_vocab=50).eval()
+    with torch.no_grad():  # a stream with a mean across dims (as trained models have), so the two divisors differ
+        m.embed.weight += torch.linspace(0, 0.2, 32)
+    toks = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(0))
+    fig = F.norm_scales(tables_from_results([C.collect(m, toks, collectors=[C.NormScales()], progress=False)]), {})
+    assert fig.layout.yaxis.title.text == "divisor: √(var + ε), RMSNorm √(mean x² + ε) (log)"
+    line = next(tr for tr in fig.data if tr.name == "pre-rmsnorm · ln1")
+    _, cache = m.run_with_cache(toks)
+    x, eps = cache["blocks.1.hook_resid_pre"].double(), m.blocks[1].ln1.eps
+    rms = (x.pow(2).mean(-1) + eps).sqrt().flatten().median().item()
+    sd = (x.var(-1, unbiased=False) + eps).sqrt().flatten().median().item()
+    assert line.y[list(line.x).index(1)] == pytest.approx(rms, rel=0.025) and abs(rms / sd - 1) > 0.05

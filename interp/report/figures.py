@@ -230,7 +230,7 @@ def norm_scales(t: dict, colors: Colors) -> go.Figure | None:
         fig.add_trace(go.Scatter(x=g["layer"], y=g["median"], mode="lines+markers", name=label(f"{model} · {norm}"),
                                  line=dict(color=c, dash=None if str(norm).startswith("ln1") else "dash")))
     return _style(fig, "Norm scale (hook_scale) per layer: median and 5–95% band", "layer",
-                  "scale = √(var + ε) (log)", log_y=True)
+                  "divisor: √(var + ε), RMSNorm √(mean x² + ε) (log)", log_y=True)
 
 
 def dla_error_bars(t: dict, colors: Colors) -> go.Figure | None:
