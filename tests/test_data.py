@@ -45,6 +45,28 @@ def test_split_is_by_whole_book_deterministic_and_order_free(kjv):
     assert D.split_by_book(kjv, 0.1)[1].hash == va.hash
 
 
+def test_split_keeps_copies_of_a_book_on_one_side():
+    # a folder with Jupyter checkpoint copies: each chapter twice, under two names
+    texts = [f"chapter {i} " * (100 + i) for i in range(8)]
+    books = [Book(f"ch{i}.txt", t) for i, t in enumerate(texts)]
+    books += [Book(f".ipynb_checkpoints/ch{i}-checkpoint.txt", t) for i, t in enumerate(texts)]
+    tr, va = D.split_by_book(Corpus("c", tuple(books)), 0.1)
+    assert not {b.text for b in tr.books} & {b.text for b in va.books}
+    assert len(tr.books) + len(va.books) == 16 and va.books and tr.books
+    # the rule picks the first book by name hash and brings its copy along
+    first = min(books, key=lambda b: hashlib.sha256(b.name.encode()).hexdigest())
+    assert [b.name for b in va.books if b.text == first.text] and first in va.books
+    # with no copies the rule is unchanged: books by name hash until validation holds >= 10 % (brute force)
+    distinct = Corpus("d", tuple(books[:8]))
+    want, size = [], 0
+    for b in sorted(distinct.books, key=lambda b: hashlib.sha256(b.name.encode()).hexdigest())[:-1]:
+        if size >= 0.1 * distinct.n_chars:
+            break
+        want.append(b.name)
+        size += len(b.text)
+    assert sorted(b.name for b in D.split_by_book(distinct, 0.1)[1].books) == sorted(want)
+
+
 def test_corpus_hash_changes_with_content():
     a = Corpus("x", (Book("a", "hello"), Book("b", "world")))
     b = Corpus("x", (Book("a", "hello"), Book("b", "world!")))

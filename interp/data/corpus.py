@@ -7,7 +7,9 @@ Sources (`load_corpus(spec)`):
   "hf:NAME[:SPLIT]" a Hugging Face dataset that is already in the local cache (never downloaded)
 
 Split rule (`split_by_book`): books are ordered by the SHA-256 of their name and moved to validation in that
-order until validation holds at least `val_fraction` of the characters; at least one book stays in train.
+order until validation holds at least `val_fraction` of the characters; at least one book stays in train. Books
+with identical text (a copy, e.g. in .ipynb_checkpoints; a repeated dataset row) move with the first of them, so
+no text is in both halves.
 The rule depends only on the book names and sizes, never on a random state. For the KJV with the default
 val_fraction=0.1 validation is 15 books (0.50 M characters; train: 51 books, 3.64 M characters): 2 Samuel,
 Proverbs, Ecclesiastes, Song of Solomon, Lamentations, Joel, Obadiah, Habakkuk, Zephaniah, Acts, Philippians,
@@ -156,13 +158,18 @@ def split_by_book(corpus: Corpus, val_fraction: float = 0.1) -> tuple[Corpus, Co
     if len(corpus.books) < 2:
         raise ValueError(f"corpus {corpus.name!r} has one book; a split by book needs at least two "
                          "(pass a folder of several files)")
-    order = sorted(corpus.books, key=lambda b: hashlib.sha256(b.name.encode()).hexdigest())
-    val, size = set(), 0
-    for b in order[:-1]:
+    books = corpus.books
+    order = sorted(range(len(books)), key=lambda i: hashlib.sha256(books[i].name.encode()).hexdigest())
+    same_text: dict[str, list[int]] = {}   # books with one text move together: no text lands in both halves
+    for i in order:
+        same_text.setdefault(books[i].text, []).append(i)
+    val: set[int] = set()
+    size = 0
+    for group in list(same_text.values())[:-1]:
         if size >= val_fraction * corpus.n_chars:
             break
-        val.add(b.name)
-        size += len(b.text)
-    train = tuple(b for b in corpus.books if b.name not in val)
-    valid = tuple(b for b in corpus.books if b.name in val)
+        val.update(group)
+        size += sum(len(books[i].text) for i in group)
+    train = tuple(b for i, b in enumerate(books) if i not in val)
+    valid = tuple(b for i, b in enumerate(books) if i in val)
     return Corpus(f"{corpus.name}/train", train), Corpus(f"{corpus.name}/val", valid)
