@@ -272,6 +272,27 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path, name):
     assert again.card.strategy == name and again.card.placement == model.card.placement
 
 
+def test_a_checkpoint_of_the_earlier_scalar_gate_td_ln_loads(tmp_path):
+    """TD-LN before per-channel gates stored gate_w, gate_b as [2] (slope as is); interp.zoo.load refused such a
+    checkpoint ("tensor(s) of another shape") though the norm converts it. Reference: the old scalar-gate formula
+    γ(t) = s·w0 + (1 − s)·w1, s = σ(w_old·t + b_old), written out here."""
+    from safetensors.torch import load_file, save_file
+    build("td-ln", **SMALL).save(tmp_path / "old")
+    sd = load_file(tmp_path / "old" / "model.safetensors")
+    for k in [k for k in sd if k.endswith("gate_w")]:
+        sd[k], sd[k[:-1] + "b"] = torch.tensor([1.5, 0.7]), torch.tensor([0.2, -0.1])
+    for k in [k for k in sd if k.endswith(("ln1.w1", "ln1.b1"))]:
+        sd[k] = sd[k] + 0.5
+    save_file(sd, str(tmp_path / "old" / "model.safetensors"), metadata={"format": "interp-zoo"})
+    norm = load(tmp_path / "old").blocks[1].ln1
+    t = torch.tensor([0.3, -1.2])
+    p = {k: sd[f"blocks.1.ln1.{k}"] for k in ("w0", "w1", "b0", "b1")}
+    sg, sb = torch.sigmoid(1.5 * t + 0.2)[:, None], torch.sigmoid(0.7 * t - 0.1)[:, None]
+    gamma, beta = norm.params(t)
+    torch.testing.assert_close(gamma, sg * p["w0"] + (1 - sg) * p["w1"])
+    torch.testing.assert_close(beta, sb * p["b0"] + (1 - sb) * p["b1"])
+
+
 def test_float64_checkpoint_loads_without_precision_loss(tmp_path):
     model = _randomize(build("pre-ln", **SMALL).double()).eval()
     model.save(tmp_path / "f64")

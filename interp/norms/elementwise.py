@@ -58,13 +58,16 @@ class TDLayerNorm(Norm):
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [b, t, 1]
         return self.hook_normalized(x / scale * gamma[:, None] + beta[:, None])
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def upgrade_state_dict(self, state_dict: dict, prefix: str) -> None:
         """Checkpoints of the earlier TD-LN (one scalar gate per γ / β, slope stored as is, [2]) load unchanged:
-        their gates become per-channel rows with slope − 1 = w_old − 1 (same function)."""
+        their gates become per-channel rows with slope − 1 = w_old − 1 (same function), in `state_dict` in place."""
         w, b = state_dict.get(prefix + "gate_w"), state_dict.get(prefix + "gate_b")
         if w is not None and b is not None and w.shape == (2,) and b.shape == (2,):
             state_dict[prefix + "gate_w"] = (w - 1)[:, None].expand(2, self.d).clone()
             state_dict[prefix + "gate_b"] = b[:, None].expand(2, self.d).clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self.upgrade_state_dict(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

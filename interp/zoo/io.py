@@ -121,6 +121,9 @@ def load(directory: str | Path, dtype: torch.dtype | str = torch.float32, step: 
     if state is None:  # step 0: the initialisation of the recorded seed, rebuilt exactly as training did
         state = _initial_state(cfg, training, d)
     model = ZooModel(cfg, tokenizer=tokenizer).to(dtype)  # cast first: loading copies into these tensors
+    for name, m in model.named_modules():  # earlier layouts (TD-LN's scalar gates) in today's shapes, before the check
+        if hasattr(m, "upgrade_state_dict"):
+            m.upgrade_state_dict(state, f"{name}." if name else "")
     want = model.state_dict()
     wrong = [f"{k} {tuple(v.shape)} (config wants {tuple(want[k].shape)})" for k, v in state.items()
              if k in want and v.shape != want[k].shape]
