@@ -223,3 +223,25 @@ def test_norm_scale_axis_names_the_rmsnorm_divisor():
     rms = (x.pow(2).mean(-1) + eps).sqrt().flatten().median().item()
     sd = (x.var(-1, unbiased=False) + eps).sqrt().flatten().median().item()
     assert line.y[list(line.x).index(1)] == pytest.approx(rms, rel=0.025) and abs(rms / sd - 1) > 0.05
+
+
+def test_logit_lens_axis_is_the_stream_depth():
+    """The lens figure's x-axis said 'layer', but its points are the stream depths 0..L (a 2-block model has three:
+    the embeddings, then each block's output). Reference: at depth 0 the plotted probability is the embeddings read
+    through ln_final and the unembedding, at depth 1 block 0's output, by hand in float64."""
+    import torch
+
+    import interp
+    from interp.report.main_job import attribution_tables
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=16, d_vocab=50).eval()
+    toks = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(0))
+    fig = F.logit_lens({"logit_lens": attribution_tables(m, toks, lambda s: None)["logit_lens"]}, {})
+    assert fig.layout.xaxis.title.text == "depth ℓ (0 = embeddings, ℓ = after ℓ blocks: the output of block ℓ−1)"
+    line = fig.data[0]
+    assert list(line.x) == [0, 1, 2]
+    with torch.no_grad():
+        logits, cache = m.run_with_cache(toks)
+        top = logits.argmax(-1, keepdim=True)
+        for depth, h in ((0, cache["blocks.0.hook_resid_pre"]), (1, cache["blocks.0.hook_resid_post"])):
+            p = m.unembed(m.ln_final(h)).double().softmax(-1).gather(-1, top).mean().item()
+            assert line.y[depth] == pytest.approx(p, rel=1e-5)

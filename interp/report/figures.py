@@ -269,7 +269,7 @@ def logit_lens(t: dict, colors: Colors) -> go.Figure | None:
     if d is None or d.empty:
         return None
     return _style(_lines(d, "layer", "prob", colors), "Logit lens: probability of the target per layer (mean over "
-                  "positions)", "layer", "p(target)")
+                  "positions)", DEPTH, "p(target)")  # its `layer` is the stream depth (interp.attribution.lens)
 
 
 def training_curves(t: dict, colors: Colors) -> go.Figure | None:
