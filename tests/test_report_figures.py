@@ -245,3 +245,34 @@ def test_logit_lens_axis_is_the_stream_depth():
         for depth, h in ((0, cache["blocks.0.hook_resid_pre"]), (1, cache["blocks.0.hook_resid_post"])):
             p = m.unembed(m.ln_final(h)).double().softmax(-1).gather(-1, top).mean().item()
             assert line.y[depth] == pytest.approx(p, rel=1e-5)
+
+
+def test_gradient_axis_says_which_stream_a_dotted_point_is():
+    """The gradient figure's x-axis said 'layer' for both kinds, but params points are blocks 0..L−1 and the dotted
+    resid points stream depths 0..L. Reference: the dotted point at x = 0 is the mean per-token ‖∂ΣCE/∂h‖ at the
+    input of block 0, at x = L at the last block's output (run_with_hooks + backward by hand)."""
+    import torch
+
+    import interp
+    import interp.collectors as C
+    from interp.collectors.grads import GradNorms
+    from interp.report.inputs import tables_from_results
+    m = interp.zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=16, d_vocab=50).eval()
+    toks = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(0))
+    g = tables_from_results([C.collect(m, toks, collectors=[GradNorms()], progress=False)])["gradients"]
+    axis = lambda d: F.gradient_profiles({"gradients": d}, {}).layout.xaxis.title.text  # noqa: E731
+    assert axis(g) == "block ℓ (dotted: the stream entering block ℓ; at ℓ = L, the last block's output)"
+    assert axis(g[g.target == "params"]) == "block ℓ"
+    assert axis(g[g.target == "resid"]) == "depth ℓ (0 = embeddings, ℓ = after ℓ blocks: the output of block ℓ−1)"
+    kept = {}
+
+    def keep(x, hook):
+        x.retain_grad()
+        kept[hook.name] = x
+        return x
+    logits = m.run_with_hooks(toks, fwd_hooks=[("blocks.0.hook_resid_pre", keep), ("blocks.1.hook_resid_post", keep)])
+    torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), toks[:, 1:].flatten(), reduction="sum").backward()
+    dotted = next(tr for tr in F.gradient_profiles({"gradients": g}, {}).data if tr.name == "pre-ln · resid")
+    assert list(dotted.x) == [0, 1, 2] and dotted.line.dash == "dot"
+    assert dotted.y[0] == pytest.approx(kept["blocks.0.hook_resid_pre"].grad.norm(dim=-1).mean().item(), rel=1e-5)
+    assert dotted.y[2] == pytest.approx(kept["blocks.1.hook_resid_post"].grad.norm(dim=-1).mean().item(), rel=1e-5)

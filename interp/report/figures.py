@@ -167,8 +167,11 @@ def gradient_profiles(t: dict, colors: Colors) -> go.Figure | None:
     probe = {m: " · probe" for m in probe_models(t) if m in set(g["model"])}
     if probe:
         title += "; · probe: a random probe's gradient, not CE's"
+    # `layer`: the block (params) or the stream depth (resid: ℓ = the stream entering block ℓ, L = the last output)
+    x = ("block ℓ" if kinds == {"params"} else DEPTH if kinds == {"resid"} else
+         "block ℓ (dotted: the stream entering block ℓ; at ℓ = L, the last block's output)")
     return _style(_lines(g, "layer", "grad_norm", colors, dash_by="target" if len(kinds) > 1 else None, tags=probe),
-                  f"Gradient norm per layer ({title})", "layer", "‖∂loss/∂·‖₂ (log)", log_y=True)
+                  f"Gradient norm per layer ({title})", x, "‖∂loss/∂·‖₂ (log)", log_y=True)
 
 
 def probe_models(t: dict) -> list[str]:
