@@ -142,6 +142,18 @@ def test_shipped_tokenizer_round_trips_validation_text_and_hash_matches():
     assert D.tokenizer_hash(D.TOKENIZER_PATH) == hashlib.sha256(D.TOKENIZER_PATH.read_bytes()).hexdigest()
 
 
+def test_prepare_refuses_a_tokenizer_of_another_size_than_asked(tmp_path):
+    c = Corpus("c", (Book("a", "alpha beta gamma delta " * 300), Book("b", "epsilon zeta eta theta " * 300)))
+    path = tmp_path / "tok.json"
+    d = D.prepare(c, path, vocab_size=270)                     # missing: trained with the size asked for
+    assert d.tokenizer.vocab_size == 270 and path.is_file()
+    assert D.prepare(c, path).tokenizer.vocab_size == 270     # unset: whatever the file holds
+    with pytest.raises(ValueError, match=r"tok.json has 270 tokens, not the 1024 asked for"):
+        D.prepare(c, path, vocab_size=1024)
+    with pytest.raises(ValueError, match=r"has 4096 tokens, not the 1024 asked for"):
+        D.get_tokenizer(path=D.TOKENIZER_PATH, vocab_size=1024)
+
+
 def test_batches_are_bos_then_contiguous_stream_slices_and_pure_in_step():
     stream = torch.arange(10, 1010)
     tb = D.TokenBatches(stream, seq_len=16, batch_size=5, bos_id=0, seed=3)

@@ -39,21 +39,28 @@ class Prepared:
                 "tokenizer_vocab": getattr(self.tokenizer, "vocab_size", None)}
 
 
-def get_tokenizer(train: Corpus | None = None, path: str | Path = TOKENIZER_PATH, vocab_size: int = 4096):
-    """Load the BPE at `path`; if it is missing, train it on `train` (the KJV training split by default) and save."""
+def get_tokenizer(train: Corpus | None = None, path: str | Path = TOKENIZER_PATH, vocab_size: int | None = None):
+    """Load the BPE at `path`; if it is missing, train it on `train` (the KJV training split by default) with
+    `vocab_size` tokens (4096 when None) and save. An existing file of another size than a given `vocab_size` is
+    an error, not a silent substitute."""
     path = Path(path)
     if path.is_file():
-        return load_tokenizer(path)
+        tok = load_tokenizer(path)
+        if vocab_size is not None and tok.vocab_size != vocab_size:
+            raise ValueError(f"{path} has {tok.vocab_size} tokens, not the {vocab_size} asked for; pass "
+                             "tokenizer_path= a new file to train one of that size, or leave vocab_size unset")
+        return tok
     if train is None:
         train = split_by_book(load_corpus("kjv"))[0]
-    tok = train_bpe([b.text for b in train.books], vocab_size)
+    tok = train_bpe([b.text for b in train.books], vocab_size or 4096)
     save_tokenizer(tok, path)
     return tok
 
 
 def prepare(corpus: str | Corpus = "kjv", tokenizer_path: str | Path | None = TOKENIZER_PATH,
-            vocab_size: int = 4096, val_fraction: float = 0.1) -> Prepared:
-    """Load, split by book and tokenize a corpus; `tokenizer_path=None` uses the byte-level fallback."""
+            vocab_size: int | None = None, val_fraction: float = 0.1) -> Prepared:
+    """Load, split by book and tokenize a corpus; `tokenizer_path=None` uses the byte-level fallback, and
+    `vocab_size` applies when the tokenizer file is missing and trained here (see `get_tokenizer`)."""
     c = load_corpus(corpus) if isinstance(corpus, str) else corpus
     train, val = split_by_book(c, val_fraction)
     if tokenizer_path is None:
