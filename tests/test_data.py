@@ -97,6 +97,16 @@ def test_bad_corpora_raise_one_clear_error(tmp_path):
         D.split_by_book(Corpus("one", (Book("a", "text"),)))
 
 
+def test_empty_corpus_name_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch):
+    (tmp_path / "notes.md").write_text("a stray note " * 20)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "log.txt").write_text("a stray log " * 20)
+    monkeypatch.chdir(tmp_path)
+    for spec in ("", "  "):
+        with pytest.raises(ValueError, match="corpus is an empty string; pass 'kjv'"):
+            D.load_corpus(spec)
+
+
 def test_hf_corpus_stays_offline_when_datasets_was_imported_online(monkeypatch):
     """datasets / huggingface_hub read HF_HUB_OFFLINE at import: imported before (by transformers, a model load)
     without it, they stay online, and setting the variable later changes nothing. No socket may be opened."""

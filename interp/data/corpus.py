@@ -136,6 +136,8 @@ def _hf_offline():
 
 def load_corpus(spec: str = "kjv") -> Corpus:
     """Load a corpus by name ('kjv', 'austen'), path, or 'hf:NAME[:SPLIT]'; every failure is one clear error."""
+    if not str(spec).strip():  # as a path, '' is the current folder: every .txt / .md below it would be read
+        raise ValueError("corpus is an empty string; pass 'kjv', 'austen', a text file, a folder or 'hf:NAME'")
     if spec == "kjv":
         c = kjv()
     elif spec == "austen":
