@@ -198,6 +198,21 @@ def test_heldout_tokens_are_the_validation_stream_from_its_start():
     assert x.shape == (3, 32) and (x[:, 0] == tok.bos_id).all() and x[0, 1:].tolist() == first
 
 
+def test_heldout_sample_of_a_small_corpus_is_refused_not_shortened(tmp_path):
+    for i in range(5):
+        (tmp_path / f"b{i}.txt").write_text(f"book {i} says hello world " * (40 + 10 * i))
+    _, val = D.split_by_book(D.load_corpus(str(tmp_path)))
+    chars = len("\n\n".join(b.text for b in val.books))
+    n_tok = len(D.encode_corpus(val, D.load_tokenizer(D.TOKENIZER_PATH)))
+    windows = n_tok // 127
+    with pytest.raises(ValueError, match=f"has {n_tok} tokens, {windows} windows of 127: fewer than the 8 sequences"):
+        D.heldout_tokens(8, 128, corpus=str(tmp_path))
+    assert D.heldout_tokens(windows, 128, corpus=str(tmp_path)).shape == (windows, 128)
+    with pytest.raises(ValueError, match=f"hold {chars} characters, fewer than 8 passages × 400 characters"):
+        D.heldout_texts(8, 400, corpus=str(tmp_path))
+    assert all(len(t) > 300 for t in D.heldout_texts(chars // 400, 400, corpus=str(tmp_path)))
+
+
 def test_austen_lazyload_database_reads_the_six_novels():
     from interp.data import austen as A
     try:

@@ -75,6 +75,9 @@ def heldout_texts(n: int = 8, chars: int = 400, corpus: str = "kjv") -> list[str
     """`n` fixed passages of about `chars` characters from the validation books (whole words, no BOS)."""
     _, val = split_by_book(load_corpus(corpus))
     text = "\n\n".join(b.text for b in val.books)
+    if len(text) < n * chars:  # else the last passages would come back short or empty
+        raise ValueError(f"the validation books of corpus {corpus!r} hold {len(text)} characters, fewer than "
+                         f"{n} passages × {chars} characters; ask for fewer or shorter passages")
     step = max(chars, len(text) // n)
     out = []
     for i in range(n):
@@ -87,8 +90,14 @@ def heldout_texts(n: int = 8, chars: int = 400, corpus: str = "kjv") -> list[str
 def heldout_tokens(n_seqs: int = 8, seq_len: int = 128, corpus: str = "kjv",
                    tokenizer_path: str | Path = TOKENIZER_PATH) -> torch.Tensor:
     """The fixed evaluation sample: the first `n_seqs` windows of the validation stream, BOS first: [n, seq_len]."""
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be at least 2 (BOS and one token), got {seq_len}")
     tok = load_tokenizer(tokenizer_path)
     val = encode_corpus(split_by_book(load_corpus(corpus))[1], tok)
+    if len(val) // (seq_len - 1) < n_seqs:  # else fewer rows would come back than asked for
+        raise ValueError(f"the validation stream of corpus {corpus!r} has {len(val)} tokens, "
+                         f"{len(val) // (seq_len - 1)} windows of {seq_len - 1}: fewer than the {n_seqs} sequences "
+                         "asked for; ask for fewer or shorter sequences")
     b = TokenBatches(val, seq_len - 1, n_seqs, tok.bos_id, shuffle=False).first(1)[0]
     return torch.cat([b.x, b.y[:, -1:]], 1)
 
