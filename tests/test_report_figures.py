@@ -276,3 +276,19 @@ def test_gradient_axis_says_which_stream_a_dotted_point_is():
     assert list(dotted.x) == [0, 1, 2] and dotted.line.dash == "dot"
     assert dotted.y[0] == pytest.approx(kept["blocks.0.hook_resid_pre"].grad.norm(dim=-1).mean().item(), rel=1e-5)
     assert dotted.y[2] == pytest.approx(kept["blocks.1.hook_resid_post"].grad.norm(dim=-1).mean().item(), rel=1e-5)
+
+
+def test_whole_numbers_of_a_float_column_print_in_full():
+    """A card without n_params made the column float, and the Models table printed 134515008 to 4 significant digits
+    ('1.345e+08'); whole numbers now print as the integers they are, other floats as before, NaN as —."""
+    import re
+
+    from interp.report.render import _fmt, render_html
+    t = tables()
+    t["cards"] = t["cards"].assign(n_params=[134515008] * (len(t["cards"]) - 1) + [None])
+    html = render_html(t, sources=["x"])
+    models = html[html.index('<section id="models">'):].split("</section>")[0]
+    cells = re.findall(r'<td class="num">([^<]*)</td>', models)
+    assert cells.count("134,515,008") == len(t["cards"]) - 1 and "1.345e+08" not in models and "—" in models
+    assert [_fmt(v) for v in (65504.0, 12345.0, 3.14159, 4.0, 1e-13, 1e20, float("inf"))] == \
+        ["65,504", "12,345", "3.142", "4", "1e-13", "1e+20", "inf"]

@@ -22,12 +22,16 @@ _TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _fmt(v: object) -> str:
+    """A table cell as text: whole numbers in full (also when a missing cell made their column float: 4 significant
+    digits would print 134,515,008 as 1.345e+08), other floats to 4 significant digits, NaN as —."""
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
     if isinstance(v, (int, np.integer)):
         return f"{int(v):,}"
     if isinstance(v, (float, np.floating)):
-        return "—" if math.isnan(v) else f"{v:.4g}"
+        if math.isnan(v):
+            return "—"
+        return f"{int(v):,}" if math.isfinite(v) and v == int(v) and 1e4 <= abs(v) < 1e15 else f"{v:.4g}"
     return "" if v is None else str(v)
 
 
