@@ -174,3 +174,17 @@ def test_cond_as_a_number_is_shared_by_the_batch_and_a_wrong_shape_is_refused(na
     for bad in (torch.tensor([0.1, 0.2, 0.3]), torch.zeros(2, 2)):
         with pytest.raises(ValueError, match=r"cond must hold one value per sequence.*2 sequences"):
             model(tokens, cond=bad)
+
+
+def test_bf16_rotary_tables_are_the_true_cos_sin_rounded_once():
+    """A bf16 model took the RoPE angles pos·θ_k in bf16 before cos / sin (off by up to 0.125 rad at position 127);
+    the tables are now the float64 values rounded once to bf16, as MDLM's rotary code computes them in float32."""
+    from interp.zoo.model import rope_tables
+    half, pos = 8, torch.arange(128)
+    ang = pos[:, None].double() * torch.tensor([10000.0 ** (-k / half) for k in range(half)], dtype=torch.float64)
+    c, s = rope_tables(pos, 2 * half, torch.bfloat16)
+    assert c.dtype == torch.bfloat16
+    ulp = 2.0 ** -8  # bf16 spacing just below 1: one rounding is within half of it (one ulp allowed)
+    torch.testing.assert_close(c[:, 0].double(), torch.cat([ang.cos(), ang.cos()], -1), atol=ulp, rtol=0)
+    torch.testing.assert_close(s[:, 0].double(), torch.cat([-ang.sin(), ang.sin()], -1), atol=ulp, rtol=0)
+

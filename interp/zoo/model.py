@@ -29,12 +29,13 @@ from interp.zoo.config import ZooConfig
 def rope_tables(pos: torch.Tensor, d_head: int, dtype: torch.dtype,
                 base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """RoPE's (C, S) for `rotate`, [t, 1, d_head] or [b, t, 1, d_head] as pos is [t] or [b, t]: C = [cos, cos],
-    S = [−sin, sin] of pos·base^(−k/(d_head/2)), angles rounded to `dtype` and cos / sin taken there. One pair
-    serves q and k of every layer of a forward."""
-    half = d_head // 2
+    S = [−sin, sin] of pos·base^(−k/(d_head/2)), angles and cos / sin in `dtype`, for bf16 / fp16 in float32 and
+    then rounded to `dtype` (as MDLM's and transformers' rotary code do: a bf16 angle is off by up to 0.125 rad at
+    position 127). One pair serves q and k of every layer of a forward."""
+    half, work = d_head // 2, torch.promote_types(dtype, torch.float32)
     inv = base ** (-torch.arange(half, dtype=torch.float64, device=pos.device) / half)
-    ang = (pos.to(torch.float64)[..., None] * inv).to(dtype)  # [t, half] or [b, t, half]
-    cos, sin = ang.cos()[..., None, :], ang.sin()[..., None, :]  # broadcast over heads
+    ang = (pos.to(torch.float64)[..., None] * inv).to(work)  # [t, half] or [b, t, half]
+    cos, sin = ang.cos()[..., None, :].to(dtype), ang.sin()[..., None, :].to(dtype)  # broadcast over heads
     return torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)
 
 
