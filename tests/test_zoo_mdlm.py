@@ -188,3 +188,16 @@ def test_bf16_rotary_tables_are_the_true_cos_sin_rounded_once():
     torch.testing.assert_close(c[:, 0].double(), torch.cat([ang.cos(), ang.cos()], -1), atol=ulp, rtol=0)
     torch.testing.assert_close(s[:, 0].double(), torch.cat([-ang.sin(), ang.sin()], -1), atol=ulp, rtol=0)
 
+
+def test_bf16_t_embedding_features_are_the_true_values_rounded_once():
+    """A bf16 model took DiT's arguments 1000·t·f_k in bf16 before cos / sin (off by up to 2 rad near t = 1); the
+    features are now the float64 values rounded once to bf16, as DiT's timestep_embedding computes them in float32."""
+    from interp.zoo.conditioning import TimeEmbedding
+    emb = TimeEmbedding(16).to(torch.bfloat16)
+    t = torch.linspace(0, 1, 11)
+    freqs = torch.tensor([10000.0 ** (-k / 128) for k in range(128)], dtype=torch.float64)
+    args = 1000 * t.double()[:, None] * freqs
+    ref = torch.cat([args.cos(), args.sin()], -1) / math.sqrt(128)
+    got = emb.features(t)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), ref, atol=2.0 ** -11, rtol=0)  # one ulp at |f| ≤ 1/√128 < 1/8

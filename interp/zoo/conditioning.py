@@ -25,12 +25,14 @@ class TimeEmbedding(nn.Module):
 
     def features(self, t: torch.Tensor) -> torch.Tensor:
         """[cos(1000·t·f_k), sin(1000·t·f_k)] / √half, f_k = max_period^(−k/half), k < half = n_freq/2: [b, n_freq]
-        (unit norm)."""
+        (unit norm), in the weights' dtype; a bf16 / fp16 model computes them in float32 as DiT does (its arguments
+        reach 1000, where a bf16 number is off by up to 2) and rounds the features."""
         half = self.n_freq // 2
         dtype = self.mlp[0].weight.dtype
-        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
-        args = (self.t_scale * t.to(dtype))[:, None] * freqs[None]
-        return torch.cat([torch.cos(args), torch.sin(args)], -1) / math.sqrt(half)
+        work = torch.promote_types(dtype, torch.float32)
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, dtype=work, device=t.device) / half)
+        args = (self.t_scale * t.to(work))[:, None] * freqs[None]
+        return (torch.cat([torch.cos(args), torch.sin(args)], -1) / math.sqrt(half)).to(dtype)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:  # [b] -> [b, d]
         return self.mlp(self.features(t))
