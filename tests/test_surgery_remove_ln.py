@@ -191,14 +191,44 @@ def test_cli_tokenizes_the_corpus_with_a_zoo_checkpoints_own_tokenizer(tmp_path,
     seen = {}
 
     def capture(model, tokens, eval_tokens, **kw):
-        seen.update(tokens=tokens, eval_tokens=eval_tokens)
+        seen.update(tokens=tokens, eval_tokens=eval_tokens, **kw)
         raise RuntimeError("stop here")
     monkeypatch.setattr(interp.surgery, "remove_layernorm", capture)
     assert main(["remove-ln", str(tmp_path / "z"), "--out", str(tmp_path / "o"), "--eval-seqs", "2",
-                 "--corpus", str(books)]) == 1
+                 "--corpus", str(books), "--seed", "3"]) == 1
     first_train, first_val = tok.encode(train.books[0].text), tok.encode(val.books[0].text)
     assert seen["tokens"][:100].tolist() == first_train[:100]
     assert seen["eval_tokens"].shape == (2, 17)
     assert seen["eval_tokens"][0].tolist() == [tok.bos_id] + first_val[:16]
     assert seen["eval_tokens"][1].tolist() == [tok.bos_id] + first_val[16:32]
     assert not (tmp_path / "o").exists()
+    assert seen["seed"] == 3  # --seed reaches the removal (it was only torch.manual_seed, which nothing there reads)
+
+
+def test_seed_picks_other_calibration_windows_and_finetune_shuffles(monkeypatch):
+    """remove_layernorm took no seed, so `interp remove-ln --seed` changed nothing (seeds 0 and 1 wrote identical
+    weights). Reference for seed 0, kept as it was: stage k's windows are [BOS] + the stream's window i (i drawn by
+    torch.Generator seeded 1000 + k) and its fine-tune reads shuffle k; another seed draws other real windows."""
+    import interp.surgery.remove_ln as R
+    import interp.train
+    calib, shuffles, real = [], [], R.remove_stage
+    monkeypatch.setattr(R, "remove_stage", lambda m, st, c: calib.append(torch.cat(c)) or real(m, st, c))
+    monkeypatch.setattr(interp.train, "fine_tune", lambda *a, seed, **kw: shuffles.append(seed))
+    runs = {}
+    for seed in (0, 1):
+        calib.clear(), shuffles.clear()
+        R.remove_layernorm(build(), STREAM, EVAL, steps_per_stage=1, calib_batches=1, batch_size=2, seed=seed)
+        runs[seed] = ([c.clone() for c in calib], list(shuffles))
+    L, bos = EVAL.shape[1] - 1, 0  # window stride; the tiny model has no tokenizer: BOS 0
+    for k in range(len(STAGES)):
+        idx = torch.randint(0, len(STREAM) // L, (2,), generator=torch.Generator().manual_seed(1000 + k))
+        want = torch.stack([torch.cat([torch.tensor([bos]), STREAM[i * L:i * L + L - 1]]) for i in idx.tolist()])
+        assert torch.equal(runs[0][0][k], want)
+        for row in runs[1][0][k]:  # a real training window, BOS first
+            starts = [i for i in range(len(STREAM) // L) if torch.equal(STREAM[i * L:i * L + L - 1], row[1:])]
+            assert row[0] == bos and starts
+    assert runs[0][1] == [0, 1, 2, 3, 4] * 2  # removal, then the matched control on the same shuffles
+    assert not any(torch.equal(a, b) for a, b in zip(runs[0][0], runs[1][0]))
+    assert len(runs[1][1]) == 10 and not set(runs[1][1]) & set(runs[0][1])
+    with pytest.raises(ValueError, match="seed must be a whole number ≥ 0, got -1"):
+        R.remove_layernorm(build(), STREAM, EVAL, steps_per_stage=0, seed=-1)

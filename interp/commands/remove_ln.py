@@ -34,7 +34,7 @@ def corpus_tokens(tok, corpus: str, n_eval: int, seq: int):
 def run(args: argparse.Namespace) -> None:
     from interp.commands._check import apart, at_least, dir_target, local_model, positive_finite
     from interp.outputs import atomic_write_bytes, install_dir, json_safe, temp_dir
-    at_least(args, steps_per_stage=1, batch_size=1, eval_seqs=1, threads=1, seq_len=2)
+    at_least(args, steps_per_stage=1, batch_size=1, eval_seqs=1, threads=1, seq_len=2, seed=0)
     positive_finite(args, "lr")
     out = Path(args.out)
     apart(args.out, args.model)
@@ -58,12 +58,12 @@ def run(args: argparse.Namespace) -> None:
         train_tokens = data.prepare(args.corpus).train_tokens
         eval_tokens = data.heldout_tokens(args.eval_seqs, seq, corpus=args.corpus)
     r = remove_layernorm(model, train_tokens, eval_tokens, steps_per_stage=args.steps_per_stage,
-                         batch_size=args.batch_size, lr=args.lr, control=args.control)
+                         batch_size=args.batch_size, lr=args.lr, control=args.control, seed=args.seed)
     weights = Path(args.model) / "model.safetensors"
     sha = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
     report = dict(source=str(args.model), source_sha256=sha, ce=r.ce, stages=r.stages.to_dict("records"),
                   steps_per_stage=args.steps_per_stage, batch_size=args.batch_size, lr=args.lr, control=args.control,
-                  corpus=args.corpus,
+                  corpus=args.corpus, seed=args.seed,
                   eval_tokens=int(eval_tokens[:, 1:].numel()), threads=args.threads, wall_s=round(time.time() - t0, 1),
                   paper_gpt2_small=dict(vanilla=3.0126, lnfree=3.0797, lnfree_minus_vanilla=0.0671))
     # the checkpoint and removal.json go into one temp folder, swapped in together (never one without the other)
@@ -98,6 +98,7 @@ def register(sub) -> None:
     p.add_argument("--eval-seqs", type=int, default=16, help="held-out windows for CE (default 16)")
     p.add_argument("--control", choices=("matched", "single"), default="matched",
                    help="vanilla control: the same fine-tuning calls with LN kept (default), or one run of equal length")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the calibration windows and the fine-tuning shuffles (default 0)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=run)

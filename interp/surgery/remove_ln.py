@@ -101,13 +101,14 @@ def lm_ce(model, tokens: torch.Tensor, batch_size: int = 8) -> float:
 
 
 def default_finetune(train_tokens: torch.Tensor, lr: float = 1e-3, batch_size: int = 8,
-                     seq_len: int | None = None) -> FineTune:
-    """A FineTune on interp.train.fine_tune (AdamW, warm-up + cosine); each stage reads a different shuffle."""
+                     seq_len: int | None = None, seed: int = 0) -> FineTune:
+    """A FineTune on interp.train.fine_tune (AdamW, warm-up + cosine); each stage reads a different shuffle, and
+    each `seed` a different set of them (seed 0: shuffle k for stage k)."""
     from interp.train import fine_tune
 
     def run(model: ZooModel, steps: int, stage: int) -> None:
         if steps > 0:
-            fine_tune(model, train_tokens, steps, lr, batch_size=batch_size, seq_len=seq_len, seed=stage,
+            fine_tune(model, train_tokens, steps, lr, batch_size=batch_size, seq_len=seq_len, seed=1000 * seed + stage,
                       progress=False, log_layers=False, eval_every=10 ** 9)
     return run
 
@@ -244,13 +245,14 @@ class RemovalResult:
 
 def remove_layernorm(model: ZooModel, tokens: torch.Tensor, eval_tokens: torch.Tensor, steps_per_stage: int = 50,
                      finetune: FineTune | None = None, calib_batches: int = 4, batch_size: int = 8,
-                     lr: float = 1e-3, control: str | None = "matched") -> RemovalResult:
+                     lr: float = 1e-3, control: str | None = "matched", seed: int = 0) -> RemovalResult:
     """Remove every LayerNorm of a Pre-LN zoo model by staged freezing and fine-tuning (see module docstring).
 
     tokens: the training token stream (1-D) for fine-tuning and calibration; eval_tokens [n, t]: held-out
     windows for CE. finetune(model, steps, stage) replaces the default interp.train.fine_tune loop.
     control: "matched" (the removal's fine-tuning calls, LN kept), "single" (one run of the same total
-    length) or None (no control). The input model is not modified.
+    length) or None (no control). seed picks the calibration windows and the default fine-tune's shuffles (a
+    custom finetune gets only the stage index). The input model is not modified.
     """
     check_removable(model)
     if isinstance(steps_per_stage, bool) or not isinstance(steps_per_stage, int) or steps_per_stage < 0:
@@ -259,23 +261,23 @@ def remove_layernorm(model: ZooModel, tokens: torch.Tensor, eval_tokens: torch.T
         raise ValueError(f"eval_tokens must be [n ≥ 1, t ≥ 2] held-out windows, got {tuple(eval_tokens.shape)}")
     if control not in ("matched", "single", None):
         raise ValueError(f"unknown control {control!r}; choose 'matched', 'single' or None")
-    for name, v in (("calib_batches", calib_batches), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:  # 0 calibration batches: every σ = 0, NaN model
-            raise ValueError(f"{name} must be a whole number ≥ 1, got {v!r}")
+    for name, v, low in (("calib_batches", calib_batches, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:  # 0 calibration batches: every σ = 0, NaN model
+            raise ValueError(f"{name} must be a whole number ≥ {low}, got {v!r}")
     tokens = torch.as_tensor(tokens).flatten()
     _check_ids(model, {"tokens": tokens, "eval_tokens": eval_tokens})
     if eval_tokens.shape[1] > model.cfg.n_ctx + 1:
         raise ValueError(f"eval_tokens windows of {eval_tokens.shape[1]} tokens are longer than the context + 1 "
                          f"({model.cfg.n_ctx + 1}: inputs and the last target); cut them shorter")
     seq_len = eval_tokens.shape[1]  # window length, target included: calibration and fine-tuning read seq_len − 1
-    ft = finetune or default_finetune(tokens, lr=lr, batch_size=batch_size, seq_len=seq_len - 1)
+    ft = finetune or default_finetune(tokens, lr=lr, batch_size=batch_size, seq_len=seq_len - 1, seed=seed)
     bos = getattr(getattr(model, "tokenizer", None), "bos_id", None)
     n_win = len(tokens) // (seq_len - 1)
     if n_win < 1:
         raise ValueError(f"token stream of {len(tokens)} tokens is shorter than one window of {seq_len - 1}")
 
     def calib(stage: int) -> list[torch.Tensor]:
-        g = torch.Generator().manual_seed(1000 + stage)
+        g = torch.Generator().manual_seed(1000 + stage + 10_000 * seed)
         out = []
         for _ in range(calib_batches):
             idx = torch.randint(0, n_win, (batch_size,), generator=g)
