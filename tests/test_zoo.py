@@ -272,6 +272,15 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path, name):
     assert again.card.strategy == name and again.card.placement == model.card.placement
 
 
+def test_a_float_cond_reaches_a_float64_model_unrounded():
+    """cond=0.3 became a float32 tensor (t = 0.30000001), so a float64 TD-LN model was 1e-9 off the brute force
+    at t = 0.3; it is now float64 (a float32 model is unchanged: each norm casts t to its dtype)."""
+    model = _randomize(build("td-ln", **SMALL).double().eval())
+    tokens = torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(3))
+    ref = ref_forward(model, tokens, torch.full((2,), 0.3, dtype=torch.float64))
+    torch.testing.assert_close(model(tokens, cond=0.3), ref, rtol=1e-13, atol=1e-13)
+
+
 def test_a_checkpoint_of_the_earlier_scalar_gate_td_ln_loads(tmp_path):
     """TD-LN before per-channel gates stored gate_w, gate_b as [2] (slope as is); interp.zoo.load refused such a
     checkpoint ("tensor(s) of another shape") though the norm converts it. Reference: the old scalar-gate formula

@@ -51,10 +51,11 @@ def rotate(x: torch.Tensor, pos: torch.Tensor, base: float = 10_000.0,
 
 
 def _per_sequence(cond: torch.Tensor | float | None, b: int, device: torch.device) -> torch.Tensor | None:
-    """`cond` as a tensor [b]: a number (or a one-value tensor) is shared by the b sequences; other shapes raise."""
+    """`cond` as a tensor [b]: a number (or a one-value tensor) is shared by the b sequences; other shapes raise. A
+    Python float becomes float64 (each norm casts t to its own dtype), so a float64 model gets t = 0.3, not float32's."""
     if cond is None:
         return None
-    cond = torch.as_tensor(cond, device=device)
+    cond = torch.as_tensor(cond, dtype=torch.float64 if isinstance(cond, float) else None, device=device)
     if cond.numel() == 1 and cond.dim() <= 1:
         return cond.reshape(1).expand(b)
     if cond.shape != (b,):
