@@ -292,3 +292,25 @@ def test_whole_numbers_of_a_float_column_print_in_full():
     assert cells.count("134,515,008") == len(t["cards"]) - 1 and "1.345e+08" not in models and "—" in models
     assert [_fmt(v) for v in (65504.0, 12345.0, 3.14159, 4.0, 1e-13, 1e20, float("inf"))] == \
         ["65,504", "12,345", "3.142", "4", "1e-13", "1e+20", "inf"]
+
+
+def test_whitespace_tokens_are_visible_in_the_tables():
+    """Massive activations sit on tokens such as '\\n' and the BOS; the largest-activations table printed a token as it
+    is, so '\\n' or ' ' showed as an empty cell and ' the' as 'the' (and the DLA input's target ' Paris' as 'Paris').
+    Tokens are now shown as Python literals (repr), the reference for each cell."""
+    import html as H
+    import re
+
+    from interp.report.render import render_html
+    t = tables()
+    toks = ["\n", " ", " the", "<b>"]
+    t["outliers"] = pd.DataFrame([dict(model="smollm2-135m", depth=2, position=i, token=s, dim=7, value=1e3 * (9 - i),
+                                       massive=True) for i, s in enumerate(toks)])
+    t["dla_example"] = t["dla_example"].assign(target=" Paris")
+    page = render_html(t, sources=["x"])
+    massive = page[page.index('<section id="massive">'):].split("</section>")[0]
+    rows = re.findall(r"<tr><td>.*?</tr>", massive.split("Largest activations")[1].split("</table>")[0], flags=re.S)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S) for r in rows]
+    assert [H.unescape(c[3]) for c in cells] == [repr(s) for s in toks]
+    dla = page[page.index('<section id="dla">'):].split("</section>")[0]
+    assert "<td>&#39; Paris&#39;</td>" in dla

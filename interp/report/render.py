@@ -84,11 +84,18 @@ def _section(sid: str, title: str, intro: str, need: dict[str, str], t: dict, fi
                 notes=list(notes))
 
 
+def _shown_tokens(df: pd.DataFrame, col: str) -> pd.DataFrame:
+    """df with its token column `col` as Python literals ('\\n', ' the'): a newline, space or leading space
+    printed as it is shows as an empty or indistinguishable cell."""
+    return df.assign(**{col: df[col].map(lambda v: repr(v) if isinstance(v, str) else v)}) if col in df else df
+
+
 def _top_outliers(outl: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     """The k largest |x| per model, for models where some are massive (all models if none flag it)."""
     if "massive" in outl:
         outl = outl[outl["model"].isin(outl.loc[outl["massive"].astype(bool), "model"])]
-    return outl.sort_values("value", key=abs, ascending=False).groupby("model", sort=False).head(k)
+    return _shown_tokens(outl.sort_values("value", key=abs, ascending=False).groupby("model", sort=False).head(k),
+                         "token")
 
 
 def _claims_section(claims: pd.DataFrame, t: dict) -> dict:
@@ -168,7 +175,8 @@ def _render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str
                       "DLA through the frozen final-norm scale against the true direct effect (path ablation).",
                       {"dla_error": main, "dla_example": main}, t,
                       figs=[F.dla_error_bars(t, colors), F.dla_example(t, colors)],
-                      tables=[_table(t["dla_example"][["model", "prompt", "target"]].drop_duplicates().head(5),
+                      tables=[_table(_shown_tokens(t["dla_example"][["model", "prompt", "target"]].drop_duplicates().head(5),
+                                                    "target"),
                                      "DLA example input", swatches=colors)]
                       if t.get("dla_example") is not None and "prompt" in t["dla_example"] else []))
     S.append(_section("lens", "Logit lens", "Each intermediate stream read through the final norm (its statistics "
