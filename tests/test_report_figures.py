@@ -1,4 +1,5 @@
 """The report's figures show what their titles and axes say (checked on hand-made tables)."""
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -314,3 +315,17 @@ def test_whitespace_tokens_are_visible_in_the_tables():
     assert [H.unescape(c[3]) for c in cells] == [repr(s) for s in toks]
     dla = page[page.index('<section id="dla">'):].split("</section>")[0]
     assert "<td>&#39; Paris&#39;</td>" in dla
+
+
+def test_a_missing_value_is_labelled_as_missing_not_nan():
+    """A model whose growth ratio is undefined (var(1) = 0: growth_summary gives NaN, its table cell —) got a bar
+    label 'nan' in the growth bars, as did a missing CE in the LN-removal bars. They now say —, as the tables do."""
+    from interp.report.summary import growth_summary
+    s = pd.DataFrame([dict(model=m, depth=d, variance=v) for m, vs in (("a", (1.0, 1.0, 2.0, 4.0)),
+                                                                    ("b", (1.0, 0.0, 1.0, 2.0)))
+                      for d, v in enumerate(vs)])
+    g = growth_summary(s)
+    assert g.loc[g.model == "a", "ratio_last_first"].item() == 4.0 and np.isnan(g.loc[g.model == "b", "ratio_last_first"].item())
+    assert list(F.growth_bars({"growth": g}, {}).data[0].text) == ["4", "—"]
+    lr = pd.DataFrame([dict(model="pre-ln", ce_original=4.0, ce_vanilla=float("nan"), ce_lnfree=3.95)])
+    assert [tr.text[0] for tr in F.ln_removal({"ln_removal": lr}, {}).data] == ["4.0000", "—", "3.9500"]

@@ -78,6 +78,11 @@ def label(text: object) -> str:
 DEPTH = "depth ℓ (0 = embeddings, ℓ = after ℓ blocks: the output of block ℓ−1)"
 
 
+def _bar_text(v: object, fmt: str) -> str:
+    """A bar's label: the value, '—' where it is missing (NaN: no bar; the tables print — too, not 'nan')."""
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, fmt)
+
+
 def _style(fig: go.Figure, title: str, x: str, y: str, log_y: bool = False, height: int = 440) -> go.Figure:
     apply_template(fig)
     fig.update_layout(title=dict(text=title), height=height, margin=dict(l=60, r=20, t=60, b=50),
@@ -114,7 +119,7 @@ def growth_bars(t: dict, colors: Colors) -> go.Figure | None:
         return None
     fig = go.Figure(go.Bar(x=[label(m) for m in g["model"]], y=g["ratio_last_first"],
                            marker_color=[_c(colors, m) for m in g["model"]],
-                           text=[f"{v:.3g}" for v in g["ratio_last_first"]], textposition="outside"))
+                           text=[_bar_text(v, ".3g") for v in g["ratio_last_first"]], textposition="outside"))
     return _style(fig, "Variance growth: last / first depth", "model", "ratio (×, log)", log_y=True, height=380)
 
 
@@ -326,6 +331,6 @@ def ln_removal(t: dict, colors: Colors) -> go.Figure | None:
     fig = go.Figure()
     for col, name in (("ce_original", "original"), ("ce_vanilla", "vanilla fine-tune"), ("ce_lnfree", "LN-free")):
         fig.add_trace(go.Bar(x=[label(m) for m in d["model"]], y=d[col], name=name,
-                             text=[f"{v:.4f}" for v in d[col]], textposition="outside"))
+                             text=[_bar_text(v, ".4f") for v in d[col]], textposition="outside"))
     fig.update_layout(barmode="group")
     return _style(fig, "LN removal: validation CE before and after", "model", "CE (nats)", height=380)
