@@ -86,3 +86,26 @@ def test_norm_scales_when_the_mean_dwarfs_the_spread():
     assert row.n == len(ref)
     assert row["mean"] == pytest.approx(ref.mean(), rel=1e-6)
     assert row["min"] == pytest.approx(ref.min(), rel=1e-6) and row["max"] == pytest.approx(ref.max(), rel=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["pre-ln", "pre-rmsnorm"])
+def test_norm_scales_of_a_bf16_model_are_computed_as_its_hooked_norm_computes_them(strategy):
+    """A bf16 zoo norm computes its statistics in float32 (as the fused kernel does, hooked or not: e639118), but
+    NormScales recomputed the scale from hook_in in bf16 ops, off by up to a bf16 ulp (~0.4 %). Reference: the
+    norm's formula in float64 on the bf16 hook_in values of the same forward."""
+    model = zoo.build(strategy, n_layers=2, d_model=64, n_heads=4, d_mlp=128, n_ctx=24, d_vocab=512).eval()
+    model = model.to(torch.bfloat16)
+    g = torch.Generator().manual_seed(4)
+    toks = torch.randint(0, 512, (3, 20), generator=g)
+    df = collect(model, toks, [NormScales()], batch_size=3, progress=False)["norm_scales"]
+    ins = [h.replace("hook_scale", "hook_in") for _, _, h in scale_sites(model.sites)]
+    _, cache = model.run_with_cache(toks, names_filter=ins)  # the scales unobserved: the forward NormScales saw
+    for i, (_layer, _norm, hook) in enumerate(scale_sites(model.sites)):
+        x = cache[ins[i]].double()
+        if strategy == "pre-ln":
+            x = x - x.mean(-1, keepdim=True)
+        eps = model.get_submodule(hook.rpartition(".")[0]).eps
+        v = (x.pow(2).mean(-1) + eps).sqrt().reshape(-1).numpy()
+        row = df.iloc[i]
+        assert row["mean"] == pytest.approx(v.mean(), rel=1e-5), hook
+        assert row["min"] == pytest.approx(v.min(), rel=1e-6) and row["max"] == pytest.approx(v.max(), rel=1e-6)

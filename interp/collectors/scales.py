@@ -35,7 +35,7 @@ def scale_from_input(model, hook: str):
     Those norms compute no scale unless hook_scale is observed (the zoo's run a fused kernel then); reading
     hook_in instead keeps the forward on its unhooked path (8x cheaper than the hooked path on CPU). On CPU the
     scale is recomputed from hook_in in one float64 pass (`kernels.row_scales`, rounded to float32); elsewhere
-    `fn` uses the very ops of the hooked path. Unhooked kernels round differently, so later layers see
+    `fn` uses the very ops of the hooked path, in at least float32 as it computes. Unhooked kernels round differently, so later layers see
     activations that differ from a hooked run's at float rounding (~1e-7 relative), as in any unhooked forward."""
     from interp.models.norm_hooks import NormHooks
     from interp.norms.tokenwise import LayerNorm, RMSNorm
@@ -118,7 +118,8 @@ class NormScales(Collector):
                 if v.numel():
                     self._pending.append((i, v if out is None else len(out)))
                 return
-            if x.dtype != torch.float32:  # the work tensor is float32; other dtypes take the plain ops
+            if x.dtype != torch.float32:  # in at least float32, as the hooked norm computes (bf16 / fp16 promoted)
+                x = x.to(torch.promote_types(x.dtype, torch.float32))
                 w = torch.empty_like(x)
             else:
                 if self._work is None or self._work.numel() < x.numel() or self._work.device != x.device:
