@@ -18,7 +18,7 @@ class ModelCard:
 
     name: registry name or path; family: zoo / llama / gemma3 / bert / gpt2 ...;
     strategy: the zoo preset (or a descriptive label for real models); placement: one of PLACEMENTS, or
-    "parallel" for a real model whose attention and MLP read one shared norm (e.g. Phi, GPT-J, GPT-NeoX, Cohere);
+    "parallel" for a real model whose attention and MLP both read the block input (e.g. Phi, GPT-J, GPT-NeoX);
     norm_kind: one of NORM_KINDS; objective: "causal_lm", "mdlm" (the zoo's masked-diffusion models) or
     "encoder" (encoders have no LM head).
     """
