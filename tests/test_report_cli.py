@@ -181,7 +181,8 @@ def test_build_checks_extra_tables_before_any_work(saved, tmp_path, extra, line)
 
 def test_every_column_the_producers_give_is_documented_in_tables():
     """interp.report.TABLES documents each canonical table's columns, but the Models table showed an undocumented
-    `objective`, the largest-activations table `massive`, and the precision table six columns it did not list.
+    `objective`, the largest-activations table `massive`, the ablation table `depth` and `dims`, and the precision
+    table six columns it did not list.
     Reference: the tables the main job's own collectors, attribution and adapters produce on a tiny model."""
     from interp.report.main_job import attribution_tables, costly_collectors, forward_collectors
     from interp.report.tables import TABLES
@@ -191,6 +192,11 @@ def test_every_column_the_producers_give_is_documented_in_tables():
     r.tables.update(C.collect(m, toks, collectors=costly_collectors(), progress=False).tables)
     t = tables_from_results([r])
     t.update(attribution_tables(m, toks, lambda s: None, example=True))
-    assert {"cards", "stream", "massive", "outliers", "precision", "gradients", "skip", "logit_lens"} <= set(t)
+    from interp.analysis.ablation import ablation_per_sequence
+    low = C.MassiveActivations(abs_threshold=1e-6, ratio=2.0)  # thresholds a tiny model passes: something to ablate
+    C.collect(m, toks, collectors=[low], progress=False)
+    t.update(ablation_per_sequence(low, m, toks))
+    assert {"cards", "stream", "massive", "outliers", "precision", "gradients", "skip", "logit_lens", "ablation",
+            "seq_ablation"} <= set(t)
     undocumented = {k: sorted(set(v.columns) - set(TABLES[k])) for k, v in t.items()}
     assert {k: v for k, v in undocumented.items() if v} == {}
