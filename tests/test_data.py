@@ -190,6 +190,14 @@ def test_batches_are_bos_then_contiguous_stream_slices_and_pure_in_step():
     assert len(set(epoch0.tolist())) == 60   # no window repeats within an epoch
 
 
+def test_batches_read_numpy_token_arrays_of_any_byte_order():
+    import numpy as np
+    want = list(range(300, 316))                             # the first window, by hand
+    for dtype in ("<u2", ">u2", ">i4", "<u4", ">i8"):
+        b = D.TokenBatches(np.arange(300, 600).astype(dtype), 16, 2, 0, shuffle=False).first(1)[0]
+        assert b.y[0].tolist() == want and b.x[0].tolist() == [0] + want[:-1], dtype
+
+
 def test_unigram_entropy_matches_brute_force():
     tr = torch.tensor([1, 1, 2, 3, 3, 3])
     va = torch.tensor([1, 4])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from interp.data.corpus import Corpus
@@ -40,6 +41,8 @@ class TokenBatches:
 
     def __init__(self, tokens: torch.Tensor, seq_len: int, batch_size: int, bos_id: int, seed: int = 0,
                  shuffle: bool = True):
+        if isinstance(tokens, np.ndarray):  # any integer dtype and byte order (e.g. a big-endian '>u2' .npy)
+            tokens = np.asarray(tokens).astype(np.int64)
         tokens = torch.as_tensor(tokens, dtype=torch.long).flatten()
         self.tokens, self.seq_len, self.batch_size = tokens, seq_len, batch_size
         self.bos_id, self.seed, self.shuffle = bos_id, seed, shuffle
