@@ -91,7 +91,8 @@ def _shown_tokens(df: pd.DataFrame, col: str) -> pd.DataFrame:
 
 
 def _top_outliers(outl: pd.DataFrame, k: int = 10) -> pd.DataFrame:
-    """The k largest |x| per model, for models where some are massive (all models if none flag it)."""
+    """The k largest |x| per model, for models where some are massive (empty when none is: the report then leaves
+    the table out)."""
     if "massive" in outl:
         outl = outl[outl["model"].isin(outl.loc[outl["massive"].astype(bool), "model"])]
     return _shown_tokens(outl.sort_values("value", key=abs, ascending=False).groupby("model", sort=False).head(k),
