@@ -198,6 +198,13 @@ def test_batches_read_numpy_token_arrays_of_any_byte_order():
         assert b.y[0].tolist() == want and b.x[0].tolist() == [0] + want[:-1], dtype
 
 
+def test_batches_refuse_float_token_arrays():
+    import numpy as np
+    for t in (np.arange(40.0) + 0.7, torch.arange(40.0) + 0.7):
+        with pytest.raises(ValueError, match="token ids must be integers, got a .*float"):
+            D.TokenBatches(t, 4, 2, 0)
+
+
 def test_unigram_entropy_matches_brute_force():
     tr = torch.tensor([1, 1, 2, 3, 3, 3])
     va = torch.tensor([1, 4])

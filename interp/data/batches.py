@@ -29,6 +29,13 @@ def encode_corpus(corpus: Corpus, tok) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.long)
 
 
+def _integer(dtype) -> bool:
+    """Whether a torch or numpy dtype holds integers."""
+    if isinstance(dtype, torch.dtype):
+        return not (dtype.is_floating_point or dtype.is_complex)
+    return bool(np.issubdtype(dtype, np.integer))
+
+
 @dataclass
 class Batch:
     x: torch.Tensor      # [b, t] inputs (BOS first)
@@ -41,6 +48,10 @@ class TokenBatches:
 
     def __init__(self, tokens: torch.Tensor, seq_len: int, batch_size: int, bos_id: int, seed: int = 0,
                  shuffle: bool = True):
+        dtype = getattr(tokens, "dtype", None)
+        if dtype is not None and not _integer(dtype):  # else 3.7 would silently become token 3
+            raise ValueError(f"token ids must be integers, got a {dtype} array; pass the token ids, not "
+                             "embeddings or probabilities")
         if isinstance(tokens, np.ndarray):  # any integer dtype and byte order (e.g. a big-endian '>u2' .npy)
             tokens = np.asarray(tokens).astype(np.int64)
         tokens = torch.as_tensor(tokens, dtype=torch.long).flatten()
