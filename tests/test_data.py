@@ -65,6 +65,8 @@ def test_split_keeps_copies_of_a_book_on_one_side():
         want.append(b.name)
         size += len(b.text)
     assert sorted(b.name for b in D.split_by_book(distinct, 0.1)[1].books) == sorted(want)
+    with pytest.raises(ValueError, match="every book of corpus 'same' has the same text"):
+        D.split_by_book(Corpus("same", (books[0], books[8])))
 
 
 def test_corpus_hash_changes_with_content():

@@ -10,9 +10,8 @@ Sources (`load_corpus(spec)`):
 Split rule (`split_by_book`): books are ordered by the SHA-256 of their name and moved to validation in that
 order until validation holds at least `val_fraction` of the characters; at least one book stays in train. Books
 with identical text (a copy, e.g. in .ipynb_checkpoints; a repeated dataset row) move with the first of them, so
-no text is in both halves.
-The rule depends only on the book names and sizes, never on a random state. For the KJV with the default
-val_fraction=0.1 validation is 15 books (0.50 M characters; train: 51 books, 3.64 M characters): 2 Samuel,
+no text is in both halves. The rule depends only on the book names, sizes and which texts are equal, never on
+a random state. For the KJV with the default val_fraction=0.1 validation is 15 books (0.50 M characters; train: 51 books, 3.64 M characters): 2 Samuel,
 Proverbs, Ecclesiastes, Song of Solomon, Lamentations, Joel, Obadiah, Habakkuk, Zephaniah, Acts, Philippians,
 1 and 2 Thessalonians, Titus, Revelation. Sizes and hashes: `Corpus.describe()`.
 """
@@ -169,6 +168,9 @@ def split_by_book(corpus: Corpus, val_fraction: float = 0.1) -> tuple[Corpus, Co
     same_text: dict[str, list[int]] = {}   # books with one text move together: no text lands in both halves
     for i in order:
         same_text.setdefault(books[i].text, []).append(i)
+    if len(same_text) < 2:
+        raise ValueError(f"every book of corpus {corpus.name!r} has the same text; a split by book needs at least "
+                         "two different books")
     val: set[int] = set()
     size = 0
     for group in list(same_text.values())[:-1]:
