@@ -11,9 +11,10 @@ Split rule (`split_by_book`): books are ordered by the SHA-256 of their name and
 order until validation holds at least `val_fraction` of the characters; at least one book stays in train. Books
 with identical text (a copy, e.g. in .ipynb_checkpoints; a repeated dataset row) move with the first of them, so
 no text is in both halves. The rule depends only on the book names, sizes and which texts are equal, never on
-a random state. For the KJV with the default val_fraction=0.1 validation is 15 books (0.50 M characters; train: 51 books, 3.64 M characters): 2 Samuel,
-Proverbs, Ecclesiastes, Song of Solomon, Lamentations, Joel, Obadiah, Habakkuk, Zephaniah, Acts, Philippians,
-1 and 2 Thessalonians, Titus, Revelation. Sizes and hashes: `Corpus.describe()`.
+a random state. For the KJV with the default val_fraction=0.1 validation is 15 books (0.50 M characters; train:
+51 books, 3.64 M characters): 2 Samuel, Proverbs, Ecclesiastes, Song of Solomon, Lamentations, Joel, Obadiah,
+Habakkuk, Zephaniah, Acts, Philippians, 1 and 2 Thessalonians, Titus, Revelation. Sizes and hashes:
+`Corpus.describe()`.
 """
 from __future__ import annotations
 
