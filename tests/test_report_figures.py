@@ -329,3 +329,22 @@ def test_a_missing_value_is_labelled_as_missing_not_nan():
     assert list(F.growth_bars({"growth": g}, {}).data[0].text) == ["4", "—"]
     lr = pd.DataFrame([dict(model="pre-ln", ce_original=4.0, ce_vanilla=float("nan"), ce_lnfree=3.95)])
     assert [tr.text[0] for tr in F.ln_removal({"ln_removal": lr}, {}).data] == ["4.0000", "—", "3.9500"]
+
+
+def test_norm_scale_lines_of_one_model_tell_its_norms_apart():
+    """Peri-LN's ln1 and ln1_post (and ln2, ln2_post) were drawn in the model's colour with the same dash (any
+    name starting 'ln1' solid, every other one dashed): two of its four lines could not be told apart. Reference:
+    the norms a collected peri-ln actually has (its site map); each of its lines has its own dash."""
+    import torch
+
+    import interp
+    import interp.collectors as C
+    from interp.collectors.scales import scale_sites
+    from interp.report.inputs import tables_from_results
+    m = interp.zoo.build("peri-ln", n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=16, d_vocab=50).eval()
+    toks = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(0))
+    fig = F.norm_scales(tables_from_results([C.collect(m, toks, collectors=[C.NormScales()], progress=False)]), {})
+    norms = {n for _, n, _ in scale_sites(m.sites)}
+    assert {"ln1", "ln1_post", "ln2", "ln2_post"} <= norms
+    lines = {tr.name.split(" · ")[1]: tr.line.dash for tr in fig.data if tr.showlegend is not False}
+    assert set(lines) == norms and len(set(lines.values())) == len(lines), lines

@@ -223,6 +223,17 @@ def skip_bars(t: dict, colors: Colors) -> go.Figure | None:
     return _style(fig, "Loss increase when one block is skipped", "skipped block ℓ", "Δ CE (nats)")
 
 
+NORM_DASH = {"ln1": None, "ln2": "dash", "ln1_post": "dot", "ln2_post": "dashdot", "final": "longdash"}
+OTHER_DASH = ("longdashdot", "dot", "dashdot", "dash")
+
+
+def norm_dash(norm) -> str | None:
+    """The line style of a norm in the norm-scale figure: one per norm of a block (Peri-LN's ln1 and ln1_post
+    differ), so a model's lines tell its norms apart by dash as the colour tells the models apart."""
+    n = str(norm)
+    return NORM_DASH[n] if n in NORM_DASH else OTHER_DASH[sum(map(ord, n)) % len(OTHER_DASH)]
+
+
 def norm_scales(t: dict, colors: Colors) -> go.Figure | None:
     n = t.get("norm_scales")
     if n is None or n.empty:
@@ -236,7 +247,7 @@ def norm_scales(t: dict, colors: Colors) -> go.Figure | None:
                                      y=list(g["q95"]) + list(g["q05"])[::-1], fill="toself", line=dict(width=0),
                                      fillcolor=c, opacity=0.15, showlegend=False, hoverinfo="skip"))
         fig.add_trace(go.Scatter(x=g["layer"], y=g["median"], mode="lines+markers", name=label(f"{model} · {norm}"),
-                                 line=dict(color=c, dash=None if str(norm).startswith("ln1") else "dash")))
+                                 line=dict(color=c, dash=norm_dash(norm))))
     return _style(fig, "Norm scale (hook_scale) per layer: median and 5–95% band", "layer",
                   "divisor: √(var + ε), RMSNorm √(mean x² + ε) (log)", log_y=True)
 
