@@ -39,7 +39,9 @@ ALIASES.update({k.split("/", 1)[1]: k for k in REGISTRY if k.startswith("schaeff
 
 def load_model(name_or_path: str | Path, dtype: str | torch.dtype = torch.float32, device: str = "cpu",
                tokenizer: str | Path | None = None):
-    """`_load_model`, in `dtype` ("fp32", "bf16") and moved to `device` ("cpu", "cuda", "auto"; see interp.device).
+    """A hooked model by registry name (see available_models) or path (a zoo checkpoint, a transformers checkpoint
+    directory or a .gguf file), in `dtype` ("fp32", "bf16") and moved to `device` ("cpu", "cuda", "auto"; see
+    interp.device). Nothing is downloaded; missing weights raise one error saying what is missing.
 
     `tokenizer`: a folder with tokenizer files, or an HF repo id in the local HF cache, read instead of the model's
     own tokenizer (or the cached gpt2 one GPT-2 checkpoints fall back to). It applies wherever a transformers
