@@ -360,3 +360,31 @@ def test_workers_with_different_runs_folders_keep_each_others_records(tmp_path, 
     held.set()
     a.join(), b.join()
     assert set(json.loads((out / "manifest.json").read_text())["models"]) == {"a", "b"}
+
+
+def test_ln_removal_runs_only_when_pre_ln_is_planned(tmp_path, monkeypatch):
+    """`interp train no-norm` (no --seeds) into a folder whose pre-ln is trained took pre-ln's LN removal too (the
+    removal's seeds came from ZOO_SEEDS, not from the plan): ~10 CPU minutes per seed, unasked, and a failure
+    there went unreported (check_failed counts it only when pre-ln is planned). It is now part of the plan only
+    with pre-ln, with the plan's pre-ln seeds."""
+    from unittest import mock
+
+    from interp.train import lnfree_job
+    ran = []
+    monkeypatch.setattr(zoo_runner, "is_done", lambda out, s, k, steps: True)  # every strategy job is finished
+    monkeypatch.setattr(lnfree_job, "is_done", lambda out, k: False)
+    monkeypatch.setattr(lnfree_job, "run", lambda out, seed, data: ran.append(seed) or {})
+    monkeypatch.setattr(zoo_runner, "record", lambda *a, **k: {})
+    monkeypatch.setattr(zoo_runner, "_record_unrecorded", lambda *a: None)
+    monkeypatch.setattr(zoo_runner, "_prepared", mock.MagicMock)
+    monkeypatch.setattr("interp.data.unigram_entropy", lambda *a: 0.0)
+    out = tmp_path / "zoo"
+    for k in range(3):
+        (out / model_name("pre-ln-lnfree", k)).mkdir(parents=True)
+        (out / model_name("pre-ln-lnfree", k) / "config.json").write_text('{"training": {}}')
+    args = dict(steps=5, progress=False)
+    assert zoo_runner.run_next(out, tmp_path / "runs", strategies=["no-norm"], **args) is None and ran == []
+    assert zoo_runner.run_next(out, tmp_path / "r2", strategies=["no-norm"], seeds={"no-norm": 1}, **args) is None
+    assert zoo_runner.run_next(out, tmp_path / "r3", strategies=["no-norm", "pre-ln"], seeds={"no-norm": 1, "pre-ln": 2},
+                               **args) == "pre-ln-lnfree" and ran == [0]
+    assert zoo_runner.run_next(out, tmp_path / "r4", strategies=["pre-ln"], **args) == "pre-ln-lnfree" and ran == [0, 0]

@@ -218,7 +218,8 @@ def run_next(out: Path = ZOO_DIR, runs: Path = Path("out/zoo-runs"), steps: int 
                 (runs / name / "FAILED").write_text(traceback.format_exc())
                 print(f"{name}: failed, see {runs / name / 'FAILED'}", file=sys.stderr, flush=True)
             return name
-    return _next_lnfree(out, runs, steps, seeds, hold) or _record_unrecorded(out, runs, steps, strategies, seeds)
+    return _next_lnfree(out, runs, steps, seeds, hold, strategies) or _record_unrecorded(out, runs, steps, strategies,
+                                                                                         seeds)
 
 
 def _recorded(out: Path, name: str) -> bool:
@@ -240,8 +241,7 @@ def _record_unrecorded(out: Path, runs: Path, steps: int, strategies: list[str] 
     from interp.train import lnfree_job as J
     groups = [(model_name(s, k), [model_name(s, k)]) for s, k in plan(seeds, strategies) if is_done(out, s, k, steps)]
     groups += [(model_name(J.LNFREE, k), [model_name(key, k) for key in (J.LNFREE, J.VANILLA, J.SINGLE)])
-               for k in range((ZOO_SEEDS if seeds is None else seeds).get(J.SOURCE, 0))
-               if is_done(out, J.SOURCE, k, steps) and J.is_done(out, k)]
+               for k in _source_seeds(seeds, strategies) if is_done(out, J.SOURCE, k, steps) and J.is_done(out, k)]
     for job, names in groups:
         if all(_recorded(out, n) for n in names):
             continue
@@ -259,13 +259,20 @@ def _record_unrecorded(out: Path, runs: Path, steps: int, strategies: list[str] 
     return None
 
 
-def _next_lnfree(out: Path, runs: Path, steps: int, seeds: dict[str, int] | None, hold: set[str]) -> str | None:
-    """LN removal of each finished pre-ln seed (interp.train.lnfree_job), once the strategies' jobs are taken."""
+def _source_seeds(seeds: dict[str, int] | None, strategies: list[str] | None) -> list[int]:
+    """The pre-ln seeds of the plan, whose LN removal is part of it (none when pre-ln is not planned)."""
+    from interp.train.lnfree_job import SOURCE
+    return [k for s, k in plan(seeds, strategies) if s == SOURCE]
+
+
+def _next_lnfree(out: Path, runs: Path, steps: int, seeds: dict[str, int] | None, hold: set[str],
+                 strategies: list[str] | None = None) -> str | None:
+    """LN removal of each finished pre-ln seed of the plan (interp.train.lnfree_job), once the strategies' jobs
+    are taken."""
     from interp.train import lnfree_job as J
-    n_src = (ZOO_SEEDS if seeds is None else seeds).get(J.SOURCE, 0)
     if J.LNFREE in hold:
         return None
-    for seed in range(n_src):
+    for seed in _source_seeds(seeds, strategies):
         name = model_name(J.LNFREE, seed)
         taken = lambda: (runs / name / "FAILED").is_file() or J.is_done(out, seed)
         if not is_done(out, J.SOURCE, seed, steps) or taken():
