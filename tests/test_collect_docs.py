@@ -34,6 +34,25 @@ def test_every_column_is_documented():
     assert not missing, f"columns missing from docs/results.md: {sorted(missing)}"
 
 
+def test_every_documented_column_is_in_its_tables():
+    """The reverse: a row of the Columns table names tables its columns are in; each collector table among them
+    must have every column of the row (the docs said grad_norms has `min`; it has max only)."""
+    model = zoo.build("peri-ln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=256)
+    with torch.no_grad():
+        model.embed.weight[0, 3] = 5000.0
+    cols = [ResidualStats(), MassiveActivations(), LayerEffect(), NormScales(), GradNorms()]
+    res = collect(model, [[0, 5, 6, 7], [0, 9, 8]], cols, progress=False)
+    tables = dict(res.tables, massive_ablation=cols[1].ablation(model, [[0, 5, 6, 7]]))
+    wrong = []
+    for line in DOC.split("## Columns")[1].split("\n## ")[0].splitlines():
+        if line.startswith("| `"):
+            first, where = line.split("|")[1:3]
+            names = re.findall(r"`([^`]+)`", first)
+            wrong += [f"{t}.{c}" for t in (w.strip() for w in where.split(",")) if t in tables
+                      for c in names if c not in tables[t].columns]
+    assert not wrong, f"docs/results.md names columns these tables do not have: {sorted(wrong)}"
+
+
 def test_every_state_key_has_its_documented_rule():
     model = zoo.build("pre-ln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=256)
     table = DOC.split("## Merge rules")[1]
