@@ -238,7 +238,9 @@ def sweep_block() -> list[str]:
 
     from interp.analysis.stability import lr_sensitivity_of, stable_rung
     df = pd.read_csv(SWEEP)
-    out = [f"Source `data/sweep/sweep.csv`: {len(df)} runs, {df.strategy.nunique()} strategies.", ""]
+    steps = json.loads(SWEEP.with_suffix(".json").read_text())["steps"]  # the run's --steps (sweep.json)
+    out = [f"Source `data/sweep/sweep.csv`: {len(df)} runs, {df.strategy.nunique()} strategies, "
+           f"{steps} steps a run (`--steps {steps}`).", ""]
     rows = []
     for name, runs in df.groupby("strategy", sort=False):
         ladder = sorted(set(runs.lr.astype(float)))
