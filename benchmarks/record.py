@@ -48,15 +48,34 @@ def cpu_isa() -> str:
     return ""
 
 
+def cpu_generation(cpuinfo: str | None = None) -> str:
+    """x86 "family F model M" from /proc/cpuinfo ("" where unknown): a virtual machine may name only "AMD EPYC" or
+    "Intel(R) Xeon(R) Processor", the same for CPUs generations apart (AMD family 23 is Zen 1/2, 25 Zen 3/4)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+    except OSError:
+        return ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the first processor's block
+        k, _, v = line.partition(":")
+        fields.setdefault(k.strip(), v.strip())
+    fam, mod = fields.get("cpu family"), fields.get("model")
+    return f"family {fam} model {mod}" if fam and mod and fam.isdigit() and mod.isdigit() else ""
+
+
 def machine_label(machine: dict) -> str:
-    """One line naming the CPU of a machine record ({"cpu", "isa"}): model name and vector instructions."""
-    cpu, isa = machine.get("cpu", "?"), machine.get("isa")
-    return f"{cpu} ({isa})" if isa else cpu
+    """One line naming the CPU of a machine record ({"cpu", "isa", "generation"}): model name, vector
+    instructions and, where recorded, the x86 family / model (records made before it was kept have none)."""
+    cpu = machine.get("cpu", "?")
+    extra = ", ".join(x for x in (machine.get("isa"), machine.get("generation")) if x)
+    return f"{cpu} ({extra})" if extra else cpu
 
 
 def machine_name() -> str:
     """`machine_label` of the CPU this process runs on."""
-    return machine_label({"cpu": cpu_model(), "isa": cpu_isa()})
+    return machine_label({"cpu": cpu_model(), "isa": cpu_isa(), "generation": cpu_generation()})
 
 
 def row_key(model: str, machine: str) -> str:
@@ -99,7 +118,7 @@ def command_line() -> str:
 def provenance(threads: int) -> dict[str, Any]:
     """Where, when and with what a number was measured."""
     import torch
-    return {"machine": {"cpu": cpu_model(), "isa": cpu_isa(), "cores": os.cpu_count(),
+    return {"machine": {"cpu": cpu_model(), "isa": cpu_isa(), "generation": cpu_generation(), "cores": os.cpu_count(),
                         "platform": platform.platform(terse=True)},
             "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
             "date": utc_now(),

@@ -78,3 +78,22 @@ def test_recorded_rows_reads_a_results_file_back_by_row_and_nothing_when_absent(
                                                  "results": {"m on C": {"model": "m", "machine": "C", "v": 1}}}))
     assert record.recorded_rows("x") == {"m on C": {"model": "m", "machine": "C", "command": "python x", "date": "d",
                                                     "v": 1}}
+
+
+ZEN1 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n\n" \
+       "processor\t: 1\ncpu family\t: 99\nmodel\t\t: 9\n"
+ZEN3 = ZEN1.replace(": 23\n", ": 25\n", 1)
+
+
+def test_two_cpus_of_one_name_get_rows_of_their_own():
+    """A virtual machine named both an EPYC of family 23 (Zen 1) and one of family 25 (Zen 3) 'AMD EPYC', with the
+    same vector instructions, so a merge put one's timings over the other's row. The label now carries the x86
+    family / model of the first processor (hand-written cpuinfo); a record made before it was kept keeps its label."""
+    from record import cpu_generation, machine_label
+    assert cpu_generation(ZEN1) == "family 23 model 1" and cpu_generation(ZEN3) == "family 25 model 1"
+    assert cpu_generation("model name\t: Apple M2\n") == ""
+    one = machine_label({"cpu": "AMD EPYC", "isa": "AVX2", "generation": cpu_generation(ZEN1)})
+    three = machine_label({"cpu": "AMD EPYC", "isa": "AVX2", "generation": cpu_generation(ZEN3)})
+    assert one == "AMD EPYC (AVX2, family 23 model 1)" and three == "AMD EPYC (AVX2, family 25 model 1)"
+    assert row_key("zoo", one) != row_key("zoo", three)
+    assert machine_label({"cpu": "AMD EPYC", "isa": "AVX2"}) == "AMD EPYC (AVX2)"  # an earlier record's row
