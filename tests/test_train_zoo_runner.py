@@ -388,3 +388,24 @@ def test_ln_removal_runs_only_when_pre_ln_is_planned(tmp_path, monkeypatch):
     assert zoo_runner.run_next(out, tmp_path / "r3", strategies=["no-norm", "pre-ln"], seeds={"no-norm": 1, "pre-ln": 2},
                                **args) == "pre-ln-lnfree" and ran == [0]
     assert zoo_runner.run_next(out, tmp_path / "r4", strategies=["pre-ln"], **args) == "pre-ln-lnfree" and ran == [0, 0]
+
+
+def test_ln_removal_is_redone_when_its_source_is_retrained(tmp_path, monkeypatch):
+    """pre-ln retrained with other --steps (same seed, so the same initial weights) left pre-ln-lnfree and its
+    controls made from the old pre-ln: the job's is_done compared only the source's init hash. It now also needs
+    the source's trained weights to be the ones the removal started from."""
+    import interp.data
+    from interp.train import lnfree_job
+    monkeypatch.setattr(lnfree_job, "STEPS_PER_STAGE", 1)
+    held = interp.data.heldout_tokens
+    monkeypatch.setattr(interp.data, "heldout_tokens", lambda n, t: held(2, t))  # a smaller CE sample: faster
+    out = tmp_path / "zoo"
+    for steps in (1, 2):
+        done = []
+        while (n := zoo_runner.run_next(out, tmp_path / f"runs{steps}", steps=steps, seeds={"pre-ln": 1}, size=TINY,
+                                        progress=False)):
+            done.append(n)
+        assert done == ["pre-ln", "pre-ln-lnfree"]
+        src = state_sha256(interp.zoo.load(out / "pre-ln"))
+        for k in ("pre-ln-lnfree", "pre-ln-vanilla", "pre-ln-vanilla-single"):
+            assert json.loads((out / k / "config.json").read_text())["training"]["source_sha256"] == src

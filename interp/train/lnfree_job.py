@@ -39,8 +39,9 @@ def recipe() -> dict:
 
 
 def is_done(out: Path, seed: int) -> bool:
-    """All three models of this seed exist with the current recipe and the current source weights."""
-    n = names(seed)
+    """All three models of this seed exist with the current recipe and were made from the source's current trained
+    weights (its init alone would pass a source retrained with other steps: same seed, same init)."""
+    n, source_sha = names(seed), None
     for k in (LNFREE, VANILLA, SINGLE):
         p = Path(out) / n[k] / "config.json"
         if not p.is_file():
@@ -50,6 +51,12 @@ def is_done(out: Path, seed: int) -> bool:
             return False
         src = Path(out) / n[SOURCE] / "config.json"
         if t.get("source_init_sha256") != json.loads(src.read_text()).get("training", {}).get("init_sha256"):
+            return False
+        if source_sha is None:
+            from interp.train.zoo import state_sha256
+            from interp.zoo import load
+            source_sha = state_sha256(load(src.parent))
+        if t.get("source_sha256") != source_sha:
             return False
     return True
 
