@@ -136,10 +136,17 @@ def family_rows() -> list[dict]:
     """One row per covered model_type (what a checkpoint directory may hold): name "family:<type>", placement
     and norm kind with its default config, and whether its GGUF files load too."""
     from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
     gguf = {gguf_model_type(a) for a in gguf_architectures()}
     rows = []
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # some default configs warn about their own token ids: not the user's concern
+    try:
+        configs = {t: AutoConfig.for_model(t) for t in covered()}
+    finally:
+        hf_logging.set_verbosity(level)
     for t in covered():
-        lay = layout_for(AutoConfig.for_model(t))
+        lay = layout_for(configs[t])
         dec = isinstance(lay, Decoder)
         placement = lay.placement if dec else "post"
         if callable(DECODERS.get(t)):
