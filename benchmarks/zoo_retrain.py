@@ -1,4 +1,4 @@
-"""What training the whole zoo costs on this machine, measured: the zoo plan re-trained from a clean clone.
+"""What training the whole zoo costs, measured on the CPU the result names: the zoo plan re-trained from a clean clone.
 
     .venv/bin/python benchmarks/zoo_retrain.py --train [--work out/zoo-retrain]   # hours; resumable: run it again
     .venv/bin/python benchmarks/zoo_retrain.py [--work out/zoo-retrain]           # summarise, write the result
