@@ -148,7 +148,8 @@ def benchmarks_block() -> list[str]:
     for f in files:
         d = json.loads(f.read_text())
         m = d.get("machine") or {}
-        where = (f"{m.get('cpu', '?')}{' (' + m['isa'] + ')' if m.get('isa') else ''}, {m.get('cores', '?')} cores"
+        spec = ", ".join(x for x in (m.get("isa"), m.get("generation")) if x)  # as benchmarks/record.machine_label
+        where = (f"{m.get('cpu', '?')}{' (' + spec + ')' if spec else ''}, {m.get('cores', '?')} cores"
                  if m else "machine not recorded")
         out += [f"### {d['benchmark']}", "", d.get("description", ""), "",
                 f"`{d.get('command', '?')}` · {d.get('date', 'date not recorded')} · torch {d.get('torch', '?')} · "
