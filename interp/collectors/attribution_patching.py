@@ -199,8 +199,9 @@ def skip_first_order(model, data, batch_size: int = 8, max_tokens: int | None = 
     their `requires_grad` restored after). Inside `interp.collect`, `SkipAttribution` shares the backward of
     other gradient collectors (`GradNorms`) instead."""
     from interp.collectors.driver import run_batches, states_to
+    from interp.device import model_device
     col = SkipAttribution().bind(model)
-    states_to([col], next(iter(model.parameters())).device)  # where the gradients it adds up are
+    states_to([col], model_device(model))  # where the gradients it adds up are
     with _weights_frozen(model):
         run_batches(model, data, [_StreamLeaf().bind(model), col], batch_size, max_tokens, progress=progress)
     states_to([col], "cpu")

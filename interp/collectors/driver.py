@@ -18,6 +18,7 @@ from interp.collectors.base import Batch, Collector, NonFiniteError
 from interp.collectors.batches import batches, model_context, to_sequences
 from interp.collectors.objective import loss_terms, objective_name
 from interp.collectors.results import Results
+from interp.device import model_device
 
 
 def default_collectors() -> list[Collector]:
@@ -245,7 +246,7 @@ def collect(model, data, collectors: Sequence[Collector] | None = None, batch_si
     for c in collectors:
         c.use_card(model, card, sites)
         c.bind(model)
-    states_to(collectors, next(iter(model.parameters())).device)  # float64 wherever the model runs
+    states_to(collectors, model_device(model))  # float64 wherever the model runs
     meta = run_batches(model, data, collectors, batch_size, max_tokens, exclude_first, overflow, progress)
     check_measured(meta["n_tokens"], meta["n_sequences"], exclude_first)
     states_to(collectors, "cpu")

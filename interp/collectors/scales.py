@@ -35,8 +35,9 @@ def scale_from_input(model, hook: str):
     Those norms compute no scale unless hook_scale is observed (the zoo's run a fused kernel then); reading
     hook_in instead keeps the forward on its unhooked path (8x cheaper than the hooked path on CPU). On CPU the
     scale is recomputed from hook_in in one float64 pass (`kernels.row_scales`, rounded to float32); elsewhere
-    `fn` uses the very ops of the hooked path, in at least float32 as it computes. Unhooked kernels round differently, so later layers see
-    activations that differ from a hooked run's at float rounding (~1e-7 relative), as in any unhooked forward."""
+    `fn` uses the very ops of the hooked path, in at least float32 as it computes. Unhooked kernels round
+    differently, so later layers see activations that differ from a hooked run's at float rounding (~1e-7
+    relative), as in any unhooked forward."""
     from interp.models.norm_hooks import NormHooks
     from interp.norms.tokenwise import LayerNorm, RMSNorm
     path, _, leaf = hook.rpartition(".")

@@ -45,8 +45,9 @@ def max_attn_logit(model, tokens: torch.Tensor, cond: torch.Tensor | None = None
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         return float("nan")
     from interp.collectors.driver import states_to
+    from interp.device import model_device
     c = AttnLogits().bind(model)
-    states_to([c], next(iter(model.parameters())).device)  # its maxima are taken where the model runs
+    states_to([c], model_device(model))  # its maxima are taken where the model runs
     mask = torch.ones_like(tokens, dtype=torch.bool)
     c.begin_batch(Batch(tokens, mask, mask))
     was = model.training
