@@ -142,14 +142,15 @@ def _render_html(tables: dict[str, pd.DataFrame], sources: list[str], title: str
                       tables=[_table(growth, "Growth summary", swatches=colors)] if growth is not None
                       and not growth.empty else []))
     outl, abl, mdims = t.get("outliers"), t.get("ablation"), t.get("massive_dims")
+    top = _top_outliers(outl) if outl is not None else None
     S.append(_section("massive", "Massive activations",
                       "Per layer, the largest |x| and the median |x| of the hidden state (Sun et al. 2024).",
                       {"massive": collect + " with the massive-activation collector",
                        "ablation": "mean- vs zero-ablation; " + main}, t,
                       figs=[F.massive_census(t, colors), F.massive_heatmaps(t, colors)],
                       tables=[x for x in (
-                          _table(_top_outliers(outl), "Largest activations (models with massive ones; 10 each)",
-                                 swatches=colors) if outl is not None and not _top_outliers(outl).empty else None,
+                          _table(top, "Largest activations (models with massive ones; 10 each)",
+                                 swatches=colors) if top is not None and not top.empty else None,
                           _table(mdims.sort_values("count", ascending=False).groupby("model").head(8),
                                  "Dimensions that carry massive activations (most frequent first)", swatches=colors)
                           if mdims is not None and not mdims.empty else None,
