@@ -91,3 +91,27 @@ def test_a_killed_worker_names_the_callers_own_remedy():
     with pytest.raises(RuntimeError, match=r"died abruptly .*\(--jobs 1 uses the least memory\)$") as e:
         run_tasks([(killed_worker, (0,)), (operator.add, (1, 2))], workers=2, fewer="--jobs 1 uses the least memory")
     assert "INTERP_JOB_WORKERS" not in str(e.value)
+
+
+MARK = {"set_in_parent": False}
+
+
+def parent_mark() -> bool:
+    """In a worker: whether it sees what the parent set at run time (only a forked worker does)."""
+    return MARK["set_in_parent"]
+
+
+def test_one_thread_workers_are_forked_and_start_with_the_parents_modules(monkeypatch):
+    """Spawned workers imported torch, transformers and interp again, several CPU seconds each before any work."""
+    from interp.report.job_pool import start_method, task_pool
+    monkeypatch.delenv("INTERP_JOB_START", raising=False)
+    monkeypatch.setitem(MARK, "set_in_parent", True)
+    assert start_method(1) == "fork" and start_method(2) == "spawn"
+    with task_pool(2, threads=1) as pool:
+        assert pool.submit(parent_mark).result() is True
+    monkeypatch.setenv("INTERP_JOB_START", "spawn")  # the escape hatch: a fresh interpreter, as before
+    with task_pool(2, threads=1) as pool:
+        assert pool.submit(parent_mark).result() is False
+    monkeypatch.setenv("INTERP_JOB_START", "frok")
+    with pytest.raises(ValueError, match=r"INTERP_JOB_START='frok' must be 'spawn'"):
+        start_method(1)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from typing import Any
 
 Task = tuple[Callable[..., Any], tuple]  # (top-level function, its arguments)
@@ -57,15 +57,30 @@ def _timed(fn: Callable, args: tuple) -> tuple[Any, float]:
     return fn(*args), time.process_time() - t
 
 
+def start_method(threads: int) -> str:
+    """How workers start: forked where the platform can and each runs torch on one thread, so a worker begins with
+    the modules this process has imported (a spawned one imports torch, transformers and interp again, ~4 CPU-s
+    each); spawned otherwise, since a forked child that runs torch on several threads may inherit a stale OpenMP
+    thread pool and hang. INTERP_JOB_START=spawn spawns them always."""
+    how = os.environ.get("INTERP_JOB_START", "").strip()
+    if how not in ("", "spawn"):
+        raise ValueError(f"environment variable INTERP_JOB_START={how!r} must be 'spawn' (workers started afresh) "
+                         "or unset; set it so or unset it")
+    if how == "spawn":
+        return "spawn"
+    return "fork" if threads == 1 and "fork" in get_all_start_methods() else "spawn"
+
+
 @contextmanager
 def task_pool(workers: int, threads: int = 1) -> Iterator[ProcessPoolExecutor | None]:
-    """`workers` worker processes (spawned, `threads` torch threads each) for `run_tasks(..., pool=)` and for
-    work submitted after it (`pool.submit`); None with one worker (then everything runs in this process)."""
+    """`workers` worker processes (`threads` torch threads each, started as `start_method` says) for
+    `run_tasks(..., pool=)` and for work submitted after it (`pool.submit`); None with one worker (then everything
+    runs in this process)."""
     if workers <= 1:
         yield None
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context(start_method(threads)),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
         yield pool
 
 
