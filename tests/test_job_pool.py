@@ -93,25 +93,45 @@ def test_a_killed_worker_names_the_callers_own_remedy():
     assert "INTERP_JOB_WORKERS" not in str(e.value)
 
 
-MARK = {"set_in_parent": False}
+
+FORK_CHECK = """
+import sys, threading
+import interp.report.job_pool as jp
+def mark():
+    return getattr(jp, "MARK_SET_IN_PARENT", False)
+if __name__ == "__main__":
+    jp.MARK_SET_IN_PARENT = True  # run-time state of the parent: only a forked worker sees it
+    if len(sys.argv) > 1:  # another Python thread is running: a fork could inherit a lock it holds
+        ev = threading.Event()
+        threading.Thread(target=ev.wait, daemon=True).start()
+    how = jp.start_method(1)
+    with jp.task_pool(2, threads=1) as pool:
+        print(how, pool.submit(mark).result())
+"""
 
 
-def parent_mark() -> bool:
-    """In a worker: whether it sees what the parent set at run time (only a forked worker does)."""
-    return MARK["set_in_parent"]
+def worker_sees_parent(tmp_path, *args: str, **env: str) -> str:
+    """In a fresh interpreter (one Python thread, as `interp report --default` runs): start a two-worker pool and
+    say how its workers started and whether one sees what the parent set at run time."""
+    import subprocess
+    import sys
+    script = tmp_path / "fork_check.py"
+    script.write_text(FORK_CHECK)
+    base = {k: v for k, v in os.environ.items() if k != "INTERP_JOB_START"}
+    out = subprocess.run([sys.executable, str(script), *args], env={**base, **env}, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
 
 
-def test_one_thread_workers_are_forked_and_start_with_the_parents_modules(monkeypatch):
+def test_one_thread_workers_are_forked_and_start_with_the_parents_modules(tmp_path, monkeypatch):
     """Spawned workers imported torch, transformers and interp again, several CPU seconds each before any work."""
-    from interp.report.job_pool import start_method, task_pool
+    from interp.report.job_pool import start_method
+    assert worker_sees_parent(tmp_path) == "fork True"
+    assert worker_sees_parent(tmp_path, "thread") == "spawn False"  # another thread: forking could hang
+    assert worker_sees_parent(tmp_path, INTERP_JOB_START="spawn") == "spawn False"  # the escape hatch
     monkeypatch.delenv("INTERP_JOB_START", raising=False)
-    monkeypatch.setitem(MARK, "set_in_parent", True)
-    assert start_method(1) == "fork" and start_method(2) == "spawn"
-    with task_pool(2, threads=1) as pool:
-        assert pool.submit(parent_mark).result() is True
-    monkeypatch.setenv("INTERP_JOB_START", "spawn")  # the escape hatch: a fresh interpreter, as before
-    with task_pool(2, threads=1) as pool:
-        assert pool.submit(parent_mark).result() is False
+    assert start_method(2) == "spawn"                               # several torch threads per worker
     monkeypatch.setenv("INTERP_JOB_START", "frok")
     with pytest.raises(ValueError, match=r"INTERP_JOB_START='frok' must be 'spawn'"):
         start_method(1)

@@ -9,6 +9,7 @@ whatever order the workers finish in, so the report does not depend on schedulin
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor, as_completed
@@ -58,17 +59,20 @@ def _timed(fn: Callable, args: tuple) -> tuple[Any, float]:
 
 
 def start_method(threads: int) -> str:
-    """How workers start: forked where the platform can and each runs torch on one thread, so a worker begins with
-    the modules this process has imported (a spawned one imports torch, transformers and interp again, ~4 CPU-s
-    each); spawned otherwise, since a forked child that runs torch on several threads may inherit a stale OpenMP
-    thread pool and hang. INTERP_JOB_START=spawn spawns them always."""
+    """How workers start: forked where the platform can, each runs torch on one thread and this process runs no
+    other Python thread, so a worker begins with the modules this process has imported (a spawned one imports
+    torch, transformers and interp again, ~4 CPU-s each); spawned otherwise: a forked child that runs torch on
+    several threads may inherit a stale OpenMP thread pool, and one forked beside another thread (a notebook
+    kernel's, a test runner's) may inherit a lock that thread held, either way to hang.
+    INTERP_JOB_START=spawn spawns them always."""
     how = os.environ.get("INTERP_JOB_START", "").strip()
     if how not in ("", "spawn"):
         raise ValueError(f"environment variable INTERP_JOB_START={how!r} must be 'spawn' (workers started afresh) "
                          "or unset; set it so or unset it")
     if how == "spawn":
         return "spawn"
-    return "fork" if threads == 1 and "fork" in get_all_start_methods() else "spawn"
+    alone = threading.active_count() == 1
+    return "fork" if threads == 1 and alone and "fork" in get_all_start_methods() else "spawn"
 
 
 @contextmanager
