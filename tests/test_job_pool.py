@@ -93,7 +93,6 @@ def test_a_killed_worker_names_the_callers_own_remedy():
     assert "INTERP_JOB_WORKERS" not in str(e.value)
 
 
-
 FORK_CHECK = """
 import sys, threading
 import interp.report.job_pool as jp
