@@ -144,7 +144,7 @@ def lr_sweep(strategies: list[str] | None = None, lrs: tuple[float, ...] = SWEEP
             on_row(pd.DataFrame(rows))
         bar.update(1)
         bar.set_postfix(strategy=row["strategy"], seed=row["seed"], lr=row["lr"])
-    from interp.report.job_pool import run_tasks  # one job: in this process, in order; else spawned workers
+    from interp.report.job_pool import run_tasks  # one job: in this process, in order; else worker processes (job_pool.start_method)
     tasks = [(_run, (corpus, s, lr, k, size, steps, batch_size, clip)) for s, k, lr in todo]
     run_tasks(tasks, jobs, on_done=lambda i, row, cpu: took(row), threads=threads,  # saved as each finishes
               fewer="jobs=1, `interp sweep --jobs 1`, uses the least memory; `--resume` keeps the runs already saved")
