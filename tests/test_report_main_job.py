@@ -79,6 +79,9 @@ def test_deferred_templates_write_what_plotly_writes():
         got = [html(f, F.figure_html) for f in build()]
     assert got == want
     assert '"template"' in want[2] and go.Figure().to_dict()["layout"].get("template") is not None  # restored
+    with F.deferred_templates(), F.deferred_templates():  # entered again inside one: the same figures
+        assert [html(f, F.figure_html) for f in build()] == want
+    assert go.Figure().to_dict()["layout"].get("template") is not None
 
 
 def test_render_takes_the_claims_late_and_places_them_first():
@@ -261,3 +264,33 @@ def test_a_failed_render_leaves_the_earlier_report_and_claims_as_a_pair(tmp_path
     with pytest.raises(RuntimeError, match="render failed"):
         run_default(out / "index.html", **kw)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_render_with_a_pool_builds_some_sections_there_and_writes_the_same_page():
+    """render_html(pool=...) builds the ELSEWHERE sections on a worker process (the main job's idle one) and the
+    page is the one built all here: same sections in the same order, same figures (plotly's div ids aside)."""
+    import re
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from report_fixtures import tables
+
+    from interp.report import render_html
+    from interp.report.render import ELSEWHERE
+
+    class Recording(ProcessPoolExecutor):
+        def submit(self, fn, *args, **kw):
+            submitted.append((fn.__name__, sorted(args[2])))
+            return super().submit(fn, *args, **kw)
+
+    submitted: list = []
+    norm = lambda h: re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d{4}-\d\d-\d\d \d\d:\d\d UTC",
+                            "X", h)
+    t = tables()
+    here = render_html(t, ["t"])
+    with Recording(1, mp_context=get_context("spawn")) as pool:
+        there = render_html(t, ["t"], pool=pool)
+    assert submitted == [("build_elsewhere", sorted(ELSEWHERE))]
+    assert norm(there) == norm(here)
+    sec = there[there.index('<section id="norm-scales">'):].split("</section>")[0]
+    assert "Plotly.newPlot" in sec  # a section built on the worker holds its figure

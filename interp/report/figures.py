@@ -24,7 +24,11 @@ _DEFERRED = [False]
 
 @contextmanager
 def deferred_templates():
-    """Build figures without plotly's per-figure template validation; write them with `figure_html`."""
+    """Build figures without plotly's per-figure template validation; write them with `figure_html`. Inside one
+    already, it changes nothing (entered again it would take "no template" for plotly's default)."""
+    if _DEFERRED[0]:
+        yield
+        return
     old = pio.templates.default
     _TEMPLATE_JSON[None] = go.Figure().to_dict()["layout"].get("template")  # the default, as construction sets it
     _DEFERRED[0], pio.templates.default = True, None

@@ -489,7 +489,8 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
                 claims = write_claims(tables, pending)
                 log(f"claims evaluated in {time.perf_counter() - t:.1f} s: {claims_file}")
             path = atomic_write_text(out, interp.report.render_html(
-                tables, sources=[f"{len(results)} models measured in this run"], run_log=log.lines, claims=claims))
+                tables, sources=[f"{len(results)} models measured in this run"], run_log=log.lines, claims=claims,
+                pool=pool))  # the other worker builds some of the sections meanwhile
             if callable(claims):
                 claims()  # the worker's file is complete before it is renamed
             os.replace(pending, claims_file)
