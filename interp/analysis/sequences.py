@@ -20,12 +20,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from interp.collectors import seq_kernels
 from interp.collectors.base import F64, Collector
 from interp.collectors.effect import angular, last_real
-from interp.collectors.objective import is_causal
+from interp.collectors.objective import is_causal, token_ce
 
 STREAM_KEYS = ("n", "s1", "s2", "sabs", "top1", "median", "ang")
 
@@ -121,7 +120,7 @@ class SequenceStats(Collector):
             return
         pair = (batch.attention_mask[:, :-1] & batch.attention_mask[:, 1:])
         for r in range(len(output)):  # row by row: a real LM's logits [t, vocab] are large
-            ce = F.cross_entropy(output[r, :-1].float(), batch.tokens[r, 1:], reduction="none").to(F64)
+            ce = token_ce(output[r, :-1], batch.tokens[r, 1:]).to(F64)
             p = pair[r]
             self.state["loss_sum"][self._slots[r]] += (ce * p).sum().to(self._slots.device)
             self.state["loss_n"][self._slots[r]] += p.sum().to(F64).to(self._slots.device)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
+
+from interp.collectors.objective import token_ce
 
 
 def _seq_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Mean next-token CE per sequence [b] (float64): each token's CE from the float32 logits in float32, as
     `LayerEffect`'s skip losses (`objective.loss_terms`) take it, averaged in float64. A float64 log-softmax over
     the vocabulary costs ~5x as much on CPU; float32 moves a sequence's mean by at most ~1e-6 nats."""
-    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none")
+    ce = token_ce(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
     return ce.double().view(len(tokens), -1).mean(1)
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from interp.collectors.base import Collector, NonFiniteError
-from interp.collectors.objective import loss_terms
+from interp.collectors.objective import loss_terms, token_ce
 
 if TYPE_CHECKING:
     from interp.collectors.massive import MassiveActivations
@@ -34,11 +34,10 @@ def edit_massive(src: MassiveActivations, x: torch.Tensor, mask: torch.Tensor, d
 
 def seq_ce(model, output: torch.Tensor, batch) -> list[tuple[float, int]]:
     """(Σ next-token CE, predicted tokens) of each sequence of the batch (row by row: logits are large)."""
-    import torch.nn.functional as F
     pair = batch.attention_mask[:, :-1] & batch.attention_mask[:, 1:]
     out = []
     for r in range(len(output)):
-        ce = F.cross_entropy(output[r, :-1].float(), batch.tokens[r, 1:], reduction="none").double()
+        ce = token_ce(output[r, :-1], batch.tokens[r, 1:]).double()
         if not bool(torch.isfinite(ce[pair[r]]).all()):
             raise NonFiniteError(f"loss is not finite in sequence {r} of batch {batch.index}")
         out.append((float(ce[pair[r]].sum()), int(pair[r].sum())))

@@ -23,6 +23,35 @@ def probe(d: int) -> torch.Tensor:
     return _PROBES[d]
 
 
+CE_CHUNK_BYTES = 4 << 20  # fp32 logits of the rows one cross-entropy call takes (token_ce)
+
+
+def token_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """F.cross_entropy(logits.float(), target, reduction="none", ignore_index=...) of logits [n, vocab], target [n],
+    the same values bit for bit. On CPU without a gradient it runs a few rows at a time (~4 MB of fp32 logits)
+    through one reused buffer: F.cross_entropy's log-softmax of the whole [n, vocab] (1 GB for 1,000 tokens of a
+    262k vocabulary) goes through memory and, on a fresh allocation, through page faults
+    (benchmarks/cross_entropy.py). With a gradient it is one call: the backward of row slices would write a zero
+    gradient of the whole input per chunk (~10x slower)."""
+    n, v = logits.shape
+    rows = max(1, CE_CHUNK_BYTES // (4 * max(v, 1)))
+    grad = torch.is_grad_enabled() and logits.requires_grad
+    if logits.device.type != "cpu" or n <= 4 * rows or grad:
+        return F.cross_entropy(logits.float(), target, reduction="none", ignore_index=ignore_index)
+    keep = target != ignore_index
+    safe = target.masked_fill(~keep, 0)[:, None]  # [n, 1]
+    lp = torch.empty(rows, v)  # each chunk's log-probabilities, in place
+    up = torch.empty(rows, v) if logits.dtype != torch.float32 else None  # each chunk upcast, in place
+    out = torch.empty(n)
+    for i in range(0, n, rows):
+        x, r = logits[i:i + rows], min(rows, n - i)
+        if up is not None:
+            x = up[:r].copy_(x)
+        torch.log_softmax(x, -1, out=lp[:r])
+        torch.neg(lp[:r].gather(1, safe[i:i + r]).squeeze(1), out=out[i:i + r])  # nll_loss: −log p of the target
+    return out.masked_fill_(~keep, 0.0)
+
+
 def is_causal(model) -> bool:
     """Whether the model predicts the next token; encoders and masked-diffusion (MDLM) models take the probe.
     `model` may be its `ModelCard` instead (a collector's card, read once: a model's card walks its parameters)."""
@@ -39,7 +68,7 @@ def loss_terms(model, output: torch.Tensor, tokens: torch.Tensor, attention_mask
         # 160 MB for Gemma-3's 262k vocabulary), the last position and unpaired ones ignored, then the pairs kept
         tgt = torch.full_like(tokens, -100)
         tgt[:, :-1] = tokens[:, 1:].masked_fill(~pair, -100)
-        ce = F.cross_entropy(output.flatten(0, 1).float(), tgt.flatten(), reduction="none", ignore_index=-100)
+        ce = token_ce(output.flatten(0, 1), tgt.flatten())
         return ce.view(tokens.shape)[:, :-1][pair]
     m = attention_mask.to(output.dtype).unsqueeze(-1)
     pooled = (output * m).sum(1) / m.sum(1).clamp(min=1)

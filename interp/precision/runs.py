@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from interp.collectors.objective import token_ce
 from interp.precision.formats import FP16_MAX, FP16_OVERFLOW
 from interp.precision.gemm import gemm_kinds
 from interp.precision.int8 import MaskRef, int8_linear_inputs
@@ -74,13 +74,9 @@ def _compare(model, acc: _Acc, out: torch.Tensor, ref: torch.Tensor, tokens: tor
     if _is_lm(model):
         pair = am[:, :-1] & am[:, 1:]
         ok = finite_pos[:, :-1][pair]
-        target = tokens[:, 1:][pair]
         acc.n += int(pair.sum())
         if bool(ok.any()):  # CE in fp32 on the format's logits (upcast exactly), non-finite positions left out
-            logits = out[:, :-1][pair].float()
-            all_ok = bool(ok.all())
-            acc.loss_sum += float(F.cross_entropy(logits if all_ok else logits[ok], target if all_ok else target[ok],
-                                                  reduction="sum"))
+            acc.loss_sum += _ce_sum(out, tokens, pair & finite_pos[:, :-1])
         ref_top = ref.argmax(-1) if ref_top is None else ref_top
         same = (out.argmax(-1)[:, :-1][pair] == ref_top[:, :-1][pair]) & ok  # argmax is unchanged by the upcast
         acc.agree += int(same.sum())
@@ -100,7 +96,15 @@ def _reference_loss(model, ref: torch.Tensor, tokens: torch.Tensor, am: torch.Te
     if not _is_lm(model):
         return 0.0, int(am.sum())
     pair = am[:, :-1] & am[:, 1:]
-    return float(F.cross_entropy(ref[:, :-1][pair].float(), tokens[:, 1:][pair], reduction="sum")), int(pair.sum())
+    return _ce_sum(ref, tokens, pair), int(pair.sum())
+
+
+def _ce_sum(out: torch.Tensor, tokens: torch.Tensor, keep: torch.Tensor) -> float:
+    """Σ next-token CE of logits out [b, t, vocab] (upcast to fp32 a few rows at a time) over the positions
+    keep [b, t - 1]; the others are ignored, not copied out: a [b, t, 262k] selection would copy ~1 GB."""
+    tgt = torch.full_like(tokens, -100)
+    tgt[:, :-1] = tokens[:, 1:].masked_fill(~keep, -100)
+    return float(token_ce(out.flatten(0, 1), tgt.flatten()).sum())
 
 
 def fp32_value(model, batch: tuple, name: str, kind: str, row: int, pos: int, dim: int) -> tuple[float, float]:

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from interp.collectors.objective import token_ce
 from interp.norms import FakeLN, Identity, LayerNorm, Norm
 from interp.surgery.fold import copy_into, fold_affine
 from interp.surgery.split_attention import SplitInputAttention
@@ -93,7 +93,7 @@ def lm_ce(model, tokens: torch.Tensor, batch_size: int = 8) -> float:
             for i in range(0, len(tokens), batch_size):
                 x = tokens[i:i + batch_size]
                 logits = model(x[:, :-1])
-                tot += F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten(), reduction="sum").item()
+                tot += token_ce(logits.flatten(0, 1), x[:, 1:].flatten()).sum().item()
                 n += x[:, 1:].numel()
     finally:
         model.train(was)
