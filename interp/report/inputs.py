@@ -38,30 +38,47 @@ def _with_model(df: pd.DataFrame, name: str) -> pd.DataFrame:
     return df
 
 
+Part = tuple[dict[str, Any], dict[str, list[pd.DataFrame]]]  # (card row, {canonical name: its rows})
+
+
+def result_part(r: Any) -> Part:
+    """One `Results` object's card row and canonical tables (what `tables_from_results` concatenates): the
+    adapters' work, which the main job does for each model as its task returns, while the others run."""
+    parts: dict[str, list[pd.DataFrame]] = {}
+    for name, df in r.tables.items():
+        if name in ADAPTERS:
+            out = ADAPTERS[name](df, r.card)
+        elif name in TABLES:
+            out = {name: df}
+        else:
+            continue  # a table the report does not show
+        for cname, cdf in out.items():
+            if cdf is not None and not cdf.empty:
+                parts.setdefault(cname, []).append(_with_model(cdf, r.card.name))
+    return card_row(r.card), parts
+
+
+def tables_from_parts(parts: Iterable[Part]) -> dict[str, pd.DataFrame]:
+    """Canonical tables from `result_part`s, in their order."""
+    tables: dict[str, list[pd.DataFrame]] = {}
+    cards: list[dict[str, Any]] = []
+    for i, (card, part) in enumerate(parts, 1):
+        first = next((j for j, c in enumerate(cards, 1) if c["model"] == card["model"]), None)
+        if first is not None:  # their rows would be pooled as one model's (a line zigzagging between two runs)
+            raise ValueError(f"results {first} and {i} are both of model {card['model']!r}: the report would pool "
+                             "their rows as one model's; report them in separate files")
+        cards.append(card)
+        for k, v in part.items():
+            tables.setdefault(k, []).extend(v)
+    out = {k: check_table(k, pd.concat(v, ignore_index=True)) for k, v in tables.items()}
+    if cards:
+        out["cards"] = pd.DataFrame(cards).drop_duplicates("model", keep="last")
+    return out
+
+
 def tables_from_results(results: Iterable[Any]) -> dict[str, pd.DataFrame]:
     """Canonical tables from `Results` objects (anything with `.card` and `.tables`)."""
-    parts: dict[str, list[pd.DataFrame]] = {}
-    cards = []
-    for i, r in enumerate(results, 1):
-        first = next((j for j, c in enumerate(cards, 1) if c["model"] == r.card.name), None)
-        if first is not None:  # their rows would be pooled as one model's (a line zigzagging between two runs)
-            raise ValueError(f"results {first} and {i} are both of model {r.card.name!r}: the report would pool "
-                             "their rows as one model's; report them in separate files")
-        cards.append(card_row(r.card))
-        for name, df in r.tables.items():
-            if name in ADAPTERS:
-                out = ADAPTERS[name](df, r.card)
-            elif name in TABLES:
-                out = {name: df}
-            else:
-                continue  # a table the report does not show
-            for cname, cdf in out.items():
-                if cdf is not None and not cdf.empty:
-                    parts.setdefault(cname, []).append(_with_model(cdf, r.card.name))
-    tables = {k: check_table(k, pd.concat(v, ignore_index=True)) for k, v in parts.items()}
-    if cards:
-        tables["cards"] = pd.DataFrame(cards).drop_duplicates("model", keep="last")
-    return tables
+    return tables_from_parts(result_part(r) for r in results)
 
 
 def merge_tables(*many: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
