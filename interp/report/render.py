@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
-from concurrent.futures import Executor
 import math
 import re
+from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 
 import jinja2
@@ -15,8 +15,8 @@ import plotly.offline
 
 from interp.report import claims as _claims
 from interp.report import figures as F
-from interp.report.colors import color_for
 from interp.report import sections
+from interp.report.colors import color_for
 from interp.report.sections import _section, _table  # also imported from here by the section modules
 from interp.report.summary import complete
 
