@@ -57,13 +57,13 @@ def _top_outliers(outl: pd.DataFrame, k: int = 10) -> pd.DataFrame:
                          "token")
 
 
-def models(t: dict, colors: Colors) -> dict:
+def _models(t: dict, colors: Colors) -> dict:
     cards = t.get("cards", pd.DataFrame(columns=["model"]))
     return _section("models", "Models", "What was measured: one row per model card.",
                     {"cards": "no model cards"}, t, tables=[_table(cards, swatches=colors)] if len(cards) else [])
 
 
-def variance(t: dict, colors: Colors) -> dict:
+def _variance(t: dict, colors: Colors) -> dict:
     growth = t.get("growth")
     return _section("variance", "Variance growth with depth",
                     "Variance of the residual stream at each depth (pooled over tokens × dimensions), every "
@@ -76,7 +76,7 @@ def variance(t: dict, colors: Colors) -> dict:
                     and not growth.empty else [])
 
 
-def massive(t: dict, colors: Colors) -> dict:
+def _massive(t: dict, colors: Colors) -> dict:
     outl, abl, mdims = t.get("outliers"), t.get("ablation"), t.get("massive_dims")
     top = _top_outliers(outl) if outl is not None else None
     return _section("massive", "Massive activations",
@@ -94,12 +94,12 @@ def massive(t: dict, colors: Colors) -> dict:
                         if abl is not None and not abl.empty else None) if x])
 
 
-def precision(t: dict, colors: Colors) -> dict:
+def _precision(t: dict, colors: Colors) -> dict:
     from interp.precision.report import section
     return section(t, colors, _section, _table)
 
 
-def gradients(t: dict, colors: Colors) -> dict:
+def _gradients(t: dict, colors: Colors) -> dict:
     return _section("gradients", "Gradient norms per layer",
                     "Norm of the loss gradient per block: next-token CE for causal LMs; for encoders and "
                     "masked-diffusion models (marked '· probe') a fixed random probe of the mean-pooled output "
@@ -108,12 +108,12 @@ def gradients(t: dict, colors: Colors) -> dict:
                     figs=[F.gradient_profiles(t, colors)])
 
 
-def dynamics(t: dict, colors: Colors) -> dict:
+def _dynamics(t: dict, colors: Colors) -> dict:
     from interp.report.dynamics import section
     return section(t, colors, _section, _table)
 
 
-def depth(t: dict, colors: Colors) -> dict:
+def _depth(t: dict, colors: Colors) -> dict:
     return _section("depth", "Layer effectiveness",
                     "Angular distance between residual streams and the loss when a block is skipped (per-model "
                     "figures: each zoo strategy's seed 0).",
@@ -121,12 +121,12 @@ def depth(t: dict, colors: Colors) -> dict:
                     figs=[F.angular_heatmap(t, colors), F.skip_bars(t, colors)])
 
 
-def norm_scales(t: dict, colors: Colors) -> dict:
+def _norm_scales(t: dict, colors: Colors) -> dict:
     return _section("norm-scales", "Norm scales", "How much each norm divides by, per layer.",
                     {"norm_scales": COLLECT + " with the norm-scale collector"}, t, figs=[F.norm_scales(t, colors)])
 
 
-def dla(t: dict, colors: Colors) -> dict:
+def _dla(t: dict, colors: Colors) -> dict:
     example = t.get("dla_example")
     return _section("dla", "Direct logit attribution",
                     "DLA through the frozen final-norm scale against the true direct effect (path ablation).",
@@ -138,31 +138,31 @@ def dla(t: dict, colors: Colors) -> dict:
                     if example is not None and "prompt" in example else [])
 
 
-def lens(t: dict, colors: Colors) -> dict:
+def _lens(t: dict, colors: Colors) -> dict:
     return _section("lens", "Logit lens", "Each intermediate stream read through the final norm (its statistics "
                     "recomputed) and the unembedding: the probability of the target per layer, mean over positions; "
                     "in the main job the target at each position is the model's own final top-1 prediction.",
                     {"logit_lens": MAIN}, t, figs=[F.logit_lens(t, colors)])
 
 
-def modern_norms(t: dict, colors: Colors) -> dict:
+def _modern_norms(t: dict, colors: Colors) -> dict:
     from interp.report import modern
     return modern.section(t, colors, _section, _table)
 
 
-def mdlm(t: dict, colors: Colors) -> dict:
+def _mdlm(t: dict, colors: Colors) -> dict:
     from interp.report.mdlm import mdlm_section
     return mdlm_section(t, colors)
 
 
-def training(t: dict, colors: Colors) -> dict:
+def _training(t: dict, colors: Colors) -> dict:
     return _section("training", "Training and learning-rate stability", "",
                     {"training": "training logs; the main job reads those of data/zoo: interp report --default",
                      "sweep": "LR sweep; the main job reads data/sweep: interp report --default"}, t,
                     figs=[F.training_curves(t, colors), F.lr_sweep(t, colors)])
 
 
-def surgery(t: dict, colors: Colors) -> dict:
+def _surgery(t: dict, colors: Colors) -> dict:
     lr, eq = t.get("ln_removal"), t.get("equivalence")
     return _section("surgery", "LN removal and equivalence", "",
                     {"ln_removal": MAIN, "equivalence": MAIN}, t,
@@ -175,9 +175,9 @@ def surgery(t: dict, colors: Colors) -> dict:
 
 # page order (the claims come first and the run log last: render.py adds them)
 BUILDERS: dict[str, Callable[[dict, Colors], dict]] = {
-    "models": models, "variance": variance, "massive": massive, "precision": precision, "gradients": gradients,
-    "dynamics": dynamics, "depth": depth, "norm-scales": norm_scales, "dla": dla, "lens": lens,
-    "modern-norms": modern_norms, "mdlm": mdlm, "training": training, "surgery": surgery}
+    "models": _models, "variance": _variance, "massive": _massive, "precision": _precision, "gradients": _gradients,
+    "dynamics": _dynamics, "depth": _depth, "norm-scales": _norm_scales, "dla": _dla, "lens": _lens,
+    "modern-norms": _modern_norms, "mdlm": _mdlm, "training": _training, "surgery": _surgery}
 
 
 def build(t: dict, colors: Colors, names: list[str]) -> list[dict]:
