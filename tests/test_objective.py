@@ -1,4 +1,5 @@
-"""interp.collectors.objective: token_ce is F.cross_entropy, value for value, in chunks of rows."""
+"""interp.collectors.objective: token_ce is F.cross_entropy, value for value, in chunks of rows; next_token_ce its
+next-token form."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -43,3 +44,33 @@ def test_token_ce_keeps_a_non_finite_row_to_itself():
     ce = token_ce(x, torch.zeros(50, dtype=torch.long))
     bad = ~torch.isfinite(ce)
     assert bad.nonzero().flatten().tolist() == [3, 41]
+
+
+def test_next_token_ce_is_the_loss_of_each_kept_next_token():
+    """next_token_ce at [r, i] = −log softmax(logits[r, i])[tokens[r, i + 1]] where keep[r, i], else 0 (the last
+    position too), against a per-position float64 computation."""
+    from interp.collectors.objective import next_token_ce
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 9, 70000, generator=g)
+    tokens = torch.randint(0, 70000, (3, 9), generator=g)
+    keep = torch.rand(3, 8, generator=g) > 0.3
+    got = next_token_ce(logits, tokens, keep)
+    assert got.shape == (3, 9) and (got[:, -1] == 0).all()
+    for r in range(3):
+        for i in range(8):
+            want = -logits[r, i].double().log_softmax(-1)[tokens[r, i + 1]] if keep[r, i] else 0.0
+            assert abs(float(got[r, i]) - float(want)) < 1e-5
+
+
+def test_token_ce_with_float64_as_torch_default_dtype():
+    """A notebook that set torch's default dtype to float64 gets F.cross_entropy's float32 values too (the chunks'
+    buffers are float32 whatever the default; a float64 buffer made log_softmax raise)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        x = torch.randn(100, 70000, dtype=torch.float32)
+        y = torch.randint(0, 70000, (100,))
+        got = token_ce(x, y)
+        assert got.dtype == torch.float32 and torch.equal(got, F.cross_entropy(x, y, reduction="none"))
+    finally:
+        torch.set_default_dtype(old)

@@ -40,9 +40,9 @@ def token_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -10
         return F.cross_entropy(logits.float(), target, reduction="none", ignore_index=ignore_index)
     keep = target != ignore_index
     safe = target.masked_fill(~keep, 0)[:, None]  # [n, 1]
-    lp = torch.empty(rows, v)  # each chunk's log-probabilities, in place
-    up = torch.empty(rows, v) if logits.dtype != torch.float32 else None  # each chunk upcast, in place
-    out = torch.empty(n)
+    lp = torch.empty(rows, v, dtype=torch.float32)  # each chunk's log-probabilities, in place
+    up = torch.empty(rows, v, dtype=torch.float32) if logits.dtype != torch.float32 else None  # each chunk upcast, in place
+    out = torch.empty(n, dtype=torch.float32)  # float32 whatever torch's default dtype, as F.cross_entropy's
     for i in range(0, n, rows):
         x, r = logits[i:i + rows], min(rows, n - i)
         if up is not None:
@@ -59,17 +59,21 @@ def is_causal(model) -> bool:
     return getattr(card, "objective", "causal_lm") not in ("encoder", "mdlm")
 
 
+def next_token_ce(logits: torch.Tensor, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """`token_ce` of logits [b, t, vocab] against the next token at every position [b, t]: 0 at the last position
+    and wherever keep [b, t - 1] is False. The logits are read as they are, not copied out by a mask (a [b, t, 262k]
+    selection copies ~1 GB)."""
+    tgt = torch.full_like(tokens, -100)
+    tgt[:, :-1] = tokens[:, 1:].masked_fill(~keep, -100)
+    return token_ce(logits.flatten(0, 1), tgt.flatten()).view(tokens.shape)
+
+
 def loss_terms(model, output: torch.Tensor, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Per-item objective terms (differentiable): CE per predicted token [n] for causal LMs (only pairs of
     real tokens), ⟨r, pooled⟩ per sequence [b] for encoders."""
     if is_causal(model):
         pair = attention_mask[:, :-1] & attention_mask[:, 1:]
-        # every position's CE on the logits as they are (no copy of the [b, t, vocab] logits selected by a mask:
-        # 160 MB for Gemma-3's 262k vocabulary), the last position and unpaired ones ignored, then the pairs kept
-        tgt = torch.full_like(tokens, -100)
-        tgt[:, :-1] = tokens[:, 1:].masked_fill(~pair, -100)
-        ce = token_ce(output.flatten(0, 1), tgt.flatten())
-        return ce.view(tokens.shape)[:, :-1][pair]
+        return next_token_ce(output, tokens, pair)[:, :-1][pair]  # the pairs of real tokens kept
     m = attention_mask.to(output.dtype).unsqueeze(-1)
     pooled = (output * m).sum(1) / m.sum(1).clamp(min=1)
     return pooled @ probe(output.shape[-1]).to(output.device, output.dtype)

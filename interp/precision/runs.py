@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from interp.collectors.objective import token_ce
+from interp.collectors.objective import next_token_ce
 from interp.precision.formats import FP16_MAX, FP16_OVERFLOW
 from interp.precision.gemm import gemm_kinds
 from interp.precision.int8 import MaskRef, int8_linear_inputs
@@ -76,7 +76,7 @@ def _compare(model, acc: _Acc, out: torch.Tensor, ref: torch.Tensor, tokens: tor
         ok = finite_pos[:, :-1][pair]
         acc.n += int(pair.sum())
         if bool(ok.any()):  # CE in fp32 on the format's logits (upcast exactly), non-finite positions left out
-            acc.loss_sum += _ce_sum(out, tokens, pair & finite_pos[:, :-1])
+            acc.loss_sum += float(next_token_ce(out, tokens, pair & finite_pos[:, :-1]).sum())
         ref_top = ref.argmax(-1) if ref_top is None else ref_top
         same = (out.argmax(-1)[:, :-1][pair] == ref_top[:, :-1][pair]) & ok  # argmax is unchanged by the upcast
         acc.agree += int(same.sum())
@@ -96,15 +96,8 @@ def _reference_loss(model, ref: torch.Tensor, tokens: torch.Tensor, am: torch.Te
     if not _is_lm(model):
         return 0.0, int(am.sum())
     pair = am[:, :-1] & am[:, 1:]
-    return _ce_sum(ref, tokens, pair), int(pair.sum())
+    return float(next_token_ce(ref, tokens, pair).sum()), int(pair.sum())
 
-
-def _ce_sum(out: torch.Tensor, tokens: torch.Tensor, keep: torch.Tensor) -> float:
-    """Σ next-token CE of logits out [b, t, vocab] (upcast to fp32 a few rows at a time) over the positions
-    keep [b, t - 1]; the others are ignored, not copied out: a [b, t, 262k] selection would copy ~1 GB."""
-    tgt = torch.full_like(tokens, -100)
-    tgt[:, :-1] = tokens[:, 1:].masked_fill(~keep, -100)
-    return float(token_ce(out.flatten(0, 1), tgt.flatten()).sum())
 
 
 def fp32_value(model, batch: tuple, name: str, kind: str, row: int, pos: int, dim: int) -> tuple[float, float]:

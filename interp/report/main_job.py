@@ -453,10 +453,10 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         f"the claims' measurements; training dynamics; the shipped logs) on "
         f"{workers} worker process(es), {threads} thread(s) each")
     lines: list[str] = []
-    parts: dict[int, list] = {}
+    parts: dict[tuple, list] = {}  # task label -> its results' canonical tables
 
     def finished(i: int, value, cpu: float) -> None:
-        parts[i] = [result_part(r) for r in value[0]]  # the adapters' work, done while the other tasks run
+        parts[labelled[i][0]] = [result_part(r) for r in value[0]]  # the adapters' work, done while the other tasks run
         lines.extend(value[2])
         line = f"[{time.time() - log.t0:6.1f} s] task {' '.join(map(str, labelled[i][0]))}: {cpu:.1f} s CPU"
         print(line, flush=True)  # on stdout too: benchmarks/main_job.py reads each task's CPU seconds from it
@@ -469,13 +469,12 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         keys = ([("zoo", d.name) for d in dirs] + [("real", n) for n in reals] + [("claims",), ("dynamics",),
                                                                                    ("logs",)])
         ordered = [by[k] for k in keys]
-        at = {label: i for i, (label, _) in enumerate(labelled)}
         results = [r for value in ordered for r in value[0]]
         extras = [e for value in ordered for e in value[1]]
         log.lines = sorted(log.lines + lines, key=lambda x: float(x[1:x.index(" s]")]))
         extra_tables = merge_tables(*extras)  # the logs task's extras included: shipped training logs, LR sweep
         t = time.perf_counter()
-        tables = merge_tables(tables_from_parts(p for k in keys for p in parts[at[k]]), extra_tables)
+        tables = merge_tables(tables_from_parts(p for k in keys for p in parts[k]), extra_tables)
         if "cards" not in tables:
             raise RuntimeError("no model could be collected: no zoo in data/zoo and no packaged real model loaded")
         from interp.outputs import atomic_write_text
