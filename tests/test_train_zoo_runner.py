@@ -409,3 +409,39 @@ def test_ln_removal_is_redone_when_its_source_is_retrained(tmp_path, monkeypatch
         src = state_sha256(interp.zoo.load(out / "pre-ln"))
         for k in ("pre-ln-lnfree", "pre-ln-vanilla", "pre-ln-vanilla-single"):
             assert json.loads((out / k / "config.json").read_text())["training"]["source_sha256"] == src
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_train_refuses_to_replace_a_finished_model_of_another_step_count(tmp_path, capsys, monkeypatch, workers):
+    """`interp train pre-ln --steps 1` into a folder holding a finished 2000-step pre-ln (the default --out is the
+    shipped data/zoo) swapped it for a 1-step model; it is now one line naming the model and --force, before any
+    work, the folder as it was. With --force the run goes on to the training loop."""
+    from interp.train import zoo_runner as zr
+    saved = {"config": {"strategy": "pre-ln"}, "training": {"status": "done", "steps": 2000, "seed": 0,
+                                                            "strategy": "pre-ln"}}
+    (tmp_path / "zoo" / "pre-ln").mkdir(parents=True)
+    data = json.dumps(saved).encode()
+    (tmp_path / "zoo" / "pre-ln" / "config.json").write_bytes(data)
+    started = []
+    monkeypatch.setattr(zr, "run_next", lambda *a, **k: started.append("run_next"))
+    monkeypatch.setattr(zr, "work", lambda *a, **k: started.append("work"))
+    monkeypatch.setattr(zr, "check_failed", lambda *a, **k: None)
+    rc, err, files = _train_cli(tmp_path, capsys, "--out", "zoo", "--runs", "runs", "--workers", workers)
+    assert rc == 1 and len(err) == 1, err
+    assert "pre-ln (2000 steps)" in err[0] and "--force" in err[0] and "another --out" in err[0], err
+    assert files == {"zoo": None, "zoo/pre-ln": None, "zoo/pre-ln/config.json": data} and not started
+    rc, err, _ = _train_cli(tmp_path, capsys, "--out", "zoo", "--runs", "runs", "--workers", workers, "--force")
+    assert rc == 0 and started == ["run_next" if workers == "1" else "work"], (err, started)
+
+
+def test_finished_steps_reads_only_finished_runs(tmp_path):
+    """A run that stopped before its last step, or no folder at all, is nothing to protect (None); a finished
+    one gives its step count."""
+    from interp.train import zoo_runner as zr
+    (tmp_path / "pre-ln").mkdir()
+    for status, want in (("done", 2000), ("running", None)):
+        (tmp_path / "pre-ln" / "config.json").write_text(json.dumps(
+            {"config": {}, "training": {"status": status, "steps": 2000}}))
+        assert zr.finished_steps(tmp_path, "pre-ln", 0) == want
+    assert zr.finished_steps(tmp_path, "post-ln", 0) is None
+    zr.check_replace(tmp_path, 2000, ["pre-ln"])  # the same step count: no refusal

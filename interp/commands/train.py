@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> None:
     names = args.strategies or None
     seeds = {s: args.seeds for s in (names or zoo_runner.ZOO_SEEDS)} if args.seeds is not None else None
     zoo_runner.check_out(out, args.steps, names, seeds)  # a damaged <out>/<model>/config.json, before any work
+    if not args.force:  # a finished model of another step count (the shipped zoo) is not replaced unasked
+        zoo_runner.check_replace(out, args.steps, names, seeds)
     if args.workers == 1:
         while zoo_runner.run_next(out, runs, args.steps, names, seeds=seeds, progress=not args.quiet):
             pass
@@ -70,5 +72,7 @@ def register(sub) -> None:  # no interp.train import here: every `interp` comman
     p.add_argument("--out", default=None, help="where the checkpoints go (default data/zoo)")
     p.add_argument("--runs", default="out/zoo-runs", help="resumable training state (default out/zoo-runs)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--force", action="store_true",
+                   help="replace finished models in --out trained for another number of steps")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -61,6 +61,35 @@ def is_done(out: Path, strategy: str, seed: int, steps: int) -> bool:
             and _preset_matches(strategy, saved.get("config", {})))
 
 
+def finished_steps(out: Path, strategy: str, seed: int) -> int | None:
+    """The update count of the finished model of (strategy, seed) in `out`; None when none is there (no folder,
+    or a run that did not finish). A damaged config raises as `is_done` does."""
+    p = Path(out) / model_name(strategy, seed) / "config.json"
+    if not p.is_file():
+        return None
+    saved = read_json(p, lambda why: _not_a_config(p, why))
+    t = saved.get("training") if isinstance(saved, dict) else None
+    if not isinstance(t, dict):
+        raise _not_a_config(p, "not a JSON object with a 'training' object")
+    steps = t.get("steps")
+    return steps if t.get("status") == "done" and isinstance(steps, int) else None
+
+
+def check_replace(out: Path, steps: int, strategies: list[str] | None = None,
+                  seeds: dict[str, int] | None = None) -> None:
+    """Refuse, before any work, to replace a finished model trained for another number of updates: `interp train
+    pre-ln --steps 5` into data/zoo would swap the shipped 2000-step model for a 5-step one (`--force` allows it;
+    a model of the same step count with an older recipe is retrained, as the zoo's own updates need)."""
+    from interp.outputs import OutputRefused
+    other = [(model_name(s, k), n) for s, k in plan(seeds, strategies)
+             if (n := finished_steps(out, s, k)) is not None and n != steps]
+    if other:
+        names = ", ".join(f"{name} ({n} steps)" for name, n in other[:3]) + (" …" if len(other) > 3 else "")
+        raise OutputRefused(f"{out} holds finished models trained for another number of steps than {steps}: {names}; "
+                            "training would replace them. Give another --out for a separate zoo, or pass --force "
+                            "to replace them")
+
+
 def _not_a_config(p: Path, why: str) -> ValueError:
     return ValueError(f"{p} is not a zoo checkpoint's config ({why}), so whether {p.parent.name} is trained cannot "
                       f"be told; move the folder {p.parent} away (or delete it) to train it again, or choose "
