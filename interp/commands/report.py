@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> None:
     dirs = results_dirs(args.results)  # before pandas and the collectors are imported; each holds one model
     import interp.report
     t0 = time.perf_counter()
-    path = interp.report.build(dirs, args.output, force=args.force)  # folders, so the report names them as sources
+    path = interp.report.build(dirs, args.output, force=args.force, progress=True)  # folders: named as sources
     print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, {len(dirs)} model(s)) "
           f"generated in {time.perf_counter() - t0:.1f} s")
 

@@ -9,6 +9,7 @@ do not import pandas, the claims or the models.
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,14 +54,15 @@ def __dir__() -> list[str]:
 
 
 def build(results: Any, path: str | Path, extra: dict[str, pd.DataFrame] | None = None,
-          title: str = "interp: normalization report", force: bool = False) -> Path:
+          title: str = "interp: normalization report", force: bool = False, progress: bool = False) -> Path:
     """Write the report for `results` to `path`.
 
     results: a `Results`, a saved results directory, or a list of either; `extra`: further canonical tables
     (training logs, LR sweep, LN removal ...; see interp.report.TABLES), each checked before any work: a name not
     in TABLES or a table without one of its required columns raises ValueError naming it. Raises ValueError on no
     models.
-    An existing `path` is replaced only when it is an earlier interp report and `force` is set.
+    An existing `path` is replaced only when it is an earlier interp report and `force` is set. `progress`: a bar
+    while the directories load, then a line on stderr for each later stage.
     """
     from interp.outputs import atomic_write_text
     from interp.report.marker import check_report_target
@@ -73,10 +75,13 @@ def build(results: Any, path: str | Path, extra: dict[str, pd.DataFrame] | None 
     from interp.report import load_dirs, merge_tables, render_html, tables_from_results  # this module's names
     items = results if isinstance(results, (list, tuple)) else [results]
     dirs = [r for r in items if isinstance(r, (str, Path))]
-    objs = [r for r in items if not isinstance(r, (str, Path))] + load_dirs(dirs)
+    objs = [r for r in items if not isinstance(r, (str, Path))] + load_dirs(dirs, progress=progress)
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
+    say(f"tables of {len(objs)} result(s)")
     tables = merge_tables(tables_from_results(objs), extra or {})
     if "cards" not in tables or tables["cards"].empty:
         raise ValueError("no models to report on: pass at least one Results (or a saved results directory)")
+    say(f"claims and figures of {len(tables['cards'])} model(s)")
     return atomic_write_text(path, render_html(tables, sources=[str(d) for d in dirs] or
                                      [f"{len(objs)} in-memory result(s)"], title=title))
 
