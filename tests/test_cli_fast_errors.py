@@ -71,7 +71,8 @@ CASES = [
     # precision
     (["precision", "./missing"], MISSING_MODEL),
     (["precision", "smollm2-135m", "--threads", "0"], "--threads must be at least 1 (got 0)"),
-    (["precision", "smollm2-135m", "--data", "missing.txt"], "--data missing.txt: no such text file (one text per line)"),
+    (["precision", "smollm2-135m", "--data", "missing.txt"], "--data missing.txt: no such text file (one text per line), "
+     "and not a corpus ('kjv', 'austen', a folder, 'hf:NAME')"),
     (["precision", "smollm2-135m", "--data", "blank.txt"], "--data blank.txt holds no text (every line is empty)"),
     (["precision", "smollm2-135m", "-o", "notes.txt"], REFUSED_FILE),
     (["precision", "smollm2-135m", "-o", "sweep"], NOT_RESULTS),

@@ -470,3 +470,25 @@ def test_cli_formats_with_spaces_or_none_named(capsys):
     assert main(base + ["--formats", " , "]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--formats names no format" in err[0]
+
+
+@pytest.mark.skipif(not (interp.data.DATA_DIR / "zoo" / "pre-ln" / "model.safetensors").is_file(),
+                    reason="no shipped zoo")
+def test_cli_data_takes_a_corpus_name_as_collect_does(tmp_path, capsys):
+    """`interp precision MODEL --data kjv` refused the corpus name `interp collect --data kjv` takes ("no such text
+    file"); it now reads the corpus, one text per book, capped by --max-tokens: the same site table as the Python
+    check on the corpus's books."""
+    from interp.collectors.results import Results
+    from interp.data import load_corpus
+    from interp.precision.check import check
+    d, out = str(interp.data.DATA_DIR / "zoo" / "pre-ln"), tmp_path / "kjv-precision"
+    assert main(["precision", d, "--data", "kjv", "--max-tokens", "200", "--formats", "none", "-q", "-o",
+                 str(out)]) == 0
+    got = Results.load(out)["precision"]
+    ref = check(interp.zoo.load(d), [b.text for b in load_corpus("kjv").books], (), max_tokens=200,
+                progress=False).results()["precision"]
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), ref.reset_index(drop=True))
+    capsys.readouterr()
+    assert main(["precision", d, "--data", "no-such-corpus", "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a corpus" in err[0], err

@@ -3,6 +3,7 @@
     interp precision smollm2-135m
     interp precision gemma-3-270m --formats fp16 --run-tokens 64
     interp precision data/zoo/pre-ln --data texts.txt --max-tokens 4096
+    interp precision data/zoo/pre-ln --data austen --max-tokens 4096
     interp precision smollm2-135m -o runs/smollm2-precision && interp report runs/smollm2-precision -o r.html
 
 Site statistics (max |x|, headroom, rounding and int8 errors at every residual site) come from one fp32 pass
@@ -16,12 +17,20 @@ import argparse
 import math
 
 
+def _is_corpus(data: str) -> bool:
+    """Whether --data names a corpus for interp.data.load_corpus (as `interp collect --data` takes it): 'kjv',
+    'austen', 'hf:NAME' or a folder of text files."""
+    from pathlib import Path
+    return data in ("kjv", "austen") or data.startswith("hf:") or Path(data).is_dir()
+
+
 def _data_texts(data: str) -> list[str]:
-    """The texts of --data: one per non-empty line."""
+    """The texts of --data when it is a text file: one per non-empty line."""
     from pathlib import Path
     p = Path(data)
     if not p.is_file():
-        raise FileNotFoundError(f"--data {data}: no such text file (one text per line)")
+        raise FileNotFoundError(f"--data {data}: no such text file (one text per line), and not a corpus "
+                                "('kjv', 'austen', a folder, 'hf:NAME')")
     try:
         texts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError as e:
@@ -63,7 +72,8 @@ def run(a: argparse.Namespace) -> None:
     if a.out:
         dir_target(a.out, "results", a.force)  # refuse a protected -o before any work (interp/outputs.py)
     # the texts to run on: --data is read before torch is imported; else the held-out passages of the corpus
-    texts = _data_texts(a.data) if a.data else None
+    corpus = a.data if a.data and _is_corpus(a.data) else None  # loaded below, one text per book
+    texts = _data_texts(a.data) if a.data and corpus is None else None
     from interp.precision.lowp import LINEAR_MODES
     from interp.precision.runs import FORMATS
     formats = tuple(f.strip() for f in a.formats.split(",") if f.strip()) if a.formats.strip() != "none" else ()
@@ -79,7 +89,10 @@ def run(a: argparse.Namespace) -> None:
         quiet_loading()
     import torch
     torch.set_num_threads(a.threads)
-    if texts is None:
+    if corpus is not None:
+        from interp.data import load_corpus
+        texts = [b.text for b in load_corpus(corpus).books]  # --max-tokens caps what is read
+    elif texts is None:
         import interp.data
         texts = interp.data.heldout_texts(a.texts, a.chars)
     import interp
@@ -99,7 +112,9 @@ def register(sub) -> None:
     from interp.commands._model import add_tokenizer_option
     p = sub.add_parser("precision", help="will a model survive fp16, bf16 and int8? its verdict table")
     p.add_argument("model", help="registry name (interp models), zoo checkpoint or transformers checkpoint path")
-    p.add_argument("--data", default=None, help="a UTF-8 text file, one text per line (default: held-out passages)")
+    p.add_argument("--data", default=None, help="a UTF-8 text file (one text per line) or a corpus, as interp collect "
+                                                "takes it ('kjv', 'austen', a folder, hf:NAME; one text per book; "
+                                                "cap it with --max-tokens); default: held-out passages")
     p.add_argument("--texts", type=int, default=4, help="held-out passages when --data is not given (default 4)")
     p.add_argument("--chars", type=int, default=600, help="characters per held-out passage (default 600)")
     p.add_argument("--max-tokens", type=int, default=None, help="tokens for the site statistics (default: all)")
