@@ -61,10 +61,9 @@ def test_cli_builds_report_from_saved_dirs(saved, tmp_path):
         assert f">{s}<" in html
     assert "Variance growth with depth" in html and "Missing: no ln_removal" in html
     assert not list(out.parent.glob(".*.tmp"))         # atomic: no temp file left behind
-    # progress on stderr while it works (it printed nothing until the report was written): the loading bar ends
-    # at the four folders, then one line per later stage
-    assert re.search(r"load results: 100%.*4/4", p.stderr), p.stderr
-    assert "tables of 4 result(s)" in p.stderr and "claims and figures of 4 model(s)" in p.stderr, p.stderr
+    # progress on stderr while it works (it printed nothing until the report was written): a line once the tables
+    # are built (the loading bar shows only when loading takes over half a second; these four folders load faster)
+    assert p.stderr.strip() == "tables of 4 model(s) built; now the claims and figures", p.stderr
 
 
 def test_cli_missing_dir(tmp_path):

@@ -62,7 +62,7 @@ def build(results: Any, path: str | Path, extra: dict[str, pd.DataFrame] | None 
     in TABLES or a table without one of its required columns raises ValueError naming it. Raises ValueError on no
     models.
     An existing `path` is replaced only when it is an earlier interp report and `force` is set. `progress`: a bar
-    while the directories load, then a line on stderr for each later stage.
+    on stderr while the directories load (when that takes over half a second), then a line once the tables are built.
     """
     from interp.outputs import atomic_write_text
     from interp.report.marker import check_report_target
@@ -76,12 +76,12 @@ def build(results: Any, path: str | Path, extra: dict[str, pd.DataFrame] | None 
     items = results if isinstance(results, (list, tuple)) else [results]
     dirs = [r for r in items if isinstance(r, (str, Path))]
     objs = [r for r in items if not isinstance(r, (str, Path))] + load_dirs(dirs, progress=progress)
-    say = (lambda m: print(m, file=sys.stderr, flush=True)) if progress else (lambda m: None)
-    say(f"tables of {len(objs)} result(s)")
     tables = merge_tables(tables_from_results(objs), extra or {})
     if "cards" not in tables or tables["cards"].empty:
         raise ValueError("no models to report on: pass at least one Results (or a saved results directory)")
-    say(f"claims and figures of {len(tables['cards'])} model(s)")
+    if progress:  # after every check of the input: a bad input stays one line on stderr
+        print(f"tables of {len(tables['cards'])} model(s) built; now the claims and figures", file=sys.stderr,
+              flush=True)
     return atomic_write_text(path, render_html(tables, sources=[str(d) for d in dirs] or
                                      [f"{len(objs)} in-memory result(s)"], title=title))
 

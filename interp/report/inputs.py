@@ -96,13 +96,14 @@ def merge_tables(*many: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 def load_dirs(paths: Iterable[str | Path], progress: bool = False) -> list[Any]:
     """Load every saved `Results` under each path (the path itself, or its immediate subdirectories); `progress`:
-    a bar on stderr, one step per directory."""
+    a bar on stderr, one step per directory, shown once loading has taken half a second (a quick load, or one that
+    fails on a bad file at once, prints nothing but its result or its one-line error)."""
     from tqdm.auto import tqdm
 
     from interp.collectors.results import Results
     from interp.report.paths import results_dirs
     dirs = results_dirs(paths)  # every path checked before any is loaded
-    out, seen = [Results.load(d) for d in tqdm(dirs, desc="load results", unit="dir", disable=not progress)], {}
+    out, seen = [Results.load(d) for d in tqdm(dirs, desc="load results", unit="dir", disable=not progress, delay=0.5)], {}
     for d, r in zip(dirs, out):
         if r.card.name in seen:  # tables_from_results would refuse them, without the folders' names
             raise ValueError(f"{seen[r.card.name]} and {d} both hold results of model {r.card.name!r}: the report "
