@@ -434,14 +434,20 @@ def test_train_refuses_to_replace_a_finished_model_of_another_step_count(tmp_pat
     assert rc == 0 and started == ["run_next" if workers == "1" else "work"], (err, started)
 
 
-def test_finished_steps_reads_only_finished_runs(tmp_path):
-    """A run that stopped before its last step, or no folder at all, is nothing to protect (None); a finished
-    one gives its step count."""
+def test_replaced_unasked_names_finished_and_unrecorded_models_only(tmp_path):
+    """A run that stopped before its last step (resumed), a model of the same step count or no folder at all is
+    nothing to protect; a finished model of another step count, or a model saved without a training record, is."""
     from interp.train import zoo_runner as zr
     (tmp_path / "pre-ln").mkdir()
-    for status, want in (("done", 2000), ("running", None)):
-        (tmp_path / "pre-ln" / "config.json").write_text(json.dumps(
-            {"config": {}, "training": {"status": status, "steps": 2000}}))
-        assert zr.finished_steps(tmp_path, "pre-ln", 0) == want
-    assert zr.finished_steps(tmp_path, "post-ln", 0) is None
+    cfg = tmp_path / "pre-ln" / "config.json"
+    for training, want in (({"status": "done", "steps": 2000}, "pre-ln (2000 steps)"),
+                           ({"status": "running", "steps": 2000}, None), (None, "pre-ln (a model without a "
+                                                                                 "training record)")):
+        cfg.write_text(json.dumps({"config": {}, **({"training": training} if training else {})}))
+        assert zr.replaced_unasked(tmp_path, "pre-ln", 0, 5) == want
+    cfg.write_text(json.dumps({"config": {}, "training": {"status": "done", "steps": 2000}}))
+    assert zr.replaced_unasked(tmp_path, "pre-ln", 0, 2000) is None
+    assert zr.replaced_unasked(tmp_path, "post-ln", 0, 5) is None
     zr.check_replace(tmp_path, 2000, ["pre-ln"])  # the same step count: no refusal
+    with pytest.raises(ValueError, match=r"pre-ln \(2000 steps\).*--force"):
+        zr.check_replace(tmp_path, 5, ["pre-ln"])

@@ -61,33 +61,38 @@ def is_done(out: Path, strategy: str, seed: int, steps: int) -> bool:
             and _preset_matches(strategy, saved.get("config", {})))
 
 
-def finished_steps(out: Path, strategy: str, seed: int) -> int | None:
-    """The update count of the finished model of (strategy, seed) in `out`; None when none is there (no folder,
-    or a run that did not finish). A damaged config raises as `is_done` does."""
-    p = Path(out) / model_name(strategy, seed) / "config.json"
+def replaced_unasked(out: Path, strategy: str, seed: int, steps: int) -> str | None:
+    """What training (strategy, seed) for `steps` updates would replace in `out` that the user did not ask to: a
+    finished model trained for another number of steps, or a model without a training record (one saved there by
+    hand); None when there is nothing or an unfinished run (resumed) or a model of the same step count (retrained
+    when its recipe is older, as the zoo's own updates need). A damaged config raises as `is_done` does."""
+    name = model_name(strategy, seed)
+    p = Path(out) / name / "config.json"
     if not p.is_file():
         return None
     saved = read_json(p, lambda why: _not_a_config(p, why))
-    t = saved.get("training") if isinstance(saved, dict) else None
+    if not isinstance(saved, dict):
+        raise _not_a_config(p, "not a JSON object")
+    t = saved.get("training")
+    if t is None:
+        return f"{name} (a model without a training record)"
     if not isinstance(t, dict):
-        raise _not_a_config(p, "not a JSON object with a 'training' object")
-    steps = t.get("steps")
-    return steps if t.get("status") == "done" and isinstance(steps, int) else None
+        raise _not_a_config(p, "its 'training' is not an object")
+    if t.get("status") != "done" or t.get("steps") == steps:
+        return None
+    return f"{name} ({t.get('steps')} steps)"
 
 
 def check_replace(out: Path, steps: int, strategies: list[str] | None = None,
                   seeds: dict[str, int] | None = None) -> None:
-    """Refuse, before any work, to replace a finished model trained for another number of updates: `interp train
-    pre-ln --steps 5` into data/zoo would swap the shipped 2000-step model for a 5-step one (`--force` allows it;
-    a model of the same step count with an older recipe is retrained, as the zoo's own updates need)."""
+    """Refuse, before any work, what `replaced_unasked` finds: `interp train pre-ln --steps 5` into data/zoo would
+    swap the shipped 2000-step model for a 5-step one (`--force` allows it)."""
     from interp.outputs import OutputRefused
-    other = [(model_name(s, k), n) for s, k in plan(seeds, strategies)
-             if (n := finished_steps(out, s, k)) is not None and n != steps]
-    if other:
-        names = ", ".join(f"{name} ({n} steps)" for name, n in other[:3]) + (" …" if len(other) > 3 else "")
-        raise OutputRefused(f"{out} holds finished models trained for another number of steps than {steps}: {names}; "
-                            "training would replace them. Give another --out for a separate zoo, or pass --force "
-                            "to replace them")
+    found = [r for s, k in plan(seeds, strategies) if (r := replaced_unasked(out, s, k, steps)) is not None]
+    if found:
+        names = ", ".join(found[:3]) + (" …" if len(found) > 3 else "")
+        raise OutputRefused(f"{out} holds models that training for {steps} steps would replace: {names}. Give "
+                            "another --out for a separate zoo, or pass --force to replace them")
 
 
 def _not_a_config(p: Path, why: str) -> ValueError:
