@@ -147,7 +147,7 @@ if ENABLED:
         """Lower median of |v| for float32 v given as its bits u (uint32), returned as bits; 0xFFFFFFFF when v
         holds a NaN. |v|'s bits (sign cleared) order as |v| does, so the work is integer. A fixed sample brackets
         the median (its ranks half ± `half`); one vectorised pass counts the values below and up to the bracket;
-        a second copies the few inside into `buf` and a selection finds the median there (on AVX-512, with u
+        a second copies the few inside into `buf` and a selection finds the median there (on AVX-512 or AVX2, with u
         contiguous, one pass does both: `simd.scan_bracket`). A bracket that misses it (or overflows buf)
         selects on all of |v|. Every selection is a radix select (`_kth`). The counting pass also writes tmax[i]
         = the largest |v| bits of each run of d values (a token's max |x|) when tmax is not empty. Up to SMALL
