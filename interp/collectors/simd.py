@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - numba is a dependency
 _FEATURES = llvm.get_host_cpu_features() if ENABLED else {}
 AVX512 = ENABLED and bool(_FEATURES.get("avx512f", False))
 VECTOR = AVX512 or (ENABLED and bool(_FEATURES.get("avx2", False)))
-LANES = 16 if AVX512 else 8  # values per vector step of `scan_bracket`
+LANES = 8 if VECTOR and not AVX512 else 16  # values per vector step of `scan_bracket`: `_scan8`'s or `_scan16`'s
 M, INF = 0x7FFFFFFF, 0x7F800000  # |v| bits mask; +inf's bits (anything above is a NaN)
 
 if ENABLED:
@@ -40,11 +40,11 @@ if ENABLED:
         def codegen(context, builder, signature, args):
             s, d, l, h, _ = args
             i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-            vt, mt, ptr = ir.VectorType(i32, LANES), ir.VectorType(ir.IntType(1), LANES), ir.PointerType()
+            vt, mt, ptr = ir.VectorType(i32, 16), ir.VectorType(ir.IntType(1), 16), ir.PointerType()
 
             def splat(x):
                 one = builder.insert_element(ir.Constant(vt, None), x, ir.Constant(i32, 0))
-                return builder.shuffle_vector(one, ir.Constant(vt, None), ir.Constant(vt, [0] * LANES))
+                return builder.shuffle_vector(one, ir.Constant(vt, None), ir.Constant(vt, [0] * 16))
 
             def fn(name, ret, *arg):
                 return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, list(arg)), name)
@@ -55,7 +55,7 @@ if ENABLED:
                 c = builder.zext(builder.call(pop, [builder.bitcast(mask, i16)]), i64)
                 return builder.shl(c, ir.Constant(i64, shift))
 
-            b = builder.and_(builder.load(builder.inttoptr(s, ptr), typ=vt, align=4), ir.Constant(vt, [M] * LANES))
+            b = builder.and_(builder.load(builder.inttoptr(s, ptr), typ=vt, align=4), ir.Constant(vt, [M] * 16))
             lo, hi = splat(l), splat(h)
             inside = builder.icmp_unsigned("<=", builder.sub(b, lo), builder.sub(hi, lo))
             builder.call(fn("llvm.masked.compressstore.v16i32", ir.VoidType(), vt, ptr, mt),
@@ -63,7 +63,7 @@ if ENABLED:
             out = count(inside, 0)
             out = builder.or_(out, count(builder.icmp_unsigned("<", b, lo), 8))
             out = builder.or_(out, count(builder.icmp_unsigned("<=", b, hi), 16))
-            out = builder.or_(out, count(builder.icmp_unsigned(">", b, ir.Constant(vt, [INF] * LANES)), 24))
+            out = builder.or_(out, count(builder.icmp_unsigned(">", b, ir.Constant(vt, [INF] * 16)), 24))
             top = builder.zext(builder.call(fn("llvm.vector.reduce.umax.v16i32", i32, vt), [b]), i64)
             return builder.or_(out, builder.shl(top, ir.Constant(i64, 32)))
         return sig, codegen
