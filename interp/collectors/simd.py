@@ -30,86 +30,68 @@ LANES = 8 if VECTOR and not AVX512 else 16  # values per vector step of `scan_br
 M, INF = 0x7FFFFFFF, 0x7F800000  # |v| bits mask; +inf's bits (anything above is a NaN)
 
 if ENABLED:
+    def _scan_codegen(lanes: int, store):
+        """The code of a scan step over `lanes` values (`_scan16`, `_scan8`); store(builder, fn, b, inside, dst,
+        table) writes the |v| bits b that `inside` marks at address dst, packed in order."""
+        def codegen(context, builder, signature, args):
+            s, d, l, h, t = args
+            im, i32, i64 = ir.IntType(lanes), ir.IntType(32), ir.IntType(64)
+            vt, ptr = ir.VectorType(i32, lanes), ir.PointerType()
+
+            def splat(x):
+                one = builder.insert_element(ir.Constant(vt, None), x, ir.Constant(i32, 0))
+                return builder.shuffle_vector(one, ir.Constant(vt, None), ir.Constant(vt, [0] * lanes))
+
+            def fn(name, ret, *arg):
+                return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, list(arg)), name)
+
+            pop = fn(f"llvm.ctpop.i{lanes}", im, im)
+
+            def count(mask, shift):
+                c = builder.zext(builder.call(pop, [builder.bitcast(mask, im)]), i64)
+                return builder.shl(c, ir.Constant(i64, shift))
+
+            b = builder.and_(builder.load(builder.inttoptr(s, ptr), typ=vt, align=4), ir.Constant(vt, [M] * lanes))
+            lo, hi = splat(l), splat(h)
+            inside = builder.icmp_unsigned("<=", builder.sub(b, lo), builder.sub(hi, lo))
+            store(builder, fn, b, inside, d, t)
+            out = count(inside, 0)
+            out = builder.or_(out, count(builder.icmp_unsigned("<", b, lo), 8))
+            out = builder.or_(out, count(builder.icmp_unsigned("<=", b, hi), 16))
+            out = builder.or_(out, count(builder.icmp_unsigned(">", b, ir.Constant(vt, [INF] * lanes)), 24))
+            top = builder.zext(builder.call(fn(f"llvm.vector.reduce.umax.v{lanes}i32", i32, vt), [b]), i64)
+            return builder.or_(out, builder.shl(top, ir.Constant(i64, 32)))
+        return codegen
+
+    def _compress_store(builder, fn, b, inside, d, table):  # pragma: no cover - compiled
+        """AVX-512: one vpcompressd (LLVM's masked.compressstore)."""
+        ptr = ir.PointerType()
+        builder.call(fn("llvm.masked.compressstore.v16i32", ir.VoidType(), b.type, ptr, inside.type),
+                     [b, builder.inttoptr(d, ptr), inside])
+
+    def _permute_store(builder, fn, b, inside, d, table):  # pragma: no cover - compiled
+        """AVX2: vpermd with the row of the table (`_PACK`) that the 8-bit mask picks moves the inside lanes to the
+        front; all 8 lanes are stored (those past the count are overwritten by the next store)."""
+        i64, ptr = ir.IntType(64), ir.PointerType()
+        mask = builder.zext(builder.bitcast(inside, ir.IntType(8)), i64)
+        row = builder.add(table, builder.shl(mask, ir.Constant(i64, 5)))  # 8 int32 = 32 bytes a row
+        perm = builder.load(builder.inttoptr(row, ptr), typ=b.type, align=4)
+        packed = builder.call(fn("llvm.x86.avx2.permd", b.type, b.type, b.type), [b, perm])
+        builder.store(packed, builder.inttoptr(d, ptr), align=4)
+
+    _SIG = types.int64(types.int64, types.int64, types.uint32, types.uint32, types.int64)
+
     @intrinsic
     def _scan16(typingctx, src, dst, lo, hi, table):  # pragma: no cover - compiled
         """The 16 float32 at address src as |v| bits b: stores the b with lo ≤ b ≤ hi at address dst, packed in
         order; returns, packed in an int64, how many it stored (bits 0–7), how many b < lo (8–15), b ≤ hi
         (16–23), NaN (24–31), and max b (32–63). `table` is not read (`_scan8`'s)."""
-        sig = types.int64(types.int64, types.int64, types.uint32, types.uint32, types.int64)
-
-        def codegen(context, builder, signature, args):
-            s, d, l, h, _ = args
-            i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-            vt, mt, ptr = ir.VectorType(i32, 16), ir.VectorType(ir.IntType(1), 16), ir.PointerType()
-
-            def splat(x):
-                one = builder.insert_element(ir.Constant(vt, None), x, ir.Constant(i32, 0))
-                return builder.shuffle_vector(one, ir.Constant(vt, None), ir.Constant(vt, [0] * 16))
-
-            def fn(name, ret, *arg):
-                return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, list(arg)), name)
-
-            pop = fn("llvm.ctpop.i16", i16, i16)
-
-            def count(mask, shift):
-                c = builder.zext(builder.call(pop, [builder.bitcast(mask, i16)]), i64)
-                return builder.shl(c, ir.Constant(i64, shift))
-
-            b = builder.and_(builder.load(builder.inttoptr(s, ptr), typ=vt, align=4), ir.Constant(vt, [M] * 16))
-            lo, hi = splat(l), splat(h)
-            inside = builder.icmp_unsigned("<=", builder.sub(b, lo), builder.sub(hi, lo))
-            builder.call(fn("llvm.masked.compressstore.v16i32", ir.VoidType(), vt, ptr, mt),
-                         [b, builder.inttoptr(d, ptr), inside])
-            out = count(inside, 0)
-            out = builder.or_(out, count(builder.icmp_unsigned("<", b, lo), 8))
-            out = builder.or_(out, count(builder.icmp_unsigned("<=", b, hi), 16))
-            out = builder.or_(out, count(builder.icmp_unsigned(">", b, ir.Constant(vt, [INF] * 16)), 24))
-            top = builder.zext(builder.call(fn("llvm.vector.reduce.umax.v16i32", i32, vt), [b]), i64)
-            return builder.or_(out, builder.shl(top, ir.Constant(i64, 32)))
-        return sig, codegen
+        return _SIG, _scan_codegen(16, _compress_store)
 
     @intrinsic
     def _scan8(typingctx, src, dst, lo, hi, table):  # pragma: no cover - compiled
-        """`_scan16` for 8 values with AVX2: the inside lanes are moved to the front by vpermd with the row of
-        `table` (the address of `_PACK`) that their 8-bit mask picks, and all 8 lanes are stored at dst (the lanes
-        past the count are overwritten by the next store)."""
-        sig = types.int64(types.int64, types.int64, types.uint32, types.uint32, types.int64)
-
-        def codegen(context, builder, signature, args):
-            s, d, l, h, t = args
-            i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
-            vt, ptr = ir.VectorType(i32, 8), ir.PointerType()
-
-            def splat(x):
-                one = builder.insert_element(ir.Constant(vt, None), x, ir.Constant(i32, 0))
-                return builder.shuffle_vector(one, ir.Constant(vt, None), ir.Constant(vt, [0] * 8))
-
-            def fn(name, ret, *arg):
-                return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, list(arg)), name)
-
-            pop = fn("llvm.ctpop.i8", i8, i8)
-
-            def bits(mask):
-                return builder.zext(builder.bitcast(mask, i8), i64)
-
-            def count(mask, shift):
-                c = builder.zext(builder.call(pop, [builder.bitcast(mask, i8)]), i64)
-                return builder.shl(c, ir.Constant(i64, shift))
-
-            b = builder.and_(builder.load(builder.inttoptr(s, ptr), typ=vt, align=4), ir.Constant(vt, [M] * 8))
-            lo, hi = splat(l), splat(h)
-            inside = builder.icmp_unsigned("<=", builder.sub(b, lo), builder.sub(hi, lo))
-            row = builder.add(t, builder.shl(bits(inside), ir.Constant(i64, 5)))  # 8 int32 = 32 bytes a row
-            perm = builder.load(builder.inttoptr(row, ptr), typ=vt, align=4)
-            packed = builder.call(fn("llvm.x86.avx2.permd", vt, vt, vt), [b, perm])
-            builder.store(packed, builder.inttoptr(d, ptr), align=4)
-            out = count(inside, 0)
-            out = builder.or_(out, count(builder.icmp_unsigned("<", b, lo), 8))
-            out = builder.or_(out, count(builder.icmp_unsigned("<=", b, hi), 16))
-            out = builder.or_(out, count(builder.icmp_unsigned(">", b, ir.Constant(vt, [INF] * 8)), 24))
-            top = builder.zext(builder.call(fn("llvm.vector.reduce.umax.v8i32", i32, vt), [b]), i64)
-            return builder.or_(out, builder.shl(top, ir.Constant(i64, 32)))
-        return sig, codegen
+        """`_scan16` for 8 values with AVX2 (`_permute_store`); `table` is the address of `_PACK`."""
+        return _SIG, _scan_codegen(8, _permute_store)
 
     _scan = _scan8 if VECTOR and not AVX512 else _scan16  # without either, LLVM expands _scan16 (tests only)
 
