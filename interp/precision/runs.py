@@ -99,7 +99,6 @@ def _reference_loss(model, ref: torch.Tensor, tokens: torch.Tensor, am: torch.Te
     return float(next_token_ce(ref, tokens, pair).sum()), int(pair.sum())
 
 
-
 def fp32_value(model, batch: tuple, name: str, kind: str, row: int, pos: int, dim: int) -> tuple[float, float]:
     """(the fp32 value at [row, pos, dim] of hook or module `name`, max |x| over that position) on `batch`."""
     tokens, am = batch

@@ -104,7 +104,8 @@ def load_dirs(paths: Iterable[str | Path], progress: bool = False) -> list[Any]:
     from interp.report.paths import results_dirs
     dirs = results_dirs(paths)  # every path checked before any is loaded
     with tqdm(dirs, desc="load results", unit="dir", disable=not progress, delay=0.5) as bar:  # closed before
-        out, seen = [Results.load(d) for d in bar], {}  # an error propagates: the bar ends above it, not after it
+        out = [Results.load(d) for d in bar]  # an error propagates: the bar ends above it, not after it
+    seen: dict = {}
     for d, r in zip(dirs, out):
         if r.card.name in seen:  # tables_from_results would refuse them, without the folders' names
             raise ValueError(f"{seen[r.card.name]} and {d} both hold results of model {r.card.name!r}: the report "

@@ -45,15 +45,24 @@ def plan(seeds: dict[str, int] | None = None, strategies: list[str] | None = Non
     return [(s, k) for k in range(top) for s in names if k < seeds.get(s, 1)]
 
 
-def is_done(out: Path, strategy: str, seed: int, steps: int) -> bool:
-    """Whether out/<name> holds a finished model of (strategy, seed) trained with the current recipe."""
+def _saved(out: Path, strategy: str, seed: int) -> dict | None:
+    """out/<name>/config.json of (strategy, seed), read and checked (a JSON object whose 'config' and 'training',
+    where present, are objects); None when there is none. A damaged one raises a ValueError naming it."""
     p = Path(out) / model_name(strategy, seed) / "config.json"
     if not p.is_file():
-        return False
+        return None
     saved = read_json(p, lambda why: _not_a_config(p, why))
     if not (isinstance(saved, dict) and isinstance(saved.get("training", {}), dict)
             and isinstance(saved.get("config", {}), dict)):
         raise _not_a_config(p, "not a JSON object with 'config' and 'training' objects")
+    return saved
+
+
+def is_done(out: Path, strategy: str, seed: int, steps: int) -> bool:
+    """Whether out/<name> holds a finished model of (strategy, seed) trained with the current recipe."""
+    saved = _saved(out, strategy, seed)
+    if saved is None:
+        return False
     t = saved.get("training", {})
     cfg, _ = exception_config(strategy, zoo_train_config(steps, seed=seed))
     return (t.get("status") == "done" and t.get("seed") == seed and t.get("strategy") == strategy
@@ -66,18 +75,12 @@ def replaced_unasked(out: Path, strategy: str, seed: int, steps: int) -> str | N
     finished model trained for another number of steps, or a model without a training record (one saved there by
     hand); None when there is nothing or an unfinished run (resumed) or a model of the same step count (retrained
     when its recipe is older, as the zoo's own updates need). A damaged config raises as `is_done` does."""
-    name = model_name(strategy, seed)
-    p = Path(out) / name / "config.json"
-    if not p.is_file():
+    saved, name = _saved(out, strategy, seed), model_name(strategy, seed)
+    if saved is None:
         return None
-    saved = read_json(p, lambda why: _not_a_config(p, why))
-    if not isinstance(saved, dict):
-        raise _not_a_config(p, "not a JSON object")
     t = saved.get("training")
     if t is None:
         return f"{name} (a model without a training record)"
-    if not isinstance(t, dict):
-        raise _not_a_config(p, "its 'training' is not an object")
     if t.get("status") != "done" or t.get("steps") == steps:
         return None
     return f"{name} ({t.get('steps')} steps)"
