@@ -54,6 +54,21 @@ def test_scan_bracket_says_when_the_inside_values_do_not_fit():
     assert out == (below, upto, nan, len(inside), False)  # the counts stay exact
 
 
+@pytest.mark.parametrize("cap", [0, 1, simd.LANES - 1])
+def test_scan_bracket_writes_nothing_past_a_buffer_smaller_than_a_vector(cap):
+    """buf a view of `cap` values at the front of a sentinel-filled array: the counts stay exact, nothing is kept,
+    and no value past buf changes (a whole-vector store at buf would overwrite the sentinels)."""
+    x = values(4096 + 5, 3)  # a tail too
+    below, upto, nan, inside, _ = reference(x, LO, HI, 0)
+    room = np.full(cap + 64, 0xDEADBEEF, np.uint32)
+    out = simd.scan_bracket(x.view(np.uint32), LO, HI, room[:cap], 1, np.empty(0, np.uint32))
+    assert out == (below, upto, nan, len(inside), False)
+    assert (room[cap:] == 0xDEADBEEF).all()
+    none_inside = np.full(64, 2.0, np.float32)  # no value in [0.4, 0.5]: an empty inside set fits any buf
+    assert simd.scan_bracket(none_inside.view(np.uint32), LO, HI, room[:cap], 1, np.empty(0, np.uint32)) == (
+        0, 0, 0, 0, True)
+
+
 @pytest.mark.parametrize("d", [16, 0])
 def test_scalar_passes_match_numpy(d):
     x = values(4096, 7)

@@ -112,7 +112,8 @@ if ENABLED:
     @njit(cache=True, nogil=True, error_model="numpy")
     def scan_bracket(u, lo, hi, buf, d, tmax):  # pragma: no cover - compiled
         """For the float32 bits u (C-contiguous, 1-D): (values of |u| below lo, up to hi, NaN, inside [lo, hi],
-        whether the inside ones all fit in buf), with the inside |u| bits copied into buf in order while they fit.
+        whether the inside ones all fit in buf), with the inside |u| bits copied into buf in order while they fit (a
+        buf smaller than one vector store keeps none, and nothing is written past its end).
         tmax [u.size // d] (or empty): the largest |u| bits of each run of d values; d must be a multiple of LANES
         then (with tmax empty, d is ignored and a tail of fewer than LANES values is scanned one by one). Only
         where `VECTOR`: the vector step is AVX-512's or AVX2's."""
@@ -121,6 +122,9 @@ if ENABLED:
         cap = buf.size
         below, upto, nan, c = 0, 0, 0, 0
         fits = True
+        spare = np.empty(LANES, np.uint32)
+        if cap < LANES:  # not one vector store fits in buf: the stores go to a spare vector, and nothing is kept
+            dst, cap, fits = spare.ctypes.data, LANES, False
         step = d if tmax.size else LANES
         rows = n // step
         for r in range(rows):
@@ -143,10 +147,10 @@ if ENABLED:
             upto += b <= hi
             nan += b > INF
             if lo <= b <= hi:
-                if c < cap:
+                if c < buf.size:
                     buf[c] = b
                     c += 1
                 else:
                     fits, c = False, 0
         inside = upto - below
-        return below, upto, nan, inside, fits and c == inside
+        return below, upto, nan, inside, (fits and c == inside) or inside == 0
