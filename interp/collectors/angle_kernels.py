@@ -11,6 +11,7 @@ import math
 import numpy as np
 import torch
 
+from interp.collectors import kernel_cache
 from interp.collectors.kernels import ENABLED, FAST, as_array
 
 if ENABLED:
@@ -155,3 +156,6 @@ def angular(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     out, bn = np.empty(len(A)), np.empty(len(A))
     _angular(A, B, out, bn)
     return torch.from_numpy(out).view(shape), torch.from_numpy(bn).view(shape)
+
+
+kernel_cache.refresh(globals(), ("interp.collectors.kernels",))  # last: the cached kernels go when these change

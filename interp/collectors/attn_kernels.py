@@ -13,6 +13,7 @@ import math
 import numpy as np
 import torch
 
+from interp.collectors import kernel_cache
 from interp.collectors.kernels import ENABLED, as_array
 
 if ENABLED:
@@ -72,3 +73,6 @@ def score_moments(q: torch.Tensor, k: torch.Tensor, qm: torch.Tensor, km: torch.
     inv = np.float32(1.0 / math.sqrt(dh))  # within an ulp of torch's division by √d_head
     pairs = _fold_scores(as_array(s), as_array(qm.bool()), as_array(km.bool()), causal, inv, sq, mx)
     return int(pairs), sq, mx.view(np.float32)
+
+
+kernel_cache.refresh(globals(), ("interp.collectors.kernels",))  # last: the cached kernels go when these change

@@ -4,7 +4,8 @@ A collector hook on CPU spends its time in memory passes: torch runs one pass pe
 about ten per tensor. These kernels do the same work in one pass over the tensor, with float64 accumulators
 (more exact than float32 partial sums, not less). They run on contiguous CPU float32 / float64 arrays;
 `usable(x)` says when, and the collectors keep their torch form for everything else (GPU tensors, other
-dtypes, or numba missing). Compiled code is cached on disk (`cache=True`), so only the first process compiles.
+dtypes, or numba missing). Compiled code is cached on disk (`cache=True`), so only the first process compiles;
+the kernel files that call into this one drop their cache when it changes (`kernel_cache`).
 
 This file holds the moments and norm scales (ResidualStats, NormScales) and what every kernel file shares;
 `select_kernels` the massive activations' medians and top values, `angle_kernels` LayerEffect's angles.

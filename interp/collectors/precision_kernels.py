@@ -28,6 +28,7 @@ import math
 import numpy as np
 import torch
 
+from interp.collectors import kernel_cache
 from interp.collectors.kernels import ENABLED, FAST, as_array
 
 # slots of the float64 vector `site_stats` fills (Precision.FIELDS names the same quantities)
@@ -142,3 +143,6 @@ def site_stats(x: torch.Tensor, rows: np.ndarray, seq: np.ndarray, n_seq: int, a
     out, hits = np.zeros(N_SLOTS), np.zeros(w, dtype=np.float32)
     _rows(a, u, rows, seq, n_seq, alpha, tok, hits, out, np.empty(w, dtype=np.uint32), np.empty(w, dtype=np.uint32))
     return out, hits.astype(np.float64)
+
+
+kernel_cache.refresh(globals(), ("interp.collectors.kernels",))  # last: the cached kernels go when these change

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from interp.collectors import kernel_cache
 from interp.collectors.kernels import ENABLED, as_array
 from interp.collectors.simd import LANES, VECTOR
 
@@ -428,3 +429,6 @@ def massive_hits(x: torch.Tensor, tmax: torch.Tensor, med: torch.Tensor, thr: fl
     out = HitBuffers(256)
     start, c = massive_hits_into(x, tmax, med, thr, ratio, out)
     return out.tensors(start, c)[:3]
+
+
+kernel_cache.refresh(globals(), ("interp.collectors.kernels", "interp.collectors.simd"))  # last: the cached kernels go when these change

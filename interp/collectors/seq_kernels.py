@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from interp.collectors import kernels, select_kernels
+from interp.collectors import kernel_cache, kernels, select_kernels
 
 if kernels.ENABLED:
     from numba import njit
@@ -57,3 +57,6 @@ def row_stats(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.
             md, tmax = select_kernels.abs_medians(x[r][m[r]].reshape(1, -1), d)
             top[r], med[r] = tmax.max(), md[0]
     return torch.from_numpy(sums), top, med
+
+
+kernel_cache.refresh(globals(), ("interp.collectors.kernels",))  # last: the cached kernels go when these change

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from interp.collectors import kernels
+from interp.collectors import kernel_cache, kernels
 
 ENABLED = kernels.ENABLED
 
@@ -88,3 +88,6 @@ def delta_squares(tensors: list[torch.Tensor], old: np.ndarray, groups: np.ndarr
     addrs, lens = addresses(tensors)
     _delta_squares_at(addrs, lens, groups, old, du, w)
     return du, w
+
+
+kernel_cache.refresh(globals(), ("interp.collectors.kernels",))  # last: the cached kernels go when these change
