@@ -17,11 +17,14 @@ pytestmark = pytest.mark.skipif(not kernels.ENABLED, reason="numba missing: noth
 CALLEE = "from numba import njit\n\n\n@njit(cache=True)\ndef g():\n    return {}\n"
 CALLER = ("from numba import njit\n\nfrom pkg.a import g\n\n\n@njit(cache=True)\ndef f():\n    return g() + 10\n"
           "{}")
-REFRESH = "\n\nfrom interp.collectors import kernel_cache\n\nkernel_cache.refresh(globals(), ('pkg.a',))\n"
+# kernel_cache loaded from its file alone (it imports nothing of interp): each subprocess then imports only numba
+REFRESH = ("\n\nimport importlib.util\n\nspec = importlib.util.spec_from_file_location('kc', {!r})\n"
+           "kc = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(kc)\n"
+           "kc.refresh(globals(), ('pkg.a',))\n").format(kernel_cache.__file__)
 
 
 def run(root: Path, module: str) -> int:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(Path(__file__).parents[1])])}
+    env = {**os.environ, "PYTHONPATH": str(root)}
     out = subprocess.run([sys.executable, "-c", f"from pkg.{module} import f; print(f())"], env=env,
                          capture_output=True, text=True, check=True)
     return int(out.stdout)
