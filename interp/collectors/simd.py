@@ -121,10 +121,9 @@ if ENABLED:
         src, dst, table = u.ctypes.data, buf.ctypes.data, _PACK.ctypes.data
         cap = buf.size
         below, upto, nan, c = 0, 0, 0, 0
-        fits = True
         spare = np.empty(LANES, np.uint32)
-        if cap < LANES:  # not one vector store fits in buf: the stores go to a spare vector, and nothing is kept
-            dst, cap, fits = spare.ctypes.data, LANES, False
+        small = cap < LANES  # not one vector store fits in buf: the stores go to spare, and nothing is kept
+        out, fits = (spare.ctypes.data if small else dst), not small
         step = d if tmax.size else LANES
         rows = n // step
         for r in range(rows):
@@ -133,7 +132,7 @@ if ENABLED:
             for k in range(0, step, LANES):
                 if c + LANES > cap:  # the next store might not fit: count on, keep nothing more
                     fits, c = False, 0
-                p = _scan(base + 4 * k, dst + 4 * c, lo, hi, table)
+                p = _scan(base + 4 * k, out + 4 * c, lo, hi, table)
                 c += p & 0xFF
                 below += (p >> 8) & 0xFF
                 upto += (p >> 16) & 0xFF
@@ -147,10 +146,11 @@ if ENABLED:
             upto += b <= hi
             nan += b > INF
             if lo <= b <= hi:
-                if c < buf.size:
+                if c < cap:
                     buf[c] = b
                     c += 1
                 else:
                     fits, c = False, 0
+        spare[0] = 0  # spare named after the last store: numba frees an array after its last use, not its address's
         inside = upto - below
         return below, upto, nan, inside, (fits and c == inside) or inside == 0
