@@ -4,15 +4,22 @@ On the main job's held-out text (one passage for the skip losses, as its costly 
 ablation), per model, interleaved in one process:
   forward        one forward of the same tokens (the unit of the ratios)
   skip_direct    the intact forward + one full forward per skipped block (the implementation before batching)
-  skip_batched   LayerEffect(skip=True): the intact forward + the skipped variants from their block on, batched
+  skip_batched   LayerEffect(skip=True): the intact forward + the skipped variants from their block on, batched;
+                 their CE without logits (`interp.collectors.tail_loss`: the unembedding in tiles over every
+                 variant's rows, a running log-sum-exp)
+  skip_batched_logits  the same with the tail as the model runs it (each variant's logits, then their CE):
+                 `tail_loss.FUSED = False`, the implementation before the fused tail
   ablate_direct  one full forward per mode (none / zero / mean), the implementation before batching
   ablate_batched MassiveActivations.ablation: the intact forward + the two edited variants from the depth on
+  ablate_batched_logits  the same with each variant's logits (`tail_loss.FUSED = False`)
   skip_estimate  skip_first_order: the first-order estimate of every block's skip loss, one forward + one
                  backward along the stream only (weights frozen)
   skip_estimate_collect  the same estimate as the SkipAttribution collector in interp.collect (the backward
                  also computes the weight gradients, which GradNorms shares)
   ablate_estimate MassiveAttribution: the first-order estimate of the zero / mean ablation, forward + backward
   forward_ablation_texts  one forward of the ablation's tokens (the unit of the ablation ratios "/ same tokens")
+The fused tail is compared with the logits path, and both with float64 (the CE of one skipped variant from its
+final stream, computed in float64): `fused_vs_float64_max_abs` and `logits_vs_float64_max_abs`, nats per token.
 Both exact forms' results are compared (max relative difference of the losses) in the same run, and the
 estimates are compared with the exact values (mean / max absolute error in nats per token, Spearman's ρ).
 The forward is also split by CPU time into embedding, blocks and tail (final norm, unembedding, loss), which
@@ -87,6 +94,42 @@ def forward_split(model, tokens, am, repeats: int) -> dict:
             "exact_skip_lower_bound": 1 + (L - 1) / 2 * share["blocks"] + L * share["tail"]}
 
 
+def rel(a, b) -> float:
+    """Largest relative difference of two columns."""
+    a, b = a.to_numpy(), b.to_numpy()
+    return float(abs(a - b).max() / abs(b).max())
+
+
+def tail_vs_float64(model, tokens, am) -> dict:
+    """Per-token CE of the variant 'block 0 skipped', fused and from the logits, each against float64."""
+    import torch
+    import torch.nn.functional as F
+
+    import interp.collectors.tail_loss as TL
+    from interp.collectors.objective import loss_terms
+    from interp.collectors.variants import run_variants
+    kept: dict = {}
+    with torch.no_grad():
+        model.run_with_hooks(tokens, attention_mask=am,
+                             fwd_hooks=[(model.sites.stream()[0], lambda x, hook: kept.__setitem__("x", x))])
+    variant = [(1, kept["x"])]
+    u = TL.unembedding(model)
+    final: dict = {}
+    h = u.register_forward_pre_hook(lambda m, a: final.__setitem__("h", a[0]))
+    try:
+        logits_ce = loss_terms(model, run_variants(model, tokens, am, variant)[0], tokens, am).double()
+    finally:
+        h.remove()
+    fused_ce = TL.variant_ce(model, tokens, am, variant)[0].double()
+    with torch.no_grad():
+        lg = TL._tail(F.linear(final["h"][0, :-1].double(), u.weight.double(),
+                               None if u.bias is None else u.bias.double()), float(getattr(model, "logit_multiplier", 1.0)),
+                      getattr(model, "logit_softcap", None))
+        ref = F.cross_entropy(lg, tokens[0, 1:], reduction="none")
+    return {"fused_vs_float64_max_abs": float((fused_ce - ref).abs().max()),
+            "logits_vs_float64_max_abs": float((logits_ce - ref).abs().max())}
+
+
 def measure(name: str, texts: list[str], repeats: int, direct: bool = True) -> dict:
     """Every candidate on model `name`, interleaved; ratios, speed-ups and the agreement of both forms."""
     import numpy as np
@@ -94,6 +137,7 @@ def measure(name: str, texts: list[str], repeats: int, direct: bool = True) -> d
     from timing import interleaved, load_info, summary
 
     import interp
+    import interp.collectors.tail_loss as TL
     from interp.collectors import LayerEffect, MassiveActivations, collect
     from interp.collectors.driver import run_batches
     from interp.collectors.attribution_patching import (MassiveAttribution, SkipAttribution, agreement,
@@ -117,6 +161,20 @@ def measure(name: str, texts: list[str], repeats: int, direct: bool = True) -> d
     def abl_b():
         res["abl_b"] = col.ablation(model, texts, batch_size=4)
 
+    def logits_path(f, key):
+        """f with the fused tail off; its result under `key`, the fused run's result (under key less "_l") kept."""
+        def run():
+            base = key.removesuffix("_l")
+            kept, TL.FUSED = res.get(base), False
+            try:
+                f()
+                res[key] = res[base]
+            finally:
+                TL.FUSED = True
+                if kept is not None:
+                    res[base] = kept
+        return run
+
     def skip_e():
         res["skip_e"] = skip_first_order(model, (tokens, am))
 
@@ -130,7 +188,8 @@ def measure(name: str, texts: list[str], repeats: int, direct: bool = True) -> d
     def fwd_texts():
         run_batches(model, texts, [], 4, progress=False)
 
-    fns = {"forward": fwd, "skip_batched": skip_b, "skip_estimate": skip_e,
+    fns = {"forward": fwd, "skip_batched": skip_b, "skip_batched_logits": logits_path(skip_b, "skip_b_l"),
+           "skip_estimate": skip_e, "ablate_batched_logits": logits_path(abl_b, "abl_b_l"),
            "skip_estimate_collect": skip_ec, "ablate_batched": abl_b,
            "ablate_estimate": abl_e, "forward_ablation_texts": fwd_texts}
     if direct:
@@ -149,6 +208,12 @@ def measure(name: str, texts: list[str], repeats: int, direct: bool = True) -> d
         "ablation_tokens": int(sum(len(tok.encode(x)) for x in texts)),
         "skip_batched_ratio_cpu_median": rc["skip_batched"]["median"],
         "skip_batched_ratio_cpu_iqr": rc["skip_batched"]["iqr"],
+        "skip_batched_logits_ratio_cpu_median": rc["skip_batched_logits"]["median"],
+        "skip_fused_speedup_cpu_median": cpu["skip_batched_logits"]["median"] / cpu["skip_batched"]["median"],
+        "ablate_fused_speedup_cpu_median": cpu["ablate_batched_logits"]["median"] / cpu["ablate_batched"]["median"],
+        "skip_fused_vs_logits_max_rel_diff": rel(res["skip_b"]["skipped"], res["skip_b_l"]["skipped"]),
+        "ablation_fused_vs_logits_max_rel_diff": rel(res["abl_b"]["loss"], res["abl_b_l"]["loss"]),
+        **tail_vs_float64(model, tokens, am),
         "skip_estimate_ratio_cpu_median": rc["skip_estimate"]["median"],
         "skip_estimate_ratio_cpu_iqr": rc["skip_estimate"]["iqr"],
         "skip_estimate_collect_ratio_cpu_median": rc["skip_estimate_collect"]["median"],

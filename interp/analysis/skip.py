@@ -27,6 +27,7 @@ def skip_per_sequence(model, tokens: torch.Tensor, batch_size: int = 8) -> pd.Da
     """seq_skip rows of a causal LM on `tokens` [n, t] (every position real): per batch, one intact forward keeps
     the stream at every depth, and the skipped variants run from depth ℓ + 1 on only, stacked along the batch
     (`interp.collectors.variants.run_variants`, as `LayerEffect(skip=True)` does)."""
+    from interp.collectors.tail_loss import variant_ce
     from interp.collectors.variants import chunks, run_variants
     stream = model.sites.stream()
     L, rows = len(stream) - 1, []
@@ -43,9 +44,12 @@ def skip_per_sequence(model, tokens: torch.Tensor, batch_size: int = 8) -> pd.Da
         base_l = base.tolist()
         per = logits[0].numel() * logits.element_size() * len(x)  # bytes of one variant's output
         for group in chunks(L, per):  # skipping block l: the stream at depth l + 1 is the stream at depth l
-            outs = run_variants(model, x, am, [(layer + 1, kept[stream[layer]]) for layer in group])
-            for layer, out in zip(group, outs):
-                delta = (_seq_ce(out, x) - base).tolist()
+            vs = [(layer + 1, kept[stream[layer]]) for layer in group]
+            ces = variant_ce(model, x, am, vs)  # without the logits when it can (tail_loss)
+            seq = ([c.double().view(len(x), -1).mean(1) for c in ces] if ces is not None else
+                   [_seq_ce(out, x) for out in run_variants(model, x, am, vs)])
+            for layer, ce in zip(group, seq):
+                delta = (ce - base).tolist()
                 rows += [(start + i, layer, d, b) for i, (d, b) in enumerate(zip(delta, base_l))]
     df = pd.DataFrame(rows, columns=["seq", "layer", "loss_delta", "base"])
     df.insert(0, "model", model.card.name)  # card once: it counts the parameters

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from interp.collectors import angle_kernels, kernels
 from interp.collectors.base import F64, Collector
 from interp.collectors.objective import is_causal, loss_terms
+from interp.collectors.tail_loss import stream_bytes, variant_ce
 from interp.collectors.variants import chunks, run_variants
 
 
@@ -218,6 +219,17 @@ class LayerEffect(Collector):
         st["skip_n"] += base.numel() if causal else len(base)
         stream, self._stream = self._stream, {}
         L = self.n_layers
+        if causal:  # the CE of every variant at once, without their logits (tail_loss)
+            add = torch.zeros_like(st["skip_sum"])
+            for group in chunks(L, stream_bytes(model, batch.tokens)):
+                ces = variant_ce(model, batch.tokens, am, [(l + 1, stream[l]) for l in group])
+                if ces is None:  # a tail variant_ce does not compute: the logits, as below
+                    break
+                for l, ce in zip(group, ces):
+                    add[l] += ce.to(F64).sum()
+            else:
+                st["skip_sum"] += add
+                return
         per = output[0].numel() * output.element_size() * len(am)  # bytes of one variant's output
         for group in chunks(L, per):  # skipping block l: the stream at depth l + 1 is the stream at depth l
             outs = run_variants(model, batch.tokens, am, [(l + 1, stream[l]) for l in group])

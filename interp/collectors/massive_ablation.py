@@ -44,6 +44,18 @@ def seq_ce(model, output: torch.Tensor, batch) -> list[tuple[float, int]]:
     return out
 
 
+def seq_sums(ce: torch.Tensor, batch) -> list[tuple[float, int]]:
+    """`seq_ce` from the CE at each pair of real tokens in row-major order (`tail_loss.variant_ce`)."""
+    am = batch.attention_mask
+    counts = (am[:, :-1] & am[:, 1:]).sum(1).tolist()
+    out = []
+    for r, part in enumerate(ce.double().split(counts)):
+        if not bool(torch.isfinite(part).all()):
+            raise NonFiniteError(f"loss is not finite in sequence {r} of batch {batch.index}")
+        out.append((float(part.sum()), int(counts[r])))
+    return out
+
+
 class _AblationBatched(Collector):
     """The three ablation modes in one pass: the intact forward gives "none" and the stream at the depth; the
     zero and mean edits run from that depth on as two batched variants."""
@@ -72,15 +84,18 @@ def run_edits(src: MassiveActivations, model, x: torch.Tensor, batch, depth: int
               mean: torch.Tensor, per_seq: dict, replaced: dict) -> None:
     """The zero and mean edits of the stream x at `depth`, run from that depth on as two batched variants; each
     sequence's (Σ CE, predicted tokens) is appended to per_seq[mode] and the elements replaced counted."""
+    from interp.collectors.tail_loss import variant_ce
     from interp.collectors.variants import run_variants
     variants = []
     for mode in ("zero", "mean"):
         edited, n = edit_massive(src, x, batch.attention_mask, dims, mean, mode)
         variants.append((depth, edited))
         replaced[mode] += n
-    for mode, out in zip(("zero", "mean"), run_variants(model, batch.tokens, batch.attention_mask, variants)):
+    ces = variant_ce(model, batch.tokens, batch.attention_mask, variants)  # without the logits, when it can
+    outs = run_variants(model, batch.tokens, batch.attention_mask, variants) if ces is None else ces
+    for mode, out in zip(("zero", "mean"), outs):
         try:
-            per_seq[mode] += seq_ce(model, out, batch)
+            per_seq[mode] += seq_ce(model, out, batch) if ces is None else seq_sums(out, batch)
         except NonFiniteError as e:
             raise NonFiniteError(f"{e} with {mode}-ablation at {src.hooks_[depth]}") from None
 

@@ -129,12 +129,10 @@ def _swapped(layers: nn.ModuleList, starts: Sequence[int], xs: Sequence[torch.Te
                 del layer.forward
 
 
-def run_variants(model, tokens: torch.Tensor, attention_mask: torch.Tensor,
-                 variants: Sequence[tuple[int, torch.Tensor]]) -> list[torch.Tensor]:
-    """The model's output [b, t, ...] for each variant (start depth s, stream x [b, t, d] at depth s) on
-    `tokens` [b, t], in the order given; one forward over the variants stacked along the batch."""
-    if not variants:
-        return []
+def run_stacked(model, tokens: torch.Tensor, attention_mask: torch.Tensor,
+                variants: Sequence[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, list[int]]:
+    """(the model's output on the variants stacked along the batch, order): one forward on the tokens tiled once
+    per variant, variant order[j] in rows j·b .. (j + 1)·b (sorted by start depth)."""
     if any(m.training for m in model.modules()):
         raise ValueError("run_variants needs the model in eval mode (training-mode batch statistics would mix "
                          "the variants' rows); call model.eval()")
@@ -149,7 +147,18 @@ def run_variants(model, tokens: torch.Tensor, attention_mask: torch.Tensor,
     K = len(order)
     with torch.no_grad(), _swapped(layers, starts, xs, b):
         out = model(tokens.repeat(K, 1), attention_mask=attention_mask.repeat(K, 1))
-    res: list[torch.Tensor] = [None] * K  # type: ignore[list-item]
+    return out, order
+
+
+def run_variants(model, tokens: torch.Tensor, attention_mask: torch.Tensor,
+                 variants: Sequence[tuple[int, torch.Tensor]]) -> list[torch.Tensor]:
+    """The model's output [b, t, ...] for each variant (start depth s, stream x [b, t, d] at depth s) on
+    `tokens` [b, t], in the order given; one forward over the variants stacked along the batch."""
+    if not variants:
+        return []
+    out, order = run_stacked(model, tokens, attention_mask, variants)
+    b = tokens.shape[0]
+    res: list[torch.Tensor] = [None] * len(order)  # type: ignore[list-item]
     for j, k in enumerate(order):
         res[k] = out[j * b:(j + 1) * b]
     return res

@@ -1,0 +1,124 @@
+"""Next-token cross-entropy of many forward variants without their [rows, vocab] logits.
+
+`variant_ce` runs the variants (`interp.collectors.variants`) up to the unembedding, then computes every variant's
+per-token CE at once: the unembedding a block of vocabulary columns at a time over all variants' rows, with a
+running log-sum-exp, so no [rows, vocab] tensor exists. The GEMM is the same multiply-adds in better-shaped
+pieces: on a 262k vocabulary, one [149, 262144] product per variant runs at ~60 % of the rate of [1024, 1024]
+tiles, and its logits go through memory twice more in the log-softmax (benchmarks/skip_ablation.py measures both
+paths side by side). The values agree with F.cross_entropy of the model's own logits to float32 rounding
+(~1e-7 relative): the log-sum-exp is summed in float64.
+
+The model's tail after the unembedding is taken as `logit_multiplier` and `logit_softcap` (the families'
+attributes DLA uses too). Every call checks it: the model's own tail runs on one row (the unembedding's input cut
+to one position), and unless that row's logits match, `variant_ce` returns None and the caller takes the model's
+full output instead.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+FUSED = True  # False: every caller takes the model's logits instead (benchmarks/skip_ablation.py compares both)
+VOCAB_BLOCK = 1024  # vocabulary columns per GEMM: one [ROW_BLOCK, VOCAB_BLOCK] float32 tile is 4 MB
+ROW_BLOCK = 1024
+
+
+def unembedding(model) -> nn.Linear | None:
+    """The model's unembedding when it is a plain nn.Linear [vocab, d] (zoo: `model.unembed`; wrapped transformers
+    models: `model.unembed()`, their output embeddings), else None."""
+    u = getattr(model, "unembed", None)
+    if u is not None and not isinstance(u, nn.Module):
+        try:
+            u = u()
+        except ValueError:  # an encoder: no unembedding
+            return None
+    return u if type(u) is nn.Linear else None  # exactly nn.Linear: a subclass may compute something else
+
+
+def _tail(lg: torch.Tensor, mult: float, cap: float | None) -> torch.Tensor:
+    """The model's logits from its unembedding's output, in place: × multiplier, then cap · tanh(· / cap)."""
+    if mult != 1.0:
+        lg.mul_(mult)
+    if cap:
+        lg.div_(cap).tanh_().mul_(cap)
+    return lg
+
+
+def fused_ce(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor,
+             mult: float = 1.0, cap: float | None = None) -> torch.Tensor:
+    """CE [n] (float32) of the logits _tail(h @ weight.T + bias) of rows h [n, d] against target [n], a
+    [ROW_BLOCK, VOCAB_BLOCK] tile at a time: the running max m and Σ exp(logit − m) (float64) per row, the
+    target's logit taken from its tile. Non-finite logits give a non-finite CE, as in F.cross_entropy."""
+    n, V = h.shape[0], weight.shape[0]
+    out = torch.empty(n, dtype=torch.float32, device=h.device)
+    for r0 in range(0, n, ROW_BLOCK):
+        x, t = h[r0:r0 + ROW_BLOCK], target[r0:r0 + ROW_BLOCK]
+        k = x.shape[0]
+        m = torch.full((k,), -torch.inf, dtype=x.dtype, device=x.device)
+        s = torch.zeros(k, dtype=torch.float64, device=x.device)
+        tl = torch.full((k,), torch.nan, dtype=x.dtype, device=x.device)
+        for c0 in range(0, V, VOCAB_BLOCK):
+            lg = _tail(torch.nn.functional.linear(x, weight[c0:c0 + VOCAB_BLOCK],
+                                                  None if bias is None else bias[c0:c0 + VOCAB_BLOCK]), mult, cap)
+            here = ((t >= c0) & (t < c0 + lg.shape[1])).nonzero().squeeze(1)
+            if len(here):
+                tl[here] = lg[here, t[here] - c0]
+            new = torch.maximum(m, lg.amax(1))
+            # rows whose max is still -inf (every logit -inf so far) add exp(nan): a non-finite CE, as torch's
+            s = s * torch.exp(m - new).double() + lg.sub_(new[:, None]).exp_().sum(1, dtype=torch.float64)
+            m = new
+        out[r0:r0 + k] = ((m.double() + s.log()) - tl.double()).float()
+    return out
+
+
+def variant_ce(model, tokens: torch.Tensor, attention_mask: torch.Tensor,
+               variants: Sequence[tuple[int, torch.Tensor]]) -> list[torch.Tensor] | None:
+    """Per variant (as `run_variants` takes them), the next-token CE [n_pairs] (float32) at each pair of real
+    tokens in row-major order (what `objective.loss_terms` returns from the variant's logits), or None when the
+    model's unembedding or tail is not one this computes (then use `run_variants` and the logits)."""
+    from interp.collectors.objective import is_causal
+    from interp.collectors.variants import run_stacked
+    u = unembedding(model)
+    if not FUSED or u is None or not is_causal(model) or not variants:
+        return None
+    mult, cap = float(getattr(model, "logit_multiplier", 1.0)), getattr(model, "logit_softcap", None)
+    got: dict[str, torch.Tensor] = {}
+
+    def cut(module, args):  # keep the final stream; the model's own tail runs on its first position only
+        got["h"] = args[0]
+        return (args[0][:1, :1], *args[1:])
+
+    handle = u.register_forward_pre_hook(cut)
+    try:
+        out, order = run_stacked(model, tokens, attention_mask, variants)
+    finally:
+        handle.remove()
+    h, b, t = got.get("h"), tokens.shape[0], tokens.shape[1]
+    if h is None or h.shape[:2] != (len(variants) * b, t) or out.numel() != u.weight.shape[0]:
+        return None
+    with torch.no_grad():
+        own = _tail(torch.nn.functional.linear(h[0, 0], u.weight, u.bias), mult, cap)
+        ref = out.reshape(-1).to(own.dtype)
+        if not bool(torch.isfinite(ref).all()):
+            return None  # the row cannot tell; the logits path reports what went non-finite
+        if not torch.allclose(own, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max().clamp(min=1.0))):
+            return None  # the model does more after its unembedding than multiplier and soft-cap
+        pair = attention_mask[:, :-1] & attention_mask[:, 1:]
+        rows = torch.cat([h[j * b:(j + 1) * b, :-1][pair] for j in range(len(variants))])
+        target = tokens[:, 1:][pair].repeat(len(variants))
+        ce = fused_ce(rows, u.weight, u.bias, target, mult, cap).view(len(variants), int(pair.sum()))
+    res: list[torch.Tensor] = [None] * len(variants)  # type: ignore[list-item]
+    for j, k in enumerate(order):
+        res[k] = ce[j]
+    return res
+
+
+def stream_bytes(model, tokens: torch.Tensor) -> int:
+    """Rough bytes one variant's rows hold inside a block (float32 MLP hidden and attention scores), for grouping
+    variants when no logits are kept (`variants.chunks`)."""
+    cfg = getattr(model, "cfg", None)
+    b, t = tokens.shape[0], tokens.shape[1]
+    d = getattr(cfg, "d_model", 1024)
+    return 4 * b * t * (4 * getattr(cfg, "d_mlp", 4 * d) + getattr(cfg, "n_heads", 16) * t)
