@@ -108,3 +108,12 @@ def test_variant_ce_is_for_next_token_models_only():
     from interp.models.families import wrap
     bert = wrap(build("bert")[0], name="tiny-bert").eval()
     assert TL.unembedding(bert) is None
+
+
+def test_fused_ce_of_bfloat16_rows_upcasts_the_logits(small_tiles):
+    """bf16 rows and weights: the logits are the bf16 product upcast to float32 (as token_ce takes bf16 logits)."""
+    g = torch.Generator().manual_seed(4)
+    h, w = torch.randn(12, 16, generator=g).bfloat16(), torch.randn(1300, 16, generator=g).bfloat16()
+    t = torch.randint(0, 1300, (12,), generator=g)
+    ref = F.cross_entropy(F.linear(h, w).double(), t, reduction="none")
+    torch.testing.assert_close(TL.fused_ce(h, w, None, t).double(), ref, rtol=1e-6, atol=1e-6)

@@ -52,16 +52,17 @@ def fused_ce(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, t
     [ROW_BLOCK, VOCAB_BLOCK] tile at a time: the running max m and Σ exp(logit − m) (float64) per row, the
     target's logit taken from its tile. Non-finite logits give a non-finite CE, as in F.cross_entropy."""
     n, V = h.shape[0], weight.shape[0]
+    dt = torch.promote_types(h.dtype, torch.float32)  # half-precision logits are upcast, as token_ce does
     out = torch.empty(n, dtype=torch.float32, device=h.device)
     for r0 in range(0, n, ROW_BLOCK):
         x, t = h[r0:r0 + ROW_BLOCK], target[r0:r0 + ROW_BLOCK]
         k = x.shape[0]
-        m = torch.full((k,), -torch.inf, dtype=x.dtype, device=x.device)
+        m = torch.full((k,), -torch.inf, dtype=dt, device=x.device)
         s = torch.zeros(k, dtype=torch.float64, device=x.device)
-        tl = torch.full((k,), torch.nan, dtype=x.dtype, device=x.device)
+        tl = torch.full((k,), torch.nan, dtype=dt, device=x.device)
         for c0 in range(0, V, VOCAB_BLOCK):
             lg = _tail(torch.nn.functional.linear(x, weight[c0:c0 + VOCAB_BLOCK],
-                                                  None if bias is None else bias[c0:c0 + VOCAB_BLOCK]), mult, cap)
+                                                  None if bias is None else bias[c0:c0 + VOCAB_BLOCK]), mult, cap).to(dt)
             here = ((t >= c0) & (t < c0 + lg.shape[1])).nonzero().squeeze(1)
             if len(here):
                 tl[here] = lg[here, t[here] - c0]
