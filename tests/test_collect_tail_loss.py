@@ -12,6 +12,8 @@ from interp.collectors import LayerEffect, collect
 from interp.collectors.objective import loss_terms
 from interp.collectors.variants import run_variants
 
+from test_collect_variants import LENGTHS, padded  # three sequences of 9, 4 and 7 tokens, right-padded
+
 
 @pytest.fixture
 def small_tiles(monkeypatch):
@@ -46,18 +48,6 @@ def test_fused_ce_non_finite_row_stays_non_finite(small_tiles):
     got = TL.fused_ce(h, w, None, torch.randint(0, 1500, (20,), generator=g))
     bad = ~torch.isfinite(got)
     assert bad[5] and bad[11] and int(bad.sum()) == 2
-
-
-LENGTHS = (9, 4, 7)
-
-
-def padded(vocab: int):
-    g = torch.Generator().manual_seed(0)
-    toks = torch.randint(3, vocab, (len(LENGTHS), max(LENGTHS)), generator=g)
-    mask = torch.zeros_like(toks, dtype=torch.bool)
-    for i, n in enumerate(LENGTHS):
-        mask[i, :n] = True
-    return toks, mask
 
 
 def check_variants(model, vocab: int) -> None:
