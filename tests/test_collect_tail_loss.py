@@ -51,15 +51,16 @@ def test_fused_ce_non_finite_row_stays_non_finite(small_tiles):
 
 
 def check_variants(model, vocab: int) -> None:
-    """variant_ce is taken (not None) and equals loss_terms of each variant's own logits."""
-    toks, mask = padded(vocab)
+    """variant_ce is taken (not None) and equals loss_terms of each variant's own logits, right- and left-padded."""
+    toks, right = padded(vocab)
     g = torch.Generator().manual_seed(2)
     d = model.cfg.d_model
     variants = [(depth, torch.randn(*toks.shape, d, generator=g)) for depth in (1, 0, 2, 1)]
-    ces = TL.variant_ce(model, toks, mask, variants)
-    assert ces is not None
-    for ce, out in zip(ces, run_variants(model, toks, mask, variants)):
-        torch.testing.assert_close(ce, loss_terms(model, out, toks, mask).float(), rtol=1e-5, atol=1e-5)
+    for mask in (right, right.flip(1)):
+        ces = TL.variant_ce(model, toks, mask, variants)
+        assert ces is not None
+        for ce, out in zip(ces, run_variants(model, toks, mask, variants)):
+            torch.testing.assert_close(ce, loss_terms(model, out, toks, mask).float(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", ["llama", "granite", "gemma2", "cohere", "gpt2", "gemma3_text"])
