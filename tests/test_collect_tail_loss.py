@@ -108,3 +108,49 @@ def test_fused_ce_of_bfloat16_rows_upcasts_the_logits(small_tiles):
     t = torch.randint(0, 1300, (12,), generator=g)
     ref = F.cross_entropy(F.linear(h, w).double(), t, reduction="none")
     torch.testing.assert_close(TL.fused_ce(h, w, None, t).double(), ref, rtol=1e-6, atol=1e-6)
+
+
+def seq_loss_brute(model, toks, mask) -> np.ndarray:
+    """Per sequence: mean next-token CE over pairs of real tokens, float64 from the model's own logits."""
+    with torch.no_grad():
+        logits = model(toks, attention_mask=mask).double()
+    pair = mask[:, :-1] & mask[:, 1:]
+    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1), toks[:, 1:].flatten(), reduction="none").view(pair.shape)
+    return ((ce * pair).sum(1) / pair.sum(1)).numpy()
+
+
+def unembedding_rows(model, run) -> list[tuple[int, int]]:
+    """The [b, t] the unembedding computed logits for during run()."""
+    seen = []
+    h = TL.unembedding(model).register_forward_hook(lambda m, a, out: seen.append(tuple(out.shape[:2])))
+    try:
+        run()
+    finally:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_collect_takes_the_ce_without_logits_when_only_the_ce_is_read(monkeypatch, fused):
+    """SequenceStats alone reads only the CE: the driver keeps every logit but one position's from being formed
+    (one probe token, then one position per batch) and the losses equal float64 ones from the full logits; with
+    tail_loss.FUSED off, every position's logits are formed."""
+    from interp.analysis.sequences import SequenceStats
+    monkeypatch.setattr(TL, "FUSED", fused)
+    model = zoo.build("pre-ln", n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=300).eval()
+    toks, mask = padded(300)
+    got = {}
+    rows = unembedding_rows(model, lambda: got.update(collect(model, (toks, mask), [SequenceStats()], batch_size=2,
+                                                              progress=False).tables))
+    assert rows == ([(1, 1)] * 3 if fused else [(2, 9), (1, 7)])  # probe + 2 batches, or each batch whole
+    loss = got["seq_loss"].sort_values("seq")
+    np.testing.assert_allclose(loss["loss_sum"] / loss["n_pred"], seq_loss_brute(model, toks, mask), rtol=1e-6)
+
+
+def test_collect_forms_the_logits_when_a_collector_reads_them():
+    from interp.analysis.sequences import SequenceStats
+    model = zoo.build("pre-ln", n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=300).eval()
+    toks, mask = padded(300)
+    rows = unembedding_rows(model, lambda: collect(model, (toks, mask), [SequenceStats(), LayerEffect(skip=True)],
+                                                   batch_size=3, progress=False))
+    assert rows[0] == (3, 9)  # the intact batch's logits (then the skip variants, fused)

@@ -33,6 +33,7 @@ class SequenceStats(Collector):
     """Per-sequence, per-depth sums of the stream, |x| extremes and medians, angular distance, and loss."""
 
     name = "seq_stats"
+    reads_output = "ce"  # the per-sequence loss only: batch.ce when the driver computed it without logits
 
     def __init__(self, max_sequences: int = 512):
         super().__init__()
@@ -119,8 +120,8 @@ class SequenceStats(Collector):
         if not is_causal(self.card):
             return
         pair = (batch.attention_mask[:, :-1] & batch.attention_mask[:, 1:])
-        for r in range(len(output)):  # row by row: a real LM's logits [t, vocab] are large
-            ce = token_ce(output[r, :-1], batch.tokens[r, 1:]).to(F64)
+        for r in range(len(pair)):  # row by row: a real LM's logits [t, vocab] are large
+            ce = (batch.ce[r] if output is None else token_ce(output[r, :-1], batch.tokens[r, 1:])).to(F64)
             p = pair[r]
             self.state["loss_sum"][self._slots[r]] += (ce * p).sum().to(self._slots.device)
             self.state["loss_n"][self._slots[r]] += p.sum().to(F64).to(self._slots.device)

@@ -40,6 +40,8 @@ def qk_hooks(model) -> list[tuple[str, str]]:
 class AttnLogits(Collector):
     """Per layer and head: pairs, max |q·k|/√d_head, RMS logit, max ‖q‖, max ‖k‖ (see the module docstring)."""
 
+    reads_output = "none"
+
     name = "attn_logits"
 
     def __init__(self, head_chunk: int = 4):

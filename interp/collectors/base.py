@@ -45,6 +45,9 @@ class Batch:
         # (tensor, its version, float64 (Σx, Σx²) of each of its selected rows [n, 2]) of the last tensor
         # ResidualStats read on CPU: what NormScales takes a norm's scale from when it hooks the same tensor
         self.stats: tuple | None = None
+        # next-token CE [b, t - 1] (float32, 0 where the pair is not two real tokens) when the driver computed it
+        # without logits (`tail_loss`): what collectors with reads_output = "ce" read; None otherwise
+        self.ce: torch.Tensor | None = None
 
     def select(self, x: torch.Tensor) -> torch.Tensor:
         """The masked positions of x [b, t, ...] as rows [n, ...] (a view when nothing is masked)."""
@@ -106,6 +109,9 @@ class Collector:
 
     name: ClassVar[str] = "collector"
     needs_grad: ClassVar[bool] = False  # True: the driver runs backward on the objective every batch
+    # what end_batch reads of the model's output: "logits" (the output itself), "ce" (only the next-token CE,
+    # `batch.ce`, which may come without logits: output is then None) or "none" (nothing)
+    reads_output: str = "logits"
 
     def __init__(self) -> None:
         self.state: dict[str, torch.Tensor] = {}
@@ -173,7 +179,7 @@ class Collector:
     def begin_batch(self, batch: Batch) -> None:
         self.batch = batch
 
-    def end_batch(self, model, batch: Batch, output: torch.Tensor) -> None:
+    def end_batch(self, model, batch: Batch, output: torch.Tensor | None) -> None:
         """Called after the forward (and backward) of a batch with hooks removed; may run extra passes."""
 
     # --- state ----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from interp.collectors.base import Batch, Collector, NonFiniteError
 from interp.collectors.batches import batches, model_context, to_sequences
 from interp.collectors.objective import loss_terms, objective_name
 from interp.collectors.results import Results
+from interp.collectors.tail_loss import final_stream, fused_possible, pair_ce, tail_matches
 from interp.device import model_device
 
 
@@ -142,6 +143,22 @@ def attached(model, fwd: list, bwd: list):
         model.context_level -= 1
 
 
+def ce_without_logits(model, collectors: Sequence[Collector], seqs: list, pad_id: int, side: str,
+                      device) -> torch.nn.Linear | None:
+    """The unembedding to take each batch's next-token CE through without logits (`tail_loss`), or None: the
+    collectors read no more of the output than the CE (some read it), and the model's own tail, run on one token
+    with no collector hook live, matches its declared multiplier and soft-cap."""
+    uses = {c.reads_output for c in collectors}
+    u = fused_possible(model) if "ce" in uses and uses <= {"ce", "none"} and seqs else None
+    if u is None:
+        return None
+    tokens, am = next(iter(batches(seqs[:1], 1, pad_id, side)))
+    tokens, am = tokens[:, :1].to(device), am[:, :1].to(device)
+    with torch.no_grad(), final_stream(u) as got:
+        out = model(tokens, attention_mask=am)
+    return u if tail_matches(model, u, got.get("h"), out, (1, 1)) else None
+
+
 def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 8,
                 max_tokens: int | None = None, exclude_first: bool = False, overflow: str = "split",
                 progress: bool = True, first_seq: int = 0, first_batch: int = 0) -> dict:
@@ -161,6 +178,12 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
     training = [m for m in model.modules() if m.training]  # set back after the run (a wrapper may differ)
     for m in training:  # model.eval() module by module, only where needed: a walk of setattrs costs ms
         m.training = False
+    try:
+        u = None if grad else ce_without_logits(model, collectors, seqs, pad_id, side, device)
+    except BaseException:
+        for m in training:
+            m.training = True
+        raise
     n_tok, t0 = 0, time.perf_counter()
     bar = tqdm(total=sum(map(len, seqs)), unit="tok", desc="collect", disable=not progress, leave=False)
     hooked = contextlib.ExitStack()
@@ -177,7 +200,19 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
             live[0] = True
             try:
                 with contextlib.nullcontext() if grad else torch.no_grad():
-                    out = model(tokens, attention_mask=am)
+                    if u is not None:  # the collectors read only the CE: it is taken without logits
+                        with final_stream(u) as got:
+                            model(tokens, attention_mask=am)
+                        if tuple(got["h"].shape[:2]) != tuple(tokens.shape):
+                            raise RuntimeError(f"the unembedding saw {tuple(got['h'].shape[:2])} positions of batch "
+                                               f"{i} [b, t] = {tuple(tokens.shape)}; set interp.collectors."
+                                               "tail_loss.FUSED = False to take the CE from the logits")
+                        pair = am[:, :-1] & am[:, 1:]
+                        batch.ce = torch.zeros(pair.shape, dtype=torch.float32, device=device)
+                        batch.ce[pair] = pair_ce(model, u, got["h"], tokens, pair)
+                        out = None
+                    else:
+                        out = model(tokens, attention_mask=am)
                     if grad:
                         terms = loss_terms(model, out, tokens, am)
                         if not bool(torch.isfinite(terms).all()):
@@ -188,7 +223,7 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
                 live[0] = False
             with torch.no_grad():
                 for c in collectors:
-                    c.end_batch(model, batch, out.detach())
+                    c.end_batch(model, batch, None if out is None else out.detach())
             out = terms = None  # the logits [b, t, vocab] (and the graph) must not live on through the next forward
             for c in collectors:
                 c.check_finite(f" in batch {i}")

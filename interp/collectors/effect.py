@@ -50,6 +50,7 @@ class LayerEffect(Collector):
         if not ns or min(ns) < 1:
             raise ValueError(f"ns must be positive depth offsets, got {ns}")
         self.ns, self.skip = tuple(sorted(set(int(n) for n in ns))), skip
+        self.reads_output = "logits" if skip else "none"  # the skip losses' base is taken from the logits
 
     def config(self):
         return {"ns": list(self.ns), "skip": self.skip}

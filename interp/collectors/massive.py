@@ -109,6 +109,8 @@ def seq_medians(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class MassiveActivations(Collector):
     """Counts, top-3 / median profile, top-k outliers and recurring dims of massive activations per depth."""
 
+    reads_output = "none"
+
     name = "massive"
 
     def __init__(self, abs_threshold: float = 100.0, ratio: float = 1000.0, median_scope: str = "sequence",

@@ -61,6 +61,7 @@ class _AblationBatched(Collector):
     zero and mean edits run from that depth on as two batched variants."""
 
     name = "massive_ablation"
+    reads_output = "ce"  # "none" is the intact CE: batch.ce when the driver computed it without logits
 
     def __init__(self, src: MassiveActivations, depth: int, dims: torch.Tensor, mean: torch.Tensor):
         super().__init__()
@@ -75,7 +76,11 @@ class _AblationBatched(Collector):
         self._x = x.detach()
 
     def end_batch(self, model, batch, output):
-        self.per_seq["none"] += seq_ce(model, output, batch)
+        if output is None:
+            am = batch.attention_mask
+            self.per_seq["none"] += seq_sums(batch.ce[am[:, :-1] & am[:, 1:]], batch)
+        else:
+            self.per_seq["none"] += seq_ce(model, output, batch)
         run_edits(self.src, model, self._x, batch, self.depth, self.dims, self.mean, self.per_seq, self.replaced)
         self._x = None
 

@@ -44,6 +44,8 @@ class Precision(Collector):
     """Per site: max |x| and fp16/bf16 headroom, fp16 overflow / flush-to-zero fractions, rounding error of fp16,
     bf16 and int8 (per tensor, per token), LLM.int8() outlier features."""
 
+    reads_output = "none"
+
     name = "precision"
 
     def __init__(self, outlier_threshold: float = 6.0, outlier_layer_frac: float = 0.25,

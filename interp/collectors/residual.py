@@ -82,6 +82,8 @@ class ResidualStats(Collector):
     float32 from torch reductions) go into a per-batch buffer row, sites that see the same tensor point at the
     same row, and `end_batch` adds the buffer to the float64 state in one operation per key."""
 
+    reads_output = "none"
+
     name = "residual"
 
     def bind(self, model) -> "ResidualStats":

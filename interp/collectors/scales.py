@@ -64,6 +64,8 @@ def scale_sites(sites) -> list[tuple[int, str, str]]:
 class NormScales(Collector):
     """Per norm: count, mean, min, max and histogram quantiles of hook_scale over real tokens."""
 
+    reads_output = "none"
+
     name = "norm_scales"
 
     def __init__(self, lo: int = -8, hi: int = 8, bins_per_decade: int = 100):

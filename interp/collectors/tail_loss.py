@@ -15,7 +15,8 @@ full output instead.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -74,43 +75,71 @@ def fused_ce(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, t
     return out
 
 
-def variant_ce(model, tokens: torch.Tensor, attention_mask: torch.Tensor,
-               variants: Sequence[tuple[int, torch.Tensor]]) -> list[torch.Tensor] | None:
-    """Per variant (as `run_variants` takes them), the next-token CE [n_pairs] (float32) at each pair of real
-    tokens in row-major order (what `objective.loss_terms` returns from the variant's logits), or None when the
-    model's unembedding or tail is not one this computes (then use `run_variants` and the logits)."""
-    from interp.collectors.objective import is_causal
-    from interp.collectors.variants import run_stacked
-    u = unembedding(model)
-    if not FUSED or u is None or not is_causal(model) or not variants:
-        return None
-    mult, cap = float(getattr(model, "logit_multiplier", 1.0)), getattr(model, "logit_softcap", None)
+@contextlib.contextmanager
+def final_stream(u: nn.Linear) -> Iterator[dict[str, torch.Tensor]]:
+    """Within: every forward's unembedding input is kept as got["h"] and the unembedding (and the model's tail after
+    it) runs on its first position only, so the model returns logits [1, 1, vocab]."""
     got: dict[str, torch.Tensor] = {}
 
-    def cut(module, args):  # keep the final stream; the model's own tail runs on its first position only
+    def cut(module, args):
         got["h"] = args[0]
         return (args[0][:1, :1], *args[1:])
 
     handle = u.register_forward_pre_hook(cut)
     try:
-        out, order = run_stacked(model, tokens, attention_mask, variants)
+        yield got
     finally:
         handle.remove()
-    h, b, t = got.get("h"), tokens.shape[0], tokens.shape[1]
-    if h is None or h.shape[:2] != (len(variants) * b, t) or out.numel() != u.weight.shape[0]:
-        return None
+
+
+def tail_matches(model, u: nn.Linear, h: torch.Tensor | None, out: torch.Tensor, shape: tuple[int, int]) -> bool:
+    """Whether `out`, the model's logits of the first position of h [*shape, d] under `final_stream`, equal
+    _tail(h[0, 0] @ W.T + b) with the model's declared multiplier and soft-cap (False for a non-finite row)."""
+    if h is None or tuple(h.shape[:2]) != shape or out.numel() != u.weight.shape[0]:
+        return False
     with torch.no_grad():
-        own = _tail(torch.nn.functional.linear(h[0, 0], u.weight, u.bias), mult, cap)
+        own = _tail(torch.nn.functional.linear(h[0, 0], u.weight, u.bias), *_tail_of(model))
         ref = out.reshape(-1).to(own.dtype)
         if not bool(torch.isfinite(ref).all()):
-            return None  # the row cannot tell; the logits path reports what went non-finite
-        if not torch.allclose(own, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max().clamp(min=1.0))):
-            return None  # the model does more after its unembedding than multiplier and soft-cap
-        pair = attention_mask[:, :-1] & attention_mask[:, 1:]
-        rows = torch.cat([h[j * b:(j + 1) * b, :-1][pair] for j in range(len(variants))])
-        target = tokens[:, 1:][pair].repeat(len(variants))
-        ce = fused_ce(rows, u.weight, u.bias, target, mult, cap).view(len(variants), int(pair.sum()))
-    res: list[torch.Tensor] = [None] * len(variants)  # type: ignore[list-item]
+            return False  # the row cannot tell; the logits path reports what went non-finite
+        return torch.allclose(own, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max().clamp(min=1.0)))
+
+
+def _tail_of(model) -> tuple[float, float | None]:
+    return float(getattr(model, "logit_multiplier", 1.0)), getattr(model, "logit_softcap", None)
+
+
+def pair_ce(model, u: nn.Linear, h: torch.Tensor, tokens: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+    """CE [n_pairs] (row-major) of the final streams h [b, t, d] at the pairs pair [b, t - 1] of real tokens."""
+    with torch.no_grad():
+        return fused_ce(h[:, :-1][pair], u.weight, u.bias, tokens[:, 1:][pair], *_tail_of(model))
+
+
+def fused_possible(model) -> nn.Linear | None:
+    """The unembedding `variant_ce` and the driver compute the CE through, or None (FUSED off, not a next-token
+    model, or no plain unembedding)."""
+    from interp.collectors.objective import is_causal
+    return unembedding(model) if FUSED and is_causal(model) else None
+
+
+def variant_ce(model, tokens: torch.Tensor, attention_mask: torch.Tensor,
+               variants: Sequence[tuple[int, torch.Tensor]]) -> list[torch.Tensor] | None:
+    """Per variant (as `run_variants` takes them), the next-token CE [n_pairs] (float32) at each pair of real
+    tokens in row-major order (what `objective.loss_terms` returns from the variant's logits), or None when the
+    model's unembedding or tail is not one this computes (then use `run_variants` and the logits)."""
+    from interp.collectors.variants import run_stacked
+    u = fused_possible(model)
+    if u is None or not variants:
+        return None
+    with final_stream(u) as got:
+        out, order = run_stacked(model, tokens, attention_mask, variants)
+    b, t, K = tokens.shape[0], tokens.shape[1], len(variants)
+    h = got.get("h")
+    if not tail_matches(model, u, h, out, (K * b, t)):
+        return None  # the model does more after its unembedding than multiplier and soft-cap
+    pair = attention_mask[:, :-1] & attention_mask[:, 1:]
+    ce = pair_ce(model, u, h, tokens.repeat(K, 1), pair.repeat(K, 1)).view(K, int(pair.sum()))
+    res: list[torch.Tensor] = [None] * K  # type: ignore[list-item]
     for j, k in enumerate(order):
         res[k] = ce[j]
     return res
