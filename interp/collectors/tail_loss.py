@@ -1,17 +1,18 @@
-"""Next-token cross-entropy of many forward variants without their [rows, vocab] logits.
+"""Next-token cross-entropy without the [rows, vocab] logits.
 
-`variant_ce` runs the variants (`interp.collectors.variants`) up to the unembedding, then computes every variant's
-per-token CE at once: the unembedding a block of vocabulary columns at a time over all variants' rows, with a
-running log-sum-exp, so no [rows, vocab] tensor exists. The GEMM is the same multiply-adds in better-shaped
-pieces: on a 262k vocabulary, one [149, 262144] product per variant runs at ~60 % of the rate of [1024, 1024]
-tiles, and its logits go through memory twice more in the log-softmax (benchmarks/skip_ablation.py measures both
-paths side by side). The values agree with F.cross_entropy of the model's own logits to float32 rounding
-(~1e-7 relative): the log-sum-exp is summed in float64.
+`variant_ce` runs forward variants (`interp.collectors.variants`) up to the unembedding, then computes every
+variant's per-token CE at once: the unembedding a block of vocabulary columns at a time over all variants' rows,
+with a running log-sum-exp, so no [rows, vocab] tensor exists. The driver does the same for a plain run whose
+collectors read only the CE (`Collector.reads_output`, `pair_ce`). The GEMM is the same multiply-adds in
+better-shaped pieces: on a 262k vocabulary one [149, 262144] product runs slower than [1024, 1024] tiles, and its
+logits go through memory twice more in the log-softmax (benchmarks/skip_ablation.py measures both paths side by
+side). The log-sum-exp is summed in float64, so the values are closer to a float64 computation than
+F.cross_entropy of the float32 logits, whose log-softmax sums in float32.
 
 The model's tail after the unembedding is taken as `logit_multiplier` and `logit_softcap` (the families'
-attributes DLA uses too). Every call checks it: the model's own tail runs on one row (the unembedding's input cut
-to one position), and unless that row's logits match, `variant_ce` returns None and the caller takes the model's
-full output instead.
+attributes DLA uses too), and checked: the model's own tail runs on one position (the unembedding's input cut to
+it, `final_stream`) and must give the same logits (`tail_matches`); `variant_ce` checks every call and returns
+None otherwise (the caller takes the logits), the driver checks once per run on one token.
 """
 from __future__ import annotations
 
