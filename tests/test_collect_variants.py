@@ -100,9 +100,12 @@ def test_run_variants_refuses_training_mode_and_bad_depths():
     assert not any("forward" in m.__dict__ for m in model.modules())  # nothing left swapped
 
 
+@pytest.mark.parametrize("fused", [True, False])  # the CE without logits (tail_loss) or from the logits
 @pytest.mark.parametrize("strategy", ["pre-ln", "peri-ln"])
-def test_batched_ablation_equals_one_forward_per_mode(strategy):
+def test_batched_ablation_equals_one_forward_per_mode(strategy, fused, monkeypatch):
+    import interp.collectors.tail_loss as TL
     from test_collect_massive import data, model_with_massive
+    monkeypatch.setattr(TL, "FUSED", fused)
     model = model_with_massive(strategy).eval()
     toks, mask = data()
     col = MassiveActivations(abs_threshold=0.05, ratio=3.0)  # low thresholds: massive values at every depth

@@ -178,16 +178,11 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
     training = [m for m in model.modules() if m.training]  # set back after the run (a wrapper may differ)
     for m in training:  # model.eval() module by module, only where needed: a walk of setattrs costs ms
         m.training = False
-    try:
-        u = None if grad else ce_without_logits(model, collectors, seqs, pad_id, side, device)
-    except BaseException:
-        for m in training:
-            m.training = True
-        raise
     n_tok, t0 = 0, time.perf_counter()
     bar = tqdm(total=sum(map(len, seqs)), unit="tok", desc="collect", disable=not progress, leave=False)
     hooked = contextlib.ExitStack()
     try:
+        u = None if grad else ce_without_logits(model, collectors, seqs, pad_id, side, device)  # before any hook
         hooked.enter_context(attached(model, fwd, bwd))  # once per run: registering costs ms
         for i, (tokens, am) in enumerate(batches(seqs, batch_size, pad_id, side), first_batch):
             tokens, am = tokens.to(device), am.to(device)  # the model's device (interp.device)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from interp.collectors.base import Collector, NonFiniteError
-from interp.collectors.objective import loss_terms, token_ce
+from interp.collectors.objective import loss_terms
 
 if TYPE_CHECKING:
     from interp.collectors.massive import MassiveActivations
@@ -32,20 +32,9 @@ def edit_massive(src: MassiveActivations, x: torch.Tensor, mask: torch.Tensor, d
     return x, int(sel.sum())
 
 
-def seq_ce(model, output: torch.Tensor, batch) -> list[tuple[float, int]]:
-    """(Σ next-token CE, predicted tokens) of each sequence of the batch (row by row: logits are large)."""
-    pair = batch.attention_mask[:, :-1] & batch.attention_mask[:, 1:]
-    out = []
-    for r in range(len(output)):
-        ce = token_ce(output[r, :-1], batch.tokens[r, 1:]).double()
-        if not bool(torch.isfinite(ce[pair[r]]).all()):
-            raise NonFiniteError(f"loss is not finite in sequence {r} of batch {batch.index}")
-        out.append((float(ce[pair[r]].sum()), int(pair[r].sum())))
-    return out
-
-
 def seq_sums(ce: torch.Tensor, batch) -> list[tuple[float, int]]:
-    """`seq_ce` from the CE at each pair of real tokens in row-major order (`tail_loss.variant_ce`)."""
+    """(Σ next-token CE, predicted tokens) of each sequence of the batch, from the CE at each pair of real tokens in
+    row-major order (`objective.loss_terms` of the logits, or `tail_loss` without them)."""
     am = batch.attention_mask
     counts = (am[:, :-1] & am[:, 1:]).sum(1).tolist()
     out = []
@@ -76,11 +65,9 @@ class _AblationBatched(Collector):
         self._x = x.detach()
 
     def end_batch(self, model, batch, output):
-        if output is None:
-            am = batch.attention_mask
-            self.per_seq["none"] += seq_sums(batch.ce[am[:, :-1] & am[:, 1:]], batch)
-        else:
-            self.per_seq["none"] += seq_ce(model, output, batch)
+        am = batch.attention_mask
+        ce = batch.ce[am[:, :-1] & am[:, 1:]] if output is None else loss_terms(model, output, batch.tokens, am)
+        self.per_seq["none"] += seq_sums(ce, batch)
         run_edits(self.src, model, self._x, batch, self.depth, self.dims, self.mean, self.per_seq, self.replaced)
         self._x = None
 
@@ -96,11 +83,12 @@ def run_edits(src: MassiveActivations, model, x: torch.Tensor, batch, depth: int
         edited, n = edit_massive(src, x, batch.attention_mask, dims, mean, mode)
         variants.append((depth, edited))
         replaced[mode] += n
-    ces = variant_ce(model, batch.tokens, batch.attention_mask, variants)  # without the logits, when it can
-    outs = run_variants(model, batch.tokens, batch.attention_mask, variants) if ces is None else ces
-    for mode, out in zip(("zero", "mean"), outs):
+    tok, am = batch.tokens, batch.attention_mask
+    ces = variant_ce(model, tok, am, variants) or [  # without the logits when it can, else from them
+        loss_terms(model, out, tok, am) for out in run_variants(model, tok, am, variants)]
+    for mode, ce in zip(("zero", "mean"), ces):
         try:
-            per_seq[mode] += seq_ce(model, out, batch) if ces is None else seq_sums(out, batch)
+            per_seq[mode] += seq_sums(ce, batch)
         except NonFiniteError as e:
             raise NonFiniteError(f"{e} with {mode}-ablation at {src.hooks_[depth]}") from None
 
