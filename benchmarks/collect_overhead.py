@@ -5,7 +5,13 @@ of `--batch` × `--seq`), interleaved in one process, `--repeats` rounds (median
 per-round ratios; CPU seconds of the process, which a busy neighbour disturbs least, and wall seconds):
   plain     the fastest forward with no hooks: transformers SDPA (the zoo: its own SDPA forward)
   collect   interp.collect with every forward collector (ResidualStats, MassiveActivations,
-            LayerEffect(skip=False), NormScales)
+            LayerEffect(skip=False), NormScales); none of them reads the output, so each forward stops as it
+            enters the unembedding (`interp.collectors.trunk`): no logits are formed
+  collect_logits  the same with `trunk.ENABLED` off: every forward forms its logits, as the plain one does
+  trunk     the plain forward up to the unembedding's input (the zoo: `final_hidden`; transformers: the base model,
+            final norm included), no hooks: the work a collect does besides its statistics. collect / trunk
+            (paired by round, `paired_ratio`) is what the statistics alone cost; collect_logits / plain the same
+            measured with the logits
   tl_cache  TransformerLens: TransformerBridge.run_with_cache (the zoo: its own run_with_cache) of the same
             sites the collectors read (names_filter), no statistics computed
   nnsight   nnsight's trace with .save() of the same tensors (norm inputs in place of their scales, which
@@ -19,7 +25,7 @@ With --processes P, the rounds run in P fresh processes, one after another, and 
 processes as well as their rounds (`timing.median_ci_grouped`): whole re-runs of the benchmark differ by more than
 one process's interval says. Each median ratio comes with its 95 % bootstrap interval over the rounds; the goal
 (collect / plain ≤ 1.10, CPU) is judged on that interval: met, not met, or inconclusive when it straddles 1.10
-(`timing.goal_verdict`).
+(`timing.goal_verdict`); collect / trunk is judged against the same 1.10 beside it.
 Run: .venv/bin/python benchmarks/collect_overhead.py [--models zoo,smollm2-135m,qwen2.5-0.5b] [--repeats 5]
 """
 from __future__ import annotations
@@ -38,7 +44,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ZOO = {"n_layers": 12, "d_model": 256, "n_heads": 4, "d_mlp": 1024, "n_ctx": 512, "d_vocab": 4096}
-MODES = ("plain", "collect", "tl_cache", "nnsight")
+MODES = ("plain", "collect", "collect_logits", "trunk", "tl_cache", "nnsight")
 GOAL = 1.10  # collect / plain, CPU: issue 15's goal, fixed before any run
 
 
@@ -88,7 +94,8 @@ def load(name: str):
     if name == "zoo":
         m = interp.zoo.build("pre-ln", **ZOO).eval()
         sites = site_names(m)
-        fns = {"plain": lambda t: m(t), "tl_cache": lambda t: m.run_with_cache(t, names_filter=sites)}
+        fns = {"plain": lambda t: m(t), "trunk": lambda t: m.final_hidden(t),
+               "tl_cache": lambda t: m.run_with_cache(t, names_filter=sites)}
         if have_nnsight():  # on its own copy: nnsight wraps every module it traces, which slows later forwards
             import copy
             parts = [("hook_resid_pre", "output"), ("ln1.hook_in", "output"), ("hook_attn_out", "output"),
@@ -111,7 +118,8 @@ def load(name: str):
                                                              device="cpu")
         return state["b"].run_with_cache(t, names_filter=sites)
 
-    fns = {"plain": lambda t: plain(input_ids=t, use_cache=False).logits, "tl_cache": bridge}
+    fns = {"plain": lambda t: plain(input_ids=t, use_cache=False).logits,
+           "trunk": lambda t: plain.base_model(input_ids=t, use_cache=False).last_hidden_state, "tl_cache": bridge}
     if have_nnsight():
         parts = [("", "input"), ("input_layernorm", "input"), ("self_attn", "output"),
                  ("post_attention_layernorm", "input"), ("mlp", "output"), ("", "output")]
@@ -187,6 +195,7 @@ def timing(name: str, batch: int, seq: int, repeats: int, n_batches: int, long_b
     from timing import interleaved
 
     import interp
+    import interp.collectors.trunk as trunk
     m, fns = load(name)
     toks = batches(max(n_batches, long_batches), batch, seq, vocab_of(name))
     def each(f, n=n_batches):
@@ -195,12 +204,19 @@ def timing(name: str, batch: int, seq: int, repeats: int, n_batches: int, long_b
                 f(t)  # the output (and any cache) is dropped before the next batch
         return run
 
-    def gather(n):
+    def gather(n, logits=False):
         allt = torch.cat(toks[:n])
-        return lambda: interp.collect(m, allt, batch_size=batch, progress=False)
 
-    runs = {"plain": each(fns["plain"]), "collect": gather(n_batches)}
-    runs.update({k: each(fns[k]) for k in MODES[2:] if k in fns})
+        def run():
+            trunk.ENABLED = not logits
+            try:
+                interp.collect(m, allt, batch_size=batch, progress=False)
+            finally:
+                trunk.ENABLED = True
+        return run
+
+    runs = {"plain": each(fns["plain"]), "collect": gather(n_batches), "collect_logits": gather(n_batches, True)}
+    runs.update({k: each(fns[k]) for k in MODES[3:] if k in fns})
     with torch.no_grad():
         out = interleaved(runs, repeats, baseline="plain")
         if long_batches > n_batches:
@@ -227,6 +243,17 @@ def per_batch(t: dict, n: int, n_long: int) -> dict:
             "collect/plain per further batch (cpu, 95% CI)": median_ci(ratio),
             "fixed cost per run (cpu ms, median)": float(np.median(fixed)),
             "fixed cost per run (cpu ms, 95% CI)": median_ci(fixed)}
+
+
+def paired_ratio(t: dict, num: str, den: str, processes: int) -> dict:
+    """num / den of CPU seconds round by round (both timed in each round), as `timing.pooled` gives each mode
+    against the baseline: median and spread, with its 95 % interval resampling the processes (rounds are pooled
+    in process order, `repeats` each) as well as their rounds."""
+    from timing import median_ci, median_ci_grouped, summary
+    r = [a / b for a, b in zip(t["cpu_s"][num]["samples"], t["cpu_s"][den]["samples"])]
+    k = len(r) // processes
+    groups = [r[i * k:(i + 1) * k] for i in range(processes)]
+    return {**summary(r), "ci95": median_ci_grouped(groups) if processes > 1 else median_ci(r)}
 
 
 def main() -> None:
@@ -283,6 +310,7 @@ def main() -> None:
         else:
             t = timing(name, a.batch, a.seq, a.repeats, a.time_batches, a.long_batches)
         split = per_batch(t, a.time_batches, a.long_batches) if a.long_batches > a.time_batches else {}
+        alone = paired_ratio(t, "collect", "trunk", a.processes)
         row = {"model": name, "machine": here, "date": utc_now(), "tokens_per_batch": a.batch * a.seq,
                "timed_batches": a.time_batches, "repeats": t["repeats"],
                "processes": a.processes,
@@ -292,6 +320,10 @@ def main() -> None:
                    "collect/plain (cpu, 95% CI over rounds alone)": t["ratio_cpu"]["collect"]["ci95_rounds"]}
                   if a.processes > 1 else {}),
                goal_key(GOAL): goal_verdict(t["ratio_cpu"]["collect"]["ci95"], GOAL),
+               "collect/trunk (cpu, median)": alone["median"], "collect/trunk (cpu, 95% CI)": alone["ci95"],
+               goal_key(GOAL, ", collect/trunk"): goal_verdict(alone["ci95"], GOAL),
+               "collect_logits/plain (cpu, 95% CI)": t["ratio_cpu"]["collect_logits"]["ci95"],
+               goal_key(GOAL, ", collect_logits/plain"): goal_verdict(t["ratio_cpu"]["collect_logits"]["ci95"], GOAL),
                **{f"{k}/plain (wall, median)": v["median"] for k, v in t["ratio_wall"].items()},
                **split,
                "nnsight": have_nnsight(), "timing": t, "load_before": before, "load_after": load_info(),

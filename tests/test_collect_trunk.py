@@ -1,0 +1,109 @@
+"""Forwards that stop at the unembedding (`interp.collectors.trunk`): when no collector reads the output, no logit
+is formed, and every table equals the one from full forwards."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+import interp.collectors.trunk as TR
+from interp import zoo
+from interp.collectors import LayerEffect, Precision, collect
+from interp.collectors.attn_logits import for_model
+from interp.collectors.driver import default_collectors
+from interp.collectors.tail_loss import unembedding
+
+from test_collect_tail_loss import unembedding_rows
+from test_collect_variants import LENGTHS, PLACEMENTS, padded
+
+def forward_only(model) -> list:
+    """Every collector that reads nothing of the output (attention logits where the model has q / k hooks)."""
+    return default_collectors() + [Precision()] + for_model(model)
+
+
+def tables_both_ways(monkeypatch, model, vocab: int, batch_size: int = 2):
+    """(tables with the stop, the unembedding's [b, t] calls then, tables from full forwards), right-padded."""
+    toks, mask = padded(vocab)
+    got = {}
+    run = lambda: got.update(collect(model, (toks, mask), forward_only(model), batch_size=batch_size,  # noqa: E731
+                                     progress=False).tables)
+    rows = unembedding_rows(model, run) if unembedding(model) is not None else run()
+    stopped = dict(got)
+    monkeypatch.setattr(TR, "ENABLED", False)
+    run()
+    return stopped, rows, got
+
+
+def assert_same_tables(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a
+    for k in a:
+        pd.testing.assert_frame_equal(a[k], b[k], check_exact=True, obj=k)
+
+
+@pytest.mark.parametrize("strategy", PLACEMENTS)
+def test_zoo_forwards_stop_at_the_unembedding_and_tables_are_unchanged(monkeypatch, strategy):
+    model = zoo.build(strategy, n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=300).eval()
+    stopped, rows, full = tables_both_ways(monkeypatch, model, 300)
+    assert rows == [(1, 1)]  # the one-token probe; the two batches stop before it
+    assert_same_tables(stopped, full)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text", "gpt2", "gpt_neox", "phi", "bert"])
+def test_transformers_forwards_stop_at_the_unembedding_and_tables_are_unchanged(monkeypatch, family):
+    from test_models_families import V, build
+
+    from interp.models.families import wrap
+    hf, _ = build(family)
+    model = wrap(hf, name=f"tiny-{family}").eval()
+    stopped, rows, full = tables_both_ways(monkeypatch, model, V)
+    assert rows == (None if family == "bert" else [(1, 1)])  # an encoder has no unembedding: nothing to stop
+    assert_same_tables(stopped, full)
+
+
+def test_a_collector_that_reads_the_output_gets_the_logits(monkeypatch):
+    from interp.analysis.sequences import SequenceStats
+    model = zoo.build("pre-ln", n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=300).eval()
+    others = [c for c in default_collectors() if c.name != "layer_effect"]
+    for extra, first in ((LayerEffect(skip=True), (3, 9)), (SequenceStats(), (1, 1))):  # logits; CE through tiles
+        toks, mask = padded(300)
+        rows = unembedding_rows(model, lambda: collect(model, (toks, mask), others + [extra],
+                                                       batch_size=len(LENGTHS), progress=False))
+        assert rows[0] == first and len(rows) > 1  # the batch reaches the unembedding
+
+
+class Tail(HookedRootModule):
+    """embed → hook_a → unembed → hook_b (a hook point after the unembedding) ; hook_c never runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.unembed = nn.Embedding(10, 4), nn.Linear(4, 10)
+        self.hook_a, self.hook_b, self.hook_c = HookPoint(), HookPoint(), HookPoint()
+        self.setup()
+
+    def forward(self, tokens, attention_mask=None):
+        return self.hook_b(self.unembed(self.hook_a(self.embed(tokens))))
+
+
+def test_stop_point_needs_every_hook_before_the_unembedding():
+    m, t = Tail(), torch.zeros(1, 1, dtype=torch.long)
+    am = torch.ones_like(t, dtype=torch.bool)
+    assert TR.stop_point(m, ["hook_a"], t, am) is m.unembed
+    assert TR.stop_point(m, ["hook_a", "hook_b"], t, am) is None  # hook_b would never fire
+    assert TR.stop_point(m, ["hook_a", "hook_c"], t, am) is None  # a hook the probe did not see: not known safe
+    assert TR.stop_point(m, ["not_a_hook"], t, am) is None
+    assert not any(p._forward_hooks or p._forward_pre_hooks for p in m.modules())  # the probe's hooks are gone
+
+
+def test_stopped_ends_the_forward_and_leaves_no_hook():
+    m, t = Tail(), torch.zeros(1, 3, dtype=torch.long)
+    seen = []
+    m.hook_a.add_hook(lambda x, hook: seen.append("a"))
+    m.hook_b.add_hook(lambda x, hook: seen.append("b"))
+    with TR.stopped(m.unembed):
+        m(t)
+    assert seen == ["a"]
+    assert not m.unembed._forward_pre_hooks
+    assert m(t).shape == (1, 3, 10) and seen == ["a", "a", "b"]
