@@ -47,7 +47,7 @@ def assert_same_tables(a: dict, b: dict) -> None:
 def test_zoo_forwards_stop_at_the_unembedding_and_tables_are_unchanged(monkeypatch, strategy):
     model = zoo.build(strategy, n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=300).eval()
     stopped, rows, full = tables_both_ways(monkeypatch, model, 300)
-    assert rows == [(1, 1)]  # the one-token probe; the two batches stop before it
+    assert rows == [(2, 9)]  # the first batch runs whole and shows the order; the second stops before it
     assert_same_tables(stopped, full)
 
 
@@ -59,7 +59,7 @@ def test_transformers_forwards_stop_at_the_unembedding_and_tables_are_unchanged(
     hf, _ = build(family)
     model = wrap(hf, name=f"tiny-{family}").eval()
     stopped, rows, full = tables_both_ways(monkeypatch, model, V)
-    assert rows == (None if family == "bert" else [(1, 1)])  # an encoder has no unembedding: nothing to stop
+    assert rows == (None if family == "bert" else [(2, 9)])  # an encoder has no unembedding: nothing to stop
     assert_same_tables(stopped, full)
 
 
@@ -75,35 +75,59 @@ def test_a_collector_that_reads_the_output_gets_the_logits(monkeypatch):
 
 
 class Tail(HookedRootModule):
-    """embed → hook_a → unembed → hook_b (a hook point after the unembedding) ; hook_c never runs."""
+    """embed → hook_a → unembed → hook_b (a hook point after the unembedding) ; hook_c never runs; again: hook_a
+    runs once more at the end (a hook point used on both sides of the unembedding)."""
 
-    def __init__(self):
+    def __init__(self, again: bool = False):
         super().__init__()
         self.embed, self.unembed = nn.Embedding(10, 4), nn.Linear(4, 10)
         self.hook_a, self.hook_b, self.hook_c = HookPoint(), HookPoint(), HookPoint()
+        self.again = again
         self.setup()
 
     def forward(self, tokens, attention_mask=None):
-        return self.hook_b(self.unembed(self.hook_a(self.embed(tokens))))
+        out = self.hook_b(self.unembed(self.hook_a(self.embed(tokens))))
+        return self.hook_a(out) if self.again else out
 
 
-def test_stop_point_needs_every_hook_before_the_unembedding():
-    m, t = Tail(), torch.zeros(1, 1, dtype=torch.long)
-    am = torch.ones_like(t, dtype=torch.bool)
-    assert TR.stop_point(m, ["hook_a"], t, am) is m.unembed
-    assert TR.stop_point(m, ["hook_a", "hook_b"], t, am) is None  # hook_b would never fire
-    assert TR.stop_point(m, ["hook_a", "hook_c"], t, am) is None  # a hook the probe did not see: not known safe
-    assert TR.stop_point(m, ["not_a_hook"], t, am) is None
-    assert not any(p._forward_hooks or p._forward_pre_hooks for p in m.modules())  # the probe's hooks are gone
+def forwards(trunk: TR.Trunk, m: Tail, n: int) -> list[list[str]]:
+    """The hooks that fired in each of n forwards of m through `trunk.forward()`."""
+    out = []
+    for _ in range(n):
+        seen = []
+        m.hook_a.add_hook(lambda x, hook: seen.append("a"))
+        m.hook_b.add_hook(lambda x, hook: seen.append("b"))
+        with trunk.forward():
+            m(torch.zeros(1, 3, dtype=torch.long))
+        m.reset_hooks()
+        out.append(seen)
+    return out
 
 
-def test_stopped_ends_the_forward_and_leaves_no_hook():
-    m, t = Tail(), torch.zeros(1, 3, dtype=torch.long)
-    seen = []
-    m.hook_a.add_hook(lambda x, hook: seen.append("a"))
-    m.hook_b.add_hook(lambda x, hook: seen.append("b"))
-    with TR.stopped(m.unembed):
-        m(t)
-    assert seen == ["a"]
-    assert not m.unembed._forward_pre_hooks
-    assert m(t).shape == (1, 3, 10) and seen == ["a", "a", "b"]
+def test_trunk_stops_only_when_every_hook_fired_before_the_unembedding():
+    m = Tail()
+    t = TR.Trunk(m, ["hook_a"])
+    assert forwards(t, m, 3) == [["a", "b"], ["a"], ["a"]] and t.stop is m.unembed  # whole once, then stopped
+    for names in (["hook_a", "hook_b"], ["hook_a", "hook_c"]):  # hook_b fires after it; hook_c was never seen
+        t = TR.Trunk(m, names)
+        assert forwards(t, m, 3) == [["a", "b"]] * 3 and t.decided and t.stop is None
+    m2 = Tail(again=True)
+    t = TR.Trunk(m2, ["hook_a"])
+    assert forwards(t, m2, 2) == [["a", "b", "a"]] * 2 and t.stop is None
+    t = TR.Trunk(m, ["not_a_hook"])
+    assert t.decided and forwards(t, m, 2) == [["a", "b"]] * 2
+    assert not any(p._forward_hooks or p._forward_pre_hooks for p in m.modules())  # nothing left attached
+
+
+def test_fixed_noise_level_draws_the_same_masks(monkeypatch):
+    """An MDLM at a fixed t masks its input with a generator of its own in every forward: the check on the first
+    batch adds no forward, so the masks, and every table, are those of full forwards."""
+    from interp.diffusion import collect_over_t
+    model = zoo.build("mdlm-tdln", n_layers=2, d_model=32, n_heads=4, d_mlp=64, n_ctx=16, d_vocab=300).eval()
+    toks, mask = padded(300)
+    runs = []
+    for on in (True, False):
+        monkeypatch.setattr(TR, "ENABLED", on)
+        runs.append(collect_over_t(model, (toks, mask), (0.25, 0.75), batch_size=1, progress=False))
+    for t in (0.25, 0.75):
+        assert_same_tables(runs[0][t].tables, runs[1][t].tables)

@@ -19,7 +19,7 @@ from interp.collectors.batches import batches, model_context, to_sequences
 from interp.collectors.objective import loss_terms, objective_name
 from interp.collectors.results import Results
 from interp.collectors.tail_loss import final_stream, fused_possible, pair_ce, tail_matches
-from interp.collectors.trunk import stop_point, stopped
+from interp.collectors.trunk import Trunk
 from interp.device import model_device
 
 
@@ -153,25 +153,11 @@ def ce_without_logits(model, collectors: Sequence[Collector], seqs: list, pad_id
     u = fused_possible(model) if "ce" in uses and uses <= {"ce", "none"} and seqs else None
     if u is None:
         return None
-    tokens, am = one_token(seqs, pad_id, side, device)
+    tokens, am = next(iter(batches(seqs[:1], 1, pad_id, side)))
+    tokens, am = tokens[:, :1].to(device), am[:, :1].to(device)
     with torch.no_grad(), final_stream(u) as got:
         out = model(tokens, attention_mask=am)
     return u if tail_matches(model, u, got.get("h"), out, (1, 1)) else None
-
-
-def one_token(seqs: list, pad_id: int, side: str, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first token of the first sequence as a batch [1, 1] and its mask: what the driver's probes run."""
-    tokens, am = next(iter(batches(seqs[:1], 1, pad_id, side)))
-    return tokens[:, :1].to(device), am[:, :1].to(device)
-
-
-def stop_without_logits(model, collectors: Sequence[Collector], hook_names: list[str], seqs: list, pad_id: int,
-                        side: str, device) -> torch.nn.Module | None:
-    """The unembedding to stop each forward at (`trunk`), or None: no collector reads the output, and on one
-    token, before any collector hook is attached, every hook point they use runs before it."""
-    if not seqs or any(c.reads_output != "none" for c in collectors):
-        return None
-    return stop_point(model, hook_names, *one_token(seqs, pad_id, side, device))
 
 
 def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 8,
@@ -198,8 +184,8 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
     hooked = contextlib.ExitStack()
     try:
         u = None if grad else ce_without_logits(model, collectors, seqs, pad_id, side, device)  # before any hook
-        stop = None if grad or u is not None else stop_without_logits(model, collectors, [n for n, _ in fwd],
-                                                                        seqs, pad_id, side, device)
+        # no collector reads the output: the forwards after the first may stop at the unembedding (`trunk`)
+        trunk = None if grad or any(c.reads_output != "none" for c in collectors) else Trunk(model, [n for n, _ in fwd])
         hooked.enter_context(attached(model, fwd, bwd))  # once per run: registering costs ms
         for i, (tokens, am) in enumerate(batches(seqs, batch_size, pad_id, side), first_batch):
             tokens, am = tokens.to(device), am.to(device)  # the model's device (interp.device)
@@ -223,8 +209,8 @@ def run_batches(model, data, collectors: Sequence[Collector], batch_size: int = 
                         batch.ce = torch.zeros(pair.shape, dtype=torch.float32, device=device)
                         batch.ce[pair] = pair_ce(model, u, got["h"], tokens, pair)
                         out = None
-                    elif stop is not None:  # no collector reads the output: the forward ends at the unembedding
-                        with stopped(stop):
+                    elif trunk is not None:
+                        with trunk.forward():
                             model(tokens, attention_mask=am)
                         out = None
                     else:

@@ -4,16 +4,17 @@ The default collectors (residual statistics, massive activations, the angular la
 stream, never the logits, yet a full forward still forms them: the [tokens, vocab] product is a fifth of
 SmolLM2-135M's forward and most of Gemma-3-270M's (a 262k vocabulary), and the logits of one batch of Gemma-3 take
 1.2 GB. When every collector of a run reads nothing of the output (`Collector.reads_output == "none"`), the driver
-stops each forward as it enters the unembedding (`stopped`), once a one-token probe (`stop_point`) has shown
-that every hook point the collectors use runs before it: no statistic changes, since no hook the run uses would
-have fired later.
+runs its forwards through `Trunk.forward`: the first batch runs whole and shows in which order the hook points the
+run uses fire; if all of them fire before the unembedding and none after it, every later forward stops as it enters
+the unembedding. No statistic changes, since no hook the run uses would have fired later. The check runs on the
+run's own first batch, not on an extra forward, so a model whose forward draws random numbers (an MDLM at a fixed
+noise level) draws the same ones as before.
 """
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
 
-import torch
 from torch import nn
 
 from interp.collectors.tail_loss import unembedding
@@ -23,30 +24,6 @@ ENABLED = True  # False: every forward runs to its logits (benchmarks/collect_ov
 
 class Stopped(Exception):
     """Raised by the unembedding's pre-hook inside `stopped`, which catches it: the forward ends there."""
-
-
-def stop_point(model, hook_names: Iterable[str], tokens: torch.Tensor, attention_mask: torch.Tensor) -> nn.Module | None:
-    """The unembedding to stop at, or None: ENABLED, the model has a plain unembedding and a hook-point index
-    (`mod_dict`), and in one forward of `tokens` (one token is enough; no collector hook may be attached yet)
-    every named hook point runs, each before the unembedding's first call, and none after it."""
-    u = unembedding(model) if ENABLED else None
-    points = getattr(model, "mod_dict", None)
-    names = set(hook_names)
-    if u is None or points is None or not all(isinstance(n, str) and n in points for n in names):
-        return None
-    order: list[str | None] = []
-    handles = [points[n].register_forward_hook(lambda *a, n=n: order.append(n)) for n in names]
-    handles.append(u.register_forward_pre_hook(lambda *a: order.append(None)))
-    try:
-        with torch.no_grad():
-            model(tokens, attention_mask=attention_mask)
-    finally:
-        for h in handles:
-            h.remove()
-    if None not in order:
-        return None  # the forward never called it (an output head this module does not know)
-    before = order[:order.index(None)]
-    return u if set(before) == names and not (set(order[len(before):]) - {None}) else None
 
 
 @contextlib.contextmanager
@@ -62,3 +39,49 @@ def stopped(u: nn.Module) -> Iterator[None]:
         pass
     finally:
         handle.remove()
+
+
+class Trunk:
+    """The forwards of one run whose collectors read nothing of the output: `forward()` wraps each. The first
+    records the order in which the named hook points and the unembedding fire; the later ones stop at the
+    unembedding when that order allows it (`stop`), and run whole otherwise. Inactive (every forward whole) when
+    ENABLED is off, or the model has no plain unembedding or no index of its hook points (`mod_dict`)."""
+
+    def __init__(self, model, hook_names: Iterable[str]):
+        points = getattr(model, "mod_dict", None)
+        self.names = set(hook_names)
+        u = unembedding(model) if ENABLED else None
+        known = points is not None and all(isinstance(n, str) and n in points for n in self.names)
+        self.u, self.points = (u, points) if known else (None, None)
+        self.stop: nn.Module | None = None  # the unembedding, once the first forward has shown it is safe
+        self.decided = self.u is None
+
+    @contextlib.contextmanager
+    def forward(self) -> Iterator[None]:
+        """Wraps one forward of the run (its output, if any, is not to be read)."""
+        if self.stop is not None:
+            with stopped(self.stop):
+                yield
+            return
+        if self.decided:
+            yield
+            return
+        order: list[str | None] = []
+        handles = [self.points[n].register_forward_hook(lambda *a, n=n: order.append(n)) for n in self.names]
+        handles.append(self.u.register_forward_pre_hook(lambda *a: order.append(None)))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+        self.decided = True
+        self.stop = self.u if safe(order, self.names) else None
+
+
+def safe(order: list[str | None], names: set[str]) -> bool:
+    """Whether a forward whose hook points and unembedding (None) fired in `order` could have stopped at the
+    unembedding's first call: every name fired before it, none after it."""
+    if None not in order:
+        return False  # the forward never called it (an output head this module does not know)
+    i = order.index(None)
+    return set(order[:i]) == names and not set(order[i:]) - {None}
