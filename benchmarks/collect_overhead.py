@@ -5,8 +5,8 @@ of `--batch` × `--seq`), interleaved in one process, `--repeats` rounds (median
 per-round ratios; CPU seconds of the process, which a busy neighbour disturbs least, and wall seconds):
   plain     the fastest forward with no hooks: transformers SDPA (the zoo: its own SDPA forward)
   collect   interp.collect with every forward collector (ResidualStats, MassiveActivations,
-            LayerEffect(skip=False), NormScales); none of them reads the output, so each forward stops as it
-            enters the unembedding (`interp.collectors.trunk`): no logits are formed
+            LayerEffect(skip=False), NormScales); none of them reads the output, so the forwards after the
+            first stop as they enter the unembedding (`interp.collectors.trunk`): no logits are formed
   collect_logits  the same with `trunk.ENABLED` off: every forward forms its logits, as the plain one does
   trunk     the plain forward up to the unembedding's input (the zoo: `final_hidden`; transformers: the base model,
             final norm included), no hooks: the work a collect does besides its statistics. collect / trunk

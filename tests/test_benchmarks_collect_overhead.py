@@ -97,3 +97,20 @@ def test_two_cpus_of_one_name_get_rows_of_their_own():
     assert one == "AMD EPYC (AVX2, family 23 model 1)" and three == "AMD EPYC (AVX2, family 25 model 1)"
     assert row_key("zoo", one) != row_key("zoo", three)
     assert machine_label({"cpu": "AMD EPYC", "isa": "AVX2"}) == "AMD EPYC (AVX2)"  # an earlier record's row
+
+
+def test_paired_ratio_pairs_rounds_and_groups_processes():
+    """collect = r_p · trunk in every round of process p (trunk varying from round to round): the ratio of each
+    round is r_p, the median is that of the rounds, and the interval resamples the processes (a one-process run
+    gives the rounds' own interval)."""
+    from collect_overhead import paired_ratio
+    trunk = np.random.default_rng(3).uniform(0.5, 0.9, 12)
+    r = np.repeat([1.02, 1.05, 1.08], 4)  # three processes of four rounds each, pooled in process order
+    t = {"cpu_s": {"collect": {"samples": list(trunk * r)}, "trunk": {"samples": list(trunk)}}}
+    out = paired_ratio(t, "collect", "trunk", 3)
+    assert out["median"] == pytest.approx(1.05)
+    lo, hi = out["ci95"]
+    assert 1.02 - 1e-9 <= lo <= 1.05 <= hi <= 1.08 + 1e-9 and hi - lo > 0.01  # the processes differ: a wide interval
+    one = paired_ratio({"cpu_s": {"collect": {"samples": list(trunk * 1.07)}, "trunk": {"samples": list(trunk)}}},
+                       "collect", "trunk", 1)
+    assert one["median"] == pytest.approx(1.07) and one["ci95"] == pytest.approx([1.07, 1.07], abs=1e-6)
