@@ -16,12 +16,24 @@ from interp.collectors.attn_logits import for_model
 from interp.collectors.driver import default_collectors
 from interp.collectors.tail_loss import unembedding
 
-from test_collect_tail_loss import unembedding_rows
 from test_collect_variants import LENGTHS, PLACEMENTS, padded
 
 def forward_only(model) -> list:
     """Every collector that reads nothing of the output (attention logits where the model has q / k hooks)."""
     return default_collectors() + [Precision()] + for_model(model)
+
+
+def unembedding_rows(model, run) -> list[tuple[int, int]]:
+    """The [b, t] the unembedding computed logits for during run(), seen through its forward, not a hook (a hook
+    there would keep the forwards whole, `test_a_hook_of_its_own_after_the_unembedding_keeps_the_forwards_whole`)."""
+    u, seen = unembedding(model), []
+    own = u.forward
+    u.forward = lambda x: (seen.append(tuple(x.shape[:2])), own(x))[1]
+    try:
+        run()
+    finally:
+        del u.forward
+    return seen
 
 
 def tables_both_ways(monkeypatch, model, vocab: int, batch_size: int = 2):
@@ -75,32 +87,33 @@ def test_a_collector_that_reads_the_output_gets_the_logits(monkeypatch):
 
 
 class Tail(HookedRootModule):
-    """embed → hook_a → unembed → hook_b (a hook point after the unembedding) ; hook_c never runs; again: hook_a
-    runs once more at the end (a hook point used on both sides of the unembedding)."""
+    """embed → hook_a → unembed → hook_b (a hook point after the unembedding); hook_c never runs; again: hook_a
+    runs once more at the end (a hook point used on both sides of the unembedding). `ran` says how far each forward
+    got: "a" past hook_a, "b" past hook_b."""
 
     def __init__(self, again: bool = False):
         super().__init__()
         self.embed, self.unembed = nn.Embedding(10, 4), nn.Linear(4, 10)
         self.hook_a, self.hook_b, self.hook_c = HookPoint(), HookPoint(), HookPoint()
-        self.again = again
+        self.again, self.ran = again, []
         self.setup()
 
     def forward(self, tokens, attention_mask=None):
-        out = self.hook_b(self.unembed(self.hook_a(self.embed(tokens))))
+        x = self.hook_a(self.embed(tokens))
+        self.ran.append("a")
+        out = self.hook_b(self.unembed(x))
+        self.ran.append("b")
         return self.hook_a(out) if self.again else out
 
 
 def forwards(trunk: TR.Trunk, m: Tail, n: int) -> list[list[str]]:
-    """The hooks that fired in each of n forwards of m through `trunk.forward()`."""
+    """How far each of n forwards of m through `trunk.forward()` got."""
     out = []
     for _ in range(n):
-        seen = []
-        m.hook_a.add_hook(lambda x, hook: seen.append("a"))
-        m.hook_b.add_hook(lambda x, hook: seen.append("b"))
+        m.ran = []
         with trunk.forward():
             m(torch.zeros(1, 3, dtype=torch.long))
-        m.reset_hooks()
-        out.append(seen)
+        out.append(m.ran)
     return out
 
 
@@ -113,7 +126,7 @@ def test_trunk_stops_only_when_every_hook_fired_before_the_unembedding():
         assert forwards(t, m, 3) == [["a", "b"]] * 3 and t.decided and t.stop is None
     m2 = Tail(again=True)
     t = TR.Trunk(m2, ["hook_a"])
-    assert forwards(t, m2, 2) == [["a", "b", "a"]] * 2 and t.stop is None
+    assert forwards(t, m2, 2) == [["a", "b"]] * 2 and t.stop is None
     t = TR.Trunk(m, ["not_a_hook"])
     assert t.decided and forwards(t, m, 2) == [["a", "b"]] * 2
     assert not any(p._forward_hooks or p._forward_pre_hooks for p in m.modules())  # nothing left attached
@@ -131,3 +144,16 @@ def test_fixed_noise_level_draws_the_same_masks(monkeypatch):
         runs.append(collect_over_t(model, (toks, mask), (0.25, 0.75), batch_size=1, progress=False))
     for t in (0.25, 0.75):
         assert_same_tables(runs[0][t].tables, runs[1][t].tables)
+
+
+def test_a_hook_of_its_own_after_the_unembedding_keeps_the_forwards_whole():
+    """A user's hook that the stop would silence: on the unembedding itself, on a module after it, or on the whole
+    model (which ends after it). Each keeps every forward whole, so that hook fires every time."""
+    m = Tail()
+    for module, kind in ((m.unembed, "fwd"), (m.unembed, "pre"), (m.hook_b, "fwd"), (m, "fwd")):
+        calls = []
+        reg = module.register_forward_hook if kind == "fwd" else module.register_forward_pre_hook
+        h = reg(lambda *a: calls.append(1))
+        t = TR.Trunk(m, ["hook_a"])
+        assert forwards(t, m, 3) == [["a", "b"]] * 3 and t.stop is None and len(calls) == 3
+        h.remove()

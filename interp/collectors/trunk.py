@@ -6,7 +6,8 @@ SmolLM2-135M's forward and most of Gemma-3-270M's (a 262k vocabulary), and the l
 1.2 GB. When every collector of a run reads nothing of the output (`Collector.reads_output == "none"`), the driver
 runs its forwards through `Trunk.forward`: the first batch runs whole and shows in which order the hook points the
 run uses fire; if all of them fire before the unembedding and none after it, every later forward stops as it enters
-the unembedding. No statistic changes, since no hook the run uses would have fired later. The check runs on the
+the unembedding. No statistic changes, since no hook the run uses would have fired later (nor any other hook: a
+module with a hook of its own that runs or ends after the unembedding keeps every forward whole). The check runs on the
 run's own first batch, not on an extra forward, so a model whose forward draws random numbers (an MDLM at a fixed
 noise level) draws the same ones as before.
 """
@@ -16,6 +17,7 @@ import contextlib
 from collections.abc import Iterable, Iterator
 
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from interp.collectors.tail_loss import unembedding
 
@@ -43,9 +45,11 @@ def stopped(u: nn.Module) -> Iterator[None]:
 
 class Trunk:
     """The forwards of one run whose collectors read nothing of the output: `forward()` wraps each. The first
-    records the order in which the named hook points and the unembedding fire; the later ones stop at the
-    unembedding when that order allows it (`stop`), and run whole otherwise. Inactive (every forward whole) when
-    ENABLED is off, or the model has no plain unembedding or no index of its hook points (`mod_dict`)."""
+    records the order in which the named hook points and the unembedding fire, and every module that starts or ends
+    once the unembedding has started; the later ones stop at the unembedding (`stop`) when that order allows it and
+    none of those modules has a hook of its own (a hook on the logits, or on the whole model, that the stop would
+    silence), and run whole otherwise. Inactive (every forward whole) when ENABLED is off, or the model has no plain
+    unembedding or no index of its hook points (`mod_dict`)."""
 
     def __init__(self, model, hook_names: Iterable[str]):
         points = getattr(model, "mod_dict", None)
@@ -67,15 +71,23 @@ class Trunk:
             yield
             return
         order: list[str | None] = []
+        late: dict[int, nn.Module] = {}  # modules that start or end once the unembedding has started
+
+        def seen(module, *a):
+            if None in order:
+                late[id(module)] = module
+
         handles = [self.points[n].register_forward_hook(lambda *a, n=n: order.append(n)) for n in self.names]
         handles.append(self.u.register_forward_pre_hook(lambda *a: order.append(None)))
+        handles += [register_module_forward_pre_hook(seen), register_module_forward_hook(seen)]
         try:
             yield
         finally:
             for h in handles:
                 h.remove()
         self.decided = True
-        self.stop = self.u if safe(order, self.names) else None
+        quiet = not any(m._forward_hooks or m._forward_pre_hooks for m in late.values())  # nobody else listens there
+        self.stop = self.u if quiet and safe(order, self.names) else None
 
 
 def safe(order: list[str | None], names: set[str]) -> bool:
