@@ -7,9 +7,9 @@ SmolLM2-135M's forward and most of Gemma-3-270M's (a 262k vocabulary), and the l
 runs its forwards through `Trunk.forward`: the first batch runs whole and shows in which order the hook points the
 run uses fire; if all of them fire before the unembedding and none after it, every later forward stops as it enters
 the unembedding. No statistic changes, since no hook the run uses would have fired later (nor any other hook: a
-module with a hook of its own that runs or ends after the unembedding keeps every forward whole). The check runs on the
-run's own first batch, not on an extra forward, so a model whose forward draws random numbers (an MDLM at a fixed
-noise level) draws the same ones as before.
+module with a hook of its own that runs or ends after the unembedding keeps every forward whole). The check runs
+on the run's own first batch, not on an extra forward, so a model whose forward draws random numbers (an MDLM at a
+fixed noise level) draws the same ones as before.
 """
 from __future__ import annotations
 
