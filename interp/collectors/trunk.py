@@ -70,15 +70,20 @@ class Trunk:
         if self.decided:
             yield
             return
-        order: list[str | None] = []
+        order: list[str | None] = []  # hook point names as they fire; None where the unembedding starts
         late: dict[int, nn.Module] = {}  # modules that start or end once the unembedding has started
 
         def seen(module, *a):
-            if None in order:
+            if started:
                 late[id(module)] = module
 
+        def enter(*a):
+            started.append(True)
+            order.append(None)
+
+        started: list[bool] = []
         handles = [self.points[n].register_forward_hook(lambda *a, n=n: order.append(n)) for n in self.names]
-        handles.append(self.u.register_forward_pre_hook(lambda *a: order.append(None)))
+        handles.append(self.u.register_forward_pre_hook(enter))
         handles += [register_module_forward_pre_hook(seen), register_module_forward_hook(seen)]
         try:
             yield
