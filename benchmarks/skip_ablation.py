@@ -123,8 +123,7 @@ def tail_vs_float64(model, tokens, am) -> dict:
     fused_ce = TL.variant_ce(model, tokens, am, variant)[0].double()
     with torch.no_grad():
         lg = TL._tail(F.linear(final["h"][0, :-1].double(), u.weight.double(),
-                               None if u.bias is None else u.bias.double()), float(getattr(model, "logit_multiplier", 1.0)),
-                      getattr(model, "logit_softcap", None))
+                               None if u.bias is None else u.bias.double()), *TL._tail_of(model))
         ref = F.cross_entropy(lg, tokens[0, 1:], reduction="none")
     return {"fused_vs_float64_max_abs": float((fused_ce - ref).abs().max()),
             "logits_vs_float64_max_abs": float((logits_ce - ref).abs().max())}
