@@ -8,6 +8,7 @@ logs shipped with the zoo (data/zoo, data/sweep) because training is not re-run 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,14 @@ REAL_MODELS = ("smollm2-135m", "gemma-3-270m", "minilm-l6")
 REACH_MODELS = ("qwen2.5-0.5b", "mpnet-base")
 
 
+def say(line: str) -> None:
+    """Print `line` to stdout in one write: the job's processes share that stream, and print() writes a line and
+    its newline separately, so another process's line could land between them (a pipe keeps one write of up to
+    4 KB whole)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 class Progress:
     """Prints each step with its elapsed time since the job started (`t0`, wall clock, shared by the job's worker
     processes) and keeps the lines for the report's "how it was made" notes."""
@@ -34,7 +43,7 @@ class Progress:
 
     def __call__(self, msg: str) -> None:
         line = f"[{time.time() - self.t0:6.1f} s] {msg}"
-        print(line, flush=True)
+        say(line)
         self.lines.append(line)
 
 
@@ -459,7 +468,7 @@ def run_default(out: str | Path = "report/index.html", small: bool = False, zoo_
         parts[labelled[i][0]] = [result_part(r) for r in value[0]]  # the adapters' work, done while the other tasks run
         lines.extend(value[2])
         line = f"[{time.time() - log.t0:6.1f} s] task {' '.join(map(str, labelled[i][0]))}: {cpu:.1f} s CPU"
-        print(line, flush=True)  # on stdout too: benchmarks/main_job.py reads each task's CPU seconds from it
+        say(line)  # on stdout too: benchmarks/main_job.py reads each task's CPU seconds from it
         lines.append(line)
 
     with task_pool(min(workers, len(labelled)), threads) as pool:
