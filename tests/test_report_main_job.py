@@ -1,5 +1,4 @@
 """The main job's plan: which real models the default measures, the --full option, and the order of its tasks."""
-import os
 import subprocess
 import sys
 import tempfile
@@ -295,51 +294,3 @@ def test_render_with_a_pool_builds_some_sections_there_and_writes_the_same_page(
     assert norm(there) == norm(here)
     sec = there[there.index('<section id="norm-scales">'):].split("</section>")[0]
     assert "Plotly.newPlot" in sec  # a section built on the worker holds its figure
-
-
-class _Writes:
-    """A stdout that records each write call (what reaches the file descriptor as one write)."""
-
-    def __init__(self):
-        self.calls = []
-
-    def write(self, s):
-        self.calls.append(s)
-        return len(s)
-
-    def flush(self):
-        pass
-
-
-def test_each_progress_line_is_one_write_with_its_newline(monkeypatch):
-    from interp.report.main_job import Progress
-    out = _Writes()
-    monkeypatch.setattr(sys, "stdout", out)
-    log = Progress(t0=0.0)
-    log("gemma-3-270m: loaded in 5.3 s")
-    log("zoo pre-ln: forward collectors on 2048 tokens in 0.3 s")
-    assert len(out.calls) == 2 and all(c.endswith("\n") and c.count("\n") == 1 for c in out.calls)
-    assert [c.rstrip("\n") for c in out.calls] == log.lines
-
-
-LINE = r"^\[\s*[\d.]+ s\] (w[01]): line (\d+) of a step in 0\.1 s$"
-
-
-def test_lines_of_processes_sharing_one_pipe_stay_whole():
-    """The job's worker processes and its main process print to one stdout; benchmarks/main_job.py parses each
-    line. Two processes print through Progress at once into one pipe: every line arrives whole, in its own order."""
-    import re
-    code = ("import sys; from interp.report.main_job import Progress; log = Progress(0.0); w = sys.argv[1]\n"
-            "for i in range(4000): log(f'{w}: line {i} of a step in 0.1 s')\n")
-    r, w = os.pipe()
-    procs = [subprocess.Popen([sys.executable, "-c", code, f"w{k}"], stdout=w) for k in range(2)]
-    os.close(w)
-    with os.fdopen(r) as f:
-        text = f.read()
-    assert all(p.wait(timeout=120) == 0 for p in procs)
-    seen = {"w0": [], "w1": []}
-    for line in text.splitlines():
-        m = re.match(LINE, line)
-        assert m, f"a broken line: {line!r}"
-        seen[m[1]].append(int(m[2]))
-    assert seen == {"w0": list(range(4000)), "w1": list(range(4000))}

@@ -8,11 +8,12 @@ logs shipped with the zoo (data/zoo, data/sweep) because training is not re-run 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from interp.console import say  # the job's processes share stdout: each line in one write
 
 if TYPE_CHECKING:  # imported where used: run_default checks its arguments before importing them
     import pandas as pd
@@ -24,14 +25,6 @@ REAL_MODELS = ("smollm2-135m", "gemma-3-270m", "minilm-l6")
 # The reach models, measured with `full` (`interp report --default --full`, `make report-full`): a larger
 # Pre-RMSNorm LM and a second Post-LN encoder; they add rows to the same tables and claims, no new kind of evidence.
 REACH_MODELS = ("qwen2.5-0.5b", "mpnet-base")
-
-
-def say(line: str) -> None:
-    """Print `line` to stdout in one write: the job's processes share that stream, and print() writes a line and
-    its newline separately, so another process's line could land between them (a pipe keeps one write of up to
-    4 KB whole)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 class Progress:

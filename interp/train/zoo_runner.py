@@ -21,6 +21,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+from interp.console import say  # the trainers run in parallel processes that share stdout and stderr
 from interp.outputs import read_json
 from interp.train.zoo import (SHIP_SNAPSHOTS, ZOO_DIR, ZOO_EXCEPTIONS, ZOO_NOTES, ZOO_SIZE, ZOO_STEPS,
                               _write_json, exception_config, model_name, train_one, zoo_train_config)
@@ -249,11 +250,11 @@ def run_next(out: Path = ZOO_DIR, runs: Path = Path("out/zoo-runs"), steps: int 
                     raise RuntimeError(rec["message"])
                 base = unigram_entropy(data.train_tokens, data.val_tokens, data.tokenizer.vocab_size)
                 record(out, name, rec, data.describe(), base)
-                print(f"{name:<22} done: val loss {rec['final_val_loss']:.4f}, {rec['job_cpu_s']:.0f} CPU s", flush=True)
+                say(f"{name:<22} done: val loss {rec['final_val_loss']:.4f}, {rec['job_cpu_s']:.0f} CPU s")
             except Exception:
                 (runs / name).mkdir(parents=True, exist_ok=True)
                 (runs / name / "FAILED").write_text(traceback.format_exc())
-                print(f"{name}: failed, see {runs / name / 'FAILED'}", file=sys.stderr, flush=True)
+                say(f"{name}: failed, see {runs / name / 'FAILED'}", file=sys.stderr)
             return name
     return _next_lnfree(out, runs, steps, seeds, hold, strategies) or _record_unrecorded(out, runs, steps, strategies,
                                                                                          seeds)
@@ -291,7 +292,7 @@ def _record_unrecorded(out: Path, runs: Path, steps: int, strategies: list[str] 
                 if not _recorded(out, n):
                     record(out, n, json.loads((out / n / "config.json").read_text())["training"],
                            data.describe(), base)
-            print(f"{job:<22} recorded (its job stopped before recording it)", flush=True)
+            say(f"{job:<22} recorded (its job stopped before recording it)")
             return job
     return None
 
@@ -326,11 +327,11 @@ def _next_lnfree(out: Path, runs: Path, steps: int, seeds: dict[str, int] | None
                     n = model_name(key, seed)
                     record(out, n, json.loads((out / n / "config.json").read_text())["training"],
                            data.describe(), base)
-                print(f"{name:<22} done", flush=True)
+                say(f"{name:<22} done")
             except Exception:
                 (runs / name).mkdir(parents=True, exist_ok=True)
                 (runs / name / "FAILED").write_text(traceback.format_exc())
-                print(f"{name}: failed, see {runs / name / 'FAILED'}", file=sys.stderr, flush=True)
+                say(f"{name}: failed, see {runs / name / 'FAILED'}", file=sys.stderr)
             return name
     return None
 
